@@ -1,0 +1,11 @@
+# Every dependency comes from a Debian 12 package, found the way TOOLCHAIN.md says.
+find_package(Threads REQUIRED)
+find_package(simdjson CONFIG REQUIRED)
+find_package(nlohmann_json 3.11 CONFIG REQUIRED)
+if(MQ_BUILD_DAEMON OR MQ_BUILD_TESTS OR MQ_BUILD_BENCH)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+endif()
+if(MQ_BUILD_TESTS)
+  find_package(doctest CONFIG REQUIRED)
+endif()

@@ -1,0 +1,54 @@
+// The file layer under LogStore. The real one is POSIX; tests substitute one that counts syncs or
+// simulates a power cut by dropping every byte that was written but not synced.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mq/export.h"
+#include "mq/status.h"
+
+namespace mq {
+
+// One open file that is appended to and read at positions. append() and sync() are called by one
+// thread at a time; read() may run concurrently with them and with each other.
+class MQ_EXPORT File {
+ public:
+  virtual ~File() = default;
+  // Writes all of `data` at the end of the file (a write(2) loop: after a crash a prefix may remain).
+  virtual Status append(std::string_view data) = 0;
+  // Makes everything appended so far durable (fdatasync).
+  virtual Status sync() = 0;
+  // Reads up to `length` bytes at `position` into `out` (resized to what was read; short at the end).
+  virtual Status read(std::uint64_t position, std::size_t length, std::string& out) const = 0;
+  // The current size in bytes.
+  virtual Result<std::uint64_t> size() const = 0;
+  // Cuts the file to `length` bytes; later appends go on from there.
+  virtual Status truncate(std::uint64_t length) = 0;
+};
+
+// Creates and finds files. Thread-safe.
+class MQ_EXPORT FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+  // Opens `path` for reading and appending, creating it when missing.
+  virtual Result<std::unique_ptr<File>> open(const std::string& path) = 0;
+  // Creates `path` and its missing parents.
+  virtual Status create_directories(const std::string& path) = 0;
+  // Makes the entries of directory `path` (files created or renamed in it) durable.
+  virtual Status sync_directory(const std::string& path) = 0;
+  // The names in directory `path` (not "." or ".."); empty when it does not exist.
+  virtual Result<std::vector<std::string>> list_directory(const std::string& path) = 0;
+  // True when `path` exists.
+  virtual bool exists(const std::string& path) = 0;
+  // Removes the file `path`; ok when it did not exist.
+  virtual Status remove(const std::string& path) = 0;
+};
+
+// The real file system (open/pwrite/fdatasync). Stateless.
+MQ_EXPORT std::shared_ptr<FileSystem> make_posix_file_system();
+
+}  // namespace mq

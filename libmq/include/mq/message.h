@@ -1,0 +1,71 @@
+// What a producer hands in (Message) and what a reader gets back (StoredMessage, ReadBatch).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/export.h"
+#include "mq/status.h"
+
+namespace mq {
+
+// A valid JSON value in minified form, so it always fits on one line of the log. Copyable.
+class MQ_EXPORT Payload {
+ public:
+  // Validates `json` (any JSON value, including scalars and null) and minifies it.
+  // kInvalidArgument when it is not exactly one JSON value.
+  static Result<Payload> parse(std::string_view json);
+  // Wraps text the caller guarantees is one valid, minified JSON value (e.g. the output of
+  // simdjson::to_json_string). Not checked: text with a raw newline would break the log.
+  static Payload from_minified_json(std::string json) { return Payload(std::move(json)); }
+
+  const std::string& json() const { return json_; }
+
+ private:
+  explicit Payload(std::string json) : json_(std::move(json)) {}
+  std::string json_;
+};
+
+// One message to append: a payload and an optional key (any string; it picks the partition).
+struct Message {
+  Payload payload;
+  std::optional<std::string> key;
+};
+
+// One stored message as read back: its offset and its line from the log, without the newline.
+// `line` is the complete JSON object that was written ({"offset":..,"timestamp":..,"payload":..}).
+struct StoredMessage {
+  std::uint64_t offset;
+  std::string_view line;
+};
+
+// Consecutive messages read from one partition. Owns the bytes its StoredMessages point into.
+// Movable, not copyable.
+class MQ_EXPORT ReadBatch {
+ public:
+  ReadBatch() = default;
+  ReadBatch(ReadBatch&&) noexcept = default;
+  ReadBatch& operator=(ReadBatch&&) noexcept = default;
+  ReadBatch(const ReadBatch&) = delete;
+  ReadBatch& operator=(const ReadBatch&) = delete;
+
+  bool empty() const { return messages_.empty(); }
+  std::size_t size() const { return messages_.size(); }
+  const StoredMessage& operator[](std::size_t i) const { return messages_[i]; }
+  auto begin() const { return messages_.begin(); }
+  auto end() const { return messages_.end(); }
+  // The offset after the last message (the offset to read from next).
+  std::uint64_t next_offset() const { return next_offset_; }
+
+ private:
+  friend class PartitionLog;  // fills the batch
+  std::string buffer_;
+  std::vector<StoredMessage> messages_;
+  std::uint64_t next_offset_ = 0;
+};
+
+}  // namespace mq

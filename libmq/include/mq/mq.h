@@ -1,0 +1,10 @@
+// Everything libmq offers, in one include.
+#pragma once
+
+#include "mq/file_system.h"
+#include "mq/log_store.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/partition.h"
+#include "mq/status.h"
+#include "mq/topic.h"

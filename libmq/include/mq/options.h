@@ -1,0 +1,85 @@
+// Plain option structs with defaults, and the environment parser that fills them.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/export.h"
+#include "mq/status.h"
+
+namespace mq {
+
+class FileSystem;
+
+// When an append (and an ack) counts as durable.
+enum class FsyncMode {
+  kAlways,    // group commit: answered only after an fdatasync that covers its bytes
+  kInterval,  // written before the answer; synced every fsync_interval in the background
+  kNever,     // written before the answer (survives a killed process); synced only on close
+};
+
+// What opening a log does about damage found after its last index checkpoint.
+enum class RecoveryMode {
+  kTolerateTornTail,  // cut the log at the first damaged line: a crash mid-write leaves exactly that
+  kStrict,            // cut a torn tail, but refuse to open when intact records follow the damage
+};
+
+struct StoreOptions {
+  // Root directory; one log per partition at <data_dir>/<topic>/partition-<N>.log.
+  std::string data_dir = "./data";
+  // Durability of appends.
+  FsyncMode fsync = FsyncMode::kAlways;
+  // Period of the background sync with FsyncMode::kInterval.
+  std::chrono::milliseconds fsync_interval{100};
+  // What recovery does about damage in a log.
+  RecoveryMode recovery = RecoveryMode::kTolerateTornTail;
+  // Bytes of log between two entries of the sparse offset index (smaller: faster seeks, larger index).
+  std::size_t index_interval_bytes = 4096;
+  // Largest accepted payload (minified JSON bytes).
+  std::size_t max_payload_bytes = 1 << 20;
+  // The file layer; nullptr means the real POSIX one. Tests inject faults through it.
+  std::shared_ptr<FileSystem> file_system;
+};
+
+struct TopicSpec {
+  std::string name;         // valid per is_valid_name()
+  std::uint32_t partitions;  // at least 1
+};
+
+// The partitions this process serves: partition p is ours when p % count == index.
+struct BrokerIdentity {
+  std::uint32_t index = 0;
+  std::uint32_t count = 1;
+  bool owns(std::uint32_t partition) const { return partition % count == index; }
+};
+
+// Everything the environment configures for the storage core.
+struct Config {
+  StoreOptions store;
+  BrokerIdentity broker;
+  std::vector<TopicSpec> topics{{"events", 8}, {"orders", 4}, {"default", 8}};
+};
+
+// Looks an environment variable up; std::nullopt when it is unset.
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// Reads TOPICS, DATA_DIR, BROKER_INDEX, BROKER_COUNT, FSYNC, FSYNC_INTERVAL_MS and MAX_PAYLOAD_BYTES
+// through `lookup`; unset variables keep their defaults. A bad value gives kInvalidArgument whose
+// message names the variable and quotes the value.
+MQ_EXPORT Result<Config> config_from_env(const EnvLookup& lookup);
+
+// Parses a TOPICS value ("events:8,orders:4"): names valid and unique, partitions in [1, 65536].
+MQ_EXPORT Result<std::vector<TopicSpec>> parse_topics(std::string_view value);
+
+// True when `name` can name a topic or group: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$. Such a name can
+// never form a path outside the data directory.
+MQ_EXPORT bool is_valid_name(std::string_view name);
+
+}  // namespace mq

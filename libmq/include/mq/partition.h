@@ -1,0 +1,82 @@
+// One partition: an append-only log of JSON lines plus its offsets.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "mq/export.h"
+#include "mq/message.h"
+#include "mq/status.h"
+
+namespace mq {
+
+class PartitionLog;
+
+// What opening a partition found and repaired.
+struct RecoveryReport {
+  std::uint64_t truncated_bytes = 0;     // bytes cut off the end of the log (torn tail, garbage)
+  bool intact_records_after_damage = false;  // the cut also dropped complete records (not a mere torn tail)
+  bool index_rebuilt = false;            // the offset index was missing or untrustworthy
+  std::uint64_t scanned_bytes = 0;       // log bytes read to recover (the tail after the index)
+};
+
+// Byte positions in the log, in the order appended >= written >= synced.
+struct LogPositions {
+  std::uint64_t appended = 0;  // handed to the writer
+  std::uint64_t written = 0;   // in the file (survives a killed process)
+  std::uint64_t synced = 0;    // fdatasync'ed (survives a power cut)
+};
+
+// Thread-safe. Appends are serialised; reads and waits run concurrently with them. Readers see a
+// message once it is as durable as the store's FsyncMode promises (with kAlways: once synced), and
+// a batch all at once. Created and owned by LogStore.
+class MQ_EXPORT Partition {
+ public:
+  ~Partition();
+  Partition(const Partition&) = delete;
+  Partition& operator=(const Partition&) = delete;
+
+  const std::string& topic() const;
+  std::uint32_t index() const;
+
+  // Appends `batch` atomically, in order, and returns the offset of its first message once the
+  // batch is durable per the store's FsyncMode. After a crash, recovery finds all of the batch or
+  // none of it. kInvalidArgument for an empty batch, kPayloadTooLarge for a payload above
+  // max_payload_bytes, kIOError (and every later append fails too) when the disk refused.
+  Result<std::uint64_t> append(std::span<const Message> batch);
+  Result<std::uint64_t> append(const Message& message) { return append(std::span(&message, 1)); }
+
+  // Reads stored lines from `offset` on: at most `max_messages`, and no more than `max_bytes` of
+  // lines unless the first line alone is larger (it is returned anyway). Empty at the end of the
+  // log; kNotFound for an offset beyond it.
+  Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
+
+  // The offset the next message will get, as visible to readers.
+  std::uint64_t next_offset() const;
+
+  // Blocks until a message with an offset >= `offset` is visible, `timeout` passes or
+  // interrupt_waiters() is called; returns next_offset() (event-driven, no polling).
+  std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
+
+  // Wakes every waiter in wait_beyond() now (used at shutdown).
+  void interrupt_waiters();
+
+  // Size in bytes of the log file (what readers can see).
+  std::uint64_t log_bytes() const;
+  LogPositions positions() const;
+  const RecoveryReport& recovery_report() const;
+
+  // Makes everything written durable now, whatever the FsyncMode.
+  Status sync();
+
+ private:
+  friend class LogStore;
+  explicit Partition(std::unique_ptr<PartitionLog> log);
+  std::unique_ptr<PartitionLog> log_;
+};
+
+}  // namespace mq

@@ -1,0 +1,81 @@
+// Expected failures are values, not exceptions: every call that can fail returns a Status, or a
+// Result<T> when it also produces a value. mqd maps each ErrorCode to exactly one HTTP status.
+#pragma once
+
+#include <cassert>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+#include "mq/export.h"
+
+namespace mq {
+
+enum class ErrorCode {
+  kOk = 0,
+  kInvalidArgument,  // malformed input: bad name, bad JSON, bad configuration value
+  kNotFound,         // unknown topic, partition or message
+  kPayloadTooLarge,  // a payload above the configured limit
+  kNotOwned,         // the partition belongs to another broker
+  kConflict,         // the operation does not fit the current state (e.g. not in flight)
+  kCorruption,       // on-disk data that cannot be trusted
+  kIOError,          // the operating system refused a read, write or sync
+  kShuttingDown,     // the store or broker is closing
+};
+
+// The name of `code` as written in logs ("not_found").
+MQ_EXPORT std::string_view to_string(ErrorCode code);
+
+// The outcome of an operation. Cheap to copy when ok. Thread-compatible.
+class MQ_EXPORT Status {
+ public:
+  Status() = default;
+  Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  static Status ok_status() { return {}; }
+  static Status invalid_argument(std::string m) { return {ErrorCode::kInvalidArgument, std::move(m)}; }
+  static Status not_found(std::string m) { return {ErrorCode::kNotFound, std::move(m)}; }
+  static Status payload_too_large(std::string m) { return {ErrorCode::kPayloadTooLarge, std::move(m)}; }
+  static Status corruption(std::string m) { return {ErrorCode::kCorruption, std::move(m)}; }
+  static Status io_error(std::string m) { return {ErrorCode::kIOError, std::move(m)}; }
+  static Status shutting_down(std::string m) { return {ErrorCode::kShuttingDown, std::move(m)}; }
+
+  bool ok() const { return code_ == ErrorCode::kOk; }
+  ErrorCode code() const { return code_; }
+  // A human-readable reason, empty when ok.
+  const std::string& message() const { return message_; }
+  // "<code>: <message>", or "ok".
+  std::string to_string() const;
+
+ private:
+  ErrorCode code_ = ErrorCode::kOk;
+  std::string message_;
+};
+
+// Either a T or the Status that explains why there is none (never an ok Status).
+template <typename T>
+class Result {
+ public:
+  Result(T value) : state_(std::move(value)) {}  // NOLINT(google-explicit-constructor): return values
+  Result(Status status) : state_(std::move(status)) {  // NOLINT(google-explicit-constructor)
+    assert(!std::get<Status>(state_).ok() && "a Result holding a Status must hold an error");
+  }
+
+  bool ok() const { return std::holds_alternative<T>(state_); }
+  // The error; an ok Status when a value is held.
+  Status status() const { return ok() ? Status() : std::get<Status>(state_); }
+
+  T& value() & { return std::get<T>(state_); }
+  const T& value() const& { return std::get<T>(state_); }
+  T&& value() && { return std::get<T>(std::move(state_)); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+
+ private:
+  std::variant<T, Status> state_;
+};
+
+}  // namespace mq

@@ -1,0 +1,121 @@
+#include <charconv>
+#include <set>
+
+#include "mq/options.h"
+
+namespace mq {
+namespace {
+
+std::string quote(std::string_view value) { return "'" + std::string(value) + "'"; }
+
+Status bad_variable(std::string_view name, std::string_view value, std::string_view why) {
+  return Status::invalid_argument(std::string(name) + "=" + quote(value) + ": " + std::string(why));
+}
+
+// Parses a whole decimal number in [min, max]; nullopt otherwise (sign, spaces, suffixes rejected).
+std::optional<std::uint64_t> parse_number(std::string_view text, std::uint64_t min, std::uint64_t max) {
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  if (value < min || value > max) return std::nullopt;
+  return value;
+}
+
+// Reads the variable `name` as a number in [min, max] into `out` when it is set.
+Status read_number(const EnvLookup& lookup, std::string_view name, std::uint64_t min, std::uint64_t max,
+                   std::uint64_t& out) {
+  auto value = lookup(name);
+  if (!value) return {};
+  auto number = parse_number(*value, min, max);
+  if (!number) {
+    return bad_variable(name, *value,
+                        "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  out = *number;
+  return {};
+}
+
+}  // namespace
+
+bool is_valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(name.front())) return false;
+  for (char c : name) {
+    if (!alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
+  std::vector<TopicSpec> topics;
+  std::set<std::string, std::less<>> seen;
+  std::string_view rest = value;
+  while (true) {
+    const auto comma = rest.find(',');
+    std::string_view entry = rest.substr(0, comma);
+    const auto colon = entry.find(':');
+    if (colon == std::string_view::npos) {
+      return Status::invalid_argument("entry " + quote(entry) + " is not <name>:<partitions>");
+    }
+    std::string_view name = entry.substr(0, colon);
+    std::string_view count = entry.substr(colon + 1);
+    if (!is_valid_name(name)) {
+      return Status::invalid_argument("topic name " + quote(name) + " must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+    }
+    auto partitions = parse_number(count, 1, 65536);
+    if (!partitions) {
+      return Status::invalid_argument("partition count " + quote(count) + " of topic " + quote(name) +
+                                      " must be a whole number from 1 to 65536");
+    }
+    if (!seen.emplace(name).second) return Status::invalid_argument("topic " + quote(name) + " is listed twice");
+    topics.push_back({std::string(name), static_cast<std::uint32_t>(*partitions)});
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return topics;
+}
+
+Result<Config> config_from_env(const EnvLookup& lookup) {
+  Config config;
+  if (auto topics = lookup("TOPICS")) {
+    auto parsed = parse_topics(*topics);
+    if (!parsed.ok()) return bad_variable("TOPICS", *topics, parsed.status().message());
+    config.topics = std::move(parsed.value());
+  }
+  if (auto dir = lookup("DATA_DIR")) {
+    if (dir->empty()) return bad_variable("DATA_DIR", *dir, "must not be empty");
+    config.store.data_dir = *dir;
+  }
+  std::uint64_t count = config.broker.count;
+  std::uint64_t index = config.broker.index;
+  if (auto s = read_number(lookup, "BROKER_COUNT", 1, 65536, count); !s.ok()) return s;
+  if (auto s = read_number(lookup, "BROKER_INDEX", 0, 65535, index); !s.ok()) return s;
+  if (index >= count) {
+    return bad_variable("BROKER_INDEX", std::to_string(index),
+                        "must be less than BROKER_COUNT (" + std::to_string(count) + ")");
+  }
+  config.broker = {static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(count)};
+  if (auto mode = lookup("FSYNC")) {
+    if (*mode == "always") {
+      config.store.fsync = FsyncMode::kAlways;
+    } else if (*mode == "interval") {
+      config.store.fsync = FsyncMode::kInterval;
+    } else if (*mode == "never") {
+      config.store.fsync = FsyncMode::kNever;
+    } else {
+      return bad_variable("FSYNC", *mode, "expected always, interval or never");
+    }
+  }
+  std::uint64_t interval = static_cast<std::uint64_t>(config.store.fsync_interval.count());
+  if (auto s = read_number(lookup, "FSYNC_INTERVAL_MS", 1, 3'600'000, interval); !s.ok()) return s;
+  config.store.fsync_interval = std::chrono::milliseconds(interval);
+  std::uint64_t max_payload = config.store.max_payload_bytes;
+  if (auto s = read_number(lookup, "MAX_PAYLOAD_BYTES", 1, 1ull << 30, max_payload); !s.ok()) return s;
+  config.store.max_payload_bytes = static_cast<std::size_t>(max_payload);
+  return config;
+}
+
+}  // namespace mq

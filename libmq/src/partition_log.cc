@@ -1,0 +1,264 @@
+#include "partition_log.h"
+
+#include <algorithm>
+#include <cassert>
+
+#include "record_format.h"
+
+namespace mq {
+namespace {
+
+constexpr std::size_t kReadChunkBytes = 64 * 1024;
+constexpr std::size_t kMaxSpareBufferBytes = 4 << 20;  // don't hoard memory after a huge batch
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+PartitionLog::PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options,
+                           std::unique_ptr<File> log, std::unique_ptr<File> index_file,
+                           detail::RecoveredLog recovered)
+    : topic_(std::move(topic)),
+      index_(index),
+      options_(options),
+      log_(std::move(log)),
+      index_file_(std::move(index_file)),
+      report_(recovered.report),
+      entries_(std::move(recovered.index)) {
+  const Mark end{recovered.end_position, recovered.next_offset};
+  appended_ = written_ = synced_ = end;
+  last_indexed_position_ = entries_.back().position;
+}
+
+PartitionLog::~PartitionLog() { (void)sync(/*only_if_behind=*/true); }
+
+Status PartitionLog::check_payloads(std::span<const Message> batch) const {
+  for (const Message& m : batch) {
+    const std::size_t size = m.payload.json().size();
+    if (size == 0) return Status::invalid_argument("a payload must be a JSON value");
+    if (size > options_.max_payload_bytes) {
+      return Status::payload_too_large("payload of " + std::to_string(size) + " bytes exceeds MAX_PAYLOAD_BYTES (" +
+                                       std::to_string(options_.max_payload_bytes) + ")");
+    }
+  }
+  return {};
+}
+
+Result<std::uint64_t> PartitionLog::append(std::span<const Message> batch) {
+  if (batch.empty()) return Status::invalid_argument("an append needs at least one message");
+  if (auto s = check_payloads(batch); !s.ok()) return s;
+  const std::int64_t timestamp = now_ms();
+
+  std::unique_lock lock(mutex_);
+  if (!error_.ok()) return error_;
+  const std::uint64_t first = appended_.offset;
+  const std::uint64_t batch_position = appended_.position;
+  const std::optional<std::uint64_t> batch_last =
+      batch.size() > 1 ? std::optional(first + batch.size() - 1) : std::nullopt;
+  const std::size_t before = pending_.size();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    detail::append_record_line(pending_, first + i, timestamp, batch_last, batch[i]);
+  }
+  appended_.position += pending_.size() - before;
+  appended_.offset += batch.size();
+  if (batch_position > 0 && batch_position - last_indexed_position_ >= options_.index_interval_bytes) {
+    pending_entries_.push_back({first, batch_position});
+    last_indexed_position_ = batch_position;
+  }
+
+  const Mark mine = appended_;
+  while (true) {
+    if (!error_.ok()) return error_;
+    const Mark& durable = options_.fsync == FsyncMode::kAlways ? synced_ : written_;
+    if (durable.position >= mine.position) return first;
+    if (!writer_active_) {
+      write_pending(lock);
+    } else {
+      written_cv_.wait(lock);
+    }
+  }
+}
+
+void PartitionLog::write_pending(std::unique_lock<std::mutex>& lock) {
+  assert(!writer_active_);
+  writer_active_ = true;
+  std::string data;
+  data.swap(spare_);
+  data.swap(pending_);
+  std::vector<detail::IndexEntry> entries;
+  entries.swap(pending_entries_);
+  const Mark target = appended_;
+  const bool sync = options_.fsync == FsyncMode::kAlways;
+  lock.unlock();
+
+  Status status = log_->append(data);
+  if (status.ok() && !entries.empty()) {
+    // The index is a shortcut that recovery can rebuild, so its write failing costs only start-up time.
+    std::string encoded;
+    for (const auto& e : entries) detail::encode_index_entry(encoded, e);
+    (void)index_file_->append(encoded);
+  }
+  if (status.ok() && sync) status = log_->sync();
+
+  lock.lock();
+  writer_active_ = false;
+  data.clear();
+  if (data.capacity() <= kMaxSpareBufferBytes) spare_.swap(data);
+  if (status.ok()) {
+    publish(target, sync, entries);
+  } else {
+    // After a failed write or fsync the file's state is unknown: stop accepting writes rather than
+    // pretend (leveldb's RecordBackgroundError). Recovery at the next open repairs the tail.
+    error_ = Status(status.code(), "partition " + topic_ + "/" + std::to_string(index_) +
+                                       " stopped accepting writes: " + status.message());
+  }
+  written_cv_.notify_all();
+}
+
+void PartitionLog::publish(Mark written, bool synced, std::vector<detail::IndexEntry>& new_entries) {
+  assert(written.position >= written_.position && written_.position >= synced_.position);
+  written_ = written;
+  if (synced) synced_ = written;
+  entries_.insert(entries_.end(), new_entries.begin(), new_entries.end());
+  assert(appended_.position >= written_.position && written_.position >= synced_.position);
+  visible_cv_.notify_all();
+}
+
+Status PartitionLog::sync(bool only_if_behind) {
+  std::unique_lock lock(mutex_);
+  while (writer_active_) written_cv_.wait(lock);
+  if (!error_.ok()) return error_;
+  if (only_if_behind && synced_.position == written_.position) return {};
+  writer_active_ = true;
+  const Mark target = written_;
+  lock.unlock();
+  Status status = log_->sync();
+  if (status.ok()) (void)index_file_->sync();
+  lock.lock();
+  writer_active_ = false;
+  if (status.ok()) {
+    synced_ = target;
+    visible_cv_.notify_all();
+  } else {
+    error_ = Status(status.code(), "partition " + topic_ + "/" + std::to_string(index_) +
+                                       " stopped accepting writes: " + status.message());
+  }
+  written_cv_.notify_all();
+  return status;
+}
+
+Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const {
+  Mark visible;
+  detail::IndexEntry start;
+  {
+    std::lock_guard lock(mutex_);
+    visible = visible_locked();
+    start = detail::floor_entry(entries_, offset);
+  }
+  if (offset > visible.offset) {
+    return Status::not_found("offset " + std::to_string(offset) + " is beyond the end of " + topic_ + "/" +
+                             std::to_string(index_) + " (next offset " + std::to_string(visible.offset) + ")");
+  }
+  ReadBatch batch;
+  batch.next_offset_ = offset;
+  if (offset == visible.offset || max_messages == 0) return batch;
+
+  // buffer holds the file from buffer_position on; lines before `cursor` are consumed.
+  std::string& buffer = batch.buffer_;
+  std::uint64_t buffer_position = start.position;
+  std::size_t cursor = 0;
+  std::uint64_t current = start.offset;
+  std::string chunk;
+  auto load_more = [&]() -> Status {
+    const std::uint64_t loaded_end = buffer_position + buffer.size();
+    if (loaded_end >= visible.position) {
+      return Status::corruption(topic_ + "/" + std::to_string(index_) + ": log ends inside a record at byte " +
+                                std::to_string(loaded_end));
+    }
+    const std::size_t want = std::max(kReadChunkBytes, buffer.size());
+    if (auto s = log_->read(loaded_end, static_cast<std::size_t>(std::min<std::uint64_t>(
+                                            want, visible.position - loaded_end)),
+                            chunk);
+        !s.ok()) {
+      return s;
+    }
+    if (chunk.empty()) return Status::io_error("log of " + topic_ + "/" + std::to_string(index_) + " shrank");
+    buffer += chunk;
+    return {};
+  };
+
+  while (current < offset) {  // skip from the index entry to `offset`
+    const auto newline = buffer.find('\n', cursor);
+    if (newline == std::string::npos) {
+      buffer.erase(0, cursor);
+      buffer_position += cursor;
+      cursor = 0;
+      if (auto s = load_more(); !s.ok()) return s;
+      continue;
+    }
+    cursor = newline + 1;
+    ++current;
+  }
+  buffer.erase(0, cursor);
+  buffer_position += cursor;
+  cursor = 0;
+
+  std::vector<std::pair<std::size_t, std::size_t>> spans;  // (start, length) in buffer
+  std::size_t bytes = 0;
+  while (current < visible.offset && spans.size() < max_messages) {
+    const auto newline = buffer.find('\n', cursor);
+    if (newline == std::string::npos) {
+      if (auto s = load_more(); !s.ok()) return s;
+      continue;
+    }
+    const std::size_t length = newline - cursor;
+    if (!spans.empty() && bytes + length > max_bytes) break;
+    // The index only points near the record; the line itself must confirm its offset.
+    if (detail::parse_offset_prefix(std::string_view(buffer).substr(cursor, length)) != current) {
+      return Status::corruption(topic_ + "/" + std::to_string(index_) + ": expected offset " +
+                                std::to_string(current) + " at byte " + std::to_string(buffer_position + cursor));
+    }
+    spans.emplace_back(cursor, length);
+    bytes += length;
+    cursor = newline + 1;
+    ++current;
+  }
+  buffer.resize(cursor);
+  // The buffer holds at least one record line, so it lives on the heap and moving the ReadBatch
+  // keeps these views valid.
+  batch.messages_.reserve(spans.size());
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    batch.messages_.push_back({offset + i, std::string_view(buffer).substr(spans[i].first, spans[i].second)});
+  }
+  batch.next_offset_ = current;
+  return batch;
+}
+
+std::uint64_t PartitionLog::next_offset() const {
+  std::lock_guard lock(mutex_);
+  return visible_locked().offset;
+}
+
+std::uint64_t PartitionLog::wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t interrupts = interrupts_;
+  visible_cv_.wait_for(lock, timeout,
+                       [&] { return visible_locked().offset > offset || interrupts_ != interrupts; });
+  return visible_locked().offset;
+}
+
+void PartitionLog::interrupt_waiters() {
+  std::lock_guard lock(mutex_);
+  ++interrupts_;
+  visible_cv_.notify_all();
+}
+
+LogPositions PartitionLog::positions() const {
+  std::lock_guard lock(mutex_);
+  return {appended_.position, written_.position, synced_.position};
+}
+
+}  // namespace mq

@@ -1,0 +1,87 @@
+// The implementation behind mq::Partition: one log file, its sparse index, the group commit that
+// writes and syncs it, and reads by offset.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mq/file_system.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/partition.h"
+#include "log_recovery.h"
+#include "offset_index.h"
+
+namespace mq {
+
+// Thread-safe; see mq::Partition for the contract.
+//
+// Group commit: an appender formats its lines into pending_ under mutex_, then waits until its
+// bytes are written (and, with kAlways, synced). Whoever finds no writer active becomes the writer:
+// it takes everything pending, writes it with one append and syncs with one fdatasync outside the
+// lock, then publishes the new positions. Appenders that arrive meanwhile queue up for the next
+// round, so concurrent appenders share writes and syncs.
+class PartitionLog {
+ public:
+  PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options, std::unique_ptr<File> log,
+               std::unique_ptr<File> index_file, detail::RecoveredLog recovered);
+  ~PartitionLog();
+
+  const std::string& topic() const { return topic_; }
+  std::uint32_t index() const { return index_; }
+
+  Result<std::uint64_t> append(std::span<const Message> batch);
+  Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
+  std::uint64_t next_offset() const;
+  std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
+  void interrupt_waiters();
+  LogPositions positions() const;
+  const RecoveryReport& recovery_report() const { return report_; }
+  // Syncs what is written; with only_if_behind, skips the sync when nothing new was written.
+  Status sync(bool only_if_behind = false);
+
+ private:
+  // Where a group of appended bytes ends: a byte position and the offset after it.
+  struct Mark {
+    std::uint64_t position = 0;
+    std::uint64_t offset = 0;
+  };
+
+  // Writes (and syncs, with kAlways) everything pending; the caller holds `lock` and no writer is
+  // active. Publishes the result or records the error.
+  void write_pending(std::unique_lock<std::mutex>& lock);
+  // Waits until no writer is active and claims the role.
+  void become_writer(std::unique_lock<std::mutex>& lock);
+  void publish(Mark written, bool synced, std::vector<detail::IndexEntry>& new_entries);
+  Mark visible_locked() const { return options_.fsync == FsyncMode::kAlways ? synced_ : written_; }
+  Status check_payloads(std::span<const Message> batch) const;
+
+  const std::string topic_;
+  const std::uint32_t index_;
+  const StoreOptions options_;
+  const std::unique_ptr<File> log_;         // appended and synced only by the active writer
+  const std::unique_ptr<File> index_file_;  // likewise
+  const RecoveryReport report_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable written_cv_;           // a write round finished (appenders wait)
+  mutable std::condition_variable visible_cv_;   // more messages are visible (readers wait)
+  bool writer_active_ = false;                   // GUARDED_BY(mutex_)
+  std::string pending_;                          // GUARDED_BY(mutex_): formatted, not yet written
+  std::string spare_;                            // GUARDED_BY(mutex_): reused write buffer
+  std::vector<detail::IndexEntry> pending_entries_;  // GUARDED_BY(mutex_)
+  Mark appended_;                                // GUARDED_BY(mutex_)
+  Mark written_;                                 // GUARDED_BY(mutex_)
+  Mark synced_;                                  // GUARDED_BY(mutex_)
+  std::uint64_t last_indexed_position_ = 0;      // GUARDED_BY(mutex_)
+  std::vector<detail::IndexEntry> entries_;      // GUARDED_BY(mutex_): starts with {0, 0}
+  Status error_;                                 // GUARDED_BY(mutex_): sticky once a write fails
+  std::uint64_t interrupts_ = 0;                 // GUARDED_BY(mutex_)
+};
+
+}  // namespace mq

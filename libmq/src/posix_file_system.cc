@@ -1,0 +1,136 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mq/file_system.h"
+
+namespace mq {
+namespace {
+
+Status errno_status(const std::string& what, const std::string& path) {
+  return Status::io_error(what + " " + path + ": " + std::strerror(errno));
+}
+
+class PosixFile final : public File {
+ public:
+  PosixFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixFile() override { ::close(fd_); }
+
+  Status append(std::string_view data) override {
+    while (!data.empty()) {
+      const ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_status("write", path_);
+      }
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return {};
+  }
+
+  Status sync() override {
+    while (::fdatasync(fd_) != 0) {
+      if (errno != EINTR) return errno_status("fdatasync", path_);
+    }
+    return {};
+  }
+
+  Status read(std::uint64_t position, std::size_t length, std::string& out) const override {
+    out.resize(length);
+    std::size_t got = 0;
+    while (got < length) {
+      const ssize_t n = ::pread(fd_, out.data() + got, length - got, static_cast<off_t>(position + got));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_status("read", path_);
+      }
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    out.resize(got);
+    return {};
+  }
+
+  Result<std::uint64_t> size() const override {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) return errno_status("stat", path_);
+    return static_cast<std::uint64_t>(st.st_size);
+  }
+
+  Status truncate(std::uint64_t length) override {
+    if (::ftruncate(fd_, static_cast<off_t>(length)) != 0) return errno_status("truncate", path_);
+    return {};
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+class PosixFileSystem final : public FileSystem {
+ public:
+  Result<std::unique_ptr<File>> open(const std::string& path) override {
+    // O_APPEND: every write lands at the current end, also after a truncate.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return errno_status("open", path);
+    return std::unique_ptr<File>(std::make_unique<PosixFile>(fd, path));
+  }
+
+  Status create_directories(const std::string& path) override {
+    for (std::size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
+      const std::string prefix = path.substr(0, slash);
+      if (!prefix.empty() && ::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+        return errno_status("mkdir", prefix);
+      }
+      if (slash == std::string::npos) break;
+    }
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return errno_status("stat", path);
+    if (!S_ISDIR(st.st_mode)) return Status::io_error(path + " is not a directory");
+    return {};
+  }
+
+  Status sync_directory(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno_status("open directory", path);
+    Status status;
+    if (::fsync(fd) != 0) status = errno_status("fsync directory", path);
+    ::close(fd);
+    return status;
+  }
+
+  Result<std::vector<std::string>> list_directory(const std::string& path) override {
+    std::vector<std::string> names;
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) {
+      if (errno == ENOENT) return names;
+      return errno_status("opendir", path);
+    }
+    while (const dirent* entry = ::readdir(dir)) {
+      const std::string_view name = entry->d_name;
+      if (name != "." && name != "..") names.emplace_back(name);
+    }
+    ::closedir(dir);
+    return names;
+  }
+
+  bool exists(const std::string& path) override {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0;
+  }
+
+  Status remove(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return errno_status("unlink", path);
+    return {};
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<FileSystem> make_posix_file_system() { return std::make_shared<PosixFileSystem>(); }
+
+}  // namespace mq

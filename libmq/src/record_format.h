@@ -1,0 +1,49 @@
+// The grammar of one log line (libmq/docs/log_format.md): writing it, and reading it back during
+// reads (cheap prefix check) and recovery (full validation).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mq/message.h"
+
+namespace mq::detail {
+
+// The fields recovery needs from one line.
+struct RecordHeader {
+  std::uint64_t offset = 0;
+  // The offset of the last message of the batch this line belongs to; absent for a batch of one.
+  std::optional<std::uint64_t> batch_last;
+};
+
+// Appends `s` to `out` as a JSON string literal (quotes included), escaping what JSON requires.
+void append_json_string(std::string& out, std::string_view s);
+
+// Appends one record line, newline included:
+// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"],"payload":P}\n
+void append_record_line(std::string& out, std::uint64_t offset, std::int64_t timestamp_ms,
+                        std::optional<std::uint64_t> batch_last, const Message& message);
+
+// The offset of a line that starts as append_record_line writes it; nullopt when it does not.
+std::optional<std::uint64_t> parse_offset_prefix(std::string_view line);
+
+// Fully checks `line` (without its newline): one JSON object with an unsigned "offset", a numeric
+// "timestamp", a "payload", a string "key" if any and an unsigned "batch_last" >= offset if any.
+// nullopt when the line is damaged. Not thread-safe (reuses its parser).
+class RecordValidator {
+ public:
+  RecordValidator();
+  ~RecordValidator();
+  RecordValidator(const RecordValidator&) = delete;
+  RecordValidator& operator=(const RecordValidator&) = delete;
+  std::optional<RecordHeader> validate(std::string_view line);
+
+ private:
+  struct Parser;
+  std::unique_ptr<Parser> parser_;
+};
+
+}  // namespace mq::detail
