@@ -1,0 +1,108 @@
+// mqd: environment -> configuration, open the store and the topics, serve HTTP until SIGTERM/SIGINT.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <pthread.h>
+#include <thread>
+
+#include "http_server.h"
+#include "mq/mq.h"
+
+namespace {
+
+std::optional<std::string> getenv_lookup(std::string_view name) {
+  const char* value = std::getenv(std::string(name).c_str());
+  return value ? std::optional<std::string>(value) : std::nullopt;
+}
+
+int fail(const std::string& line) {
+  std::fprintf(stderr, "mqd: %s\n", line.c_str());
+  return 1;
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    const auto comma = text.find(',', start);
+    parts.push_back(text.substr(start, comma - start));
+    if (comma == std::string::npos) return parts;
+    start = comma + 1;
+  }
+}
+
+const char* fsync_name(mq::FsyncMode mode) {
+  switch (mode) {
+    case mq::FsyncMode::kAlways: return "always";
+    case mq::FsyncMode::kInterval: return "interval";
+    case mq::FsyncMode::kNever: return "never";
+  }
+  return "?";
+}
+
+}  // namespace
+
+int main() {
+  // Block the stop signals in every thread; one thread waits for them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto config = mq::config_from_env(getenv_lookup);
+  if (!config.ok()) return fail("invalid configuration: " + config.status().message());
+  mqd::ServerOptions server_options;
+  if (auto port = getenv_lookup("PORT")) {
+    char* end = nullptr;
+    const long value = std::strtol(port->c_str(), &end, 10);
+    if (port->empty() || *end != '\0' || value < 1 || value > 65535) {
+      return fail("invalid configuration: PORT='" + *port + "': expected a port number from 1 to 65535");
+    }
+    server_options.port = static_cast<int>(value);
+  }
+  if (auto addrs = getenv_lookup("BROKER_ADDRS"); addrs && !addrs->empty()) {
+    server_options.broker_addrs = split_commas(*addrs);
+    if (server_options.broker_addrs.size() != config->broker.count) {
+      return fail("invalid configuration: BROKER_ADDRS='" + *addrs + "': expected " +
+                  std::to_string(config->broker.count) + " addresses (BROKER_COUNT)");
+    }
+  }
+
+  auto store = mq::LogStore::open(config->store);
+  if (!store.ok()) return fail("cannot open DATA_DIR: " + store.status().message());
+  std::vector<std::unique_ptr<mq::Topic>> topics;
+  std::vector<const mq::Topic*> topic_views;
+  for (const auto& spec : config->topics) {
+    auto topic = mq::Topic::open(**store, spec, config->broker);
+    if (!topic.ok()) {
+      const bool config_error = topic.status().code() == mq::ErrorCode::kInvalidArgument;
+      return fail((config_error ? "invalid configuration: TOPICS: " : "cannot open topic " + spec.name + ": ") +
+                  topic.status().message());
+    }
+    topic_views.push_back(topic->get());
+    topics.push_back(std::move(topic.value()));
+  }
+
+  mqd::HttpServer server(server_options, config->broker, topic_views);
+  std::thread signal_waiter([&] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    if (signal != 0) std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
+    server.stop();
+  });
+  std::fprintf(stderr, "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, FSYNC=%s, %zu topics\n",
+               server_options.host.c_str(), server_options.port, config->broker.index, config->broker.count,
+               config->store.data_dir.c_str(), fsync_name(config->store.fsync), topics.size());
+  const bool served = server.run();
+  if (!served) {
+    std::fprintf(stderr, "mqd: cannot listen on port %d\n", server_options.port);
+    pthread_kill(signal_waiter.native_handle(), SIGTERM);  // wake the waiter so it can be joined
+  }
+  signal_waiter.join();
+  topics.clear();
+  store->reset();  // syncs every partition
+  std::fprintf(stderr, "mqd: stopped\n");
+  return served ? 0 : 1;
+}

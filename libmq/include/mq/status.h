@@ -64,7 +64,10 @@ class Result {
 
   bool ok() const { return std::holds_alternative<T>(state_); }
   // The error; an ok Status when a value is held.
-  Status status() const { return ok() ? Status() : std::get<Status>(state_); }
+  const Status& status() const {
+    static const Status kOk;
+    return ok() ? kOk : std::get<Status>(state_);
+  }
 
   T& value() & { return std::get<T>(state_); }
   const T& value() const& { return std::get<T>(state_); }

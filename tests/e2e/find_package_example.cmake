@@ -1,0 +1,20 @@
+# Installs this build of libmq into a scratch prefix, then configures, builds and runs
+# examples/find_package against it, as a user's project would.
+file(REMOVE_RECURSE ${WORK_DIR})
+set(prefix ${WORK_DIR}/prefix)
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "failed (${result}): ${ARGV}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+run(${CMAKE_COMMAND} --install ${BINARY_DIR} --prefix ${prefix})
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/find_package -B ${WORK_DIR}/build -G ${GENERATOR}
+    -DCMAKE_PREFIX_PATH=${prefix})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run(${WORK_DIR}/build/find_package_example ${WORK_DIR}/data)
+if(NOT last_output MATCHES "offset 0: .*hello from find_package")
+  message(FATAL_ERROR "unexpected output: ${last_output}")
+endif()
+message(STATUS "example printed: ${last_output}")

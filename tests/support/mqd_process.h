@@ -1,0 +1,116 @@
+// Starts a real mqd (path in $MQD_PATH) on 127.0.0.1 with the given environment, waits for its
+// port to accept connections (bounded), and stops it with a signal.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mq::testing {
+
+// A port that was free a moment ago (bound to 0, read back, closed).
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+inline bool port_accepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+class MqdProcess {
+ public:
+  // Spawns mqd with `env` (plus PATH); stderr goes to `stderr_path` when given.
+  MqdProcess(std::map<std::string, std::string> env, std::string stderr_path = "") {
+    const char* program = std::getenv("MQD_PATH");
+    if (program == nullptr) throw std::runtime_error("MQD_PATH must name the mqd program");
+    std::vector<std::string> strings;
+    for (const auto& [k, v] : env) strings.push_back(k + "=" + v);
+    std::vector<char*> envp;
+    for (auto& s : strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    if (!stderr_path.empty()) {
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    }
+    char* argv[] = {const_cast<char*>(program), nullptr};
+    if (posix_spawn(&pid_, program, &actions, nullptr, argv, envp.data()) != 0) {
+      throw std::runtime_error("cannot start mqd");
+    }
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~MqdProcess() {
+    if (pid_ > 0 && !exit_status_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  MqdProcess(const MqdProcess&) = delete;
+  MqdProcess& operator=(const MqdProcess&) = delete;
+
+  // Waits until `port` accepts connections, or the process exits, or `timeout` passes.
+  bool wait_until_listening(int port, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (port_accepts(port)) return true;
+      if (exited()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling a port: there is no event to await
+    }
+    return false;
+  }
+
+  // Sends `signal` and waits (bounded) for the exit; returns the wait status, nullopt on timeout.
+  std::optional<int> stop(int signal = SIGTERM, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    ::kill(pid_, signal);
+    return wait_exit(timeout);
+  }
+
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!exited() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return exit_status_;
+  }
+
+ private:
+  bool exited() {
+    if (exit_status_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) exit_status_ = status;
+    return exit_status_.has_value();
+  }
+
+  pid_t pid_ = 0;
+  std::optional<int> exit_status_;
+};
+
+}  // namespace mq::testing

@@ -1,0 +1,97 @@
+// Configuration from the environment: defaults, every variable, and errors that name the variable.
+#include <doctest/doctest.h>
+
+#include <map>
+
+#include "mq/options.h"
+
+using namespace mq;
+
+namespace {
+EnvLookup env(std::map<std::string, std::string, std::less<>> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+}  // namespace
+
+TEST_CASE("DefaultsMatchTheApiContract") {
+  auto config = config_from_env(env({}));
+  REQUIRE(config.ok());
+  CHECK(config->store.data_dir == "./data");
+  CHECK(config->store.fsync == FsyncMode::kAlways);
+  CHECK(config->store.fsync_interval == std::chrono::milliseconds(100));
+  CHECK(config->store.max_payload_bytes == 1048576);
+  CHECK(config->broker.index == 0);
+  CHECK(config->broker.count == 1);
+  REQUIRE(config->topics.size() == 3);
+  CHECK(config->topics[0].name == "events");
+  CHECK(config->topics[0].partitions == 8);
+  CHECK(config->topics[1].name == "orders");
+  CHECK(config->topics[1].partitions == 4);
+  CHECK(config->topics[2].name == "default");
+}
+
+TEST_CASE("EveryVariableIsRead") {
+  auto config = config_from_env(env({{"TOPICS", "a:1,b.c_d-e:16"},
+                                     {"DATA_DIR", "/var/lib/mq"},
+                                     {"BROKER_INDEX", "2"},
+                                     {"BROKER_COUNT", "3"},
+                                     {"FSYNC", "interval"},
+                                     {"FSYNC_INTERVAL_MS", "250"},
+                                     {"MAX_PAYLOAD_BYTES", "4096"}}));
+  REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+  CHECK(config->topics.size() == 2);
+  CHECK(config->topics[1].name == "b.c_d-e");
+  CHECK(config->topics[1].partitions == 16);
+  CHECK(config->store.data_dir == "/var/lib/mq");
+  CHECK(config->broker.index == 2);
+  CHECK(config->broker.count == 3);
+  CHECK(config->broker.owns(5));
+  CHECK_FALSE(config->broker.owns(4));
+  CHECK(config->store.fsync == FsyncMode::kInterval);
+  CHECK(config->store.fsync_interval == std::chrono::milliseconds(250));
+  CHECK(config->store.max_payload_bytes == 4096);
+  CHECK(config_from_env(env({{"FSYNC", "never"}}))->store.fsync == FsyncMode::kNever);
+}
+
+TEST_CASE("BadValuesNameTheVariableAndTheValue") {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"TOPICS", ""},           {"TOPICS", "events"},      {"TOPICS", "events:0"},
+      {"TOPICS", "events:x"},   {"TOPICS", "../etc:1"},    {"TOPICS", "a:1,a:2"},
+      {"TOPICS", "a:1,"},       {"TOPICS", "a:99999999"},  {"BROKER_COUNT", "0"},
+      {"BROKER_COUNT", "-1"},   {"BROKER_INDEX", "abc"},   {"BROKER_INDEX", "1"},
+      {"FSYNC", "sometimes"},   {"FSYNC", "ALWAYS"},       {"FSYNC_INTERVAL_MS", "0"},
+      {"FSYNC_INTERVAL_MS", "10ms"}, {"MAX_PAYLOAD_BYTES", ""}, {"DATA_DIR", ""},
+      {"BROKER_INDEX", " 0"},
+  };
+  for (const auto& [name, value] : bad) {
+    CAPTURE(name);
+    CAPTURE(value);
+    auto config = config_from_env(env({{name, value}}));
+    REQUIRE_FALSE(config.ok());
+    CHECK(config.status().code() == ErrorCode::kInvalidArgument);
+    const std::string& message = config.status().message();
+    CHECK(message.find(name) != std::string::npos);
+    CHECK(message.find("'" + value + "'") != std::string::npos);
+  }
+}
+
+TEST_CASE("BrokerIndexMustBeBelowBrokerCount") {
+  CHECK(config_from_env(env({{"BROKER_INDEX", "1"}, {"BROKER_COUNT", "2"}})).ok());
+  auto config = config_from_env(env({{"BROKER_INDEX", "2"}, {"BROKER_COUNT", "2"}}));
+  REQUIRE_FALSE(config.ok());
+  CHECK(config.status().message().find("BROKER_INDEX") != std::string::npos);
+}
+
+TEST_CASE("NamesFollowTheContract") {
+  for (const char* good : {"a", "A9", "events", "orders-dlq", "x.y_z-1", "0"}) CHECK(is_valid_name(good));
+  for (const char* bad : {"", ".", "..", "a/b", "-a", "_a", ".a", "a b", "a\n", "é"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(is_valid_name(bad));
+  }
+  CHECK(is_valid_name(std::string(128, 'a')));
+  CHECK_FALSE(is_valid_name(std::string(129, 'a')));
+}
