@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <pthread.h>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "http_server.h"
@@ -86,20 +88,32 @@ int main() {
   }
 
   mqd::HttpServer server(server_options, config->broker, topic_views);
+  // The signal thread keeps asking the server to stop until run() has returned: a signal that
+  // arrives before the server has started listening must not be lost.
+  std::mutex run_mutex;
+  std::condition_variable run_cv;
+  bool run_returned = false;  // GUARDED_BY(run_mutex)
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&stop_signals, &signal);
-    if (signal != 0) std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
-    server.stop();
+    std::unique_lock lock(run_mutex);
+    if (!run_returned) std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
+    while (!run_returned) {
+      server.stop();
+      run_cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return run_returned; });
+    }
   });
   std::fprintf(stderr, "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, FSYNC=%s, %zu topics\n",
                server_options.host.c_str(), server_options.port, config->broker.index, config->broker.count,
                config->store.data_dir.c_str(), fsync_name(config->store.fsync), topics.size());
   const bool served = server.run();
-  if (!served) {
-    std::fprintf(stderr, "mqd: cannot listen on port %d\n", server_options.port);
-    pthread_kill(signal_waiter.native_handle(), SIGTERM);  // wake the waiter so it can be joined
+  if (!served) std::fprintf(stderr, "mqd: cannot listen on port %d\n", server_options.port);
+  {
+    std::lock_guard lock(run_mutex);
+    run_returned = true;
   }
+  run_cv.notify_all();
+  if (!served) pthread_kill(signal_waiter.native_handle(), SIGTERM);  // end the waiter's sigwait
   signal_waiter.join();
   topics.clear();
   store->reset();  // syncs every partition

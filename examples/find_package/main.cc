@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   mq::Partition* partition = (*topic)->partition((*topic)->partition_for("user-1"));
-  auto payload = mq::Payload::parse(R"({"text": "hello from find_package"})");
+  auto payload = mq::Payload::parse(R"({"text": "hello from libmq"})");
   auto offset = partition->append(mq::Message{*payload, "user-1"});
   if (!offset.ok()) {
     std::fprintf(stderr, "%s\n", offset.status().to_string().c_str());

@@ -1,5 +1,6 @@
 # Installs this build of libmq into a scratch prefix, then configures, builds and runs
-# examples/find_package against it, as a user's project would.
+# examples/find_package against it, as a user's project would; then builds and runs
+# examples/add_subdirectory, which compiles libmq from this source tree inside its own project.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 function(run)
@@ -14,7 +15,17 @@ run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/find_package -B ${WORK_DIR}/build
     -DCMAKE_PREFIX_PATH=${prefix})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/find_package_example ${WORK_DIR}/data)
-if(NOT last_output MATCHES "offset 0: .*hello from find_package")
+if(NOT last_output MATCHES "offset 0: .*hello from libmq")
   message(FATAL_ERROR "unexpected output: ${last_output}")
 endif()
 message(STATUS "example printed: ${last_output}")
+
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/add_subdirectory -B ${WORK_DIR}/subdir-build -G ${GENERATOR})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdir-build)
+if(EXISTS ${WORK_DIR}/subdir-build/libmq/mqd OR EXISTS ${WORK_DIR}/subdir-build/libmq/tests)
+  message(FATAL_ERROR "add_subdirectory(libmq) built more than the library")
+endif()
+run(${WORK_DIR}/subdir-build/add_subdirectory_example ${WORK_DIR}/subdir-data)
+if(NOT last_output MATCHES "offset 0: .*hello from libmq")
+  message(FATAL_ERROR "unexpected output: ${last_output}")
+endif()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds and runs every test of the project (the README's test command; .ci/run runs it too).
+#   1. an AddressSanitizer+UBSan tree and a ThreadSanitizer tree (-O1, libmq and its tests only);
+#   2. the main tree with -Wall -Wextra -Werror: libmq, mqd, tests, benchmarks, examples.
+# The main tree's ctest runs its own tests and the sanitizer trees' test programs, so the output
+# ends with one ctest summary over everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash cmake/install-deps.sh
+
+root=$(realpath -m "${MQ_BUILD_ROOT:-build}")
+jobs=$(nproc)
+configure() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DMQ_WERROR=ON "$@" >"$dir.configure.log" 2>&1 ||
+    { cat "$dir.configure.log"; exit 1; }
+}
+mkdir -p "$root"
+configure "$root/asan" -DMQ_SANITIZE=address -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
+configure "$root/tsan" -DMQ_SANITIZE=thread -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
+configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan"
+
+for tree in asan tsan main; do
+  echo "== building $root/$tree"
+  cmake --build "$root/$tree" -j "$jobs"
+done
+
+echo "== running the tests"
+cd "$root/main"
+exec ctest --output-on-failure --timeout 900 -j "$jobs"

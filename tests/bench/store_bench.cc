@@ -1,0 +1,650 @@
+// store_bench: append throughput, append latency and open time of libmq's storage core, each beside
+// the physical limit of the same disk measured with plain write(2)/fdatasync(2) in the same run.
+//
+//   store_bench [--dir PATH] [--seconds N] [--repeat R] [--open-gb G]
+//
+// Every number is the median over --repeat runs. Results go to stdout, progress to stderr.
+#include <fcntl.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <latch>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "mq/mq.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace stdfs = std::filesystem;
+
+constexpr std::size_t kAppendPayloadBytes = 100;
+constexpr std::size_t kMessagesPerThread = 100;  // distinct payloads a thread cycles through
+constexpr std::size_t kOpenTestPayloadBytes = 1000;
+constexpr std::size_t kOpenTestBatch = 1000;
+constexpr double kBytesPerMB = 1e6;
+constexpr double kBytesPerGB = 1e9;
+constexpr std::string_view kTopic = "bench";
+
+constexpr std::string_view kUsage =
+    "usage: store_bench [--dir PATH] [--seconds N] [--repeat R] [--open-gb G]\n"
+    "  --dir PATH    where to write; a fresh store_bench.XXXXXX directory is made inside it and removed\n"
+    "                at the end (default: $TMPDIR or /tmp)\n"
+    "  --seconds N   duration of each append case (default 2)\n"
+    "  --repeat R    runs per case; the median is reported (default 3)\n"
+    "  --open-gb G   size of the log for the open-time test in GB (default 2; 0 skips it)\n";
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+struct BenchOptions {
+  std::optional<std::string> dir;
+  double seconds = 2;
+  int repeat = 3;
+  double open_gb = 2;
+  bool help = false;
+};
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+template <typename Number>
+Number parse_number(std::string_view flag, std::string_view text) {
+  Number value{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    throw UsageError(std::string(flag) + " needs a number, got '" + std::string(text) + "'");
+  }
+  return value;
+}
+
+BenchOptions parse_options(int argc, char** argv) {
+  BenchOptions options;
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view flag = args[i];
+    if (flag == "--help" || flag == "-h") {
+      options.help = true;
+      continue;
+    }
+    if (i + 1 >= args.size()) throw UsageError("unknown option or missing value: " + std::string(flag));
+    const std::string_view value = args[++i];
+    if (flag == "--dir") {
+      options.dir = std::string(value);
+    } else if (flag == "--seconds") {
+      options.seconds = parse_number<double>(flag, value);
+    } else if (flag == "--repeat") {
+      options.repeat = parse_number<int>(flag, value);
+    } else if (flag == "--open-gb") {
+      options.open_gb = parse_number<double>(flag, value);
+    } else {
+      throw UsageError("unknown option: " + std::string(flag));
+    }
+  }
+  if (!(options.seconds > 0)) throw UsageError("--seconds must be positive");
+  if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
+  if (!(options.open_gb >= 0)) throw UsageError("--open-gb must be 0 or more");
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+std::system_error errno_error(const std::string& what) {
+  return std::system_error(errno, std::generic_category(), what);
+}
+
+template <typename T>
+T check(mq::Result<T> result, std::string_view what) {
+  if (!result.ok()) throw std::runtime_error(std::string(what) + ": " + result.status().to_string());
+  return std::move(result).value();
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+// The directory everything is written in: made with mkdtemp so that a run never touches existing
+// files, and removed with its contents when the benchmark ends (also when it fails).
+class ScratchDirectory {
+ public:
+  explicit ScratchDirectory(const std::string& parent) {
+    stdfs::create_directories(parent);
+    std::string pattern = parent + "/store_bench.XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) throw errno_error("mkdtemp " + pattern);
+    path_ = stdfs::absolute(pattern).string();
+  }
+  ~ScratchDirectory() {
+    std::error_code ignored;
+    stdfs::remove_all(path_, ignored);
+  }
+  ScratchDirectory(const ScratchDirectory&) = delete;
+  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
+
+  const std::string& path() const { return path_; }
+  // A path inside the directory that no earlier call returned, so each run starts from nothing.
+  std::string fresh_path(std::string_view label) {
+    return path_ + "/" + std::string(label) + "-" + std::to_string(next_id_++);
+  }
+
+ private:
+  std::string path_;
+  int next_id_ = 0;
+};
+
+std::string default_parent_directory() {
+  const char* tmpdir = std::getenv("TMPDIR");
+  return tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads, built once up front so that formatting JSON is not part of what is measured.
+
+// {"n":<n>,"pad":"xx..."} padded to exactly `bytes` bytes (minified): every message costs the same.
+std::string padded_json(std::uint64_t n, std::size_t bytes) {
+  std::string json = "{\"n\":" + std::to_string(n) + ",\"pad\":\"";
+  constexpr std::size_t kClosing = 2;  // "}
+  if (json.size() + kClosing > bytes) throw std::logic_error("payload size too small for its counter");
+  json.append(bytes - json.size() - kClosing, 'x');
+  json += "\"}";
+  return json;
+}
+
+std::vector<mq::Message> make_messages(std::uint64_t first_n, std::size_t count, std::size_t bytes) {
+  std::vector<mq::Message> messages;
+  messages.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    messages.push_back({mq::Payload::from_minified_json(padded_json(first_n + i, bytes)), std::nullopt});
+  }
+  return messages;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timed runs
+
+// What one run of one case measured.
+struct RunResult {
+  double seconds = 0;
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;                 // bytes that reached the file
+  std::vector<std::int64_t> latencies_ns;  // one per call
+};
+
+struct RunStats {
+  double messages_per_second = 0;
+  double mb_per_second = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+};
+
+double percentile_us(std::vector<std::int64_t>& latencies_ns, double quantile) {
+  if (latencies_ns.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(quantile * static_cast<double>(latencies_ns.size())));
+  const std::size_t index = std::clamp<std::size_t>(rank, 1, latencies_ns.size()) - 1;
+  std::nth_element(latencies_ns.begin(), latencies_ns.begin() + static_cast<std::ptrdiff_t>(index),
+                   latencies_ns.end());
+  return static_cast<double>(latencies_ns[index]) / 1000.0;
+}
+
+RunStats summarize(RunResult& run) {
+  return {static_cast<double>(run.messages) / run.seconds,
+          static_cast<double>(run.bytes) / kBytesPerMB / run.seconds, percentile_us(run.latencies_ns, 0.50),
+          percentile_us(run.latencies_ns, 0.99)};
+}
+
+// Each metric's median on its own: with an odd --repeat it is a value some run really measured.
+RunStats median_stats(const std::vector<RunStats>& runs) {
+  auto median_of = [&](double RunStats::*field) {
+    std::vector<double> values;
+    for (const RunStats& run : runs) values.push_back(run.*field);
+    return median(values);
+  };
+  return {median_of(&RunStats::messages_per_second), median_of(&RunStats::mb_per_second),
+          median_of(&RunStats::p50_us), median_of(&RunStats::p99_us)};
+}
+
+struct ThreadResult {
+  std::uint64_t messages = 0;
+  Clock::time_point finished;
+  std::vector<std::int64_t> latencies_ns;
+  std::exception_ptr error;
+};
+
+// Calls `operation(thread, iteration)` in a loop on `threads` threads for `duration`, timing every
+// call. All threads start together; the run lasts until the last thread's last call returns.
+// `operation` returns how many messages the call carried.
+template <typename Operation>
+RunResult run_timed(int threads, Clock::duration duration, const Operation& operation) {
+  std::vector<ThreadResult> results(static_cast<std::size_t>(threads));
+  std::latch ready(threads);
+  std::latch go(1);
+  Clock::time_point start;  // written before `go` opens, which orders it before every read
+  std::vector<std::jthread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      ThreadResult& mine = results[static_cast<std::size_t>(t)];
+      mine.latencies_ns.reserve(1 << 16);
+      ready.count_down();
+      go.wait();
+      try {
+        const Clock::time_point deadline = start + duration;
+        for (std::uint64_t i = 0;; ++i) {
+          const Clock::time_point before = Clock::now();
+          if (before >= deadline) break;
+          mine.messages += operation(t, i);
+          const Clock::time_point after = Clock::now();
+          mine.latencies_ns.push_back(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(after - before).count());
+        }
+      } catch (...) {
+        mine.error = std::current_exception();
+      }
+      mine.finished = Clock::now();
+    });
+  }
+  ready.wait();
+  start = Clock::now();
+  go.count_down();
+  workers.clear();  // joins
+
+  RunResult run;
+  Clock::time_point last_finished = start;
+  for (ThreadResult& result : results) {
+    if (result.error) std::rethrow_exception(result.error);
+    run.messages += result.messages;
+    last_finished = std::max(last_finished, result.finished);
+    run.latencies_ns.insert(run.latencies_ns.end(), result.latencies_ns.begin(), result.latencies_ns.end());
+  }
+  run.seconds = seconds_between(start, last_finished);
+  return run;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw limit: plain POSIX appends on the same disk, as the log itself does them.
+
+// An O_APPEND file written with write(2) and synced with fdatasync(2).
+class RawFile {
+ public:
+  explicit RawFile(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {
+    if (fd_ < 0) throw errno_error("open " + path);
+  }
+  ~RawFile() { ::close(fd_); }
+  RawFile(const RawFile&) = delete;
+  RawFile& operator=(const RawFile&) = delete;
+
+  void append(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw errno_error("write");
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  void sync() {
+    if (::fdatasync(fd_) != 0) throw errno_error("fdatasync");
+  }
+
+ private:
+  int fd_;
+};
+
+struct RawCase {
+  bool sync;
+  std::size_t batch;
+};
+
+struct AppendCase {
+  mq::FsyncMode fsync;
+  std::size_t batch;
+  int threads;
+};
+
+bool syncs(mq::FsyncMode mode) { return mode == mq::FsyncMode::kAlways; }
+
+RunResult run_raw_case(const RawCase& c, ScratchDirectory& scratch, Clock::duration duration,
+                       const std::vector<mq::Message>& messages) {
+  // The bytes of `batch` payloads back to back: one write(2) per batch, as the log writes a batch.
+  std::string batch_bytes;
+  for (std::size_t i = 0; i < c.batch; ++i) batch_bytes += messages[i % messages.size()].payload.json();
+  const std::string path = scratch.fresh_path("raw");
+  RunResult run;
+  {
+    RawFile file(path);
+    run = run_timed(1, duration, [&](int, std::uint64_t) {
+      file.append(batch_bytes);
+      if (c.sync) file.sync();
+      return c.batch;
+    });
+  }
+  run.bytes = run.messages * kAppendPayloadBytes;
+  stdfs::remove(path);
+  return run;
+}
+
+RunResult run_append_case(const AppendCase& c, ScratchDirectory& scratch, Clock::duration duration,
+                          const std::vector<std::vector<mq::Message>>& messages_per_thread) {
+  mq::StoreOptions options;
+  options.data_dir = scratch.fresh_path("mq");
+  options.fsync = c.fsync;
+  auto store = check(mq::LogStore::open(options), "LogStore::open");
+  mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
+  RunResult run = run_timed(c.threads, duration, [&](int thread, std::uint64_t iteration) {
+    const std::vector<mq::Message>& messages = messages_per_thread[static_cast<std::size_t>(thread)];
+    const std::span<const mq::Message> batch =
+        c.batch == 1 ? std::span<const mq::Message>(&messages[iteration % messages.size()], 1)
+                     : std::span<const mq::Message>(messages).first(c.batch);
+    check(partition->append(batch), "Partition::append");
+    return batch.size();
+  });
+  run.bytes = partition->positions().written;
+  store.reset();  // closing syncs what kNever left unsynced: not part of the measured time
+  stdfs::remove_all(options.data_dir);
+  return run;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The append table
+
+const char* mode_name(bool sync) { return sync ? "always" : "never"; }
+
+std::string raw_case_name(const RawCase& c) {
+  return std::string("raw  ") + mode_name(c.sync) + " batch=" + std::to_string(c.batch);
+}
+
+std::string append_case_name(const AppendCase& c) {
+  return std::string("mq   ") + mode_name(syncs(c.fsync)) + " batch=" + std::to_string(c.batch) +
+         " threads=" + std::to_string(c.threads);
+}
+
+void print_progress(const std::string& name, int repeat, int repeats) {
+  std::fprintf(stderr, "running %-36s (%d/%d)\n", name.c_str(), repeat + 1, repeats);
+}
+
+void print_table_header() {
+  std::printf("%-36s %12s %9s %10s %10s  %s\n", "case", "msgs/s", "MB/s", "p50_us", "p99_us", "vs_raw");
+}
+
+void print_row(const std::string& name, const RunStats& stats, const std::string& versus_raw) {
+  std::printf("%-36s %12.0f %9.1f %10.1f %10.1f  %s\n", name.c_str(), stats.messages_per_second,
+              stats.mb_per_second, stats.p50_us, stats.p99_us, versus_raw.c_str());
+}
+
+std::string ratio_text(const RunStats& mq_stats, const RunStats& raw_stats, int threads) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.2f", mq_stats.messages_per_second / raw_stats.messages_per_second);
+  // The raw loop is single-threaded: 8 appending threads are compared to that one writer.
+  return threads == 1 ? std::string(text) : std::string(text) + " (vs the 1-thread raw limit)";
+}
+
+void run_append_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
+  const auto duration =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.seconds));
+  std::vector<RawCase> raw_cases;
+  std::vector<AppendCase> append_cases;
+  for (const bool sync : {true, false}) {
+    for (const std::size_t batch : {std::size_t{1}, std::size_t{100}}) {
+      raw_cases.push_back({sync, batch});
+      for (const int threads : {1, 8}) {
+        append_cases.push_back({sync ? mq::FsyncMode::kAlways : mq::FsyncMode::kNever, batch, threads});
+      }
+    }
+  }
+  constexpr int kMaxThreads = 8;
+  std::vector<std::vector<mq::Message>> messages_per_thread;
+  for (int t = 0; t < kMaxThreads; ++t) {
+    messages_per_thread.push_back(make_messages(static_cast<std::uint64_t>(t) * kMessagesPerThread,
+                                                kMessagesPerThread, kAppendPayloadBytes));
+  }
+
+  // Repeats are the outer loop so that a slow phase of the machine (writeback, a neighbour) spreads
+  // over all cases instead of skewing one.
+  std::vector<std::vector<RunStats>> raw_runs(raw_cases.size());
+  std::vector<std::vector<RunStats>> append_runs(append_cases.size());
+  for (int r = 0; r < options.repeat; ++r) {
+    for (std::size_t i = 0; i < raw_cases.size(); ++i) {
+      print_progress(raw_case_name(raw_cases[i]), r, options.repeat);
+      RunResult run = run_raw_case(raw_cases[i], scratch, duration, messages_per_thread[0]);
+      raw_runs[i].push_back(summarize(run));
+    }
+    for (std::size_t i = 0; i < append_cases.size(); ++i) {
+      print_progress(append_case_name(append_cases[i]), r, options.repeat);
+      RunResult run = run_append_case(append_cases[i], scratch, duration, messages_per_thread);
+      append_runs[i].push_back(summarize(run));
+    }
+  }
+
+  std::printf(
+      "\nappend: %zu-byte JSON payloads, %.1f s per case, median of %d runs; latency = one append() "
+      "call (a whole batch)\n",
+      kAppendPayloadBytes, options.seconds, options.repeat);
+  std::printf(
+      "MB/s = 10^6 bytes written per second: raw counts the payloads, mq the whole records "
+      "(payload + offset/timestamp framing)\n");
+  print_table_header();
+  for (std::size_t i = 0; i < raw_cases.size(); ++i) {
+    const RunStats raw = median_stats(raw_runs[i]);
+    print_row(raw_case_name(raw_cases[i]), raw, "-");
+    for (std::size_t j = 0; j < append_cases.size(); ++j) {
+      const AppendCase& c = append_cases[j];
+      if (syncs(c.fsync) != raw_cases[i].sync || c.batch != raw_cases[i].batch) continue;
+      const RunStats stats = median_stats(append_runs[j]);
+      print_row(append_case_name(c), stats, ratio_text(stats, raw, c.threads));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open time
+
+struct OpenMeasurement {
+  double seconds = 0;
+  mq::RecoveryReport report;
+  std::uint64_t next_offset = 0;
+};
+
+struct CreatedLog {
+  std::uint64_t bytes = 0;
+  std::uint64_t messages = 0;
+  double append_seconds = 0;
+  double close_seconds = 0;  // the final fdatasync of everything kNever left unsynced
+};
+
+std::uint64_t free_bytes(const std::string& path) {
+  struct statvfs info {};
+  if (::statvfs(path.c_str(), &info) != 0) throw errno_error("statvfs " + path);
+  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+}
+
+CreatedLog create_log(const std::string& data_dir, std::uint64_t target_bytes) {
+  const std::uint64_t margin = 1ULL << 30;
+  if (free_bytes(stdfs::path(data_dir).parent_path().string()) < target_bytes + margin) {
+    throw std::runtime_error("not enough free space for the open-time test's log of " +
+                             std::to_string(target_bytes) + " bytes (use a smaller --open-gb)");
+  }
+  const std::vector<mq::Message> batch = make_messages(0, kOpenTestBatch, kOpenTestPayloadBytes);
+  mq::StoreOptions options;
+  options.data_dir = data_dir;
+  options.fsync = mq::FsyncMode::kNever;  // only the size of the result matters here
+  CreatedLog created;
+  const Clock::time_point start = Clock::now();
+  auto store = check(mq::LogStore::open(options), "LogStore::open");
+  mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
+  while (partition->positions().written < target_bytes) {
+    check(partition->append(batch), "Partition::append");
+    created.messages += batch.size();
+  }
+  created.bytes = partition->positions().written;
+  const Clock::time_point appended = Clock::now();
+  store.reset();
+  created.append_seconds = seconds_between(start, appended);
+  created.close_seconds = seconds_between(appended, Clock::now());
+  return created;
+}
+
+// The time from nothing to a partition ready to append: opening the store and recovering the log.
+OpenMeasurement measure_open(const std::string& data_dir) {
+  mq::StoreOptions options;
+  options.data_dir = data_dir;
+  options.fsync = mq::FsyncMode::kNever;  // recovery is the same in every mode; kNever skips directory syncs
+  const Clock::time_point start = Clock::now();
+  auto store = check(mq::LogStore::open(options), "LogStore::open");
+  mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
+  const Clock::time_point opened = Clock::now();
+  return {seconds_between(start, opened), partition->recovery_report(), partition->next_offset()};
+}
+
+void check_recovered_everything(const OpenMeasurement& open, const CreatedLog& created) {
+  if (open.next_offset != created.messages || open.report.truncated_bytes != 0) {
+    throw std::runtime_error("recovery lost data: next offset " + std::to_string(open.next_offset) +
+                             ", expected " + std::to_string(created.messages) + ", truncated " +
+                             std::to_string(open.report.truncated_bytes) + " bytes");
+  }
+}
+
+void print_open_row(const std::string& name, double seconds, const mq::RecoveryReport& report) {
+  std::printf("%-48s %10.4f %15llu %14s  %s\n", name.c_str(), seconds,
+              static_cast<unsigned long long>(report.scanned_bytes), report.index_rebuilt ? "yes" : "no",
+              "goal < 0.5 s");
+}
+
+void run_open_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
+  const std::string data_dir = scratch.fresh_path("open");
+  const auto target_bytes = static_cast<std::uint64_t>(options.open_gb * kBytesPerGB);
+  std::fprintf(stderr, "creating a %.2f GB log for the open-time test\n", options.open_gb);
+  const CreatedLog created = create_log(data_dir, target_bytes);
+
+  std::vector<double> open_seconds;
+  mq::RecoveryReport indexed_report;
+  for (int r = 0; r < options.repeat; ++r) {
+    std::fprintf(stderr, "opening with the sparse index (%d/%d)\n", r + 1, options.repeat);
+    const OpenMeasurement open = measure_open(data_dir);
+    check_recovered_everything(open, created);
+    open_seconds.push_back(open.seconds);
+    indexed_report = open.report;
+  }
+
+  std::fprintf(stderr, "opening without the index (rebuild)\n");
+  stdfs::remove(stdfs::path(data_dir) / kTopic / "partition-0.index");
+  const OpenMeasurement rebuild = measure_open(data_dir);
+  check_recovered_everything(rebuild, created);
+
+  std::printf(
+      "\nopen: LogStore::open + partition(\"%s\", 0) of a %.3f GB log (%llu messages of %zu-byte payloads,"
+      " %llu per batch)\n",
+      std::string(kTopic).c_str(), static_cast<double>(created.bytes) / kBytesPerGB,
+      static_cast<unsigned long long>(created.messages), kOpenTestPayloadBytes,
+      static_cast<unsigned long long>(kOpenTestBatch));
+  std::printf(
+      "creating it took %.1f s of appends (kNever) + %.1f s to close (final fdatasync); the log was just "
+      "written, so it is likely in the page cache\n",
+      created.append_seconds, created.close_seconds);
+  std::printf("%-48s %10s %15s %14s  %s\n", "case", "seconds", "scanned_bytes", "index_rebuilt", "goal");
+  print_open_row("open with sparse index (median of " + std::to_string(options.repeat) + ")",
+                 median(open_seconds), indexed_report);
+  print_open_row("REBUILD path: partition-0.index deleted (once)", rebuild.seconds, rebuild.report);
+  stdfs::remove_all(data_dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine
+
+std::string filesystem_type(const std::string& path) {
+  struct statfs info {};
+  if (::statfs(path.c_str(), &info) != 0) return "unknown";
+  struct Known {
+    unsigned long long magic;
+    const char* name;
+  };
+  static constexpr Known kKnown[] = {{0xEF53, "ext2/3/4"},  {0x58465342, "xfs"},     {0x9123683E, "btrfs"},
+                                     {0x01021994, "tmpfs"}, {0x794C7630, "overlay"}, {0x2FC12FC1, "zfs"},
+                                     {0xF2F52010, "f2fs"},  {0x6969, "nfs"}};
+  const auto magic = static_cast<unsigned long long>(info.f_type);
+  for (const Known& known : kKnown) {
+    if (known.magic == magic) return known.name;
+  }
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "statfs type 0x%llx", magic);
+  return hex;
+}
+
+std::string cpu_model() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.starts_with("model name")) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown cpu";
+}
+
+void print_machine(const std::string& dir) {
+  struct utsname uts {};
+  const std::string kernel = ::uname(&uts) == 0 ? std::string(uts.sysname) + " " + uts.release : "unknown";
+#ifdef NDEBUG
+  const char* asserts = "off";
+#else
+  const char* asserts = "on";
+#endif
+  std::printf("machine: nproc=%u, cpu=%s, %s, dir=%s, fs=%s, free=%.1f GB, asserts %s\n",
+              std::thread::hardware_concurrency(), cpu_model().c_str(), kernel.c_str(), dir.c_str(),
+              filesystem_type(dir).c_str(), static_cast<double>(free_bytes(dir)) / kBytesPerGB, asserts);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  BenchOptions options;
+  try {
+    options = parse_options(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "store_bench: %s\n%s", e.what(), kUsage.data());
+    return 2;
+  }
+  if (options.help) {
+    std::printf("%s", kUsage.data());
+    return 0;
+  }
+  // A benchmark has nothing to recover from: any failure ends it, and unwinding removes the scratch
+  // directory on the way out.
+  try {
+    ScratchDirectory scratch(options.dir.value_or(default_parent_directory()));
+    print_machine(scratch.path());
+    run_append_benchmark(options, scratch);
+    if (options.open_gb > 0) run_open_benchmark(options, scratch);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "store_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
