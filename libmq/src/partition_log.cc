@@ -69,20 +69,52 @@ Result<std::uint64_t> PartitionLog::append(std::span<const Message> batch) {
     last_indexed_position_ = batch_position;
   }
 
+  if (options_.fsync != FsyncMode::kAlways) {
+    // Nothing to wait for but write(2), which costs about a microsecond for a small batch: doing it
+    // under the lock is cheaper than handing the bytes to another thread (measured: with 8 threads
+    // on 2 cores, a hand-off through a condition variable was 3x slower).
+    write_pending_locked();
+    if (!error_.ok()) return error_;
+    return first;
+  }
+  // Group commit: wait until a sync covers these bytes, doing the write and sync ourselves when
+  // no other appender is.
   const Mark mine = appended_;
   while (true) {
     if (!error_.ok()) return error_;
-    const Mark& durable = options_.fsync == FsyncMode::kAlways ? synced_ : written_;
-    if (durable.position >= mine.position) return first;
+    if (synced_.position >= mine.position) return first;
     if (!writer_active_) {
-      write_pending(lock);
+      write_and_sync_pending(lock);
     } else {
       written_cv_.wait(lock);
     }
   }
 }
 
-void PartitionLog::write_pending(std::unique_lock<std::mutex>& lock) {
+Status PartitionLog::write_out(std::string_view data, const std::vector<detail::IndexEntry>& entries) {
+  Status status = log_->append(data);
+  if (status.ok() && !entries.empty()) {
+    // The index is a shortcut that recovery can rebuild, so its write failing costs only start-up time.
+    std::string encoded;
+    for (const auto& e : entries) detail::encode_index_entry(encoded, e);
+    (void)index_file_->append(encoded);
+  }
+  return status;
+}
+
+void PartitionLog::write_pending_locked() {
+  const Mark target = appended_;
+  Status status = write_out(pending_, pending_entries_);
+  pending_.clear();
+  if (status.ok()) {
+    publish(target, /*synced=*/false, pending_entries_);
+  } else {
+    fail(status);
+  }
+  pending_entries_.clear();
+}
+
+void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   assert(!writer_active_);
   writer_active_ = true;
   std::string data;
@@ -91,35 +123,32 @@ void PartitionLog::write_pending(std::unique_lock<std::mutex>& lock) {
   std::vector<detail::IndexEntry> entries;
   entries.swap(pending_entries_);
   const Mark target = appended_;
-  const bool sync = options_.fsync == FsyncMode::kAlways;
   lock.unlock();
 
-  Status status = log_->append(data);
-  if (status.ok() && !entries.empty()) {
-    // The index is a shortcut that recovery can rebuild, so its write failing costs only start-up time.
-    std::string encoded;
-    for (const auto& e : entries) detail::encode_index_entry(encoded, e);
-    (void)index_file_->append(encoded);
-  }
-  if (status.ok() && sync) status = log_->sync();
+  Status status = write_out(data, entries);
+  if (status.ok()) status = log_->sync();
 
   lock.lock();
   writer_active_ = false;
   data.clear();
   if (data.capacity() <= kMaxSpareBufferBytes) spare_.swap(data);
   if (status.ok()) {
-    publish(target, sync, entries);
+    publish(target, /*synced=*/true, entries);
   } else {
-    // After a failed write or fsync the file's state is unknown: stop accepting writes rather than
-    // pretend (leveldb's RecordBackgroundError). Recovery at the next open repairs the tail.
-    error_ = Status(status.code(), "partition " + topic_ + "/" + std::to_string(index_) +
-                                       " stopped accepting writes: " + status.message());
+    fail(status);
   }
   written_cv_.notify_all();
 }
 
-void PartitionLog::publish(Mark written, bool synced, std::vector<detail::IndexEntry>& new_entries) {
-  assert(written.position >= written_.position && written_.position >= synced_.position);
+void PartitionLog::fail(const Status& status) {
+  // After a failed write or fsync the file's state is unknown: stop accepting writes rather than
+  // pretend (leveldb's RecordBackgroundError). Recovery at the next open repairs the tail.
+  error_ = Status(status.code(),
+                  "partition " + topic_ + "/" + std::to_string(index_) + " stopped accepting writes: " + status.message());
+}
+
+void PartitionLog::publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries) {
+  assert(written.position >= written_.position);
   written_ = written;
   if (synced) synced_ = written;
   entries_.insert(entries_.end(), new_entries.begin(), new_entries.end());
@@ -129,24 +158,25 @@ void PartitionLog::publish(Mark written, bool synced, std::vector<detail::IndexE
 
 Status PartitionLog::sync(bool only_if_behind) {
   std::unique_lock lock(mutex_);
-  while (writer_active_) written_cv_.wait(lock);
+  // One sync at a time; writes go on meanwhile (an fdatasync covers at least what was written
+  // before it started, which is all that `target` claims).
+  while (syncing_) synced_cv_.wait(lock);
   if (!error_.ok()) return error_;
   if (only_if_behind && synced_.position == written_.position) return {};
-  writer_active_ = true;
+  syncing_ = true;
   const Mark target = written_;
   lock.unlock();
   Status status = log_->sync();
   if (status.ok()) (void)index_file_->sync();
   lock.lock();
-  writer_active_ = false;
+  syncing_ = false;
   if (status.ok()) {
-    synced_ = target;
+    if (target.position > synced_.position) synced_ = target;
     visible_cv_.notify_all();
   } else {
-    error_ = Status(status.code(), "partition " + topic_ + "/" + std::to_string(index_) +
-                                       " stopped accepting writes: " + status.message());
+    fail(status);
   }
-  written_cv_.notify_all();
+  synced_cv_.notify_all();
   return status;
 }
 

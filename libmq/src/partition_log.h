@@ -21,11 +21,12 @@ namespace mq {
 
 // Thread-safe; see mq::Partition for the contract.
 //
-// Group commit: an appender formats its lines into pending_ under mutex_, then waits until its
-// bytes are written (and, with kAlways, synced). Whoever finds no writer active becomes the writer:
-// it takes everything pending, writes it with one append and syncs with one fdatasync outside the
-// lock, then publishes the new positions. Appenders that arrive meanwhile queue up for the next
-// round, so concurrent appenders share writes and syncs.
+// Appenders format their lines into pending_ under mutex_. With kNever and kInterval the appender
+// writes them at once, still under the lock. With kAlways they are group-committed: whoever finds
+// no writer active becomes the writer, takes everything pending, writes it with one append and
+// syncs it with one fdatasync outside the lock, then publishes the new positions; appenders that
+// arrive meanwhile queue up for the next round, so concurrent appenders share writes and syncs.
+// sync() (the kInterval thread, close) runs beside writes.
 class PartitionLog {
  public:
   PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options, std::unique_ptr<File> log,
@@ -52,12 +53,16 @@ class PartitionLog {
     std::uint64_t offset = 0;
   };
 
-  // Writes (and syncs, with kAlways) everything pending; the caller holds `lock` and no writer is
-  // active. Publishes the result or records the error.
-  void write_pending(std::unique_lock<std::mutex>& lock);
-  // Waits until no writer is active and claims the role.
-  void become_writer(std::unique_lock<std::mutex>& lock);
-  void publish(Mark written, bool synced, std::vector<detail::IndexEntry>& new_entries);
+  // Appends `data` to the log and `entries` to the index.
+  Status write_out(std::string_view data, const std::vector<detail::IndexEntry>& entries);
+  // kNever/kInterval: writes everything pending without releasing mutex_.
+  void write_pending_locked();
+  // kAlways: writes and syncs everything pending with `lock` released; the caller holds `lock` and
+  // no writer is active. Publishes the result or records the error.
+  void write_and_sync_pending(std::unique_lock<std::mutex>& lock);
+  void publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries);
+  // Records a write or sync failure; every later append fails with it.
+  void fail(const Status& status);
   Mark visible_locked() const { return options_.fsync == FsyncMode::kAlways ? synced_ : written_; }
   Status check_payloads(std::span<const Message> batch) const;
 
@@ -69,9 +74,11 @@ class PartitionLog {
   const RecoveryReport report_;
 
   mutable std::mutex mutex_;
-  std::condition_variable written_cv_;           // a write round finished (appenders wait)
+  std::condition_variable written_cv_;           // a group commit finished (kAlways appenders wait)
+  std::condition_variable synced_cv_;            // a sync() finished
   mutable std::condition_variable visible_cv_;   // more messages are visible (readers wait)
-  bool writer_active_ = false;                   // GUARDED_BY(mutex_)
+  bool writer_active_ = false;                   // GUARDED_BY(mutex_): a group commit is under way
+  bool syncing_ = false;                         // GUARDED_BY(mutex_): a sync() is under way
   std::string pending_;                          // GUARDED_BY(mutex_): formatted, not yet written
   std::string spare_;                            // GUARDED_BY(mutex_): reused write buffer
   std::vector<detail::IndexEntry> pending_entries_;  // GUARDED_BY(mutex_)

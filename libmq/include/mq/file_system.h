@@ -13,8 +13,9 @@
 
 namespace mq {
 
-// One open file that is appended to and read at positions. append() and sync() are called by one
-// thread at a time; read() may run concurrently with them and with each other.
+// One open file that is appended to and read at positions. append() is called by one thread at a
+// time; sync() may run concurrently with append() (it must cover at least every append that
+// returned before it started); read() may run concurrently with both and with each other.
 class MQ_EXPORT File {
  public:
   virtual ~File() = default;
