@@ -26,9 +26,6 @@ std::optional<std::uint32_t> partition_of_log_name(std::string_view name) {
   return n;
 }
 
-std::string index_path(const std::string& data_dir, std::string_view topic, std::uint32_t index) {
-  return data_dir + "/" + std::string(topic) + "/partition-" + std::to_string(index) + ".index";
-}
 
 }  // namespace
 
@@ -118,28 +115,10 @@ Result<Partition*> LogStore::partition(std::string_view topic, std::uint32_t ind
   if (auto it = state_->partitions.find(key); it != state_->partitions.end()) return it->second.get();
 
   const StoreOptions& options = state_->options;
-  FileSystem& fs = *state_->fs;
-  const std::string dir = options.data_dir + "/" + std::string(topic);
-  const bool new_dir = !fs.exists(dir);
-  if (auto s = fs.create_directories(dir); !s.ok()) return s;
-  const std::string path = log_path(options.data_dir, topic, index);
-  const bool new_log = !fs.exists(path);
-  auto log = fs.open(path);
-  if (!log.ok()) return log.status();
-  auto index_file = fs.open(index_path(options.data_dir, topic, index));
-  if (!index_file.ok()) return index_file.status();
-  if (options.fsync != FsyncMode::kNever && (new_dir || new_log)) {
-    // A synced append is worthless if the file's directory entry is lost in a power cut.
-    if (new_dir) {
-      if (auto s = fs.sync_directory(options.data_dir); !s.ok()) return s;
-    }
-    if (auto s = fs.sync_directory(dir); !s.ok()) return s;
-  }
-  auto recovered = detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
-  if (!recovered.ok()) return recovered.status();
-  auto impl = std::make_unique<PartitionLog>(std::string(topic), index, options, std::move(log.value()),
-                                             std::move(index_file.value()), std::move(recovered.value()));
-  auto partition = std::unique_ptr<Partition>(new Partition(std::move(impl)));
+  auto impl = PartitionLog::open(*state_->fs, options, options.data_dir + "/" + std::string(topic),
+                                 "partition-" + std::to_string(index), std::string(topic), index);
+  if (!impl.ok()) return impl.status();
+  auto partition = std::unique_ptr<Partition>(new Partition(std::move(impl.value())));
   Partition* raw = partition.get();
   state_->partitions.emplace(std::move(key), std::move(partition));
   return raw;

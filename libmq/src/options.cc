@@ -115,6 +115,12 @@ Result<Config> config_from_env(const EnvLookup& lookup) {
   std::uint64_t max_payload = config.store.max_payload_bytes;
   if (auto s = read_number(lookup, "MAX_PAYLOAD_BYTES", 1, 1ull << 30, max_payload); !s.ok()) return s;
   config.store.max_payload_bytes = static_cast<std::size_t>(max_payload);
+  std::uint64_t visibility = static_cast<std::uint64_t>(config.groups.visibility_timeout.count());
+  if (auto s = read_number(lookup, "VISIBILITY_TIMEOUT_MS", 1, 86'400'000ull * 7, visibility); !s.ok()) return s;
+  config.groups.visibility_timeout = std::chrono::milliseconds(visibility);
+  std::uint64_t max_deliveries = config.groups.max_deliveries;
+  if (auto s = read_number(lookup, "MAX_DELIVERIES", 0, 1'000'000, max_deliveries); !s.ok()) return s;
+  config.groups.max_deliveries = static_cast<std::uint32_t>(max_deliveries);
   return config;
 }
 

@@ -16,7 +16,40 @@ std::int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+// Creates `dir` and each missing parent, syncing the directory that gains an entry when `durable`.
+Status create_directories_durably(FileSystem& fs, const std::string& dir, bool durable) {
+  if (fs.exists(dir)) return {};
+  const auto slash = dir.find_last_of('/');
+  const std::string parent = slash == std::string::npos || slash == 0 ? std::string(".") : dir.substr(0, slash);
+  if (slash != std::string::npos && slash != 0) {
+    if (auto s = create_directories_durably(fs, parent, durable); !s.ok()) return s;
+  }
+  if (auto s = fs.create_directories(dir); !s.ok()) return s;
+  return durable ? fs.sync_directory(parent) : Status();
+}
+
 }  // namespace
+
+Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const StoreOptions& options,
+                                                         const std::string& dir, const std::string& stem,
+                                                         std::string topic, std::uint32_t index) {
+  const bool durable = options.fsync != FsyncMode::kNever;
+  if (auto s = create_directories_durably(fs, dir, durable); !s.ok()) return s;
+  const std::string path = dir + "/" + stem + ".log";
+  const bool new_log = !fs.exists(path);
+  auto log = fs.open(path);
+  if (!log.ok()) return log.status();
+  auto index_file = fs.open(dir + "/" + stem + ".index");
+  if (!index_file.ok()) return index_file.status();
+  // A synced append is worthless if the file's directory entry is lost in a power cut.
+  if (durable && new_log) {
+    if (auto s = fs.sync_directory(dir); !s.ok()) return s;
+  }
+  auto recovered = detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
+  if (!recovered.ok()) return recovered.status();
+  return std::make_unique<PartitionLog>(std::move(topic), index, options, std::move(log.value()),
+                                        std::move(index_file.value()), std::move(recovered.value()));
+}
 
 PartitionLog::PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options,
                            std::unique_ptr<File> log, std::unique_ptr<File> index_file,
@@ -48,6 +81,29 @@ Status PartitionLog::check_payloads(std::span<const Message> batch) const {
 }
 
 Result<std::uint64_t> PartitionLog::append(std::span<const Message> batch) {
+  auto first = append_durably(batch);
+  if (first.ok()) notify_listeners();
+  return first;
+}
+
+std::uint64_t PartitionLog::add_append_listener(std::function<void()> on_append) {
+  std::lock_guard lock(listeners_mutex_);
+  listeners_.emplace_back(++last_listener_id_, std::move(on_append));
+  return last_listener_id_;
+}
+
+void PartitionLog::remove_append_listener(std::uint64_t id) {
+  std::lock_guard lock(listeners_mutex_);
+  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
+}
+
+void PartitionLog::notify_listeners() {
+  // Held while calling, so that a listener is never called after remove_append_listener returned.
+  std::lock_guard lock(listeners_mutex_);
+  for (const auto& [id, on_append] : listeners_) on_append();
+}
+
+Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batch) {
   if (batch.empty()) return Status::invalid_argument("an append needs at least one message");
   if (auto s = check_payloads(batch); !s.ok()) return s;
   const std::int64_t timestamp = now_ms();

@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -29,6 +30,13 @@ namespace mq {
 // sync() (the kInterval thread, close) runs beside writes.
 class PartitionLog {
  public:
+  // Opens (creating when missing) the log <dir>/<stem>.log and its index <dir>/<stem>.index, and
+  // recovers them. `dir` and its missing parents are created; new directory entries are synced
+  // unless options.fsync is kNever. `topic` and `index` only label the log in messages.
+  static Result<std::unique_ptr<PartitionLog>> open(FileSystem& fs, const StoreOptions& options,
+                                                    const std::string& dir, const std::string& stem,
+                                                    std::string topic, std::uint32_t index);
+
   PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options, std::unique_ptr<File> log,
                std::unique_ptr<File> index_file, detail::RecoveredLog recovered);
   ~PartitionLog();
@@ -37,6 +45,8 @@ class PartitionLog {
   std::uint32_t index() const { return index_; }
 
   Result<std::uint64_t> append(std::span<const Message> batch);
+  std::uint64_t add_append_listener(std::function<void()> on_append);
+  void remove_append_listener(std::uint64_t id);
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
   std::uint64_t next_offset() const;
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
@@ -53,6 +63,8 @@ class PartitionLog {
     std::uint64_t offset = 0;
   };
 
+  Result<std::uint64_t> append_durably(std::span<const Message> batch);
+  void notify_listeners();
   // Appends `data` to the log and `entries` to the index.
   Status write_out(std::string_view data, const std::vector<detail::IndexEntry>& entries);
   // kNever/kInterval: writes everything pending without releasing mutex_.
@@ -89,6 +101,10 @@ class PartitionLog {
   std::vector<detail::IndexEntry> entries_;      // GUARDED_BY(mutex_): starts with {0, 0}
   Status error_;                                 // GUARDED_BY(mutex_): sticky once a write fails
   std::uint64_t interrupts_ = 0;                 // GUARDED_BY(mutex_)
+
+  std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)
+  std::uint64_t last_listener_id_ = 0;                                      // GUARDED_BY(listeners_mutex_)
 };
 
 }  // namespace mq

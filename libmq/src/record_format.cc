@@ -59,6 +59,10 @@ void append_record_line(std::string& out, std::uint64_t offset, std::int64_t tim
     out += R"(,"key":)";
     append_json_string(out, *message.key);
   }
+  if (message.source) {
+    out += R"(,"source":)";
+    out += message.source->json();
+  }
   out += R"(,"payload":)";
   out += message.payload.json();
   out += "}\n";

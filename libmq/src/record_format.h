@@ -23,7 +23,7 @@ struct RecordHeader {
 void append_json_string(std::string& out, std::string_view s);
 
 // Appends one record line, newline included:
-// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"],"payload":P}\n
+// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"][,"source":S],"payload":P}\n
 void append_record_line(std::string& out, std::uint64_t offset, std::int64_t timestamp_ms,
                         std::optional<std::uint64_t> batch_last, const Message& message);
 

@@ -24,6 +24,8 @@ TEST_CASE("DefaultsMatchTheApiContract") {
   CHECK(config->store.fsync == FsyncMode::kAlways);
   CHECK(config->store.fsync_interval == std::chrono::milliseconds(100));
   CHECK(config->store.max_payload_bytes == 1048576);
+  CHECK(config->groups.visibility_timeout == std::chrono::milliseconds(30000));
+  CHECK(config->groups.max_deliveries == 0);
   CHECK(config->broker.index == 0);
   CHECK(config->broker.count == 1);
   REQUIRE(config->topics.size() == 3);
@@ -41,7 +43,9 @@ TEST_CASE("EveryVariableIsRead") {
                                      {"BROKER_COUNT", "3"},
                                      {"FSYNC", "interval"},
                                      {"FSYNC_INTERVAL_MS", "250"},
-                                     {"MAX_PAYLOAD_BYTES", "4096"}}));
+                                     {"MAX_PAYLOAD_BYTES", "4096"},
+                                     {"VISIBILITY_TIMEOUT_MS", "1500"},
+                                     {"MAX_DELIVERIES", "5"}}));
   REQUIRE_MESSAGE(config.ok(), config.status().to_string());
   CHECK(config->topics.size() == 2);
   CHECK(config->topics[1].name == "b.c_d-e");
@@ -54,6 +58,8 @@ TEST_CASE("EveryVariableIsRead") {
   CHECK(config->store.fsync == FsyncMode::kInterval);
   CHECK(config->store.fsync_interval == std::chrono::milliseconds(250));
   CHECK(config->store.max_payload_bytes == 4096);
+  CHECK(config->groups.visibility_timeout == std::chrono::milliseconds(1500));
+  CHECK(config->groups.max_deliveries == 5);
   CHECK(config_from_env(env({{"FSYNC", "never"}}))->store.fsync == FsyncMode::kNever);
 }
 
@@ -65,7 +71,8 @@ TEST_CASE("BadValuesNameTheVariableAndTheValue") {
       {"BROKER_COUNT", "-1"},   {"BROKER_INDEX", "abc"},   {"BROKER_INDEX", "1"},
       {"FSYNC", "sometimes"},   {"FSYNC", "ALWAYS"},       {"FSYNC_INTERVAL_MS", "0"},
       {"FSYNC_INTERVAL_MS", "10ms"}, {"MAX_PAYLOAD_BYTES", ""}, {"DATA_DIR", ""},
-      {"BROKER_INDEX", " 0"},
+      {"BROKER_INDEX", " 0"},   {"VISIBILITY_TIMEOUT_MS", "0"}, {"VISIBILITY_TIMEOUT_MS", "soon"},
+      {"MAX_DELIVERIES", "-1"},
   };
   for (const auto& [name, value] : bad) {
     CAPTURE(name);

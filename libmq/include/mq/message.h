@@ -34,6 +34,9 @@ class MQ_EXPORT Payload {
 struct Message {
   Payload payload;
   std::optional<std::string> key;
+  // Dead letters only, set by the broker: where the message came from ({"topic", "partition",
+  // "offset", "group", "deliveries"}), stored as the record's "source" field. Producers leave it empty.
+  std::optional<Payload> source = std::nullopt;
 };
 
 // One stored message as read back: its offset and its line from the log, without the newline.

@@ -60,18 +60,28 @@ struct BrokerIdentity {
   bool owns(std::uint32_t partition) const { return partition % count == index; }
 };
 
-// Everything the environment configures for the storage core.
+// Consumer-group behaviour.
+struct GroupOptions {
+  // How long a delivered message may stay unacknowledged before it is delivered again, unless the
+  // subscription sets its own.
+  std::chrono::milliseconds visibility_timeout{30000};
+  // A message whose this-many-th delivery ends without an ack goes to <topic>-dlq; 0: no limit.
+  std::uint32_t max_deliveries = 0;
+};
+
+// Everything the environment configures for the library.
 struct Config {
   StoreOptions store;
   BrokerIdentity broker;
   std::vector<TopicSpec> topics{{"events", 8}, {"orders", 4}, {"default", 8}};
+  GroupOptions groups;
 };
 
 // Looks an environment variable up; std::nullopt when it is unset.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
-// Reads TOPICS, DATA_DIR, BROKER_INDEX, BROKER_COUNT, FSYNC, FSYNC_INTERVAL_MS and MAX_PAYLOAD_BYTES
-// through `lookup`; unset variables keep their defaults. A bad value gives kInvalidArgument whose
+// Reads TOPICS, DATA_DIR, BROKER_INDEX, BROKER_COUNT, FSYNC, FSYNC_INTERVAL_MS, MAX_PAYLOAD_BYTES,
+// VISIBILITY_TIMEOUT_MS and MAX_DELIVERIES through `lookup`; unset variables keep their defaults. A bad value gives kInvalidArgument whose
 // message names the variable and quotes the value.
 MQ_EXPORT Result<Config> config_from_env(const EnvLookup& lookup);
 

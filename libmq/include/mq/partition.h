@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -64,6 +65,12 @@ class MQ_EXPORT Partition {
 
   // Wakes every waiter in wait_beyond() now (used at shutdown).
   void interrupt_waiters();
+
+  // Calls `on_append` after every append that made messages visible, from the appending thread and
+  // with no lock of the partition held, until remove_append_listener(id) returns (which waits for a
+  // call under way). `on_append` must be quick and must not append to this partition.
+  std::uint64_t add_append_listener(std::function<void()> on_append);
+  void remove_append_listener(std::uint64_t id);
 
   // Size in bytes of the log file (what readers can see).
   std::uint64_t log_bytes() const;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cassert>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,6 +36,13 @@ class MQ_EXPORT Status {
   Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status ok_status() { return {}; }
+  // The partition belongs to broker `owner`.
+  static Status not_owned(std::string m, std::uint32_t owner) {
+    Status s(ErrorCode::kNotOwned, std::move(m));
+    s.owner_ = owner;
+    return s;
+  }
+  static Status conflict(std::string m) { return {ErrorCode::kConflict, std::move(m)}; }
   static Status invalid_argument(std::string m) { return {ErrorCode::kInvalidArgument, std::move(m)}; }
   static Status not_found(std::string m) { return {ErrorCode::kNotFound, std::move(m)}; }
   static Status payload_too_large(std::string m) { return {ErrorCode::kPayloadTooLarge, std::move(m)}; }
@@ -47,10 +56,13 @@ class MQ_EXPORT Status {
   const std::string& message() const { return message_; }
   // "<code>: <message>", or "ok".
   std::string to_string() const;
+  // With kNotOwned: the index of the broker that owns the partition.
+  std::optional<std::uint32_t> owner() const { return owner_; }
 
  private:
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;
+  std::optional<std::uint32_t> owner_;
 };
 
 // Either a T or the Status that explains why there is none (never an ok Status).
