@@ -105,4 +105,15 @@ std::optional<RecordHeader> RecordValidator::validate(std::string_view line) {
   return header;
 }
 
+std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(std::string_view line) {
+  simdjson::dom::element root;
+  if (parser_->dom.parse(line.data(), line.size()).get(root)) return std::nullopt;
+  simdjson::dom::element payload;
+  if (root["payload"].get(payload)) return std::nullopt;
+  ProducedFields fields{simdjson::minify(payload), std::nullopt};
+  std::string_view key;
+  if (!root["key"].get_string().get(key)) fields.key = std::string(key);
+  return fields;
+}
+
 }  // namespace mq::detail

@@ -41,6 +41,13 @@ class RecordValidator {
   RecordValidator& operator=(const RecordValidator&) = delete;
   std::optional<RecordHeader> validate(std::string_view line);
 
+  // The producer's fields of a stored record, for re-appending it elsewhere (dead letters).
+  struct ProducedFields {
+    std::string payload_json;  // minified
+    std::optional<std::string> key;
+  };
+  std::optional<ProducedFields> produced_fields(std::string_view line);
+
  private:
   struct Parser;
   std::unique_ptr<Parser> parser_;

@@ -56,7 +56,12 @@ class FaultFileSystem : public FileSystem {
     return real_->list_directory(path);
   }
   bool exists(const std::string& path) override { return real_->exists(path); }
-  Status remove(const std::string& path) override { return real_->remove(path); }
+  Status remove(const std::string& path) override {
+    return cut() ? Status::io_error("power is off") : real_->remove(path);
+  }
+  Status rename(const std::string& from, const std::string& to) override {
+    return cut() ? Status::io_error("power is off") : real_->rename(from, to);
+  }
 
   // Cuts the power: each file keeps its synced bytes plus, when `seed` is non-zero, a random prefix
   // of its unsynced bytes. Every later operation fails.

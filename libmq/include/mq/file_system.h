@@ -47,6 +47,8 @@ class MQ_EXPORT FileSystem {
   virtual bool exists(const std::string& path) = 0;
   // Removes the file `path`; ok when it did not exist.
   virtual Status remove(const std::string& path) = 0;
+  // Atomically replaces `to` with `from` (rename(2)); sync the directory to make it durable.
+  virtual Status rename(const std::string& from, const std::string& to) = 0;
 };
 
 // The real file system (open/pwrite/fdatasync). Stateless.

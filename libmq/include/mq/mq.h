@@ -1,6 +1,9 @@
 // Everything libmq offers, in one include.
 #pragma once
 
+#include "mq/broker.h"
+#include "mq/clock.h"
+#include "mq/consumer.h"
 #include "mq/file_system.h"
 #include "mq/log_store.h"
 #include "mq/message.h"

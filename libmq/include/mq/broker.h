@@ -1,0 +1,104 @@
+// The Broker: the whole API of the queue, the one mqd serves over HTTP. It owns the store, the
+// topics, the consumer groups, the one timer of visibility timeouts, dead-lettering and partition
+// ownership.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/clock.h"
+#include "mq/consumer.h"
+#include "mq/export.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/status.h"
+
+namespace mq {
+
+struct ProduceResult {
+  std::uint32_t partition = 0;
+  std::uint64_t first_offset = 0;
+  std::vector<std::string> ids;  // one per message, in order
+};
+
+struct TopicInfo {
+  std::string name;
+  std::uint32_t partitions = 0;
+  std::vector<std::uint32_t> owned;
+};
+
+struct PartitionStats {
+  std::uint32_t partition = 0;
+  std::uint64_t next_offset = 0;  // also the number of messages ever produced to it
+  std::uint64_t log_bytes = 0;
+  std::vector<GroupStats> groups;  // sorted by name
+};
+
+struct TopicStats {
+  std::string name;
+  std::vector<PartitionStats> partitions;  // the owned ones
+};
+
+// Thread-safe. Every call naming a partition fails with kNotFound for an unknown topic or a
+// partition beyond the topic's count, kNotOwned (carrying the owner's index) for a partition of
+// another broker, and kInvalidArgument for an invalid group name.
+class MQ_EXPORT Broker {
+ public:
+  // Opens the store and every configured topic (and the dead-letter topics found on disk) and the
+  // consumer groups found on disk. `clock` nullptr means the steady clock with a timer thread; with
+  // any other clock no timer thread runs and the caller drives timeouts with fire_due_timers().
+  static Result<std::unique_ptr<Broker>> open(Config config, std::shared_ptr<Clock> clock = nullptr);
+  // Stops (see shutdown()); every Subscription must be destroyed first.
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // Appends `messages` atomically to one partition of `topic`: `partition` if given, else the one
+  // the first message's key maps to, else the owned partitions in turn. Durable per FSYNC on return.
+  Result<ProduceResult> produce(std::string_view topic, std::optional<std::uint32_t> partition,
+                                std::span<const Message> messages);
+
+  // A new consumer in `group` on the partition; creates the group there if needed (`options.from`).
+  Result<std::unique_ptr<Subscription>> subscribe(std::string_view topic, std::uint32_t partition,
+                                                  std::string_view group, const SubscribeOptions& options);
+
+  // Acknowledges the messages `ids` for `group`, durably before returning, and returns how many were
+  // not acknowledged before. kNotFound (and nothing acknowledged) if an id names no message of the
+  // partition. Acknowledging a message that is not in flight is allowed: it is never delivered again.
+  Result<std::size_t> ack(std::string_view topic, std::uint32_t partition, std::string_view group,
+                          std::span<const std::string> ids);
+  // Gives an in-flight message back now, or after `delay`; kConflict when it is not in flight.
+  Status nack(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id,
+              std::chrono::milliseconds delay = {});
+  // Restarts an in-flight message's visibility timeout; kConflict when it is not in flight.
+  Status touch(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id);
+
+  std::vector<TopicInfo> topics() const;
+  // Statistics of every topic, or of `topic` alone (kNotFound when unknown).
+  Result<std::vector<TopicStats>> stats(std::optional<std::string_view> topic = std::nullopt) const;
+  const Config& config() const;
+
+  // Ends every wait in Subscription::next (which then fails with kShuttingDown) and refuses new
+  // subscriptions; appends and acks still work so that pending ones complete. Idempotent.
+  void shutdown();
+  // With a hand-driven clock: runs every timeout and delay that is due at clock->now().
+  void fire_due_timers();
+
+ private:
+  struct State;
+  explicit Broker(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// The id of the message at `offset` of `partition` (opaque to clients).
+MQ_EXPORT std::string message_id(std::uint32_t partition, std::uint64_t offset);
+// The offset an id names on `partition`; nullopt for a malformed id or one of another partition.
+MQ_EXPORT std::optional<std::uint64_t> offset_of_id(std::string_view id, std::uint32_t partition);
+
+}  // namespace mq

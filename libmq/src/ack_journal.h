@@ -1,0 +1,69 @@
+// The durable acknowledgement record of one consumer group on one partition:
+//   <dir>/<stem>.log       a record log (same format, group commit and recovery as a partition);
+//                          each record's payload is [offset, ...] (acks) or {"start": N}
+//   <dir>/<stem>.snapshot  {"committed": C, "acked": [offset, ...]} written by compaction
+// Progress = snapshot + every record of the log replayed over it (replaying is idempotent).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <span>
+#include <string>
+
+#include "mq/file_system.h"
+#include "mq/options.h"
+#include "mq/status.h"
+
+namespace mq {
+
+class PartitionLog;
+
+// What a group has acknowledged on a partition.
+struct GroupProgress {
+  std::uint64_t committed = 0;      // every offset below is acknowledged
+  std::set<std::uint64_t> acked;    // acknowledged offsets >= committed
+
+  // Marks `offset` acknowledged; false when it already was.
+  bool acknowledge(std::uint64_t offset);
+  bool is_acknowledged(std::uint64_t offset) const { return offset < committed || acked.contains(offset); }
+  // Everything below `offset` counts as acknowledged (a group starting at the latest message).
+  void start_at(std::uint64_t offset);
+};
+
+// Not thread-safe for compact(); record_* may be called concurrently (they group-commit).
+class AckJournal {
+ public:
+  // Opens or creates the journal and recovers `progress` from it; `created` tells whether the group
+  // did not exist here before.
+  static Result<std::unique_ptr<AckJournal>> open(FileSystem& fs, const StoreOptions& options, std::string dir,
+                                                  std::string stem, std::string label, GroupProgress& progress,
+                                                  bool& created);
+  ~AckJournal();
+  AckJournal(const AckJournal&) = delete;
+  AckJournal& operator=(const AckJournal&) = delete;
+
+  // Durably (per FSYNC) records that the group starts at `offset` / acknowledged `offsets`.
+  Status record_start(std::uint64_t offset);
+  Status record_acks(std::span<const std::uint64_t> offsets);
+  // Replaces the log with a snapshot of `progress`, which must include every record written so
+  // far; no record may be written meanwhile. Crash-safe at every step.
+  Status compact(const GroupProgress& progress);
+  // Bytes in the log since the last compaction.
+  std::uint64_t log_bytes() const;
+  Status sync_if_behind();
+
+ private:
+  AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem, std::string label);
+  Status open_log();
+  Status record(std::string payload_json);
+
+  FileSystem& fs_;
+  const StoreOptions options_;
+  const std::string dir_;
+  const std::string stem_;
+  const std::string label_;
+  std::unique_ptr<PartitionLog> log_;
+};
+
+}  // namespace mq
