@@ -161,16 +161,23 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
   recovered.report.index_rebuilt = !decoded.has_value() && (*log_size > 0 || *index_size > 0);
   std::vector<IndexEntry> entries = decoded.value_or(std::vector<IndexEntry>{});
 
-  // Entries past the end of the log are stale (the log was cut); the last remaining one must point
-  // at a record with its offset, or it goes too. Too many bad entries: the index is rebuilt.
+  // Entries at or past the end of the log are stale (the log lost its tail): drop them, however
+  // many. The last remaining one must then point at a record with its offset, or it goes too; too
+  // many such mismatches and the index is rebuilt.
+  while (!entries.empty() && entries.back().position >= *log_size) {
+    entries.pop_back();
+    rewrite_index = true;
+  }
+  // A torn index write leaves a partial entry: rewrite, so later entries stay aligned.
+  if (*index_size > kIndexMagic.size() && (*index_size - kIndexMagic.size()) % kIndexEntryBytes != 0) {
+    rewrite_index = true;
+  }
   RecordValidator validator;
   int rejected = 0;
   while (!entries.empty()) {
-    if (entries.back().position < *log_size) {
-      auto matches = entry_matches_log(log, *log_size, entries.back(), validator);
-      if (!matches.ok()) return matches.status();
-      if (*matches) break;
-    }
+    auto matches = entry_matches_log(log, *log_size, entries.back(), validator);
+    if (!matches.ok()) return matches.status();
+    if (*matches) break;
     entries.pop_back();
     rewrite_index = true;
     if (++rejected > 16) {

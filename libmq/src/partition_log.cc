@@ -10,22 +10,26 @@ namespace {
 
 constexpr std::size_t kReadChunkBytes = 64 * 1024;
 constexpr std::size_t kMaxSpareBufferBytes = 4 << 20;  // don't hoard memory after a huge batch
+constexpr std::size_t kMaxKeyBytes = 64 * 1024;
 
 std::int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// Creates `dir` and each missing parent, syncing the directory that gains an entry when `durable`.
-Status create_directories_durably(FileSystem& fs, const std::string& dir, bool durable) {
-  if (fs.exists(dir)) return {};
-  const auto slash = dir.find_last_of('/');
-  const std::string parent = slash == std::string::npos || slash == 0 ? std::string(".") : dir.substr(0, slash);
-  if (slash != std::string::npos && slash != 0) {
-    if (auto s = create_directories_durably(fs, parent, durable); !s.ok()) return s;
+// Syncs `dir` and every directory above it up to `root`, making the entries of the log's files and
+// directories durable. Every time, not only when they were just created: one created before a crash
+// but never synced would otherwise stay undurable forever, since the next start finds it present.
+// Runs once per log opened.
+Status sync_directories_up_to(FileSystem& fs, const std::string& root, const std::string& dir) {
+  std::string current = dir;
+  while (true) {
+    if (auto s = fs.sync_directory(current); !s.ok()) return s;
+    const auto slash = current.find_last_of('/');
+    if (current == root || current.size() <= root.size() || slash == std::string::npos || slash == 0) break;
+    current.resize(slash);
   }
-  if (auto s = fs.create_directories(dir); !s.ok()) return s;
-  return durable ? fs.sync_directory(parent) : Status();
+  return {};
 }
 
 }  // namespace
@@ -33,17 +37,15 @@ Status create_directories_durably(FileSystem& fs, const std::string& dir, bool d
 Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const StoreOptions& options,
                                                          const std::string& dir, const std::string& stem,
                                                          std::string topic, std::uint32_t index) {
-  const bool durable = options.fsync != FsyncMode::kNever;
-  if (auto s = create_directories_durably(fs, dir, durable); !s.ok()) return s;
+  if (auto s = fs.create_directories(dir); !s.ok()) return s;
   const std::string path = dir + "/" + stem + ".log";
-  const bool new_log = !fs.exists(path);
   auto log = fs.open(path);
   if (!log.ok()) return log.status();
   auto index_file = fs.open(dir + "/" + stem + ".index");
   if (!index_file.ok()) return index_file.status();
   // A synced append is worthless if the file's directory entry is lost in a power cut.
-  if (durable && new_log) {
-    if (auto s = fs.sync_directory(dir); !s.ok()) return s;
+  if (options.fsync != FsyncMode::kNever) {
+    if (auto s = sync_directories_up_to(fs, options.data_dir, dir); !s.ok()) return s;
   }
   auto recovered = detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
   if (!recovered.ok()) return recovered.status();
@@ -66,15 +68,30 @@ PartitionLog::PartitionLog(std::string topic, std::uint32_t index, const StoreOp
   last_indexed_position_ = entries_.back().position;
 }
 
-PartitionLog::~PartitionLog() { (void)sync(/*only_if_behind=*/true); }
+PartitionLog::~PartitionLog() {
+  (void)sync(/*only_if_behind=*/true);
+  (void)index_file_->sync();  // the index is never synced on the append path; spare the next open a rebuild
+}
 
 Status PartitionLog::check_payloads(std::span<const Message> batch) const {
   for (const Message& m : batch) {
-    const std::size_t size = m.payload.json().size();
-    if (size == 0) return Status::invalid_argument("a payload must be a JSON value");
-    if (size > options_.max_payload_bytes) {
-      return Status::payload_too_large("payload of " + std::to_string(size) + " bytes exceeds MAX_PAYLOAD_BYTES (" +
+    const std::string& json = m.payload.json();
+    if (json.empty()) return Status::invalid_argument("a payload must be a JSON value");
+    if (json.size() > options_.max_payload_bytes) {
+      return Status::payload_too_large("payload of " + std::to_string(json.size()) +
+                                       " bytes exceeds MAX_PAYLOAD_BYTES (" +
                                        std::to_string(options_.max_payload_bytes) + ")");
+    }
+    // Anything that would not read back as one valid line would make recovery cut the log here,
+    // taking every later message with it: refuse it now instead.
+    if (json.find('\n') != std::string::npos) {
+      return Status::invalid_argument("a payload must be minified JSON (it contains a raw newline)");
+    }
+    if (m.key) {
+      if (m.key->size() > kMaxKeyBytes) {
+        return Status::invalid_argument("a key may have at most " + std::to_string(kMaxKeyBytes) + " bytes");
+      }
+      if (!detail::is_valid_utf8(*m.key)) return Status::invalid_argument("a key must be valid UTF-8");
     }
   }
   return {};
@@ -137,8 +154,9 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
   // no other appender is.
   const Mark mine = appended_;
   while (true) {
-    if (!error_.ok()) return error_;
+    // Synced is synced, even if a later round failed: answering an error would invite a duplicate.
     if (synced_.position >= mine.position) return first;
+    if (!error_.ok()) return error_;
     if (!writer_active_) {
       write_and_sync_pending(lock);
     } else {
@@ -330,15 +348,13 @@ std::uint64_t PartitionLog::next_offset() const {
 
 std::uint64_t PartitionLog::wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mutex_);
-  const std::uint64_t interrupts = interrupts_;
-  visible_cv_.wait_for(lock, timeout,
-                       [&] { return visible_locked().offset > offset || interrupts_ != interrupts; });
+  visible_cv_.wait_for(lock, timeout, [&] { return visible_locked().offset > offset || waits_interrupted_; });
   return visible_locked().offset;
 }
 
 void PartitionLog::interrupt_waiters() {
   std::lock_guard lock(mutex_);
-  ++interrupts_;
+  waits_interrupted_ = true;
   visible_cv_.notify_all();
 }
 

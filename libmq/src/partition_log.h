@@ -100,7 +100,7 @@ class PartitionLog {
   std::uint64_t last_indexed_position_ = 0;      // GUARDED_BY(mutex_)
   std::vector<detail::IndexEntry> entries_;      // GUARDED_BY(mutex_): starts with {0, 0}
   Status error_;                                 // GUARDED_BY(mutex_): sticky once a write fails
-  std::uint64_t interrupts_ = 0;                 // GUARDED_BY(mutex_)
+  bool waits_interrupted_ = false;               // GUARDED_BY(mutex_): sticky, for shutdown
 
   std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it
   std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)

@@ -19,6 +19,9 @@ struct RecordHeader {
   std::optional<std::uint64_t> batch_last;
 };
 
+// True when `s` is valid UTF-8 (what a JSON string may hold).
+bool is_valid_utf8(std::string_view s);
+
 // Appends `s` to `out` as a JSON string literal (quotes included), escaping what JSON requires.
 void append_json_string(std::string& out, std::string_view s);
 

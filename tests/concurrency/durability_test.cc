@@ -112,6 +112,11 @@ TEST_CASE("PowerCutLosesNoAcknowledgedMessageWithAlways") {
         ++count;
       }
     }
+    // Every batch that survived survived whole: a line with batch_last L has all lines up to L.
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      const json line = json::parse(lines[i]);
+      if (line.contains("batch_last")) CHECK(line["batch_last"].get<std::size_t>() < lines.size());
+    }
     MESSAGE("seed " << seed << ": " << count << " acknowledged, " << lines.size() << " recovered");
   }
 }
@@ -168,4 +173,38 @@ TEST_CASE("AFailedSyncStopsFurtherAppends") {
   CHECK(failed.status().code() == ErrorCode::kIOError);
   CHECK(p.append(message("3")).status().code() == ErrorCode::kIOError);
   CHECK(p.next_offset() == 1);  // readers never see the unsynced message
+}
+
+TEST_CASE("WithAlwaysReadersNeverSeeAMessageBeforeItIsSynced") {
+  TempDir dir;
+  auto fs = std::make_shared<FaultFileSystem>();
+  auto store = open_store(dir.path(), FsyncMode::kAlways, fs);
+  Partition& p = open_partition(*store);
+  fs->hold_syncs();
+  std::thread producer([&] { append_ok(p, message("{\"unsynced\":true}")); });
+  REQUIRE(fs->wait_for_held_sync(std::chrono::seconds(10)));  // written, its sync not yet done
+  CHECK(line_ends(file_contents(LogStore::log_path(dir.path(), "events", 0))).size() == 1);  // in the file
+  CHECK(p.next_offset() == 0);
+  auto read = p.read(0, 10, 1 << 20);
+  REQUIRE(read.ok());
+  CHECK(read->empty());
+  CHECK(p.wait_beyond(0, std::chrono::milliseconds(20)) == 0);
+  fs->release_syncs();
+  producer.join();
+  CHECK(p.next_offset() == 1);
+  CHECK(read_all(p).size() == 1);
+}
+
+TEST_CASE("AFailedFdatasyncFailsTheAppendAndStopsFurtherAppends") {
+  TempDir dir;
+  auto fs = std::make_shared<FaultFileSystem>();
+  auto store = open_store(dir.path(), FsyncMode::kAlways, fs);
+  Partition& p = open_partition(*store);
+  append_ok(p, message("1"));
+  fs->fail_next_sync();  // the write succeeds, the fdatasync reports an error
+  auto failed = p.append(message("2"));
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.status().code() == ErrorCode::kIOError);
+  CHECK(p.append(message("3")).status().code() == ErrorCode::kIOError);
+  CHECK(p.next_offset() == 1);  // the unsynced message is never shown to readers
 }

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <thread>
 #include <map>
 #include <memory>
@@ -92,6 +93,25 @@ class FaultFileSystem : public FileSystem {
     std::lock_guard lock(t->mutex);
     return t->synced_bytes;
   }
+  // The next sync of any file fails (as an fdatasync that reports EIO would), without syncing.
+  void fail_next_sync() { fail_next_sync_ = true; }
+
+  // Holds every sync at its start until release_syncs(); wait_for_held_sync() blocks (bounded)
+  // until one is being held.
+  void hold_syncs() {
+    std::lock_guard lock(gate_mutex_);
+    holding_ = true;
+  }
+  void release_syncs() {
+    std::lock_guard lock(gate_mutex_);
+    holding_ = false;
+    gate_cv_.notify_all();
+  }
+  bool wait_for_held_sync(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(gate_mutex_);
+    return gate_cv_.wait_for(lock, timeout, [&] { return held_ > 0; });
+  }
+
   std::uint64_t syncs(const std::string& path) {
     auto t = tracker_for(path);
     std::lock_guard lock(t->mutex);
@@ -114,6 +134,8 @@ class FaultFileSystem : public FileSystem {
       return real_->append(data);
     }
     Status sync() override {
+      fs_->pass_gate();
+      if (fs_->fail_next_sync_.exchange(false)) return Status::io_error("fdatasync: Input/output error (injected)");
       // A slow disk; outside the lock so that observers are not held up by it.
       if (fs_->sync_latency_.count() > 0) std::this_thread::sleep_for(fs_->sync_latency_);
       std::lock_guard lock(tracker_->mutex);
@@ -142,6 +164,14 @@ class FaultFileSystem : public FileSystem {
     std::shared_ptr<Tracker> tracker_;
   };
 
+  void pass_gate() {
+    std::unique_lock lock(gate_mutex_);
+    ++held_;
+    gate_cv_.notify_all();
+    gate_cv_.wait(lock, [&] { return !holding_; });
+    --held_;
+  }
+
   // Atomic rather than under mutex_: files check it while holding their tracker's lock.
   bool cut() const { return cut_.load(); }
 
@@ -149,6 +179,11 @@ class FaultFileSystem : public FileSystem {
   const std::chrono::microseconds sync_latency_;
   std::mutex mutex_;
   std::atomic<bool> cut_{false};
+  std::atomic<bool> fail_next_sync_{false};
+  std::mutex gate_mutex_;
+  std::condition_variable gate_cv_;
+  bool holding_ = false;  // GUARDED_BY(gate_mutex_)
+  int held_ = 0;          // GUARDED_BY(gate_mutex_): syncs waiting at the gate
   std::map<std::string, std::shared_ptr<Tracker>> trackers_;  // GUARDED_BY(mutex_)
 };
 

@@ -188,3 +188,49 @@ TEST_CASE("OpeningAnUnwritableDataDirFailsWithItsName") {
   REQUIRE_FALSE(store.ok());
   CHECK(store.status().message().find(options.data_dir) != std::string::npos);
 }
+
+TEST_CASE("KeysThatAreNotValidUtf8AreRefusedSoTheLogSurvivesRestart") {
+  TempDir dir;
+  {
+    auto store = open_store(dir.path());
+    Partition& p = open_partition(*store);
+    append_ok(p, message("1"));
+    auto bad = p.append(message("2", std::string("\xff\xfe")));
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(p.append(message("2", std::string(64 * 1024 + 1, 'k'))).status().code() == ErrorCode::kInvalidArgument);
+    append_ok(p, message("3", std::string("ключ ✓")));
+  }
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK(p.next_offset() == 2);
+  CHECK(json::parse(read_all(p)[1])["key"] == "ключ ✓");
+}
+
+TEST_CASE("APayloadWithARawNewlineIsRefused") {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  const Message m{Payload::from_minified_json("[1,\n2]"), std::nullopt};
+  CHECK(p.append(m).status().code() == ErrorCode::kInvalidArgument);
+  CHECK(p.next_offset() == 0);
+}
+
+TEST_CASE("PayloadNumbersKeepTheDigitsTheyWereProducedWith") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"123456789012345678901234567890", "123456789012345678901234567890"},
+      {"3.14159265358979323846", "3.14159265358979323846"},
+      {"-0", "-0"},
+      {"1e2", "1e2"},
+      {"{ \"n\" : [ 1.50 , 2E-3 ] }", "{\"n\":[1.50,2E-3]}"},
+      {"\" keep  spaces \"", "\" keep  spaces \""},
+  };
+  for (const auto& [produced, stored] : cases) {
+    CAPTURE(produced);
+    auto payload = Payload::parse(produced);
+    REQUIRE_MESSAGE(payload.ok(), payload.status().to_string());
+    CHECK(payload->json() == stored);
+  }
+  CHECK_FALSE(Payload::parse("01").ok());
+  CHECK_FALSE(Payload::parse("[1, 2").ok());
+}

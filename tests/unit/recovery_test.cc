@@ -200,7 +200,36 @@ TEST_CASE("StaleIndexPointingPastTheEndOfATruncatedLogIsRepaired") {
     expect_messages(p, 1500);
   }
   auto store = open_store(dir.path());
-  expect_messages(open_partition(*store), 1500);
+  Partition& p = open_partition(*store);
+  expect_messages(p, 1500);
+  CHECK_FALSE(p.recovery_report().index_rebuilt);
+  CHECK(p.recovery_report().scanned_bytes < 16 * 1024);
+}
+
+TEST_CASE("LosingALongTailDropsStaleIndexEntriesWithoutRebuildingTheIndex") {
+  TempDir dir;
+  fill(dir.path(), 20000);  // ~1 MB, ~250 index entries
+  const auto size = fs::file_size(log_file(dir));
+  fs::resize_file(log_file(dir), size - 200 * 1024);  // a power cut took the last 200 KiB
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK_FALSE(p.recovery_report().index_rebuilt);
+  CHECK(p.recovery_report().scanned_bytes < 16 * 1024);
+  const auto count = p.next_offset();
+  CHECK(count < 20000);
+  expect_messages(p, static_cast<int>(count));
+}
+
+TEST_CASE("ATornIndexWriteIsRewrittenSoLaterEntriesStayAligned") {
+  TempDir dir;
+  fill(dir.path(), 2000);
+  fs::resize_file(index_file(dir), fs::file_size(index_file(dir)) - 5);  // half an entry
+  fill(dir.path(), 2000, 2000);
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK_FALSE(p.recovery_report().index_rebuilt);
+  CHECK(p.recovery_report().scanned_bytes < 16 * 1024);
+  expect_messages(p, 4000);
 }
 
 TEST_CASE("IndexEntriesThatDoNotMatchTheLogAreNotTrusted") {

@@ -51,7 +51,7 @@ class MQ_EXPORT FileSystem {
   virtual Status rename(const std::string& from, const std::string& to) = 0;
 };
 
-// The real file system (open/pwrite/fdatasync). Stateless.
+// The real file system (open with O_APPEND, write, pread, fdatasync). Stateless.
 MQ_EXPORT std::shared_ptr<FileSystem> make_posix_file_system();
 
 }  // namespace mq

@@ -38,7 +38,8 @@ class MQ_EXPORT LogStore {
 
   // Syncs every open partition now.
   Status sync_all();
-  // Wakes every reader blocked in Partition::wait_beyond (for shutdown).
+  // Wakes every reader blocked in Partition::wait_beyond, and makes later waits return at once
+  // (for shutdown).
   void interrupt_waiters();
 
   const StoreOptions& options() const;

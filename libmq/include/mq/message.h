@@ -16,11 +16,12 @@ namespace mq {
 // A valid JSON value in minified form, so it always fits on one line of the log. Copyable.
 class MQ_EXPORT Payload {
  public:
-  // Validates `json` (any JSON value, including scalars and null) and minifies it.
-  // kInvalidArgument when it is not exactly one JSON value.
+  // Validates `json` (any JSON value, including scalars and null) and minifies it by removing
+  // whitespace, keeping every number's digits as written. kInvalidArgument when it is not exactly
+  // one JSON value.
   static Result<Payload> parse(std::string_view json);
-  // Wraps text the caller guarantees is one valid, minified JSON value (e.g. the output of
-  // simdjson::to_json_string). Not checked: text with a raw newline would break the log.
+  // Wraps text the caller guarantees is one valid, minified JSON value. Only a raw newline is
+  // checked (by Partition::append, which refuses it); other invalid text would be stored as is.
   static Payload from_minified_json(std::string json) { return Payload(std::move(json)); }
 
   const std::string& json() const { return json_; }
@@ -30,7 +31,8 @@ class MQ_EXPORT Payload {
   std::string json_;
 };
 
-// One message to append: a payload and an optional key (any string; it picks the partition).
+// One message to append: a payload and an optional key (valid UTF-8, at most 64 KiB; it picks the
+// partition).
 struct Message {
   Payload payload;
   std::optional<std::string> key;

@@ -46,8 +46,8 @@ class MQ_EXPORT Partition {
 
   // Appends `batch` atomically, in order, and returns the offset of its first message once the
   // batch is durable per the store's FsyncMode. After a crash, recovery finds all of the batch or
-  // none of it. kInvalidArgument for an empty batch, kPayloadTooLarge for a payload above
-  // max_payload_bytes, kIOError (and every later append fails too) when the disk refused.
+  // none of it. kInvalidArgument for an empty batch, a key that is not valid UTF-8 or longer than
+  // 64 KiB, or a payload with a raw newline; kPayloadTooLarge for a payload above max_payload_bytes; kIOError (and every later append fails too) when the disk refused.
   Result<std::uint64_t> append(std::span<const Message> batch);
   Result<std::uint64_t> append(const Message& message) { return append(std::span(&message, 1)); }
 
@@ -63,7 +63,7 @@ class MQ_EXPORT Partition {
   // interrupt_waiters() is called; returns next_offset() (event-driven, no polling).
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
 
-  // Wakes every waiter in wait_beyond() now (used at shutdown).
+  // Wakes every waiter in wait_beyond() now and makes later waits return at once (shutdown).
   void interrupt_waiters();
 
   // Calls `on_append` after every append that made messages visible, from the appending thread and
