@@ -1,0 +1,261 @@
+// A randomized model test of one consumer group on one partition: thousands of random operations
+// (produce, subscribe, take, ack, nack, touch, time passing, ending subscriptions, restarts) run
+// against the real Broker with a hand-driven clock, and every answer is checked against a small
+// reference model written here from the contract. Fixed seeds; the seed and the step are printed
+// on a failure.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <random>
+
+#include "broker_helpers.h"
+#include "temp_dir.h"
+
+using namespace mq;
+using namespace mq::testing;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr std::uint32_t kMaxDeliveries = 3;
+
+struct ModelMessage {
+  enum class State { kNew, kInFlight, kReady, kDelayed, kDone } state = State::kNew;
+  std::uint32_t deliveries = 0;
+  int holder = -1;
+  std::int64_t due = 0;  // in-flight deadline or end of a nack delay, in model ms
+};
+
+struct ModelSubscriber {
+  std::int64_t timeout;
+  std::size_t max_inflight;
+  std::size_t inflight = 0;
+};
+
+// The contract of API.md's /consume and /ack for one group on one partition.
+class Model {
+ public:
+  void produce(std::size_t count) { messages_.resize(messages_.size() + count); }
+  std::size_t size() const { return messages_.size(); }
+
+  void subscribe(int id, std::int64_t timeout, std::size_t max_inflight) {
+    subscribers_[id] = {timeout, max_inflight};
+  }
+
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> take(int id, std::size_t max) {
+    ModelSubscriber& sub = subscribers_.at(id);
+    std::size_t count = std::min(max, sub.max_inflight - sub.inflight);
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> taken;
+    for (std::uint64_t o = 0; o < messages_.size() && count > 0; ++o) {  // redeliveries first
+      if (messages_[o].state == ModelMessage::State::kReady) {
+        deliver(o, id, sub, taken);
+        --count;
+      }
+    }
+    for (; next_new_ < messages_.size() && count > 0; ++next_new_) {
+      if (messages_[next_new_].state != ModelMessage::State::kNew) continue;  // acknowledged early
+      deliver(next_new_, id, sub, taken);
+      --count;
+    }
+    return taken;
+  }
+
+  // Returns how many were newly acknowledged.
+  std::size_t ack(std::uint64_t o) {
+    ModelMessage& m = messages_[o];
+    if (m.state == ModelMessage::State::kDone) return 0;
+    if (m.state == ModelMessage::State::kInFlight) --subscribers_.at(m.holder).inflight;
+    m.state = ModelMessage::State::kDone;
+    return 1;
+  }
+
+  // False when the message is not in flight (a conflict).
+  bool nack(std::uint64_t o, std::int64_t delay) {
+    if (messages_[o].state != ModelMessage::State::kInFlight) return false;
+    end_delivery(o, delay);
+    return true;
+  }
+
+  bool touch(std::uint64_t o) {
+    ModelMessage& m = messages_[o];
+    if (m.state != ModelMessage::State::kInFlight) return false;
+    m.due = now_ + subscribers_.at(m.holder).timeout;
+    return true;
+  }
+
+  void advance(std::int64_t ms) {
+    now_ += ms;
+    for (std::uint64_t o = 0; o < messages_.size(); ++o) {
+      ModelMessage& m = messages_[o];
+      if (m.due > now_) continue;
+      if (m.state == ModelMessage::State::kInFlight) {
+        end_delivery(o, 0);
+      } else if (m.state == ModelMessage::State::kDelayed) {
+        m.state = ModelMessage::State::kReady;
+      }
+    }
+  }
+
+  void unsubscribe(int id) {
+    for (std::uint64_t o = 0; o < messages_.size(); ++o) {
+      if (messages_[o].state == ModelMessage::State::kInFlight && messages_[o].holder == id) end_delivery(o, 0);
+    }
+    subscribers_.erase(id);
+  }
+
+  // In-flight state is not durable: after a restart every unacknowledged message is new again.
+  void restart() {
+    for (auto& m : messages_) {
+      if (m.state != ModelMessage::State::kDone) m = ModelMessage{};
+    }
+    next_new_ = committed();
+  }
+
+  std::uint64_t committed() const {
+    std::uint64_t c = 0;
+    while (c < messages_.size() && messages_[c].state == ModelMessage::State::kDone) ++c;
+    return c;
+  }
+  std::uint64_t inflight() const {
+    std::uint64_t n = 0;
+    for (const auto& m : messages_) n += m.state == ModelMessage::State::kInFlight;
+    return n;
+  }
+  std::uint64_t dead_lettered() const { return dead_lettered_; }
+  std::vector<int> subscriber_ids() const {
+    std::vector<int> ids;
+    for (const auto& [id, s] : subscribers_) ids.push_back(id);
+    return ids;
+  }
+
+ private:
+  void deliver(std::uint64_t o, int id, ModelSubscriber& sub, std::vector<std::pair<std::uint64_t, std::uint32_t>>& out) {
+    ModelMessage& m = messages_[o];
+    m.state = ModelMessage::State::kInFlight;
+    ++m.deliveries;
+    m.holder = id;
+    m.due = now_ + sub.timeout;
+    ++sub.inflight;
+    out.emplace_back(o, m.deliveries);
+  }
+
+  void end_delivery(std::uint64_t o, std::int64_t delay) {
+    ModelMessage& m = messages_[o];
+    --subscribers_.at(m.holder).inflight;
+    if (m.deliveries >= kMaxDeliveries) {
+      m.state = ModelMessage::State::kDone;  // dead-lettered, and acknowledged in the group
+      ++dead_lettered_;
+    } else if (delay > 0) {
+      m.state = ModelMessage::State::kDelayed;
+      m.due = now_ + delay;
+    } else {
+      m.state = ModelMessage::State::kReady;
+    }
+  }
+
+  std::vector<ModelMessage> messages_;
+  std::map<int, ModelSubscriber> subscribers_;
+  std::uint64_t next_new_ = 0;
+  std::int64_t now_ = 0;
+  std::uint64_t dead_lettered_ = 0;
+};
+
+void run_model(unsigned seed, int steps) {
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:1");
+  config.groups.max_deliveries = kMaxDeliveries;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(config, clock);
+  std::mt19937 random(seed);
+  auto chance = [&](int percent) { return static_cast<int>(random() % 100) < percent; };
+  Model model;
+  std::map<int, std::unique_ptr<Subscription>> subs;
+  int next_sub = 0;
+
+  for (int step = 0; step < steps; ++step) {
+    CAPTURE(seed);
+    CAPTURE(step);
+    const int op = static_cast<int>(random() % 100);
+    const std::uint64_t any_offset = model.size() == 0 ? 0 : random() % (model.size() + 1);  // sometimes one too far
+    if (op < 15) {  // produce a batch of 1..3
+      const std::size_t count = 1 + random() % 3;
+      std::vector<Message> batch(count, message("{\"x\":1}"));
+      REQUIRE(broker->produce("events", 0, batch).ok());
+      model.produce(count);
+    } else if (op < 22 && subs.size() < 4) {  // subscribe
+      const std::int64_t timeout = 50 * (1 + random() % 4);
+      const std::size_t max_inflight = 1 + random() % 4;
+      SubscribeOptions options;
+      options.visibility_timeout = milliseconds(timeout);
+      options.max_inflight = max_inflight;
+      subs[next_sub] = subscribe(*broker, "g", options);
+      model.subscribe(next_sub++, timeout, max_inflight);
+    } else if (op < 50 && !subs.empty()) {  // take
+      auto it = std::next(subs.begin(), static_cast<long>(random() % subs.size()));
+      const std::size_t max = 1 + random() % 5;
+      std::vector<std::pair<std::uint64_t, std::uint32_t>> got;
+      for (const auto& d : take_now(*it->second, max)) got.emplace_back(d.offset, d.delivery);
+      CHECK(got == model.take(it->first, max));
+    } else if (op < 65 && model.size() > 0) {  // ack
+      const std::vector<std::string> ids{message_id(0, any_offset)};
+      auto acked = broker->ack("events", 0, "g", ids);
+      if (any_offset >= model.size()) {
+        CHECK(acked.status().code() == ErrorCode::kNotFound);
+      } else {
+        REQUIRE(acked.ok());
+        CHECK(*acked == model.ack(any_offset));
+      }
+    } else if (op < 72 && model.size() > 0) {  // nack, now or after a delay
+      const std::int64_t delay = chance(50) ? 0 : 10 * (1 + random() % 10);
+      auto status = broker->nack("events", 0, "g", message_id(0, any_offset), milliseconds(delay));
+      if (any_offset >= model.size()) {
+        CHECK(status.code() == ErrorCode::kNotFound);
+      } else {
+        CHECK(status.ok() == model.nack(any_offset, delay));
+        if (!status.ok()) CHECK(status.code() == ErrorCode::kConflict);
+      }
+    } else if (op < 77 && model.size() > 0) {  // touch
+      auto status = broker->touch("events", 0, "g", message_id(0, any_offset));
+      if (any_offset >= model.size()) {
+        CHECK(status.code() == ErrorCode::kNotFound);
+      } else {
+        CHECK(status.ok() == model.touch(any_offset));
+      }
+    } else if (op < 92) {  // time passes; timers fire
+      const std::int64_t ms = random() % 120;
+      clock->advance(milliseconds(ms));
+      broker->fire_due_timers();
+      model.advance(ms);
+    } else if (op < 97 && !subs.empty()) {  // a consumer goes away
+      auto it = std::next(subs.begin(), static_cast<long>(random() % subs.size()));
+      model.unsubscribe(it->first);
+      subs.erase(it);
+    } else if (op >= 97) {  // restart
+      for (const int id : model.subscriber_ids()) model.unsubscribe(id);
+      subs.clear();
+      broker.reset();
+      broker = open_broker(config, clock);
+      model.restart();
+    }
+    auto stats = broker->stats("events");
+    REQUIRE(stats.ok());
+    const auto& groups = (*stats)[0].partitions[0].groups;
+    if (!groups.empty()) {
+      CHECK(groups[0].committed_offset == model.committed());
+      CHECK(groups[0].inflight == model.inflight());
+    }
+  }
+  subs.clear();
+  // Every dead letter reached the dead-letter topic exactly once.
+  auto stats = broker->stats("events-dlq");
+  const std::uint64_t letters = stats.ok() ? (*stats)[0].partitions[0].next_offset : 0;
+  CHECK(letters == model.dead_lettered());
+  MESSAGE("seed " << seed << ": " << model.size() << " messages, committed " << model.committed() << ", "
+                  << model.dead_lettered() << " dead letters");
+}
+
+}  // namespace
+
+TEST_CASE("ConsumerGroupMatchesTheReferenceModelUnderRandomOperations") {
+  for (unsigned seed : {1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u}) run_model(seed, 2500);
+}
