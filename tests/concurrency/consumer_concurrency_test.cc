@@ -1,0 +1,118 @@
+// Consumer groups with real threads and the real timer thread: competing consumers, timeouts that
+// fire by themselves, prompt hand-over when a subscription ends, and shutdown. Every wait is a
+// bounded wait on an event (next() returning), never a sleep.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "broker_helpers.h"
+#include "temp_dir.h"
+
+using namespace mq;
+using namespace mq::testing;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+TEST_CASE("CompetingConsumerThreadsGetEveryMessageOncePerGroup") {
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:1");
+  config.store.fsync = FsyncMode::kAlways;
+  auto broker = open_broker(config);
+  constexpr int kMessages = 1000;
+  std::thread producer([&] { produce_numbers(*broker, kMessages); });
+  std::mutex mutex;
+  std::map<std::string, std::multiset<int>> seen;  // group -> numbers
+  std::vector<std::thread> consumers;
+  for (const std::string group : {"g1", "g1", "g2", "g2"}) {
+    consumers.emplace_back([&, group] {
+      auto sub = subscribe(*broker, group);
+      while (true) {
+        {
+          std::lock_guard lock(mutex);
+          if (seen[group].size() >= kMessages) return;
+        }
+        auto got = sub->next(16, milliseconds(200));
+        REQUIRE(got.ok());
+        ack_all(*broker, *got, group);
+        std::lock_guard lock(mutex);
+        for (const auto& d : *got) seen[group].insert(number_of(d));
+      }
+    });
+  }
+  producer.join();
+  for (auto& c : consumers) c.join();
+  for (const std::string group : {"g1", "g2"}) {
+    CAPTURE(group);
+    CHECK(seen[group].size() == kMessages);
+    CHECK(std::set<int>(seen[group].begin(), seen[group].end()).size() == kMessages);
+  }
+}
+
+TEST_CASE("TheTimerRedeliversByItselfAfterTheVisibilityTimeout") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  produce_numbers(*broker, 1);
+  SubscribeOptions quick;
+  quick.visibility_timeout = milliseconds(50);
+  auto sub = subscribe(*broker, "g", quick);
+  auto first = sub->next(1, seconds(10));
+  REQUIRE(first.ok());
+  REQUIRE(first->size() == 1);
+  const auto start = std::chrono::steady_clock::now();
+  auto again = sub->next(1, seconds(10));  // returns when the timer thread gives it back
+  REQUIRE(again.ok());
+  REQUIRE(again->size() == 1);
+  CHECK((*again)[0].delivery == 2);
+  CHECK(std::chrono::steady_clock::now() - start >= milliseconds(40));
+}
+
+TEST_CASE("AWaitingConsumerGetsMessagesPromptlyWhenAnotherSubscriptionEnds") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  produce_numbers(*broker, 3);
+  auto holder = subscribe(*broker, "g");
+  REQUIRE(take_now(*holder).size() == 3);
+  auto waiter = subscribe(*broker, "g");
+  std::atomic<bool> received{false};
+  std::thread waiting([&] {
+    auto got = waiter->next(10, seconds(20));  // far shorter than the 30 s visibility timeout
+    REQUIRE(got.ok());
+    CHECK(got->size() == 3);
+    received = true;
+  });
+  const auto start = std::chrono::steady_clock::now();
+  holder.reset();
+  waiting.join();
+  CHECK(received);
+  CHECK(std::chrono::steady_clock::now() - start < seconds(5));
+}
+
+TEST_CASE("AProducedMessageWakesAWaitingConsumer") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  auto sub = subscribe(*broker, "g");
+  std::thread producer([&] { produce_numbers(*broker, 1, 42); });
+  auto got = sub->next(1, seconds(20));
+  producer.join();
+  REQUIRE(got.ok());
+  REQUIRE(got->size() == 1);
+  CHECK(number_of((*got)[0]) == 42);
+}
+
+TEST_CASE("ShutdownEndsWaitsWithShuttingDown") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  auto sub = subscribe(*broker, "g");
+  std::thread waiting([&] {
+    auto got = sub->next(1, seconds(30));
+    CHECK(got.status().code() == ErrorCode::kShuttingDown);
+  });
+  broker->shutdown();
+  waiting.join();
+  CHECK(broker->subscribe("events", 0, "g", {}).status().code() == ErrorCode::kShuttingDown);
+  // Pending work still completes: produce and ack keep working during shutdown.
+  CHECK(broker->produce("events", 0, std::vector<Message>{message("1")}).ok());
+}
