@@ -22,8 +22,7 @@ void send_error(httplib::Response& res, int status, const std::string& reason) {
 
 class HttpServer::Impl {
  public:
-  Impl(ServerOptions options, mq::BrokerIdentity broker, std::vector<const mq::Topic*> topics)
-      : options_(std::move(options)), broker_(broker), topics_(std::move(topics)) {
+  Impl(ServerOptions options, mq::Broker& broker) : options_(std::move(options)), broker_(broker) {
     // cpp-httplib 0.11.4 leaves Nagle on: every response would wait for a delayed ACK (STYLE.md).
     server_.set_tcp_nodelay(true);
     server_.set_keep_alive_max_count(100000);
@@ -58,25 +57,23 @@ class HttpServer::Impl {
 
   void list_topics(httplib::Response& res) const {
     json topics = json::array();
-    for (const mq::Topic* topic : topics_) {
-      topics.push_back({{"name", topic->name()},
-                        {"partitions", topic->partition_count()},
-                        {"owned", topic->owned_partitions()}});
+    for (const mq::TopicInfo& topic : broker_.topics()) {
+      topics.push_back({{"name", topic.name}, {"partitions", topic.partitions}, {"owned", topic.owned}});
     }
+    const mq::BrokerIdentity identity = broker_.config().broker;
     send_json(res, 200,
-              json{{"broker", {{"index", broker_.index}, {"count", broker_.count}}},
+              json{{"broker", {{"index", identity.index}, {"count", identity.count}}},
                    {"brokers", options_.broker_addrs},
                    {"topics", topics}});
   }
 
   const ServerOptions options_;
-  const mq::BrokerIdentity broker_;
-  const std::vector<const mq::Topic*> topics_;
+  mq::Broker& broker_;
   httplib::Server server_;
 };
 
-HttpServer::HttpServer(ServerOptions options, mq::BrokerIdentity broker, std::vector<const mq::Topic*> topics)
-    : impl_(std::make_unique<Impl>(std::move(options), broker, std::move(topics))) {}
+HttpServer::HttpServer(ServerOptions options, mq::Broker& broker)
+    : impl_(std::make_unique<Impl>(std::move(options), broker)) {}
 HttpServer::~HttpServer() = default;
 bool HttpServer::run() { return impl_->run(); }
 void HttpServer::stop() { impl_->stop(); }

@@ -16,11 +16,11 @@ struct ServerOptions {
   std::vector<std::string> broker_addrs;  // BROKER_ADDRS, in index order
 };
 
-// Owns the listening server. start() blocks in the accept loop until stop() is called from another
-// thread. The topics must outlive the server.
+// Owns the listening server. run() blocks in the accept loop until stop() is called from another
+// thread. The broker must outlive the server.
 class HttpServer {
  public:
-  HttpServer(ServerOptions options, mq::BrokerIdentity broker, std::vector<const mq::Topic*> topics);
+  HttpServer(ServerOptions options, mq::Broker& broker);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

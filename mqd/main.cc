@@ -72,22 +72,19 @@ int main() {
     }
   }
 
-  auto store = mq::LogStore::open(config->store);
-  if (!store.ok()) return fail("cannot open DATA_DIR: " + store.status().message());
-  std::vector<std::unique_ptr<mq::Topic>> topics;
-  std::vector<const mq::Topic*> topic_views;
-  for (const auto& spec : config->topics) {
-    auto topic = mq::Topic::open(**store, spec, config->broker);
-    if (!topic.ok()) {
-      const bool config_error = topic.status().code() == mq::ErrorCode::kInvalidArgument;
-      return fail((config_error ? "invalid configuration: TOPICS: " : "cannot open topic " + spec.name + ": ") +
-                  topic.status().message());
-    }
-    topic_views.push_back(topic->get());
-    topics.push_back(std::move(topic.value()));
+  const std::string data_dir = config->store.data_dir;
+  const mq::FsyncMode fsync = config->store.fsync;
+  const mq::BrokerIdentity identity = config->broker;
+  const std::size_t topic_count = config->topics.size();
+  auto broker = mq::Broker::open(std::move(config.value()));
+  if (!broker.ok()) {
+    // Every configuration-shaped refusal (a TOPICS entry that would orphan data, an unusable
+    // DATA_DIR) names its variable in the message.
+    const bool config_error = broker.status().code() == mq::ErrorCode::kInvalidArgument;
+    return fail((config_error ? "invalid configuration: TOPICS: " : "cannot start: ") + broker.status().message());
   }
 
-  mqd::HttpServer server(server_options, config->broker, topic_views);
+  mqd::HttpServer server(server_options, **broker);
   // The signal thread keeps asking the server to stop until run() has returned: a signal that
   // arrives before the server has started listening must not be lost.
   std::mutex run_mutex;
@@ -104,8 +101,8 @@ int main() {
     }
   });
   std::fprintf(stderr, "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, FSYNC=%s, %zu topics\n",
-               server_options.host.c_str(), server_options.port, config->broker.index, config->broker.count,
-               config->store.data_dir.c_str(), fsync_name(config->store.fsync), topics.size());
+               server_options.host.c_str(), server_options.port, identity.index, identity.count, data_dir.c_str(),
+               fsync_name(fsync), topic_count);
   const bool served = server.run();
   if (!served) std::fprintf(stderr, "mqd: cannot listen on port %d\n", server_options.port);
   {
@@ -115,8 +112,8 @@ int main() {
   run_cv.notify_all();
   if (!served) pthread_kill(signal_waiter.native_handle(), SIGTERM);  // end the waiter's sigwait
   signal_waiter.join();
-  topics.clear();
-  store->reset();  // syncs every partition
+  (*broker)->shutdown();
+  broker->reset();  // syncs every partition
   std::fprintf(stderr, "mqd: stopped\n");
   return served ? 0 : 1;
 }

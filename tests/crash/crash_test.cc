@@ -1,7 +1,7 @@
 // kill -9 at a random moment. Appends: every append the child reported as acknowledged is in the
 // log after recovery, with its payload. Acks: no message the child reported as acknowledged is
-// delivered again after the restart, and every message it left in flight is. The child programs'
-// paths come from MQ_CRASH_APPENDER and MQ_CRASH_CONSUMER.
+// delivered again after the restart, and every message it left in flight is. The child programs
+// (crash_appender, crash_consumer) are in the directory MQ_CRASH_CHILDREN names.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -32,11 +32,13 @@ struct Acked {
   long seq;
 };
 
-// Starts the program named by `program_variable` with FSYNC=always on `data_dir`, reads its report
-// lines until `wanted` have come, kills it with SIGKILL and returns every line it reported.
-std::vector<std::string> run_and_kill(const char* program_variable, const std::string& data_dir, std::size_t wanted) {
-  const char* program = std::getenv(program_variable);
-  REQUIRE_MESSAGE(program != nullptr, program_variable << " must name the child program");
+// Starts the child program `name` with FSYNC=always on `data_dir`, reads its report lines until
+// `wanted` have come, kills it with SIGKILL and returns every line it reported.
+std::vector<std::string> run_and_kill(const std::string& name, const std::string& data_dir, std::size_t wanted) {
+  const char* children = std::getenv("MQ_CRASH_CHILDREN");
+  REQUIRE_MESSAGE(children != nullptr, "MQ_CRASH_CHILDREN must name the directory of the crash test's children");
+  const std::string path = std::string(children) + "/" + name;
+  const char* program = path.c_str();
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   posix_spawn_file_actions_t actions;
@@ -89,7 +91,7 @@ TEST_CASE("KilledAppenderLosesNoAcknowledgedMessage") {
   for (int round = 0; round < 3; ++round) {  // each restart recovers and appends on from there
     const std::size_t wanted = 200 + random() % 2000;
     std::vector<Acked> acked;
-    for (const auto& line : run_and_kill("MQ_CRASH_APPENDER", dir.path(), wanted)) {
+    for (const auto& line : run_and_kill("crash_appender", dir.path(), wanted)) {
       std::istringstream fields(line);
       Acked a{};
       fields >> a.offset >> a.thread >> a.seq;
@@ -131,7 +133,7 @@ TEST_CASE("KilledConsumerLosesNoAcknowledgementAndKeepsNoMessageInFlight") {
   std::set<std::uint64_t> skipped;
   for (int round = 0; round < 3; ++round) {
     const std::size_t wanted = 100 + random() % 1500;
-    for (const auto& line : run_and_kill("MQ_CRASH_CONSUMER", dir.path(), wanted)) {
+    for (const auto& line : run_and_kill("crash_consumer", dir.path(), wanted)) {
       std::istringstream fields(line);
       char kind = 0;
       std::uint64_t offset = 0;
