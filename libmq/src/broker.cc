@@ -47,7 +47,7 @@ std::optional<std::uint64_t> offset_of_id(std::string_view id, std::uint32_t par
   return offset;
 }
 
-struct Broker::State {
+struct Broker::State : private Timer::Target {
   struct TopicEntry {
     std::unique_ptr<Topic> topic;
     std::atomic<std::uint64_t> next_turn{0};  // round robin over owned partitions
@@ -181,16 +181,16 @@ struct Broker::State {
     return {};
   }
 
-  void schedule_journal_sync() {
-    timer->schedule(clock->now() + config.store.fsync_interval, [this] {
-      std::vector<ConsumerGroup*> all;
-      {
-        std::lock_guard lock(groups_mutex);
-        for (auto& [key, g] : groups) all.push_back(g.get());
-      }
-      for (ConsumerGroup* g : all) (void)g->sync_journal();
-      if (!stopping) schedule_journal_sync();
-    });
+  // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
+  void schedule_journal_sync() { timer->schedule(clock->now() + config.store.fsync_interval, this, 0, 0); }
+  void on_timer(std::uint64_t, std::uint64_t) override {
+    std::vector<ConsumerGroup*> all;
+    {
+      std::lock_guard lock(groups_mutex);
+      for (auto& [key, g] : groups) all.push_back(g.get());
+    }
+    for (ConsumerGroup* g : all) (void)g->sync_journal();
+    if (!stopping) schedule_journal_sync();
   }
 };
 

@@ -128,9 +128,15 @@ void ConsumerGroup::start_delivery_locked(std::uint64_t offset, Tracked& tracked
 }
 
 void ConsumerGroup::schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after) {
+  cancel_timer_locked(tracked);
   tracked.token = ++next_token_;
-  const auto when = context_.timer->clock().now() + after;
-  context_.timer->schedule(when, [this, offset, token = tracked.token] { on_timer(offset, token); });
+  tracked.timer = context_.timer->schedule(context_.timer->clock().now() + after, this, offset, tracked.token);
+}
+
+void ConsumerGroup::cancel_timer_locked(Tracked& tracked) {
+  context_.timer->cancel(tracked.timer);
+  tracked.timer = {};
+  tracked.token = 0;
 }
 
 void ConsumerGroup::end_delivery_locked(std::map<std::uint64_t, Tracked>::iterator it,
@@ -138,7 +144,7 @@ void ConsumerGroup::end_delivery_locked(std::map<std::uint64_t, Tracked>::iterat
   Tracked& tracked = it->second;
   if (auto sub = subscribers_.find(tracked.holder); sub != subscribers_.end()) --sub->second.inflight;
   --inflight_;
-  tracked.token = 0;  // the pending timeout no longer applies
+  cancel_timer_locked(tracked);  // the timeout no longer applies
   if (context_.options.max_deliveries > 0 && tracked.deliveries >= context_.options.max_deliveries) {
     tracked.state = State::kDeadLettering;
     dead.push_back({it->first, tracked.deliveries});
@@ -162,6 +168,7 @@ void ConsumerGroup::on_timer(std::uint64_t offset, std::uint64_t token) {
       end_delivery_locked(it, {}, dead);
     } else if (it->second.state == State::kDelayed) {
       it->second.state = State::kReady;
+      it->second.timer = {};
       it->second.token = 0;
       ready_.insert(offset);
       changed_.notify_all();
@@ -251,6 +258,7 @@ std::size_t ConsumerGroup::apply_acks_locked(std::span<const std::uint64_t> offs
     if (!progress_.acknowledge(offset)) continue;
     ++newly;
     if (auto it = tracked_.find(offset); it != tracked_.end()) {
+      cancel_timer_locked(it->second);
       if (it->second.state == State::kInFlight) {
         if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end()) --sub->second.inflight;
         --inflight_;

@@ -40,13 +40,13 @@ struct GroupContext {
 
 // Thread-safe. Lock order: the journal lock, then mutex_, then the partition's locks; the
 // partition calls the append listener with none of its own locks held.
-class ConsumerGroup {
+class ConsumerGroup : private Timer::Target {
  public:
   // Opens the group's journal under `groups_dir` (creating the group, at `from`, if it is new).
   static Result<std::unique_ptr<ConsumerGroup>> open(GroupContext context, FileSystem& fs,
                                                      const StoreOptions& store_options,
                                                      const std::string& groups_dir, StartPosition from);
-  ~ConsumerGroup();
+  ~ConsumerGroup();  // the broker stops the timer first
   ConsumerGroup(const ConsumerGroup&) = delete;
   ConsumerGroup& operator=(const ConsumerGroup&) = delete;
 
@@ -77,6 +77,7 @@ class ConsumerGroup {
     State state = State::kReady;
     std::uint64_t holder = 0;  // the subscriber, while in flight
     std::uint64_t token = 0;   // identifies the timer entry that still applies
+    Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies
   };
   struct Subscriber {
     std::chrono::milliseconds visibility_timeout;
@@ -103,8 +104,9 @@ class ConsumerGroup {
                            std::vector<DeadLetter>& dead);
   std::size_t apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered);
   void schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after);
+  void cancel_timer_locked(Tracked& tracked);
 
-  void on_timer(std::uint64_t offset, std::uint64_t token);
+  void on_timer(std::uint64_t offset, std::uint64_t token) override;
   void dead_letter(const std::vector<DeadLetter>& dead);
   Status acknowledge_durably(std::span<const std::uint64_t> offsets, bool dead_lettered, std::size_t& newly);
   void compact_if_large();
