@@ -31,7 +31,7 @@ Result<std::unique_ptr<ConsumerGroup>> ConsumerGroup::open(GroupContext context,
   ConsumerGroup* self = group.get();
   group->listener_id_ = group->context_.partition->add_append_listener([self] {
     std::lock_guard lock(self->mutex_);  // so that a waiter between its check and its wait is not missed
-    self->changed_.notify_all();
+    self->wake_one_locked();
   });
   return group;
 }
@@ -47,7 +47,7 @@ ConsumerGroup::~ConsumerGroup() { context_.partition->remove_append_listener(lis
 std::uint64_t ConsumerGroup::subscribe(std::chrono::milliseconds visibility_timeout, std::size_t max_inflight) {
   std::lock_guard lock(mutex_);
   const std::uint64_t id = ++next_subscriber_;
-  subscribers_.emplace(id, Subscriber{visibility_timeout, max_inflight});
+  subscribers_.try_emplace(id, visibility_timeout, max_inflight);
   return id;
 }
 
@@ -60,6 +60,7 @@ void ConsumerGroup::unsubscribe(std::uint64_t subscriber) {
         end_delivery_locked(it, {}, dead);
       }
     }
+    std::erase(waiters_, subscriber);
     subscribers_.erase(subscriber);
   }
   dead_letter(dead);
@@ -77,22 +78,48 @@ Result<std::vector<Delivery>> ConsumerGroup::take(std::uint64_t subscriber, std:
   std::vector<Chosen> chosen;
   {
     std::unique_lock lock(mutex_);
+    Subscriber& sub = subscribers_.at(subscriber);
+    bool timed_out = false;
     while (true) {
       if (stopping_) return Status::shutting_down("the broker is stopping");
-      Subscriber& sub = subscribers_.at(subscriber);
-      const std::size_t room = sub.max_inflight > sub.inflight ? sub.max_inflight - sub.inflight : 0;
-      choose_locked(subscriber, sub, std::min(max_messages, room), chosen);
-      if (!chosen.empty()) break;
-      if (changed_.wait_until(lock, give_up_at) == std::cv_status::timeout) {
-        Subscriber& again = subscribers_.at(subscriber);
-        const std::size_t left = again.max_inflight > again.inflight ? again.max_inflight - again.inflight : 0;
-        choose_locked(subscriber, again, std::min(max_messages, left), chosen);
-        if (chosen.empty()) return std::vector<Delivery>{};
+      choose_locked(subscriber, sub, std::min(max_messages, sub.room()), chosen);
+      if (!chosen.empty()) {
+        if (deliverable_locked()) wake_one_locked();  // more than we took: pass the wake-up on
         break;
       }
+      if (timed_out) return std::vector<Delivery>{};
+      sub.waiting = true;
+      waiters_.push_back(subscriber);
+      timed_out = !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || stopping_; });
+      sub.waiting = false;
+      sub.woken = false;
+      std::erase(waiters_, subscriber);
     }
   }
   return read_deliveries(chosen);
+}
+
+bool ConsumerGroup::deliverable_locked() const {
+  return !ready_.empty() || next_new_ < context_.partition->next_offset();
+}
+
+void ConsumerGroup::wake_one_locked() {
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    Subscriber& sub = subscribers_.at(*it);
+    if (sub.room() == 0) continue;
+    sub.woken = true;
+    sub.wake.notify_one();
+    waiters_.erase(it);
+    return;
+  }
+}
+
+void ConsumerGroup::wake_locked(std::uint64_t subscriber) {
+  auto it = subscribers_.find(subscriber);
+  if (it == subscribers_.end() || !it->second.waiting || it->second.woken) return;
+  it->second.woken = true;
+  it->second.wake.notify_one();
+  std::erase(waiters_, subscriber);
 }
 
 void ConsumerGroup::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
@@ -154,8 +181,10 @@ void ConsumerGroup::end_delivery_locked(std::map<std::uint64_t, Tracked>::iterat
   } else {
     tracked.state = State::kReady;
     ready_.insert(it->first);
+    wake_one_locked();
   }
-  changed_.notify_all();
+  // The holder has room again; if it waits for exactly that and more is deliverable, it goes on.
+  if (deliverable_locked()) wake_locked(tracked.holder);
 }
 
 void ConsumerGroup::on_timer(std::uint64_t offset, std::uint64_t token) {
@@ -171,7 +200,7 @@ void ConsumerGroup::on_timer(std::uint64_t offset, std::uint64_t token) {
       it->second.timer = {};
       it->second.token = 0;
       ready_.insert(offset);
-      changed_.notify_all();
+      wake_one_locked();
     }
   }
   dead_letter(dead);
@@ -209,7 +238,7 @@ void ConsumerGroup::dead_letter(const std::vector<DeadLetter>& dead) {
       if (auto it = tracked_.find(offset); it != tracked_.end() && it->second.state == State::kDeadLettering) {
         it->second.state = State::kReady;
         ready_.insert(offset);
-        changed_.notify_all();
+        wake_one_locked();
       }
     }
   }
@@ -254,6 +283,7 @@ Status ConsumerGroup::acknowledge_durably(std::span<const std::uint64_t> offsets
 
 std::size_t ConsumerGroup::apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered) {
   std::size_t newly = 0;
+  std::vector<std::uint64_t> holders;  // subscribers whose room grew
   for (std::uint64_t offset : offsets) {
     if (!progress_.acknowledge(offset)) continue;
     ++newly;
@@ -262,13 +292,16 @@ std::size_t ConsumerGroup::apply_acks_locked(std::span<const std::uint64_t> offs
       if (it->second.state == State::kInFlight) {
         if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end()) --sub->second.inflight;
         --inflight_;
+        holders.push_back(it->second.holder);
       }
       ready_.erase(offset);
       tracked_.erase(it);
     }
   }
   (dead_lettered ? counters_.dead_lettered : counters_.acked) += newly;
-  if (newly > 0) changed_.notify_all();  // room under max_inflight
+  if (!holders.empty() && deliverable_locked()) {
+    for (std::uint64_t holder : holders) wake_locked(holder);
+  }
   return newly;
 }
 
@@ -350,7 +383,7 @@ GroupStats ConsumerGroup::stats() const {
 void ConsumerGroup::shutdown() {
   std::lock_guard lock(mutex_);
   stopping_ = true;
-  changed_.notify_all();
+  for (auto& [id, sub] : subscribers_) sub.wake.notify_all();
 }
 
 Status ConsumerGroup::sync_journal() {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -80,9 +81,17 @@ class ConsumerGroup : private Timer::Target {
     Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies
   };
   struct Subscriber {
+    Subscriber(std::chrono::milliseconds timeout, std::size_t max) : visibility_timeout(timeout), max_inflight(max) {}
+    std::size_t room() const { return max_inflight > inflight ? max_inflight - inflight : 0; }
     std::chrono::milliseconds visibility_timeout;
     std::size_t max_inflight;
     std::size_t inflight = 0;
+    // Waking: each waiting subscriber has its own condition variable, so that one new message
+    // wakes one consumer rather than all of them (with many open streams, waking every thread per
+    // append costs more than the delivery).
+    std::condition_variable wake;
+    bool waiting = false;
+    bool woken = false;
   };
   struct Chosen {
     std::uint64_t offset;
@@ -105,6 +114,12 @@ class ConsumerGroup : private Timer::Target {
   std::size_t apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered);
   void schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after);
   void cancel_timer_locked(Tracked& tracked);
+  // True when a message may be deliverable now (a redelivery, or offsets not yet handed out).
+  bool deliverable_locked() const;
+  // Wakes the longest-waiting subscriber that has room, if any.
+  void wake_one_locked();
+  // Wakes `subscriber` if it is waiting (its room grew).
+  void wake_locked(std::uint64_t subscriber);
 
   void on_timer(std::uint64_t offset, std::uint64_t token) override;
   void dead_letter(const std::vector<DeadLetter>& dead);
@@ -121,12 +136,12 @@ class ConsumerGroup : private Timer::Target {
   std::unique_ptr<AckJournal> journal_;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;                      // something became deliverable, or room freed
   GroupProgress progress_;                               // GUARDED_BY(mutex_)
   std::uint64_t next_new_ = 0;                           // GUARDED_BY(mutex_): first never-delivered offset
   std::map<std::uint64_t, Tracked> tracked_;             // GUARDED_BY(mutex_)
   std::set<std::uint64_t> ready_;                        // GUARDED_BY(mutex_): redeliverable, by offset
-  std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_)
+  std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_): nodes never move
+  std::deque<std::uint64_t> waiters_;                    // GUARDED_BY(mutex_): waiting subscribers, oldest first
   std::uint64_t next_subscriber_ = 0;                    // GUARDED_BY(mutex_)
   std::uint64_t next_token_ = 0;                         // GUARDED_BY(mutex_)
   std::uint64_t inflight_ = 0;                           // GUARDED_BY(mutex_)

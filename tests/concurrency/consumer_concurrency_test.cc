@@ -90,6 +90,54 @@ TEST_CASE("AWaitingConsumerGetsMessagesPromptlyWhenAnotherSubscriptionEnds") {
   CHECK(std::chrono::steady_clock::now() - start < seconds(5));
 }
 
+TEST_CASE("AConsumerWaitingAtItsMaxInflightGoesOnWhenItsAckFreesRoom") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  produce_numbers(*broker, 2);
+  SubscribeOptions one;
+  one.max_inflight = 1;
+  auto sub = subscribe(*broker, "g", one);
+  auto first = take_now(*sub);
+  REQUIRE(first.size() == 1);
+  std::thread waiting([&] {
+    auto got = sub->next(1, seconds(20));  // full: waits until the ack below frees room
+    REQUIRE(got.ok());
+    REQUIRE(got->size() == 1);
+    CHECK((*got)[0].offset == 1);
+  });
+  ack_all(*broker, first, "g");
+  waiting.join();
+}
+
+TEST_CASE("EachNewMessageWakesOneOfManyWaitingConsumersAndNoneIsLeftBehind") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  constexpr int kConsumers = 8;
+  constexpr int kMessages = 400;
+  std::atomic<int> received{0};
+  std::vector<std::thread> consumers;
+  for (int c = 0; c < kConsumers; ++c) {
+    consumers.emplace_back([&] {
+      auto sub = subscribe(*broker, "g");
+      while (received.load() < kMessages) {
+        auto got = sub->next(3, milliseconds(100));
+        REQUIRE(got.ok());
+        ack_all(*broker, *got, "g");
+        received += static_cast<int>(got->size());
+      }
+    });
+  }
+  for (int i = 0; i < kMessages; i += 4) {
+    std::vector<Message> batch(4, message("{\"n\":1}"));
+    REQUIRE(broker->produce("events", 0, batch).ok());
+  }
+  for (auto& c : consumers) c.join();
+  CHECK(received.load() == kMessages);
+  auto stats = broker->stats("events");
+  CHECK((*stats)[0].partitions[0].groups[0].committed_offset == kMessages);
+  CHECK((*stats)[0].partitions[0].groups[0].redelivered == 0);
+}
+
 TEST_CASE("AProducedMessageWakesAWaitingConsumer") {
   TempDir dir;
   auto broker = open_broker(broker_config(dir.path()));
