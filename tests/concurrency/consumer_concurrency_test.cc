@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -114,16 +115,21 @@ TEST_CASE("EachNewMessageWakesOneOfManyWaitingConsumersAndNoneIsLeftBehind") {
   auto broker = open_broker(broker_config(dir.path()));
   constexpr int kConsumers = 8;
   constexpr int kMessages = 400;
-  std::atomic<int> received{0};
+  std::mutex mutex;
+  std::condition_variable all_received;
+  int received = 0;  // GUARDED_BY(mutex)
   std::vector<std::thread> consumers;
   for (int c = 0; c < kConsumers; ++c) {
     consumers.emplace_back([&] {
       auto sub = subscribe(*broker, "g");
-      while (received.load() < kMessages) {
-        auto got = sub->next(3, milliseconds(100));
-        REQUIRE(got.ok());
+      while (true) {
+        // A long wait: a lost wake-up would leave messages undelivered far past the bound below.
+        auto got = sub->next(3, seconds(30));
+        if (!got.ok()) return;  // shutting down
         ack_all(*broker, *got, "g");
+        std::lock_guard lock(mutex);
         received += static_cast<int>(got->size());
+        all_received.notify_all();
       }
     });
   }
@@ -131,8 +137,12 @@ TEST_CASE("EachNewMessageWakesOneOfManyWaitingConsumersAndNoneIsLeftBehind") {
     std::vector<Message> batch(4, message("{\"n\":1}"));
     REQUIRE(broker->produce("events", 0, batch).ok());
   }
+  {
+    std::unique_lock lock(mutex);
+    CHECK(all_received.wait_for(lock, seconds(15), [&] { return received == kMessages; }));
+  }
+  broker->shutdown();
   for (auto& c : consumers) c.join();
-  CHECK(received.load() == kMessages);
   auto stats = broker->stats("events");
   CHECK((*stats)[0].partitions[0].groups[0].committed_offset == kMessages);
   CHECK((*stats)[0].partitions[0].groups[0].redelivered == 0);
