@@ -8,24 +8,15 @@
 // next(64, 100 ms) and acknowledge every batch they get with one ack() call. Every payload carries
 // the producer's steady_clock time, so each consumer computes the produce -> delivery latency of every
 // message. Every number is the median over --repeat runs. Results go to stdout, progress to stderr.
-#include <sys/statfs.h>
-#include <sys/statvfs.h>
-#include <sys/utsname.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,17 +24,19 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "bench_support.h"
 #include "mq/mq.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 namespace stdfs = std::filesystem;
+// The shared benchmark helpers (bench_support.h), as tests/unit uses mq::testing.
+using namespace mq::bench;
 
 constexpr std::size_t kPayloadBytes = 100;
 constexpr std::size_t kNextMax = 64;
@@ -51,7 +44,6 @@ constexpr std::chrono::milliseconds kNextTimeout{100};
 constexpr std::size_t kMaxInflight = 1000;
 // A run that acknowledges nothing for this long is declared stuck (lost or never delivered messages).
 constexpr std::chrono::seconds kStallLimit{30};
-constexpr double kBytesPerGB = 1e9;
 constexpr std::string_view kTopic = "bench";
 constexpr std::string_view kGroup = "bench";
 
@@ -67,51 +59,18 @@ constexpr std::string_view kUsage =
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-struct BenchOptions {
-  std::optional<std::string> dir;
+struct BenchOptions : CommonOptions {
   std::uint64_t messages = 100000;
   std::uint64_t always_messages = 20000;
   int repeat = 3;
-  bool help = false;
 };
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-template <typename Number>
-Number parse_number(std::string_view flag, std::string_view text) {
-  Number value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) {
-    throw UsageError(std::string(flag) + " needs a number, got '" + std::string(text) + "'");
-  }
-  return value;
-}
 
 BenchOptions parse_options(int argc, char** argv) {
   BenchOptions options;
-  const std::vector<std::string_view> args(argv + 1, argv + argc);
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view flag = args[i];
-    if (flag == "--help" || flag == "-h") {
-      options.help = true;
-      continue;
-    }
-    if (i + 1 >= args.size()) throw UsageError("unknown option or missing value: " + std::string(flag));
-    const std::string_view value = args[++i];
-    if (flag == "--dir") {
-      options.dir = std::string(value);
-    } else if (flag == "--messages") {
-      options.messages = parse_number<std::uint64_t>(flag, value);
-    } else if (flag == "--always-messages") {
-      options.always_messages = parse_number<std::uint64_t>(flag, value);
-    } else if (flag == "--repeat") {
-      options.repeat = parse_number<int>(flag, value);
-    } else {
-      throw UsageError("unknown option: " + std::string(flag));
-    }
-  }
+  parse_flags(
+      argc, argv, options,
+      {number_flag("--messages", options.messages), number_flag("--always-messages", options.always_messages),
+       number_flag("--repeat", options.repeat)});
   if (options.messages < 1) throw UsageError("--messages must be at least 1");
   if (options.always_messages < 1) throw UsageError("--always-messages must be at least 1");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
@@ -121,61 +80,8 @@ BenchOptions parse_options(int argc, char** argv) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-std::system_error errno_error(const std::string& what) {
-  return std::system_error(errno, std::generic_category(), what);
-}
-
-template <typename T>
-T check(mq::Result<T> result, std::string_view what) {
-  if (!result.ok()) throw std::runtime_error(std::string(what) + ": " + result.status().to_string());
-  return std::move(result).value();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
-
-double seconds_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-
-// The directory everything is written in: made with mkdtemp so that a run never touches existing
-// files, and removed with its contents when the benchmark ends (also when it fails).
-class ScratchDirectory {
- public:
-  explicit ScratchDirectory(const std::string& parent) {
-    stdfs::create_directories(parent);
-    std::string pattern = parent + "/consume_bench.XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw errno_error("mkdtemp " + pattern);
-    path_ = stdfs::absolute(pattern).string();
-  }
-  ~ScratchDirectory() {
-    std::error_code ignored;
-    stdfs::remove_all(path_, ignored);
-  }
-  ScratchDirectory(const ScratchDirectory&) = delete;
-  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
-
-  const std::string& path() const { return path_; }
-  // A path inside the directory that no earlier call returned, so each run starts from nothing.
-  std::string fresh_path(std::string_view label) {
-    return path_ + "/" + std::string(label) + "-" + std::to_string(next_id_++);
-  }
-
- private:
-  std::string path_;
-  int next_id_ = 0;
-};
-
-std::string default_parent_directory() {
-  const char* tmpdir = std::getenv("TMPDIR");
-  return tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,8 +119,6 @@ struct ConsumeCase {
   int consumers;
 };
 
-bool syncs(mq::FsyncMode mode) { return mode == mq::FsyncMode::kAlways; }
-
 struct RunStats {
   double messages_per_second = 0;
   double p50_us = 0;
@@ -227,15 +131,6 @@ struct ConsumerResult {
   std::uint64_t redeliveries = 0;  // deliveries with Delivery::delivery != 1
   std::exception_ptr error;
 };
-
-double percentile_us(std::vector<std::int64_t>& latencies_ns, double quantile) {
-  if (latencies_ns.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(quantile * static_cast<double>(latencies_ns.size())));
-  const std::size_t index = std::clamp<std::size_t>(rank, 1, latencies_ns.size()) - 1;
-  std::nth_element(latencies_ns.begin(), latencies_ns.begin() + static_cast<std::ptrdiff_t>(index),
-                   latencies_ns.end());
-  return static_cast<double>(latencies_ns[index]) / 1000.0;
-}
 
 // What the threads of one run share.
 class RunState {
@@ -474,15 +369,10 @@ std::string case_name(const ConsumeCase& c, std::uint64_t messages) {
          " consumers=" + std::to_string(c.consumers) + " n=" + std::to_string(messages);
 }
 
-// Each metric's median on its own: with an odd --repeat it is a value some run really measured.
+// The table row of one case: each column's median over its runs.
 RunStats median_stats(const std::vector<RunStats>& runs) {
-  auto median_of = [&](double RunStats::*field) {
-    std::vector<double> values;
-    for (const RunStats& run : runs) values.push_back(run.*field);
-    return median(values);
-  };
-  return {median_of(&RunStats::messages_per_second), median_of(&RunStats::p50_us),
-          median_of(&RunStats::p99_us)};
+  return {median_of(runs, &RunStats::messages_per_second), median_of(runs, &RunStats::p50_us),
+          median_of(runs, &RunStats::p99_us)};
 }
 
 void run_consume_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
@@ -520,82 +410,8 @@ void run_consume_benchmark(const BenchOptions& options, ScratchDirectory& scratc
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Machine
-
-std::uint64_t free_bytes(const std::string& path) {
-  struct statvfs info {};
-  if (::statvfs(path.c_str(), &info) != 0) throw errno_error("statvfs " + path);
-  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
-}
-
-std::string filesystem_type(const std::string& path) {
-  struct statfs info {};
-  if (::statfs(path.c_str(), &info) != 0) return "unknown";
-  struct Known {
-    unsigned long long magic;
-    const char* name;
-  };
-  static constexpr Known kKnown[] = {{0xEF53, "ext2/3/4"},  {0x58465342, "xfs"},     {0x9123683E, "btrfs"},
-                                     {0x01021994, "tmpfs"}, {0x794C7630, "overlay"}, {0x2FC12FC1, "zfs"},
-                                     {0xF2F52010, "f2fs"},  {0x6969, "nfs"}};
-  const auto magic = static_cast<unsigned long long>(info.f_type);
-  for (const Known& known : kKnown) {
-    if (known.magic == magic) return known.name;
-  }
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "statfs type 0x%llx", magic);
-  return hex;
-}
-
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.starts_with("model name")) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  }
-  return "unknown cpu";
-}
-
-void print_machine(const std::string& dir) {
-  struct utsname uts {};
-  const std::string kernel = ::uname(&uts) == 0 ? std::string(uts.sysname) + " " + uts.release : "unknown";
-#ifdef NDEBUG
-  const char* asserts = "off";
-#else
-  const char* asserts = "on";
-#endif
-  std::printf("machine: nproc=%u, cpu=%s, %s, dir=%s, fs=%s, free=%.1f GB, asserts %s\n",
-              std::thread::hardware_concurrency(), cpu_model().c_str(), kernel.c_str(), dir.c_str(),
-              filesystem_type(dir).c_str(), static_cast<double>(free_bytes(dir)) / kBytesPerGB, asserts);
-  std::fflush(stdout);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  BenchOptions options;
-  try {
-    options = parse_options(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "consume_bench: %s\n%s", e.what(), kUsage.data());
-    return 2;
-  }
-  if (options.help) {
-    std::printf("%s", kUsage.data());
-    return 0;
-  }
-  // A benchmark has nothing to recover from: any failure ends it, and unwinding removes the scratch
-  // directory on the way out.
-  try {
-    ScratchDirectory scratch(options.dir.value_or(default_parent_directory()));
-    print_machine(scratch.path());
-    run_consume_benchmark(options, scratch);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "consume_bench: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return mq::bench::run_main("consume_bench", kUsage, argc, argv, parse_options, run_consume_benchmark);
 }

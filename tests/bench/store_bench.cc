@@ -5,46 +5,40 @@
 //
 // Every number is the median over --repeat runs. Results go to stdout, progress to stderr.
 #include <fcntl.h>
-#include <sys/statfs.h>
-#include <sys/statvfs.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <latch>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "bench_support.h"
 #include "mq/mq.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 namespace stdfs = std::filesystem;
+// The shared benchmark helpers (bench_support.h), as tests/unit uses mq::testing.
+using namespace mq::bench;
 
 constexpr std::size_t kAppendPayloadBytes = 100;
 constexpr std::size_t kMessagesPerThread = 100;  // distinct payloads a thread cycles through
 constexpr std::size_t kOpenTestPayloadBytes = 1000;
 constexpr std::size_t kOpenTestBatch = 1000;
 constexpr double kBytesPerMB = 1e6;
-constexpr double kBytesPerGB = 1e9;
 constexpr std::string_view kTopic = "bench";
 
 constexpr std::string_view kUsage =
@@ -58,111 +52,21 @@ constexpr std::string_view kUsage =
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-struct BenchOptions {
-  std::optional<std::string> dir;
+struct BenchOptions : CommonOptions {
   double seconds = 2;
   int repeat = 3;
   double open_gb = 2;
-  bool help = false;
 };
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-template <typename Number>
-Number parse_number(std::string_view flag, std::string_view text) {
-  Number value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) {
-    throw UsageError(std::string(flag) + " needs a number, got '" + std::string(text) + "'");
-  }
-  return value;
-}
 
 BenchOptions parse_options(int argc, char** argv) {
   BenchOptions options;
-  const std::vector<std::string_view> args(argv + 1, argv + argc);
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view flag = args[i];
-    if (flag == "--help" || flag == "-h") {
-      options.help = true;
-      continue;
-    }
-    if (i + 1 >= args.size()) throw UsageError("unknown option or missing value: " + std::string(flag));
-    const std::string_view value = args[++i];
-    if (flag == "--dir") {
-      options.dir = std::string(value);
-    } else if (flag == "--seconds") {
-      options.seconds = parse_number<double>(flag, value);
-    } else if (flag == "--repeat") {
-      options.repeat = parse_number<int>(flag, value);
-    } else if (flag == "--open-gb") {
-      options.open_gb = parse_number<double>(flag, value);
-    } else {
-      throw UsageError("unknown option: " + std::string(flag));
-    }
-  }
+  parse_flags(argc, argv, options,
+              {number_flag("--seconds", options.seconds), number_flag("--repeat", options.repeat),
+               number_flag("--open-gb", options.open_gb)});
   if (!(options.seconds > 0)) throw UsageError("--seconds must be positive");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
   if (!(options.open_gb >= 0)) throw UsageError("--open-gb must be 0 or more");
   return options;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-
-std::system_error errno_error(const std::string& what) {
-  return std::system_error(errno, std::generic_category(), what);
-}
-
-template <typename T>
-T check(mq::Result<T> result, std::string_view what) {
-  if (!result.ok()) throw std::runtime_error(std::string(what) + ": " + result.status().to_string());
-  return std::move(result).value();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
-
-double seconds_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
-// The directory everything is written in: made with mkdtemp so that a run never touches existing
-// files, and removed with its contents when the benchmark ends (also when it fails).
-class ScratchDirectory {
- public:
-  explicit ScratchDirectory(const std::string& parent) {
-    stdfs::create_directories(parent);
-    std::string pattern = parent + "/store_bench.XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw errno_error("mkdtemp " + pattern);
-    path_ = stdfs::absolute(pattern).string();
-  }
-  ~ScratchDirectory() {
-    std::error_code ignored;
-    stdfs::remove_all(path_, ignored);
-  }
-  ScratchDirectory(const ScratchDirectory&) = delete;
-  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
-
-  const std::string& path() const { return path_; }
-  // A path inside the directory that no earlier call returned, so each run starts from nothing.
-  std::string fresh_path(std::string_view label) {
-    return path_ + "/" + std::string(label) + "-" + std::to_string(next_id_++);
-  }
-
- private:
-  std::string path_;
-  int next_id_ = 0;
-};
-
-std::string default_parent_directory() {
-  const char* tmpdir = std::getenv("TMPDIR");
-  return tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,30 +109,16 @@ struct RunStats {
   double p99_us = 0;
 };
 
-double percentile_us(std::vector<std::int64_t>& latencies_ns, double quantile) {
-  if (latencies_ns.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(quantile * static_cast<double>(latencies_ns.size())));
-  const std::size_t index = std::clamp<std::size_t>(rank, 1, latencies_ns.size()) - 1;
-  std::nth_element(latencies_ns.begin(), latencies_ns.begin() + static_cast<std::ptrdiff_t>(index),
-                   latencies_ns.end());
-  return static_cast<double>(latencies_ns[index]) / 1000.0;
-}
-
 RunStats summarize(RunResult& run) {
   return {static_cast<double>(run.messages) / run.seconds,
           static_cast<double>(run.bytes) / kBytesPerMB / run.seconds, percentile_us(run.latencies_ns, 0.50),
           percentile_us(run.latencies_ns, 0.99)};
 }
 
-// Each metric's median on its own: with an odd --repeat it is a value some run really measured.
+// The table row of one case: each column's median over its runs.
 RunStats median_stats(const std::vector<RunStats>& runs) {
-  auto median_of = [&](double RunStats::*field) {
-    std::vector<double> values;
-    for (const RunStats& run : runs) values.push_back(run.*field);
-    return median(values);
-  };
-  return {median_of(&RunStats::messages_per_second), median_of(&RunStats::mb_per_second),
-          median_of(&RunStats::p50_us), median_of(&RunStats::p99_us)};
+  return {median_of(runs, &RunStats::messages_per_second), median_of(runs, &RunStats::mb_per_second),
+          median_of(runs, &RunStats::p50_us), median_of(runs, &RunStats::p99_us)};
 }
 
 struct ThreadResult {
@@ -327,8 +217,6 @@ struct AppendCase {
   std::size_t batch;
   int threads;
 };
-
-bool syncs(mq::FsyncMode mode) { return mode == mq::FsyncMode::kAlways; }
 
 RunResult run_raw_case(const RawCase& c, ScratchDirectory& scratch, Clock::duration duration,
                        const std::vector<mq::Message>& messages) {
@@ -478,12 +366,6 @@ struct CreatedLog {
   double close_seconds = 0;  // the final fdatasync of everything kNever left unsynced
 };
 
-std::uint64_t free_bytes(const std::string& path) {
-  struct statvfs info {};
-  if (::statvfs(path.c_str(), &info) != 0) throw errno_error("statvfs " + path);
-  return static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
-}
-
 CreatedLog create_log(const std::string& data_dir, std::uint64_t target_bytes) {
   const std::uint64_t margin = 1ULL << 30;
   if (free_bytes(stdfs::path(data_dir).parent_path().string()) < target_bytes + margin) {
@@ -574,77 +456,14 @@ void run_open_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
   stdfs::remove_all(data_dir);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Machine
-
-std::string filesystem_type(const std::string& path) {
-  struct statfs info {};
-  if (::statfs(path.c_str(), &info) != 0) return "unknown";
-  struct Known {
-    unsigned long long magic;
-    const char* name;
-  };
-  static constexpr Known kKnown[] = {{0xEF53, "ext2/3/4"},  {0x58465342, "xfs"},     {0x9123683E, "btrfs"},
-                                     {0x01021994, "tmpfs"}, {0x794C7630, "overlay"}, {0x2FC12FC1, "zfs"},
-                                     {0xF2F52010, "f2fs"},  {0x6969, "nfs"}};
-  const auto magic = static_cast<unsigned long long>(info.f_type);
-  for (const Known& known : kKnown) {
-    if (known.magic == magic) return known.name;
-  }
-  char hex[32];
-  std::snprintf(hex, sizeof hex, "statfs type 0x%llx", magic);
-  return hex;
-}
-
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.starts_with("model name")) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  }
-  return "unknown cpu";
-}
-
-void print_machine(const std::string& dir) {
-  struct utsname uts {};
-  const std::string kernel = ::uname(&uts) == 0 ? std::string(uts.sysname) + " " + uts.release : "unknown";
-#ifdef NDEBUG
-  const char* asserts = "off";
-#else
-  const char* asserts = "on";
-#endif
-  std::printf("machine: nproc=%u, cpu=%s, %s, dir=%s, fs=%s, free=%.1f GB, asserts %s\n",
-              std::thread::hardware_concurrency(), cpu_model().c_str(), kernel.c_str(), dir.c_str(),
-              filesystem_type(dir).c_str(), static_cast<double>(free_bytes(dir)) / kBytesPerGB, asserts);
-  std::fflush(stdout);
+// Both tables, in the order they are printed; the open-time test only when --open-gb asks for a log.
+void run_benchmarks(const BenchOptions& options, ScratchDirectory& scratch) {
+  run_append_benchmark(options, scratch);
+  if (options.open_gb > 0) run_open_benchmark(options, scratch);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  BenchOptions options;
-  try {
-    options = parse_options(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "store_bench: %s\n%s", e.what(), kUsage.data());
-    return 2;
-  }
-  if (options.help) {
-    std::printf("%s", kUsage.data());
-    return 0;
-  }
-  // A benchmark has nothing to recover from: any failure ends it, and unwinding removes the scratch
-  // directory on the way out.
-  try {
-    ScratchDirectory scratch(options.dir.value_or(default_parent_directory()));
-    print_machine(scratch.path());
-    run_append_benchmark(options, scratch);
-    if (options.open_gb > 0) run_open_benchmark(options, scratch);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "store_bench: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return mq::bench::run_main("store_bench", kUsage, argc, argv, parse_options, run_benchmarks);
 }
