@@ -11,8 +11,8 @@
 namespace mqd {
 
 struct ServerOptions {
-  std::string host = "0.0.0.0";   // listen address
-  int port = 8080;                 // PORT
+  std::string host = "0.0.0.0";           // listen address
+  int port = 8080;                        // PORT
   std::vector<std::string> broker_addrs;  // BROKER_ADDRS, in index order
 };
 

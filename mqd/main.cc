@@ -1,9 +1,9 @@
 // mqd: environment -> configuration, open the store and the topics, serve HTTP until SIGTERM/SIGINT.
+#include <pthread.h>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <pthread.h>
-#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -35,9 +35,12 @@ std::vector<std::string> split_commas(const std::string& text) {
 
 const char* fsync_name(mq::FsyncMode mode) {
   switch (mode) {
-    case mq::FsyncMode::kAlways: return "always";
-    case mq::FsyncMode::kInterval: return "interval";
-    case mq::FsyncMode::kNever: return "never";
+    case mq::FsyncMode::kAlways:
+      return "always";
+    case mq::FsyncMode::kInterval:
+      return "interval";
+    case mq::FsyncMode::kNever:
+      return "never";
   }
   return "?";
 }
@@ -81,7 +84,8 @@ int main() {
     // Every configuration-shaped refusal (a TOPICS entry that would orphan data, an unusable
     // DATA_DIR) names its variable in the message.
     const bool config_error = broker.status().code() == mq::ErrorCode::kInvalidArgument;
-    return fail((config_error ? "invalid configuration: TOPICS: " : "cannot start: ") + broker.status().message());
+    return fail((config_error ? "invalid configuration: TOPICS: " : "cannot start: ") +
+                broker.status().message());
   }
 
   mqd::HttpServer server(server_options, **broker);
@@ -101,8 +105,8 @@ int main() {
     }
   });
   std::fprintf(stderr, "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, FSYNC=%s, %zu topics\n",
-               server_options.host.c_str(), server_options.port, identity.index, identity.count, data_dir.c_str(),
-               fsync_name(fsync), topic_count);
+               server_options.host.c_str(), server_options.port, identity.index, identity.count,
+               data_dir.c_str(), fsync_name(fsync), topic_count);
   const bool served = server.run();
   if (!served) std::fprintf(stderr, "mqd: cannot listen on port %d\n", server_options.port);
   {

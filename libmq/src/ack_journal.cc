@@ -31,7 +31,8 @@ bool apply_record(simdjson::dom::element record, GroupProgress& progress) {
 bool apply_snapshot(simdjson::dom::element snapshot, GroupProgress& progress) {
   std::uint64_t committed = 0;
   simdjson::dom::array acked;
-  if (snapshot["committed"].get_uint64().get(committed) || snapshot["acked"].get_array().get(acked)) return false;
+  if (snapshot["committed"].get_uint64().get(committed) || snapshot["acked"].get_array().get(acked))
+    return false;
   progress.start_at(committed);
   for (auto element : acked) {
     std::uint64_t offset = 0;
@@ -76,13 +77,14 @@ Status AckJournal::open_log() {
   return {};
 }
 
-Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const StoreOptions& options, std::string dir,
-                                                     std::string stem, std::string label, GroupProgress& progress,
-                                                     bool& created) {
+Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const StoreOptions& options,
+                                                     std::string dir, std::string stem, std::string label,
+                                                     GroupProgress& progress, bool& created) {
   const std::string log_path = dir + "/" + stem + ".log";
   const std::string snapshot_path = dir + "/" + stem + ".snapshot";
   created = !fs.exists(log_path) && !fs.exists(snapshot_path);
-  std::unique_ptr<AckJournal> journal(new AckJournal(fs, options, std::move(dir), std::move(stem), std::move(label)));
+  std::unique_ptr<AckJournal> journal(
+      new AckJournal(fs, options, std::move(dir), std::move(stem), std::move(label)));
   progress = {};
   simdjson::dom::parser parser;
   if (fs.exists(snapshot_path)) {
@@ -118,13 +120,16 @@ Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const Store
 }
 
 Status AckJournal::record(std::string payload_json) {
-  if (!log_) return Status::io_error(label_ + ": the acknowledgement log could not be reopened after compaction");
+  if (!log_)
+    return Status::io_error(label_ + ": the acknowledgement log could not be reopened after compaction");
   const Message message{Payload::from_minified_json(std::move(payload_json)), std::nullopt};
   auto offset = log_->append(std::span(&message, 1));
   return offset.ok() ? Status() : offset.status();
 }
 
-Status AckJournal::record_start(std::uint64_t offset) { return record("{\"start\":" + std::to_string(offset) + "}"); }
+Status AckJournal::record_start(std::uint64_t offset) {
+  return record("{\"start\":" + std::to_string(offset) + "}");
+}
 
 Status AckJournal::record_acks(std::span<const std::uint64_t> offsets) {
   std::string json = "[";

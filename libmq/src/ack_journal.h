@@ -21,8 +21,8 @@ class PartitionLog;
 
 // What a group has acknowledged on a partition.
 struct GroupProgress {
-  std::uint64_t committed = 0;      // every offset below is acknowledged
-  std::set<std::uint64_t> acked;    // acknowledged offsets >= committed
+  std::uint64_t committed = 0;    // every offset below is acknowledged
+  std::set<std::uint64_t> acked;  // acknowledged offsets >= committed
 
   // Marks `offset` acknowledged; false when it already was.
   bool acknowledge(std::uint64_t offset);
@@ -36,9 +36,9 @@ class AckJournal {
  public:
   // Opens or creates the journal and recovers `progress` from it; `created` tells whether the group
   // did not exist here before.
-  static Result<std::unique_ptr<AckJournal>> open(FileSystem& fs, const StoreOptions& options, std::string dir,
-                                                  std::string stem, std::string label, GroupProgress& progress,
-                                                  bool& created);
+  static Result<std::unique_ptr<AckJournal>> open(FileSystem& fs, const StoreOptions& options,
+                                                  std::string dir, std::string stem, std::string label,
+                                                  GroupProgress& progress, bool& created);
   ~AckJournal();
   AckJournal(const AckJournal&) = delete;
   AckJournal& operator=(const AckJournal&) = delete;
@@ -54,7 +54,8 @@ class AckJournal {
   Status sync_if_behind();
 
  private:
-  AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem, std::string label);
+  AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
+             std::string label);
   Status open_log();
   Status record(std::string payload_json);
 

@@ -262,7 +262,8 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::optional<std:
 }
 
 Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, std::uint32_t partition,
-                                                        std::string_view group, const SubscribeOptions& options) {
+                                                        std::string_view group,
+                                                        const SubscribeOptions& options) {
   if (state_->stopping) return Status::shutting_down("the broker is stopping");
   if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
   if (options.visibility_timeout && options.visibility_timeout->count() <= 0) {
@@ -279,7 +280,8 @@ namespace {
 Result<std::uint64_t> parse_id(std::string_view id, std::uint32_t partition) {
   auto offset = offset_of_id(id, partition);
   if (!offset) {
-    return Status::not_found("id '" + std::string(id) + "' names no message of partition " + std::to_string(partition));
+    return Status::not_found("id '" + std::string(id) + "' names no message of partition " +
+                             std::to_string(partition));
   }
   return *offset;
 }
@@ -300,8 +302,8 @@ Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition,
   return (*g)->ack(offsets);
 }
 
-Status Broker::nack(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id,
-                    std::chrono::milliseconds delay) {
+Status Broker::nack(std::string_view topic, std::uint32_t partition, std::string_view group,
+                    std::string_view id, std::chrono::milliseconds delay) {
   if (delay.count() < 0) return Status::invalid_argument("delay_ms must not be negative");
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
   if (!g.ok()) return g.status();
@@ -310,7 +312,8 @@ Status Broker::nack(std::string_view topic, std::uint32_t partition, std::string
   return (*g)->nack(*offset, delay);
 }
 
-Status Broker::touch(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id) {
+Status Broker::touch(std::string_view topic, std::uint32_t partition, std::string_view group,
+                     std::string_view id) {
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
   if (!g.ok()) return g.status();
   auto offset = parse_id(id, partition);
@@ -344,7 +347,8 @@ Result<std::vector<TopicStats>> Broker::stats(std::optional<std::string_view> to
       const Partition* partition = t->partition(p);
       PartitionStats ps{p, partition->next_offset(), partition->log_bytes(), {}};
       for (auto it = state_->groups.lower_bound({name, p, ""});
-           it != state_->groups.end() && std::get<0>(it->first) == name && std::get<1>(it->first) == p; ++it) {
+           it != state_->groups.end() && std::get<0>(it->first) == name && std::get<1>(it->first) == p;
+           ++it) {
         ps.groups.push_back(it->second->stats());
       }
       ts.partitions.push_back(std::move(ps));
@@ -367,7 +371,8 @@ void Broker::fire_due_timers() { state_->timer->fire_due(); }
 
 Subscription::~Subscription() { group_->unsubscribe(id_); }
 
-Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages, std::chrono::milliseconds timeout) {
+Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages,
+                                                 std::chrono::milliseconds timeout) {
   return group_->take(id_, max_messages, timeout);
 }
 

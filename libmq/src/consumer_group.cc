@@ -14,12 +14,15 @@ constexpr std::uint64_t kCompactJournalBytes = 1 << 20;
 
 Result<std::unique_ptr<ConsumerGroup>> ConsumerGroup::open(GroupContext context, FileSystem& fs,
                                                            const StoreOptions& store_options,
-                                                           const std::string& groups_dir, StartPosition from) {
+                                                           const std::string& groups_dir,
+                                                           StartPosition from) {
   GroupProgress progress;
   bool created = false;
-  const std::string label = context.topic + "/" + std::to_string(context.partition_index) + " group " + context.group;
-  auto journal = AckJournal::open(fs, store_options, groups_dir + "/" + context.group,
-                                  "partition-" + std::to_string(context.partition_index), label, progress, created);
+  const std::string label =
+      context.topic + "/" + std::to_string(context.partition_index) + " group " + context.group;
+  auto journal =
+      AckJournal::open(fs, store_options, groups_dir + "/" + context.group,
+                       "partition-" + std::to_string(context.partition_index), label, progress, created);
   if (!journal.ok()) return journal.status();
   if (created && from == StartPosition::kLatest) {
     const std::uint64_t start = context.partition->next_offset();
@@ -36,7 +39,8 @@ Result<std::unique_ptr<ConsumerGroup>> ConsumerGroup::open(GroupContext context,
   return group;
 }
 
-ConsumerGroup::ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress)
+ConsumerGroup::ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> journal,
+                             GroupProgress progress)
     : context_(std::move(context)), journal_(std::move(journal)), progress_(std::move(progress)) {
   next_new_ = progress_.committed;
   counters_.group = context_.group;
@@ -44,7 +48,8 @@ ConsumerGroup::ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> j
 
 ConsumerGroup::~ConsumerGroup() { context_.partition->remove_append_listener(listener_id_); }
 
-std::uint64_t ConsumerGroup::subscribe(std::chrono::milliseconds visibility_timeout, std::size_t max_inflight) {
+std::uint64_t ConsumerGroup::subscribe(std::chrono::milliseconds visibility_timeout,
+                                       std::size_t max_inflight) {
   std::lock_guard lock(mutex_);
   const std::uint64_t id = ++next_subscriber_;
   subscribers_.try_emplace(id, visibility_timeout, max_inflight);
@@ -157,7 +162,8 @@ void ConsumerGroup::start_delivery_locked(std::uint64_t offset, Tracked& tracked
 void ConsumerGroup::schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after) {
   cancel_timer_locked(tracked);
   tracked.token = ++next_token_;
-  tracked.timer = context_.timer->schedule(context_.timer->clock().now() + after, this, offset, tracked.token);
+  tracked.timer =
+      context_.timer->schedule(context_.timer->clock().now() + after, this, offset, tracked.token);
 }
 
 void ConsumerGroup::cancel_timer_locked(Tracked& tracked) {
@@ -224,8 +230,8 @@ void ConsumerGroup::dead_letter(const std::vector<DeadLetter>& dead) {
                   ",\"offset\":" + std::to_string(d.offset) + ",\"group\":";
         detail::append_json_string(source, context_.group);
         source += ",\"deliveries\":" + std::to_string(d.deliveries) + "}";
-        const Message letter{Payload::from_minified_json(std::move(fields->payload_json)), std::move(fields->key),
-                             Payload::from_minified_json(std::move(source))};
+        const Message letter{Payload::from_minified_json(std::move(fields->payload_json)),
+                             std::move(fields->key), Payload::from_minified_json(std::move(source))};
         status = context_.dead_letter(letter);
       }
     }
@@ -235,7 +241,8 @@ void ConsumerGroup::dead_letter(const std::vector<DeadLetter>& dead) {
     if (!status.ok()) {
       // Not moved: leave it deliverable rather than lose it.
       std::lock_guard lock(mutex_);
-      if (auto it = tracked_.find(offset); it != tracked_.end() && it->second.state == State::kDeadLettering) {
+      if (auto it = tracked_.find(offset);
+          it != tracked_.end() && it->second.state == State::kDeadLettering) {
         it->second.state = State::kReady;
         ready_.insert(offset);
         wake_one_locked();
@@ -248,8 +255,9 @@ Result<std::size_t> ConsumerGroup::ack(std::span<const std::uint64_t> offsets) {
   const std::uint64_t end = context_.partition->next_offset();
   for (std::uint64_t offset : offsets) {
     if (offset >= end) {
-      return Status::not_found("id " + message_id(context_.partition_index, offset) + " names no message of " +
-                               context_.topic + "/" + std::to_string(context_.partition_index));
+      return Status::not_found("id " + message_id(context_.partition_index, offset) +
+                               " names no message of " + context_.topic + "/" +
+                               std::to_string(context_.partition_index));
     }
   }
   std::size_t newly = 0;
@@ -290,7 +298,8 @@ std::size_t ConsumerGroup::apply_acks_locked(std::span<const std::uint64_t> offs
     if (auto it = tracked_.find(offset); it != tracked_.end()) {
       cancel_timer_locked(it->second);
       if (it->second.state == State::kInFlight) {
-        if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end()) --sub->second.inflight;
+        if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end())
+          --sub->second.inflight;
         --inflight_;
         holders.push_back(it->second.holder);
       }
@@ -362,8 +371,8 @@ Result<std::vector<Delivery>> ConsumerGroup::read_deliveries(const std::vector<C
     if (batch->size() != run) return Status::corruption("a delivered message could not be read back");
     for (std::size_t j = 0; j < run; ++j) {
       const Chosen& c = chosen[i + j];
-      deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index, c.offset,
-                            c.delivery, std::string((*batch)[j].line)});
+      deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index,
+                            c.offset, c.delivery, std::string((*batch)[j].line)});
     }
     i += run;
   }

@@ -81,7 +81,8 @@ class ConsumerGroup : private Timer::Target {
     Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies
   };
   struct Subscriber {
-    Subscriber(std::chrono::milliseconds timeout, std::size_t max) : visibility_timeout(timeout), max_inflight(max) {}
+    Subscriber(std::chrono::milliseconds timeout, std::size_t max)
+        : visibility_timeout(timeout), max_inflight(max) {}
     std::size_t room() const { return max_inflight > inflight ? max_inflight - inflight : 0; }
     std::chrono::milliseconds visibility_timeout;
     std::size_t max_inflight;
@@ -105,9 +106,10 @@ class ConsumerGroup : private Timer::Target {
   ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
 
   // The following run with mutex_ held.
-  void choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count, std::vector<Chosen>& chosen);
-  void start_delivery_locked(std::uint64_t offset, Tracked& tracked, std::uint64_t subscriber, Subscriber& sub,
-                             std::vector<Chosen>& chosen);
+  void choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
+                     std::vector<Chosen>& chosen);
+  void start_delivery_locked(std::uint64_t offset, Tracked& tracked, std::uint64_t subscriber,
+                             Subscriber& sub, std::vector<Chosen>& chosen);
   // Ends the delivery of an in-flight message: back to ready, delayed, or to be dead-lettered.
   void end_delivery_locked(std::map<std::uint64_t, Tracked>::iterator it, std::chrono::milliseconds delay,
                            std::vector<DeadLetter>& dead);
@@ -136,17 +138,17 @@ class ConsumerGroup : private Timer::Target {
   std::unique_ptr<AckJournal> journal_;
 
   mutable std::mutex mutex_;
-  GroupProgress progress_;                               // GUARDED_BY(mutex_)
-  std::uint64_t next_new_ = 0;                           // GUARDED_BY(mutex_): first never-delivered offset
-  std::map<std::uint64_t, Tracked> tracked_;             // GUARDED_BY(mutex_)
-  std::set<std::uint64_t> ready_;                        // GUARDED_BY(mutex_): redeliverable, by offset
+  GroupProgress progress_;                    // GUARDED_BY(mutex_)
+  std::uint64_t next_new_ = 0;                // GUARDED_BY(mutex_): first never-delivered offset
+  std::map<std::uint64_t, Tracked> tracked_;  // GUARDED_BY(mutex_)
+  std::set<std::uint64_t> ready_;             // GUARDED_BY(mutex_): redeliverable, by offset
   std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_): nodes never move
-  std::deque<std::uint64_t> waiters_;                    // GUARDED_BY(mutex_): waiting subscribers, oldest first
-  std::uint64_t next_subscriber_ = 0;                    // GUARDED_BY(mutex_)
-  std::uint64_t next_token_ = 0;                         // GUARDED_BY(mutex_)
-  std::uint64_t inflight_ = 0;                           // GUARDED_BY(mutex_)
-  bool stopping_ = false;                                // GUARDED_BY(mutex_)
-  GroupStats counters_;                                  // GUARDED_BY(mutex_): delivered, acked, ...
+  std::deque<std::uint64_t> waiters_;  // GUARDED_BY(mutex_): waiting subscribers, oldest first
+  std::uint64_t next_subscriber_ = 0;  // GUARDED_BY(mutex_)
+  std::uint64_t next_token_ = 0;       // GUARDED_BY(mutex_)
+  std::uint64_t inflight_ = 0;         // GUARDED_BY(mutex_)
+  bool stopping_ = false;              // GUARDED_BY(mutex_)
+  GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
 };
 
 }  // namespace mq

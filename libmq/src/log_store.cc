@@ -26,7 +26,6 @@ std::optional<std::uint32_t> partition_of_log_name(std::string_view name) {
   return n;
 }
 
-
 }  // namespace
 
 struct LogStore::State {
@@ -35,7 +34,8 @@ struct LogStore::State {
 
   std::mutex mutex;
   // Keyed by (topic, partition). Partitions are never removed before the store closes.
-  std::map<std::pair<std::string, std::uint32_t>, std::unique_ptr<Partition>, std::less<>> partitions;  // GUARDED_BY(mutex)
+  std::map<std::pair<std::string, std::uint32_t>, std::unique_ptr<Partition>, std::less<>>
+      partitions;  // GUARDED_BY(mutex)
 
   // FsyncMode::kInterval: one thread syncs every partition that has unsynced bytes each period.
   std::thread syncer;

@@ -63,14 +63,16 @@ Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
     std::string_view name = entry.substr(0, colon);
     std::string_view count = entry.substr(colon + 1);
     if (!is_valid_name(name)) {
-      return Status::invalid_argument("topic name " + quote(name) + " must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+      return Status::invalid_argument("topic name " + quote(name) +
+                                      " must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
     }
     auto partitions = parse_number(count, 1, 65536);
     if (!partitions) {
       return Status::invalid_argument("partition count " + quote(count) + " of topic " + quote(name) +
                                       " must be a whole number from 1 to 65536");
     }
-    if (!seen.emplace(name).second) return Status::invalid_argument("topic " + quote(name) + " is listed twice");
+    if (!seen.emplace(name).second)
+      return Status::invalid_argument("topic " + quote(name) + " is listed twice");
     topics.push_back({std::string(name), static_cast<std::uint32_t>(*partitions)});
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
@@ -116,7 +118,8 @@ Result<Config> config_from_env(const EnvLookup& lookup) {
   if (auto s = read_number(lookup, "MAX_PAYLOAD_BYTES", 1, 1ull << 30, max_payload); !s.ok()) return s;
   config.store.max_payload_bytes = static_cast<std::size_t>(max_payload);
   std::uint64_t visibility = static_cast<std::uint64_t>(config.groups.visibility_timeout.count());
-  if (auto s = read_number(lookup, "VISIBILITY_TIMEOUT_MS", 1, 86'400'000ull * 7, visibility); !s.ok()) return s;
+  if (auto s = read_number(lookup, "VISIBILITY_TIMEOUT_MS", 1, 86'400'000ull * 7, visibility); !s.ok())
+    return s;
   config.groups.visibility_timeout = std::chrono::milliseconds(visibility);
   std::uint64_t max_deliveries = config.groups.max_deliveries;
   if (auto s = read_number(lookup, "MAX_DELIVERIES", 0, 1'000'000, max_deliveries); !s.ok()) return s;

@@ -10,7 +10,8 @@ Partition::~Partition() = default;
 const std::string& Partition::topic() const { return log_->topic(); }
 std::uint32_t Partition::index() const { return log_->index(); }
 Result<std::uint64_t> Partition::append(std::span<const Message> batch) { return log_->append(batch); }
-Result<ReadBatch> Partition::read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const {
+Result<ReadBatch> Partition::read(std::uint64_t offset, std::size_t max_messages,
+                                  std::size_t max_bytes) const {
   return log_->read(offset, max_messages, max_bytes);
 }
 std::uint64_t Partition::next_offset() const { return log_->next_offset(); }

@@ -47,7 +47,8 @@ Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const S
   if (options.fsync != FsyncMode::kNever) {
     if (auto s = sync_directories_up_to(fs, options.data_dir, dir); !s.ok()) return s;
   }
-  auto recovered = detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
+  auto recovered =
+      detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
   if (!recovered.ok()) return recovered.status();
   return std::make_unique<PartitionLog>(std::move(topic), index, options, std::move(log.value()),
                                         std::move(index_file.value()), std::move(recovered.value()));
@@ -217,8 +218,8 @@ void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
 void PartitionLog::fail(const Status& status) {
   // After a failed write or fsync the file's state is unknown: stop accepting writes rather than
   // pretend (leveldb's RecordBackgroundError). Recovery at the next open repairs the tail.
-  error_ = Status(status.code(),
-                  "partition " + topic_ + "/" + std::to_string(index_) + " stopped accepting writes: " + status.message());
+  error_ = Status(status.code(), "partition " + topic_ + "/" + std::to_string(index_) +
+                                     " stopped accepting writes: " + status.message());
 }
 
 void PartitionLog::publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries) {
@@ -254,7 +255,8 @@ Status PartitionLog::sync(bool only_if_behind) {
   return status;
 }
 
-Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const {
+Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messages,
+                                     std::size_t max_bytes) const {
   Mark visible;
   detail::IndexEntry start;
   {
@@ -264,7 +266,8 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
   }
   if (offset > visible.offset) {
     return Status::not_found("offset " + std::to_string(offset) + " is beyond the end of " + topic_ + "/" +
-                             std::to_string(index_) + " (next offset " + std::to_string(visible.offset) + ")");
+                             std::to_string(index_) + " (next offset " + std::to_string(visible.offset) +
+                             ")");
   }
   ReadBatch batch;
   batch.next_offset_ = offset;
@@ -279,13 +282,13 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
   auto load_more = [&]() -> Status {
     const std::uint64_t loaded_end = buffer_position + buffer.size();
     if (loaded_end >= visible.position) {
-      return Status::corruption(topic_ + "/" + std::to_string(index_) + ": log ends inside a record at byte " +
-                                std::to_string(loaded_end));
+      return Status::corruption(topic_ + "/" + std::to_string(index_) +
+                                ": log ends inside a record at byte " + std::to_string(loaded_end));
     }
     const std::size_t want = std::max(kReadChunkBytes, buffer.size());
-    if (auto s = log_->read(loaded_end, static_cast<std::size_t>(std::min<std::uint64_t>(
-                                            want, visible.position - loaded_end)),
-                            chunk);
+    if (auto s = log_->read(
+            loaded_end,
+            static_cast<std::size_t>(std::min<std::uint64_t>(want, visible.position - loaded_end)), chunk);
         !s.ok()) {
       return s;
     }
@@ -323,7 +326,8 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
     // The index only points near the record; the line itself must confirm its offset.
     if (detail::parse_offset_prefix(std::string_view(buffer).substr(cursor, length)) != current) {
       return Status::corruption(topic_ + "/" + std::to_string(index_) + ": expected offset " +
-                                std::to_string(current) + " at byte " + std::to_string(buffer_position + cursor));
+                                std::to_string(current) + " at byte " +
+                                std::to_string(buffer_position + cursor));
     }
     spans.emplace_back(cursor, length);
     bytes += length;

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "log_recovery.h"
 #include "mq/file_system.h"
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/partition.h"
-#include "log_recovery.h"
 #include "offset_index.h"
 
 namespace mq {
@@ -86,21 +86,21 @@ class PartitionLog {
   const RecoveryReport report_;
 
   mutable std::mutex mutex_;
-  std::condition_variable written_cv_;           // a group commit finished (kAlways appenders wait)
-  std::condition_variable synced_cv_;            // a sync() finished
-  mutable std::condition_variable visible_cv_;   // more messages are visible (readers wait)
-  bool writer_active_ = false;                   // GUARDED_BY(mutex_): a group commit is under way
-  bool syncing_ = false;                         // GUARDED_BY(mutex_): a sync() is under way
-  std::string pending_;                          // GUARDED_BY(mutex_): formatted, not yet written
-  std::string spare_;                            // GUARDED_BY(mutex_): reused write buffer
+  std::condition_variable written_cv_;               // a group commit finished (kAlways appenders wait)
+  std::condition_variable synced_cv_;                // a sync() finished
+  mutable std::condition_variable visible_cv_;       // more messages are visible (readers wait)
+  bool writer_active_ = false;                       // GUARDED_BY(mutex_): a group commit is under way
+  bool syncing_ = false;                             // GUARDED_BY(mutex_): a sync() is under way
+  std::string pending_;                              // GUARDED_BY(mutex_): formatted, not yet written
+  std::string spare_;                                // GUARDED_BY(mutex_): reused write buffer
   std::vector<detail::IndexEntry> pending_entries_;  // GUARDED_BY(mutex_)
-  Mark appended_;                                // GUARDED_BY(mutex_)
-  Mark written_;                                 // GUARDED_BY(mutex_)
-  Mark synced_;                                  // GUARDED_BY(mutex_)
-  std::uint64_t last_indexed_position_ = 0;      // GUARDED_BY(mutex_)
-  std::vector<detail::IndexEntry> entries_;      // GUARDED_BY(mutex_): starts with {0, 0}
-  Status error_;                                 // GUARDED_BY(mutex_): sticky once a write fails
-  bool waits_interrupted_ = false;               // GUARDED_BY(mutex_): sticky, for shutdown
+  Mark appended_;                                    // GUARDED_BY(mutex_)
+  Mark written_;                                     // GUARDED_BY(mutex_)
+  Mark synced_;                                      // GUARDED_BY(mutex_)
+  std::uint64_t last_indexed_position_ = 0;          // GUARDED_BY(mutex_)
+  std::vector<detail::IndexEntry> entries_;          // GUARDED_BY(mutex_): starts with {0, 0}
+  Status error_;                                     // GUARDED_BY(mutex_): sticky once a write fails
+  bool waits_interrupted_ = false;                   // GUARDED_BY(mutex_): sticky, for shutdown
 
   std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it
   std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)

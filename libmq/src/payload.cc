@@ -1,5 +1,5 @@
-#include <nlohmann/json.hpp>
 #include <simdjson.h>
+#include <nlohmann/json.hpp>
 
 #include "mq/message.h"
 
@@ -13,10 +13,12 @@ Result<Payload> Payload::parse(std::string_view json) {
     // simdjson refuses numbers it cannot represent (integers beyond 64 bits, say), which JSON
     // allows; a second, slower validator decides.
     if (!nlohmann::json::accept(json)) {
-      return Status::invalid_argument(std::string("payload is not valid JSON: ") + simdjson::error_message(error));
+      return Status::invalid_argument(std::string("payload is not valid JSON: ") +
+                                      simdjson::error_message(error));
     }
   } else if (error) {
-    return Status::invalid_argument(std::string("payload is not valid JSON: ") + simdjson::error_message(error));
+    return Status::invalid_argument(std::string("payload is not valid JSON: ") +
+                                    simdjson::error_message(error));
   }
   // Strip whitespace from the text rather than re-serialise the parsed value, so that numbers keep
   // exactly the digits they were produced with (no rounding of 3.14159265358979323846, no 1e2 -> 100.0).

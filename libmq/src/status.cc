@@ -4,15 +4,24 @@ namespace mq {
 
 std::string_view to_string(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kOk: return "ok";
-    case ErrorCode::kInvalidArgument: return "invalid_argument";
-    case ErrorCode::kNotFound: return "not_found";
-    case ErrorCode::kPayloadTooLarge: return "payload_too_large";
-    case ErrorCode::kNotOwned: return "not_owned";
-    case ErrorCode::kConflict: return "conflict";
-    case ErrorCode::kCorruption: return "corruption";
-    case ErrorCode::kIOError: return "io_error";
-    case ErrorCode::kShuttingDown: return "shutting_down";
+    case ErrorCode::kOk:
+      return "ok";
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kPayloadTooLarge:
+      return "payload_too_large";
+    case ErrorCode::kNotOwned:
+      return "not_owned";
+    case ErrorCode::kConflict:
+      return "conflict";
+    case ErrorCode::kCorruption:
+      return "corruption";
+    case ErrorCode::kIOError:
+      return "io_error";
+    case ErrorCode::kShuttingDown:
+      return "shutting_down";
   }
   return "unknown";
 }

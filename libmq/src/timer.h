@@ -66,9 +66,9 @@ class Timer {
   const std::shared_ptr<Clock> clock_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::map<Key, Call> entries_;       // GUARDED_BY(mutex_)
-  std::uint64_t next_sequence_ = 1;   // GUARDED_BY(mutex_)
-  bool stopping_ = false;             // GUARDED_BY(mutex_)
+  std::map<Key, Call> entries_;      // GUARDED_BY(mutex_)
+  std::uint64_t next_sequence_ = 1;  // GUARDED_BY(mutex_)
+  bool stopping_ = false;            // GUARDED_BY(mutex_)
   std::thread thread_;
 };
 

@@ -20,8 +20,12 @@ std::int32_t murmur2(std::string_view bytes) {
   }
   const std::size_t tail = length & ~std::size_t{3};
   switch (length % 4) {
-    case 3: h ^= std::uint32_t{data[tail + 2]} << 16; [[fallthrough]];
-    case 2: h ^= std::uint32_t{data[tail + 1]} << 8; [[fallthrough]];
+    case 3:
+      h ^= std::uint32_t{data[tail + 2]} << 16;
+      [[fallthrough]];
+    case 2:
+      h ^= std::uint32_t{data[tail + 1]} << 8;
+      [[fallthrough]];
     case 1:
       h ^= data[tail];
       h *= kM;
@@ -45,7 +49,8 @@ Result<std::unique_ptr<Topic>> Topic::open(LogStore& store, const TopicSpec& spe
     return Status::invalid_argument("invalid topic name '" + spec.name +
                                     "': must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
   }
-  if (spec.partitions == 0) return Status::invalid_argument("topic '" + spec.name + "' needs at least one partition");
+  if (spec.partitions == 0)
+    return Status::invalid_argument("topic '" + spec.name + "' needs at least one partition");
   if (const auto on_disk = store.partitions_on_disk(spec.name); on_disk > spec.partitions) {
     return Status::invalid_argument("topic '" + spec.name + "' has " + std::to_string(on_disk) +
                                     " partitions on disk but is configured with " +

@@ -19,7 +19,8 @@ constexpr int kThreads = 8;
 constexpr int kAppendsPerThread = 300;
 
 // Appends from kThreads threads; thread t appends to partitions[t % size]. Batches of 1..4.
-void hammer(std::vector<Partition*> partitions, std::vector<std::vector<std::pair<std::uint64_t, int>>>& offsets) {
+void hammer(std::vector<Partition*> partitions,
+            std::vector<std::vector<std::pair<std::uint64_t, int>>>& offsets) {
   std::vector<std::thread> threads;
   offsets.assign(kThreads, {});
   for (int t = 0; t < kThreads; ++t) {
@@ -29,8 +30,8 @@ void hammer(std::vector<Partition*> partitions, std::vector<std::vector<std::pai
         std::vector<Message> batch;
         const int size = 1 + i % 4;
         for (int j = 0; j < size; ++j) {
-          batch.push_back(message("{\"t\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) +
-                                  ",\"j\":" + std::to_string(j) + ",\"pad\":\"" + std::string(t * 13, 'x') + "\"}"));
+          batch.push_back(message("{\"t\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + ",\"j\":" +
+                                  std::to_string(j) + ",\"pad\":\"" + std::string(t * 13, 'x') + "\"}"));
         }
         auto first = p.append(batch);
         REQUIRE(first.ok());

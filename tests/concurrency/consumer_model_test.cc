@@ -98,7 +98,8 @@ class Model {
 
   void unsubscribe(int id) {
     for (std::uint64_t o = 0; o < messages_.size(); ++o) {
-      if (messages_[o].state == ModelMessage::State::kInFlight && messages_[o].holder == id) end_delivery(o, 0);
+      if (messages_[o].state == ModelMessage::State::kInFlight && messages_[o].holder == id)
+        end_delivery(o, 0);
     }
     subscribers_.erase(id);
   }
@@ -129,7 +130,8 @@ class Model {
   }
 
  private:
-  void deliver(std::uint64_t o, int id, ModelSubscriber& sub, std::vector<std::pair<std::uint64_t, std::uint32_t>>& out) {
+  void deliver(std::uint64_t o, int id, ModelSubscriber& sub,
+               std::vector<std::pair<std::uint64_t, std::uint32_t>>& out) {
     ModelMessage& m = messages_[o];
     m.state = ModelMessage::State::kInFlight;
     ++m.deliveries;
@@ -176,8 +178,9 @@ void run_model(unsigned seed, int steps) {
     CAPTURE(seed);
     CAPTURE(step);
     const int op = static_cast<int>(random() % 100);
-    const std::uint64_t any_offset = model.size() == 0 ? 0 : random() % (model.size() + 1);  // sometimes one too far
-    if (op < 15) {  // produce a batch of 1..3
+    const std::uint64_t any_offset =
+        model.size() == 0 ? 0 : random() % (model.size() + 1);  // sometimes one too far
+    if (op < 15) {                                              // produce a batch of 1..3
       const std::size_t count = 1 + random() % 3;
       std::vector<Message> batch(count, message("{\"x\":1}"));
       REQUIRE(broker->produce("events", 0, batch).ok());

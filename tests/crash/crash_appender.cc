@@ -36,16 +36,17 @@ int main() {
         std::vector<mq::Message> batch;
         const int size = 1 + static_cast<int>(seq / 3 % 3);
         for (int j = 0; j < size; ++j) {
-          batch.push_back({mq::Payload::from_minified_json("{\"thread\":" + std::to_string(t) + ",\"seq\":" +
-                                                           std::to_string(seq + j) + ",\"pad\":\"" +
-                                                           std::string(64, 'x') + "\"}"),
+          batch.push_back({mq::Payload::from_minified_json("{\"thread\":" + std::to_string(t) +
+                                                           ",\"seq\":" + std::to_string(seq + j) +
+                                                           ",\"pad\":\"" + std::string(64, 'x') + "\"}"),
                            std::nullopt});
         }
         auto first = (*partition)->append(batch);
         if (!first.ok()) std::_Exit(3);
         std::string report;
         for (int j = 0; j < size; ++j) {
-          report += std::to_string(*first + j) + " " + std::to_string(t) + " " + std::to_string(seq + j) + "\n";
+          report +=
+              std::to_string(*first + j) + " " + std::to_string(t) + " " + std::to_string(seq + j) + "\n";
         }
         std::lock_guard lock(out_mutex);
         if (::write(STDOUT_FILENO, report.data(), report.size()) != static_cast<ssize_t>(report.size())) {

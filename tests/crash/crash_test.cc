@@ -34,9 +34,11 @@ struct Acked {
 
 // Starts the child program `name` with FSYNC=always on `data_dir`, reads its report lines until
 // `wanted` have come, kills it with SIGKILL and returns every line it reported.
-std::vector<std::string> run_and_kill(const std::string& name, const std::string& data_dir, std::size_t wanted) {
+std::vector<std::string> run_and_kill(const std::string& name, const std::string& data_dir,
+                                      std::size_t wanted) {
   const char* children = std::getenv("MQ_CRASH_CHILDREN");
-  REQUIRE_MESSAGE(children != nullptr, "MQ_CRASH_CHILDREN must name the directory of the crash test's children");
+  REQUIRE_MESSAGE(children != nullptr,
+                  "MQ_CRASH_CHILDREN must name the directory of the crash test's children");
   const std::string path = std::string(children) + "/" + name;
   const char* program = path.c_str();
   int pipe_fds[2];
@@ -154,9 +156,9 @@ TEST_CASE("KilledConsumerLosesNoAcknowledgementAndKeepsNoMessageInFlight") {
     if (got->empty()) break;
     for (const auto& d : *got) delivered.insert(d.offset);
   }
-  for (std::uint64_t offset : acked) CHECK_FALSE(delivered.contains(offset));   // acks survived kill -9
-  for (std::uint64_t offset : skipped) CHECK(delivered.contains(offset));       // in-flight came back
+  for (std::uint64_t offset : acked) CHECK_FALSE(delivered.contains(offset));  // acks survived kill -9
+  for (std::uint64_t offset : skipped) CHECK(delivered.contains(offset));      // in-flight came back
   CHECK(acked.size() + delivered.size() <= kMessages);
   MESSAGE(acked.size() << " acknowledged before the kills, " << skipped.size() << " left in flight, "
-                        << delivered.size() << " delivered after the restart");
+                       << delivered.size() << " delivered after the restart");
 }

@@ -62,12 +62,13 @@ TEST_CASE("MqdServesHealthAndTopicsAndStopsCleanlyOnSigterm") {
 TEST_CASE("MqdRefusesInvalidConfigurationWithOneLineNamingTheVariable") {
   TempDir dir;
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"TOPICS", "events:zero"}, {"BROKER_COUNT", "0"}, {"FSYNC", "sometimes"}, {"PORT", "http"},
-      {"PORT", "70000"},         {"DATA_DIR", "/proc/forbidden"}};
+      {"TOPICS", "events:zero"}, {"BROKER_COUNT", "0"}, {"FSYNC", "sometimes"},
+      {"PORT", "http"},          {"PORT", "70000"},     {"DATA_DIR", "/proc/forbidden"}};
   for (const auto& [name, value] : bad) {
     CAPTURE(name);
     const std::string log = dir / "stderr.txt";
-    std::map<std::string, std::string> env = {{"PORT", std::to_string(free_port())}, {"DATA_DIR", dir / "data"}};
+    std::map<std::string, std::string> env = {{"PORT", std::to_string(free_port())},
+                                              {"DATA_DIR", dir / "data"}};
     env[name] = value;
     MqdProcess mqd(env, log);
     auto status = mqd.wait_exit();
@@ -89,7 +90,8 @@ TEST_CASE("MqdRefusesFewerPartitionsThanOnDisk") {
     REQUIRE(mqd.stop());
   }
   const std::string log = dir / "stderr.txt";
-  MqdProcess mqd({{"PORT", std::to_string(free_port())}, {"DATA_DIR", dir / "data"}, {"TOPICS", "events:2"}}, log);
+  MqdProcess mqd({{"PORT", std::to_string(free_port())}, {"DATA_DIR", dir / "data"}, {"TOPICS", "events:2"}},
+                 log);
   auto status = mqd.wait_exit();
   REQUIRE(status);
   CHECK(WEXITSTATUS(*status) != 0);

@@ -31,13 +31,15 @@ inline std::unique_ptr<Broker> open_broker(const Config& config, std::shared_ptr
 inline void produce_numbers(Broker& broker, int count, int first = 0, std::uint32_t partition = 0,
                             const std::string& topic = "events") {
   for (int n = first; n < first + count; ++n) {
-    auto result = broker.produce(topic, partition, std::vector<Message>{message("{\"n\":" + std::to_string(n) + "}")});
+    auto result =
+        broker.produce(topic, partition, std::vector<Message>{message("{\"n\":" + std::to_string(n) + "}")});
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
   }
 }
 
-inline std::unique_ptr<Subscription> subscribe(Broker& broker, const std::string& group, SubscribeOptions options = {},
-                                               std::uint32_t partition = 0, const std::string& topic = "events") {
+inline std::unique_ptr<Subscription> subscribe(Broker& broker, const std::string& group,
+                                               SubscribeOptions options = {}, std::uint32_t partition = 0,
+                                               const std::string& topic = "events") {
   auto sub = broker.subscribe(topic, partition, group, options);
   REQUIRE_MESSAGE(sub.ok(), sub.status().to_string());
   return std::move(sub.value());

@@ -7,12 +7,12 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <thread>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "mq/file_system.h"
 
@@ -135,7 +135,8 @@ class FaultFileSystem : public FileSystem {
     }
     Status sync() override {
       fs_->pass_gate();
-      if (fs_->fail_next_sync_.exchange(false)) return Status::io_error("fdatasync: Input/output error (injected)");
+      if (fs_->fail_next_sync_.exchange(false))
+        return Status::io_error("fdatasync: Input/output error (injected)");
       // A slow disk; outside the lock so that observers are not held up by it.
       if (fs_->sync_latency_.count() > 0) std::this_thread::sleep_for(fs_->sync_latency_);
       std::lock_guard lock(tracker_->mutex);

@@ -59,7 +59,8 @@ class MqdProcess {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     if (!stderr_path.empty()) {
-      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
+                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
     }
     char* argv[] = {const_cast<char*>(program), nullptr};
     if (posix_spawn(&pid_, program, &actions, nullptr, argv, envp.data()) != 0) {
@@ -82,13 +83,15 @@ class MqdProcess {
     while (std::chrono::steady_clock::now() < deadline) {
       if (port_accepts(port)) return true;
       if (exited()) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling a port: there is no event to await
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(10));  // polling a port: there is no event to await
     }
     return false;
   }
 
   // Sends `signal` and waits (bounded) for the exit; returns the wait status, nullopt on timeout.
-  std::optional<int> stop(int signal = SIGTERM, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  std::optional<int> stop(int signal = SIGTERM,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     ::kill(pid_, signal);
     return wait_exit(timeout);
   }

@@ -29,7 +29,8 @@ inline std::unique_ptr<LogStore> open_store(const std::string& dir, FsyncMode fs
   return std::move(store.value());
 }
 
-inline Partition& open_partition(LogStore& store, const std::string& topic = "events", std::uint32_t index = 0) {
+inline Partition& open_partition(LogStore& store, const std::string& topic = "events",
+                                 std::uint32_t index = 0) {
   auto partition = store.partition(topic, index);
   REQUIRE_MESSAGE(partition.ok(), partition.status().to_string());
   return **partition;

@@ -219,10 +219,12 @@ TEST_CASE("PartitionsTopicsAndNamesAreChecked") {
   SubscribeOptions zero;
   zero.max_inflight = 0;
   CHECK(broker->subscribe("events", 1, "g", zero).status().code() == ErrorCode::kInvalidArgument);
-  CHECK(broker->produce("events", 0, std::vector<Message>{message("1")}).status().code() == ErrorCode::kNotOwned);
+  CHECK(broker->produce("events", 0, std::vector<Message>{message("1")}).status().code() ==
+        ErrorCode::kNotOwned);
   // Without a partition or key, produce takes the owned partitions in turn.
   std::set<std::uint32_t> used;
-  for (int i = 0; i < 4; ++i) used.insert(broker->produce("events", std::nullopt, std::vector<Message>{message("1")})->partition);
+  for (int i = 0; i < 4; ++i)
+    used.insert(broker->produce("events", std::nullopt, std::vector<Message>{message("1")})->partition);
   CHECK(used == std::set<std::uint32_t>{1, 3});
   // With a key, Kafka's partitioner decides; a key of another broker's partition is refused.
   for (const char* key : {"a", "b", "c", "d", "e", "f"}) {
@@ -336,7 +338,8 @@ TEST_CASE("AMessageDeliveredMaxDeliveriesTimesWithoutAnAckIsDeadLettered") {
   const json letter = json::parse(letters[0].record);
   CHECK(letter["payload"] == json{{"poison", true}});
   CHECK(letter["key"] == "k1");
-  CHECK(letter["source"] == json{{"topic", "events"}, {"partition", 1}, {"offset", 0}, {"group", "g"}, {"deliveries", 2}});
+  CHECK(letter["source"] ==
+        json{{"topic", "events"}, {"partition", 1}, {"offset", 0}, {"group", "g"}, {"deliveries", 2}});
   // And the original group never sees it again.
   auto sub = subscribe(*broker, "g", {}, 1);
   CHECK(take_now(*sub).empty());

@@ -18,7 +18,14 @@ TEST_CASE("PayloadsOfEveryJsonTypeRoundTripAsOneLineEach") {
   Partition& p = open_partition(*store);
   const std::string big(1 << 20, 'x');
   const std::vector<std::string> payloads = {
-      "null", "true", "false", "0", "-12.5e3", "\"plain\"", "[]", "{}",
+      "null",
+      "true",
+      "false",
+      "0",
+      "-12.5e3",
+      "\"plain\"",
+      "[]",
+      "{}",
       R"("line one\nline two\r\n\ttabbed")",
       R"({"quote":"she said \"hi\"","backslash":"a\\b"})",
       R"("unicode: é 中文 😀 \u00e9 \ud83d\ude00")",
@@ -37,8 +44,10 @@ TEST_CASE("PayloadsOfEveryJsonTypeRoundTripAsOneLineEach") {
     CHECK(stored["offset"] == i);
     CHECK(stored["timestamp"].is_number_integer());
     CHECK(stored["payload"] == json::parse(payloads[i]));
-    if (i % 2) CHECK(stored["key"] == "key \"with\"\nnewline");
-    else CHECK_FALSE(stored.contains("key"));
+    if (i % 2)
+      CHECK(stored["key"] == "key \"with\"\nnewline");
+    else
+      CHECK_FALSE(stored.contains("key"));
   }
   // One line per message on disk, and the file is exactly what read() returns.
   const auto on_disk = split_lines(file_contents(LogStore::log_path(dir.path(), "events", 0)));
@@ -125,7 +134,8 @@ TEST_CASE("ReadsSeekThroughTheIndexAcrossALargeLog") {
   const int count = 20000;
   std::vector<Message> batch;
   for (int i = 0; i < count; ++i) {
-    batch.push_back(message("{\"n\":" + std::to_string(i) + ",\"pad\":\"" + std::string(i % 97, 'p') + "\"}"));
+    batch.push_back(
+        message("{\"n\":" + std::to_string(i) + ",\"pad\":\"" + std::string(i % 97, 'p') + "\"}"));
     if (batch.size() == 37 || i == count - 1) {
       REQUIRE(p.append(batch).ok());
       batch.clear();
@@ -198,7 +208,8 @@ TEST_CASE("KeysThatAreNotValidUtf8AreRefusedSoTheLogSurvivesRestart") {
     auto bad = p.append(message("2", std::string("\xff\xfe")));
     REQUIRE_FALSE(bad.ok());
     CHECK(bad.status().code() == ErrorCode::kInvalidArgument);
-    CHECK(p.append(message("2", std::string(64 * 1024 + 1, 'k'))).status().code() == ErrorCode::kInvalidArgument);
+    CHECK(p.append(message("2", std::string(64 * 1024 + 1, 'k'))).status().code() ==
+          ErrorCode::kInvalidArgument);
     append_ok(p, message("3", std::string("ключ ✓")));
   }
   auto store = open_store(dir.path());

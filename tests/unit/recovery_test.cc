@@ -16,13 +16,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string payload_for(int n) { return "{\"n\":" + std::to_string(n) + ",\"text\":\"message " + std::to_string(n) + "\"}"; }
+std::string payload_for(int n) {
+  return "{\"n\":" + std::to_string(n) + ",\"text\":\"message " + std::to_string(n) + "\"}";
+}
 
 // Appends payload_for(0..count-1), one message per append.
 void fill(const std::string& dir, int count, int first = 0) {
   auto store = open_store(dir);
   Partition& p = open_partition(*store);
-  for (int i = first; i < first + count; ++i) REQUIRE(append_ok(p, message(payload_for(i))) == std::uint64_t(i));
+  for (int i = first; i < first + count; ++i)
+    REQUIRE(append_ok(p, message(payload_for(i))) == std::uint64_t(i));
 }
 
 // Checks that the partition holds exactly payload_for(0..count-1) at offsets 0..count-1.
@@ -78,9 +81,9 @@ TEST_CASE("TruncatedTrailingRecordIsCutOffAndOffsetsContinue") {
 
 TEST_CASE("GarbageAppendedToTheLogIsCutOff") {
   const std::vector<std::string> garbage = {
-      std::string("\0\0\0\0\0\0", 6),             // a zero-filled block after a power cut
-      "{\"offset\":10,\"timest",                  // a torn record
-      "not json at all\n",                        // a complete line that is not a record
+      std::string("\0\0\0\0\0\0", 6),                     // a zero-filled block after a power cut
+      "{\"offset\":10,\"timest",                          // a torn record
+      "not json at all\n",                                // a complete line that is not a record
       "{\"offset\":99,\"timestamp\":1,\"payload\":1}\n",  // a record with the wrong offset
       "\xff\xfe garbage \n with \n newlines",
   };

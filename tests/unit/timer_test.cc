@@ -28,8 +28,8 @@ TEST_CASE("TimerFiresDueEntriesInDeadlineOrderAndForgetsCancelledOnes") {
   timer.schedule(now + milliseconds(20), &recorder, 22, 21);  // same deadline: scheduling order
   CHECK(timer.pending() == 4);
   timer.cancel(cancelled);
-  timer.cancel(cancelled);   // twice is harmless
-  timer.cancel({});          // so is a handle of nothing
+  timer.cancel(cancelled);  // twice is harmless
+  timer.cancel({});         // so is a handle of nothing
   CHECK(timer.pending() == 3);
   clock->advance(milliseconds(19));
   timer.fire_due();

@@ -32,7 +32,7 @@ struct SubscribeOptions {
 
 // One delivery of one message to one subscription. Copyable.
 struct Delivery {
-  std::string id;            // opaque; hand it back to ack, nack or touch
+  std::string id;  // opaque; hand it back to ack, nack or touch
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
   std::uint32_t delivery = 0;  // 1 on the first delivery, counting up on each redelivery

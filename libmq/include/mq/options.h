@@ -49,7 +49,7 @@ struct StoreOptions {
 };
 
 struct TopicSpec {
-  std::string name;         // valid per is_valid_name()
+  std::string name;          // valid per is_valid_name()
   std::uint32_t partitions;  // at least 1
 };
 
@@ -81,8 +81,8 @@ struct Config {
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
 // Reads TOPICS, DATA_DIR, BROKER_INDEX, BROKER_COUNT, FSYNC, FSYNC_INTERVAL_MS, MAX_PAYLOAD_BYTES,
-// VISIBILITY_TIMEOUT_MS and MAX_DELIVERIES through `lookup`; unset variables keep their defaults. A bad value gives kInvalidArgument whose
-// message names the variable and quotes the value.
+// VISIBILITY_TIMEOUT_MS and MAX_DELIVERIES through `lookup`; unset variables keep their defaults. A bad value
+// gives kInvalidArgument whose message names the variable and quotes the value.
 MQ_EXPORT Result<Config> config_from_env(const EnvLookup& lookup);
 
 // Parses a TOPICS value ("events:8,orders:4"): names valid and unique, partitions in [1, 65536].

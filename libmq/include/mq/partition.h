@@ -19,10 +19,10 @@ class PartitionLog;
 
 // What opening a partition found and repaired.
 struct RecoveryReport {
-  std::uint64_t truncated_bytes = 0;     // bytes cut off the end of the log (torn tail, garbage)
+  std::uint64_t truncated_bytes = 0;         // bytes cut off the end of the log (torn tail, garbage)
   bool intact_records_after_damage = false;  // the cut also dropped complete records (not a mere torn tail)
-  bool index_rebuilt = false;            // the offset index was missing or untrustworthy
-  std::uint64_t scanned_bytes = 0;       // log bytes read to recover (the tail after the index)
+  bool index_rebuilt = false;                // the offset index was missing or untrustworthy
+  std::uint64_t scanned_bytes = 0;           // log bytes read to recover (the tail after the index)
 };
 
 // Byte positions in the log, in the order appended >= written >= synced.
@@ -47,7 +47,8 @@ class MQ_EXPORT Partition {
   // Appends `batch` atomically, in order, and returns the offset of its first message once the
   // batch is durable per the store's FsyncMode. After a crash, recovery finds all of the batch or
   // none of it. kInvalidArgument for an empty batch, a key that is not valid UTF-8 or longer than
-  // 64 KiB, or a payload with a raw newline; kPayloadTooLarge for a payload above max_payload_bytes; kIOError (and every later append fails too) when the disk refused.
+  // 64 KiB, or a payload with a raw newline; kPayloadTooLarge for a payload above max_payload_bytes; kIOError
+  // (and every later append fails too) when the disk refused.
   Result<std::uint64_t> append(std::span<const Message> batch);
   Result<std::uint64_t> append(const Message& message) { return append(std::span(&message, 1)); }
 

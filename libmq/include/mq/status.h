@@ -69,7 +69,7 @@ class MQ_EXPORT Status {
 template <typename T>
 class Result {
  public:
-  Result(T value) : state_(std::move(value)) {}  // NOLINT(google-explicit-constructor): return values
+  Result(T value) : state_(std::move(value)) {}        // NOLINT(google-explicit-constructor): return values
   Result(Status status) : state_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(state_).ok() && "a Result holding a Status must hold an error");
   }

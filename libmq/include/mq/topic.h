@@ -36,7 +36,9 @@ class MQ_EXPORT Topic {
   // The partition, or nullptr when `index` is out of range or owned by another broker.
   Partition* partition(std::uint32_t index) const;
   // Where `key` goes (Kafka's default partitioner).
-  std::uint32_t partition_for(std::string_view key) const { return partition_for_key(key, partition_count()); }
+  std::uint32_t partition_for(std::string_view key) const {
+    return partition_for_key(key, partition_count());
+  }
 
  private:
   Topic(std::string name, std::vector<Partition*> partitions);
