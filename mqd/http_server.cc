@@ -1,61 +1,350 @@
 #include "http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
+
+#include "connection_pool.h"
+#include "error_responses.h"
+#include "request_parsing.h"
+#include "wire_format.h"
 
 namespace mqd {
 namespace {
 
 using nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
-void send_json(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
+constexpr std::size_t kEventsPerWrite = 64;
+// How long an event stream waits for messages before it checks that its client is still there: a
+// closed client is noticed only on a write or an is_writable() peek (cpp-httplib 0.11.4).
+constexpr std::chrono::milliseconds kStreamPoll{250};
+// Threads beyond MAX_CONNECTIONS, so that connections over the cap still get their 503.
+constexpr std::size_t kSpareThreads = 16;
+
+Param param(const httplib::Request& req, const char* name) {
+  if (!req.has_param(name)) return std::nullopt;
+  return req.get_param_value(name);
 }
 
-void send_error(httplib::Response& res, int status, const std::string& reason) {
-  send_json(res, status, json{{"error", reason}});
+// Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
+bool constant_time_equals(std::string_view a, std::string_view b) {
+  unsigned char difference = a.size() == b.size() ? 0 : 1;
+  const std::size_t n = std::max(a.size(), b.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const char x = i < a.size() ? a[i] : 0;
+    const char y = i < b.size() ? b[i] : 0;
+    difference |= static_cast<unsigned char>(x ^ y);
+  }
+  return difference == 0;
+}
+
+void send_json(httplib::Response& res, int status, std::string body) {
+  res.status = status;
+  res.set_content(std::move(body), "application/json");
 }
 
 }  // namespace
 
 class HttpServer::Impl {
  public:
-  Impl(ServerOptions options, mq::Broker& broker) : options_(std::move(options)), broker_(broker) {
-    // cpp-httplib 0.11.4 leaves Nagle on: every response would wait for a delayed ACK (STYLE.md).
-    server_.set_tcp_nodelay(true);
-    server_.set_keep_alive_max_count(100000);
-    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, json{{"status", "ok"}});
-    });
-    server_.Get("/topics", [this](const httplib::Request&, httplib::Response& res) { list_topics(res); });
-    for (const char* path : {"/healthz", "/topics"}) {
-      server_.Post(path, method_not_allowed);
-      server_.Put(path, method_not_allowed);
-      server_.Delete(path, method_not_allowed);
-      server_.Patch(path, method_not_allowed);
-    }
-    // The library's own error responses have empty bodies; every error here is JSON.
-    server_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      if (res.status == 404) {
-        send_error(res, 404, "no route " + req.method + " " + req.path);
-      } else {
-        send_error(res, res.status, "HTTP status " + std::to_string(res.status));
-      }
-    });
+  Impl(const DaemonConfig& config, mq::Broker& broker)
+      : config_(config), broker_(broker), open_connections_(std::make_shared<std::atomic<std::size_t>>(0)) {
+    tune();
+    route();
   }
 
-  bool run() { return server_.listen(options_.host, options_.port); }
-  void stop() { server_.stop(); }
+  bool run() {
+    if (!server_.bind_to_port(config_.host, config_.port)) return false;
+    // cpp-httplib 0.11.4 listens with a backlog of 5: 64 clients connecting at once would wait ~1 s
+    // for a SYN retransmit. Listening again on the bound socket raises it.
+    if (listen_socket_ >= 0) ::listen(listen_socket_, 4096);
+    return server_.listen_after_bind();
+  }
+
+  void stop() {
+    stopping_ = true;
+    server_.stop();
+  }
 
  private:
-  static void method_not_allowed(const httplib::Request& req, httplib::Response& res) {
-    send_error(res, 405, "method " + req.method + " is not allowed on " + req.path);
+  // The defaults of Debian's cpp-httplib 0.11.4 that STYLE.md measured as costly.
+  void tune() {
+    server_.set_tcp_nodelay(true);                // else every response waits ~40 ms for a delayed ACK
+    server_.set_keep_alive_max_count(1'000'000);  // else a connection closes after 5 requests
+    server_.set_payload_max_length(config_.max_body_bytes);
+    server_.set_socket_options([this](socket_t socket) {
+      int yes = 1;
+      ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_socket_ = socket;  // only the listening socket passes through here
+    });
+    const std::size_t max_threads = config_.max_connections + kSpareThreads;
+    server_.new_task_queue = [this, max_threads] {
+      return new ConnectionPool(max_threads, open_connections_);
+    };
   }
 
-  void list_topics(httplib::Response& res) const {
+  void route() {
+    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      return admit(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                             : httplib::Server::HandlerResponse::Handled;
+    });
+    server_.Post("/produce", [this](const httplib::Request& req, httplib::Response& res,
+                                    const httplib::ContentReader& reader) { produce(req, res, reader); });
+    server_.Get("/consume",
+                [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
+    server_.Post("/ack", [this](const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) { ack(req, res, reader); });
+    server_.Post("/nack", [this](const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& reader) { nack(req, res, reader); });
+    server_.Post("/touch", [this](const httplib::Request& req, httplib::Response& res,
+                                  const httplib::ContentReader& reader) { touch(req, res, reader); });
+    server_.Get("/topics", [this](const httplib::Request&, httplib::Response& res) { topics(res); });
+    server_.Get("/stats", [this](const httplib::Request& req, httplib::Response& res) { stats(req, res); });
+    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, R"({"status":"ok"})");
+    });
+    server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
+    refuse_other_methods({"/produce", "/ack", "/nack", "/touch"}, /*allowed_is_post=*/true);
+    refuse_other_methods({"/consume", "/topics", "/stats", "/healthz", "/metrics"},
+                         /*allowed_is_post=*/false);
+
+    // The library's own error responses (404 for unknown paths, 413, 400 for unparsable requests)
+    // have empty bodies; every error here is JSON.
+    server_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      const std::string reason = res.status == 404 ? "no route " + req.method + " " + req.path
+                                 : res.status == 413
+                                     ? "request body larger than MAX_BODY_BYTES"
+                                     : "bad request (HTTP status " + std::to_string(res.status) + ")";
+      send_json(res, res.status, error_json(reason));
+    });
+    server_.set_exception_handler(
+        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr e) {
+          std::string what = "unknown exception";
+          try {
+            if (e) std::rethrow_exception(e);
+          } catch (const std::exception& ex) {
+            what = ex.what();
+          } catch (...) {
+          }
+          std::fprintf(stderr, "mqd: error serving %s %s: %s\n", req.method.c_str(), req.path.c_str(),
+                       what.c_str());
+          send_json(res, 500, error_json("internal error: " + what));
+        });
+  }
+
+  void refuse_other_methods(std::initializer_list<const char*> paths, bool allowed_is_post) {
+    for (const char* path : paths) {
+      auto refuse = [](const httplib::Request& req, httplib::Response& res) {
+        send_json(res, 405, error_json("method " + req.method + " is not allowed on " + req.path));
+      };
+      if (allowed_is_post) {
+        server_.Get(path, refuse);
+      } else {
+        server_.Post(path, refuse);
+      }
+      server_.Put(path, refuse);
+      server_.Delete(path, refuse);
+      server_.Patch(path, refuse);
+      server_.Options(path, refuse);
+    }
+  }
+
+  // The connection cap and the token, checked once before any route.
+  bool admit(const httplib::Request& req, httplib::Response& res) {
+    if (open_connections_->load() > config_.max_connections) {
+      res.set_header("Connection", "close");
+      send_json(res, 503,
+                error_json("too many open connections (MAX_CONNECTIONS=" +
+                           std::to_string(config_.max_connections) + ")"));
+      return false;
+    }
+    if (stopping_) {
+      res.set_header("Connection", "close");
+      send_json(res, 503, error_json("mqd is shutting down"));
+      return false;
+    }
+    if (!config_.auth_token || req.path == "/healthz") return true;
+    const std::string header = req.get_header_value("Authorization");
+    const bool bearer =
+        header.starts_with("Bearer ") && constant_time_equals(header.substr(7), *config_.auth_token);
+    const bool query = req.has_param("access_token") &&
+                       constant_time_equals(req.get_param_value("access_token"), *config_.auth_token);
+    if (bearer || query) return true;
+    res.set_header("WWW-Authenticate", "Bearer");
+    send_json(res, 401, error_json("missing or wrong bearer token (Authorization: Bearer <token>)"));
+    return false;
+  }
+
+  void fail(httplib::Response& res, const mq::Status& status) {
+    if (http_status_of(status.code()) >= 500) {
+      std::fprintf(stderr, "mqd: %s\n", status.to_string().c_str());
+    }
+    send_json(res, http_status_of(status.code()), error_json(status, config_.broker_addrs));
+  }
+
+  // Reads the body, refusing it with 413 as soon as it passes MAX_BODY_BYTES (chunked ones too).
+  mq::Result<std::string> read_body(const httplib::ContentReader& reader, httplib::Response& res) {
+    std::string body;
+    bool too_large = false;
+    reader([&](const char* data, std::size_t length) {
+      if (body.size() + length > config_.max_body_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, length);
+      return true;
+    });
+    if (too_large) {
+      res.set_header("Connection", "close");  // the rest of the body is still on the wire
+      return mq::Status::payload_too_large("request body larger than MAX_BODY_BYTES (" +
+                                           std::to_string(config_.max_body_bytes) + ")");
+    }
+    return body;
+  }
+
+  void produce(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto body = read_body(reader, res);
+    if (!body.ok()) return fail(res, body.status());
+    auto topic = required_name("topic", param(req, "topic"));
+    if (!topic.ok()) return fail(res, topic.status());
+    auto partition = optional_partition(param(req, "partition"));
+    if (!partition.ok()) return fail(res, partition.status());
+    auto parsed = parse_produce_body(*body);
+    if (!parsed.ok()) return fail(res, parsed.status());
+    auto result = broker_.produce(*topic, *partition, parsed->messages);
+    if (!result.ok()) return fail(res, result.status());
+    // Built by hand on the hot path; names and ids never need escaping.
+    std::string out;
+    const std::string head =
+        "\"topic\":\"" + *topic + "\",\"partition\":" + std::to_string(result->partition);
+    if (!parsed->batch) {
+      out = "{\"id\":\"" + result->ids[0] + "\"," + head +
+            ",\"offset\":" + std::to_string(result->first_offset) + "}";
+    } else {
+      out = "{" + head + ",\"ids\":[";
+      for (std::size_t i = 0; i < result->ids.size(); ++i) out += (i ? ",\"" : "\"") + result->ids[i] + "\"";
+      out += "],\"offsets\":[";
+      for (std::size_t i = 0; i < result->ids.size(); ++i) {
+        out += (i ? "," : "") + std::to_string(result->first_offset + i);
+      }
+      out += "]}";
+    }
+    send_json(res, 200, std::move(out));
+  }
+
+  // Resolves topic, partition and group from the query.
+  struct GroupTarget {
+    std::string topic;
+    std::uint32_t partition;
+    std::string group;
+  };
+  mq::Result<GroupTarget> group_target(const httplib::Request& req) {
+    auto topic = required_name("topic", param(req, "topic"));
+    if (!topic.ok()) return topic.status();
+    auto partition = required_partition(param(req, "partition"));
+    if (!partition.ok()) return partition.status();
+    auto group = required_name("group", param(req, "group"));
+    if (!group.ok()) return group.status();
+    return GroupTarget{*topic, *partition, *group};
+  }
+
+  // The per-stream state, shared by the content provider and its release callback.
+  struct Stream {
+    std::unique_ptr<mq::Subscription> subscription;
+    std::string topic;
+    Clock::time_point last_write;
+  };
+
+  void consume(const httplib::Request& req, httplib::Response& res) {
+    auto target = group_target(req);
+    if (!target.ok()) return fail(res, target.status());
+    auto options = subscribe_options(param(req, "visibility_timeout_ms"), param(req, "max_inflight"),
+                                     param(req, "from"));
+    if (!options.ok()) return fail(res, options.status());
+    auto subscription = broker_.subscribe(target->topic, target->partition, target->group, *options);
+    if (!subscription.ok()) return fail(res, subscription.status());
+    auto stream =
+        std::make_shared<Stream>(Stream{std::move(subscription.value()), target->topic, Clock::now()});
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");  // proxies must pass events on at once
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, stream](std::size_t, httplib::DataSink& sink) { return pump(*stream, sink); },
+        [stream](bool) { stream->subscription.reset(); });  // hands what it holds back to the group
+  }
+
+  // One turn of an event stream: deliver what is ready in one write, or a keepalive when idle.
+  bool pump(Stream& stream, httplib::DataSink& sink) {
+    if (stopping_) {
+      sink.done();
+      return true;
+    }
+    const auto heartbeat_due = stream.last_write + config_.heartbeat;
+    const auto now = Clock::now();
+    const auto wait =
+        std::min<Clock::duration>(kStreamPoll, heartbeat_due > now ? heartbeat_due - now : Clock::duration{});
+    auto deliveries = stream.subscription->next(kEventsPerWrite,
+                                                std::chrono::duration_cast<std::chrono::milliseconds>(wait));
+    if (!deliveries.ok()) {  // the broker is stopping: end the stream cleanly
+      sink.done();
+      return true;
+    }
+    if (!deliveries->empty()) {
+      std::string events;
+      for (const auto& d : *deliveries) append_event(events, stream.topic, d);
+      stream.last_write = Clock::now();
+      return sink.write(events.data(), events.size());  // every ready event in one write
+    }
+    if (!sink.is_writable())
+      return false;  // the client went away: the release callback ends the subscription
+    if (Clock::now() >= heartbeat_due) {
+      stream.last_write = Clock::now();
+      return sink.write(kKeepaliveEvent.data(), kKeepaliveEvent.size());
+    }
+    return true;
+  }
+
+  void ack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto body = read_body(reader, res);
+    if (!body.ok()) return fail(res, body.status());
+    auto target = group_target(req);
+    if (!target.ok()) return fail(res, target.status());
+    auto ids = parse_ack_body(*body);
+    if (!ids.ok()) return fail(res, ids.status());
+    auto acked = broker_.ack(target->topic, target->partition, target->group, *ids);
+    if (!acked.ok()) return fail(res, acked.status());
+    send_json(res, 200, "{\"acked\":" + std::to_string(*acked) + "}");
+  }
+
+  void nack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto body = read_body(reader, res);
+    if (!body.ok()) return fail(res, body.status());
+    auto target = group_target(req);
+    if (!target.ok()) return fail(res, target.status());
+    auto nack = parse_nack_body(*body);
+    if (!nack.ok()) return fail(res, nack.status());
+    auto status = broker_.nack(target->topic, target->partition, target->group, nack->id, nack->delay);
+    if (!status.ok()) return fail(res, status);
+    send_json(res, 200, R"({"ok":true})");
+  }
+
+  void touch(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto body = read_body(reader, res);
+    if (!body.ok()) return fail(res, body.status());
+    auto target = group_target(req);
+    if (!target.ok()) return fail(res, target.status());
+    auto id = parse_touch_body(*body);
+    if (!id.ok()) return fail(res, id.status());
+    auto status = broker_.touch(target->topic, target->partition, target->group, *id);
+    if (!status.ok()) return fail(res, status);
+    send_json(res, 200, R"({"ok":true})");
+  }
+
+  void topics(httplib::Response& res) {
     json topics = json::array();
     for (const mq::TopicInfo& topic : broker_.topics()) {
       topics.push_back({{"name", topic.name}, {"partitions", topic.partitions}, {"owned", topic.owned}});
@@ -63,17 +352,62 @@ class HttpServer::Impl {
     const mq::BrokerIdentity identity = broker_.config().broker;
     send_json(res, 200,
               json{{"broker", {{"index", identity.index}, {"count", identity.count}}},
-                   {"brokers", options_.broker_addrs},
-                   {"topics", topics}});
+                   {"brokers", config_.broker_addrs},
+                   {"topics", topics}}
+                  .dump());
   }
 
-  const ServerOptions options_;
+  void stats(const httplib::Request& req, httplib::Response& res) {
+    std::optional<std::string> topic;
+    if (req.has_param("topic")) {
+      auto name = required_name("topic", param(req, "topic"));
+      if (!name.ok()) return fail(res, name.status());
+      topic = *name;
+    }
+    auto all = broker_.stats(topic ? std::optional<std::string_view>(*topic) : std::nullopt);
+    if (!all.ok()) return fail(res, all.status());
+    json topics = json::array();
+    for (const auto& t : *all) {
+      json partitions = json::array();
+      for (const auto& p : t.partitions) {
+        json groups = json::array();
+        for (const auto& g : p.groups) {
+          groups.push_back({{"group", g.group},
+                            {"committed_offset", g.committed_offset},
+                            {"inflight", g.inflight},
+                            {"lag", g.lag},
+                            {"delivered", g.delivered},
+                            {"acked", g.acked},
+                            {"redelivered", g.redelivered},
+                            {"dead_lettered", g.dead_lettered}});
+        }
+        partitions.push_back({{"partition", p.partition},
+                              {"next_offset", p.next_offset},
+                              {"log_bytes", p.log_bytes},
+                              {"groups", groups}});
+      }
+      topics.push_back({{"name", t.name}, {"partitions", partitions}});
+    }
+    send_json(res, 200, json{{"topics", topics}}.dump());
+  }
+
+  void metrics(httplib::Response& res) {
+    auto all = broker_.stats();
+    if (!all.ok()) return fail(res, all.status());
+    res.status = 200;
+    res.set_content(prometheus_text(*all), "text/plain; version=0.0.4");
+  }
+
+  const DaemonConfig& config_;
   mq::Broker& broker_;
+  const std::shared_ptr<std::atomic<std::size_t>> open_connections_;
+  std::atomic<bool> stopping_{false};
+  socket_t listen_socket_ = -1;
   httplib::Server server_;
 };
 
-HttpServer::HttpServer(ServerOptions options, mq::Broker& broker)
-    : impl_(std::make_unique<Impl>(std::move(options), broker)) {}
+HttpServer::HttpServer(const DaemonConfig& config, mq::Broker& broker)
+    : impl_(std::make_unique<Impl>(config, broker)) {}
 HttpServer::~HttpServer() = default;
 bool HttpServer::run() { return impl_->run(); }
 void HttpServer::stop() { impl_->stop(); }

@@ -1,32 +1,26 @@
-// The HTTP binding of mqd: routes of the API contract onto the library. This first version serves
-// what the storage core can answer (GET /healthz, GET /topics); the rest of the contract follows.
+// The HTTP binding of mqd: every route of the API contract onto the Broker. Routes are thin: they
+// read the request, call the Broker, and write the answer; errors go through one table.
 #pragma once
 
 #include <memory>
-#include <string>
-#include <vector>
 
-#include "mq/mq.h"
+#include "daemon_config.h"
+#include "mq/broker.h"
 
 namespace mqd {
 
-struct ServerOptions {
-  std::string host = "0.0.0.0";           // listen address
-  int port = 8080;                        // PORT
-  std::vector<std::string> broker_addrs;  // BROKER_ADDRS, in index order
-};
-
-// Owns the listening server. run() blocks in the accept loop until stop() is called from another
-// thread. The broker must outlive the server.
+// Owns the listening server. run() blocks serving until stop() is called from another thread.
+// The broker must outlive the server.
 class HttpServer {
  public:
-  HttpServer(ServerOptions options, mq::Broker& broker);
+  HttpServer(const DaemonConfig& config, mq::Broker& broker);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and serves; false when the port cannot be bound.
+  // Binds and serves; false when the address cannot be bound.
   bool run();
+  // Ends open event streams, stops accepting, and makes run() return once connections are closed.
   void stop();
 
  private:

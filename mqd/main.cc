@@ -1,5 +1,7 @@
-// mqd: environment -> configuration, open the store and the topics, serve HTTP until SIGTERM/SIGINT.
+// mqd: environment -> configuration, open the broker, serve HTTP until SIGTERM/SIGINT, then end
+// the event streams, make what is pending durable and exit 0.
 #include <pthread.h>
+
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -7,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "daemon_config.h"
 #include "http_server.h"
 #include "mq/mq.h"
 
@@ -20,17 +23,6 @@ std::optional<std::string> getenv_lookup(std::string_view name) {
 int fail(const std::string& line) {
   std::fprintf(stderr, "mqd: %s\n", line.c_str());
   return 1;
-}
-
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (true) {
-    const auto comma = text.find(',', start);
-    parts.push_back(text.substr(start, comma - start));
-    if (comma == std::string::npos) return parts;
-    start = comma + 1;
-  }
 }
 
 const char* fsync_name(mq::FsyncMode mode) {
@@ -56,39 +48,18 @@ int main() {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  auto config = mq::config_from_env(getenv_lookup);
+  auto config = mqd::daemon_config_from_env(getenv_lookup);
   if (!config.ok()) return fail("invalid configuration: " + config.status().message());
-  mqd::ServerOptions server_options;
-  if (auto port = getenv_lookup("PORT")) {
-    char* end = nullptr;
-    const long value = std::strtol(port->c_str(), &end, 10);
-    if (port->empty() || *end != '\0' || value < 1 || value > 65535) {
-      return fail("invalid configuration: PORT='" + *port + "': expected a port number from 1 to 65535");
-    }
-    server_options.port = static_cast<int>(value);
-  }
-  if (auto addrs = getenv_lookup("BROKER_ADDRS"); addrs && !addrs->empty()) {
-    server_options.broker_addrs = split_commas(*addrs);
-    if (server_options.broker_addrs.size() != config->broker.count) {
-      return fail("invalid configuration: BROKER_ADDRS='" + *addrs + "': expected " +
-                  std::to_string(config->broker.count) + " addresses (BROKER_COUNT)");
-    }
-  }
-
-  const std::string data_dir = config->store.data_dir;
-  const mq::FsyncMode fsync = config->store.fsync;
-  const mq::BrokerIdentity identity = config->broker;
-  const std::size_t topic_count = config->topics.size();
-  auto broker = mq::Broker::open(std::move(config.value()));
+  auto broker = mq::Broker::open(config->library);
   if (!broker.ok()) {
-    // Every configuration-shaped refusal (a TOPICS entry that would orphan data, an unusable
-    // DATA_DIR) names its variable in the message.
+    // A TOPICS entry that would orphan data is a configuration error; so is an unusable DATA_DIR,
+    // whose message names it.
     const bool config_error = broker.status().code() == mq::ErrorCode::kInvalidArgument;
     return fail((config_error ? "invalid configuration: TOPICS: " : "cannot start: ") +
                 broker.status().message());
   }
 
-  mqd::HttpServer server(server_options, **broker);
+  mqd::HttpServer server(*config, **broker);
   // The signal thread keeps asking the server to stop until run() has returned: a signal that
   // arrives before the server has started listening must not be lost.
   std::mutex run_mutex;
@@ -99,16 +70,25 @@ int main() {
     sigwait(&stop_signals, &signal);
     std::unique_lock lock(run_mutex);
     if (!run_returned) std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
+    (*broker)->shutdown();  // open event streams end now
     while (!run_returned) {
       server.stop();
       run_cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return run_returned; });
     }
   });
-  std::fprintf(stderr, "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, FSYNC=%s, %zu topics\n",
-               server_options.host.c_str(), server_options.port, identity.index, identity.count,
-               data_dir.c_str(), fsync_name(fsync), topic_count);
+  const mq::Config& library = config->library;
+  std::string topics;
+  for (const auto& t : library.topics)
+    topics += (topics.empty() ? "" : ",") + t.name + ":" + std::to_string(t.partitions);
+  std::fprintf(stderr,
+               "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, TOPICS=%s, FSYNC=%s, "
+               "VISIBILITY_TIMEOUT_MS=%lld, MAX_DELIVERIES=%u, MAX_CONNECTIONS=%zu, auth %s\n",
+               config->host.c_str(), config->port, library.broker.index, library.broker.count,
+               library.store.data_dir.c_str(), topics.c_str(), fsync_name(library.store.fsync),
+               static_cast<long long>(library.groups.visibility_timeout.count()),
+               library.groups.max_deliveries, config->max_connections, config->auth_token ? "on" : "off");
   const bool served = server.run();
-  if (!served) std::fprintf(stderr, "mqd: cannot listen on port %d\n", server_options.port);
+  if (!served) std::fprintf(stderr, "mqd: cannot listen on %s:%d\n", config->host.c_str(), config->port);
   {
     std::lock_guard lock(run_mutex);
     run_returned = true;
@@ -116,8 +96,7 @@ int main() {
   run_cv.notify_all();
   if (!served) pthread_kill(signal_waiter.native_handle(), SIGTERM);  // end the waiter's sigwait
   signal_waiter.join();
-  (*broker)->shutdown();
-  broker->reset();  // syncs every partition
+  broker->reset();  // syncs every partition and acknowledgement log
   std::fprintf(stderr, "mqd: stopped\n");
   return served ? 0 : 1;
 }

@@ -1,0 +1,78 @@
+#include "daemon_config.h"
+
+#include <charconv>
+
+namespace mqd {
+namespace {
+
+mq::Status bad(std::string_view name, std::string_view value, std::string_view why) {
+  return mq::Status::invalid_argument(std::string(name) + "='" + std::string(value) +
+                                      "': " + std::string(why));
+}
+
+// Reads `name` as a whole number in [min, max] into `out` when it is set.
+mq::Status read_number(const mq::EnvLookup& lookup, std::string_view name, std::uint64_t min,
+                       std::uint64_t max, std::uint64_t& out) {
+  auto value = lookup(name);
+  if (!value) return {};
+  std::uint64_t number = 0;
+  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), number);
+  if (value->empty() || ec != std::errc() || end != value->data() + value->size() || number < min ||
+      number > max) {
+    return bad(name, *value,
+               "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  out = number;
+  return {};
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    const auto comma = text.find(',', start);
+    parts.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return parts;
+    start = comma + 1;
+  }
+}
+
+}  // namespace
+
+mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
+  auto library = mq::config_from_env(lookup);
+  if (!library.ok()) return library.status();
+  DaemonConfig config;
+  config.library = std::move(library.value());
+
+  std::uint64_t port = static_cast<std::uint64_t>(config.port);
+  if (auto s = read_number(lookup, "PORT", 1, 65535, port); !s.ok()) return s;
+  config.port = static_cast<int>(port);
+  std::uint64_t max_body = config.max_body_bytes;
+  if (auto s = read_number(lookup, "MAX_BODY_BYTES", 1, 1ull << 32, max_body); !s.ok()) return s;
+  config.max_body_bytes = static_cast<std::size_t>(max_body);
+  std::uint64_t max_connections = config.max_connections;
+  if (auto s = read_number(lookup, "MAX_CONNECTIONS", 1, 100000, max_connections); !s.ok()) return s;
+  config.max_connections = static_cast<std::size_t>(max_connections);
+  std::uint64_t heartbeat = static_cast<std::uint64_t>(config.heartbeat.count());
+  if (auto s = read_number(lookup, "HEARTBEAT_MS", 1, 3'600'000, heartbeat); !s.ok()) return s;
+  config.heartbeat = std::chrono::milliseconds(heartbeat);
+
+  if (auto token = lookup("AUTH_TOKEN"); token && !token->empty()) config.auth_token = *token;
+  if (auto addrs = lookup("BROKER_ADDRS"); addrs && !addrs->empty()) {
+    config.broker_addrs = split_commas(*addrs);
+    if (config.broker_addrs.size() != config.library.broker.count) {
+      return bad("BROKER_ADDRS", *addrs,
+                 "expected " + std::to_string(config.library.broker.count) + " addresses (BROKER_COUNT)");
+    }
+    for (auto& addr : config.broker_addrs) {
+      if (!addr.starts_with("http://") && !addr.starts_with("https://")) {
+        return bad("BROKER_ADDRS", *addrs, "each address must be a base URL such as http://host:8080");
+      }
+      while (addr.ends_with('/')) addr.pop_back();
+    }
+  }
+  return config;
+}
+
+}  // namespace mqd

@@ -1,0 +1,20 @@
+// The one table from the library's error codes to HTTP statuses, and the JSON error body.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mq/status.h"
+
+namespace mqd {
+
+// The HTTP status for `code`: invalid 400, not found 404, conflict 409, too large 413, not owned
+// 421, shutting down 503, corruption and I/O 500.
+int http_status_of(mq::ErrorCode code);
+
+// {"error": <message>} plus, for kNotOwned, "owner" and (when `broker_addrs` is known) "owner_url".
+std::string error_json(const mq::Status& status, const std::vector<std::string>& broker_addrs);
+// {"error": <reason>} for errors of the HTTP layer itself (401, 405, 413 while reading, 503 at the cap).
+std::string error_json(const std::string& reason);
+
+}  // namespace mqd

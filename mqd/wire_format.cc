@@ -1,0 +1,86 @@
+#include "wire_format.h"
+
+#include <nlohmann/json.hpp>
+
+namespace mqd {
+
+void append_event(std::string& out, std::string_view topic, const mq::Delivery& delivery) {
+  out += "id: ";
+  out += delivery.id;
+  out += "\ndata: {\"id\":\"";
+  out += delivery.id;  // ids are digits and a dash: nothing to escape
+  out += "\",\"topic\":";
+  out += nlohmann::json(std::string(topic)).dump();
+  out += ",\"partition\":";
+  out += std::to_string(delivery.partition);
+  out += ",\"delivery\":";
+  out += std::to_string(delivery.delivery);
+  out += ',';
+  out.append(delivery.record, 1, std::string::npos);  // the record without its opening brace
+  out += "\n\n";
+}
+
+namespace {
+
+void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+// Topic and group names match [A-Za-z0-9._-]: label values need no escaping.
+void sample(std::string& out, std::string_view name, const mq::TopicStats& topic, std::uint32_t partition,
+            const std::string* group, std::uint64_t value) {
+  out += name;
+  out += "{topic=\"" + topic.name + "\",partition=\"" + std::to_string(partition) + "\"";
+  if (group) out += ",group=\"" + *group + "\"";
+  out += "} " + std::to_string(value) + "\n";
+}
+
+}  // namespace
+
+std::string prometheus_text(const std::vector<mq::TopicStats>& stats) {
+  std::string out;
+  family(out, "mq_produced_total", "counter", "Messages appended to the partition.");
+  for (const auto& t : stats) {
+    for (const auto& p : t.partitions)
+      sample(out, "mq_produced_total", t, p.partition, nullptr, p.next_offset);
+  }
+  family(out, "mq_log_bytes", "gauge", "Size of the partition's log on disk.");
+  for (const auto& t : stats) {
+    for (const auto& p : t.partitions) sample(out, "mq_log_bytes", t, p.partition, nullptr, p.log_bytes);
+  }
+  struct GroupMetric {
+    std::string_view name, type, help;
+    std::uint64_t mq::GroupStats::*field;
+  };
+  static constexpr GroupMetric kGroupMetrics[] = {
+      {"mq_delivered_total", "counter", "Deliveries to consumers, redeliveries included.",
+       &mq::GroupStats::delivered},
+      {"mq_acked_total", "counter", "Messages acknowledged.", &mq::GroupStats::acked},
+      {"mq_redelivered_total", "counter", "Deliveries after the first.", &mq::GroupStats::redelivered},
+      {"mq_dead_lettered_total", "counter", "Messages moved to the dead-letter topic.",
+       &mq::GroupStats::dead_lettered},
+      {"mq_inflight", "gauge", "Messages delivered and not yet acknowledged.", &mq::GroupStats::inflight},
+      {"mq_lag", "gauge", "Next offset minus committed offset.", &mq::GroupStats::lag},
+      {"mq_committed_offset", "gauge", "First offset not yet acknowledged.",
+       &mq::GroupStats::committed_offset},
+  };
+  for (const auto& metric : kGroupMetrics) {
+    family(out, metric.name, metric.type, metric.help);
+    for (const auto& t : stats) {
+      for (const auto& p : t.partitions) {
+        for (const auto& g : p.groups) sample(out, metric.name, t, p.partition, &g.group, g.*metric.field);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace mqd

@@ -1,0 +1,24 @@
+// What mqd writes that is not plain JSON: Server-Sent Events and the Prometheus exposition.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/broker.h"
+
+namespace mqd {
+
+// The comment line sent on an idle stream every HEARTBEAT_MS.
+inline constexpr std::string_view kKeepaliveEvent = ": keepalive\n\n";
+
+// Appends one event for `delivery` of `topic`:
+//   id: <id>
+//   data: {"id":"<id>","topic":"T","partition":P,"delivery":D,<the stored record's fields>}
+// The stored line is spliced in as it is, never re-serialised.
+void append_event(std::string& out, std::string_view topic, const mq::Delivery& delivery);
+
+// Prometheus text exposition format 0.0.4 of `stats`.
+std::string prometheus_text(const std::vector<mq::TopicStats>& stats);
+
+}  // namespace mqd
