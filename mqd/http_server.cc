@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "connection_pool.h"
@@ -186,28 +187,36 @@ class HttpServer::Impl {
     send_json(res, http_status_of(status.code()), error_json(status, config_.broker_addrs));
   }
 
-  // Reads the body, refusing it with 413 as soon as it passes MAX_BODY_BYTES (chunked ones too).
-  mq::Result<std::string> read_body(const httplib::ContentReader& reader, httplib::Response& res) {
+  // Reads the body, refusing it with 413 before reading when its declared length is too large, and
+  // as soon as it passes MAX_BODY_BYTES while reading (chunked bodies declare no length).
+  mq::Result<std::string> read_body(const httplib::Request& req, const httplib::ContentReader& reader,
+                                    httplib::Response& res) {
+    const auto too_large = [&] {
+      res.set_header("Connection", "close");  // the rest of the body is still on the wire
+      return mq::Status::payload_too_large("request body larger than MAX_BODY_BYTES (" +
+                                           std::to_string(config_.max_body_bytes) + ")");
+    };
+    if (req.has_header("Content-Length") &&
+        std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > config_.max_body_bytes) {
+      return too_large();
+    }
     std::string body;
-    bool too_large = false;
-    reader([&](const char* data, std::size_t length) {
+    bool overflow = false;
+    const bool complete = reader([&](const char* data, std::size_t length) {
       if (body.size() + length > config_.max_body_bytes) {
-        too_large = true;
+        overflow = true;
         return false;
       }
       body.append(data, length);
       return true;
     });
-    if (too_large) {
-      res.set_header("Connection", "close");  // the rest of the body is still on the wire
-      return mq::Status::payload_too_large("request body larger than MAX_BODY_BYTES (" +
-                                           std::to_string(config_.max_body_bytes) + ")");
-    }
+    if (overflow) return too_large();
+    if (!complete) return mq::Status::invalid_argument("the request body could not be read completely");
     return body;
   }
 
   void produce(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(reader, res);
+    auto body = read_body(req, reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto topic = required_name("topic", param(req, "topic"));
     if (!topic.ok()) return fail(res, topic.status());
@@ -309,7 +318,7 @@ class HttpServer::Impl {
   }
 
   void ack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(reader, res);
+    auto body = read_body(req, reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
@@ -321,7 +330,7 @@ class HttpServer::Impl {
   }
 
   void nack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(reader, res);
+    auto body = read_body(req, reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
@@ -333,7 +342,7 @@ class HttpServer::Impl {
   }
 
   void touch(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(reader, res);
+    auto body = read_body(req, reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
