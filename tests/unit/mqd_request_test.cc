@@ -1,0 +1,152 @@
+// mqd's parsing and formatting without a server: request bodies, query parameters, the error table,
+// Server-Sent Events and the Prometheus text, and the daemon's configuration.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "daemon_config.h"
+#include "error_responses.h"
+#include "request_parsing.h"
+#include "wire_format.h"
+
+using namespace mqd;
+using nlohmann::json;
+
+TEST_CASE("ProduceBodiesInBothFormsKeepPayloadsAsProduced") {
+  auto single = parse_produce_body(
+      R"({ "key" : "k", "payload" : { "n" : 1.50, "big": 123456789012345678901234567890 } })");
+  REQUIRE(single.ok());
+  CHECK_FALSE(single->batch);
+  REQUIRE(single->messages.size() == 1);
+  CHECK(single->messages[0].payload.json() == R"({"n":1.50,"big":123456789012345678901234567890})");
+  CHECK(single->messages[0].key == "k");
+  auto batch = parse_produce_body(
+      R"({"messages": [{"payload": null}, {"payload": "s", "key": null}, {"payload": [1]}]})");
+  REQUIRE(batch.ok());
+  CHECK(batch->batch);
+  REQUIRE(batch->messages.size() == 3);
+  CHECK(batch->messages[0].payload.json() == "null");
+  CHECK_FALSE(batch->messages[1].key.has_value());
+  for (const char* bad :
+       {"", "{", "[]", "1", R"({"key":"k"})", R"({"payload":1,"key":2})", R"({"messages":{}})",
+        R"({"messages":[]})", R"({"messages":[{"key":"k"}]})", R"({"payload":1} trailing)"}) {
+    CAPTURE(bad);
+    auto parsed = parse_produce_body(bad);
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.status().code() == mq::ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("AckNackAndTouchBodies") {
+  CHECK(*parse_ack_body(R"({"id":"0-1"})") == std::vector<std::string>{"0-1"});
+  CHECK(*parse_ack_body(R"({"ids":["0-1","0-2"]})") == std::vector<std::string>{"0-1", "0-2"});
+  for (const char* bad :
+       {"{}", R"({"id":1})", R"({"ids":[]})", R"({"ids":[1]})", R"({"ids":"0-1"})", "[", ""}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_ack_body(bad).ok());
+  }
+  auto nack = parse_nack_body(R"({"id":"0-1","delay_ms":250})");
+  REQUIRE(nack.ok());
+  CHECK(nack->delay == std::chrono::milliseconds(250));
+  CHECK(parse_nack_body(R"({"id":"0-1"})")->delay == std::chrono::milliseconds(0));
+  CHECK_FALSE(parse_nack_body(R"({"id":"0-1","delay_ms":-1})").ok());
+  CHECK_FALSE(parse_nack_body(R"({"id":"0-1","delay_ms":"soon"})").ok());
+  CHECK(*parse_touch_body(R"({"id":"3-9"})") == "3-9");
+}
+
+TEST_CASE("QueryParameters") {
+  CHECK(*required_name("topic", std::string("events")) == "events");
+  CHECK_FALSE(required_name("topic", std::nullopt).ok());
+  CHECK_FALSE(required_name("group", std::string("")).ok());
+  CHECK_FALSE(required_name("group", std::string("../x")).ok());
+  CHECK(**optional_partition(std::string("7")) == 7u);
+  CHECK_FALSE(optional_partition(std::nullopt)->has_value());
+  for (const char* bad : {"-1", "abc", "1.5", "", " 1", "99999999999"})
+    CHECK_FALSE(optional_partition(std::string(bad)).ok());
+  auto options = subscribe_options(std::string("1500"), std::string("7"), std::string("latest"));
+  REQUIRE(options.ok());
+  CHECK(options->visibility_timeout == std::chrono::milliseconds(1500));
+  CHECK(options->max_inflight == 7u);
+  CHECK(options->from == mq::StartPosition::kLatest);
+  CHECK_FALSE(subscribe_options(std::string("0"), std::nullopt, std::nullopt).ok());
+  CHECK_FALSE(subscribe_options(std::nullopt, std::string("0"), std::nullopt).ok());
+  CHECK_FALSE(subscribe_options(std::nullopt, std::nullopt, std::string("now")).ok());
+}
+
+TEST_CASE("EveryLibraryErrorHasOneStatusAndNotOwnedNamesItsOwner") {
+  CHECK(http_status_of(mq::ErrorCode::kInvalidArgument) == 400);
+  CHECK(http_status_of(mq::ErrorCode::kNotFound) == 404);
+  CHECK(http_status_of(mq::ErrorCode::kConflict) == 409);
+  CHECK(http_status_of(mq::ErrorCode::kPayloadTooLarge) == 413);
+  CHECK(http_status_of(mq::ErrorCode::kNotOwned) == 421);
+  CHECK(http_status_of(mq::ErrorCode::kShuttingDown) == 503);
+  CHECK(http_status_of(mq::ErrorCode::kIOError) == 500);
+  const auto body =
+      json::parse(error_json(mq::Status::not_owned("owned by 1", 1), {"http://a:1", "http://b:2"}));
+  CHECK(body == json{{"error", "owned by 1"}, {"owner", 1}, {"owner_url", "http://b:2"}});
+  CHECK(json::parse(error_json(mq::Status::not_owned("x", 1), {})) == json{{"error", "x"}, {"owner", 1}});
+}
+
+TEST_CASE("AnEventSplicesTheDeliveryFieldsInFrontOfTheStoredRecord") {
+  mq::Delivery d{"2-7", 2, 7, 3, R"({"offset":7,"timestamp":5,"key":"k","payload":{"a":[1,2]}})"};
+  std::string out;
+  append_event(out, "events", d);
+  REQUIRE(out.starts_with("id: 2-7\ndata: "));
+  REQUIRE(out.ends_with("\n\n"));
+  const auto data = json::parse(out.substr(out.find("data: ") + 6));
+  CHECK(data ==
+        json::parse(R"({"id":"2-7","topic":"events","partition":2,"delivery":3,"offset":7,"timestamp":5,
+                                 "key":"k","payload":{"a":[1,2]}})"));
+}
+
+TEST_CASE("PrometheusTextHasEveryFamilyWithLabels") {
+  mq::TopicStats topic{"events", {{0, 12, 345, {{"g", 10, 1, 2, 11, 10, 1, 0}}}}};
+  const std::string text = prometheus_text({topic});
+  CHECK(text.find(
+            "# TYPE mq_produced_total counter\nmq_produced_total{topic=\"events\",partition=\"0\"} 12\n") !=
+        std::string::npos);
+  CHECK(text.find("mq_delivered_total{topic=\"events\",partition=\"0\",group=\"g\"} 11\n") !=
+        std::string::npos);
+  CHECK(text.find("mq_lag{topic=\"events\",partition=\"0\",group=\"g\"} 2\n") != std::string::npos);
+  CHECK(text.find("mq_inflight{topic=\"events\",partition=\"0\",group=\"g\"} 1\n") != std::string::npos);
+  CHECK(text.find("# TYPE mq_dead_lettered_total counter") != std::string::npos);
+}
+
+TEST_CASE("DaemonConfigurationReadsEveryVariableAndNamesBadOnes") {
+  std::map<std::string, std::string, std::less<>> vars = {{"PORT", "9000"},
+                                                          {"MAX_BODY_BYTES", "2048"},
+                                                          {"MAX_CONNECTIONS", "8"},
+                                                          {"AUTH_TOKEN", "t"},
+                                                          {"HEARTBEAT_MS", "500"},
+                                                          {"BROKER_COUNT", "2"},
+                                                          {"BROKER_ADDRS", "http://a:1/,http://b:2"}};
+  auto lookup = [&](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    return it == vars.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  auto config = daemon_config_from_env(lookup);
+  REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+  CHECK(config->port == 9000);
+  CHECK(config->max_body_bytes == 2048u);
+  CHECK(config->max_connections == 8u);
+  CHECK(config->auth_token == "t");
+  CHECK(config->heartbeat == std::chrono::milliseconds(500));
+  CHECK(config->broker_addrs == std::vector<std::string>{"http://a:1", "http://b:2"});
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, std::string>>{{"PORT", "0"},
+                                                        {"PORT", "http"},
+                                                        {"MAX_CONNECTIONS", "0"},
+                                                        {"HEARTBEAT_MS", "x"},
+                                                        {"BROKER_ADDRS", "http://only-one:1"},
+                                                        {"BROKER_ADDRS", "a:1,b:2"},
+                                                        {"MAX_BODY_BYTES", "-5"}}) {
+    CAPTURE(name);
+    auto saved = vars;
+    vars[name] = value;
+    auto bad = daemon_config_from_env(lookup);
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.status().message().find(name) != std::string::npos);
+    vars = saved;
+  }
+}
