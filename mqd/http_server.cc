@@ -317,40 +317,46 @@ class HttpServer::Impl {
     return true;
   }
 
-  void ack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+  // The shape of /ack, /nack and /touch: read the body, resolve (topic, partition, group), parse
+  // the body with `parse`, then `act` on the broker, which answers the JSON of a 200 or an error.
+  template <typename Parse, typename Act>
+  void group_call(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                  Parse parse, Act act) {
     auto body = read_body(req, reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
-    auto ids = parse_ack_body(*body);
-    if (!ids.ok()) return fail(res, ids.status());
-    auto acked = broker_.ack(target->topic, target->partition, target->group, *ids);
-    if (!acked.ok()) return fail(res, acked.status());
-    send_json(res, 200, "{\"acked\":" + std::to_string(*acked) + "}");
+    auto parsed = parse(*body);
+    if (!parsed.ok()) return fail(res, parsed.status());
+    mq::Result<std::string> answer = act(*target, *parsed);
+    if (!answer.ok()) return fail(res, answer.status());
+    send_json(res, 200, std::move(answer.value()));
+  }
+
+  static mq::Result<std::string> ok_or(const mq::Status& status) {
+    if (!status.ok()) return status;
+    return std::string(R"({"ok":true})");
+  }
+
+  void ack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    group_call(req, res, reader, parse_ack_body,
+               [this](const GroupTarget& t, const std::vector<std::string>& ids) -> mq::Result<std::string> {
+                 auto acked = broker_.ack(t.topic, t.partition, t.group, ids);
+                 if (!acked.ok()) return acked.status();
+                 return "{\"acked\":" + std::to_string(*acked) + "}";
+               });
   }
 
   void nack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(req, reader, res);
-    if (!body.ok()) return fail(res, body.status());
-    auto target = group_target(req);
-    if (!target.ok()) return fail(res, target.status());
-    auto nack = parse_nack_body(*body);
-    if (!nack.ok()) return fail(res, nack.status());
-    auto status = broker_.nack(target->topic, target->partition, target->group, nack->id, nack->delay);
-    if (!status.ok()) return fail(res, status);
-    send_json(res, 200, R"({"ok":true})");
+    group_call(req, res, reader, parse_nack_body, [this](const GroupTarget& t, const NackBody& nack) {
+      return ok_or(broker_.nack(t.topic, t.partition, t.group, nack.id, nack.delay));
+    });
   }
 
   void touch(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(req, reader, res);
-    if (!body.ok()) return fail(res, body.status());
-    auto target = group_target(req);
-    if (!target.ok()) return fail(res, target.status());
-    auto id = parse_touch_body(*body);
-    if (!id.ok()) return fail(res, id.status());
-    auto status = broker_.touch(target->topic, target->partition, target->group, *id);
-    if (!status.ok()) return fail(res, status);
-    send_json(res, 200, R"({"ok":true})");
+    group_call(req, res, reader, parse_touch_body, [this](const GroupTarget& t, const std::string& id) {
+      return ok_or(broker_.touch(t.topic, t.partition, t.group, id));
+    });
   }
 
   void topics(httplib::Response& res) {

@@ -1,0 +1,975 @@
+// http_bench: mqd's HTTP throughput beside the ceiling of the HTTP framework it is built on, in one run.
+//
+//   http_bench [--seconds S] [--repeat R] [--events N] [--mqd PATH] [--dir PATH]
+//
+// The load generator is in this program: one thread per keep-alive connection, each with its own
+// httplib::Client (TCP_NODELAY), timing every request with steady_clock. Cases:
+//   1. single-message POST /produce (100-byte payload) from 64 connections against
+//      - a trivial cpp-httplib server in this process that answers a fixed JSON body, tuned exactly as
+//        mqd tunes its server (TCP_NODELAY, keep-alive count 1e6, mqd::ConnectionPool, backlog 4096):
+//        the framework's ceiling;
+//      - a real mqd (spawned) with FSYNC=never, then FSYNC=always;
+//   2. batch POST /produce (100 messages of 100 bytes) from 4 connections against mqd, FSYNC never/always;
+//   3. SSE delivery: N messages pre-produced, then 1 consumer (one partition) and 16 consumers (8
+//      partitions, 2 per partition) stream GET /consume and acknowledge in batches with POST /ack.
+// Every answer is checked (status and body); mqd's own /stats must agree with the count of 200 answers.
+// Any failure is printed as a FAIL line and makes the exit status 1. Results go to stdout, progress to
+// stderr. Every number is the median over --repeat runs.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "bench_support.h"
+#include "connection_pool.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace stdfs = std::filesystem;
+using namespace mq::bench;
+
+constexpr int kConnections = 64;
+constexpr int kBatchConnections = 4;
+constexpr std::size_t kBatchMessages = 100;
+constexpr std::size_t kPayloadBytes = 100;
+constexpr std::chrono::milliseconds kWarmup{500};
+constexpr int kPartitions = 8;
+constexpr int kStreamConsumers = 16;
+constexpr std::size_t kPreproduceBatch = 1000;
+constexpr int kPreproduceThreads = 2;
+constexpr int kMaxInflight = 10000;
+constexpr double kTargetNever = 0.85;
+constexpr double kTargetAlways = 0.50;
+// A stream run in which nothing is acknowledged for this long is declared stuck.
+constexpr std::chrono::seconds kStallLimit{30};
+// mqd::ConnectionPool's limit in the trivial server: mqd's default MAX_CONNECTIONS plus its spare threads.
+constexpr std::size_t kTrivialMaxThreads = 1024 + 16;
+constexpr std::string_view kTopic = "events";
+constexpr std::string_view kGroup = "bench";
+// What the trivial handler answers: the shape of mqd's single-message answer.
+constexpr std::string_view kTrivialAnswer = R"({"id":"0-0","topic":"events","partition":0,"offset":0})";
+
+constexpr std::string_view kUsage =
+    "usage: http_bench [--seconds S] [--repeat R] [--events N] [--mqd PATH] [--dir PATH]\n"
+    "  --seconds S   measured seconds of every produce case, after a 0.5 s warm-up (default 3)\n"
+    "  --repeat R    runs of every case; the median of each column is reported (default 3)\n"
+    "  --events N    messages pre-produced for each SSE delivery case (default 200000)\n"
+    "  --mqd PATH    the mqd program (default: ../../mqd/mqd relative to this program, i.e.\n"
+    "                build/main/mqd/mqd beside build/main/tests/bench/http_bench)\n"
+    "  --dir PATH    where mqd's data goes; a fresh http_bench.XXXXXX directory is made inside it\n"
+    "                and removed at the end (default: $TMPDIR or /tmp)\n"
+    "All traffic goes to 127.0.0.1. The client threads share the machine's cores with the server.\n";
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+struct BenchOptions : CommonOptions {
+  double seconds = 3;
+  int repeat = 3;
+  std::uint64_t events = 200000;
+  std::string mqd;
+};
+
+BenchOptions parse_options(int argc, char** argv) {
+  BenchOptions options;
+  parse_flags(argc, argv, options,
+              {number_flag("--seconds", options.seconds), number_flag("--repeat", options.repeat),
+               number_flag("--events", options.events),
+               Flag{"--mqd", [&options](std::string_view value) { options.mqd = std::string(value); }}});
+  if (!(options.seconds > 0)) throw UsageError("--seconds must be more than 0");
+  if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
+  if (options.events < static_cast<std::uint64_t>(kStreamConsumers)) {
+    throw UsageError("--events must be at least " + std::to_string(kStreamConsumers));
+  }
+  return options;
+}
+
+// mqd beside this program's build tree: build/main/tests/bench/http_bench -> build/main/mqd/mqd.
+std::string default_mqd_path() {
+  std::error_code error;
+  const stdfs::path self = stdfs::read_symlink("/proc/self/exe", error);
+  if (error) throw std::runtime_error("cannot read /proc/self/exe to find mqd; pass --mqd PATH");
+  return (self.parent_path() / ".." / ".." / "mqd" / "mqd").lexically_normal().string();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures: every one is counted and printed, never dropped.
+
+class FailureLog {
+ public:
+  void add(const std::string& where, const std::string& what, std::uint64_t count = 1) {
+    if (count == 0) return;
+    std::lock_guard lock(mutex_);
+    std::fprintf(stderr, "  FAIL %s: %s (x%llu)\n", where.c_str(), what.c_str(),
+                 static_cast<unsigned long long>(count));
+    counts_[where + ": " + what] += count;
+  }
+  std::uint64_t total() const {
+    std::lock_guard lock(mutex_);
+    std::uint64_t sum = 0;
+    for (const auto& [line, count] : counts_) sum += count;
+    return sum;
+  }
+  void print() const {
+    std::lock_guard lock(mutex_);
+    for (const auto& [line, count] : counts_) {
+      std::printf("FAIL %s  (x%llu over all runs)\n", line.c_str(), static_cast<unsigned long long>(count));
+    }
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::uint64_t> counts_;  // GUARDED_BY(mutex_)
+};
+
+// Checks that passed, so that the output says what was verified.
+struct CheckTally {
+  std::atomic<int> passed{0};
+  std::atomic<int> failed{0};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+
+// A JSON object of exactly kPayloadBytes bytes.
+std::string payload_json() {
+  std::string json = "{\"pad\":\"";
+  json.append(kPayloadBytes - json.size() - 2, 'x');
+  json += "\"}";
+  return json;
+}
+
+std::string single_body() { return "{\"payload\":" + payload_json() + "}"; }
+
+std::string batch_body(std::size_t messages) {
+  const std::string one = "{\"payload\":" + payload_json() + "}";
+  std::string body = "{\"messages\":[";
+  for (std::size_t i = 0; i < messages; ++i) body += (i == 0 ? "" : ",") + one;
+  body += "]}";
+  return body;
+}
+
+std::string produce_target(int partition) {
+  return "/produce?topic=" + std::string(kTopic) + "&partition=" + std::to_string(partition);
+}
+
+std::string group_query(int partition) {
+  return "topic=" + std::string(kTopic) + "&partition=" + std::to_string(partition) +
+         "&group=" + std::string(kGroup);
+}
+
+// The number after `"field":` in `json`, or nullopt.
+std::optional<std::uint64_t> number_field(std::string_view json, std::string_view field) {
+  const std::string key = "\"" + std::string(field) + "\":";
+  const std::size_t at = json.find(key);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::uint64_t value = 0;
+  const char* begin = json.data() + at + key.size();
+  const auto [end, ec] = std::from_chars(begin, json.data() + json.size(), value);
+  if (ec != std::errc() || end == begin) return std::nullopt;
+  return value;
+}
+
+std::unique_ptr<httplib::Client> make_client(int port) {
+  auto client = std::make_unique<httplib::Client>("127.0.0.1", port);
+  client->set_keep_alive(true);
+  client->set_tcp_nodelay(true);
+  client->set_connection_timeout(std::chrono::seconds(5));
+  client->set_read_timeout(std::chrono::seconds(60));
+  client->set_write_timeout(std::chrono::seconds(60));
+  return client;
+}
+
+// What was wrong with an answer, or nullopt for a 200 whose body contains `expect`.
+std::optional<std::string> answer_problem(const httplib::Result& result, std::string_view expect) {
+  if (!result) return "transport error: " + httplib::to_string(result.error());
+  if (result->status != 200) {
+    return "HTTP " + std::to_string(result->status) + " " + result->body.substr(0, 120);
+  }
+  if (result->body.find(expect) == std::string::npos) {
+    return "200 without " + std::string(expect) + " in its body: " + result->body.substr(0, 120);
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+// A port that was free a moment ago (bound to 0, read back, closed).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw errno_error("socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+    const auto error = errno_error("bind/getsockname 127.0.0.1:0");
+    ::close(fd);
+    throw error;
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool port_accepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// The framework's ceiling: cpp-httplib tuned as mqd/http_server.cc tunes it (tune() and run()), with a
+// handler that does nothing but answer.
+class TrivialServer {
+ public:
+  TrivialServer() : open_connections_(std::make_shared<std::atomic<std::size_t>>(0)) {
+    server_.set_tcp_nodelay(true);
+    server_.set_keep_alive_max_count(1'000'000);
+    server_.set_socket_options([this](socket_t socket) {
+      int yes = 1;
+      ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_socket_ = socket;  // only the listening socket passes through here
+    });
+    server_.new_task_queue = [this] {
+      return new mqd::ConnectionPool(kTrivialMaxThreads, open_connections_);
+    };
+    server_.Post("/produce", [](const httplib::Request&, httplib::Response& res) {
+      res.status = 200;
+      res.set_content(std::string(kTrivialAnswer), "application/json");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    if (port_ < 0 || listen_socket_ < 0) throw std::runtime_error("trivial server: cannot bind 127.0.0.1");
+    if (::listen(listen_socket_, 4096) != 0) throw errno_error("listen (backlog 4096)");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~TrivialServer() {
+    server_.stop();
+    thread_.join();
+  }
+  TrivialServer(const TrivialServer&) = delete;
+  TrivialServer& operator=(const TrivialServer&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  std::shared_ptr<std::atomic<std::size_t>> open_connections_;
+  socket_t listen_socket_ = -1;
+  httplib::Server server_;
+  int port_ = -1;
+  std::thread thread_;
+};
+
+// A real mqd, spawned with its configuration in the environment, stopped with SIGTERM.
+class MqdProcess {
+ public:
+  MqdProcess(const std::string& program, std::string data_dir, const std::string& log_path,
+             std::string_view fsync, FailureLog& failures)
+      : port_(free_port()),
+        data_dir_(std::move(data_dir)),
+        log_path_(log_path),
+        label_("mqd FSYNC=" + std::string(fsync)),
+        failures_(failures) {
+    std::vector<std::string> strings = {"PORT=" + std::to_string(port_), "DATA_DIR=" + data_dir_,
+                                        "TOPICS=" + std::string(kTopic) + ":" + std::to_string(kPartitions),
+                                        "FSYNC=" + std::string(fsync)};
+    std::vector<char*> envp;
+    for (auto& s : strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    std::string argv0 = program;
+    char* argv[] = {argv0.data(), nullptr};
+    const int spawned = ::posix_spawn(&pid_, program.c_str(), &actions, nullptr, argv, envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) {
+      throw std::system_error(spawned, std::generic_category(), "posix_spawn " + program);
+    }
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (!port_accepts(port_)) {
+      if (exited() || Clock::now() > deadline) {
+        throw std::runtime_error(label_ + " did not start listening on 127.0.0.1:" + std::to_string(port_) +
+                                 "; its stderr:\n" + log_tail());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a port: no event to await
+    }
+  }
+  ~MqdProcess() {
+    if (!status_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ignored;
+    stdfs::remove_all(data_dir_, ignored);
+  }
+  MqdProcess(const MqdProcess&) = delete;
+  MqdProcess& operator=(const MqdProcess&) = delete;
+
+  int port() const { return port_; }
+  const std::string& label() const { return label_; }
+
+  // SIGTERM, then waits (bounded) for a clean exit; anything else is a failure.
+  void stop() {
+    ::kill(pid_, SIGTERM);
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (!exited() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!status_) {
+      failures_.add(label_, "did not exit within 20 s of SIGTERM");
+    } else if (!WIFEXITED(*status_) || WEXITSTATUS(*status_) != 0) {
+      failures_.add(label_,
+                    "exit status " + std::to_string(*status_) + " after SIGTERM; stderr:\n" + log_tail());
+    }
+  }
+
+ private:
+  bool exited() {
+    if (status_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
+    return status_.has_value();
+  }
+  std::string log_tail() const {
+    std::ifstream in(log_path_);
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string all = text.str();
+    return all.size() > 2000 ? all.substr(all.size() - 2000) : all;
+  }
+
+  int port_;
+  std::string data_dir_;
+  std::string log_path_;
+  std::string label_;
+  FailureLog& failures_;
+  pid_t pid_ = 0;
+  std::optional<int> status_;
+};
+
+// mqd's /stats for the topic, parsed.
+nlohmann::json mqd_stats(int port) {
+  httplib::Client client("127.0.0.1", port);
+  auto result = client.Get("/stats?topic=" + std::string(kTopic));
+  if (!result || result->status != 200) throw std::runtime_error("GET /stats failed");
+  return nlohmann::json::parse(result->body);
+}
+
+std::uint64_t produced_messages(int port) {
+  std::uint64_t sum = 0;
+  const nlohmann::json stats = mqd_stats(port);  // kept alive: the loop reads inside it
+  for (const auto& partition : stats.at("topics").at(0).at("partitions")) {
+    sum += partition.at("next_offset").get<std::uint64_t>();
+  }
+  return sum;
+}
+
+void check_produced(int port, std::uint64_t expected, const std::string& where, FailureLog& failures,
+                    CheckTally& checks) {
+  const std::uint64_t produced = produced_messages(port);
+  if (produced == expected) {
+    ++checks.passed;
+    return;
+  }
+  ++checks.failed;
+  failures.add(where, "/stats counts " + std::to_string(produced) + " messages, the 200 answers promised " +
+                          std::to_string(expected));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Produce load: one thread per keep-alive connection, as fast as answers come back.
+
+struct LoadRun {
+  double requests_per_second = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  double min_per_connection = 0;  // requests answered 200 inside the window, by the slowest connection
+  double max_per_connection = 0;
+  std::uint64_t sent = 0;  // every request, warm-up and window, whatever its answer
+  std::uint64_t ok = 0;    // answered 200 with the expected body
+};
+
+struct ConnectionResult {
+  std::vector<std::int64_t> latencies_ns;  // requests answered 200 inside the window
+  std::uint64_t sent = 0;
+  std::uint64_t ok = 0;
+  std::map<std::string, std::uint64_t> problems;
+};
+
+// `connections` threads send `body` to target_of(connection) for the warm-up plus `seconds`; only
+// requests that complete inside the window count towards rate and latency.
+LoadRun run_load(int port, int connections, const std::function<std::string(int)>& target_of,
+                 const std::string& body, std::string_view expect, double seconds, const std::string& where,
+                 FailureLog& failures) {
+  std::vector<ConnectionResult> results(static_cast<std::size_t>(connections));
+  const auto start = Clock::now();
+  const auto window_begin = start + kWarmup;
+  const auto window_end =
+      window_begin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  {
+    std::vector<std::jthread> threads;
+    for (int c = 0; c < connections; ++c) {
+      threads.emplace_back([&, c] {
+        ConnectionResult& mine = results[static_cast<std::size_t>(c)];
+        mine.latencies_ns.reserve(1 << 16);
+        const std::string target = target_of(c);
+        auto client = make_client(port);
+        while (true) {
+          const auto begin = Clock::now();
+          if (begin >= window_end) break;
+          auto result = client->Post(target, body, "application/json");
+          const auto end = Clock::now();
+          ++mine.sent;
+          if (auto problem = answer_problem(result, expect)) {
+            ++mine.problems[*problem];
+            if (!result) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            continue;
+          }
+          ++mine.ok;
+          if (end >= window_begin && end < window_end) mine.latencies_ns.push_back((end - begin).count());
+        }
+      });
+    }
+  }
+  LoadRun run;
+  std::vector<std::int64_t> latencies;
+  std::uint64_t min_count = UINT64_MAX;
+  std::uint64_t max_count = 0;
+  for (ConnectionResult& r : results) {
+    run.sent += r.sent;
+    run.ok += r.ok;
+    min_count = std::min<std::uint64_t>(min_count, r.latencies_ns.size());
+    max_count = std::max<std::uint64_t>(max_count, r.latencies_ns.size());
+    latencies.insert(latencies.end(), r.latencies_ns.begin(), r.latencies_ns.end());
+    for (const auto& [problem, count] : r.problems) failures.add(where, problem, count);
+  }
+  if (min_count == 0) failures.add(where, "a connection had no request answered 200 inside the window");
+  run.requests_per_second = static_cast<double>(latencies.size()) / seconds_between(window_begin, window_end);
+  run.min_per_connection = static_cast<double>(min_count);
+  run.max_per_connection = static_cast<double>(max_count);
+  run.p50_us = percentile_us(latencies, 0.50);
+  run.p99_us = percentile_us(latencies, 0.99);
+  return run;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSE delivery
+
+// Pre-produces `per_partition` messages into each of `partitions` (0..partitions-1) with batch
+// requests from kPreproduceThreads connections.
+void preproduce(int port, int partitions, std::uint64_t per_partition, const std::string& where,
+                FailureLog& failures) {
+  std::vector<std::pair<int, std::size_t>> work;  // (partition, messages) per request
+  for (int p = 0; p < partitions; ++p) {
+    for (std::uint64_t done = 0; done < per_partition; done += kPreproduceBatch) {
+      work.emplace_back(
+          p, static_cast<std::size_t>(std::min<std::uint64_t>(kPreproduceBatch, per_partition - done)));
+    }
+  }
+  std::atomic<std::size_t> next{0};
+  const std::string full_batch = batch_body(kPreproduceBatch);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kPreproduceThreads; ++t) {
+      threads.emplace_back([&] {
+        auto client = make_client(port);
+        for (std::size_t i; (i = next++) < work.size();) {
+          const auto [partition, count] = work[i];
+          auto result =
+              client->Post(produce_target(partition),
+                           count == kPreproduceBatch ? full_batch : batch_body(count), "application/json");
+          if (auto problem = answer_problem(result, "\"offsets\""))
+            failures.add(where + " pre-produce", *problem);
+        }
+      });
+    }
+  }
+}
+
+struct StreamRun {
+  double events_per_second = 0;            // N / (streams opened -> last ack answered)
+  double delivered_events_per_second = 0;  // N / (streams opened -> last event received)
+  double min_per_consumer = 0;
+  double max_per_consumer = 0;
+  double ack_requests = 0;  // POST /ack requests of the run
+};
+
+// What the consumers of one run share.
+class StreamState {
+ public:
+  explicit StreamState(std::uint64_t expected) : expected_(expected) {}
+
+  void add_delivered(std::uint64_t n) {
+    const std::uint64_t before = delivered_.fetch_add(n);
+    if (before < expected_ && before + n >= expected_) {
+      std::lock_guard lock(mutex_);
+      delivered_at_ = Clock::now();
+    }
+  }
+  void add_acked(std::uint64_t n) {
+    const std::uint64_t before = acked_.fetch_add(n);
+    if (before < expected_ && before + n >= expected_) {
+      std::lock_guard lock(mutex_);
+      acked_at_ = Clock::now();
+      changed_.notify_all();
+    }
+  }
+  // Waits until all are acknowledged; false when nothing moved for kStallLimit.
+  bool wait_all_acked() {
+    std::unique_lock lock(mutex_);
+    std::uint64_t last = 0;
+    auto last_progress = Clock::now();
+    while (acked_.load() < expected_) {
+      changed_.wait_for(lock, std::chrono::milliseconds(200));
+      const std::uint64_t progress = acked_.load() + delivered_.load();
+      if (progress != last) {
+        last = progress;
+        last_progress = Clock::now();
+      } else if (Clock::now() - last_progress > kStallLimit) {
+        return false;
+      }
+    }
+    return true;
+  }
+  std::uint64_t delivered() const { return delivered_.load(); }
+  std::uint64_t acked() const { return acked_.load(); }
+  Clock::time_point delivered_at() {
+    std::lock_guard lock(mutex_);
+    return delivered_at_;
+  }
+  Clock::time_point acked_at() {
+    std::lock_guard lock(mutex_);
+    return acked_at_;
+  }
+
+ private:
+  const std::uint64_t expected_;
+  std::atomic<std::uint64_t> delivered_{0};
+  std::atomic<std::uint64_t> acked_{0};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  Clock::time_point delivered_at_;  // GUARDED_BY(mutex_)
+  Clock::time_point acked_at_;      // GUARDED_BY(mutex_)
+};
+
+// One consumer: an event stream read on one thread, its ids acknowledged in batches (whatever arrived
+// while the previous ack was answered) on a second connection by a second thread.
+class Consumer {
+ public:
+  Consumer(int port, int partition, StreamState& state, FailureLog& failures, std::string where)
+      : partition_(partition),
+        state_(state),
+        failures_(failures),
+        where_(std::move(where)),
+        stream_client_(make_client(port)),
+        ack_client_(make_client(port)) {
+    reader_ = std::thread([this] { read(); });
+    acker_ = std::thread([this] { acknowledge(); });
+  }
+  ~Consumer() { close(); }
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  void close() {
+    {
+      std::lock_guard lock(mutex_);
+      if (closing_) return;
+      closing_ = true;
+    }
+    ready_.notify_all();
+    stream_client_->stop();
+    reader_.join();
+    acker_.join();
+  }
+  std::uint64_t events() const { return events_.load(); }
+  std::uint64_t ack_requests() const { return ack_requests_.load(); }
+
+ private:
+  bool closing() {
+    std::lock_guard lock(mutex_);
+    return closing_;
+  }
+
+  void read() {
+    const std::string target =
+        "/consume?" + group_query(partition_) + "&max_inflight=" + std::to_string(kMaxInflight);
+    std::string buffer;
+    std::vector<std::string> ids;
+    auto result = stream_client_->Get(
+        target, httplib::Headers{},
+        [this](const httplib::Response& response) {
+          if (response.status == 200) return true;
+          failures_.add(where_, "GET /consume answered HTTP " + std::to_string(response.status));
+          return false;
+        },
+        [&](const char* data, std::size_t length) {
+          buffer.append(data, length);
+          std::size_t position = 0;
+          std::uint64_t redelivered = 0;
+          for (std::size_t end; (end = buffer.find("\n\n", position)) != std::string::npos;
+               position = end + 2) {
+            const std::string_view block(buffer.data() + position, end - position);
+            if (!block.starts_with("id: ")) continue;  // a ": keepalive" comment
+            const std::size_t line_end = block.find('\n');
+            ids.emplace_back(
+                block.substr(4, line_end == std::string_view::npos ? std::string_view::npos : line_end - 4));
+            if (number_field(block, "delivery").value_or(0) != 1) ++redelivered;
+          }
+          buffer.erase(0, position);
+          if (redelivered != 0) failures_.add(where_, "event with delivery != 1 (a redelivery)", redelivered);
+          if (!ids.empty()) {
+            const std::uint64_t n = ids.size();
+            {
+              std::lock_guard lock(mutex_);
+              for (auto& id : ids) pending_.push_back(std::move(id));
+            }
+            ids.clear();
+            ready_.notify_one();
+            events_ += n;
+            state_.add_delivered(n);
+          }
+          return !closing();
+        });
+    if (!closing()) {
+      failures_.add(where_, "event stream ended before the run did: " +
+                                (result ? "HTTP " + std::to_string(result->status)
+                                        : httplib::to_string(result.error())));
+    }
+  }
+
+  void acknowledge() {
+    const std::string target = "/ack?" + group_query(partition_);
+    std::vector<std::string> ids;
+    while (true) {
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [&] { return closing_ || !pending_.empty(); });
+        if (closing_) return;
+        ids.swap(pending_);
+      }
+      std::string body = "{\"ids\":[";
+      for (std::size_t i = 0; i < ids.size(); ++i) (body += i == 0 ? "\"" : ",\"") += ids[i] + "\"";
+      body += "]}";
+      auto result = ack_client_->Post(target, body, "application/json");
+      ++ack_requests_;
+      if (auto problem = answer_problem(result, "\"acked\"")) {
+        failures_.add(where_, "POST /ack: " + *problem);
+      } else {
+        const std::uint64_t acked = number_field(result->body, "acked").value_or(0);
+        if (acked != ids.size()) {
+          failures_.add(where_, "POST /ack of " + std::to_string(ids.size()) + " ids acknowledged " +
+                                    std::to_string(acked));
+        }
+        state_.add_acked(acked);
+      }
+      ids.clear();
+    }
+  }
+
+  const int partition_;
+  StreamState& state_;
+  FailureLog& failures_;
+  const std::string where_;
+  std::unique_ptr<httplib::Client> stream_client_;
+  std::unique_ptr<httplib::Client> ack_client_;
+  std::atomic<std::uint64_t> events_{0};
+  std::atomic<std::uint64_t> ack_requests_{0};
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<std::string> pending_;  // GUARDED_BY(mutex_)
+  bool closing_ = false;              // GUARDED_BY(mutex_)
+  std::thread reader_;
+  std::thread acker_;
+};
+
+// After a stream run: every partition's group has acknowledged everything, nothing is in flight.
+void check_group_done(int port, int partitions, const std::string& where, FailureLog& failures,
+                      CheckTally& checks) {
+  bool ok = true;
+  const nlohmann::json stats = mqd_stats(port);  // kept alive: the loop reads inside it
+  for (const auto& partition : stats.at("topics").at(0).at("partitions")) {
+    const int p = partition.at("partition").get<int>();
+    if (p >= partitions) continue;
+    const auto next_offset = partition.at("next_offset").get<std::uint64_t>();
+    bool found = false;
+    for (const auto& group : partition.at("groups")) {
+      if (group.at("group").get<std::string>() != kGroup) continue;
+      found = true;
+      const auto committed = group.at("committed_offset").get<std::uint64_t>();
+      const auto inflight = group.at("inflight").get<std::uint64_t>();
+      if (committed != next_offset || inflight != 0) {
+        ok = false;
+        failures.add(where, "partition " + std::to_string(p) + ": committed_offset " +
+                                std::to_string(committed) + " of next_offset " + std::to_string(next_offset) +
+                                ", inflight " + std::to_string(inflight));
+      }
+    }
+    if (!found) {
+      ok = false;
+      failures.add(where,
+                   "partition " + std::to_string(p) + ": no group " + std::string(kGroup) + " in /stats");
+    }
+  }
+  ++(ok ? checks.passed : checks.failed);
+}
+
+// `consumers` consumers over `partitions` partitions (consumer c on partition c % partitions), after
+// `events` messages were spread evenly over those partitions.
+StreamRun run_streams(const std::string& mqd_program, ScratchDirectory& scratch, int partitions,
+                      int consumers, std::uint64_t events, const std::string& where, FailureLog& failures,
+                      CheckTally& checks) {
+  MqdProcess mqd(mqd_program, scratch.fresh_path("data"), scratch.fresh_path("mqd-stderr"), "never",
+                 failures);
+  const std::uint64_t per_partition = events / static_cast<std::uint64_t>(partitions);
+  const std::uint64_t expected = per_partition * static_cast<std::uint64_t>(partitions);
+  preproduce(mqd.port(), partitions, per_partition, where, failures);
+  check_produced(mqd.port(), expected, where + " pre-produce", failures, checks);
+
+  StreamState state(expected);
+  StreamRun run;
+  const auto start = Clock::now();
+  std::vector<std::unique_ptr<Consumer>> running;
+  for (int c = 0; c < consumers; ++c) {
+    running.push_back(std::make_unique<Consumer>(mqd.port(), c % partitions, state, failures, where));
+  }
+  const bool completed = state.wait_all_acked();
+  std::uint64_t min_events = UINT64_MAX;
+  std::uint64_t max_events = 0;
+  for (auto& consumer : running) {
+    consumer->close();
+    min_events = std::min(min_events, consumer->events());
+    max_events = std::max(max_events, consumer->events());
+    run.ack_requests += static_cast<double>(consumer->ack_requests());
+  }
+  if (!completed) {
+    failures.add(where, "stuck: " + std::to_string(state.delivered()) + " delivered, " +
+                            std::to_string(state.acked()) + " acked of " + std::to_string(expected) +
+                            ", nothing for " + std::to_string(kStallLimit.count()) + " s");
+    mqd.stop();
+    return run;
+  }
+  if (state.delivered() != expected) {
+    failures.add(where, std::to_string(state.delivered()) + " events delivered for " +
+                            std::to_string(expected) + " messages");
+  }
+  check_group_done(mqd.port(), partitions, where, failures, checks);
+  mqd.stop();
+  run.events_per_second = static_cast<double>(expected) / seconds_between(start, state.acked_at());
+  run.delivered_events_per_second =
+      static_cast<double>(expected) / seconds_between(start, state.delivered_at());
+  run.min_per_consumer = static_cast<double>(min_events);
+  run.max_per_consumer = static_cast<double>(max_events);
+  return run;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+struct LoadCase {
+  std::string label;
+  std::vector<LoadRun> runs;
+};
+
+double min_of(const std::vector<LoadRun>& runs, double LoadRun::*metric) {
+  double lowest = runs.front().*metric;
+  for (const LoadRun& run : runs) lowest = std::min(lowest, run.*metric);
+  return lowest;
+}
+
+std::uint64_t sum_of(const std::vector<LoadRun>& runs, std::uint64_t LoadRun::*metric) {
+  std::uint64_t sum = 0;
+  for (const LoadRun& run : runs) sum += run.*metric;
+  return sum;
+}
+
+void print_progress(const std::string& label, int r, int repeat, const LoadRun& run, double per_request) {
+  std::fprintf(stderr,
+               "  %-34s run %d/%d: %9.0f req/s (%9.0f msgs/s), p50 %7.0f us, p99 %7.0f us, min/conn %.0f\n",
+               label.c_str(), r + 1, repeat, run.requests_per_second, run.requests_per_second * per_request,
+               run.p50_us, run.p99_us, run.min_per_connection);
+}
+
+void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
+  const std::string mqd_program = options.mqd.empty() ? default_mqd_path() : options.mqd;
+  if (::access(mqd_program.c_str(), X_OK) != 0) {
+    throw std::runtime_error("no executable mqd at " + mqd_program +
+                             " (build it with `ninja -C build/main mqd` or pass --mqd PATH)");
+  }
+  std::printf("mqd: %s\n", mqd_program.c_str());
+  std::fflush(stdout);
+
+  FailureLog failures;
+  CheckTally checks;
+  const std::string single = single_body();
+  const std::string batch = batch_body(kBatchMessages);
+  const auto spread = [](int c) { return produce_target(c % kPartitions); };
+
+  LoadCase trivial{"trivial handler (in-process)", {}};
+  LoadCase never{"mqd FSYNC=never", {}};
+  LoadCase always{"mqd FSYNC=always", {}};
+  LoadCase batch_never{"mqd FSYNC=never", {}};
+  LoadCase batch_always{"mqd FSYNC=always", {}};
+  std::vector<StreamRun> stream_one;
+  std::vector<StreamRun> stream_many;
+
+  TrivialServer trivial_server;
+  // Repeats are the outer loop, so that a slow phase of the shared machine spreads over every case.
+  for (int r = 0; r < options.repeat; ++r) {
+    trivial.runs.push_back(run_load(trivial_server.port(), kConnections, spread, single, "\"offset\"",
+                                    options.seconds, "single " + trivial.label, failures));
+    print_progress("single " + trivial.label, r, options.repeat, trivial.runs.back(), 1);
+
+    for (const std::string_view fsync : {"never", "always"}) {
+      LoadCase& one = fsync == "never" ? never : always;
+      LoadCase& many = fsync == "never" ? batch_never : batch_always;
+      MqdProcess mqd(mqd_program, scratch.fresh_path("data"), scratch.fresh_path("mqd-stderr"), fsync,
+                     failures);
+      one.runs.push_back(run_load(mqd.port(), kConnections, spread, single, "\"offset\"", options.seconds,
+                                  "single " + one.label, failures));
+      print_progress("single " + one.label, r, options.repeat, one.runs.back(), 1);
+      many.runs.push_back(run_load(
+          mqd.port(), kBatchConnections, [](int c) { return produce_target(c % kPartitions); }, batch,
+          "\"offsets\"", options.seconds, "batch " + many.label, failures));
+      print_progress("batch " + many.label, r, options.repeat, many.runs.back(), kBatchMessages);
+      check_produced(mqd.port(), one.runs.back().ok + many.runs.back().ok * kBatchMessages,
+                     one.label + " produce", failures, checks);
+      mqd.stop();
+    }
+
+    stream_one.push_back(
+        run_streams(mqd_program, scratch, 1, 1, options.events, "SSE 1 consumer", failures, checks));
+    std::fprintf(stderr, "  SSE 1 consumer   run %d/%d: %9.0f events/s\n", r + 1, options.repeat,
+                 stream_one.back().events_per_second);
+    stream_many.push_back(run_streams(mqd_program, scratch, kPartitions, kStreamConsumers, options.events,
+                                      "SSE 16 consumers", failures, checks));
+    std::fprintf(stderr, "  SSE 16 consumers run %d/%d: %9.0f events/s\n", r + 1, options.repeat,
+                 stream_many.back().events_per_second);
+  }
+
+  // --- single-message produce
+  const double ceiling = median_of(trivial.runs, &LoadRun::requests_per_second);
+  std::printf(
+      "\nsingle-message POST /produce: %d keep-alive connections (one client thread each, TCP_NODELAY), "
+      "%zu-byte payload, connection i -> partition i %% %d; %.1f s warm-up + %g s measured; median of %d "
+      "runs\n",
+      kConnections, kPayloadBytes, kPartitions, std::chrono::duration<double>(kWarmup).count(),
+      options.seconds, options.repeat);
+  std::printf("%-30s %10s %9s %9s %9s %9s %12s %9s %10s %22s\n", "case", "req/s", "p50_us", "p99_us",
+              "min/conn", "max/conn", "sent", "non-200", "vs trivial", "target");
+  for (const LoadCase* c : {&trivial, &never, &always}) {
+    const double rps = median_of(c->runs, &LoadRun::requests_per_second);
+    const std::uint64_t sent = sum_of(c->runs, &LoadRun::sent);
+    const std::uint64_t ok = sum_of(c->runs, &LoadRun::ok);
+    std::string target = "-";
+    if (c != &trivial) {
+      const double goal = c == &never ? kTargetNever : kTargetAlways;
+      char text[64];
+      std::snprintf(text, sizeof text, ">= %.0f%%: %s", goal * 100, rps >= goal * ceiling ? "met" : "MISSED");
+      target = text;
+    }
+    std::printf("%-30s %10.0f %9.0f %9.0f %9.0f %9.0f %12llu %9llu %9.1f%% %22s\n", c->label.c_str(), rps,
+                median_of(c->runs, &LoadRun::p50_us), median_of(c->runs, &LoadRun::p99_us),
+                min_of(c->runs, &LoadRun::min_per_connection),
+                median_of(c->runs, &LoadRun::max_per_connection), static_cast<unsigned long long>(sent),
+                static_cast<unsigned long long>(sent - ok), 100 * rps / ceiling, target.c_str());
+  }
+  std::printf(
+      "(min/conn: fewest requests answered 200 in the window on one connection, lowest over runs; max/conn: "
+      "median; sent/non-200: all runs, warm-up included)\n");
+
+  // --- batch produce
+  std::printf(
+      "\nbatch POST /produce: %d keep-alive connections, {\"messages\":[%zu x %zu-byte payload]}, "
+      "connection i -> partition i; median of %d runs\n",
+      kBatchConnections, kBatchMessages, kPayloadBytes, options.repeat);
+  std::printf("%-30s %10s %10s %9s %9s %9s %12s %9s\n", "case", "msgs/s", "req/s", "p50_us", "p99_us",
+              "min/conn", "sent", "non-200");
+  for (const LoadCase* c : {&batch_never, &batch_always}) {
+    const double rps = median_of(c->runs, &LoadRun::requests_per_second);
+    const std::uint64_t sent = sum_of(c->runs, &LoadRun::sent);
+    std::printf("%-30s %10.0f %10.0f %9.0f %9.0f %9.0f %12llu %9llu\n", c->label.c_str(),
+                rps * static_cast<double>(kBatchMessages), rps, median_of(c->runs, &LoadRun::p50_us),
+                median_of(c->runs, &LoadRun::p99_us), min_of(c->runs, &LoadRun::min_per_connection),
+                static_cast<unsigned long long>(sent),
+                static_cast<unsigned long long>(sent - sum_of(c->runs, &LoadRun::ok)));
+  }
+
+  // --- SSE delivery
+  std::printf(
+      "\nSSE delivery (mqd FSYNC=never, a fresh mqd per run): %llu messages pre-produced in %zu-message "
+      "batches, "
+      "then GET /consume group=%s max_inflight=%d;\neach consumer acks what it received with POST /ack "
+      "{\"ids\":[...]} on a second connection; events/s = N / (streams opened -> last ack answered); median "
+      "of "
+      "%d runs\n",
+      static_cast<unsigned long long>(options.events), kPreproduceBatch, std::string(kGroup).c_str(),
+      kMaxInflight, options.repeat);
+  std::printf("%-52s %12s %16s %10s %10s %10s\n", "case", "events/s", "delivered/s", "min/cons", "max/cons",
+              "ack reqs");
+  const auto stream_row = [](const char* label, const std::vector<StreamRun>& runs) {
+    std::printf("%-52s %12.0f %16.0f %10.0f %10.0f %10.0f\n", label,
+                median_of(runs, &StreamRun::events_per_second),
+                median_of(runs, &StreamRun::delivered_events_per_second),
+                median_of(runs, &StreamRun::min_per_consumer), median_of(runs, &StreamRun::max_per_consumer),
+                median_of(runs, &StreamRun::ack_requests));
+  };
+  stream_row("1 consumer, all N in partition 0", stream_one);
+  stream_row("16 consumers, N/8 in each of 8 partitions, 2 per part.", stream_many);
+  std::printf(
+      "(delivered/s: N / (streams opened -> last event received); ack reqs: POST /ack requests per run)\n");
+
+  // --- verdict
+  std::printf(
+      "\nchecks: %d passed, %d failed (mqd /stats next_offset == messages answered 200; after each SSE "
+      "run every partition's group committed_offset == next_offset with nothing in flight)\n",
+      checks.passed.load(), checks.failed.load());
+  failures.print();
+  const std::uint64_t failed = failures.total();
+  std::printf("failures: %llu\n", static_cast<unsigned long long>(failed));
+  std::fflush(stdout);
+  if (failed != 0) throw std::runtime_error(std::to_string(failed) + " failure(s), see the FAIL lines");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A write to a connection the peer closed must be an error return, not the end of the program.
+  ::signal(SIGPIPE, SIG_IGN);
+  return mq::bench::run_main("http_bench", kUsage, argc, argv, parse_options, run_http_benchmark);
+}
