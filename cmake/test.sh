@@ -17,7 +17,7 @@ configure() {
     { cat "$dir.configure.log"; exit 1; }
 }
 mkdir -p "$root"
-configure "$root/asan" -DMQ_SANITIZE=address -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
+configure "$root/asan" -DMQ_SANITIZE=address -DMQ_BUILD_BENCH=OFF
 configure "$root/tsan" -DMQ_SANITIZE=thread -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
 configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan"
 

@@ -176,6 +176,7 @@ class HttpServer::Impl {
                        constant_time_equals(req.get_param_value("access_token"), *config_.auth_token);
     if (bearer || query) return true;
     res.set_header("WWW-Authenticate", "Bearer");
+    res.set_header("Connection", "close");  // the request body, if any, was not read
     send_json(res, 401, error_json("missing or wrong bearer token (Authorization: Bearer <token>)"));
     return false;
   }

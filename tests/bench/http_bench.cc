@@ -222,6 +222,35 @@ std::optional<std::string> answer_problem(const httplib::Result& result, std::st
 }
 
 // ---------------------------------------------------------------------------------------------
+// CPU time: where the machine's cores go (the load generator shares them with the server).
+
+double clock_seconds(clockid_t clock) {
+  timespec now{};
+  ::clock_gettime(clock, &now);
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
+}
+
+double thread_cpu_seconds() { return clock_seconds(CLOCK_THREAD_CPUTIME_ID); }
+double process_cpu_seconds() { return clock_seconds(CLOCK_PROCESS_CPUTIME_ID); }
+
+// User plus system CPU time of another process, from /proc/<pid>/stat (clock-tick resolution).
+double pid_cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t paren = stat.rfind(')');  // the command name may hold spaces
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string field;
+  unsigned long long utime = 0;
+  unsigned long long stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {  // fields 14 and 15 are utime and stime
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Servers
 
 // A port that was free a moment ago (bound to 0, read back, closed).
@@ -344,6 +373,7 @@ class MqdProcess {
   MqdProcess& operator=(const MqdProcess&) = delete;
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   const std::string& label() const { return label_; }
 
   // SIGTERM, then waits (bounded) for a clean exit; anything else is a failure.
@@ -387,7 +417,8 @@ class MqdProcess {
 nlohmann::json mqd_stats(int port) {
   httplib::Client client("127.0.0.1", port);
   auto result = client.Get("/stats?topic=" + std::string(kTopic));
-  if (!result || result->status != 200) throw std::runtime_error("GET /stats failed");
+  if (auto problem = answer_problem(result, "\"topics\""))
+    throw std::runtime_error("GET /stats: " + *problem);
   return nlohmann::json::parse(result->body);
 }
 
@@ -400,16 +431,24 @@ std::uint64_t produced_messages(int port) {
   return sum;
 }
 
-void check_produced(int port, std::uint64_t expected, const std::string& where, FailureLog& failures,
+// Whether mqd's /stats counts `expected` messages in the topic; a failure line when not.
+bool check_produced(int port, std::uint64_t expected, const std::string& where, FailureLog& failures,
                     CheckTally& checks) {
-  const std::uint64_t produced = produced_messages(port);
-  if (produced == expected) {
-    ++checks.passed;
-    return;
+  std::string problem;
+  try {
+    const std::uint64_t produced = produced_messages(port);
+    if (produced == expected) {
+      ++checks.passed;
+      return true;
+    }
+    problem = "/stats counts " + std::to_string(produced) + " messages, the 200 answers promised " +
+              std::to_string(expected);
+  } catch (const std::exception& e) {
+    problem = e.what();
   }
   ++checks.failed;
-  failures.add(where, "/stats counts " + std::to_string(produced) + " messages, the 200 answers promised " +
-                          std::to_string(expected));
+  failures.add(where, problem);
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,8 +460,17 @@ struct LoadRun {
   double p99_us = 0;
   double min_per_connection = 0;  // requests answered 200 inside the window, by the slowest connection
   double max_per_connection = 0;
-  std::uint64_t sent = 0;  // every request, warm-up and window, whatever its answer
-  std::uint64_t ok = 0;    // answered 200 with the expected body
+  double client_cpu_us = 0;  // CPU time of the client threads per request answered in the window
+  double server_cpu_us = 0;  // CPU time of the server per request answered in the window
+  std::uint64_t sent = 0;    // every request, warm-up and window, whatever its answer
+  std::uint64_t ok = 0;      // answered 200 with the expected body
+};
+
+// How the server's CPU time is read: mqd's from /proc; the in-process trivial server's as this
+// process's minus the client threads'.
+struct ServerCpu {
+  std::function<double()> seconds;
+  bool in_process = false;
 };
 
 struct ConnectionResult {
@@ -430,18 +478,21 @@ struct ConnectionResult {
   std::uint64_t sent = 0;
   std::uint64_t ok = 0;
   std::map<std::string, std::uint64_t> problems;
+  double cpu_seconds = 0;  // this client thread's CPU time from the window's start to its last request
 };
 
 // `connections` threads send `body` to target_of(connection) for the warm-up plus `seconds`; only
 // requests that complete inside the window count towards rate and latency.
 LoadRun run_load(int port, int connections, const std::function<std::string(int)>& target_of,
-                 const std::string& body, std::string_view expect, double seconds, const std::string& where,
-                 FailureLog& failures) {
+                 const std::string& body, std::string_view expect, double seconds,
+                 const ServerCpu& server_cpu, const std::string& where, FailureLog& failures) {
   std::vector<ConnectionResult> results(static_cast<std::size_t>(connections));
   const auto start = Clock::now();
   const auto window_begin = start + kWarmup;
   const auto window_end =
       window_begin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  double server_cpu_begin = 0;
+  double server_cpu_end = 0;
   {
     std::vector<std::jthread> threads;
     for (int c = 0; c < connections; ++c) {
@@ -450,8 +501,10 @@ LoadRun run_load(int port, int connections, const std::function<std::string(int)
         mine.latencies_ns.reserve(1 << 16);
         const std::string target = target_of(c);
         auto client = make_client(port);
+        std::optional<double> cpu_begin;
         while (true) {
           const auto begin = Clock::now();
+          if (!cpu_begin && begin >= window_begin) cpu_begin = thread_cpu_seconds();
           if (begin >= window_end) break;
           auto result = client->Post(target, body, "application/json");
           const auto end = Clock::now();
@@ -464,16 +517,23 @@ LoadRun run_load(int port, int connections, const std::function<std::string(int)
           ++mine.ok;
           if (end >= window_begin && end < window_end) mine.latencies_ns.push_back((end - begin).count());
         }
+        if (cpu_begin) mine.cpu_seconds = thread_cpu_seconds() - *cpu_begin;
       });
     }
+    std::this_thread::sleep_until(window_begin);
+    server_cpu_begin = server_cpu.seconds();
+    std::this_thread::sleep_until(window_end);
+    server_cpu_end = server_cpu.seconds();
   }
   LoadRun run;
+  double client_cpu = 0;
   std::vector<std::int64_t> latencies;
   std::uint64_t min_count = UINT64_MAX;
   std::uint64_t max_count = 0;
   for (ConnectionResult& r : results) {
     run.sent += r.sent;
     run.ok += r.ok;
+    client_cpu += r.cpu_seconds;
     min_count = std::min<std::uint64_t>(min_count, r.latencies_ns.size());
     max_count = std::max<std::uint64_t>(max_count, r.latencies_ns.size());
     latencies.insert(latencies.end(), r.latencies_ns.begin(), r.latencies_ns.end());
@@ -485,6 +545,12 @@ LoadRun run_load(int port, int connections, const std::function<std::string(int)
   run.max_per_connection = static_cast<double>(max_count);
   run.p50_us = percentile_us(latencies, 0.50);
   run.p99_us = percentile_us(latencies, 0.99);
+  if (!latencies.empty()) {
+    const double answered = static_cast<double>(latencies.size());
+    const double server = server_cpu_end - server_cpu_begin - (server_cpu.in_process ? client_cpu : 0);
+    run.client_cpu_us = client_cpu * 1e6 / answered;
+    run.server_cpu_us = server * 1e6 / answered;
+  }
   return run;
 }
 
@@ -527,7 +593,8 @@ struct StreamRun {
   double delivered_events_per_second = 0;  // N / (streams opened -> last event received)
   double min_per_consumer = 0;
   double max_per_consumer = 0;
-  double ack_requests = 0;  // POST /ack requests of the run
+  double ack_requests = 0;   // POST /ack requests of the run
+  double server_cpu_us = 0;  // mqd's CPU time per event, streams opened -> last ack answered
 };
 
 // What the consumers of one run share.
@@ -722,7 +789,14 @@ class Consumer {
 void check_group_done(int port, int partitions, const std::string& where, FailureLog& failures,
                       CheckTally& checks) {
   bool ok = true;
-  const nlohmann::json stats = mqd_stats(port);  // kept alive: the loop reads inside it
+  nlohmann::json stats;
+  try {
+    stats = mqd_stats(port);
+  } catch (const std::exception& e) {
+    ++checks.failed;
+    failures.add(where, e.what());
+    return;
+  }
   for (const auto& partition : stats.at("topics").at(0).at("partitions")) {
     const int p = partition.at("partition").get<int>();
     if (p >= partitions) continue;
@@ -759,16 +833,22 @@ StreamRun run_streams(const std::string& mqd_program, ScratchDirectory& scratch,
   const std::uint64_t per_partition = events / static_cast<std::uint64_t>(partitions);
   const std::uint64_t expected = per_partition * static_cast<std::uint64_t>(partitions);
   preproduce(mqd.port(), partitions, per_partition, where, failures);
-  check_produced(mqd.port(), expected, where + " pre-produce", failures, checks);
+  if (!check_produced(mqd.port(), expected, where + " pre-produce", failures, checks)) {
+    failures.add(where, "not measured: the pre-produced messages are not all there");
+    mqd.stop();
+    return {};
+  }
 
   StreamState state(expected);
   StreamRun run;
   const auto start = Clock::now();
+  const double cpu_begin = pid_cpu_seconds(mqd.pid());
   std::vector<std::unique_ptr<Consumer>> running;
   for (int c = 0; c < consumers; ++c) {
     running.push_back(std::make_unique<Consumer>(mqd.port(), c % partitions, state, failures, where));
   }
   const bool completed = state.wait_all_acked();
+  run.server_cpu_us = (pid_cpu_seconds(mqd.pid()) - cpu_begin) * 1e6 / static_cast<double>(expected);
   std::uint64_t min_events = UINT64_MAX;
   std::uint64_t max_events = 0;
   for (auto& consumer : running) {
@@ -852,7 +932,8 @@ void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
   // Repeats are the outer loop, so that a slow phase of the shared machine spreads over every case.
   for (int r = 0; r < options.repeat; ++r) {
     trivial.runs.push_back(run_load(trivial_server.port(), kConnections, spread, single, "\"offset\"",
-                                    options.seconds, "single " + trivial.label, failures));
+                                    options.seconds, ServerCpu{process_cpu_seconds, true},
+                                    "single " + trivial.label, failures));
     print_progress("single " + trivial.label, r, options.repeat, trivial.runs.back(), 1);
 
     for (const std::string_view fsync : {"never", "always"}) {
@@ -860,12 +941,13 @@ void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
       LoadCase& many = fsync == "never" ? batch_never : batch_always;
       MqdProcess mqd(mqd_program, scratch.fresh_path("data"), scratch.fresh_path("mqd-stderr"), fsync,
                      failures);
+      const ServerCpu mqd_cpu{[pid = mqd.pid()] { return pid_cpu_seconds(pid); }, false};
       one.runs.push_back(run_load(mqd.port(), kConnections, spread, single, "\"offset\"", options.seconds,
-                                  "single " + one.label, failures));
+                                  mqd_cpu, "single " + one.label, failures));
       print_progress("single " + one.label, r, options.repeat, one.runs.back(), 1);
       many.runs.push_back(run_load(
           mqd.port(), kBatchConnections, [](int c) { return produce_target(c % kPartitions); }, batch,
-          "\"offsets\"", options.seconds, "batch " + many.label, failures));
+          "\"offsets\"", options.seconds, mqd_cpu, "batch " + many.label, failures));
       print_progress("batch " + many.label, r, options.repeat, many.runs.back(), kBatchMessages);
       check_produced(mqd.port(), one.runs.back().ok + many.runs.back().ok * kBatchMessages,
                      one.label + " produce", failures, checks);
@@ -886,12 +968,12 @@ void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
   const double ceiling = median_of(trivial.runs, &LoadRun::requests_per_second);
   std::printf(
       "\nsingle-message POST /produce: %d keep-alive connections (one client thread each, TCP_NODELAY), "
-      "%zu-byte payload, connection i -> partition i %% %d; %.1f s warm-up + %g s measured; median of %d "
+      "%zu-byte payload,\nconnection i -> partition i %% %d; %.1f s warm-up + %g s measured; median of %d "
       "runs\n",
       kConnections, kPayloadBytes, kPartitions, std::chrono::duration<double>(kWarmup).count(),
       options.seconds, options.repeat);
-  std::printf("%-30s %10s %9s %9s %9s %9s %12s %9s %10s %22s\n", "case", "req/s", "p50_us", "p99_us",
-              "min/conn", "max/conn", "sent", "non-200", "vs trivial", "target");
+  std::printf("%-28s %8s %7s %7s %8s %8s %8s %8s %9s %7s %10s %14s\n", "case", "req/s", "p50_us", "p99_us",
+              "min/conn", "max/conn", "cli_cpu", "srv_cpu", "sent", "non-200", "vs trivial", "target");
   for (const LoadCase* c : {&trivial, &never, &always}) {
     const double rps = median_of(c->runs, &LoadRun::requests_per_second);
     const std::uint64_t sent = sum_of(c->runs, &LoadRun::sent);
@@ -903,56 +985,66 @@ void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
       std::snprintf(text, sizeof text, ">= %.0f%%: %s", goal * 100, rps >= goal * ceiling ? "met" : "MISSED");
       target = text;
     }
-    std::printf("%-30s %10.0f %9.0f %9.0f %9.0f %9.0f %12llu %9llu %9.1f%% %22s\n", c->label.c_str(), rps,
-                median_of(c->runs, &LoadRun::p50_us), median_of(c->runs, &LoadRun::p99_us),
-                min_of(c->runs, &LoadRun::min_per_connection),
-                median_of(c->runs, &LoadRun::max_per_connection), static_cast<unsigned long long>(sent),
+    std::printf("%-28s %8.0f %7.0f %7.0f %8.0f %8.0f %8.1f %8.1f %9llu %7llu %9.1f%% %14s\n",
+                c->label.c_str(), rps, median_of(c->runs, &LoadRun::p50_us),
+                median_of(c->runs, &LoadRun::p99_us), min_of(c->runs, &LoadRun::min_per_connection),
+                median_of(c->runs, &LoadRun::max_per_connection), median_of(c->runs, &LoadRun::client_cpu_us),
+                median_of(c->runs, &LoadRun::server_cpu_us), static_cast<unsigned long long>(sent),
                 static_cast<unsigned long long>(sent - ok), 100 * rps / ceiling, target.c_str());
   }
   std::printf(
-      "(min/conn: fewest requests answered 200 in the window on one connection, lowest over runs; max/conn: "
-      "median; sent/non-200: all runs, warm-up included)\n");
+      "min/conn: fewest requests answered 200 inside the window on one connection (lowest over runs), "
+      "max/conn: "
+      "the most (median);\ncli_cpu/srv_cpu: CPU us per request of the 64 client threads / of the server (mqd "
+      "from "
+      "/proc, the in-process\ntrivial server as process minus client threads); sent, non-200: all runs, "
+      "warm-up "
+      "included\n");
 
   // --- batch produce
   std::printf(
-      "\nbatch POST /produce: %d keep-alive connections, {\"messages\":[%zu x %zu-byte payload]}, "
-      "connection i -> partition i; median of %d runs\n",
+      "\nbatch POST /produce: %d keep-alive connections, {\"messages\":[%zu x %zu-byte payload]}, connection "
+      "i "
+      "-> partition i; median of %d runs\n",
       kBatchConnections, kBatchMessages, kPayloadBytes, options.repeat);
-  std::printf("%-30s %10s %10s %9s %9s %9s %12s %9s\n", "case", "msgs/s", "req/s", "p50_us", "p99_us",
-              "min/conn", "sent", "non-200");
+  std::printf("%-28s %10s %8s %7s %7s %8s %9s %9s %9s %7s\n", "case", "msgs/s", "req/s", "p50_us", "p99_us",
+              "min/conn", "cli_cpu", "srv_cpu", "sent", "non-200");
   for (const LoadCase* c : {&batch_never, &batch_always}) {
     const double rps = median_of(c->runs, &LoadRun::requests_per_second);
     const std::uint64_t sent = sum_of(c->runs, &LoadRun::sent);
-    std::printf("%-30s %10.0f %10.0f %9.0f %9.0f %9.0f %12llu %9llu\n", c->label.c_str(),
+    std::printf("%-28s %10.0f %8.0f %7.0f %7.0f %8.0f %9.1f %9.1f %9llu %7llu\n", c->label.c_str(),
                 rps * static_cast<double>(kBatchMessages), rps, median_of(c->runs, &LoadRun::p50_us),
                 median_of(c->runs, &LoadRun::p99_us), min_of(c->runs, &LoadRun::min_per_connection),
+                median_of(c->runs, &LoadRun::client_cpu_us), median_of(c->runs, &LoadRun::server_cpu_us),
                 static_cast<unsigned long long>(sent),
                 static_cast<unsigned long long>(sent - sum_of(c->runs, &LoadRun::ok)));
   }
+  std::printf("(cpu columns per request of 100 messages)\n");
 
   // --- SSE delivery
   std::printf(
       "\nSSE delivery (mqd FSYNC=never, a fresh mqd per run): %llu messages pre-produced in %zu-message "
-      "batches, "
-      "then GET /consume group=%s max_inflight=%d;\neach consumer acks what it received with POST /ack "
-      "{\"ids\":[...]} on a second connection; events/s = N / (streams opened -> last ack answered); median "
-      "of "
-      "%d runs\n",
+      "batches, then GET /consume\ngroup=%s max_inflight=%d; each consumer acks what it has received with "
+      "one "
+      "POST /ack {\"ids\":[...]} at a time\non a second connection; events/s = N / (streams opened -> last "
+      "ack "
+      "answered); median of %d runs\n",
       static_cast<unsigned long long>(options.events), kPreproduceBatch, std::string(kGroup).c_str(),
       kMaxInflight, options.repeat);
-  std::printf("%-52s %12s %16s %10s %10s %10s\n", "case", "events/s", "delivered/s", "min/cons", "max/cons",
-              "ack reqs");
+  std::printf("%-52s %10s %12s %9s %9s %9s %8s\n", "case", "events/s", "delivered/s", "min/cons", "max/cons",
+              "ack reqs", "srv_cpu");
   const auto stream_row = [](const char* label, const std::vector<StreamRun>& runs) {
-    std::printf("%-52s %12.0f %16.0f %10.0f %10.0f %10.0f\n", label,
+    std::printf("%-52s %10.0f %12.0f %9.0f %9.0f %9.0f %8.2f\n", label,
                 median_of(runs, &StreamRun::events_per_second),
                 median_of(runs, &StreamRun::delivered_events_per_second),
                 median_of(runs, &StreamRun::min_per_consumer), median_of(runs, &StreamRun::max_per_consumer),
-                median_of(runs, &StreamRun::ack_requests));
+                median_of(runs, &StreamRun::ack_requests), median_of(runs, &StreamRun::server_cpu_us));
   };
   stream_row("1 consumer, all N in partition 0", stream_one);
-  stream_row("16 consumers, N/8 in each of 8 partitions, 2 per part.", stream_many);
+  stream_row("16 consumers, N/8 in each of 8 partitions, 2 each", stream_many);
   std::printf(
-      "(delivered/s: N / (streams opened -> last event received); ack reqs: POST /ack requests per run)\n");
+      "delivered/s: N / (streams opened -> last event received); min/max/cons: events one consumer received; "
+      "ack reqs: POST /ack\nrequests per run; srv_cpu: mqd CPU us per event\n");
 
   // --- verdict
   std::printf(

@@ -280,6 +280,16 @@ TEST_CASE("AuthTokenIsRequiredEverywhereButHealthz") {
   CHECK(http_get(port, "/topics", {{"Authorization", "Bearer wrong"}}).status == 401);
   CHECK(http_get(port, "/topics", {{"Authorization", "Bearer s3cret"}}).status == 200);
   CHECK(http_post(port, kProduce0, R"({"payload": 1})").status == 401);
+  {
+    // A refused body must not be read as the next request of a keep-alive connection.
+    httplib::Client client("127.0.0.1", port);
+    auto refused = client.Post(kProduce0, R"({"payload": "not read"})", "application/json");
+    REQUIRE(refused);
+    CHECK(refused->status == 401);
+    auto next = client.Get("/topics", {{"Authorization", "Bearer s3cret"}});
+    REQUIRE(next);
+    CHECK(next->status == 200);
+  }
   CHECK(http_post(port, kProduce0, R"({"payload": 1})", {{"Authorization", "Bearer s3cret"}}).status == 200);
   // Browsers' EventSource cannot set headers: the token may come as a query parameter.
   SseStream stream(port, group_query("/consume", "g") + "&access_token=s3cret");

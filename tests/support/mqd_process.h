@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,7 +49,9 @@ inline bool port_accepts(int port) {
 
 class MqdProcess {
  public:
-  // Spawns mqd with `env` (plus PATH); stderr goes to `stderr_path` when given.
+  // Starts mqd with exactly `env`; its stderr goes to `stderr_path` (else /dev/null), its stdout to
+  // /dev/null. The child dies with the test process (PR_SET_PDEATHSIG), so a test that fails hard
+  // leaves no server behind holding ports or ctest's output pipe.
   MqdProcess(std::map<std::string, std::string> env, std::string stderr_path = "") {
     const char* program = std::getenv("MQD_PATH");
     if (program == nullptr) throw std::runtime_error("MQD_PATH must name the mqd program");
@@ -57,17 +60,22 @@ class MqdProcess {
     std::vector<char*> envp;
     for (auto& s : strings) envp.push_back(s.data());
     envp.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    if (!stderr_path.empty()) {
-      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
-                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    }
+    const std::string err = stderr_path.empty() ? "/dev/null" : stderr_path;
     char* argv[] = {const_cast<char*>(program), nullptr};
-    if (posix_spawn(&pid_, program, &actions, nullptr, argv, envp.data()) != 0) {
-      throw std::runtime_error("cannot start mqd");
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("cannot fork");
+    if (pid == 0) {  // only async-signal-safe calls until execve
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+      const int out = ::open("/dev/null", O_WRONLY);
+      const int error = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (out >= 0) ::dup2(out, STDOUT_FILENO);
+      if (error >= 0) ::dup2(error, STDERR_FILENO);
+      ::execve(program, argv, envp.data());
+      ::_exit(127);
     }
-    posix_spawn_file_actions_destroy(&actions);
+    pid_ = pid;
   }
   ~MqdProcess() {
     if (pid_ > 0 && !exit_status_) {
