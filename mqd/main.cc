@@ -1,5 +1,6 @@
 // mqd: environment -> configuration, open the broker, serve HTTP until SIGTERM/SIGINT, then end
 // the event streams, make what is pending durable and exit 0.
+#include <malloc.h>
 #include <pthread.h>
 
 #include <condition_variable>
@@ -47,6 +48,10 @@ int main() {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // Many request threads each free their buffers: without a fixed trim threshold glibc hands memory
+  // back to the kernel (madvise) over and over, measured at ~15% of mqd's CPU on small produces.
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
   auto config = mqd::daemon_config_from_env(getenv_lookup);
   if (!config.ok()) return fail("invalid configuration: " + config.status().message());

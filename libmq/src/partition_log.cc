@@ -161,7 +161,11 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
     if (!writer_active_) {
       write_and_sync_pending(lock);
     } else {
-      written_cv_.wait(lock);
+      // Bytes already taken by the round under way wait for its end; bytes still pending wait for
+      // the next round, so that the end of a round wakes the appenders it finished and just one
+      // of the others, to lead the next round (not every waiter, most of them for nothing).
+      const bool in_this_round = mine.position <= round_target_;
+      round_done_[(round_ + (in_this_round ? 0 : 1)) % 2].wait(lock);
     }
   }
 }
@@ -192,6 +196,8 @@ void PartitionLog::write_pending_locked() {
 void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   assert(!writer_active_);
   writer_active_ = true;
+  ++round_;
+  round_target_ = appended_.position;
   std::string data;
   data.swap(spare_);
   data.swap(pending_);
@@ -212,7 +218,12 @@ void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   } else {
     fail(status);
   }
-  written_cv_.notify_all();
+  round_done_[round_ % 2].notify_all();
+  if (!status.ok()) {
+    round_done_[(round_ + 1) % 2].notify_all();  // everyone learns of the error
+  } else if (!pending_.empty()) {
+    round_done_[(round_ + 1) % 2].notify_one();  // one of the next round's appenders leads it
+  }
 }
 
 void PartitionLog::fail(const Status& status) {

@@ -86,10 +86,12 @@ class PartitionLog {
   const RecoveryReport report_;
 
   mutable std::mutex mutex_;
-  std::condition_variable written_cv_;               // a group commit finished (kAlways appenders wait)
+  std::condition_variable round_done_[2];            // group commit round k ended: round_done_[k % 2]
   std::condition_variable synced_cv_;                // a sync() finished
   mutable std::condition_variable visible_cv_;       // more messages are visible (readers wait)
   bool writer_active_ = false;                       // GUARDED_BY(mutex_): a group commit is under way
+  std::uint64_t round_ = 0;                          // GUARDED_BY(mutex_): group commit rounds started
+  std::uint64_t round_target_ = 0;                   // GUARDED_BY(mutex_): where the latest round syncs to
   bool syncing_ = false;                             // GUARDED_BY(mutex_): a sync() is under way
   std::string pending_;                              // GUARDED_BY(mutex_): formatted, not yet written
   std::string spare_;                                // GUARDED_BY(mutex_): reused write buffer
