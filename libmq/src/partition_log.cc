@@ -138,6 +138,8 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
   }
   appended_.position += pending_.size() - before;
   appended_.offset += batch.size();
+  ++pending_appends_;
+  if (gathering_) gathered_.notify_one();
   if (batch_position > 0 && batch_position - last_indexed_position_ >= options_.index_interval_bytes) {
     pending_entries_.push_back({first, batch_position});
     last_indexed_position_ = batch_position;
@@ -196,8 +198,11 @@ void PartitionLog::write_pending_locked() {
 void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   assert(!writer_active_);
   writer_active_ = true;
+  gather_locked(lock);
   ++round_;
   round_target_ = appended_.position;
+  const std::size_t round_appends = pending_appends_;
+  pending_appends_ = 0;
   std::string data;
   data.swap(spare_);
   data.swap(pending_);
@@ -207,10 +212,15 @@ void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   lock.unlock();
 
   Status status = write_out(data, entries);
+  const auto sync_start = std::chrono::steady_clock::now();
   if (status.ok()) status = log_->sync();
+  const auto sync_time = std::chrono::steady_clock::now() - sync_start;
 
   lock.lock();
   writer_active_ = false;
+  last_sync_time_ = sync_time;
+  // Everyone this round answered, plus whoever queued meanwhile: how many appenders are around.
+  expected_appends_ = round_appends + pending_appends_;
   data.clear();
   if (data.capacity() <= kMaxSpareBufferBytes) spare_.swap(data);
   if (status.ok()) {
@@ -224,6 +234,20 @@ void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   } else if (!pending_.empty()) {
     round_done_[(round_ + 1) % 2].notify_one();  // one of the next round's appenders leads it
   }
+}
+
+void PartitionLog::gather_locked(std::unique_lock<std::mutex>& lock) {
+  // With a slow fdatasync, concurrent appenders split into two cohorts that take turns: those a
+  // round answers append again while the next round is already syncing, so each sync covers half
+  // of them. Waiting a fraction of a sync for the answered ones to come back merges the cohorts.
+  // Cheap disks (fast syncs) and lone appenders skip the wait.
+  constexpr auto kSlowSync = std::chrono::microseconds(100);
+  constexpr auto kMaxGather = std::chrono::microseconds(1000);
+  if (last_sync_time_ < kSlowSync || pending_appends_ >= expected_appends_) return;
+  const auto budget = std::min<std::chrono::steady_clock::duration>(last_sync_time_ / 2, kMaxGather);
+  gathering_ = true;
+  gathered_.wait_for(lock, budget, [&] { return pending_appends_ >= expected_appends_ || !error_.ok(); });
+  gathering_ = false;
 }
 
 void PartitionLog::fail(const Status& status) {

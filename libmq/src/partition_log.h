@@ -2,6 +2,7 @@
 // writes and syncs it, and reads by offset.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -73,6 +74,8 @@ class PartitionLog {
   // no writer is active. Publishes the result or records the error.
   void write_and_sync_pending(std::unique_lock<std::mutex>& lock);
   void publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries);
+  // kAlways, before a round takes what is pending: waits briefly for more appenders (see .cc).
+  void gather_locked(std::unique_lock<std::mutex>& lock);
   // Records a write or sync failure; every later append fails with it.
   void fail(const Status& status);
   Mark visible_locked() const { return options_.fsync == FsyncMode::kAlways ? synced_ : written_; }
@@ -86,12 +89,17 @@ class PartitionLog {
   const RecoveryReport report_;
 
   mutable std::mutex mutex_;
-  std::condition_variable round_done_[2];            // group commit round k ended: round_done_[k % 2]
-  std::condition_variable synced_cv_;                // a sync() finished
-  mutable std::condition_variable visible_cv_;       // more messages are visible (readers wait)
-  bool writer_active_ = false;                       // GUARDED_BY(mutex_): a group commit is under way
-  std::uint64_t round_ = 0;                          // GUARDED_BY(mutex_): group commit rounds started
-  std::uint64_t round_target_ = 0;                   // GUARDED_BY(mutex_): where the latest round syncs to
+  std::condition_variable round_done_[2];       // group commit round k ended: round_done_[k % 2]
+  std::condition_variable synced_cv_;           // a sync() finished
+  mutable std::condition_variable visible_cv_;  // more messages are visible (readers wait)
+  bool writer_active_ = false;                  // GUARDED_BY(mutex_): a group commit is under way
+  std::uint64_t round_ = 0;                     // GUARDED_BY(mutex_): group commit rounds started
+  std::uint64_t round_target_ = 0;              // GUARDED_BY(mutex_): where the latest round syncs to
+  std::size_t pending_appends_ = 0;             // GUARDED_BY(mutex_): append calls in pending_
+  std::size_t expected_appends_ = 0;            // GUARDED_BY(mutex_): appenders seen around the last round
+  std::chrono::steady_clock::duration last_sync_time_{};  // GUARDED_BY(mutex_)
+  bool gathering_ = false;                           // GUARDED_BY(mutex_): a leader waits in gather_locked
+  std::condition_variable gathered_;                 // an append arrived while gathering
   bool syncing_ = false;                             // GUARDED_BY(mutex_): a sync() is under way
   std::string pending_;                              // GUARDED_BY(mutex_): formatted, not yet written
   std::string spare_;                                // GUARDED_BY(mutex_): reused write buffer
