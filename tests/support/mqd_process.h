@@ -5,10 +5,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -105,11 +107,17 @@ class MqdProcess {
     return wait_exit(timeout);
   }
 
+  // Waits (bounded) for the exit: a pidfd becomes readable when the process ends, so this is an
+  // event, not a polling loop.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!exited() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (exited()) return exit_status_;
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd >= 0) {
+      pollfd ready{pidfd, POLLIN, 0};
+      ::poll(&ready, 1, static_cast<int>(timeout.count()));
+      ::close(pidfd);
     }
+    exited();
     return exit_status_;
   }
 
