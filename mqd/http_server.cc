@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "connection_pool.h"
@@ -23,7 +24,7 @@ constexpr std::size_t kEventsPerWrite = 64;
 // closed client is noticed only on a write or an is_writable() peek (cpp-httplib 0.11.4).
 constexpr std::chrono::milliseconds kStreamPoll{250};
 // Threads beyond MAX_CONNECTIONS, so that connections over the cap still get their 503.
-constexpr std::size_t kSpareThreads = 16;
+constexpr std::size_t kSpareThreads = 64;
 
 Param param(const httplib::Request& req, const char* name) {
   if (!req.has_param(name)) return std::nullopt;
@@ -75,7 +76,11 @@ class HttpServer::Impl {
   void tune() {
     server_.set_tcp_nodelay(true);                // else every response waits ~40 ms for a delayed ACK
     server_.set_keep_alive_max_count(1'000'000);  // else a connection closes after 5 requests
-    server_.set_payload_max_length(config_.max_body_bytes);
+    // Bodies are limited by read_body, which reads an oversized one to its end; the library's own
+    // limit would leave it unread on the connection.
+    server_.set_payload_max_length(std::numeric_limits<std::size_t>::max());
+    // Idle keep-alive connections notice a shutdown only when this expires (5 s by default).
+    server_.set_keep_alive_timeout(2);
     server_.set_socket_options([this](socket_t socket) {
       int yes = 1;
       ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
@@ -154,7 +159,21 @@ class HttpServer::Impl {
     }
   }
 
-  // The connection cap and the token, checked once before any route.
+  // The method each known route takes. Checked before routing because cpp-httplib 0.11.4 answers
+  // a POST or PUT without a body 400 before any route sees it.
+  static std::optional<std::string_view> method_of(const std::string& path) {
+    static constexpr std::pair<std::string_view, std::string_view> kRoutes[] = {
+        {"/produce", "POST"}, {"/ack", "POST"},    {"/nack", "POST"},
+        {"/touch", "POST"},   {"/consume", "GET"}, {"/topics", "GET"},
+        {"/stats", "GET"},    {"/healthz", "GET"}, {"/metrics", "GET"},
+    };
+    for (const auto& [route, method] : kRoutes) {
+      if (path == route) return method;
+    }
+    return std::nullopt;
+  }
+
+  // The connection cap, the method and the token, checked once before any route.
   bool admit(const httplib::Request& req, httplib::Response& res) {
     if (open_connections_->load() > config_.max_connections) {
       res.set_header("Connection", "close");
@@ -166,6 +185,11 @@ class HttpServer::Impl {
     if (stopping_) {
       res.set_header("Connection", "close");
       send_json(res, 503, error_json("mqd is shutting down"));
+      return false;
+    }
+    if (auto method = method_of(req.path);
+        method && req.method != *method && !(*method == "GET" && req.method == "HEAD")) {
+      send_json(res, 405, error_json("method " + req.method + " is not allowed on " + req.path));
       return false;
     }
     if (!config_.auth_token || req.path == "/healthz") return true;
@@ -188,36 +212,32 @@ class HttpServer::Impl {
     send_json(res, http_status_of(status.code()), error_json(status, config_.broker_addrs));
   }
 
-  // Reads the body, refusing it with 413 before reading when its declared length is too large, and
-  // as soon as it passes MAX_BODY_BYTES while reading (chunked bodies declare no length).
-  mq::Result<std::string> read_body(const httplib::Request& req, const httplib::ContentReader& reader,
-                                    httplib::Response& res) {
-    const auto too_large = [&] {
-      res.set_header("Connection", "close");  // the rest of the body is still on the wire
-      return mq::Status::payload_too_large("request body larger than MAX_BODY_BYTES (" +
-                                           std::to_string(config_.max_body_bytes) + ")");
-    };
-    if (req.has_header("Content-Length") &&
-        std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > config_.max_body_bytes) {
-      return too_large();
-    }
+  // Reads the body, keeping at most MAX_BODY_BYTES: past that it goes on reading but throws the rest
+  // away (nothing large is held in memory, chunked bodies included) and answers 413. Reading to
+  // the end keeps the connection usable: cpp-httplib 0.11.4 cannot close it from a handler, and
+  // unread bytes would be taken for the next request.
+  mq::Result<std::string> read_body(const httplib::ContentReader& reader) {
     std::string body;
     bool overflow = false;
     const bool complete = reader([&](const char* data, std::size_t length) {
-      if (body.size() + length > config_.max_body_bytes) {
+      if (overflow || body.size() + length > config_.max_body_bytes) {
         overflow = true;
-        return false;
+        body.clear();
+        return true;
       }
       body.append(data, length);
       return true;
     });
-    if (overflow) return too_large();
+    if (overflow) {
+      return mq::Status::payload_too_large("request body larger than MAX_BODY_BYTES (" +
+                                           std::to_string(config_.max_body_bytes) + ")");
+    }
     if (!complete) return mq::Status::invalid_argument("the request body could not be read completely");
     return body;
   }
 
   void produce(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(req, reader, res);
+    auto body = read_body(reader);
     if (!body.ok()) return fail(res, body.status());
     auto topic = required_name("topic", param(req, "topic"));
     if (!topic.ok()) return fail(res, topic.status());
@@ -323,7 +343,7 @@ class HttpServer::Impl {
   template <typename Parse, typename Act>
   void group_call(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
                   Parse parse, Act act) {
-    auto body = read_body(req, reader, res);
+    auto body = read_body(reader);
     if (!body.ok()) return fail(res, body.status());
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
