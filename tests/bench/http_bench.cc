@@ -50,6 +50,7 @@
 
 #include "bench_support.h"
 #include "connection_pool.h"
+#include "mqd_process.h"
 
 namespace {
 
@@ -253,35 +254,8 @@ double pid_cpu_seconds(pid_t pid) {
 // ---------------------------------------------------------------------------------------------
 // Servers
 
-// A port that was free a moment ago (bound to 0, read back, closed).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw errno_error("socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
-    const auto error = errno_error("bind/getsockname 127.0.0.1:0");
-    ::close(fd);
-    throw error;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool port_accepts(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
+using mq::testing::free_port;  // the tests' own helpers (tests/support/mqd_process.h)
+using mq::testing::port_accepts;
 
 // The framework's ceiling: cpp-httplib tuned as mqd/http_server.cc tunes it (tune() and run()), with a
 // handler that does nothing but answer.
