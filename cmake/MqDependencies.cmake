@@ -2,10 +2,11 @@
 find_package(Threads REQUIRED)
 find_package(simdjson CONFIG REQUIRED)
 find_package(nlohmann_json 3.11 CONFIG REQUIRED)
-if(MQ_BUILD_DAEMON OR MQ_BUILD_TESTS OR MQ_BUILD_BENCH)
-  find_package(PkgConfig REQUIRED)
-  pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
-endif()
+# The Queue's HTTP and Redis backends: cpp-httplib and hiredis ship pkg-config files only (hiredis's
+# CMake config is broken). libmqConfig.cmake repeats these calls for an installed libmq.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 if(MQ_BUILD_TESTS)
   find_package(doctest CONFIG REQUIRED)
 endif()

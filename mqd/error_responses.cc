@@ -20,6 +20,10 @@ int http_status_of(mq::ErrorCode code) {
       return 421;
     case mq::ErrorCode::kShuttingDown:
       return 503;
+    case mq::ErrorCode::kUnavailable:
+      return 503;
+    case mq::ErrorCode::kUnauthenticated:
+      return 401;
     case mq::ErrorCode::kCorruption:
       return 500;
     case mq::ErrorCode::kIOError:

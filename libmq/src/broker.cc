@@ -378,4 +378,6 @@ Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages,
 
 std::size_t Subscription::inflight() const { return group_->inflight_of(id_); }
 
+void Subscription::cancel_waits() { group_->cancel_waits(id_); }
+
 }  // namespace mq

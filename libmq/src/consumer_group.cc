@@ -77,6 +77,14 @@ std::size_t ConsumerGroup::inflight_of(std::uint64_t subscriber) const {
   return it == subscribers_.end() ? 0 : it->second.inflight;
 }
 
+void ConsumerGroup::cancel_waits(std::uint64_t subscriber) {
+  std::lock_guard lock(mutex_);
+  auto it = subscribers_.find(subscriber);
+  if (it == subscribers_.end()) return;
+  it->second.cancelled = true;
+  it->second.wake.notify_one();
+}
+
 Result<std::vector<Delivery>> ConsumerGroup::take(std::uint64_t subscriber, std::size_t max_messages,
                                                   std::chrono::milliseconds timeout) {
   const auto give_up_at = std::chrono::steady_clock::now() + timeout;
@@ -92,10 +100,10 @@ Result<std::vector<Delivery>> ConsumerGroup::take(std::uint64_t subscriber, std:
         if (deliverable_locked()) wake_one_locked();  // more than we took: pass the wake-up on
         break;
       }
-      if (timed_out) return std::vector<Delivery>{};
+      if (timed_out || sub.cancelled) return std::vector<Delivery>{};
       sub.waiting = true;
       waiters_.push_back(subscriber);
-      timed_out = !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || stopping_; });
+      timed_out = !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || sub.cancelled || stopping_; });
       sub.waiting = false;
       sub.woken = false;
       std::erase(waiters_, subscriber);

@@ -60,6 +60,8 @@ class ConsumerGroup : private Timer::Target {
   Result<std::vector<Delivery>> take(std::uint64_t subscriber, std::size_t max_messages,
                                      std::chrono::milliseconds timeout);
   std::size_t inflight_of(std::uint64_t subscriber) const;
+  // Ends the subscriber's current wait in take() and makes later takes return without waiting.
+  void cancel_waits(std::uint64_t subscriber);
 
   // kNotFound when an offset is beyond the partition's end (nothing is acknowledged then).
   Result<std::size_t> ack(std::span<const std::uint64_t> offsets);
@@ -93,6 +95,7 @@ class ConsumerGroup : private Timer::Target {
     std::condition_variable wake;
     bool waiting = false;
     bool woken = false;
+    bool cancelled = false;  // cancel_waits(): take() no longer waits
   };
   struct Chosen {
     std::uint64_t offset;

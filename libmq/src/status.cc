@@ -22,6 +22,10 @@ std::string_view to_string(ErrorCode code) {
       return "io_error";
     case ErrorCode::kShuttingDown:
       return "shutting_down";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kUnauthenticated:
+      return "unauthenticated";
   }
   return "unknown";
 }

@@ -1,5 +1,6 @@
-// Starts a real mqd (path in $MQD_PATH) on 127.0.0.1 with the given environment, waits for its
-// port to accept connections (bounded), and stops it with a signal.
+// Starts a real server program (mqd, path in $MQD_PATH; redis-server) on 127.0.0.1 with the given
+// arguments and environment, waits for its port to accept connections (bounded), and stops it with
+// a signal.
 #pragma once
 
 #include <arpa/inet.h>
@@ -49,21 +50,23 @@ inline bool port_accepts(int port) {
   return ok;
 }
 
-class MqdProcess {
+class ServerProcess {
  public:
-  // Starts mqd with exactly `env`; its stderr goes to `stderr_path` (else /dev/null), its stdout to
-  // /dev/null. The child dies with the test process (PR_SET_PDEATHSIG), so a test that fails hard
-  // leaves no server behind holding ports or ctest's output pipe.
-  MqdProcess(std::map<std::string, std::string> env, std::string stderr_path = "") {
-    const char* program = std::getenv("MQD_PATH");
-    if (program == nullptr) throw std::runtime_error("MQD_PATH must name the mqd program");
+  // Starts `program` with `args` and exactly `env`; its stderr goes to `stderr_path` (else
+  // /dev/null), its stdout to /dev/null. The child dies with the test process (PR_SET_PDEATHSIG), so
+  // a test that fails hard leaves no server behind holding ports or ctest's output pipe.
+  ServerProcess(std::string program_path, std::vector<std::string> args, std::map<std::string, std::string> env,
+                std::string stderr_path = "") {
+    const char* program = program_path.c_str();
     std::vector<std::string> strings;
     for (const auto& [k, v] : env) strings.push_back(k + "=" + v);
     std::vector<char*> envp;
     for (auto& s : strings) envp.push_back(s.data());
     envp.push_back(nullptr);
     const std::string err = stderr_path.empty() ? "/dev/null" : stderr_path;
-    char* argv[] = {const_cast<char*>(program), nullptr};
+    std::vector<char*> argv{const_cast<char*>(program)};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("cannot fork");
@@ -74,19 +77,19 @@ class MqdProcess {
       const int error = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (out >= 0) ::dup2(out, STDOUT_FILENO);
       if (error >= 0) ::dup2(error, STDERR_FILENO);
-      ::execve(program, argv, envp.data());
+      ::execve(program, argv.data(), envp.data());
       ::_exit(127);
     }
     pid_ = pid;
   }
-  ~MqdProcess() {
+  ~ServerProcess() {
     if (pid_ > 0 && !exit_status_) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
   }
-  MqdProcess(const MqdProcess&) = delete;
-  MqdProcess& operator=(const MqdProcess&) = delete;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
 
   // Waits until `port` accepts connections, or the process exits, or `timeout` passes.
   bool wait_until_listening(int port, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
@@ -131,6 +134,20 @@ class MqdProcess {
 
   pid_t pid_ = 0;
   std::optional<int> exit_status_;
+};
+
+// mqd (the program $MQD_PATH names) with exactly `env`.
+class MqdProcess : public ServerProcess {
+ public:
+  explicit MqdProcess(std::map<std::string, std::string> env, std::string stderr_path = "")
+      : ServerProcess(mqd_path(), {}, std::move(env), std::move(stderr_path)) {}
+
+ private:
+  static std::string mqd_path() {
+    const char* program = std::getenv("MQD_PATH");
+    if (program == nullptr) throw std::runtime_error("MQD_PATH must name the mqd program");
+    return program;
+  }
 };
 
 }  // namespace mq::testing

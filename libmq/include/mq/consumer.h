@@ -56,6 +56,10 @@ class MQ_EXPORT Subscription {
   // Messages delivered to this subscription and not yet acknowledged, nacked or timed out.
   std::size_t inflight() const;
 
+  // Ends a next() that is waiting (it returns what is deliverable, possibly nothing) and makes every
+  // later next() return without waiting. Thread-safe: for stopping a thread that consumes.
+  void cancel_waits();
+
  private:
   friend class Broker;
   Subscription(ConsumerGroup* group, std::uint64_t id) : group_(group), id_(id) {}

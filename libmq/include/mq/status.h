@@ -24,6 +24,8 @@ enum class ErrorCode {
   kCorruption,       // on-disk data that cannot be trusted
   kIOError,          // the operating system refused a read, write or sync
   kShuttingDown,     // the store or broker is closing
+  kUnavailable,      // a server the client needs (an mqd broker, Redis) cannot be reached
+  kUnauthenticated,  // the server refused the client's credentials
 };
 
 // The name of `code` as written in logs ("not_found").
@@ -49,6 +51,8 @@ class MQ_EXPORT Status {
   static Status corruption(std::string m) { return {ErrorCode::kCorruption, std::move(m)}; }
   static Status io_error(std::string m) { return {ErrorCode::kIOError, std::move(m)}; }
   static Status shutting_down(std::string m) { return {ErrorCode::kShuttingDown, std::move(m)}; }
+  static Status unavailable(std::string m) { return {ErrorCode::kUnavailable, std::move(m)}; }
+  static Status unauthenticated(std::string m) { return {ErrorCode::kUnauthenticated, std::move(m)}; }
 
   bool ok() const { return code_ == ErrorCode::kOk; }
   ErrorCode code() const { return code_; }

@@ -1,0 +1,187 @@
+// The client side: one Queue interface for services, with three backends behind it — in-process
+// (a Broker in the same program), HTTP (one or more mqd brokers) and Redis Streams — and
+// Queue::from_env(), which picks HTTP or Redis from the environment (USE_HTTP_QUEUE).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/broker.h"
+#include "mq/consumer.h"
+#include "mq/export.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/status.h"
+
+namespace mq {
+
+// One delivery of a message to a consumer. Copyable. Hand it back to Queue::ack, nack or touch.
+struct ReceivedMessage {
+  std::string topic;
+  std::string group;  // the group it was delivered to
+  std::uint32_t partition = 0;
+  // The message's position in its partition: 0, 1, 2, ... (on Redis: from the producer's counter,
+  // see README "Redis Streams backend").
+  std::uint64_t offset = 0;
+  std::string id;                 // opaque: mqd's id, or the Redis stream entry id
+  std::uint32_t delivery = 1;     // 1 on the first delivery, counting up on each redelivery
+  std::int64_t timestamp_ms = 0;  // when it was produced (ms since the Unix epoch)
+  std::optional<std::string> key;
+  std::string payload;  // the JSON value as produced, minified
+};
+
+struct ConsumeOptions {
+  // The consumer group (required; is_valid_name()). Every group gets every message; the consumers
+  // of one group share them.
+  std::string group;
+  // This consumer's name within the group. Redis keeps a pending-entries list per name; the other
+  // backends do not need one. Empty: "<host name>-<process id>".
+  std::string consumer_name;
+  // The partitions to consume; empty means every partition of the topic.
+  std::vector<std::uint32_t> partitions;
+  // Time a received message may stay unacknowledged before it is delivered again; nullopt takes the
+  // server's default (mqd's VISIBILITY_TIMEOUT_MS, the Broker's GroupOptions, or
+  // RedisQueueOptions::visibility_timeout).
+  std::optional<std::chrono::milliseconds> visibility_timeout;
+  // Unacknowledged messages this consumer may hold per partition before delivery pauses.
+  std::size_t max_inflight = 100;
+  // Where a group that does not exist yet starts.
+  StartPosition from = StartPosition::kEarliest;
+};
+
+// A consumer of one topic in one group. receive() is for one thread at a time; destroying the
+// Consumer gives its unacknowledged messages back to the group for redelivery.
+class MQ_EXPORT Consumer {
+ public:
+  virtual ~Consumer() = default;
+  // Waits up to `timeout` for messages and returns between 1 and `max_messages` of them, or none
+  // when the timeout passes. Redeliveries come before new messages of a partition. Fails on what
+  // retrying cannot fix (unknown topic, refused credentials) and with kShuttingDown when an
+  // in-process broker stops; an unreachable server is retried in the background (HTTP, Redis)
+  // and only shows as no messages.
+  virtual Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages, std::chrono::milliseconds timeout) = 0;
+};
+
+// Talks to one or more mqd brokers (see README "Using mqd over HTTP").
+struct HttpQueueOptions {
+  // Base URLs ("http://host:port") of the brokers. One is enough when the brokers are started with
+  // BROKER_ADDRS: /topics names every broker and the partitions each owns.
+  std::vector<std::string> addrs{"http://127.0.0.1:8080"};
+  // Sent as "Authorization: Bearer <token>" when not empty (mqd's AUTH_TOKEN).
+  std::string auth_token;
+  std::chrono::milliseconds connect_timeout{2000};
+  // How long a produce, ack, nack or touch may wait for its answer.
+  std::chrono::milliseconds request_timeout{30000};
+  // Silence after which an event stream counts as dead and is reconnected; must exceed mqd's
+  // HEARTBEAT_MS (15000 by default).
+  std::chrono::milliseconds stream_read_timeout{45000};
+  // Reconnecting a dropped event stream waits this long, doubling up to reconnect_backoff_max.
+  std::chrono::milliseconds reconnect_backoff_min{50};
+  std::chrono::milliseconds reconnect_backoff_max{5000};
+};
+
+// Talks to Redis (7.0 or newer) through hiredis. Topic T's partition p is the stream key "T:p"
+// (see README "Redis Streams backend").
+struct RedisQueueOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  std::string username;  // with a password: AUTH <username> <password> (Redis ACL users)
+  std::string password;  // AUTH when not empty
+  std::uint32_t db = 0;  // SELECT when not 0
+  // Streams per topic. Producers and consumers of a topic must agree on it.
+  std::uint32_t partitions = 1;
+  std::chrono::milliseconds connect_timeout{2000};
+  // The default visibility timeout of consumers (ConsumeOptions::visibility_timeout wins).
+  std::chrono::milliseconds visibility_timeout{30000};
+};
+
+// What the environment configures (see Queue::from_env).
+struct QueueSettings {
+  enum class Backend { kHttp, kRedis };
+  Backend backend = Backend::kRedis;
+  HttpQueueOptions http;
+  RedisQueueOptions redis;
+  std::string topic = "events";     // MSG_QUEUE_TOPIC
+  std::string group = "default";    // MSG_QUEUE_GROUP
+  std::string producer_name;        // MSG_QUEUE_PRODUCER_NAME, also the consumer's name
+};
+
+// Reads USE_HTTP_QUEUE (true/1/yes/on: HTTP; false/0/no/off, empty or unset: Redis; anything else
+// is an error), MSG_QUEUE_ADDR (comma-separated base URLs), MSG_QUEUE_TOPIC, MSG_QUEUE_GROUP,
+// MSG_QUEUE_PRODUCER_NAME (default "<host name>-<process id>"), MSG_QUEUE_TOKEN (mqd's AUTH_TOKEN),
+// MSG_QUEUE_PARTITIONS (Redis streams per topic, default 1), and for Redis REDIS_URL
+// ("redis://[[user]:password@]host[:port][/db]", wins) or REDIS_ADDR ("host:port"; default
+// 127.0.0.1:6379). kInvalidArgument naming the variable and quoting the value when one is bad.
+MQ_EXPORT Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup);
+
+// The process environment (getenv), as an EnvLookup.
+MQ_EXPORT std::optional<std::string> process_environment(std::string_view name);
+
+class Queue;
+
+// A queue opened from the environment, with the settings that chose it.
+struct QueueFromEnv {
+  QueueSettings settings;
+  std::unique_ptr<Queue> queue;
+};
+
+// Thread-safe: produce, ack, nack and touch may be called from any number of threads. Creating a
+// queue does not contact a server; the first call that needs one does, and an unreachable one
+// fails that call with kUnavailable (the next call tries again).
+class MQ_EXPORT Queue {
+ public:
+  virtual ~Queue() = default;
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+
+  // A queue on `broker`, in this process. Every Consumer must be destroyed before the broker.
+  static std::unique_ptr<Queue> in_process(std::shared_ptr<Broker> broker);
+  // A queue on mqd brokers; kInvalidArgument for an address that is not "http://host:port".
+  static Result<std::unique_ptr<Queue>> http(HttpQueueOptions options);
+  // A queue on Redis Streams; kInvalidArgument for bad options.
+  static Result<std::unique_ptr<Queue>> redis(RedisQueueOptions options);
+  // The queue `settings` describe.
+  static Result<std::unique_ptr<Queue>> open(const QueueSettings& settings);
+  // queue_settings_from_env(lookup), then open().
+  static Result<QueueFromEnv> from_env(const EnvLookup& lookup = process_environment);
+
+  // Appends `messages` atomically to one partition of `topic`: `partition` if given, else the one
+  // the first message's key maps to (Kafka's murmur2 partitioner, the same on every backend),
+  // else the partitions in turn. Durable (per the server's fsync setting) when it returns.
+  virtual Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
+                                        std::optional<std::uint32_t> partition = std::nullopt) = 0;
+  // One message.
+  Result<ProduceResult> produce(std::string_view topic, const Message& message,
+                                std::optional<std::uint32_t> partition = std::nullopt);
+  // One message given as JSON text (validated: kInvalidArgument when it is not one JSON value).
+  Result<ProduceResult> produce_json(std::string_view topic, std::string_view payload_json,
+                                     std::optional<std::string> key = std::nullopt);
+
+  // A consumer of `topic` in `options.group`.
+  virtual Result<std::unique_ptr<Consumer>> consume(std::string_view topic, const ConsumeOptions& options) = 0;
+
+  // Acknowledges `messages` (each in its own topic, partition and group) durably; returns how many
+  // were not acknowledged before. kNotFound when an id names no message.
+  virtual Result<std::size_t> ack(std::span<const ReceivedMessage> messages) = 0;
+  Result<std::size_t> ack(const ReceivedMessage& message) { return ack(std::span(&message, 1)); }
+  // Gives an unacknowledged message back for redelivery now, or after `delay`. kConflict when it
+  // is not in flight.
+  virtual Status nack(const ReceivedMessage& message, std::chrono::milliseconds delay = {}) = 0;
+  // Restarts the message's visibility timeout (long-running work). kConflict when not in flight.
+  virtual Status touch(const ReceivedMessage& message) = 0;
+
+  // "in-process", "http" or "redis".
+  virtual std::string_view backend_name() const = 0;
+
+ protected:
+  Queue() = default;
+};
+
+}  // namespace mq

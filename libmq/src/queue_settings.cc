@@ -1,0 +1,206 @@
+// Queue::from_env's half that reads the environment: every variable checked, every error naming it.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+
+#include "queue_backends.h"
+
+namespace mq {
+namespace {
+
+Status bad_value(std::string_view variable, std::string_view value, std::string_view why) {
+  return Status::invalid_argument(std::string(variable) + "=\"" + std::string(value) + "\": " + std::string(why));
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  std::ranges::transform(out, out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+template <typename Number>
+std::optional<Number> parse_number(std::string_view text) {
+  Number value{};
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  auto port = parse_number<std::uint32_t>(text);
+  if (!port || *port == 0 || *port > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(*port);
+}
+
+// Splits "host:port" (or "[v6]:port"); the port is optional when `default_port` is given.
+Result<detail::HostPort> parse_host_port(std::string_view text, std::optional<std::uint16_t> default_port) {
+  std::string_view host = text;
+  std::string_view port_text;
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return Status::invalid_argument("unclosed '[' in the host");
+    host = text.substr(1, close - 1);
+    const auto rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (!rest.starts_with(':')) return Status::invalid_argument("expected ':' after ']'");
+      port_text = rest.substr(1);
+    }
+  } else if (const auto colon = text.rfind(':'); colon != std::string_view::npos) {
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  if (host.empty()) return Status::invalid_argument("the host is empty");
+  if (host.find_first_of("/?#@ ") != std::string_view::npos) return Status::invalid_argument("bad host");
+  detail::HostPort out{std::string(host), default_port.value_or(0)};
+  if (!port_text.empty() || !default_port) {
+    auto port = parse_port(port_text);
+    if (!port) return Status::invalid_argument("the port must be a number from 1 to 65535");
+    out.port = *port;
+  }
+  return out;
+}
+
+Result<bool> parse_use_http(std::string_view value) {
+  const std::string v = lowercase(value);
+  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
+  if (v.empty() || v == "false" || v == "0" || v == "no" || v == "off") return false;
+  return bad_value("USE_HTTP_QUEUE", value, "expected true/1/yes/on (HTTP) or false/0/no/off (Redis)");
+}
+
+Status parse_redis_url(std::string_view url, RedisQueueOptions& redis) {
+  constexpr std::string_view kScheme = "redis://";
+  auto fail = [&](std::string_view why) { return bad_value("REDIS_URL", url, why); };
+  if (!url.starts_with(kScheme)) return fail("expected redis://[[user]:password@]host[:port][/db]");
+  std::string_view rest = url.substr(kScheme.size());
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const auto colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      redis.password = std::string(userinfo);  // redis://secret@host, as redis-cli reads it
+    } else {
+      redis.username = std::string(userinfo.substr(0, colon));
+      redis.password = std::string(userinfo.substr(colon + 1));
+    }
+  }
+  std::string_view db_text;
+  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
+    db_text = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+  }
+  auto host_port = parse_host_port(rest, 6379);
+  if (!host_port.ok()) return fail(host_port.status().message());
+  redis.host = host_port->host;
+  redis.port = host_port->port;
+  if (!db_text.empty()) {
+    auto db = parse_number<std::uint32_t>(db_text);
+    if (!db) return fail("the database must be a number");
+    redis.db = *db;
+  }
+  return {};
+}
+
+}  // namespace
+
+namespace detail {
+
+std::string default_client_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "client");
+  std::string name(host);
+  // Keep it a valid name (is_valid_name): host names may hold characters it refuses.
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
+  }
+  name += "-" + std::to_string(::getpid());
+  return name.substr(0, 128);
+}
+
+Result<HostPort> parse_http_base_url(std::string_view url) {
+  auto fail = [&](std::string_view why) {
+    return Status::invalid_argument("\"" + std::string(url) + "\" is not a base URL http://host:port: " +
+                                    std::string(why));
+  };
+  std::string_view rest = url;
+  if (rest.starts_with("https://")) return fail("https is not supported (put a TLS proxy in front of mqd)");
+  if (rest.starts_with("http://")) {
+    rest.remove_prefix(7);
+  } else if (rest.find("://") != std::string_view::npos) {
+    return fail("the scheme must be http");
+  }
+  if (rest.ends_with('/')) rest.remove_suffix(1);
+  if (rest.find('/') != std::string_view::npos) return fail("a path is not allowed");
+  auto host_port = parse_host_port(rest, std::nullopt);
+  if (!host_port.ok()) return fail(host_port.status().message());
+  return host_port;
+}
+
+}  // namespace detail
+
+std::optional<std::string> process_environment(std::string_view name) {
+  const char* value = std::getenv(std::string(name).c_str());
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup) {
+  QueueSettings settings;
+  if (auto value = lookup("USE_HTTP_QUEUE")) {
+    auto use_http = parse_use_http(*value);
+    if (!use_http.ok()) return use_http.status();
+    settings.backend = *use_http ? QueueSettings::Backend::kHttp : QueueSettings::Backend::kRedis;
+  }
+  if (auto value = lookup("MSG_QUEUE_ADDR")) {
+    settings.http.addrs.clear();
+    std::string_view rest = *value;
+    while (true) {
+      const auto comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      if (!item.empty()) {
+        auto url = detail::parse_http_base_url(item);
+        if (!url.ok()) return bad_value("MSG_QUEUE_ADDR", *value, url.status().message());
+        settings.http.addrs.emplace_back(item);
+      }
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+    if (settings.http.addrs.empty()) return bad_value("MSG_QUEUE_ADDR", *value, "no address given");
+  }
+  auto name = [&](std::string_view variable, std::string& out) -> Status {
+    auto value = lookup(variable);
+    if (!value) return {};
+    if (!is_valid_name(*value)) {
+      return bad_value(variable, *value, "a name is 1-128 characters of A-Z a-z 0-9 . _ - and starts with a letter or digit");
+    }
+    out = *value;
+    return {};
+  };
+  if (auto s = name("MSG_QUEUE_TOPIC", settings.topic); !s.ok()) return s;
+  if (auto s = name("MSG_QUEUE_GROUP", settings.group); !s.ok()) return s;
+  settings.producer_name = detail::default_client_name();
+  if (auto s = name("MSG_QUEUE_PRODUCER_NAME", settings.producer_name); !s.ok()) return s;
+  if (auto value = lookup("MSG_QUEUE_TOKEN")) settings.http.auth_token = *value;
+  if (auto value = lookup("MSG_QUEUE_PARTITIONS")) {
+    auto partitions = parse_number<std::uint32_t>(*value);
+    if (!partitions || *partitions == 0 || *partitions > 65536) {
+      return bad_value("MSG_QUEUE_PARTITIONS", *value, "expected a number from 1 to 65536");
+    }
+    settings.redis.partitions = *partitions;
+  }
+  if (auto value = lookup("REDIS_URL"); value && !value->empty()) {
+    if (auto s = parse_redis_url(*value, settings.redis); !s.ok()) return s;
+  } else if (auto addr = lookup("REDIS_ADDR"); addr && !addr->empty()) {
+    auto host_port = parse_host_port(*addr, 6379);
+    if (!host_port.ok()) return bad_value("REDIS_ADDR", *addr, host_port.status().message() + " (expected host:port)");
+    settings.redis.host = host_port->host;
+    settings.redis.port = host_port->port;
+  }
+  return settings;
+}
+
+}  // namespace mq
