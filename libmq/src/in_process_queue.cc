@@ -1,7 +1,147 @@
+// The in-process backend: Queue calls go straight to a Broker in this program.
+#include <map>
+#include <thread>
+#include <tuple>
+
+#include "delivery_buffer.h"
+#include "delivery_json.h"
 #include "queue_backends.h"
 
 namespace mq::detail {
+namespace {
 
-std::unique_ptr<Queue> make_in_process_queue(std::shared_ptr<Broker>) { return nullptr; }
+// The messages of `deliveries` as a consumer of `topic` in `group` receives them.
+Result<std::vector<ReceivedMessage>> to_received(std::vector<Delivery>& deliveries, const std::string& topic,
+                                                 const std::string& group, DeliveryParser& parser) {
+  std::vector<ReceivedMessage> out;
+  out.reserve(deliveries.size());
+  for (auto& d : deliveries) {
+    ReceivedMessage& m = out.emplace_back();
+    m.topic = topic;
+    m.group = group;
+    m.partition = d.partition;
+    m.offset = d.offset;
+    m.id = std::move(d.id);
+    m.delivery = d.delivery;
+    if (auto s = parser.parse(d.record, m); !s.ok()) return s;
+  }
+  return out;
+}
+
+// One Subscription per partition. With one partition receive() waits on it directly; with more, a
+// thread per partition waits on its subscription and leaves what it takes in a DeliveryBuffer.
+class InProcessConsumer final : public Consumer {
+ public:
+  InProcessConsumer(std::string topic, std::string group, std::size_t batch,
+                    std::vector<std::unique_ptr<Subscription>> subscriptions)
+      : topic_(std::move(topic)), group_(std::move(group)), subscriptions_(std::move(subscriptions)) {
+    if (subscriptions_.size() == 1) return;
+    for (auto& subscription : subscriptions_) {
+      readers_.emplace_back([this, s = subscription.get(), batch] { read_into_buffer(*s, batch); });
+    }
+  }
+
+  ~InProcessConsumer() override {
+    stopping_ = true;
+    for (auto& subscription : subscriptions_) subscription->cancel_waits();
+    for (auto& reader : readers_) reader.join();
+    // The subscriptions' destructors hand back what they hold, the buffer's unread messages included.
+  }
+
+  Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
+                                               std::chrono::milliseconds timeout) override {
+    if (max_messages == 0) return std::vector<ReceivedMessage>{};
+    if (subscriptions_.size() > 1) return buffer_.pop(max_messages, timeout);
+    auto deliveries = subscriptions_.front()->next(max_messages, timeout);
+    if (!deliveries.ok()) return deliveries.status();
+    return to_received(*deliveries, topic_, group_, parser_);
+  }
+
+ private:
+  void read_into_buffer(Subscription& subscription, std::size_t batch) {
+    DeliveryParser parser;
+    while (!stopping_) {
+      auto deliveries = subscription.next(batch, std::chrono::hours(1));
+      if (!deliveries.ok()) return buffer_.fail(deliveries.status());
+      auto messages = to_received(*deliveries, topic_, group_, parser);
+      if (!messages.ok()) return buffer_.fail(messages.status());
+      buffer_.push(std::move(messages).value());
+    }
+  }
+
+  const std::string topic_;
+  const std::string group_;
+  std::vector<std::unique_ptr<Subscription>> subscriptions_;
+  DeliveryParser parser_;  // receive()'s, with one partition
+  DeliveryBuffer buffer_;
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> readers_;
+};
+
+class InProcessQueue final : public Queue {
+ public:
+  explicit InProcessQueue(std::shared_ptr<Broker> broker) : broker_(std::move(broker)) {}
+
+  Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
+                                std::optional<std::uint32_t> partition) override {
+    return broker_->produce(topic, partition, messages);
+  }
+
+  Result<std::unique_ptr<Consumer>> consume(std::string_view topic, const ConsumeOptions& options) override {
+    std::vector<std::uint32_t> partitions = options.partitions;
+    if (partitions.empty()) {
+      for (const auto& info : broker_->topics()) {
+        if (info.name == topic) partitions = info.owned;
+      }
+    }
+    if (partitions.empty())
+      return Status::not_found("no partition of topic \"" + std::string(topic) + "\" to consume here");
+    SubscribeOptions subscribe_options;
+    subscribe_options.visibility_timeout = options.visibility_timeout;
+    subscribe_options.max_inflight = options.max_inflight;
+    subscribe_options.from = options.from;
+    std::vector<std::unique_ptr<Subscription>> subscriptions;
+    for (std::uint32_t p : partitions) {
+      auto subscription = broker_->subscribe(topic, p, options.group, subscribe_options);
+      if (!subscription.ok()) return subscription.status();
+      subscriptions.push_back(std::move(subscription).value());
+    }
+    return std::unique_ptr<Consumer>(std::make_unique<InProcessConsumer>(
+        std::string(topic), options.group, std::max<std::size_t>(options.max_inflight, 1),
+        std::move(subscriptions)));
+  }
+
+  Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
+    // One broker call (one durable journal write) per partition and group.
+    std::map<std::tuple<std::string_view, std::uint32_t, std::string_view>, std::vector<std::string>> ids;
+    for (const auto& m : messages) ids[{m.topic, m.partition, m.group}].push_back(m.id);
+    std::size_t acked = 0;
+    for (const auto& [where, list] : ids) {
+      auto count = broker_->ack(std::get<0>(where), std::get<1>(where), std::get<2>(where), list);
+      if (!count.ok()) return count.status();
+      acked += *count;
+    }
+    return acked;
+  }
+
+  Status nack(const ReceivedMessage& message, std::chrono::milliseconds delay) override {
+    return broker_->nack(message.topic, message.partition, message.group, message.id, delay);
+  }
+
+  Status touch(const ReceivedMessage& message) override {
+    return broker_->touch(message.topic, message.partition, message.group, message.id);
+  }
+
+  std::string_view backend_name() const override { return "in-process"; }
+
+ private:
+  std::shared_ptr<Broker> broker_;
+};
+
+}  // namespace
+
+std::unique_ptr<Queue> make_in_process_queue(std::shared_ptr<Broker> broker) {
+  return std::make_unique<InProcessQueue>(std::move(broker));
+}
 
 }  // namespace mq::detail

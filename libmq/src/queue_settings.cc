@@ -12,12 +12,14 @@ namespace mq {
 namespace {
 
 Status bad_value(std::string_view variable, std::string_view value, std::string_view why) {
-  return Status::invalid_argument(std::string(variable) + "=\"" + std::string(value) + "\": " + std::string(why));
+  return Status::invalid_argument(std::string(variable) + "=\"" + std::string(value) +
+                                  "\": " + std::string(why));
 }
 
 std::string lowercase(std::string_view s) {
   std::string out(s);
-  std::ranges::transform(out, out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::ranges::transform(out, out.begin(),
+                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
 }
 
@@ -109,7 +111,8 @@ namespace detail {
 
 std::string default_client_name() {
   char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "client");
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+    std::snprintf(host, sizeof host, "client");
   std::string name(host);
   // Keep it a valid name (is_valid_name): host names may hold characters it refuses.
   for (char& c : name) {
@@ -121,8 +124,8 @@ std::string default_client_name() {
 
 Result<HostPort> parse_http_base_url(std::string_view url) {
   auto fail = [&](std::string_view why) {
-    return Status::invalid_argument("\"" + std::string(url) + "\" is not a base URL http://host:port: " +
-                                    std::string(why));
+    return Status::invalid_argument("\"" + std::string(url) +
+                                    "\" is not a base URL http://host:port: " + std::string(why));
   };
   std::string_view rest = url;
   if (rest.starts_with("https://")) return fail("https is not supported (put a TLS proxy in front of mqd)");
@@ -175,7 +178,8 @@ Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup) {
     auto value = lookup(variable);
     if (!value) return {};
     if (!is_valid_name(*value)) {
-      return bad_value(variable, *value, "a name is 1-128 characters of A-Z a-z 0-9 . _ - and starts with a letter or digit");
+      return bad_value(variable, *value,
+                       "a name is 1-128 characters of A-Z a-z 0-9 . _ - and starts with a letter or digit");
     }
     out = *value;
     return {};
@@ -196,7 +200,8 @@ Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup) {
     if (auto s = parse_redis_url(*value, settings.redis); !s.ok()) return s;
   } else if (auto addr = lookup("REDIS_ADDR"); addr && !addr->empty()) {
     auto host_port = parse_host_port(*addr, 6379);
-    if (!host_port.ok()) return bad_value("REDIS_ADDR", *addr, host_port.status().message() + " (expected host:port)");
+    if (!host_port.ok())
+      return bad_value("REDIS_ADDR", *addr, host_port.status().message() + " (expected host:port)");
     settings.redis.host = host_port->host;
     settings.redis.port = host_port->port;
   }

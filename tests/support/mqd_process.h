@@ -55,8 +55,8 @@ class ServerProcess {
   // Starts `program` with `args` and exactly `env`; its stderr goes to `stderr_path` (else
   // /dev/null), its stdout to /dev/null. The child dies with the test process (PR_SET_PDEATHSIG), so
   // a test that fails hard leaves no server behind holding ports or ctest's output pipe.
-  ServerProcess(std::string program_path, std::vector<std::string> args, std::map<std::string, std::string> env,
-                std::string stderr_path = "") {
+  ServerProcess(std::string program_path, std::vector<std::string> args,
+                std::map<std::string, std::string> env, std::string stderr_path = "") {
     const char* program = program_path.c_str();
     std::vector<std::string> strings;
     for (const auto& [k, v] : env) strings.push_back(k + "=" + v);

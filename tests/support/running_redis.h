@@ -19,9 +19,24 @@ class RunningRedis {
  public:
   // `extra_args` are more redis-server options ("--appendfsync", "no").
   explicit RunningRedis(std::vector<std::string> extra_args = {}) : port_(free_port()) {
-    args_ = {"--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir_.path(),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
-             "--daemonize", "no", "--logfile", ""};
+    args_ = {"--port",
+             std::to_string(port_),
+             "--bind",
+             "127.0.0.1",
+             "--dir",
+             dir_.path(),
+             "--save",
+             "",
+             "--appendonly",
+             "yes",
+             "--appendfsync",
+             "always",
+             "--protected-mode",
+             "no",
+             "--daemonize",
+             "no",
+             "--logfile",
+             ""};
     for (auto& a : extra_args) args_.push_back(a);
     start();
   }

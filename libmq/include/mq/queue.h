@@ -66,7 +66,8 @@ class MQ_EXPORT Consumer {
   // retrying cannot fix (unknown topic, refused credentials) and with kShuttingDown when an
   // in-process broker stops; an unreachable server is retried in the background (HTTP, Redis)
   // and only shows as no messages.
-  virtual Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages, std::chrono::milliseconds timeout) = 0;
+  virtual Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
+                                                       std::chrono::milliseconds timeout) = 0;
 };
 
 // Talks to one or more mqd brokers (see README "Using mqd over HTTP").
@@ -108,9 +109,9 @@ struct QueueSettings {
   Backend backend = Backend::kRedis;
   HttpQueueOptions http;
   RedisQueueOptions redis;
-  std::string topic = "events";     // MSG_QUEUE_TOPIC
-  std::string group = "default";    // MSG_QUEUE_GROUP
-  std::string producer_name;        // MSG_QUEUE_PRODUCER_NAME, also the consumer's name
+  std::string topic = "events";   // MSG_QUEUE_TOPIC
+  std::string group = "default";  // MSG_QUEUE_GROUP
+  std::string producer_name;      // MSG_QUEUE_PRODUCER_NAME, also the consumer's name
 };
 
 // Reads USE_HTTP_QUEUE (true/1/yes/on: HTTP; false/0/no/off, empty or unset: Redis; anything else
@@ -165,7 +166,8 @@ class MQ_EXPORT Queue {
                                      std::optional<std::string> key = std::nullopt);
 
   // A consumer of `topic` in `options.group`.
-  virtual Result<std::unique_ptr<Consumer>> consume(std::string_view topic, const ConsumeOptions& options) = 0;
+  virtual Result<std::unique_ptr<Consumer>> consume(std::string_view topic,
+                                                    const ConsumeOptions& options) = 0;
 
   // Acknowledges `messages` (each in its own topic, partition and group) durably; returns how many
   // were not acknowledged before. kNotFound when an id names no message.

@@ -1,0 +1,83 @@
+// The HTTP backend's view of a deployment of mqd brokers: which broker owns which partition, how
+// many partitions each topic has, and a pool of keep-alive connections per broker.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/queue.h"
+
+namespace httplib {
+class Client;
+}
+
+namespace mq::detail {
+
+// An HTTP answer: status and body.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+
+// The Status an mqd error answer stands for (the body is {"error": ..., ["owner", "owner_url"]}).
+Status status_of_reply(const HttpReply& reply, std::string_view broker_url);
+// The "owner_url" of a 421 answer, when it has one.
+std::optional<std::string> owner_url_of(const HttpReply& reply);
+
+// Thread-safe.
+class BrokerDirectory {
+ public:
+  // `options.addrs` must already be valid base URLs.
+  explicit BrokerDirectory(HttpQueueOptions options);
+  ~BrokerDirectory();
+  BrokerDirectory(const BrokerDirectory&) = delete;
+  BrokerDirectory& operator=(const BrokerDirectory&) = delete;
+
+  struct Route {
+    std::string url;               // the owner's base URL
+    std::uint32_t owner = 0;       // the owner's broker index
+    std::uint32_t partitions = 0;  // the topic's partition count
+  };
+  // Where `partition` of `topic` lives (nullopt partition: just the topic's partition count, url
+  // empty). Asks the brokers' /topics when the answer is not known yet. kNotFound for an unknown
+  // topic or a partition beyond its count; kUnavailable when no broker answers.
+  Result<Route> route(std::string_view topic, std::optional<std::uint32_t> partition);
+  // A 421 named the owner of a partition: remember its URL (or forget the map when none was given).
+  void learn_owner(std::uint32_t owner, std::optional<std::string> url);
+  // Drops what is known, so that the next route() asks the brokers again.
+  void forget();
+
+  // Sends a request to `url` over a pooled keep-alive connection. A failure to connect or a lost
+  // connection gives kUnavailable naming the broker.
+  Result<HttpReply> post(const std::string& url, const std::string& path, const std::string& body);
+  Result<HttpReply> get(const std::string& url, const std::string& path);
+
+  // A new client for a long-lived event stream (not pooled).
+  std::unique_ptr<httplib::Client> stream_client(const std::string& url) const;
+  const HttpQueueOptions& options() const { return options_; }
+
+ private:
+  std::unique_ptr<httplib::Client> make_client(const std::string& url,
+                                               std::chrono::milliseconds read_timeout) const;
+  std::unique_ptr<httplib::Client> acquire(const std::string& url);
+  void release(const std::string& url, std::unique_ptr<httplib::Client> client);
+  // Asks the brokers' /topics and fills the map.
+  Status refresh();
+  // The owner's URL when known; the lock must be held.
+  std::optional<std::string> url_of_locked(std::uint32_t index) const;
+
+  const HttpQueueOptions options_;
+  mutable std::mutex mutex_;
+  std::uint32_t broker_count_ = 0;                                // GUARDED_BY(mutex_): 0 until known
+  std::map<std::uint32_t, std::string> url_by_index_;             // GUARDED_BY(mutex_)
+  std::map<std::string, std::uint32_t, std::less<>> partitions_;  // GUARDED_BY(mutex_)
+  std::map<std::string, std::vector<std::unique_ptr<httplib::Client>>> idle_clients_;  // GUARDED_BY(mutex_)
+};
+
+}  // namespace mq::detail

@@ -1,0 +1,150 @@
+#include "redis_connection.h"
+
+#include <poll.h>
+#include <sys/time.h>
+
+#include <array>
+#include <string>
+
+namespace mq::detail {
+namespace {
+
+constexpr std::string_view kRedisReplied = "Redis replied: ";
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  if (ms.count() < 1) ms = std::chrono::milliseconds(1);
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+std::vector<const char*> argv_of(const std::vector<std::string>& args, std::vector<size_t>& lengths) {
+  std::vector<const char*> argv;
+  argv.reserve(args.size());
+  lengths.clear();
+  lengths.reserve(args.size());
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    lengths.push_back(a.size());
+  }
+  return argv;
+}
+
+}  // namespace
+
+std::string_view redis_error_code(std::string_view text) { return text.substr(0, text.find(' ')); }
+
+std::string_view redis_error_code(const Status& status) {
+  const std::string_view message = status.message();
+  if (status.ok() || message.substr(0, kRedisReplied.size()) != kRedisReplied) return {};
+  return redis_error_code(message.substr(kRedisReplied.size()));
+}
+
+Status status_from_redis_error(std::string_view text) {
+  const std::string_view code = redis_error_code(text);
+  std::string message = std::string(kRedisReplied) + std::string(text);
+  if (code == "NOAUTH" || code == "WRONGPASS" || code == "NOPERM") return Status::unauthenticated(message);
+  constexpr std::array<std::string_view, 7> kTransient = {"LOADING",     "BUSY",     "MASTERDOWN", "TRYAGAIN",
+                                                          "CLUSTERDOWN", "READONLY", "OOM"};
+  for (auto transient : kTransient) {
+    if (code == transient) return Status::unavailable(message);
+  }
+  if (code == "NOGROUP") return Status::not_found(message);
+  if (code == "WRONGTYPE") return Status::conflict(message);
+  return Status::io_error(message);
+}
+
+Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisQueueOptions& options,
+                                                                  std::chrono::milliseconds command_timeout) {
+  std::string address = options.host + ":" + std::to_string(options.port);
+  redisContext* context =
+      redisConnectWithTimeout(options.host.c_str(), options.port, to_timeval(options.connect_timeout));
+  if (context == nullptr)
+    return Status::unavailable("cannot connect to Redis at " + address + ": out of memory");
+  if (context->err != 0) {
+    Status failed = Status::unavailable("cannot connect to Redis at " + address + ": " + context->errstr);
+    redisFree(context);
+    return failed;
+  }
+  std::unique_ptr<RedisConnection> connection(new RedisConnection(context, address));
+  connection->set_command_timeout(command_timeout);
+  if (!options.password.empty()) {
+    std::vector<std::string> auth{"AUTH"};
+    if (!options.username.empty()) auth.push_back(options.username);
+    auth.push_back(options.password);
+    auto reply = connection->command(auth);
+    if (!reply.ok()) {
+      const Status& s = reply.status();
+      if (s.code() == ErrorCode::kUnavailable) return s;
+      return Status::unauthenticated("Redis at " + address + " refused AUTH: " + s.message());
+    }
+  }
+  if (options.db != 0) {
+    auto reply = connection->command({"SELECT", std::to_string(options.db)});
+    if (!reply.ok()) {
+      return Status(reply.status().code(), "Redis at " + address + " refused SELECT " +
+                                               std::to_string(options.db) + ": " + reply.status().message());
+    }
+  }
+  return connection;
+}
+
+RedisConnection::~RedisConnection() { redisFree(context_); }
+
+void RedisConnection::set_command_timeout(std::chrono::milliseconds timeout) {
+  if (redisSetTimeout(context_, to_timeval(timeout)) != REDIS_OK) broken_ = true;
+}
+
+bool RedisConnection::idle_and_healthy() const {
+  if (broken_ || context_->err != 0) return false;
+  pollfd p{context_->fd, POLLIN, 0};
+  const int n = ::poll(&p, 1, 0);
+  // Readable while idle: EOF (the server closed it) or bytes nobody asked for. Either way, drop it.
+  return n == 0;
+}
+
+Status RedisConnection::io_failure(std::string_view what) {
+  broken_ = true;
+  std::string reason = context_->err != 0 ? context_->errstr : "no reply";
+  if (context_->err == REDIS_ERR_IO && reason.empty()) reason = "I/O error";
+  return Status::unavailable("Redis at " + address_ + ": " + std::string(what) + " failed: " + reason);
+}
+
+Result<ReplyPtr> RedisConnection::command(const std::vector<std::string>& args) {
+  if (broken_) return Status::unavailable("Redis at " + address_ + ": the connection is broken");
+  std::vector<size_t> lengths;
+  auto argv = argv_of(args, lengths);
+  ReplyPtr reply(static_cast<redisReply*>(
+      redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+  if (reply == nullptr) return io_failure(args.empty() ? "a command" : args[0]);
+  if (reply->type == REDIS_REPLY_ERROR)
+    return status_from_redis_error(std::string_view(reply->str, reply->len));
+  return reply;
+}
+
+Result<std::vector<ReplyPtr>> RedisConnection::pipeline(
+    const std::vector<std::vector<std::string>>& commands) {
+  if (broken_) return Status::unavailable("Redis at " + address_ + ": the connection is broken");
+  std::vector<size_t> lengths;
+  for (const auto& args : commands) {
+    auto argv = argv_of(args, lengths);
+    if (redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()) !=
+        REDIS_OK) {
+      return io_failure("a pipelined command");
+    }
+  }
+  std::vector<ReplyPtr> replies;
+  replies.reserve(commands.size());
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) {
+      if (raw != nullptr) freeReplyObject(raw);
+      return io_failure("a pipelined command");
+    }
+    replies.emplace_back(static_cast<redisReply*>(raw));
+  }
+  return replies;
+}
+
+}  // namespace mq::detail
