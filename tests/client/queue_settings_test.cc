@@ -1,1 +1,135 @@
+// Queue::from_env's reading of the environment: USE_HTTP_QUEUE picks the backend, every other
+// variable is checked, and a bad value is an error that names the variable.
 #include <doctest/doctest.h>
+
+#include <map>
+
+#include "mq/queue.h"
+
+using namespace mq;
+
+namespace {
+
+EnvLookup env(std::map<std::string, std::string> values) {
+  return [values = std::move(values)](std::string_view name) -> std::optional<std::string> {
+    auto it = values.find(std::string(name));
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+Status error_of(std::map<std::string, std::string> values) {
+  return queue_settings_from_env(env(std::move(values))).status();
+}
+
+}  // namespace
+
+TEST_CASE("UseHttpQueueChoosesTheBackendAndATypoIsAnError") {
+  for (const char* yes : {"true", "1", "yes", "on", "TRUE", "On"}) {
+    CAPTURE(yes);
+    auto s = queue_settings_from_env(env({{"USE_HTTP_QUEUE", yes}}));
+    REQUIRE(s.ok());
+    CHECK(s->backend == QueueSettings::Backend::kHttp);
+  }
+  for (const char* no : {"false", "0", "no", "off", "", "FALSE"}) {
+    CAPTURE(no);
+    auto s = queue_settings_from_env(env({{"USE_HTTP_QUEUE", no}}));
+    REQUIRE(s.ok());
+    CHECK(s->backend == QueueSettings::Backend::kRedis);
+  }
+  CHECK(queue_settings_from_env(env({}))->backend == QueueSettings::Backend::kRedis);
+  for (const char* typo : {"ture", "2", "y", "enabled"}) {
+    CAPTURE(typo);
+    const Status s = error_of({{"USE_HTTP_QUEUE", typo}});
+    CHECK(s.code() == ErrorCode::kInvalidArgument);
+    CHECK(s.message().find("USE_HTTP_QUEUE") != std::string::npos);
+  }
+}
+
+TEST_CASE("TheDefaultsServeALocalMqdOrRedis") {
+  auto s = queue_settings_from_env(env({}));
+  REQUIRE(s.ok());
+  CHECK(s->http.addrs == std::vector<std::string>{"http://127.0.0.1:8080"});
+  CHECK(s->redis.host == "127.0.0.1");
+  CHECK(s->redis.port == 6379);
+  CHECK(s->redis.partitions == 1);
+  CHECK(s->topic == "events");
+  CHECK(s->group == "default");
+  CHECK(is_valid_name(s->producer_name));  // "<host>-<pid>"
+}
+
+TEST_CASE("MsgQueueVariablesAreRead") {
+  auto s = queue_settings_from_env(env({{"USE_HTTP_QUEUE", "1"},
+                                        {"MSG_QUEUE_ADDR", "http://a:1, http://b:2/"},
+                                        {"MSG_QUEUE_TOPIC", "orders"},
+                                        {"MSG_QUEUE_GROUP", "billing"},
+                                        {"MSG_QUEUE_PRODUCER_NAME", "svc-7"},
+                                        {"MSG_QUEUE_TOKEN", "t"},
+                                        {"MSG_QUEUE_PARTITIONS", "8"}}));
+  REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+  CHECK(s->http.addrs == std::vector<std::string>{"http://a:1", "http://b:2/"});
+  CHECK(s->topic == "orders");
+  CHECK(s->group == "billing");
+  CHECK(s->producer_name == "svc-7");
+  CHECK(s->http.auth_token == "t");
+  CHECK(s->redis.partitions == 8);
+}
+
+TEST_CASE("RedisUrlWinsOverRedisAddr") {
+  auto s =
+      queue_settings_from_env(env({{"REDIS_URL", "redis://:pw@cache:6380/2"}, {"REDIS_ADDR", "other:1"}}));
+  REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+  CHECK(s->redis.host == "cache");
+  CHECK(s->redis.port == 6380);
+  CHECK(s->redis.password == "pw");
+  CHECK(s->redis.username.empty());
+  CHECK(s->redis.db == 2);
+  auto user = queue_settings_from_env(env({{"REDIS_URL", "redis://app:pw@cache"}}));
+  REQUIRE(user.ok());
+  CHECK(user->redis.username == "app");
+  CHECK(user->redis.port == 6379);
+  auto addr = queue_settings_from_env(env({{"REDIS_ADDR", "10.0.0.5:7000"}}));
+  REQUIRE(addr.ok());
+  CHECK(addr->redis.host == "10.0.0.5");
+  CHECK(addr->redis.port == 7000);
+  auto v6 = queue_settings_from_env(env({{"REDIS_ADDR", "[::1]:7001"}}));
+  REQUIRE(v6.ok());
+  CHECK(v6->redis.host == "::1");
+}
+
+TEST_CASE("BadValuesAreErrorsNamingTheVariable") {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"MSG_QUEUE_ADDR", "https://secure:443"},
+      {"MSG_QUEUE_ADDR", "http://host"},
+      {"MSG_QUEUE_ADDR", " , "},
+      {"MSG_QUEUE_ADDR", "http://h:99999"},
+      {"MSG_QUEUE_TOPIC", "a/b"},
+      {"MSG_QUEUE_TOPIC", ""},
+      {"MSG_QUEUE_GROUP", "has space"},
+      {"MSG_QUEUE_PRODUCER_NAME", ".x"},
+      {"MSG_QUEUE_PARTITIONS", "0"},
+      {"MSG_QUEUE_PARTITIONS", "four"},
+      {"REDIS_URL", "http://h:1"},
+      {"REDIS_URL", "redis://h:port"},
+      {"REDIS_URL", "redis://h:1/db"},
+      {"REDIS_ADDR", "h:0"},
+      {"REDIS_ADDR", ":6379"},
+  };
+  for (const auto& [name, value] : bad) {
+    CAPTURE(name);
+    CAPTURE(value);
+    const Status s = error_of({{name, value}});
+    CHECK(s.code() == ErrorCode::kInvalidArgument);
+    CHECK(s.message().find(name) != std::string::npos);
+  }
+}
+
+TEST_CASE("FromEnvOpensTheChosenBackendWithoutContactingIt") {
+  auto http = Queue::from_env(env({{"USE_HTTP_QUEUE", "yes"}, {"MSG_QUEUE_ADDR", "http://127.0.0.1:1"}}));
+  REQUIRE_MESSAGE(http.ok(), http.status().to_string());
+  CHECK(http->queue->backend_name() == "http");
+  auto redis = Queue::from_env(env({{"REDIS_ADDR", "127.0.0.1:1"}}));
+  REQUIRE_MESSAGE(redis.ok(), redis.status().to_string());
+  CHECK(redis->queue->backend_name() == "redis");
+  CHECK(Queue::from_env(env({{"USE_HTTP_QUEUE", "maybe"}})).status().code() == ErrorCode::kInvalidArgument);
+}
