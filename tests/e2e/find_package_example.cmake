@@ -1,6 +1,7 @@
 # Installs this build of libmq into a scratch prefix, then configures, builds and runs
 # examples/find_package against it, as a user's project would; then builds and runs
-# examples/add_subdirectory, which compiles libmq from this source tree inside its own project.
+# examples/add_subdirectory, which compiles libmq from this source tree inside its own project, and
+# the integration templates (examples/in_process, examples/services) against the installed libmq.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 function(run)
@@ -27,5 +28,17 @@ if(EXISTS ${WORK_DIR}/subdir-build/libmq/mqd OR EXISTS ${WORK_DIR}/subdir-build/
 endif()
 run(${WORK_DIR}/subdir-build/add_subdirectory_example ${WORK_DIR}/subdir-data)
 if(NOT last_output MATCHES "offset 0: .*hello from libmq")
+  message(FATAL_ERROR "unexpected output: ${last_output}")
+endif()
+
+# The integration templates build against the installed libmq too (the Queue's HTTP and Redis
+# backends bring their pkg-config dependencies along through libmqConfig.cmake).
+foreach(example in_process services)
+  run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/${example} -B ${WORK_DIR}/${example}-build -G ${GENERATOR}
+      -DCMAKE_PREFIX_PATH=${prefix})
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/${example}-build)
+endforeach()
+run(${WORK_DIR}/in_process-build/in_process_example ${WORK_DIR}/in-process-data 5)
+if(NOT last_output MATCHES "handled 5 orders")
   message(FATAL_ERROR "unexpected output: ${last_output}")
 endif()

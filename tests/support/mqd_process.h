@@ -52,11 +52,12 @@ inline bool port_accepts(int port) {
 
 class ServerProcess {
  public:
-  // Starts `program` with `args` and exactly `env`; its stderr goes to `stderr_path` (else
-  // /dev/null), its stdout to /dev/null. The child dies with the test process (PR_SET_PDEATHSIG), so
+  // Starts `program` with `args` and exactly `env`; its stderr goes to `stderr_path` and its stdout
+  // to `stdout_path` (each /dev/null when empty). The child dies with the test process (PR_SET_PDEATHSIG), so
   // a test that fails hard leaves no server behind holding ports or ctest's output pipe.
   ServerProcess(std::string program_path, std::vector<std::string> args,
-                std::map<std::string, std::string> env, std::string stderr_path = "") {
+                std::map<std::string, std::string> env, std::string stderr_path = "",
+                std::string stdout_path = "") {
     const char* program = program_path.c_str();
     std::vector<std::string> strings;
     for (const auto& [k, v] : env) strings.push_back(k + "=" + v);
@@ -64,6 +65,7 @@ class ServerProcess {
     for (auto& s : strings) envp.push_back(s.data());
     envp.push_back(nullptr);
     const std::string err = stderr_path.empty() ? "/dev/null" : stderr_path;
+    const std::string out_path = stdout_path.empty() ? "/dev/null" : stdout_path;
     std::vector<char*> argv{const_cast<char*>(program)};
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -73,7 +75,7 @@ class ServerProcess {
     if (pid == 0) {  // only async-signal-safe calls until execve
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
-      const int out = ::open("/dev/null", O_WRONLY);
+      const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       const int error = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (out >= 0) ::dup2(out, STDOUT_FILENO);
       if (error >= 0) ::dup2(error, STDERR_FILENO);
