@@ -1,6 +1,8 @@
 #include "redis_connection.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include <array>
@@ -30,6 +32,41 @@ std::vector<const char*> argv_of(const std::vector<std::string>& args, std::vect
   }
   return argv;
 }
+
+// hiredis writes with write(2): on a connection the server has reset, that raises SIGPIPE, which
+// kills a program that has not ignored it. Block SIGPIPE on this thread while a command runs and
+// swallow one it raised (the write then fails with EPIPE and the connection counts as broken).
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    pending_before_ = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+    blocked_ = pthread_sigmask(SIG_BLOCK, &pipe_, &old_) == 0;
+  }
+  ~SigpipeGuard() {
+    if (!blocked_) return;
+    if (!pending_before_) {
+      sigset_t pending;
+      sigemptyset(&pending);
+      if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        const timespec zero{0, 0};
+        sigtimedwait(&pipe_, nullptr, &zero);
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t old_;
+  bool pending_before_ = false;
+  bool blocked_ = false;
+};
 
 }  // namespace
 
@@ -115,6 +152,7 @@ Result<ReplyPtr> RedisConnection::command(const std::vector<std::string>& args) 
   if (broken_) return Status::unavailable("Redis at " + address_ + ": the connection is broken");
   std::vector<size_t> lengths;
   auto argv = argv_of(args, lengths);
+  const SigpipeGuard guard;
   ReplyPtr reply(static_cast<redisReply*>(
       redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data())));
   if (reply == nullptr) return io_failure(args.empty() ? "a command" : args[0]);
@@ -134,6 +172,7 @@ Result<std::vector<ReplyPtr>> RedisConnection::pipeline(
       return io_failure("a pipelined command");
     }
   }
+  const SigpipeGuard guard;
   std::vector<ReplyPtr> replies;
   replies.reserve(commands.size());
   for (std::size_t i = 0; i < commands.size(); ++i) {

@@ -112,7 +112,6 @@ constexpr long long kDueNowIdleMs = 100'000'000'000;
 constexpr std::size_t kPoolMax = 16;
 constexpr std::size_t kHandBackPage = 1000;
 // The offset of an entry that has no `offset` field (written by a foreign producer).
-constexpr std::uint64_t kNoOffset = std::numeric_limits<std::uint64_t>::max();
 
 // KEYS[1] stream, KEYS[2] counter; ARGV[1] the message count n, then per message: "1" or "0" (has
 // a key), the payload, the key (empty when none). Returns {first offset, {entry ids}}.
@@ -294,7 +293,7 @@ class RedisConsumer final : public Consumer {
   bool paused(const Stream& s) const { return s.inflight >= max_inflight_; }
 
   Status ensure_ready() {
-    if (conn_ && conn_->broken()) {
+    if (conn_ && !conn_->idle_and_healthy()) {  // broken, or closed by the server while idle
       conn_.reset();
       groups_ready_ = false;
     }
@@ -467,7 +466,8 @@ class RedisConsumer final : public Consumer {
   // Makes this consumer's pending entries due at once for every consumer of the group.
   void hand_back() {
     if (!ever_ready_) return;
-    if (!conn_ || conn_->broken()) {
+    if (!conn_ || !conn_->idle_and_healthy()) {
+      conn_.reset();
       auto c = RedisConnection::connect(server_, kCommandTimeout);
       if (!c.ok()) return;  // Redis is down: the entries come back after the visibility timeout
       conn_ = std::move(c).value();

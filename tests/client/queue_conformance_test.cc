@@ -50,14 +50,14 @@ TEST_CASE_TEMPLATE("ProducedMessagesAreReceivedWithTheirFieldsAndAckedOnesAreNot
   REQUIRE(got.size() == sent.size());
   CHECK(payloads_of(got) == sent);
   std::map<std::uint32_t, std::vector<std::uint64_t>> offsets;
-  std::set<std::string> ids;
+  std::set<std::pair<std::uint32_t, std::string>> ids;  // ids are unique within a partition
   for (const auto& m : got) {
     CHECK(m.topic == "events");
     CHECK(m.group == "g");
     CHECK(m.delivery == 1);
     CHECK(m.timestamp_ms > 1'600'000'000'000);
     CHECK(m.partition < kTestPartitions);
-    ids.insert(m.id);
+    ids.emplace(m.partition, m.id);
     offsets[m.partition].push_back(m.offset);
     if (auto it = keyed.find(m.payload); it != keyed.end()) {
       CHECK(m.partition == it->second);

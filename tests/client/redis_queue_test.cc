@@ -1,1 +1,501 @@
+// The Redis Streams backend's specifics, against a real redis-server per test: the stream layout
+// and dense offsets, redelivery through the pending-entries list, nack/touch, handing messages
+// back, restarts, and connection failures. The behaviour shared by every backend is in
+// queue_conformance_test.cc.
 #include <doctest/doctest.h>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "mq/queue.h"
+#include "mq/topic.h"
+#include "running_redis.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mq::ConsumeOptions;
+using mq::Consumer;
+using mq::ErrorCode;
+using mq::Message;
+using mq::Payload;
+using mq::Queue;
+using mq::ReceivedMessage;
+using mq::RedisQueueOptions;
+using mq::testing::RunningRedis;
+
+RedisQueueOptions options_for(const RunningRedis& redis, std::uint32_t partitions = 1) {
+  RedisQueueOptions options;
+  options.port = static_cast<std::uint16_t>(redis.port());
+  options.partitions = partitions;
+  return options;
+}
+
+std::unique_ptr<Queue> open_queue(const RedisQueueOptions& options) {
+  auto queue = Queue::redis(options);
+  REQUIRE_MESSAGE(queue.ok(), queue.status().to_string());
+  return std::move(queue).value();
+}
+
+Message message(std::string_view json, std::optional<std::string> key = std::nullopt) {
+  auto payload = Payload::parse(json);
+  REQUIRE(payload.ok());
+  return Message{std::move(payload).value(), std::move(key)};
+}
+
+std::unique_ptr<Consumer> consumer_of(Queue& queue, std::string_view topic, ConsumeOptions options) {
+  auto consumer = queue.consume(topic, options);
+  REQUIRE_MESSAGE(consumer.ok(), consumer.status().to_string());
+  return std::move(consumer).value();
+}
+
+ConsumeOptions group_options(std::string group, std::string name,
+                             std::optional<std::chrono::milliseconds> visibility_timeout = std::nullopt) {
+  ConsumeOptions options;
+  options.group = std::move(group);
+  options.consumer_name = std::move(name);
+  options.visibility_timeout = visibility_timeout;
+  return options;
+}
+
+// Receives until `n` messages came or `timeout` passed.
+std::vector<ReceivedMessage> receive_n(Consumer& consumer, std::size_t n,
+                                       std::chrono::milliseconds timeout = 10s) {
+  std::vector<ReceivedMessage> all;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (all.size() < n) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) break;
+    auto got = consumer.receive(n - all.size(), left);
+    REQUIRE_MESSAGE(got.ok(), got.status().to_string());
+    for (auto& m : *got) all.push_back(std::move(m));
+  }
+  return all;
+}
+
+ReceivedMessage receive_one(Consumer& consumer, std::chrono::milliseconds timeout = 10s) {
+  auto got = receive_n(consumer, 1, timeout);
+  REQUIRE(got.size() == 1);
+  return got[0];
+}
+
+bool receives_nothing(Consumer& consumer, std::chrono::milliseconds timeout) {
+  auto got = consumer.receive(10, timeout);
+  REQUIRE_MESSAGE(got.ok(), got.status().to_string());
+  return got->empty();
+}
+
+// A plain hiredis connection, to look at what the backend wrote and to write foreign entries.
+class RawRedis {
+ public:
+  explicit RawRedis(int port, const char* password = nullptr) : context_(redisConnect("127.0.0.1", port)) {
+    REQUIRE(context_ != nullptr);
+    REQUIRE(context_->err == 0);
+    if (password != nullptr) command({"AUTH", password});
+  }
+  ~RawRedis() { redisFree(context_); }
+  RawRedis(const RawRedis&) = delete;
+  RawRedis& operator=(const RawRedis&) = delete;
+
+  struct Reply {
+    std::unique_ptr<redisReply, void (*)(void*)> reply{nullptr, freeReplyObject};
+    const redisReply* operator->() const { return reply.get(); }
+  };
+  Reply command(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+    Reply r;
+    r.reply.reset(static_cast<redisReply*>(
+        redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+    REQUIRE(r.reply != nullptr);
+    return r;
+  }
+  // XRANGE <key> - +: each entry's id and fields.
+  std::vector<std::pair<std::string, std::map<std::string, std::string>>> entries(const std::string& key) {
+    auto r = command({"XRANGE", key, "-", "+"});
+    REQUIRE(r->type == REDIS_REPLY_ARRAY);
+    std::vector<std::pair<std::string, std::map<std::string, std::string>>> out;
+    for (std::size_t i = 0; i < r->elements; ++i) {
+      const redisReply* e = r->element[i];
+      std::map<std::string, std::string> fields;
+      for (std::size_t f = 0; f + 1 < e->element[1]->elements; f += 2) {
+        fields[e->element[1]->element[f]->str] = e->element[1]->element[f + 1]->str;
+      }
+      out.emplace_back(e->element[0]->str, std::move(fields));
+    }
+    return out;
+  }
+
+ private:
+  redisContext* context_;
+};
+
+}  // namespace
+
+TEST_CASE("Redis: produce appends to stream T:p with dense offsets and offset, payload and key fields") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis, 4));
+  CHECK(queue->backend_name() == "redis");
+
+  auto single = queue->produce("orders", message(R"({"n":0})"), 2);
+  REQUIRE_MESSAGE(single.ok(), single.status().to_string());
+  CHECK(single->partition == 2);
+  CHECK(single->first_offset == 0);
+  REQUIRE(single->ids.size() == 1);
+
+  const std::vector<Message> batch{message(R"({"n":1})"), message(R"({"n":2})"), message(R"({"n":3})")};
+  auto three = queue->produce("orders", batch, 2);
+  REQUIRE(three.ok());
+  CHECK(three->first_offset == 1);
+  REQUIRE(three->ids.size() == 3);
+
+  RawRedis raw(redis.port());
+  auto entries = raw.entries("orders:2");
+  REQUIRE(entries.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(entries[i].second["offset"] == std::to_string(i));
+    CHECK(entries[i].second["payload"] == R"({"n":)" + std::to_string(i) + "}");
+    CHECK(entries[i].second.count("key") == 0);
+  }
+  CHECK(entries[0].first == single->ids[0]);
+  CHECK(entries[3].first == three->ids[2]);
+  CHECK(std::string(raw.command({"GET", "orders:2:next-offset"})->str) == "4");
+
+  // A key picks Kafka's partition and is stored; the payload is stored minified.
+  auto keyed = queue->produce_json("orders", R"({ "k" : [1, 2] })", "user-42");
+  REQUIRE(keyed.ok());
+  const auto p = mq::partition_for_key("user-42", 4);
+  CHECK(keyed->partition == p);
+  auto keyed_entries = raw.entries("orders:" + std::to_string(p));
+  REQUIRE(!keyed_entries.empty());
+  CHECK(keyed_entries.back().first == keyed->ids[0]);
+  CHECK(keyed_entries.back().second["key"] == "user-42");
+  CHECK(keyed_entries.back().second["payload"] == R"({"k":[1,2]})");
+  CHECK(keyed_entries.back().second["offset"] == std::to_string(keyed->first_offset));
+
+  // Without partition or key, the partitions in turn.
+  std::set<std::uint32_t> partitions;
+  for (int i = 0; i < 4; ++i) {
+    auto r = queue->produce("rr", message("null"));
+    REQUIRE(r.ok());
+    partitions.insert(r->partition);
+  }
+  CHECK(partitions.size() == 4);
+}
+
+TEST_CASE("Redis: a received message carries the entry id, its time, offset, key and payload") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c1"));
+  const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  queue->produce("t", message("1"));
+  auto produced = queue->produce("t", message(R"({"x":"y"})", "k"));
+  REQUIRE(produced.ok());
+
+  auto got = receive_n(*consumer, 2);
+  REQUIRE(got.size() == 2);
+  const ReceivedMessage& m = got[1];
+  CHECK(m.topic == "t");
+  CHECK(m.group == "g");
+  CHECK(m.partition == 0);
+  CHECK(m.offset == 1);
+  CHECK(m.id == produced->ids[0]);
+  CHECK(m.key == std::optional<std::string>("k"));
+  CHECK(m.payload == R"({"x":"y"})");
+  CHECK(m.delivery == 1);
+  CHECK(std::to_string(m.timestamp_ms) == m.id.substr(0, m.id.find('-')));
+  CHECK(m.timestamp_ms >= before - 1000);
+  CHECK(got[0].offset == 0);
+  CHECK(!got[0].key);
+
+  auto acked = queue->ack(got);
+  REQUIRE(acked.ok());
+  CHECK(*acked == 2);
+  CHECK(*queue->ack(got) == 0);  // already acknowledged
+}
+
+TEST_CASE("Redis: bad names are invalid, a partition beyond the count and a malformed id are not found") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis, 2));
+  CHECK(queue->produce("bad:name", message("1")).status().code() == ErrorCode::kInvalidArgument);
+  CHECK(queue->produce("t", message("1"), 2).status().code() == ErrorCode::kNotFound);
+  CHECK(queue->consume("t", group_options("bad group", "c")).status().code() == ErrorCode::kInvalidArgument);
+  ConsumeOptions beyond = group_options("g", "c");
+  beyond.partitions = {5};
+  CHECK(queue->consume("t", beyond).status().code() == ErrorCode::kNotFound);
+  RedisQueueOptions no_partitions;
+  no_partitions.partitions = 0;
+  CHECK(Queue::redis(no_partitions).status().code() == ErrorCode::kInvalidArgument);
+
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  REQUIRE(queue->produce("t", message("1"), 0).ok());
+  auto m = receive_one(*consumer);
+  ReceivedMessage bad = m;
+  bad.id = "not-an-id";
+  const std::vector<ReceivedMessage> both{m, bad};
+  CHECK(queue->ack(both).status().code() == ErrorCode::kNotFound);
+  CHECK(queue->nack(bad).code() == ErrorCode::kNotFound);
+  CHECK(queue->touch(bad).code() == ErrorCode::kNotFound);
+  auto acked = queue->ack(m);  // the failed batch acknowledged nothing
+  REQUIRE(acked.ok());
+  CHECK(*acked == 1);
+}
+
+TEST_CASE("Redis: the delivery count counts up on each redelivery after the visibility timeout") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c1", 200ms));
+  REQUIRE(queue->produce("t", message(R"("work")")).ok());
+
+  auto first = receive_one(*consumer);
+  CHECK(first.delivery == 1);
+  auto second = receive_one(*consumer);
+  CHECK(second.id == first.id);
+  CHECK(second.delivery == 2);
+  auto third = receive_one(*consumer);
+  CHECK(third.delivery == 3);
+  CHECK(third.payload == R"("work")");
+
+  REQUIRE(*queue->ack(third) == 1);
+  CHECK(receives_nothing(*consumer, 600ms));
+}
+
+TEST_CASE("Redis: nack without delay redelivers at once, even with a long visibility timeout") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c1", 60s));
+  auto other = consumer_of(*queue, "t", group_options("g", "c2", 60s));
+  REQUIRE(queue->produce("t", message("1")).ok());
+
+  auto m = receive_one(*consumer);
+  REQUIRE(queue->nack(m).ok());
+  auto again = receive_one(*other, 5s);
+  CHECK(again.id == m.id);
+  CHECK(again.delivery == 2);
+
+  REQUIRE(*queue->ack(again) == 1);
+  CHECK(queue->nack(again).code() == ErrorCode::kConflict);
+  CHECK(queue->touch(again).code() == ErrorCode::kConflict);
+  ReceivedMessage unknown_group = again;
+  unknown_group.group = "nobody";
+  CHECK(queue->nack(unknown_group).code() == ErrorCode::kConflict);
+}
+
+TEST_CASE("Redis: nack with a delay redelivers no earlier than the delay") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c1", 2s));
+  REQUIRE(queue->produce("t", message("1")).ok());
+  auto m = receive_one(*consumer);
+  const auto nacked = std::chrono::steady_clock::now();
+  REQUIRE(queue->nack(m, 400ms).ok());
+  auto again = receive_one(*consumer, 10s);
+  CHECK(again.id == m.id);
+  CHECK(again.delivery == 2);
+  CHECK(std::chrono::steady_clock::now() - nacked >= 350ms);
+}
+
+TEST_CASE("Redis: touch keeps a message from being redelivered") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c1", 400ms));
+  auto other = consumer_of(*queue, "t", group_options("g", "c2", 400ms));
+  REQUIRE(queue->produce("t", message("1")).ok());
+  auto m = receive_one(*consumer);
+
+  // Six times 100 ms is past the visibility timeout, but each touch restarts it.
+  for (int i = 0; i < 6; ++i) {
+    CHECK(receives_nothing(*other, 100ms));
+    REQUIRE(queue->touch(m).ok());
+  }
+  auto again = receive_one(*other, 5s);  // no more touches: redelivered
+  CHECK(again.id == m.id);
+  CHECK(again.delivery == 2);
+}
+
+TEST_CASE("Redis: destroying a consumer hands its messages back at once") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis, 2));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "leaving", 60s));
+  REQUIRE(queue->produce("t", message("1"), 0).ok());
+  REQUIRE(queue->produce("t", message("2"), 1).ok());
+  REQUIRE(receive_n(*consumer, 2).size() == 2);
+  consumer.reset();
+
+  auto other = consumer_of(*queue, "t", group_options("g", "staying", 60s));
+  auto got = receive_n(*other, 2, 5s);
+  REQUIRE(got.size() == 2);
+  for (const auto& m : got) CHECK(m.delivery == 2);
+  CHECK(*queue->ack(got) == 2);
+}
+
+TEST_CASE("Redis: two groups each get every message") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis, 3));
+  auto a = consumer_of(*queue, "t", group_options("a", "c"));
+  auto b = consumer_of(*queue, "t", group_options("b", "c"));
+  for (int i = 0; i < 6; ++i) REQUIRE(queue->produce("t", message(std::to_string(i))).ok());
+  for (auto* consumer : {a.get(), b.get()}) {
+    auto got = receive_n(*consumer, 6);
+    std::set<std::string> payloads;
+    for (auto& m : got) payloads.insert(m.payload);
+    CHECK(payloads == std::set<std::string>{"0", "1", "2", "3", "4", "5"});
+    CHECK(*queue->ack(got) == 6);
+  }
+}
+
+TEST_CASE("Redis: receive returns at most max_messages and keeps the rest for the next call") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis, 3));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  for (std::uint32_t p = 0; p < 3; ++p) REQUIRE(queue->produce("t", message("1"), p).ok());
+  std::set<std::uint32_t> partitions;
+  for (int i = 0; i < 3; ++i) {
+    auto got = consumer->receive(1, 5s);
+    REQUIRE(got.ok());
+    REQUIRE(got->size() == 1);
+    partitions.insert(got->front().partition);
+  }
+  CHECK(partitions.size() == 3);
+  CHECK(receives_nothing(*consumer, 100ms));
+}
+
+TEST_CASE("Redis: a consumer of chosen partitions reads only those") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis, 3));
+  ConsumeOptions options = group_options("g", "c");
+  options.partitions = {1};
+  auto consumer = consumer_of(*queue, "t", options);
+  REQUIRE(queue->produce("t", message("0"), 0).ok());
+  REQUIRE(queue->produce("t", message("1"), 1).ok());
+  auto m = receive_one(*consumer);
+  CHECK(m.partition == 1);
+  CHECK(receives_nothing(*consumer, 200ms));
+}
+
+TEST_CASE("Redis: max_inflight pauses a partition until messages are acknowledged") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  ConsumeOptions options = group_options("g", "c");
+  options.max_inflight = 2;
+  auto consumer = consumer_of(*queue, "t", options);
+  for (int i = 0; i < 4; ++i) REQUIRE(queue->produce("t", message(std::to_string(i))).ok());
+  auto got = consumer->receive(10, 5s);
+  REQUIRE(got.ok());
+  REQUIRE(got->size() == 2);
+  CHECK(receives_nothing(*consumer, 300ms));
+  REQUIRE(*queue->ack(got->front()) == 1);
+  auto more = receive_n(*consumer, 1, 5s);
+  REQUIRE(more.size() == 1);
+  CHECK(more[0].offset == 2);
+  CHECK(receives_nothing(*consumer, 300ms));
+}
+
+TEST_CASE("Redis: foreign entries keep their fields: as a JSON object without payload, without offset") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  RawRedis raw(redis.port());
+  raw.command({"XADD", "t:0", "*", "user", "ann", "n", "7"});
+  raw.command({"XADD", "t:0", "*", "payload", "not json", "key", "k1"});
+  raw.command({"XADD", "t:0", "*", "payload", R"({ "a" : 1 })"});
+
+  auto got = receive_n(*consumer, 3);
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].payload == R"({"n":"7","user":"ann"})");
+  CHECK(got[0].offset == UINT64_MAX);
+  CHECK(got[1].payload == R"("not json")");
+  CHECK(got[1].key == std::optional<std::string>("k1"));
+  CHECK(got[2].payload == R"({"a":1})");
+  CHECK(*queue->ack(got) == 3);
+}
+
+TEST_CASE("Redis: a restart of redis-server loses no acknowledged produce and consumers reconnect") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  for (int i = 0; i < 3; ++i) REQUIRE(queue->produce("t", message(std::to_string(i))).ok());
+  auto first = receive_one(*consumer);
+  CHECK(first.offset == 0);
+  REQUIRE(*queue->ack(first) == 1);
+
+  REQUIRE(redis.stop().has_value());
+  redis.start();
+
+  auto rest = receive_n(*consumer, 2);  // the consumer reconnects inside receive
+  REQUIRE(rest.size() == 2);
+  CHECK(rest[0].offset == 1);
+  CHECK(rest[1].offset == 2);
+  auto produced = queue->produce("t", message("3"));  // the pooled connection is replaced
+  REQUIRE_MESSAGE(produced.ok(), produced.status().to_string());
+  CHECK(produced->first_offset == 3);
+  auto last = receive_one(*consumer);
+  CHECK(last.offset == 3);
+  CHECK(*queue->ack(rest) == 2);
+  CHECK(*queue->ack(last) == 1);
+}
+
+TEST_CASE("Redis: a consumer waits through an outage without failing") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  REQUIRE(queue->produce("t", message("1")).ok());
+  REQUIRE(redis.stop().has_value());
+  auto during = consumer->receive(10, 300ms);
+  REQUIRE_MESSAGE(during.ok(), during.status().to_string());
+  CHECK(during->empty());
+  // Right after the restart Redis may still answer LOADING: receive keeps retrying meanwhile.
+  redis.start();
+  CHECK(receive_one(*consumer).payload == "1");
+}
+
+TEST_CASE("Redis: an unreachable Redis gives kUnavailable naming host and port") {
+  RedisQueueOptions options;
+  options.port = static_cast<std::uint16_t>(mq::testing::free_port());
+  auto queue = open_queue(options);
+  auto produced = queue->produce("t", message("1"));
+  REQUIRE(!produced.ok());
+  CHECK(produced.status().code() == ErrorCode::kUnavailable);
+  CHECK(produced.status().message().find("127.0.0.1:" + std::to_string(options.port)) != std::string::npos);
+  CHECK(queue->consume("t", group_options("g", "c")).status().code() == ErrorCode::kUnavailable);
+}
+
+TEST_CASE("Redis: AUTH with the password works and a missing or wrong one is unauthenticated") {
+  RunningRedis redis({"--requirepass", "pw"});
+  RedisQueueOptions options = options_for(redis);
+  options.password = "pw";
+  auto queue = open_queue(options);
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  REQUIRE(queue->produce("t", message("1")).ok());
+  CHECK(receive_one(*consumer).payload == "1");
+
+  options.password = "";
+  CHECK(open_queue(options)->produce("t", message("1")).status().code() == ErrorCode::kUnauthenticated);
+  options.password = "wrong";
+  CHECK(open_queue(options)->produce("t", message("1")).status().code() == ErrorCode::kUnauthenticated);
+  CHECK(open_queue(options)->consume("t", group_options("g", "c")).status().code() ==
+        ErrorCode::kUnauthenticated);
+}
+
+TEST_CASE("Redis: a topic whose stream key holds another type fails with the Redis error") {
+  RunningRedis redis;
+  RawRedis raw(redis.port());
+  raw.command({"SET", "t:0", "x"});
+  auto queue = open_queue(options_for(redis));
+  auto produced = queue->produce("t", message("1"));
+  REQUIRE(!produced.ok());
+  CHECK(produced.status().message().find("WRONGTYPE") != std::string::npos);
+  CHECK(raw.command({"EXISTS", "t:0:next-offset"})->integer == 0);  // nothing written
+  CHECK(!queue->consume("t", group_options("g", "c")).ok());
+}

@@ -22,15 +22,20 @@
 
 namespace mq {
 
+// ReceivedMessage::offset of a message that has none: a Redis stream entry written by another client.
+inline constexpr std::uint64_t kNoOffset = UINT64_MAX;
+
 // One delivery of a message to a consumer. Copyable. Hand it back to Queue::ack, nack or touch.
 struct ReceivedMessage {
   std::string topic;
   std::string group;  // the group it was delivered to
   std::uint32_t partition = 0;
   // The message's position in its partition: 0, 1, 2, ... (on Redis: from the producer's counter,
-  // see README "Redis Streams backend").
+  // see README "Redis Streams backend"; kNoOffset for entries other Redis clients wrote).
   std::uint64_t offset = 0;
-  std::string id;                 // opaque: mqd's id, or the Redis stream entry id
+  // Opaque, unique within the partition (on Redis: the stream entry id, which another partition's
+  // stream may repeat): (topic, partition, id) names a message.
+  std::string id;
   std::uint32_t delivery = 1;     // 1 on the first delivery, counting up on each redelivery
   std::int64_t timestamp_ms = 0;  // when it was produced (ms since the Unix epoch)
   std::optional<std::string> key;
