@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <charconv>
 #include <set>
 
@@ -80,7 +82,27 @@ Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
   return topics;
 }
 
-Result<Config> config_from_env(const EnvLookup& lookup) {
+std::optional<std::string> system_host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return std::nullopt;
+  return std::string(name);
+}
+
+Result<std::uint32_t> broker_index_from_host_name(std::optional<std::string> host_name) {
+  if (!host_name || host_name->empty()) return Status::invalid_argument("the host name is unknown");
+  // A StatefulSet pod is "<set>-<ordinal>"; ignore a domain after the first label.
+  const std::string_view label = std::string_view(*host_name).substr(0, host_name->find('.'));
+  const auto dash = label.rfind('-');
+  const auto number =
+      dash == std::string_view::npos ? std::nullopt : parse_number(label.substr(dash + 1), 0, 65535);
+  if (!number) {
+    return Status::invalid_argument("the host name " + quote(*host_name) +
+                                    " does not end in -<number> (as StatefulSet pods mq-0, mq-1, ... do)");
+  }
+  return static_cast<std::uint32_t>(*number);
+}
+
+Result<Config> config_from_env(const EnvLookup& lookup, const HostNameLookup& host_name) {
   Config config;
   if (auto topics = lookup("TOPICS")) {
     auto parsed = parse_topics(*topics);
@@ -94,7 +116,13 @@ Result<Config> config_from_env(const EnvLookup& lookup) {
   std::uint64_t count = config.broker.count;
   std::uint64_t index = config.broker.index;
   if (auto s = read_number(lookup, "BROKER_COUNT", 1, 65536, count); !s.ok()) return s;
-  if (auto s = read_number(lookup, "BROKER_INDEX", 0, 65535, index); !s.ok()) return s;
+  if (auto value = lookup("BROKER_INDEX"); value && *value == "auto") {
+    auto from_host = broker_index_from_host_name(host_name ? host_name() : system_host_name());
+    if (!from_host.ok()) return bad_variable("BROKER_INDEX", *value, from_host.status().message());
+    index = *from_host;
+  } else if (auto s = read_number(lookup, "BROKER_INDEX", 0, 65535, index); !s.ok()) {
+    return s;
+  }
   if (index >= count) {
     return bad_variable("BROKER_INDEX", std::to_string(index),
                         "must be less than BROKER_COUNT (" + std::to_string(count) + ")");

@@ -116,3 +116,26 @@ TEST_CASE("NamesFollowTheContract") {
   CHECK(is_valid_name(std::string(128, 'a')));
   CHECK_FALSE(is_valid_name(std::string(129, 'a')));
 }
+
+TEST_CASE("BrokerIndexAutoTakesTheOrdinalOfAStatefulSetPodsHostName") {
+  auto host = [](std::optional<std::string> name) { return [name] { return name; }; };
+  auto config = config_from_env(env({{"BROKER_INDEX", "auto"}, {"BROKER_COUNT", "3"}}), host("mq-2"));
+  REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+  CHECK(config->broker.index == 2);
+  CHECK(config->broker.count == 3);
+  CHECK(config_from_env(env({{"BROKER_INDEX", "auto"}, {"BROKER_COUNT", "2"}}),
+                        host("my-queue-0.mq.default.svc"))
+            ->broker.index == 0);
+  for (std::string bad : {"mq", "mq-", "mq-x", "mq-2a", "", "mq-+1"}) {
+    CAPTURE(bad);
+    auto refused = config_from_env(env({{"BROKER_INDEX", "auto"}, {"BROKER_COUNT", "4"}}), host(bad));
+    CHECK(refused.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(refused.status().message().find("BROKER_INDEX") != std::string::npos);
+  }
+  // The ordinal must still be below BROKER_COUNT: a fourth pod of a three-broker set is refused.
+  auto beyond = config_from_env(env({{"BROKER_INDEX", "auto"}, {"BROKER_COUNT", "3"}}), host("mq-3"));
+  CHECK(beyond.status().code() == ErrorCode::kInvalidArgument);
+  CHECK(beyond.status().message().find("BROKER_COUNT") != std::string::npos);
+  CHECK_FALSE(broker_index_from_host_name(std::nullopt).ok());
+  CHECK(system_host_name().has_value());
+}

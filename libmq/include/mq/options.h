@@ -80,10 +80,19 @@ struct Config {
 // Looks an environment variable up; std::nullopt when it is unset.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
+// The machine's host name; std::nullopt when it cannot be read.
+using HostNameLookup = std::function<std::optional<std::string>()>;
+MQ_EXPORT std::optional<std::string> system_host_name();
+
 // Reads TOPICS, DATA_DIR, BROKER_INDEX, BROKER_COUNT, FSYNC, FSYNC_INTERVAL_MS, MAX_PAYLOAD_BYTES,
 // VISIBILITY_TIMEOUT_MS and MAX_DELIVERIES through `lookup`; unset variables keep their defaults. A bad value
-// gives kInvalidArgument whose message names the variable and quotes the value.
-MQ_EXPORT Result<Config> config_from_env(const EnvLookup& lookup);
+// gives kInvalidArgument whose message names the variable and quotes the value. BROKER_INDEX=auto takes
+// broker_index_from_host_name(host_name()) (`host_name` empty: system_host_name).
+MQ_EXPORT Result<Config> config_from_env(const EnvLookup& lookup, const HostNameLookup& host_name = {});
+
+// The number after the last '-' of the host name's first label: "mq-2" -> 2 (Kubernetes StatefulSet
+// pods are "<set>-<ordinal>"). kInvalidArgument when there is none.
+MQ_EXPORT Result<std::uint32_t> broker_index_from_host_name(std::optional<std::string> host_name);
 
 // Parses a TOPICS value ("events:8,orders:4"): names valid and unique, partitions in [1, 65536].
 MQ_EXPORT Result<std::vector<TopicSpec>> parse_topics(std::string_view value);
