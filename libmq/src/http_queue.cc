@@ -192,10 +192,10 @@ class HttpQueue final : public Queue {
       const std::uint32_t p = partition ? *partition : partition_for_key(*messages.front().key, partitions);
       return produce_to(topic, p, body, messages.size());
     }
-    // Partitions in turn; a partition whose broker cannot be reached is skipped for the next one,
-    // so that one broker down does not stop producers that do not care where messages go.
+    // The sticky partitioner's choice; a partition whose broker cannot be reached is skipped for the
+    // next one, so that one broker down does not stop producers that do not care where messages go.
     Status last;
-    const std::uint32_t first = next_partition_.fetch_add(1, std::memory_order_relaxed);
+    const std::uint32_t first = sticky_.next(partitions);
     for (std::uint32_t i = 0; i < partitions; ++i) {
       auto result = produce_to(topic, (first + i) % partitions, body, messages.size());
       if (result.ok() || result.status().code() != ErrorCode::kUnavailable) return result;
@@ -224,24 +224,24 @@ class HttpQueue final : public Queue {
   }
 
   Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
-    // One request per partition and group.
-    std::map<std::tuple<std::string_view, std::uint32_t, std::string_view>, std::string> bodies;
+    // One request per partition and group, sent concurrently: each waits for its own durable write.
+    using Where = std::tuple<std::string_view, std::uint32_t, std::string_view>;
+    std::map<Where, std::string> bodies;
     for (const auto& m : messages) {
       std::string& body = bodies[{m.topic, m.partition, m.group}];
       body += body.empty() ? "{\"ids\":[" : ",";
       append_json_string(body, m.id);
     }
+    std::vector<std::pair<Where, std::string>> requests;
+    for (auto& [where, body] : bodies) requests.emplace_back(where, body + "]}");
+    auto answers = run_concurrently(requests, [this](const std::pair<Where, std::string>& request) {
+      const auto& [topic, partition, group] = request.first;
+      return ack_on_owner(topic, partition, group, request.second);
+    });
     std::size_t acked = 0;
-    for (auto& [where, body] : bodies) {
-      const auto& [topic, partition, group] = where;
-      body += "]}";
-      auto reply = send_to_owner(topic, partition, "/ack?", group, body);
-      if (!reply.ok()) return reply.status();
-      const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
-      if (!answer.is_object() || !answer.contains("acked") || !answer["acked"].is_number_unsigned()) {
-        return Status::io_error("unexpected /ack answer: " + reply->body);
-      }
-      acked += answer["acked"].get<std::size_t>();
+    for (auto& answer : answers) {
+      if (!answer.ok()) return answer.status();
+      acked += *answer;
     }
     return acked;
   }
@@ -286,6 +286,17 @@ class HttpQueue final : public Queue {
     }
     body += "]}";
     return body;
+  }
+
+  Result<std::size_t> ack_on_owner(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                   const std::string& body) {
+    auto reply = send_to_owner(topic, partition, "/ack?", group, body);
+    if (!reply.ok()) return reply.status();
+    const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
+    if (!answer.is_object() || !answer.contains("acked") || !answer["acked"].is_number_unsigned()) {
+      return Status::io_error("unexpected /ack answer: " + reply->body);
+    }
+    return answer["acked"].get<std::size_t>();
   }
 
   Result<ProduceResult> produce_to(std::string_view topic, std::uint32_t partition, const std::string& body,
@@ -340,7 +351,7 @@ class HttpQueue final : public Queue {
   }
 
   std::shared_ptr<BrokerDirectory> directory_;
-  std::atomic<std::uint32_t> next_partition_{0};
+  StickyPartitioner sticky_;
 };
 
 }  // namespace

@@ -1,5 +1,8 @@
 // The in-process backend: Queue calls go straight to a Broker in this program.
+#include <algorithm>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <thread>
 #include <tuple>
 
@@ -84,6 +87,10 @@ class InProcessQueue final : public Queue {
 
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
+    if (!partition && !messages.empty() && !messages.front().key) {
+      // The sticky partitioner over the partitions this broker owns (see StickyPartitioner).
+      partition = sticky_partition(topic);
+    }
     return broker_->produce(topic, partition, messages);
   }
 
@@ -112,12 +119,18 @@ class InProcessQueue final : public Queue {
   }
 
   Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
-    // One broker call (one durable journal write) per partition and group.
-    std::map<std::tuple<std::string_view, std::uint32_t, std::string_view>, std::vector<std::string>> ids;
+    // One broker call (one durable journal write) per partition and group, run concurrently so that
+    // their syncs overlap.
+    using Where = std::tuple<std::string_view, std::uint32_t, std::string_view>;
+    std::map<Where, std::vector<std::string>> ids;
     for (const auto& m : messages) ids[{m.topic, m.partition, m.group}].push_back(m.id);
+    std::vector<std::pair<Where, std::vector<std::string>>> calls(ids.begin(), ids.end());
+    auto counts = run_concurrently(calls, [this](const std::pair<Where, std::vector<std::string>>& call) {
+      const auto& [topic, partition, group] = call.first;
+      return broker_->ack(topic, partition, group, call.second);
+    });
     std::size_t acked = 0;
-    for (const auto& [where, list] : ids) {
-      auto count = broker_->ack(std::get<0>(where), std::get<1>(where), std::get<2>(where), list);
+    for (auto& count : counts) {
       if (!count.ok()) return count.status();
       acked += *count;
     }
@@ -135,7 +148,23 @@ class InProcessQueue final : public Queue {
   std::string_view backend_name() const override { return "in-process"; }
 
  private:
+  // The sticky partitioner's pick among the partitions of `topic` this broker owns; nullopt for an
+  // unknown topic (the broker then says so).
+  std::optional<std::uint32_t> sticky_partition(std::string_view topic) {
+    std::lock_guard lock(mutex_);
+    auto it = owned_.find(topic);
+    if (it == owned_.end()) {
+      for (auto& info : broker_->topics()) owned_[info.name] = std::move(info.owned);
+      it = owned_.find(topic);
+      if (it == owned_.end() || it->second.empty()) return std::nullopt;
+    }
+    return it->second[sticky_.next(static_cast<std::uint32_t>(it->second.size()))];
+  }
+
   std::shared_ptr<Broker> broker_;
+  StickyPartitioner sticky_;
+  std::mutex mutex_;
+  std::map<std::string, std::vector<std::uint32_t>, std::less<>> owned_;  // GUARDED_BY(mutex_)
 };
 
 }  // namespace

@@ -2,9 +2,12 @@
 // backends share.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mq/queue.h"
 
@@ -16,6 +19,41 @@ Result<std::unique_ptr<Queue>> make_redis_queue(RedisQueueOptions options);
 
 // "<host name>-<process id>": the default consumer and producer name.
 std::string default_client_name();
+
+// Picks the partition of a produce that names neither a partition nor a key, like Kafka's sticky
+// partitioner: a run of consecutive calls goes to the same partition before the next one takes over.
+// Concurrent producers then append to one partition at a time and share its group commit (one
+// fdatasync for all of them) instead of each paying for a sync of its own partition; over many
+// calls every partition gets its turn. Thread-safe.
+class StickyPartitioner {
+ public:
+  static constexpr std::uint64_t kCallsPerPartition = 16;
+  // An index in [0, count).
+  std::uint32_t next(std::uint32_t count) {
+    const std::uint64_t call = calls_.fetch_add(1, std::memory_order_relaxed);
+    return static_cast<std::uint32_t>((call / kCallsPerPartition) % count);
+  }
+
+ private:
+  std::atomic<std::uint64_t> calls_{0};
+};
+
+// Runs `work(item)` for every item, concurrently when there are several (one thread each but the
+// first, which runs on the caller's), and returns the results in order. For requests that each
+// wait on a different server or file: their waits overlap.
+template <typename Item, typename Work>
+auto run_concurrently(const std::vector<Item>& items, Work work) {
+  using Out = decltype(work(items.front()));
+  std::vector<std::future<Out>> others;
+  for (std::size_t i = 1; i < items.size(); ++i) {
+    others.push_back(std::async(std::launch::async, [&work, &item = items[i]] { return work(item); }));
+  }
+  std::vector<Out> results;
+  results.reserve(items.size());
+  if (!items.empty()) results.push_back(work(items.front()));
+  for (auto& f : others) results.push_back(f.get());
+  return results;
+}
 
 struct HostPort {
   std::string host;

@@ -95,7 +95,8 @@ TEST_CASE_TEMPLATE("CompetingConsumersOfAGroupShareTheMessages", B, MQ_BACKENDS)
   B backend;
   auto queue = backend.queue();
   constexpr int kMessages = 40;
-  for (int i = 0; i < kMessages; ++i) produce_ok(*queue, std::to_string(i));
+  for (int i = 0; i < kMessages; ++i)
+    produce_ok(*queue, std::to_string(i), std::nullopt, i % kTestPartitions);
   // One message in flight per partition each: the first consumer, never acking, holds at most 4.
   auto holder = open_consumer(*queue, group_options("g", 1));
   auto held = receive_n(*holder, kTestPartitions, 5s);
@@ -204,4 +205,19 @@ TEST_CASE_TEMPLATE("BadNamesAreRefusedBeforeAnythingIsSent", B, MQ_BACKENDS) {
   CHECK(queue->produce_json("../etc", "1").status().code() == ErrorCode::kInvalidArgument);
   CHECK(queue->produce_json("events", "{not json").status().code() == ErrorCode::kInvalidArgument);
   CHECK(queue->consume("events", group_options("bad group")).status().code() == ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE_TEMPLATE("KeylessProducesStayOnAPartitionForARunOfCallsAndVisitThemAll", B, InProcessBackend,
+                   HttpBackend) {
+  B backend;
+  auto queue = backend.queue();
+  std::map<std::uint32_t, int> per_partition;
+  std::vector<std::uint32_t> order;
+  for (int i = 0; i < 64; ++i) {
+    const auto p = produce_ok(*queue, std::to_string(i)).partition;
+    per_partition[p]++;
+    if (order.empty() || order.back() != p) order.push_back(p);
+  }
+  CHECK(per_partition.size() == kTestPartitions);  // every partition had its turn
+  CHECK(order.size() == kTestPartitions);          // in runs of 16 calls, not call by call
 }

@@ -159,8 +159,11 @@ class MQ_EXPORT Queue {
   static Result<QueueFromEnv> from_env(const EnvLookup& lookup = process_environment);
 
   // Appends `messages` atomically to one partition of `topic`: `partition` if given, else the one
-  // the first message's key maps to (Kafka's murmur2 partitioner, the same on every backend),
-  // else the partitions in turn. Durable (per the server's fsync setting) when it returns.
+  // the first message's key maps to (Kafka's murmur2 partitioner, the same on every backend), else
+  // one the queue picks: like Kafka's sticky partitioner, a run of calls goes to one partition
+  // before the next takes its turn, so that concurrent producers share its group commit (the Redis
+  // backend, with one append-only file, takes the partitions in turn). Durable (per the server's
+  // fsync setting) when it returns.
   virtual Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                         std::optional<std::uint32_t> partition = std::nullopt) = 0;
   // One message.
