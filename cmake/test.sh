@@ -6,7 +6,7 @@
 # ends with one ctest summary over everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash cmake/install-deps.sh redis-server
+bash cmake/install-deps.sh redis-server python3-yaml
 
 root=$(realpath -m "${MQ_BUILD_ROOT:-build}")
 jobs=$(nproc)

@@ -38,10 +38,16 @@ const char* fsync_name(mq::FsyncMode mode) {
   return "?";
 }
 
+void ignore_signal(int) {}
+
 }  // namespace
 
 int main() {
-  // Block the stop signals in every thread; one thread waits for them with sigwait.
+  // As PID 1 of a container, mqd gets no signal whose action is the default one: a handler (never
+  // run: the signals are blocked below) makes sure docker stop's SIGTERM is delivered. Then block the
+  // stop signals in every thread; one thread waits for them with sigwait.
+  std::signal(SIGTERM, ignore_signal);
+  std::signal(SIGINT, ignore_signal);
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Checks the deployment files against the code, without a Docker engine or a cluster:
+
+- Dockerfile: multi-stage on Debian 12; its build stage runs the README's and CI's scripts (and with
+  --build-root those steps are actually run, and every file the runtime stages copy must come out
+  of them); the runtime stages install the Debian package of every shared library the copied
+  binaries need; the broker stage keeps /root/data as a volume, exposes 8080, checks /healthz and
+  runs mqd as PID 1 in exec form so that docker stop's SIGTERM reaches it.
+- docker-compose.yml: the brokers agree on BROKER_COUNT and BROKER_ADDRS, have distinct indexes and
+  volumes; the templates point at services that exist.
+- examples/kubernetes: a StatefulSet with BROKER_INDEX=auto, BROKER_COUNT = replicas, BROKER_ADDRS
+  from the headless Service's stable names, a volume claim per pod at /root/data, probes on /healthz.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+failures = []
+
+
+def check(condition, what):
+    if not condition:
+        failures.append(what)
+    return condition
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- Dockerfile
+def dockerfile_stages(text):
+    """[(base image, name, [(instruction, argument)])] with continuation lines joined."""
+    text = re.sub(r"\\\n", " ", text)
+    stages = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, argument = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            m = re.match(r"(\S+)(?:\s+AS\s+(\S+))?", argument, re.IGNORECASE)
+            stages.append((m.group(1), m.group(2), []))
+        elif check(stages, f"Dockerfile: {instruction} before any FROM"):
+            stages[-1][2].append((instruction, argument.strip()))
+    return stages
+
+
+def apt_packages(instructions):
+    packages = set()
+    for instruction, argument in instructions:
+        if instruction == "RUN" and "apt-get install" in argument:
+            after = argument.split("apt-get install", 1)[1].split("&&")[0]
+            packages |= {w for w in after.split() if not w.startswith("-")}
+    return packages
+
+
+def needed_libraries(binary):
+    out = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)
+
+
+def package_of(library):
+    out = subprocess.run(["dpkg", "-S", library], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        package, _, path = line.partition(": ")
+        if path.endswith("/" + library):
+            return package.split(":")[0]
+    return None
+
+
+# Packages every debian:bookworm-slim image has.
+BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1"}
+
+
+def check_dockerfile(repo, build_root):
+    stages = dockerfile_stages(read(os.path.join(repo, "Dockerfile")))
+    check(len(stages) >= 2, "Dockerfile: expected a multi-stage build")
+    build = [s for s in stages if s[1] == "build"]
+    if not check(build, "Dockerfile: no stage named build"):
+        return
+    base, _, build_steps = build[0]
+    check(base == "debian:bookworm", f"Dockerfile: the build stage is {base}, expected debian:bookworm")
+    runs = " && ".join(a for i, a in build_steps if i == "RUN")
+    check("bash cmake/install-deps.sh" in runs, "Dockerfile: the build stage does not run cmake/install-deps.sh")
+    check("cmake/build-release.sh" in runs, "Dockerfile: the build stage does not run cmake/build-release.sh")
+    # The same scripts as the README's commands and CI.
+    readme = read(os.path.join(repo, "README.md"))
+    first_block = readme.split("```", 2)[1] if readme.count("```") >= 2 else ""
+    check("bash cmake/run.sh" in first_block and "bash cmake/test.sh" in first_block,
+          "README: the first block must hold the two commands")
+    check("cmake/build-release.sh" in read(os.path.join(repo, "cmake/run.sh")), "cmake/run.sh does not run build-release.sh")
+    check("cmake/install-deps.sh" in read(os.path.join(repo, "cmake/build-release.sh")), "build-release.sh does not install the packages")
+    check("cmake/install-deps.sh" in read(os.path.join(repo, "cmake/test.sh")), "cmake/test.sh does not install the packages")
+    check("cmake/test.sh" in read(os.path.join(repo, ".ci/run")), ".ci/run does not run cmake/test.sh")
+
+    final_base, final_name, final = stages[-1]
+    check(final_base == "debian:bookworm-slim", f"Dockerfile: the image is {final_base}, expected debian:bookworm-slim")
+    args = {}
+    for instruction, argument in final:
+        args.setdefault(instruction, []).append(argument)
+    check(any("DATA_DIR=/root/data" in a for a in args.get("ENV", [])), "Dockerfile: DATA_DIR=/root/data not set")
+    check(any("/root/data" in a for a in args.get("VOLUME", [])), "Dockerfile: /root/data is not a VOLUME")
+    check("8080" in args.get("EXPOSE", []), "Dockerfile: 8080 not exposed")
+    check(any("/healthz" in a for a in args.get("HEALTHCHECK", [])), "Dockerfile: no HEALTHCHECK on /healthz")
+    entrypoint = args.get("ENTRYPOINT", [""])[-1]
+    try:
+        exec_form = json.loads(entrypoint)
+    except ValueError:
+        exec_form = None
+    check(isinstance(exec_form, list) and exec_form and exec_form[0].endswith("/mqd"),
+          f"Dockerfile: ENTRYPOINT {entrypoint!r} must be the exec form [\".../mqd\"], so that mqd is PID 1 "
+          "and gets docker stop's SIGTERM (the shell form runs it under /bin/sh, which does not pass it on)")
+    check(args.get("STOPSIGNAL", ["SIGTERM"])[-1] == "SIGTERM", "Dockerfile: STOPSIGNAL must be SIGTERM")
+
+    if build_root is None:
+        return
+    # Run the build stage's steps here ("COPY . ." into /src: the repository is the working
+    # directory; /build is build_root), then check what the runtime stages copy.
+    command = runs.replace("/build", build_root)
+    print(f"deploy_test: running the Dockerfile's build steps: {command}", flush=True)
+    subprocess.run(["bash", "-c", command], cwd=repo, check=True)
+    for base_image, name, instructions in stages:
+        packages = apt_packages(instructions)
+        for instruction, argument in instructions:
+            if instruction != "COPY" or "--from=build" not in argument:
+                continue
+            source = argument.split()[1]
+            binary = source.replace("/build", build_root, 1)
+            if not check(os.path.exists(binary), f"Dockerfile: stage {name} copies {source}, which the build steps did not make"):
+                continue
+            for library in needed_libraries(binary):
+                package = package_of(library)
+                if check(package, f"Dockerfile: no Debian package has {library}, needed by {source}"):
+                    check(package in packages | BASE_PACKAGES,
+                          f"Dockerfile: stage {name} copies {source}, which needs {library} from {package}; "
+                          f"the stage installs only {sorted(packages)}")
+
+
+# ---------------------------------------------------------------- docker-compose.yml
+def check_compose(repo):
+    compose = yaml.safe_load(read(os.path.join(repo, "docker-compose.yml")))
+    services = compose.get("services", {})
+    brokers = {n: s for n, s in services.items() if s.get("image") == "msg_queue"}
+    check(len(brokers) == 2, f"compose: expected two brokers, found {sorted(brokers)}")
+    indexes = {}
+    for name, service in brokers.items():
+        env = {k: str(v) for k, v in service.get("environment", {}).items()}
+        check(env.get("BROKER_COUNT") == str(len(brokers)), f"compose: {name} BROKER_COUNT={env.get('BROKER_COUNT')}")
+        indexes[int(env.get("BROKER_INDEX", "-1"))] = name
+        port = env.get("PORT", "8080")
+        check(any(v.endswith(":/root/data") for v in service.get("volumes", [])), f"compose: {name} has no volume at /root/data")
+        addrs = env.get("BROKER_ADDRS", "").split(",")
+        check(len(addrs) == len(brokers), f"compose: {name} BROKER_ADDRS lists {len(addrs)} brokers")
+        brokers[name]["_addrs"] = addrs
+        brokers[name]["_port"] = port
+    check(sorted(indexes) == list(range(len(brokers))), f"compose: broker indexes {sorted(indexes)}")
+    expected = [f"http://{indexes[i]}:{brokers[indexes[i]]['_port']}" for i in sorted(indexes)]
+    for name, service in brokers.items():
+        check(service["_addrs"] == expected, f"compose: {name} BROKER_ADDRS {service['_addrs']} != {expected}")
+    volumes = [v for s in brokers.values() for v in s.get("volumes", [])]
+    check(len(set(volumes)) == len(volumes), "compose: brokers share a volume")
+    check("redis" in services, "compose: no redis service")
+    templates = {n: s for n, s in services.items() if s.get("build", {}) != "." and n not in brokers and n != "redis"}
+    check(len(templates) >= 2, "compose: expected the integration templates")
+    known = {"USE_HTTP_QUEUE", "MSG_QUEUE_ADDR", "MSG_QUEUE_TOPIC", "MSG_QUEUE_GROUP", "MSG_QUEUE_PRODUCER_NAME",
+             "MSG_QUEUE_TOKEN", "MSG_QUEUE_PARTITIONS", "REDIS_URL", "REDIS_ADDR"}
+    for name, service in templates.items():
+        env = {k: str(v) for k, v in service.get("environment", {}).items()}
+        check(set(env) <= known, f"compose: {name} sets unknown variables {sorted(set(env) - known)}")
+        if env.get("USE_HTTP_QUEUE", "").lower() in ("true", "1", "yes", "on"):
+            for addr in env.get("MSG_QUEUE_ADDR", "").split(","):
+                host = re.sub(r"^http://([^:/]+).*", r"\1", addr)
+                check(host in brokers, f"compose: {name} points at {addr}, not a broker")
+        else:
+            target = env.get("REDIS_URL", env.get("REDIS_ADDR", ""))
+            check("redis" in target, f"compose: {name} uses Redis but points at {target!r}")
+
+
+# ---------------------------------------------------------------- Kubernetes
+def check_kubernetes(repo):
+    documents = []
+    directory = os.path.join(repo, "examples/kubernetes")
+    for file in sorted(os.listdir(directory)):
+        if file.endswith((".yaml", ".yml")):
+            documents += [d for d in yaml.safe_load_all(read(os.path.join(directory, file))) if d]
+    sets = [d for d in documents if d.get("kind") == "StatefulSet"]
+    if not check(len(sets) == 1, "kubernetes: expected one StatefulSet"):
+        return
+    sts = sets[0]
+    name, spec = sts["metadata"]["name"], sts["spec"]
+    replicas = spec.get("replicas", 1)
+    services = {d["metadata"]["name"]: d for d in documents if d.get("kind") == "Service"}
+    headless = services.get(spec.get("serviceName"))
+    check(headless is not None and headless["spec"].get("clusterIP") == "None",
+          f"kubernetes: serviceName {spec.get('serviceName')!r} must be a headless Service (clusterIP: None)")
+    pod_labels = spec["template"]["metadata"]["labels"]
+    check(spec["selector"]["matchLabels"].items() <= pod_labels.items(), "kubernetes: the selector misses the pods")
+    for service in services.values():
+        check(service["spec"].get("selector", {}).items() <= pod_labels.items(),
+              f"kubernetes: Service {service['metadata']['name']} selects no broker pod")
+    containers = spec["template"]["spec"]["containers"]
+    mqd = containers[0]
+    env = {e["name"]: str(e.get("value")) for e in mqd.get("env", [])}
+    port = int(env.get("PORT", "8080"))
+    ports = {p.get("name"): p["containerPort"] for p in mqd.get("ports", [])}
+    check(port in ports.values(), f"kubernetes: PORT {port} is not a containerPort")
+    check(env.get("BROKER_INDEX") == "auto", "kubernetes: BROKER_INDEX must be auto (pod mq-2 is broker 2)")
+    check(env.get("BROKER_COUNT") == str(replicas), f"kubernetes: BROKER_COUNT {env.get('BROKER_COUNT')} != replicas {replicas}")
+    expected = [f"http://{name}-{i}.{spec.get('serviceName')}:{port}" for i in range(replicas)]
+    check(env.get("BROKER_ADDRS", "").split(",") == expected,
+          f"kubernetes: BROKER_ADDRS {env.get('BROKER_ADDRS')} != {','.join(expected)}")
+    check(env.get("DATA_DIR", "/root/data") == "/root/data", "kubernetes: DATA_DIR must be /root/data")
+    claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+    mounts = {m["name"]: m["mountPath"] for m in mqd.get("volumeMounts", [])}
+    check(any(mounts.get(c) == "/root/data" for c in claims),
+          f"kubernetes: no volume claim template mounted at /root/data (claims {claims}, mounts {mounts})")
+    for probe in ("readinessProbe", "livenessProbe"):
+        http = mqd.get(probe, {}).get("httpGet", {})
+        probe_port = ports.get(http.get("port"), http.get("port"))
+        check(http.get("path") == "/healthz" and probe_port == port, f"kubernetes: {probe} must GET /healthz on {port}")
+    for service in services.values():
+        for p in service["spec"].get("ports", []):
+            target = p.get("targetPort", p["port"])
+            check(ports.get(target, target) == port, f"kubernetes: Service {service['metadata']['name']} targets {target}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--build-root", help="run the Dockerfile's build steps with /build here")
+    args = parser.parse_args()
+    check_dockerfile(args.repo, args.build_root)
+    check_compose(args.repo)
+    check_kubernetes(args.repo)
+    for failure in failures:
+        print("FAILED:", failure)
+    print(f"deploy_test: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
