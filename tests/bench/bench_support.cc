@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -195,6 +196,13 @@ int run_main(std::string_view program, std::string_view usage,
     return 1;
   }
   return 0;
+}
+
+std::string mqd_beside_this_program() {
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) throw std::runtime_error("cannot read /proc/self/exe to find mqd; pass --mqd PATH");
+  return (self.parent_path() / ".." / ".." / "mqd" / "mqd").lexically_normal().string();
 }
 
 }  // namespace mq::bench

@@ -126,6 +126,9 @@ class ScratchDirectory {
 // Where the scratch directory goes without --dir: $TMPDIR, else /tmp.
 std::string default_parent_directory();
 
+// mqd in the build tree of the running benchmark: build/x/tests/bench/<program> -> build/x/mqd/mqd.
+std::string mqd_beside_this_program();
+
 // Bytes an unprivileged writer may still use on the file system holding `path`.
 std::uint64_t free_bytes(const std::string& path);
 

@@ -114,14 +114,6 @@ BenchOptions parse_options(int argc, char** argv) {
   return options;
 }
 
-// mqd beside this program's build tree: build/main/tests/bench/http_bench -> build/main/mqd/mqd.
-std::string default_mqd_path() {
-  std::error_code error;
-  const stdfs::path self = stdfs::read_symlink("/proc/self/exe", error);
-  if (error) throw std::runtime_error("cannot read /proc/self/exe to find mqd; pass --mqd PATH");
-  return (self.parent_path() / ".." / ".." / "mqd" / "mqd").lexically_normal().string();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Failures: every one is counted and printed, never dropped.
 
@@ -880,7 +872,7 @@ void print_progress(const std::string& label, int r, int repeat, const LoadRun& 
 }
 
 void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
-  const std::string mqd_program = options.mqd.empty() ? default_mqd_path() : options.mqd;
+  const std::string mqd_program = options.mqd.empty() ? mqd_beside_this_program() : options.mqd;
   if (::access(mqd_program.c_str(), X_OK) != 0) {
     throw std::runtime_error("no executable mqd at " + mqd_program +
                              " (build it with `ninja -C build/main mqd` or pass --mqd PATH)");

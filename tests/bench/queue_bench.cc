@@ -139,14 +139,6 @@ BenchOptions parse_options(int argc, char** argv) {
   return options;
 }
 
-// mqd beside this program's build tree: build/x/tests/bench/queue_bench -> build/x/mqd/mqd.
-std::string default_mqd_path() {
-  std::error_code error;
-  const stdfs::path self = stdfs::read_symlink("/proc/self/exe", error);
-  if (error) throw std::runtime_error("cannot read /proc/self/exe to find mqd; pass --mqd PATH");
-  return (self.parent_path() / ".." / ".." / "mqd" / "mqd").lexically_normal().string();
-}
-
 std::string default_redis_path() {
   const char* path = std::getenv("REDIS_SERVER");
   return path != nullptr && *path != '\0' ? path : "/usr/bin/redis-server";
@@ -231,7 +223,7 @@ std::unique_ptr<Backend> start_backend(const std::string& name, const BenchOptio
     const int port = mq::testing::free_port();
     const std::string dir = scratch.fresh_path("mqd");
     backend->server = std::make_unique<SpawnedServer>(
-        "mqd", options.mqd.empty() ? default_mqd_path() : options.mqd, std::vector<std::string>{},
+        "mqd", options.mqd.empty() ? mqd_beside_this_program() : options.mqd, std::vector<std::string>{},
         std::map<std::string, std::string>{{"PORT", std::to_string(port)},
                                            {"DATA_DIR", dir},
                                            {"TOPICS", topics_setting(topics)},

@@ -124,16 +124,21 @@ def check_dockerfile(repo, build_root):
         return
     # Run the build stage's steps here ("COPY . ." into /src: the repository is the working
     # directory; /build is build_root), then check what the runtime stages copy.
-    command = runs.replace("/build", build_root)
+    def in_build_root(text):  # the image's /build, as a path of its own (not cmake/build-release.sh)
+        return re.sub(r"(?<![\w./-])/build(?=/|\b)", build_root, text)
+
+    command = in_build_root(runs)
     print(f"deploy_test: running the Dockerfile's build steps: {command}", flush=True)
-    subprocess.run(["bash", "-c", command], cwd=repo, check=True)
+    if not check(subprocess.run(["bash", "-c", command], cwd=repo).returncode == 0,
+                 f"Dockerfile: the build stage's steps failed: {command}"):
+        return
     for base_image, name, instructions in stages:
         packages = apt_packages(instructions)
         for instruction, argument in instructions:
             if instruction != "COPY" or "--from=build" not in argument:
                 continue
             source = argument.split()[1]
-            binary = source.replace("/build", build_root, 1)
+            binary = in_build_root(source)
             if not check(os.path.exists(binary), f"Dockerfile: stage {name} copies {source}, which the build steps did not make"):
                 continue
             for library in needed_libraries(binary):
