@@ -38,16 +38,12 @@ const char* fsync_name(mq::FsyncMode mode) {
   return "?";
 }
 
-void ignore_signal(int) {}
-
 }  // namespace
 
 int main() {
-  // As PID 1 of a container, mqd gets no signal whose action is the default one: a handler (never
-  // run: the signals are blocked below) makes sure docker stop's SIGTERM is delivered. Then block the
-  // stop signals in every thread; one thread waits for them with sigwait.
-  std::signal(SIGTERM, ignore_signal);
-  std::signal(SIGINT, ignore_signal);
+  // Block the stop signals in every thread; one thread waits for them with sigwait. This also holds
+  // as PID 1 of a container: the kernel drops signals with the default action sent to a namespace's
+  // init, but never a blocked one, so docker stop's SIGTERM reaches the sigwait.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);

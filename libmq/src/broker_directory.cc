@@ -2,7 +2,10 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+
+#include "queue_backends.h"
 
 namespace mq::detail {
 
@@ -31,9 +34,7 @@ Status status_of_reply(const HttpReply& reply, std::string_view broker_url) {
       return Status::payload_too_large(reason);
     case 421:
       return Status::not_owned(reason, owner.value_or(0));
-    case 502:
-    case 503:
-    case 504:
+    case 503:  // mqd shutting down or at MAX_CONNECTIONS: nothing was done, try again
       return Status::unavailable(reason);
     default:
       return Status::io_error(reason);
@@ -83,47 +84,100 @@ std::unique_ptr<httplib::Client> BrokerDirectory::acquire(const std::string& url
 
 void BrokerDirectory::release(const std::string& url, std::unique_ptr<httplib::Client> client) {
   std::lock_guard lock(mutex_);
-  idle_clients_[url].push_back(std::move(client));
+  auto& idle = idle_clients_[url];
+  if (idle.size() < kMaxIdleClientsPerBroker) idle.push_back(std::move(client));
 }
+
+namespace {
+
+// Whether a failed request never reached the server (so sending it again cannot duplicate it).
+bool never_sent(httplib::Error error) {
+  return error == httplib::Error::Connection || error == httplib::Error::ConnectionTimeout ||
+         error == httplib::Error::BindIPAddress;
+}
+
+}  // namespace
 
 Result<HttpReply> BrokerDirectory::post(const std::string& url, const std::string& path,
                                         const std::string& body) {
   auto client = acquire(url);
   auto result = client->Post(path.c_str(), body, "application/json");
   if (!result) {
-    return Status::unavailable("mqd at " + url + " cannot be reached: " + httplib::to_string(result.error()));
+    const std::string error = httplib::to_string(result.error());
+    if (never_sent(result.error()))
+      return Status::unavailable("mqd at " + url + " cannot be reached: " + error);
+    return Status::io_error("the connection to mqd at " + url + " broke during the request (" + error +
+                            "): it may or may not have been carried out");
   }
   HttpReply reply{result->status, std::move(result->body)};
   release(url, std::move(client));
   return reply;
 }
 
-Result<HttpReply> BrokerDirectory::get(const std::string& url, const std::string& path) {
-  auto client = acquire(url);
-  auto result = client->Get(path.c_str());
+Result<HttpReply> BrokerDirectory::get_topics(const std::string& url) const {
+  auto client = make_client(url, options_.connect_timeout);
+  auto result = client->Get("/topics");
   if (!result) {
     return Status::unavailable("mqd at " + url + " cannot be reached: " + httplib::to_string(result.error()));
   }
-  HttpReply reply{result->status, std::move(result->body)};
-  release(url, std::move(client));
-  return reply;
+  return HttpReply{result->status, std::move(result->body)};
 }
 
+namespace {
+
+// One broker's /topics answer.
+struct TopicsAnswer {
+  std::uint32_t index = 0;
+  std::uint32_t count = 0;
+  std::vector<std::string> brokers;  // BROKER_ADDRS, valid base URLs only ("" for others)
+  std::map<std::string, std::uint32_t, std::less<>> partitions;
+};
+
+Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::string& url) {
+  const auto body = nlohmann::json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+  TopicsAnswer answer;
+  try {
+    answer.index = body.at("broker").at("index").get<std::uint32_t>();
+    answer.count = body.at("broker").at("count").get<std::uint32_t>();
+    for (const auto& b : body.at("brokers")) {
+      const auto address = b.get<std::string>();
+      auto parsed = parse_http_base_url(address);
+      answer.brokers.push_back(parsed.ok() ? base_url(*parsed) : "");
+    }
+    for (const auto& topic : body.at("topics")) {
+      answer.partitions[topic.at("name").get<std::string>()] = topic.at("partitions").get<std::uint32_t>();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::io_error("mqd at " + url + ": unexpected /topics answer: " + e.what());
+  }
+  if (answer.count == 0 || answer.index >= answer.count) {
+    return Status::io_error("mqd at " + url + ": /topics names broker " + std::to_string(answer.index) +
+                            " of " + std::to_string(answer.count));
+  }
+  return answer;
+}
+
+}  // namespace
+
 Status BrokerDirectory::refresh() {
+  // Ask the addresses we were given and every broker we know of, so that topics only some brokers
+  // have (dead-letter topics are made where they are needed) are found too.
   std::vector<std::string> to_ask = options_.addrs;
+  auto add = [&to_ask](const std::string& url) {
+    if (!url.empty() && std::find(to_ask.begin(), to_ask.end(), url) == to_ask.end()) to_ask.push_back(url);
+  };
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [index, url] : url_by_index_) {
-      if (std::find(to_ask.begin(), to_ask.end(), url) == to_ask.end()) to_ask.push_back(url);
-    }
+    for (const auto& [index, url] : url_by_index_) add(url);
   }
   Status last = Status::unavailable("no mqd address is configured");
   std::uint32_t count = 0;
-  std::map<std::uint32_t, std::string> asked_urls;   // what we reached each broker at
+  std::map<std::uint32_t, std::string> asked_urls;   // where each broker answered
   std::map<std::uint32_t, std::string> listed_urls;  // what the brokers' BROKER_ADDRS say
   std::map<std::string, std::uint32_t, std::less<>> partitions;
-  for (const auto& url : to_ask) {
-    auto reply = get(url, "/topics");
+  for (std::size_t i = 0; i < to_ask.size(); ++i) {
+    const std::string url = to_ask[i];
+    auto reply = get_topics(url);
     if (!reply.ok()) {
       last = reply.status();
       continue;
@@ -133,30 +187,33 @@ Status BrokerDirectory::refresh() {
       if (last.code() == ErrorCode::kUnauthenticated) return last;
       continue;
     }
-    const auto body = nlohmann::json::parse(reply->body, nullptr, false);
-    try {
-      const std::uint32_t index = body.at("broker").at("index").get<std::uint32_t>();
-      count = body.at("broker").at("count").get<std::uint32_t>();
-      asked_urls[index] = url;
-      const auto& brokers = body.at("brokers");
-      for (std::uint32_t i = 0; i < brokers.size(); ++i) listed_urls[i] = brokers[i].get<std::string>();
-      for (const auto& topic : body.at("topics")) {
-        partitions[topic.at("name").get<std::string>()] = topic.at("partitions").get<std::uint32_t>();
-      }
-    } catch (const nlohmann::json::exception& e) {
-      last = Status::io_error("mqd at " + url + ": unexpected /topics answer: " + e.what());
+    auto answer = parse_topics_answer(*reply, url);
+    if (!answer.ok()) {
+      last = answer.status();
       continue;
     }
-    // One answer that lists every broker is enough; otherwise each address tells its own index.
-    if (listed_urls.size() >= count) break;
+    if (count != 0 && answer->count != count) {
+      last = Status::io_error("the brokers disagree on BROKER_COUNT (" + std::to_string(count) + " and " +
+                              std::to_string(answer->count) + " at " + url + ")");
+      continue;
+    }
+    count = answer->count;
+    asked_urls.emplace(answer->index, url);
+    for (std::uint32_t b = 0; b < answer->brokers.size(); ++b) {
+      if (!answer->brokers[b].empty()) listed_urls.emplace(b, answer->brokers[b]);
+      if (!asked_urls.contains(b)) add(answer->brokers[b]);
+    }
+    for (const auto& [name, n] : answer->partitions) partitions[name] = std::max(partitions[name], n);
   }
   if (count == 0) return last;
   std::lock_guard lock(mutex_);
   broker_count_ = count;
-  url_by_index_ = std::move(listed_urls);
-  // An address we were given reached that broker: prefer it to BROKER_ADDRS, which may hold names
-  // that only resolve inside the brokers' network.
-  for (auto& [index, url] : asked_urls) url_by_index_[index] = std::move(url);
+  // BROKER_ADDRS first: an address the client was given may be a load balancer in front of every
+  // broker (a Kubernetes Service). Where it lists none, or a broker cannot be reached at it,
+  // try_other_address() falls back to where that broker answered.
+  url_by_index_ = asked_urls;
+  for (const auto& [index, url] : listed_urls) url_by_index_[index] = url;
+  asked_url_by_index_ = std::move(asked_urls);
   partitions_ = std::move(partitions);
   return {};
 }
@@ -169,6 +226,7 @@ std::optional<std::string> BrokerDirectory::url_of_locked(std::uint32_t index) c
 
 Result<BrokerDirectory::Route> BrokerDirectory::route(std::string_view topic,
                                                       std::optional<std::uint32_t> partition) {
+  std::optional<std::uint32_t> owner_without_url;
   for (int attempt = 0; attempt < 2; ++attempt) {
     {
       std::lock_guard lock(mutex_);
@@ -188,6 +246,9 @@ Result<BrokerDirectory::Route> BrokerDirectory::route(std::string_view topic,
             route.url = std::move(*url);
             return route;
           }
+          owner_without_url = route.owner;
+        } else if (attempt == 1) {
+          return Status::not_found("mqd has no topic \"" + std::string(topic) + "\"");
         }
       }
     }
@@ -195,27 +256,32 @@ Result<BrokerDirectory::Route> BrokerDirectory::route(std::string_view topic,
       if (auto s = refresh(); !s.ok()) return s;
     }
   }
-  std::lock_guard lock(mutex_);
-  if (!partitions_.contains(topic))
-    return Status::not_found("mqd has no topic \"" + std::string(topic) + "\"");
+  if (!owner_without_url) return Status::unavailable("the brokers' map changed while it was read; try again");
   return Status::unavailable(
-      "the address of broker " + std::to_string(*partition % broker_count_) +
+      "the address of broker " + std::to_string(*owner_without_url) +
       " is unknown: start the brokers with BROKER_ADDRS, or list every broker in the client's "
       "addresses (MSG_QUEUE_ADDR)");
 }
 
 void BrokerDirectory::learn_owner(std::uint32_t owner, std::optional<std::string> url) {
-  std::lock_guard lock(mutex_);
+  std::optional<HostPort> parsed;
   if (url) {
-    url_by_index_[owner] = std::move(*url);
+    if (auto p = parse_http_base_url(*url); p.ok()) parsed = *p;
+  }
+  std::lock_guard lock(mutex_);
+  if (parsed) {
+    url_by_index_[owner] = base_url(*parsed);
   } else {
-    broker_count_ = 0;
+    broker_count_ = 0;  // the next route() asks the brokers again
   }
 }
 
-void BrokerDirectory::forget() {
+bool BrokerDirectory::try_other_address(std::uint32_t owner, const std::string& failed_url) {
   std::lock_guard lock(mutex_);
-  broker_count_ = 0;
+  auto it = asked_url_by_index_.find(owner);
+  if (it == asked_url_by_index_.end() || it->second == failed_url) return false;
+  url_by_index_[owner] = it->second;
+  return true;
 }
 
 }  // namespace mq::detail

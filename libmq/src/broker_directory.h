@@ -48,15 +48,19 @@ class BrokerDirectory {
   // empty). Asks the brokers' /topics when the answer is not known yet. kNotFound for an unknown
   // topic or a partition beyond its count; kUnavailable when no broker answers.
   Result<Route> route(std::string_view topic, std::optional<std::uint32_t> partition);
-  // A 421 named the owner of a partition: remember its URL (or forget the map when none was given).
+  // A 421 named the owner of a partition: remember its URL (or ask the brokers again when none was
+  // given or it is not a valid base URL).
   void learn_owner(std::uint32_t owner, std::optional<std::string> url);
-  // Drops what is known, so that the next route() asks the brokers again.
-  void forget();
+  // Broker `owner` could not be reached at `failed_url`, the address BROKER_ADDRS gave for it: when
+  // it answered /topics at another address (one the client was given), use that one instead and
+  // return true. (BROKER_ADDRS may hold names that resolve only inside the brokers' network, e.g.
+  // compose service names seen from the host.)
+  bool try_other_address(std::uint32_t owner, const std::string& failed_url);
 
-  // Sends a request to `url` over a pooled keep-alive connection. A failure to connect or a lost
-  // connection gives kUnavailable naming the broker.
+  // Sends a request to `url` over a pooled keep-alive connection. kUnavailable when it cannot
+  // connect (nothing was sent); kIOError when the connection broke after the request went out (it may
+  // or may not have been applied).
   Result<HttpReply> post(const std::string& url, const std::string& path, const std::string& body);
-  Result<HttpReply> get(const std::string& url, const std::string& path);
 
   // A new client for a long-lived event stream (not pooled).
   std::unique_ptr<httplib::Client> stream_client(const std::string& url) const;
@@ -67,6 +71,8 @@ class BrokerDirectory {
                                                std::chrono::milliseconds read_timeout) const;
   std::unique_ptr<httplib::Client> acquire(const std::string& url);
   void release(const std::string& url, std::unique_ptr<httplib::Client> client);
+  // GET /topics from `url` with a short timeout (a stopping consumer may be waiting on it).
+  Result<HttpReply> get_topics(const std::string& url) const;
   // Asks the brokers' /topics and fills the map.
   Status refresh();
   // The owner's URL when known; the lock must be held.
@@ -74,9 +80,11 @@ class BrokerDirectory {
 
   const HttpQueueOptions options_;
   mutable std::mutex mutex_;
-  std::uint32_t broker_count_ = 0;                                // GUARDED_BY(mutex_): 0 until known
-  std::map<std::uint32_t, std::string> url_by_index_;             // GUARDED_BY(mutex_)
-  std::map<std::string, std::uint32_t, std::less<>> partitions_;  // GUARDED_BY(mutex_)
+  static constexpr std::size_t kMaxIdleClientsPerBroker = 16;
+  std::uint32_t broker_count_ = 0;                           // GUARDED_BY(mutex_): 0 until known
+  std::map<std::uint32_t, std::string> url_by_index_;        // GUARDED_BY(mutex_)
+  std::map<std::uint32_t, std::string> asked_url_by_index_;  // GUARDED_BY(mutex_): where /topics answered
+  std::map<std::string, std::uint32_t, std::less<>> partitions_;                       // GUARDED_BY(mutex_)
   std::map<std::string, std::vector<std::unique_ptr<httplib::Client>>> idle_clients_;  // GUARDED_BY(mutex_)
 };
 

@@ -103,7 +103,8 @@ Result<std::vector<Delivery>> ConsumerGroup::take(std::uint64_t subscriber, std:
       if (timed_out || sub.cancelled) return std::vector<Delivery>{};
       sub.waiting = true;
       waiters_.push_back(subscriber);
-      timed_out = !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || sub.cancelled || stopping_; });
+      timed_out =
+          !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || sub.cancelled || stopping_; });
       sub.waiting = false;
       sub.woken = false;
       std::erase(waiters_, subscriber);

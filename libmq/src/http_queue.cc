@@ -21,6 +21,8 @@
 namespace mq::detail {
 namespace {
 
+constexpr std::size_t kMaxErrorBody = 64 * 1024;  // of a refused stream's answer, kept for the message
+
 std::string partition_query(std::string_view topic, std::uint32_t partition) {
   return "topic=" + std::string(topic) + "&partition=" + std::to_string(partition);
 }
@@ -49,9 +51,11 @@ class HttpConsumer final : public Consumer {
       : directory_(std::move(directory)),
         topic_(std::move(topic)),
         group_(options.group),
+        // Without a visibility timeout of its own the stream has mqd's VISIBILITY_TIMEOUT_MS, 30 s by
+        // default: buffered messages older than that are dropped (they come again).
+        buffer_(options.max_inflight, options.visibility_timeout.value_or(std::chrono::seconds(30))),
         streams_(partitions.size()) {
-    std::string query = "&group=" + group_ +
-                        "&max_inflight=" + std::to_string(std::max<std::size_t>(options.max_inflight, 1));
+    std::string query = "&group=" + group_ + "&max_inflight=" + std::to_string(options.max_inflight);
     if (options.visibility_timeout)
       query += "&visibility_timeout_ms=" + std::to_string(options.visibility_timeout->count());
     if (options.from == StartPosition::kLatest) query += "&from=latest";
@@ -63,6 +67,7 @@ class HttpConsumer final : public Consumer {
   }
 
   ~HttpConsumer() override {
+    buffer_.close();
     std::unique_lock lock(mutex_);
     stopping_ = true;
     changed_.notify_all();
@@ -80,7 +85,7 @@ class HttpConsumer final : public Consumer {
 
   Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
                                                std::chrono::milliseconds timeout) override {
-    if (max_messages == 0) return std::vector<ReceivedMessage>{};
+    if (max_messages == 0) return Status::invalid_argument("receive needs max_messages >= 1");
     return buffer_.pop(max_messages, timeout);
   }
 
@@ -107,6 +112,7 @@ class HttpConsumer final : public Consumer {
     while (!stopping_) {
       auto route = directory_->route(topic_, stream.partition);
       if (!route.ok() && is_permanent(route.status())) return buffer_.fail(route.status());
+      if (stopping_) return;
       if (route.ok()) {
         auto client = directory_->stream_client(route->url);
         {
@@ -125,9 +131,10 @@ class HttpConsumer final : public Consumer {
               return true;
             },
             [&](const char* data, std::size_t size) {
-              if (refused.status != 200) {
-                refused.body.append(data, size);
-                return refused.body.size() < 65536;
+              if (refused.status != 200) {  // read it all (the connection stays usable), keep the start
+                refused.body.append(
+                    data, std::min(size, kMaxErrorBody - std::min(kMaxErrorBody, refused.body.size())));
+                return true;
               }
               std::vector<ReceivedMessage> batch;
               events.feed(std::string_view(data, size), [&](std::string_view json) {
@@ -140,7 +147,8 @@ class HttpConsumer final : public Consumer {
               if (!bad_event.ok()) return false;
               delivered = delivered || !batch.empty();
               buffer_.push(std::move(batch));
-              return !stopping_;
+              // Take more only when the application has room for it: what waits here is in flight.
+              return buffer_.wait_for_room(stream.partition) && !stopping_;
             });
         {
           std::lock_guard lock(mutex_);
@@ -151,11 +159,20 @@ class HttpConsumer final : public Consumer {
         if (delivered) backoff = options.reconnect_backoff_min;
         if (result && refused.status != 200) {
           const Status status = status_of_reply(refused, route->url);
-          if (is_permanent(status)) return buffer_.fail(status);
-          if (status.code() == ErrorCode::kNotOwned) {
-            directory_->learn_owner(status.owner().value_or(0), owner_url_of(refused));
-            continue;
+          // A 404 here is a topic this broker does not have yet (a dead-letter topic is made where
+          // it is needed): wait for it like for a broker that is down.
+          if (status.code() == ErrorCode::kInvalidArgument || status.code() == ErrorCode::kUnauthenticated) {
+            return buffer_.fail(status);
           }
+          if (status.code() == ErrorCode::kNotOwned) {
+            auto owner_url = owner_url_of(refused);
+            const bool hinted = owner_url.has_value();
+            directory_->learn_owner(status.owner().value_or(0), std::move(owner_url));
+            if (hinted) continue;  // straight to the owner it named; otherwise back off below
+          }
+        } else if (!result && refused.status == 0 &&
+                   directory_->try_other_address(route->owner, route->url)) {
+          continue;  // BROKER_ADDRS named an address we cannot reach; the one it answered at is next
         }
         // Otherwise the stream ended (mqd stopped) or broke, or mqd was busy: connect again.
       }
@@ -195,7 +212,7 @@ class HttpQueue final : public Queue {
     // The sticky partitioner's choice; a partition whose broker cannot be reached is skipped for the
     // next one, so that one broker down does not stop producers that do not care where messages go.
     Status last;
-    const std::uint32_t first = sticky_.next(partitions);
+    const std::uint32_t first = sticky_.next(topic, partitions);
     for (std::uint32_t i = 0; i < partitions; ++i) {
       auto result = produce_to(topic, (first + i) % partitions, body, messages.size());
       if (result.ok() || result.status().code() != ErrorCode::kUnavailable) return result;
@@ -207,6 +224,7 @@ class HttpQueue final : public Queue {
   Result<std::unique_ptr<Consumer>> consume(std::string_view topic, const ConsumeOptions& options) override {
     if (auto s = check_name("topic", topic); !s.ok()) return s;
     if (auto s = check_name("group", options.group); !s.ok()) return s;
+    if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
     auto layout = directory_->route(topic, std::nullopt);
     if (!layout.ok()) return layout.status();
     std::vector<std::uint32_t> partitions = options.partitions;
@@ -334,12 +352,14 @@ class HttpQueue final : public Queue {
       auto route = directory_->route(topic, partition);
       if (!route.ok()) return route.status();
       auto reply = directory_->post(route->url, path, body);
-      if (!reply.ok()) {
+      if (!reply.ok() && reply.status().code() == ErrorCode::kUnavailable) {
+        if (directory_->try_other_address(route->owner, route->url)) continue;
         return Status::unavailable("partition " + std::to_string(partition) + " of topic \"" +
                                    std::string(topic) + "\" is owned by broker " +
                                    std::to_string(route->owner) + " at " + route->url +
                                    ", which cannot be reached (" + reply.status().message() + ")");
       }
+      if (!reply.ok()) return reply.status();  // sent, answer lost: the caller decides about a retry
       if (reply->status == 200) return reply;
       Status status = status_of_reply(*reply, route->url);
       if (status.code() != ErrorCode::kNotOwned) return status;
@@ -361,7 +381,7 @@ Result<std::unique_ptr<Queue>> make_http_queue(HttpQueueOptions options) {
   for (auto& addr : options.addrs) {
     auto url = parse_http_base_url(addr);
     if (!url.ok()) return url.status();
-    addr = "http://" + url->host + ":" + std::to_string(url->port);
+    addr = base_url(*url);
   }
   return std::unique_ptr<Queue>(std::make_unique<HttpQueue>(std::move(options)));
 }

@@ -35,17 +35,24 @@ Result<std::vector<ReceivedMessage>> to_received(std::vector<Delivery>& deliveri
 // thread per partition waits on its subscription and leaves what it takes in a DeliveryBuffer.
 class InProcessConsumer final : public Consumer {
  public:
-  InProcessConsumer(std::string topic, std::string group, std::size_t batch,
+  InProcessConsumer(std::string topic, std::string group, std::size_t max_inflight,
+                    std::chrono::milliseconds visibility_timeout, std::vector<std::uint32_t> partitions,
                     std::vector<std::unique_ptr<Subscription>> subscriptions)
-      : topic_(std::move(topic)), group_(std::move(group)), subscriptions_(std::move(subscriptions)) {
+      : topic_(std::move(topic)),
+        group_(std::move(group)),
+        subscriptions_(std::move(subscriptions)),
+        buffer_(max_inflight, visibility_timeout) {
     if (subscriptions_.size() == 1) return;
-    for (auto& subscription : subscriptions_) {
-      readers_.emplace_back([this, s = subscription.get(), batch] { read_into_buffer(*s, batch); });
+    for (std::size_t i = 0; i < subscriptions_.size(); ++i) {
+      readers_.emplace_back([this, s = subscriptions_[i].get(), p = partitions[i], max_inflight] {
+        read_into_buffer(*s, p, max_inflight);
+      });
     }
   }
 
   ~InProcessConsumer() override {
     stopping_ = true;
+    buffer_.close();
     for (auto& subscription : subscriptions_) subscription->cancel_waits();
     for (auto& reader : readers_) reader.join();
     // The subscriptions' destructors hand back what they hold, the buffer's unread messages included.
@@ -53,7 +60,7 @@ class InProcessConsumer final : public Consumer {
 
   Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
                                                std::chrono::milliseconds timeout) override {
-    if (max_messages == 0) return std::vector<ReceivedMessage>{};
+    if (max_messages == 0) return Status::invalid_argument("receive needs max_messages >= 1");
     if (subscriptions_.size() > 1) return buffer_.pop(max_messages, timeout);
     auto deliveries = subscriptions_.front()->next(max_messages, timeout);
     if (!deliveries.ok()) return deliveries.status();
@@ -61,9 +68,9 @@ class InProcessConsumer final : public Consumer {
   }
 
  private:
-  void read_into_buffer(Subscription& subscription, std::size_t batch) {
+  void read_into_buffer(Subscription& subscription, std::uint32_t partition, std::size_t batch) {
     DeliveryParser parser;
-    while (!stopping_) {
+    while (!stopping_ && buffer_.wait_for_room(partition)) {
       auto deliveries = subscription.next(batch, std::chrono::hours(1));
       if (!deliveries.ok()) return buffer_.fail(deliveries.status());
       auto messages = to_received(*deliveries, topic_, group_, parser);
@@ -101,6 +108,7 @@ class InProcessQueue final : public Queue {
         if (info.name == topic) partitions = info.owned;
       }
     }
+    if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
     if (partitions.empty())
       return Status::not_found("no partition of topic \"" + std::string(topic) + "\" to consume here");
     SubscribeOptions subscribe_options;
@@ -113,9 +121,11 @@ class InProcessQueue final : public Queue {
       if (!subscription.ok()) return subscription.status();
       subscriptions.push_back(std::move(subscription).value());
     }
-    return std::unique_ptr<Consumer>(std::make_unique<InProcessConsumer>(
-        std::string(topic), options.group, std::max<std::size_t>(options.max_inflight, 1),
-        std::move(subscriptions)));
+    const auto visibility_timeout =
+        options.visibility_timeout.value_or(broker_->config().groups.visibility_timeout);
+    return std::unique_ptr<Consumer>(
+        std::make_unique<InProcessConsumer>(std::string(topic), options.group, options.max_inflight,
+                                            visibility_timeout, partitions, std::move(subscriptions)));
   }
 
   Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
@@ -156,9 +166,10 @@ class InProcessQueue final : public Queue {
     if (it == owned_.end()) {
       for (auto& info : broker_->topics()) owned_[info.name] = std::move(info.owned);
       it = owned_.find(topic);
-      if (it == owned_.end() || it->second.empty()) return std::nullopt;
     }
-    return it->second[sticky_.next(static_cast<std::uint32_t>(it->second.size()))];
+    // A broker may own none of a topic's partitions (BROKER_COUNT above its partition count).
+    if (it == owned_.end() || it->second.empty()) return std::nullopt;
+    return it->second[sticky_.next(topic, static_cast<std::uint32_t>(it->second.size()))];
   }
 
   std::shared_ptr<Broker> broker_;

@@ -123,16 +123,20 @@ Result<Config> config_from_env(const EnvLookup& lookup, const HostNameLookup& ho
   std::uint64_t count = config.broker.count;
   std::uint64_t index = config.broker.index;
   if (auto s = read_number(lookup, "BROKER_COUNT", 1, 65536, count); !s.ok()) return s;
+  std::string index_text;  // how BROKER_INDEX was given, for the error below
   if (auto value = lookup("BROKER_INDEX"); value && *value == "auto") {
-    auto from_host = broker_index_from_host_name(host_name ? host_name() : system_host_name());
+    const auto name = host_name ? host_name() : system_host_name();
+    auto from_host = broker_index_from_host_name(name);
     if (!from_host.ok()) return bad_variable("BROKER_INDEX", *value, from_host.status().message());
     index = *from_host;
+    index_text = "'auto' (host name " + quote(name.value_or("")) + " gives " + std::to_string(index) + ")";
   } else if (auto s = read_number(lookup, "BROKER_INDEX", 0, 65535, index); !s.ok()) {
     return s;
   }
   if (index >= count) {
-    return bad_variable("BROKER_INDEX", std::to_string(index),
-                        "must be less than BROKER_COUNT (" + std::to_string(count) + ")");
+    if (index_text.empty()) index_text = quote(std::to_string(index));
+    return Status::invalid_argument("BROKER_INDEX=" + index_text + ": must be less than BROKER_COUNT (" +
+                                    std::to_string(count) + ")");
   }
   config.broker = {static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(count)};
   if (auto mode = lookup("FSYNC")) {

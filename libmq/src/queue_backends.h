@@ -5,8 +5,11 @@
 #include <atomic>
 #include <cstdint>
 #include <future>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mq/queue.h"
@@ -28,14 +31,18 @@ std::string default_client_name();
 class StickyPartitioner {
  public:
   static constexpr std::uint64_t kCallsPerPartition = 16;
-  // An index in [0, count).
-  std::uint32_t next(std::uint32_t count) {
-    const std::uint64_t call = calls_.fetch_add(1, std::memory_order_relaxed);
+  // An index in [0, count) for the next call producing to `topic` (each topic has its own runs).
+  std::uint32_t next(std::string_view topic, std::uint32_t count) {
+    std::lock_guard lock(mutex_);
+    auto it = calls_.find(topic);
+    if (it == calls_.end()) it = calls_.emplace(std::string(topic), 0).first;
+    const std::uint64_t call = it->second++;
     return static_cast<std::uint32_t>((call / kCallsPerPartition) % count);
   }
 
  private:
-  std::atomic<std::uint64_t> calls_{0};
+  std::mutex mutex_;
+  std::map<std::string, std::uint64_t, std::less<>> calls_;  // GUARDED_BY(mutex_)
 };
 
 // Runs `work(item)` for every item, concurrently when there are several (one thread each but the
@@ -62,5 +69,7 @@ struct HostPort {
 // "http://host:port" (a trailing "/" allowed; "host:port" alone is taken as http). kInvalidArgument
 // for https, a path, a missing or bad port.
 Result<HostPort> parse_http_base_url(std::string_view url);
+// The base URL of `where`: "http://host:port", an IPv6 host in brackets.
+std::string base_url(const HostPort& where);
 
 }  // namespace mq::detail

@@ -141,6 +141,11 @@ Result<HostPort> parse_http_base_url(std::string_view url) {
   return host_port;
 }
 
+std::string base_url(const HostPort& where) {
+  const bool v6 = where.host.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + where.host + "]" : where.host) + ":" + std::to_string(where.port);
+}
+
 }  // namespace detail
 
 std::optional<std::string> process_environment(std::string_view name) {

@@ -185,6 +185,50 @@ TEST_CASE("BadAddressesAreRefused") {
     CHECK(Queue::http(options).status().code() == ErrorCode::kInvalidArgument);
   }
   HttpQueueOptions ok;
-  ok.addrs = {"127.0.0.1:8080", "http://localhost:1/"};
+  ok.addrs = {"127.0.0.1:8080", "http://localhost:1/", "http://[::1]:8080"};
   CHECK(Queue::http(ok).ok());
+}
+
+TEST_CASE("BrokerAddrsThatTheClientCannotReachFallBackToTheAddressesItWasGiven") {
+  // As with docker compose seen from the host: BROKER_ADDRS holds names only the brokers' network
+  // resolves; the client lists every broker by an address it can reach.
+  const int port0 = free_port();
+  const int port1 = free_port();
+  const std::string internal = url_of(free_port()) + "," + url_of(free_port());  // nothing listens there
+  RunningMqd b0(broker_env(port0, 0, 2, internal));
+  RunningMqd b1(broker_env(port1, 1, 2, internal));
+  auto queue = http_queue({url_of(port0), url_of(port1)});
+  for (std::uint32_t p = 0; p < 4; ++p) CHECK(produce_ok(*queue, "1", std::nullopt, p).partition == p);
+  auto consumer = open_consumer(*queue, group_options("g"));
+  auto got = receive_n(*consumer, 4);
+  CHECK(got.size() == 4);
+  CHECK(ack_ok(*queue, got) == 4);
+}
+
+TEST_CASE("ADeadLetterTopicOnOneBrokerIsFoundAndConsumedThroughAnotherBrokersAddress") {
+  const int port0 = free_port();
+  const int port1 = free_port();
+  const std::string addrs = url_of(port0) + "," + url_of(port1);
+  auto env0 = broker_env(port0, 0, 2, addrs);
+  auto env1 = broker_env(port1, 1, 2, addrs);
+  env0["MAX_DELIVERIES"] = env1["MAX_DELIVERIES"] = "1";
+  RunningMqd b0(env0);
+  RunningMqd b1(env1);
+  auto queue = http_queue({url_of(port0)});
+  produce_ok(*queue, "\"poison\"", std::nullopt, 1u);  // partition 1: broker 1
+  {
+    auto consumer = open_consumer(*queue, group_options("g"));
+    auto got = receive_n(*consumer, 1);
+    REQUIRE(got.size() == 1);
+    REQUIRE(queue->nack(got[0]).ok());  // its first and last delivery: dead-lettered on broker 1
+  }
+  // Only broker 1 has events-dlq; the queue asks broker 0 first and must still find it, and the
+  // stream to broker 0 (404 there) must not end the consumer.
+  auto fresh = http_queue({url_of(port0)});
+  auto dead = open_consumer(*fresh, group_options("g"), "events-dlq");
+  auto got = receive_n(*dead, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].payload == "\"poison\"");
+  CHECK(got[0].partition == 1);
+  CHECK(ack_ok(*fresh, got) == 1);
 }

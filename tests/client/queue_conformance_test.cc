@@ -221,3 +221,31 @@ TEST_CASE_TEMPLATE("KeylessProducesStayOnAPartitionForARunOfCallsAndVisitThemAll
   CHECK(per_partition.size() == kTestPartitions);  // every partition had its turn
   CHECK(order.size() == kTestPartitions);          // in runs of 16 calls, not call by call
 }
+
+TEST_CASE_TEMPLATE("AMessageWaitingInAConsumerPastItsVisibilityTimeoutIsNotHandedOut", B, InProcessBackend,
+                   HttpBackend) {
+  B backend;
+  auto queue = backend.queue();
+  // `idle` reads every partition (so messages wait in its buffer) but the application does not call
+  // receive: past the visibility timeout the server gives the message to `other`, and the copy
+  // still waiting in `idle` must not come out as well.
+  auto idle = open_consumer(*queue, group_options("g", 1, 300ms));
+  produce_ok(*queue, "\"once\"", std::nullopt, 0u);
+  REQUIRE(eventually([&] { return backend.inflight("g") == 1; }));  // `idle` holds it
+  auto other = open_consumer(*queue, group_options("g", 1, 60s));
+  auto redelivered = receive_n(*other, 1, 10s);
+  REQUIRE(redelivered.size() == 1);
+  CHECK(redelivered[0].delivery >= 2);  // `idle` had it first
+  CHECK(ack_ok(*queue, redelivered) == 1);
+  // The first delivery's copy is stale. (Over HTTP a later redelivery may still be in the socket,
+  // sent while `idle` was not reading: at-least-once allows that one.)
+  for (const auto& m : receive_for(*idle, 300ms)) CHECK(m.delivery >= 2);
+}
+
+TEST_CASE("AnInProcessQueueOnABrokerOwningNoPartitionOfATopicRefusesKeylessProduces") {
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:2");
+  config.broker = {2, 3};  // broker 2 of 3 owns no partition of a 2-partition topic
+  auto queue = Queue::in_process(open_broker(config));
+  for (int i = 0; i < 3; ++i) CHECK_FALSE(queue->produce_json("events", "1").ok());
+}

@@ -227,7 +227,7 @@ def check_kubernetes(repo):
     mounts = {m["name"]: m["mountPath"] for m in mqd.get("volumeMounts", [])}
     check(any(mounts.get(c) == "/root/data" for c in claims),
           f"kubernetes: no volume claim template mounted at /root/data (claims {claims}, mounts {mounts})")
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         http = mqd.get(probe, {}).get("httpGet", {})
         probe_port = ports.get(http.get("port"), http.get("port"))
         check(http.get("path") == "/healthz" and probe_port == port, f"kubernetes: {probe} must GET /healthz on {port}")

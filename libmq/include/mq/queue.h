@@ -55,7 +55,7 @@ struct ConsumeOptions {
   // server's default (mqd's VISIBILITY_TIMEOUT_MS, the Broker's GroupOptions, or
   // RedisQueueOptions::visibility_timeout).
   std::optional<std::chrono::milliseconds> visibility_timeout;
-  // Unacknowledged messages this consumer may hold per partition before delivery pauses.
+  // Unacknowledged messages this consumer may hold per partition before delivery pauses (>= 1).
   std::size_t max_inflight = 100;
   // Where a group that does not exist yet starts.
   StartPosition from = StartPosition::kEarliest;
@@ -66,11 +66,12 @@ struct ConsumeOptions {
 class MQ_EXPORT Consumer {
  public:
   virtual ~Consumer() = default;
-  // Waits up to `timeout` for messages and returns between 1 and `max_messages` of them, or none
-  // when the timeout passes. Redeliveries come before new messages of a partition. Fails on what
-  // retrying cannot fix (unknown topic, refused credentials) and with kShuttingDown when an
-  // in-process broker stops; an unreachable server is retried in the background (HTTP, Redis)
-  // and only shows as no messages.
+  // Waits up to `timeout` for messages and returns between 1 and `max_messages` (at least 1, else
+  // kInvalidArgument) of them, or none when the timeout passes. A message received is in flight:
+  // one held here unread past its visibility timeout is dropped (the group gets it again). Redeliveries come
+  // before new messages of a partition. Fails on what retrying cannot fix (unknown topic, refused
+  // credentials) and with kShuttingDown when an in-process broker stops; an unreachable server is retried in
+  // the background (HTTP, Redis) and only shows as no messages.
   virtual Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
                                                        std::chrono::milliseconds timeout) = 0;
 };
@@ -78,7 +79,9 @@ class MQ_EXPORT Consumer {
 // Talks to one or more mqd brokers (see README "Using mqd over HTTP").
 struct HttpQueueOptions {
   // Base URLs ("http://host:port") of the brokers. One is enough when the brokers are started with
-  // BROKER_ADDRS: /topics names every broker and the partitions each owns.
+  // BROKER_ADDRS and this client can reach those addresses: /topics names every broker. Where it
+  // cannot (compose service names seen from the host), list every broker by an address it can
+  // reach; a broker unreachable at its BROKER_ADDRS entry is then used at the one listed here.
   std::vector<std::string> addrs{"http://127.0.0.1:8080"};
   // Sent as "Authorization: Bearer <token>" when not empty (mqd's AUTH_TOKEN).
   std::string auth_token;
@@ -178,7 +181,8 @@ class MQ_EXPORT Queue {
                                                     const ConsumeOptions& options) = 0;
 
   // Acknowledges `messages` (each in its own topic, partition and group) durably; returns how many
-  // were not acknowledged before. kNotFound when an id names no message.
+  // were not acknowledged before. kNotFound when an id names no message. Each partition's
+  // acknowledgements are one durable step; on an error those of other partitions may have been made.
   virtual Result<std::size_t> ack(std::span<const ReceivedMessage> messages) = 0;
   Result<std::size_t> ack(const ReceivedMessage& message) { return ack(std::span(&message, 1)); }
   // Gives an unacknowledged message back for redelivery now, or after `delay`. kConflict when it
