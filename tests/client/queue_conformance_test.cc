@@ -226,15 +226,21 @@ TEST_CASE_TEMPLATE("AMessageWaitingInAConsumerPastItsVisibilityTimeoutIsNotHande
                    HttpBackend) {
   B backend;
   auto queue = backend.queue();
-  // `idle` reads every partition (so messages wait in its buffer) but the application does not call
-  // receive: past the visibility timeout the server gives the message to `other`, and the copy
-  // still waiting in `idle` must not come out as well.
-  auto idle = open_consumer(*queue, group_options("g", 1, 300ms));
-  produce_ok(*queue, "\"once\"", std::nullopt, 0u);
-  REQUIRE(eventually([&] { return backend.inflight("g") == 1; }));  // `idle` holds it
+  // Two messages become visible at once (one batch) and reach `idle` together; the application
+  // takes the first only. Past the visibility timeout the server gives the second to `other`, and
+  // the copy still waiting in `idle` must not come out as well.
+  auto idle = open_consumer(*queue, group_options("g", 2, 300ms));
+  const std::vector<Message> batch{{*Payload::parse("\"first\""), std::nullopt},
+                                   {*Payload::parse("\"second\""), std::nullopt}};
+  REQUIRE(queue->produce("events", batch, 0u).ok());
+  auto first = receive_n(*idle, 1);
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].payload == "\"first\"");
+  CHECK(ack_ok(*queue, first) == 1);
   auto other = open_consumer(*queue, group_options("g", 1, 60s));
   auto redelivered = receive_n(*other, 1, 10s);
   REQUIRE(redelivered.size() == 1);
+  CHECK(redelivered[0].payload == "\"second\"");
   CHECK(redelivered[0].delivery >= 2);  // `idle` had it first
   CHECK(ack_ok(*queue, redelivered) == 1);
   // The first delivery's copy is stale. (Over HTTP a later redelivery may still be in the socket,

@@ -8,11 +8,9 @@
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "broker_helpers.h"
-#include "http_helpers.h"
 #include "mq/queue.h"
 #include "running_mqd.h"
 #include "running_redis.h"
@@ -26,15 +24,6 @@ struct InProcessBackend {
   static constexpr const char* kName = "in-process";
   InProcessBackend() : broker(open_broker(broker_config(dir.path(), "events:4"))) {}
   std::unique_ptr<Queue> queue() { return Queue::in_process(broker); }
-  // Messages of `group` in flight on the topic "events", as the broker counts them.
-  std::uint64_t inflight(const std::string& group) {
-    std::uint64_t total = 0;
-    const auto stats = broker->stats("events");
-    for (const auto& p : stats->front().partitions) {
-      for (const auto& g : p.groups) total += g.group == group ? g.inflight : 0;
-    }
-    return total;
-  }
   TempDir dir;
   std::shared_ptr<Broker> broker;
 };
@@ -47,15 +36,6 @@ struct HttpBackend {
     auto queue = Queue::http(options);
     REQUIRE_MESSAGE(queue.ok(), queue.status().to_string());
     return std::move(queue).value();
-  }
-  // Messages of `group` in flight on the topic "events", from mqd's /stats.
-  std::uint64_t inflight(const std::string& group) {
-    std::uint64_t total = 0;
-    const auto stats = http_get(mqd.port(), "/stats?topic=events").json();
-    for (const auto& p : stats["topics"][0]["partitions"]) {
-      for (const auto& g : p["groups"]) total += g["group"] == group ? g["inflight"].get<std::uint64_t>() : 0;
-    }
-    return total;
   }
   RunningMqd mqd{{{"TOPICS", "events:4"}}};
 };
@@ -105,18 +85,6 @@ inline std::vector<ReceivedMessage> receive_n(Consumer& consumer, std::size_t co
     for (auto& m : *got) all.push_back(std::move(m));
   }
   return all;
-}
-
-// Waits (bounded) until `condition()` holds, polling: for server state no event reports, such as
-// a message counted in flight.
-template <typename Condition>
-bool eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // nothing to await: poll the server
-  }
-  return true;
 }
 
 // Receives for `quiet` with nothing expected; returns what came anyway.
