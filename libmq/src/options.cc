@@ -3,6 +3,7 @@
 #include <charconv>
 #include <set>
 
+#include "decimal.h"
 #include "mq/options.h"
 
 namespace mq {
@@ -21,21 +22,14 @@ Status bad_variable(std::string_view name, std::string_view value, std::string_v
   return Status::invalid_argument(std::string(name) + "=" + quote(value) + ": " + std::string(why));
 }
 
-// Parses a whole decimal number in [min, max]; nullopt otherwise (sign, spaces, suffixes rejected).
-std::optional<std::uint64_t> parse_number(std::string_view text, std::uint64_t min, std::uint64_t max) {
-  std::uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  if (value < min || value > max) return std::nullopt;
-  return value;
-}
+using detail::parse_decimal;
 
 // Reads the variable `name` as a number in [min, max] into `out` when it is set.
 Status read_number(const EnvLookup& lookup, std::string_view name, std::uint64_t min, std::uint64_t max,
                    std::uint64_t& out) {
   auto value = lookup(name);
   if (!value) return {};
-  auto number = parse_number(*value, min, max);
+  auto number = parse_decimal(*value, min, max);
   if (!number) {
     return bad_variable(name, *value,
                         "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
@@ -75,7 +69,7 @@ Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
       return Status::invalid_argument("topic name " + quote(name) +
                                       " must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
     }
-    auto partitions = parse_number(count, 1, 65536);
+    auto partitions = parse_decimal(count, 1, 65536);
     if (!partitions) {
       return Status::invalid_argument("partition count " + quote(count) + " of topic " + quote(name) +
                                       " must be a whole number from 1 to 65536");
@@ -101,7 +95,7 @@ Result<std::uint32_t> broker_index_from_host_name(std::optional<std::string> hos
   const std::string_view label = std::string_view(*host_name).substr(0, host_name->find('.'));
   const auto dash = label.rfind('-');
   const auto number =
-      dash == std::string_view::npos ? std::nullopt : parse_number(label.substr(dash + 1), 0, 65535);
+      dash == std::string_view::npos ? std::nullopt : parse_decimal(label.substr(dash + 1), 0, 65535);
   if (!number) {
     return Status::invalid_argument("the host name " + quote(*host_name) +
                                     " does not end in -<number> (as StatefulSet pods mq-0, mq-1, ... do)");

@@ -3,9 +3,9 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cstdlib>
 
+#include "decimal.h"
 #include "queue_backends.h"
 
 namespace mq {
@@ -23,17 +23,9 @@ std::string lowercase(std::string_view s) {
   return out;
 }
 
-template <typename Number>
-std::optional<Number> parse_number(std::string_view text) {
-  Number value{};
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
 std::optional<std::uint16_t> parse_port(std::string_view text) {
-  auto port = parse_number<std::uint32_t>(text);
-  if (!port || *port == 0 || *port > 65535) return std::nullopt;
+  auto port = detail::parse_decimal(text, 1, 65535);
+  if (!port) return std::nullopt;
   return static_cast<std::uint16_t>(*port);
 }
 
@@ -98,9 +90,9 @@ Status parse_redis_url(std::string_view url, RedisQueueOptions& redis) {
   redis.host = host_port->host;
   redis.port = host_port->port;
   if (!db_text.empty()) {
-    auto db = parse_number<std::uint32_t>(db_text);
+    auto db = detail::parse_decimal(db_text, 0, UINT32_MAX);
     if (!db) return fail("the database must be a number");
-    redis.db = *db;
+    redis.db = static_cast<std::uint32_t>(*db);
   }
   return {};
 }
@@ -110,10 +102,8 @@ Status parse_redis_url(std::string_view url, RedisQueueOptions& redis) {
 namespace detail {
 
 std::string default_client_name() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
-    std::snprintf(host, sizeof host, "client");
-  std::string name(host);
+  std::string name = system_host_name().value_or("");
+  if (name.empty()) name = "client";
   // Keep it a valid name (is_valid_name): host names may hold characters it refuses.
   for (char& c : name) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '-';
@@ -195,11 +185,11 @@ Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup) {
   if (auto s = name("MSG_QUEUE_PRODUCER_NAME", settings.producer_name); !s.ok()) return s;
   if (auto value = lookup("MSG_QUEUE_TOKEN")) settings.http.auth_token = *value;
   if (auto value = lookup("MSG_QUEUE_PARTITIONS")) {
-    auto partitions = parse_number<std::uint32_t>(*value);
-    if (!partitions || *partitions == 0 || *partitions > 65536) {
+    auto partitions = detail::parse_decimal(*value, 1, 65536);
+    if (!partitions) {
       return bad_value("MSG_QUEUE_PARTITIONS", *value, "expected a number from 1 to 65536");
     }
-    settings.redis.partitions = *partitions;
+    settings.redis.partitions = static_cast<std::uint32_t>(*partitions);
   }
   if (auto value = lookup("REDIS_URL"); value && !value->empty()) {
     if (auto s = parse_redis_url(*value, settings.redis); !s.ok()) return s;

@@ -14,8 +14,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string url_of(int port) { return "http://127.0.0.1:" + std::to_string(port); }
-
 std::unique_ptr<Queue> http_queue(std::vector<std::string> addrs, std::string token = "") {
   HttpQueueOptions options;
   options.addrs = std::move(addrs);

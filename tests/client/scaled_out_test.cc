@@ -18,8 +18,6 @@ namespace {
 constexpr std::uint32_t kBrokers = 3;
 constexpr std::uint32_t kPartitions = 6;
 
-std::string url_of(int port) { return "http://127.0.0.1:" + std::to_string(port); }
-
 // Three brokers on free ports, each knowing all three addresses.
 struct ThreeBrokers {
   ThreeBrokers() {

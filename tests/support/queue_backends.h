@@ -20,6 +20,9 @@ namespace mq::testing {
 
 inline constexpr std::uint32_t kTestPartitions = 4;
 
+// The base URL of a server on 127.0.0.1:`port`.
+inline std::string url_of(int port) { return "http://127.0.0.1:" + std::to_string(port); }
+
 struct InProcessBackend {
   static constexpr const char* kName = "in-process";
   InProcessBackend() : broker(open_broker(broker_config(dir.path(), "events:4"))) {}
@@ -32,7 +35,7 @@ struct HttpBackend {
   static constexpr const char* kName = "http";
   std::unique_ptr<Queue> queue() {
     HttpQueueOptions options;
-    options.addrs = {"http://127.0.0.1:" + std::to_string(mqd.port())};
+    options.addrs = {url_of(mqd.port())};
     auto queue = Queue::http(options);
     REQUIRE_MESSAGE(queue.ok(), queue.status().to_string());
     return std::move(queue).value();
