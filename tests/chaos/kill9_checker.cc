@@ -1,0 +1,769 @@
+// The kill -9 checker: concurrent produce (single, keyed, batches) and consume/ack against a real
+// mqd (FSYNC=always) that is killed with SIGKILL at random moments and restarted on the same port and
+// data directory; every operation the clients saw is recorded, and after the run the history is
+// checked against the logs mqd left behind (check.cc). The kill schedule comes from a seed, printed
+// so that a run can be replayed. `--plant-bug drop-last-line` drops a synced line between a kill and
+// the restart, and then the run passes only if the checker reports it.
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unordered_set>
+
+#include "history.h"
+#include "http_helpers.h"
+#include "mqd_process.h"
+#include "temp_dir.h"
+
+#ifndef MQ_DEFAULT_MQD_PATH
+#define MQ_DEFAULT_MQD_PATH ""
+#endif
+
+namespace mq::chaos {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+constexpr const char* kTopic = "chaos";
+constexpr const char* kGroup = "chaos-checker";
+
+struct Options {
+  std::uint64_t seed = 0;
+  bool seed_given = false;
+  int kills = 20;
+  double duration_s = 0;  // 0: two seconds per kill
+  std::uint32_t partitions = 4;
+  int producers = 3;
+  int consumers_per_partition = 2;
+  double drain_timeout_s = 60;
+  std::string mqd_path;
+  std::string plant_bug;  // "" or "drop-last-line"
+  bool keep_data = false;
+  std::vector<std::pair<std::string, std::string>> extra_env;
+};
+
+const char* kUsage = R"(usage: kill9_checker [options]
+Drives produce (single, keyed, batches) and consume/ack (short visibility timeouts, acks of one and of
+several ids) against a real mqd with FSYNC=always, kills it with SIGKILL at random moments, restarts it
+on the same port and data directory, then drains the group and checks the history against the logs:
+every produce answered 200 is in the log at its offset with its payload, offsets are contiguous, no
+payload is stored twice, batches are all or nothing, every delivery is a message of the final log, no
+message is delivered again after an ack of it was answered 200, and every message never acknowledged
+is delivered again until it is. Exit status 0: no violation (with --plant-bug: the bug was caught).
+  --seed N                   seed of the kill schedule and the workload (default: random, printed)
+  --kills N                  SIGKILLs (default 20)
+  --duration S               seconds over which the kills are spread (default 2 per kill)
+  --partitions N             partitions of the topic (default 4)
+  --producers N              producer threads (default 3)
+  --consumers-per-partition N  competing consumers of the group per partition (default 2)
+  --drain-timeout S          bound on the final drain (default 60)
+  --plant-bug drop-last-line between a kill and the restart, cut the last line of one partition log
+                             that was answered 200; the run passes only if the checker reports it
+  --mqd PATH                 the mqd program (default $MQD_PATH, else the one built beside this program)
+  --mqd-env NAME=VALUE       extra environment for mqd (repeatable)
+  --keep-data                keep the data directory and mqd's stderr files (printed)
+)";
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::cerr << "kill9_checker: " << message << "\n" << kUsage;
+  std::exit(2);
+}
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  auto value = [&](int& i) -> std::string {
+    if (i + 1 >= argc) usage_error(std::string(argv[i]) + " needs a value");
+    return argv[++i];
+  };
+  auto number = [&](int& i, double low, double high) {
+    const std::string name = argv[i];
+    const std::string text = value(i);
+    char* end = nullptr;
+    const double n = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || !(n >= low && n <= high)) {
+      usage_error(name + " wants a number from " + std::to_string(low) + " to " + std::to_string(high));
+    }
+    return n;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (arg == "--seed") {
+      const std::string text = value(i);
+      char* end = nullptr;
+      options.seed = std::strtoull(text.c_str(), &end, 10);
+      if (text.empty() || *end != '\0') usage_error("--seed wants a whole number");
+      options.seed_given = true;
+    } else if (arg == "--kills") {
+      options.kills = static_cast<int>(number(i, 0, 100000));
+    } else if (arg == "--duration") {
+      options.duration_s = number(i, 0.1, 86400);
+    } else if (arg == "--partitions") {
+      options.partitions = static_cast<std::uint32_t>(number(i, 1, 64));
+    } else if (arg == "--producers") {
+      options.producers = static_cast<int>(number(i, 1, 64));
+    } else if (arg == "--consumers-per-partition") {
+      options.consumers_per_partition = static_cast<int>(number(i, 1, 16));
+    } else if (arg == "--drain-timeout") {
+      options.drain_timeout_s = number(i, 1, 3600);
+    } else if (arg == "--plant-bug") {
+      options.plant_bug = value(i);
+      if (options.plant_bug != "drop-last-line") usage_error("--plant-bug knows only drop-last-line");
+    } else if (arg == "--mqd") {
+      options.mqd_path = value(i);
+    } else if (arg == "--mqd-env") {
+      const std::string text = value(i);
+      const auto eq = text.find('=');
+      if (eq == std::string::npos || eq == 0) usage_error("--mqd-env wants NAME=VALUE");
+      options.extra_env.emplace_back(text.substr(0, eq), text.substr(eq + 1));
+    } else if (arg == "--keep-data") {
+      options.keep_data = true;
+    } else {
+      usage_error("unknown option " + arg);
+    }
+  }
+  if (options.duration_s == 0) options.duration_s = std::max(2.0 * options.kills, 5.0);
+  if (!options.seed_given) options.seed = std::random_device{}() * 1000003ull + std::random_device{}();
+  if (options.mqd_path.empty()) {
+    const char* env = std::getenv("MQD_PATH");
+    options.mqd_path = env != nullptr && *env ? env : MQ_DEFAULT_MQD_PATH;
+  }
+  if (options.mqd_path.empty() || ::access(options.mqd_path.c_str(), X_OK) != 0) {
+    usage_error("no mqd program at '" + options.mqd_path + "' (give --mqd or MQD_PATH)");
+  }
+  return options;
+}
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::string fixed(double value, int digits = 2) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(digits);
+  out << value;
+  return out.str();
+}
+
+// mqd, incarnation after incarnation, on one port and one data directory. The incarnation counter
+// goes up right before a process is spawned, and only after the previous one has exited; `up` is
+// true from the moment it accepts connections until the moment before it is killed.
+class Mqd {
+ public:
+  Mqd(std::string program, std::map<std::string, std::string> env, int port, std::string log_dir)
+      : program_(std::move(program)), env_(std::move(env)), port_(port), log_dir_(std::move(log_dir)) {}
+
+  // Spawns the next incarnation and waits (bounded) until it listens.
+  bool start(Clock::duration* took = nullptr) {
+    const int n = incarnation_.load() + 1;
+    const auto began = Clock::now();
+    incarnation_.store(n);
+    process_ = std::make_unique<testing::ServerProcess>(program_, std::vector<std::string>{}, env_,
+                                                        stderr_path(n));
+    if (!process_->wait_until_listening(port_, 30s)) return false;
+    if (took != nullptr) *took = Clock::now() - began;
+    std::lock_guard lock(mutex_);
+    up_ = true;
+    changed_.notify_all();
+    return true;
+  }
+
+  // SIGKILL, and the exit awaited on a pidfd (bounded).
+  bool kill9() {
+    mark_down();
+    return process_->stop(SIGKILL, 10s).has_value();
+  }
+
+  // SIGTERM; the wait status, or nullopt if it did not exit within 20 s.
+  std::optional<int> stop() {
+    mark_down();
+    return process_->stop(SIGTERM, 20s);
+  }
+
+  int incarnation() const { return incarnation_.load(); }
+
+  // Waits until an incarnation accepts connections, at most `timeout`; true if one does.
+  bool await_up(Clock::duration timeout) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return up_; });
+  }
+
+  std::string stderr_path(int n) const { return log_dir_ + "/mqd-" + std::to_string(n) + ".stderr"; }
+  std::string stderr_text(int n) const {
+    std::ifstream in(stderr_path(n));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  void mark_down() {
+    std::lock_guard lock(mutex_);
+    up_ = false;
+  }
+
+  std::string program_;
+  std::map<std::string, std::string> env_;
+  int port_;
+  std::string log_dir_;
+  std::unique_ptr<testing::ServerProcess> process_;  // used by the orchestrating thread only
+  std::atomic<int> incarnation_{0};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool up_ = false;  // GUARDED_BY(mutex_)
+};
+
+// What the group has acknowledged, by (partition, offset): answered 200 or answer lost. The drain
+// awaits it covering every offset of the log.
+class AckTracker {
+ public:
+  void add(std::uint32_t partition, const std::vector<std::uint64_t>& offsets) {
+    std::lock_guard lock(mutex_);
+    for (auto offset : offsets) covered_[partition].insert(offset);
+    changed_.notify_all();
+  }
+  // Waits until every offset below next_offset[p] is covered, or `deadline`.
+  bool await_covered(const std::map<std::uint32_t, std::uint64_t>& next_offset, Clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_until(lock, deadline, [&] {
+      for (const auto& [p, next] : next_offset) {
+        if (covered_[p].size() < next) return false;
+      }
+      return true;
+    });
+  }
+  // Waits for the next acknowledgement, at most until `deadline`.
+  void await_change(Clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_until(lock, deadline);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<std::uint32_t, std::set<std::uint64_t>> covered_;  // GUARDED_BY(mutex_)
+};
+
+class Run {
+ public:
+  explicit Run(Options options) : options_(std::move(options)) {}
+
+  int execute();
+
+ private:
+  void producer(int index);
+  void consumer(int index, std::uint32_t partition);
+  void record(ProduceOp op);
+  std::optional<std::map<std::uint32_t, GroupPosition>> group_positions();
+  bool drain();
+  void plant_bug();
+  int verdict(const std::vector<Violation>& violations, const Figures& f);
+
+  Options options_;
+  std::unique_ptr<testing::TempDir> temp_;  // removed at the end, unless --keep-data
+  std::string dir_;
+  std::string data_dir_;
+  int port_ = 0;
+  std::unique_ptr<Mqd> mqd_;
+  AckTracker acks_;
+  std::atomic<bool> stop_producing_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> stop_consuming_{false};
+
+  std::mutex history_mutex_;
+  History history_;                        // GUARDED_BY(history_mutex_) while workers run
+  std::unordered_set<std::string> ok_uids_;  // GUARDED_BY(history_mutex_): produces answered 200
+
+  struct Planted {
+    std::uint32_t partition;
+    std::uint64_t offset;
+    std::string uid;
+    std::size_t lines_dropped;
+  };
+  std::optional<Planted> planted_;
+  int kills_done_ = 0;
+  std::vector<double> restart_ms_;
+  double drain_s_ = 0;
+};
+
+void Run::record(ProduceOp op) {
+  std::lock_guard lock(history_mutex_);
+  if (op.outcome == Outcome::kOk) {
+    for (const auto& uid : op.uids) ok_uids_.insert(uid);
+  }
+  history_.produces.push_back(std::move(op));
+}
+
+// One producer: requests one after the other on a keep-alive connection, never retried.
+void Run::producer(int index) {
+  std::mt19937_64 rng(options_.seed * 7919 + static_cast<std::uint64_t>(index) + 1);
+  auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
+  auto pick = [&](int low, int high) { return std::uniform_int_distribution<int>(low, high)(rng); };
+  httplib::Client client("127.0.0.1", port_);
+  client.set_keep_alive(true);
+  client.set_tcp_nodelay(true);
+  client.set_connection_timeout(5s);
+  client.set_read_timeout(30s);
+  std::uint64_t n = 0;
+  static constexpr ProduceOp::Style kStyles[] = {ProduceOp::Style::kSingle, ProduceOp::Style::kSingleKeyed,
+                                                 ProduceOp::Style::kSingleUnrouted, ProduceOp::Style::kBatch,
+                                                 ProduceOp::Style::kBatchKeyed};
+  while (!stop_producing_) {
+    ProduceOp op;
+    op.style = kStyles[pick(0, 4)];
+    const bool batch = op.style == ProduceOp::Style::kBatch || op.style == ProduceOp::Style::kBatchKeyed;
+    const bool keyed = op.style == ProduceOp::Style::kSingleKeyed || op.style == ProduceOp::Style::kBatchKeyed;
+    const int count = batch ? pick(2, 6) : 1;
+    const std::string key = keyed ? "key-" + std::to_string(pick(0, 15)) : "";
+    json messages = json::array();
+    for (int m = 0; m < count; ++m) {
+      const std::string uid = "p" + std::to_string(index) + "-" + std::to_string(n++);
+      const char letter = static_cast<char>('a' + pick(0, 25));
+      json payload = {{"uid", uid}, {"pad", std::string(static_cast<std::size_t>(pick(0, 160)), letter)}};
+      if (chance(0.2)) payload["nested"] = {{"list", {1, 2.5, true, nullptr, "\u00e9\u2713"}}, {"n", n}};
+      json message = {{"payload", payload}};
+      if (keyed) message["key"] = key;
+      op.uids.push_back(uid);
+      op.payloads.push_back(payload.dump());
+      op.keys.push_back(key);
+      messages.push_back(std::move(message));
+    }
+    std::string target = std::string("/produce?topic=") + kTopic;
+    if (op.style == ProduceOp::Style::kSingle || op.style == ProduceOp::Style::kBatch) {
+      op.partition_asked = static_cast<std::uint32_t>(pick(0, static_cast<int>(options_.partitions) - 1));
+      target += "&partition=" + std::to_string(*op.partition_asked);
+    }
+    const std::string body = batch ? json{{"messages", messages}}.dump() : messages[0].dump();
+
+    op.epochs.lo = mqd_->incarnation();
+    op.sent = Clock::now();
+    auto result = client.Post(target, body, "application/json");
+    op.answered = Clock::now();
+    op.epochs.hi = mqd_->incarnation();
+    if (!result) {
+      op.outcome = result.error() == httplib::Error::Connection ? Outcome::kRefused : Outcome::kIndeterminate;
+      op.error = httplib::to_string(result.error());
+    } else if (result->status != 200) {
+      op.outcome = Outcome::kRejected;
+      op.status = result->status;
+      op.error = result->body;
+    } else {
+      op.status = 200;
+      auto answer = json::parse(result->body, nullptr, false);
+      if (answer.is_object() && answer.contains("partition")) {
+        op.outcome = Outcome::kOk;
+        op.partition = answer["partition"].get<std::uint32_t>();
+        if (batch && answer.contains("offsets")) {
+          for (const auto& o : answer["offsets"]) op.offsets.push_back(o.get<std::uint64_t>());
+        } else if (!batch && answer.contains("offset")) {
+          op.offsets.push_back(answer["offset"].get<std::uint64_t>());
+        }
+      } else {
+        op.outcome = Outcome::kRejected;  // reported as a bad answer below the 500s
+        op.status = 299;
+        op.error = "unreadable 200 answer: " + result->body;
+      }
+    }
+    const bool failed = !result;
+    record(std::move(op));
+    // A lost connection means mqd is being killed (it is marked down before the signal): wait for
+    // the next incarnation rather than spin against a closed port.
+    if (failed) mqd_->await_up(5s);
+  }
+}
+
+// One consumer of the checker's group on one partition: an event stream, reopened after every
+// kill; about three messages in four are acknowledged (alone or several at once), the others are
+// left to time out and come again. In the drain every message is acknowledged.
+void Run::consumer(int index, std::uint32_t partition) {
+  std::mt19937_64 rng(options_.seed * 104729 + static_cast<std::uint64_t>(index) + 1);
+  auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
+  auto pick = [&](int low, int high) { return std::uniform_int_distribution<int>(low, high)(rng); };
+  const int visibility_ms = pick(300, 1000);
+  const int max_inflight = pick(8, 32);
+  const std::string target = std::string("/consume?topic=") + kTopic + "&partition=" + std::to_string(partition) +
+                             "&group=" + kGroup + "&visibility_timeout_ms=" + std::to_string(visibility_ms) +
+                             "&max_inflight=" + std::to_string(max_inflight);
+  httplib::Client ack_client("127.0.0.1", port_);
+  ack_client.set_keep_alive(true);
+  ack_client.set_tcp_nodelay(true);
+  ack_client.set_connection_timeout(5s);
+  ack_client.set_read_timeout(30s);
+  std::vector<Delivery> deliveries;
+  std::vector<AckOp> acks;
+  std::vector<std::size_t> pending_index;  // deliveries to acknowledge at the next flush
+  std::size_t batch_target = 1;
+
+  auto flush = [&] {
+    if (pending_index.empty()) return;
+    AckOp ack;
+    ack.partition = partition;
+    for (std::size_t i : pending_index) {
+      ack.ids.push_back(deliveries[i].id);
+      ack.offsets.push_back(deliveries[i].offset);
+      ack.uids.push_back(deliveries[i].uid);
+    }
+    pending_index.clear();
+    batch_target = static_cast<std::size_t>(pick(1, 5));
+    ack.as_list = ack.ids.size() > 1 || chance(0.3);
+    const std::string body = ack.as_list ? json{{"ids", ack.ids}}.dump() : json{{"id", ack.ids[0]}}.dump();
+    const std::string ack_target = std::string("/ack?topic=") + kTopic + "&partition=" + std::to_string(partition) +
+                                   "&group=" + kGroup;
+    ack.epochs.lo = mqd_->incarnation();
+    ack.sent = Clock::now();
+    auto result = ack_client.Post(ack_target, body, "application/json");
+    ack.answered = Clock::now();
+    ack.epochs.hi = mqd_->incarnation();
+    if (!result) {
+      ack.outcome = result.error() == httplib::Error::Connection ? Outcome::kRefused : Outcome::kIndeterminate;
+      ack.error = httplib::to_string(result.error());
+    } else {
+      ack.status = result->status;
+      ack.outcome = result->status == 200 ? Outcome::kOk : Outcome::kRejected;
+      if (result->status != 200) ack.error = result->body;
+    }
+    if (ack.outcome == Outcome::kOk || ack.outcome == Outcome::kIndeterminate) acks_.add(partition, ack.offsets);
+    acks.push_back(std::move(ack));
+  };
+
+  while (!stop_consuming_) {
+    if (!mqd_->await_up(1s)) continue;
+    StreamRecord stream{index, partition, Clock::time_point{}, mqd_->incarnation()};
+    stream.opened = Clock::now();
+    std::size_t stream_index = 0;
+    {
+      std::lock_guard lock(history_mutex_);
+      stream_index = history_.streams.size();
+      history_.streams.push_back(stream);
+    }
+    std::size_t seq = 0;
+    std::string buffer;
+    httplib::Client client("127.0.0.1", port_);
+    client.set_tcp_nodelay(true);
+    client.set_connection_timeout(5s);
+    client.set_read_timeout(10s);  // mqd runs with HEARTBEAT_MS=200: silence this long is a stall
+    auto on_event = [&](const std::string& block) {
+      std::string data;
+      std::size_t start = 0;
+      while (start < block.size()) {
+        const auto nl = block.find('\n', start);
+        const std::string line = block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        if (line.starts_with("data: ")) data = line.substr(6);
+        if (nl == std::string::npos) break;
+        start = nl + 1;
+      }
+      Delivery d;
+      d.stream = stream_index;
+      d.seq = seq++;
+      d.partition = partition;
+      d.received = Clock::now();
+      auto event = json::parse(data, nullptr, false);
+      if (event.is_object() && event.contains("offset") && event.contains("id") && event.contains("payload")) {
+        d.offset = event["offset"].get<std::uint64_t>();
+        d.id = event["id"].get<std::string>();
+        d.delivery = event.value("delivery", 0);
+        d.payload = event["payload"].dump();
+        if (event["payload"].is_object() && event["payload"].contains("uid")) {
+          d.uid = event["payload"]["uid"].get<std::string>();
+        }
+        if (event.contains("partition") && event["partition"] != partition) d.uid = "(event of another partition)";
+      } else {
+        d.uid = "(malformed event)";
+        d.payload = data.substr(0, 200);
+      }
+      deliveries.push_back(std::move(d));
+      if (!deliveries.back().id.empty() && (draining_ || chance(0.75))) {
+        pending_index.push_back(deliveries.size() - 1);
+        if (pending_index.size() >= batch_target) flush();
+      }
+    };
+    client.Get(
+        target, [&](const httplib::Response& response) { return response.status == 200; },
+        [&](const char* data, std::size_t length) {
+          buffer.append(data, length);
+          for (std::size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
+            const std::string block = buffer.substr(0, end);
+            if (block.starts_with(":")) {
+              flush();  // idle: acknowledge what waits
+            } else {
+              on_event(block);
+            }
+          }
+          return !stop_consuming_.load();
+        });
+    flush();  // the ids stay valid across connections and restarts
+    if (!stop_consuming_) mqd_->await_up(5s);
+  }
+  std::lock_guard lock(history_mutex_);
+  for (auto& d : deliveries) history_.deliveries.push_back(std::move(d));
+  for (auto& a : acks) history_.acks.push_back(std::move(a));
+}
+
+std::optional<std::map<std::uint32_t, GroupPosition>> Run::group_positions() {
+  auto answer = testing::http_get(port_, std::string("/stats?topic=") + kTopic);
+  if (answer.status != 200) return std::nullopt;
+  auto stats = json::parse(answer.body, nullptr, false);
+  if (!stats.is_object() || !stats.contains("topics")) return std::nullopt;
+  std::map<std::uint32_t, GroupPosition> positions;
+  for (const auto& topic : stats["topics"]) {
+    if (topic.value("name", "") != kTopic) continue;
+    for (const auto& partition : topic["partitions"]) {
+      GroupPosition position;
+      position.next_offset = partition.value("next_offset", std::uint64_t{0});
+      for (const auto& group : partition["groups"]) {
+        if (group.value("group", "") != kGroup) continue;
+        position.committed_offset = group.value("committed_offset", std::uint64_t{0});
+        position.inflight = group.value("inflight", std::uint64_t{0});
+      }
+      positions[partition.value("partition", 0u)] = position;
+    }
+  }
+  return positions;
+}
+
+// After the last restart, with the producers stopped: every consumer acknowledges whatever comes,
+// until every offset of every partition has been acknowledged and mqd's group position agrees, or
+// the drain timeout passes.
+bool Run::drain() {
+  draining_ = true;
+  const auto began = Clock::now();
+  const auto deadline = began + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(options_.drain_timeout_s));
+  auto positions = group_positions();
+  if (!positions) return false;
+  std::map<std::uint32_t, std::uint64_t> next_offset;
+  for (const auto& [p, position] : *positions) next_offset[p] = position.next_offset;
+  bool drained = false;
+  if (acks_.await_covered(next_offset, deadline)) {
+    // Acks whose answers were lost count above only if they were stored: mqd's position decides.
+    while (Clock::now() < deadline) {
+      positions = group_positions();
+      drained = positions.has_value() && std::all_of(positions->begin(), positions->end(), [](const auto& entry) {
+                  return entry.second.committed_offset == entry.second.next_offset && entry.second.inflight == 0;
+                });
+      if (drained) break;
+      acks_.await_change(std::min(deadline, Clock::now() + 500ms));
+    }
+  }
+  drain_s_ = seconds(Clock::now() - began);
+  return drained;
+}
+
+// Between a kill and the restart: cut one partition's active log at the start of its last line whose
+// produce was answered 200 (and so drop everything after it too), as if a synced line were lost.
+void Run::plant_bug() {
+  std::vector<std::uint32_t> order(options_.partitions);
+  for (std::uint32_t p = 0; p < options_.partitions; ++p) order[p] = p;
+  std::mt19937_64 rng(options_.seed + static_cast<std::uint64_t>(kills_done_));
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::uint32_t p : order) {
+    const std::string path = data_dir_ + "/" + kTopic + "/partition-" + std::to_string(p) + ".log";
+    std::ifstream in(path, std::ios::binary);
+    const std::string text(std::istreambuf_iterator<char>(in), {});
+    std::size_t end = text.rfind('\n');  // complete lines end before here
+    std::size_t lines = 0;
+    while (end != std::string::npos && end > 0) {
+      const std::size_t begin = text.rfind('\n', end - 1) == std::string::npos ? 0 : text.rfind('\n', end - 1) + 1;
+      ++lines;
+      auto record = json::parse(text.substr(begin, end - begin), nullptr, false);
+      std::string uid;
+      if (record.is_object() && record.contains("payload") && record["payload"].is_object() &&
+          record["payload"].contains("uid")) {
+        uid = record["payload"]["uid"].get<std::string>();
+      }
+      bool answered = false;
+      {
+        std::lock_guard lock(history_mutex_);
+        answered = ok_uids_.contains(uid);
+      }
+      if (answered) {
+        std::filesystem::resize_file(path, begin);
+        planted_ = Planted{p, record["offset"].get<std::uint64_t>(), uid, lines};
+        std::cout << "  planted bug: cut partition " << p << " at offset " << planted_->offset << " (uid " << uid
+                  << ", answered 200), " << lines << " line(s) dropped" << std::endl;
+        return;
+      }
+      if (begin == 0 || lines >= 1000) break;
+      end = begin - 1;
+    }
+  }
+  std::cout << "  planted bug: no partition ends in a line answered 200 yet; trying at the next kill" << std::endl;
+}
+
+int Run::execute() {
+  const auto wall_start = Clock::now();
+  history_.start = wall_start;
+  if (options_.keep_data) {
+    std::string pattern = std::filesystem::temp_directory_path().string() + "/mq-chaos-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      std::cerr << "cannot create a directory under " << pattern << std::endl;
+      return 2;
+    }
+    dir_ = pattern;
+  } else {
+    temp_ = std::make_unique<testing::TempDir>();
+    dir_ = temp_->path();
+  }
+  data_dir_ = dir_ + "/data";
+  port_ = testing::free_port();
+  std::map<std::string, std::string> env = {{"PORT", std::to_string(port_)},
+                                             {"DATA_DIR", data_dir_},
+                                             {"FSYNC", "always"},
+                                             {"TOPICS", std::string(kTopic) + ":" + std::to_string(options_.partitions)},
+                                             {"HEARTBEAT_MS", "200"}};
+  for (const auto& [name, value] : options_.extra_env) env[name] = value;
+  mqd_ = std::make_unique<Mqd>(options_.mqd_path, env, port_, dir_);
+
+  std::cout << "kill9_checker: seed " << options_.seed << "; replay: kill9_checker --seed " << options_.seed
+            << " --kills " << options_.kills << " --duration " << options_.duration_s
+            << (options_.plant_bug.empty() ? "" : " --plant-bug " + options_.plant_bug) << "\n"
+            << "  mqd " << options_.mqd_path << " on port " << port_ << ", FSYNC=always, topic " << kTopic << " with "
+            << options_.partitions << " partitions, " << options_.producers << " producers, "
+            << options_.consumers_per_partition * static_cast<int>(options_.partitions) << " consumers of group "
+            << kGroup << std::endl;
+  if (!mqd_->start()) {
+    std::cerr << "mqd did not start: " << mqd_->stderr_text(1) << std::endl;
+    return 2;
+  }
+
+  std::vector<std::thread> producers, consumers;
+  for (int i = 0; i < options_.producers; ++i) producers.emplace_back([this, i] { producer(i); });
+  int consumer_index = 0;
+  for (std::uint32_t p = 0; p < options_.partitions; ++p) {
+    for (int c = 0; c < options_.consumers_per_partition; ++c) {
+      consumers.emplace_back([this, i = consumer_index++, p] { consumer(i, p); });
+    }
+  }
+
+  // The fault schedule: kill k comes a random time after the previous restart (mean: the duration
+  // divided by the number of kills), drawn from the seed alone.
+  std::mt19937_64 schedule(options_.seed);
+  const double gap_s = options_.duration_s / std::max(options_.kills, 1);
+  std::vector<Violation> violations;
+  const int plant_from = std::max(1, options_.kills / 2);
+  for (int k = 1; k <= options_.kills; ++k) {
+    const double delay_s = gap_s * std::uniform_real_distribution<double>(0.25, 1.75)(schedule);
+    std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));  // the random moment of the fault
+    std::size_t answered = 0;
+    {
+      std::lock_guard lock(history_mutex_);
+      answered = ok_uids_.size();
+    }
+    if (!mqd_->kill9()) {
+      std::cerr << "mqd did not die of SIGKILL within 10 s" << std::endl;
+      return 2;
+    }
+    ++kills_done_;
+    if (!options_.plant_bug.empty() && !planted_ && k >= plant_from) plant_bug();
+    Clock::duration took{};
+    if (!mqd_->start(&took)) {
+      const int n = mqd_->incarnation();
+      violations.push_back({"no-restart", "mqd incarnation " + std::to_string(n) + " did not listen within 30 s after kill " +
+                                              std::to_string(k) + "; stderr: " + mqd_->stderr_text(n)});
+      std::cout << "kill " << k << ": mqd did not come back; stopping the run" << std::endl;
+      break;
+    }
+    restart_ms_.push_back(seconds(took) * 1000);
+    std::cout << "kill " << k << "/" << options_.kills << " at +" << fixed(seconds(Clock::now() - wall_start))
+              << "s after " << fixed(delay_s) << "s (" << answered << " messages answered 200 so far); listening again in "
+              << fixed(seconds(took) * 1000, 0) << " ms" << std::endl;
+  }
+  if (violations.empty()) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(gap_s));  // load on the last incarnation too
+  }
+  stop_producing_ = true;
+  for (auto& t : producers) t.join();
+  if (violations.empty()) {
+    history_.drained = drain();
+    if (auto positions = group_positions()) history_.final_positions = *positions;
+  }
+  stop_consuming_ = true;
+  for (auto& t : consumers) t.join();
+  const auto stopped = mqd_->stop();
+  if (violations.empty() && (!stopped || !WIFEXITED(*stopped) || WEXITSTATUS(*stopped) != 0)) {
+    violations.push_back({"unclean-stop", "the last mqd did not exit with status 0 within 20 s of SIGTERM"});
+  }
+
+  const auto logs = read_logs(data_dir_, kTopic, options_.partitions);
+  if (violations.empty()) violations = check(history_, logs);
+  const Figures f = figures(history_, logs);
+  std::cout << "\n== figures (seed " << options_.seed << ") ==\n";
+  double restart_sum = 0, restart_max = 0;
+  for (double ms : restart_ms_) {
+    restart_sum += ms;
+    restart_max = std::max(restart_max, ms);
+  }
+  std::cout << "kills: " << kills_done_ << " (listening again after " << fixed(restart_ms_.empty() ? 0 : restart_sum / static_cast<double>(restart_ms_.size()), 0)
+            << " ms on average, " << fixed(restart_max, 0) << " ms at most)\n";
+  std::cout << "produce requests: " << f.produce_requests << " (";
+  bool first = true;
+  for (const auto& [style, count] : f.requests_by_style) {
+    std::cout << (first ? "" : ", ") << style << " " << count;
+    first = false;
+  }
+  std::cout << ")\nmessages sent: " << f.messages_sent << ": answered 200 " << f.messages_ok << ", indeterminate "
+            << f.messages_indeterminate << " (" << f.indeterminate_in_log << " of them in the log), refused "
+            << f.messages_refused << ", rejected " << f.messages_rejected << "\n";
+  std::cout << "log: " << f.log_messages << " messages in " << options_.partitions << " partitions\n";
+  std::cout << "deliveries: " << f.deliveries << " on " << f.streams << " streams; redeliveries (delivery > 1) "
+            << f.redeliveries << "; on streams opened after a restart " << f.deliveries_after_a_restart << "\n";
+  std::cout << "acks: " << f.ack_requests << " requests (200 " << f.ack_requests_ok << ", indeterminate "
+            << f.ack_requests_indeterminate << ", refused " << f.ack_requests_refused << ", rejected "
+            << f.ack_requests_rejected << "), " << f.ids_acked_ok << " ids acknowledged by a 200\n";
+  std::cout << "drain: " << (history_.drained ? "every message acknowledged" : "NOT complete") << " after "
+            << fixed(drain_s_) << " s\n";
+  std::cout << "wall time: " << fixed(seconds(Clock::now() - wall_start), 1) << " s\n";
+  if (options_.keep_data) std::cout << "data directory and mqd stderr files kept in " << dir_ << "\n";
+  return verdict(violations, f);
+}
+
+int Run::verdict(const std::vector<Violation>& violations, const Figures&) {
+  std::map<std::string, std::size_t> by_kind;
+  for (const auto& v : violations) ++by_kind[v.kind];
+  std::cout << "violations: " << violations.size();
+  for (const auto& [kind, count] : by_kind) std::cout << " " << kind << "=" << count;
+  std::cout << "\n";
+  for (std::size_t i = 0; i < violations.size() && i < 30; ++i) {
+    std::cout << "  VIOLATION " << violations[i].kind << ": " << violations[i].detail << "\n";
+  }
+  if (violations.size() > 30) std::cout << "  ... " << violations.size() - 30 << " more\n";
+  if (!options_.plant_bug.empty()) {
+    if (!planted_) {
+      std::cout << "FAIL: the bug was never planted (no partition ended in a line answered 200 at a kill)\n";
+      return 1;
+    }
+    const bool caught = std::any_of(violations.begin(), violations.end(), [&](const Violation& v) {
+      return v.kind == "lost-produce" && v.detail.find("uid " + planted_->uid + " ") != std::string::npos;
+    });
+    std::cout << (caught ? "PASS: the planted bug was caught (uid " + planted_->uid + " reported lost)\n"
+                         : "FAIL: the planted bug (uid " + planted_->uid + ") was not reported as a lost produce\n");
+    return caught ? 0 : 1;
+  }
+  std::cout << (violations.empty() ? "PASS" : "FAIL") << " (seed " << options_.seed << ")\n";
+  return violations.empty() ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace mq::chaos
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  mq::chaos::Run run(mq::chaos::parse_options(argc, argv));
+  return run.execute();
+}
