@@ -58,7 +58,11 @@ mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
   if (auto s = read_number(lookup, "HEARTBEAT_MS", 1, 3'600'000, heartbeat); !s.ok()) return s;
   config.heartbeat = std::chrono::milliseconds(heartbeat);
 
-  if (auto token = lookup("AUTH_TOKEN"); token && !token->empty()) config.auth_token = *token;
+  if (auto token = lookup("AUTH_TOKEN")) {
+    // Set but empty would silently turn auth off: that is a mistake, not a choice.
+    if (token->empty()) return bad("AUTH_TOKEN", *token, "must not be empty (unset it to turn auth off)");
+    config.auth_token = *token;
+  }
   if (auto addrs = lookup("BROKER_ADDRS"); addrs && !addrs->empty()) {
     config.broker_addrs = split_commas(*addrs);
     if (config.broker_addrs.size() != config.library.broker.count) {

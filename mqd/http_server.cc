@@ -8,7 +8,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "connection_pool.h"
+#include "connection_server.h"
 #include "error_responses.h"
 #include "request_parsing.h"
 #include "wire_format.h"
@@ -53,7 +53,11 @@ void send_json(httplib::Response& res, int status, std::string body) {
 class HttpServer::Impl {
  public:
   Impl(const DaemonConfig& config, mq::Broker& broker)
-      : config_(config), broker_(broker), open_connections_(std::make_shared<std::atomic<std::size_t>>(0)) {
+      : config_(config),
+        broker_(broker),
+        open_connections_(std::make_shared<std::atomic<std::size_t>>(0)),
+        server_(ConnectionOptions{config.request_timeout, config.max_connections + kSpareThreads,
+                                  open_connections_, config.tls}) {
     tune();
     route();
   }
@@ -79,17 +83,13 @@ class HttpServer::Impl {
     // Bodies are limited by read_body, which reads an oversized one to its end; the library's own
     // limit would leave it unread on the connection.
     server_.set_payload_max_length(std::numeric_limits<std::size_t>::max());
-    // Idle keep-alive connections notice a shutdown only when this expires (5 s by default).
-    server_.set_keep_alive_timeout(2);
+    // An idle keep-alive connection holds no thread and is closed at once by stop().
+    server_.set_keep_alive_timeout(5);
     server_.set_socket_options([this](socket_t socket) {
       int yes = 1;
       ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
       listen_socket_ = socket;  // only the listening socket passes through here
     });
-    const std::size_t max_threads = config_.max_connections + kSpareThreads;
-    server_.new_task_queue = [this, max_threads] {
-      return new ConnectionPool(max_threads, open_connections_);
-    };
   }
 
   void route() {
@@ -187,22 +187,35 @@ class HttpServer::Impl {
       send_json(res, 503, error_json("mqd is shutting down"));
       return false;
     }
-    if (auto method = method_of(req.path);
-        method && req.method != *method && !(*method == "GET" && req.method == "HEAD")) {
+    // Auth before anything that depends on the request: an unauthenticated client learns nothing,
+    // not even which methods a route takes.
+    if (config_.auth_token && req.path != "/healthz" && !authenticated(req)) {
+      res.set_header("WWW-Authenticate", "Bearer");
+      res.set_header("Connection", "close");  // the request body, if any, was not read
+      send_json(res, 401, error_json("missing or wrong bearer token (Authorization: Bearer <token>)"));
+      return false;
+    }
+    if (auto method = method_of(req.path); method && req.method != *method && !head_allowed(req, *method)) {
+      res.set_header("Allow", std::string(*method));
       send_json(res, 405, error_json("method " + req.method + " is not allowed on " + req.path));
       return false;
     }
-    if (!config_.auth_token || req.path == "/healthz") return true;
+    return true;
+  }
+
+  bool authenticated(const httplib::Request& req) const {
     const std::string header = req.get_header_value("Authorization");
     const bool bearer =
         header.starts_with("Bearer ") && constant_time_equals(header.substr(7), *config_.auth_token);
     const bool query = req.has_param("access_token") &&
                        constant_time_equals(req.get_param_value("access_token"), *config_.auth_token);
-    if (bearer || query) return true;
-    res.set_header("WWW-Authenticate", "Bearer");
-    res.set_header("Connection", "close");  // the request body, if any, was not read
-    send_json(res, 401, error_json("missing or wrong bearer token (Authorization: Bearer <token>)"));
-    return false;
+    return bearer || query;
+  }
+
+  // HEAD is GET without the body, except on /consume: there a GET opens a subscription (and may
+  // create a group), which a HEAD must not.
+  static bool head_allowed(const httplib::Request& req, std::string_view method) {
+    return req.method == "HEAD" && method == "GET" && req.path != "/consume";
   }
 
   void fail(httplib::Response& res, const mq::Status& status) {
@@ -389,6 +402,8 @@ class HttpServer::Impl {
     send_json(res, 200,
               json{{"broker", {{"index", identity.index}, {"count", identity.count}}},
                    {"brokers", config_.broker_addrs},
+                   // Clients that do not set a visibility timeout get this one (VISIBILITY_TIMEOUT_MS).
+                   {"visibility_timeout_ms", broker_.config().groups.visibility_timeout.count()},
                    {"topics", topics}}
                   .dump());
   }
@@ -439,7 +454,7 @@ class HttpServer::Impl {
   const std::shared_ptr<std::atomic<std::size_t>> open_connections_;
   std::atomic<bool> stopping_{false};
   socket_t listen_socket_ = -1;
-  httplib::Server server_;
+  ConnectionServer server_;  // connections, timeouts, pipelining, TLS
 };
 
 HttpServer::HttpServer(const DaemonConfig& config, mq::Broker& broker)

@@ -1,13 +1,18 @@
 // mqd: environment -> configuration, open the broker, serve HTTP until SIGTERM/SIGINT, then end
 // the event streams, make what is pending durable and exit 0.
 #include <malloc.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "daemon_config.h"
@@ -38,9 +43,66 @@ const char* fsync_name(mq::FsyncMode mode) {
   return "?";
 }
 
+constexpr const char* kUsage = R"(usage: mqd [--help | --version]
+
+mqd serves libmq's durable topics, partitions and consumer groups over HTTP. It is configured by
+the environment only:
+  PORT                   listen port (8080)
+  DATA_DIR               where the logs live (./data); one mqd owns a directory at a time
+  TOPICS                 topics and partition counts (events:8,orders:4,default:8)
+  BROKER_INDEX, BROKER_COUNT, BROKER_ADDRS   split partitions across brokers (0, 1, unset)
+  FSYNC, FSYNC_INTERVAL_MS                   always | interval | never (always), 100
+  VISIBILITY_TIMEOUT_MS  redelivery after this long without an ack (30000)
+  MAX_DELIVERIES         dead-letter to <topic>-dlq after this many deliveries (0: never)
+  MAX_PAYLOAD_BYTES, MAX_BODY_BYTES          413 above these (1048576, 16777216)
+  MAX_CONNECTIONS        open connections before 503 (1024)
+  REQUEST_TIMEOUT_MS     a request's headers and body must arrive within this (10000)
+  HEARTBEAT_MS           SSE keepalive interval (15000)
+  AUTH_TOKEN             require "Authorization: Bearer <token>" (unset: no auth)
+  TLS_CERT_FILE, TLS_KEY_FILE                PEM files: serve HTTPS only
+See README.md in the source tree for the whole HTTP API.
+)";
+
+// Why binding host:port fails (cpp-httplib only says that it did): tried again to read errno.
+std::string bind_failure_reason(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (const int e = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); e != 0) {
+    return gai_strerror(e);
+  }
+  std::string reason = "unknown reason";
+  const int fd = ::socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd < 0) {
+    reason = std::strerror(errno);
+  } else {
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    if (::bind(fd, found->ai_addr, found->ai_addrlen) != 0) reason = std::strerror(errno);
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return reason;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("mqd %s\n", MQD_VERSION);
+      return 0;
+    }
+    std::fprintf(stderr, "mqd: unknown argument '%s'\n%s", argv[i], kUsage);
+    return 2;
+  }
   // Block the stop signals in every thread; one thread waits for them with sigwait. This also holds
   // as PID 1 of a container: the kernel drops signals with the default action sent to a namespace's
   // init, but never a blocked one, so docker stop's SIGTERM reaches the sigwait.
@@ -94,8 +156,17 @@ int main() {
                library.store.data_dir.c_str(), topics.c_str(), fsync_name(library.store.fsync),
                static_cast<long long>(library.groups.visibility_timeout.count()),
                library.groups.max_deliveries, config->max_connections, config->auth_token ? "on" : "off");
+  if (!config->auth_token && (config->host == "0.0.0.0" || config->host == "::")) {
+    std::fprintf(stderr,
+                 "mqd: warning: listening on all interfaces with auth off: anyone who can reach port %d can "
+                 "produce, consume and acknowledge (set AUTH_TOKEN to require a token)\n",
+                 config->port);
+  }
   const bool served = server.run();
-  if (!served) std::fprintf(stderr, "mqd: cannot listen on %s:%d\n", config->host.c_str(), config->port);
+  if (!served) {
+    std::fprintf(stderr, "mqd: cannot listen on %s:%d: %s\n", config->host.c_str(), config->port,
+                 bind_failure_reason(config->host, config->port).c_str());
+  }
   {
     std::lock_guard lock(run_mutex);
     run_returned = true;

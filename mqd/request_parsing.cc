@@ -2,10 +2,9 @@
 
 #include <simdjson.h>
 
-#include <nlohmann/json.hpp>
-
 #include <charconv>
 
+#include "json_validation.h"
 #include "mq/options.h"
 
 namespace mqd {
@@ -25,14 +24,10 @@ std::optional<std::uint64_t> whole_number(std::string_view text, std::uint64_t m
 // of it afterwards need no second validation.
 mq::Status check_json(std::string_view body) {
   if (body.empty()) return bad_request("the request body is empty; expected a JSON object");
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  const auto error = parser.parse(body.data(), body.size()).get(root);
-  // simdjson refuses numbers it cannot represent (integers beyond 64 bits), which JSON allows.
-  if (error == simdjson::NUMBER_ERROR && nlohmann::json::accept(body)) return {};
-  if (error)
-    return bad_request(std::string("the request body is not valid JSON: ") + simdjson::error_message(error));
-  return {};
+  // libmq's one rule for valid JSON, the one recovery applies to stored records; deep enough for a
+  // batch body around payloads of the deepest nesting a payload may have.
+  thread_local mq::detail::JsonValidator validator(mq::detail::kMaxPayloadDepth + 3);
+  return validator.check(body, "the request body");
 }
 
 // Reads one {"payload": ..., "key": ...} object of a produce body.
@@ -97,7 +92,14 @@ mq::Result<std::string> required_name(std::string_view what, const Param& value)
 mq::Result<std::optional<std::uint32_t>> optional_partition(const Param& value) {
   if (!value) return std::optional<std::uint32_t>{};
   auto number = whole_number(*value, UINT32_MAX);
-  if (!number) return bad_request("partition must be a non-negative whole number, not '" + *value + "'");
+  if (!number) {
+    // A well-formed number too large for any topic names a partition that does not exist (404),
+    // like any other partition beyond the topic's count; only what is not a number is a 400.
+    const bool digits = !value->empty() && value->size() <= 4096 &&
+                        value->find_first_not_of("0123456789") == std::string::npos;
+    if (digits) return mq::Status::not_found("there is no partition " + *value);
+    return bad_request("partition must be a non-negative whole number, not '" + *value + "'");
+  }
   return std::optional<std::uint32_t>(static_cast<std::uint32_t>(*number));
 }
 

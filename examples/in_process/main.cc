@@ -14,7 +14,8 @@
 
 int main(int argc, char** argv) {
   mq::Config config;
-  config.store.data_dir = argc > 1 ? argv[1] : "./data";
+  // Not ./data, mqd's default: one process owns a data directory at a time.
+  config.store.data_dir = argc > 1 ? argv[1] : "./in-process-data";
   config.topics = {{"orders", 4}};
   const int orders = argc > 2 ? std::atoi(argv[2]) : 10;
 

@@ -64,6 +64,18 @@ void GroupProgress::start_at(std::uint64_t offset) {
   }
 }
 
+bool GroupProgress::truncate_to(std::uint64_t end) {
+  bool changed = false;
+  if (committed > end) {
+    committed = end;
+    changed = true;
+  }
+  auto first_beyond = acked.lower_bound(end);
+  changed |= first_beyond != acked.end();
+  acked.erase(first_beyond, acked.end());
+  return changed;
+}
+
 AckJournal::AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
                        std::string label)
     : fs_(fs), options_(options), dir_(std::move(dir)), stem_(std::move(stem)), label_(std::move(label)) {}

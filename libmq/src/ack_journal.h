@@ -29,6 +29,8 @@ struct GroupProgress {
   bool is_acknowledged(std::uint64_t offset) const { return offset < committed || acked.contains(offset); }
   // Everything below `offset` counts as acknowledged (a group starting at the latest message).
   void start_at(std::uint64_t offset);
+  // Forgets every acknowledgement at or beyond `end` (the log was cut there); true when any went.
+  bool truncate_to(std::uint64_t end);
 };
 
 // Not thread-safe for compact(); record_* may be called concurrently (they group-commit).

@@ -8,6 +8,7 @@
 #include <shared_mutex>
 #include <tuple>
 
+#include "bounded_file_system.h"
 #include "consumer_group.h"
 #include "mq/log_store.h"
 #include "mq/topic.h"
@@ -17,6 +18,8 @@ namespace mq {
 namespace {
 
 constexpr std::string_view kDeadLetterSuffix = "-dlq";
+// Descriptors the acknowledgement journals of all groups keep open between uses (two per journal).
+constexpr std::size_t kMaxOpenJournalFiles = 64;
 
 Status invalid_name(std::string_view what, std::string_view name) {
   return Status::invalid_argument("invalid " + std::string(what) + " name '" + std::string(name) +
@@ -105,14 +108,16 @@ struct Broker::State : private Timer::Target {
   }
 
   // The group, opened (and created at `from` if new) on first use.
+  // `create` false: only a group that exists (every group on disk is opened at start), else nullptr.
   Result<ConsumerGroup*> group(std::string_view topic, std::uint32_t partition, std::string_view name,
-                               StartPosition from) {
+                               StartPosition from, bool create = true) {
     if (!is_valid_name(name)) return invalid_name("group", name);
     auto p = resolve(topic, partition);
     if (!p.ok()) return p.status();
     std::lock_guard lock(groups_mutex);
     GroupKey key{std::string(topic), partition, std::string(name)};
     if (auto it = groups.find(key); it != groups.end()) return it->second.get();
+    if (!create) return static_cast<ConsumerGroup*>(nullptr);
     GroupContext context;
     context.partition = *p;
     context.topic = std::string(topic);
@@ -131,8 +136,13 @@ struct Broker::State : private Timer::Target {
     return raw;
   }
 
+  // The groups' journals share a bounded number of open descriptors, so that the number of open
+  // files does not grow with the number of groups.
   FileSystem& file_system() {
-    if (!fs) fs = store->options().file_system ? store->options().file_system : make_posix_file_system();
+    if (!fs) {
+      auto base = store->options().file_system ? store->options().file_system : make_posix_file_system();
+      fs = detail::BoundedFileSystem::make(std::move(base), kMaxOpenJournalFiles);
+    }
     return *fs;
   }
   std::shared_ptr<FileSystem> fs;
@@ -181,6 +191,9 @@ struct Broker::State : private Timer::Target {
     return {};
   }
 
+  Result<ConsumerGroup*> existing_group(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                        std::string_view id, std::uint64_t& offset);
+
   // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
   void schedule_journal_sync() { timer->schedule(clock->now() + config.store.fsync_interval, this, 0, 0); }
   void on_timer(std::uint64_t, std::uint64_t) override {
@@ -204,6 +217,18 @@ Broker::~Broker() {
 }
 
 Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Clock> clock) {
+  // A dead letter that cannot be stored would be delivered again forever, silently: refuse a topic
+  // whose dead-letter topic could not exist.
+  if (config.groups.max_deliveries > 0) {
+    for (const TopicSpec& spec : config.topics) {
+      const std::string dead_letters = spec.name + std::string(kDeadLetterSuffix);
+      if (!is_valid_name(dead_letters)) {
+        return Status::invalid_argument("topic '" + spec.name + "' is too long to have a dead-letter topic ('" +
+                                        dead_letters + "' is over 128 characters), and MAX_DELIVERIES is " +
+                                        std::to_string(config.groups.max_deliveries));
+      }
+    }
+  }
   auto state = std::make_unique<State>();
   const bool real_time = clock == nullptr;
   state->clock = real_time ? make_steady_clock() : std::move(clock);
@@ -287,38 +312,74 @@ Result<std::uint64_t> parse_id(std::string_view id, std::uint32_t partition) {
 }
 }  // namespace
 
+namespace {
+// 404 when `offset` names no message of `partition` (yet): checked before a group is looked up,
+// so that a refused request creates no group.
+Status check_offset_exists(const Partition& partition, std::string_view topic, std::uint32_t index,
+                           std::uint64_t offset) {
+  if (offset < partition.next_offset()) return {};
+  return Status::not_found("id " + message_id(index, offset) + " names no message of " + std::string(topic) + "/" +
+                           std::to_string(index));
+}
+}  // namespace
+
 Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition, std::string_view group,
                                 std::span<const std::string> ids) {
   if (ids.empty()) return Status::invalid_argument("no ids to acknowledge");
-  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
-  if (!g.ok()) return g.status();
+  if (!is_valid_name(group)) return invalid_name("group", group);
+  auto p = state_->resolve(topic, partition);
+  if (!p.ok()) return p.status();
   std::vector<std::uint64_t> offsets;
   offsets.reserve(ids.size());
   for (const std::string& id : ids) {
     auto offset = parse_id(id, partition);
     if (!offset.ok()) return offset.status();
+    if (auto s = check_offset_exists(**p, topic, partition, *offset); !s.ok()) return s;
     offsets.push_back(*offset);
   }
+  // Only now, with every id valid, may the acknowledgement create the group.
+  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
+  if (!g.ok()) return g.status();
   return (*g)->ack(offsets);
+}
+
+// nack and touch: the group, which they never create; 409 when it does not exist (nothing of it is
+// in flight), 404 for an id that names no message.
+Result<ConsumerGroup*> Broker::State::existing_group(std::string_view topic, std::uint32_t partition,
+                                                     std::string_view group, std::string_view id,
+                                                     std::uint64_t& offset) {
+  if (!is_valid_name(group)) return invalid_name("group", group);
+  auto p = resolve(topic, partition);
+  if (!p.ok()) return p.status();
+  auto parsed = parse_id(id, partition);
+  if (!parsed.ok()) return parsed.status();
+  if (auto s = check_offset_exists(**p, topic, partition, *parsed); !s.ok()) return s;
+  offset = *parsed;
+  auto g = this->group(topic, partition, group, StartPosition::kEarliest, /*create=*/false);
+  if (!g.ok()) return g.status();
+  if (*g == nullptr) {
+    return Status::conflict("message " + std::string(id) + " is not in flight for group " + std::string(group) +
+                            " (the group has no state on " + std::string(topic) + "/" + std::to_string(partition) +
+                            ")");
+  }
+  return *g;
 }
 
 Status Broker::nack(std::string_view topic, std::uint32_t partition, std::string_view group,
                     std::string_view id, std::chrono::milliseconds delay) {
   if (delay.count() < 0) return Status::invalid_argument("delay_ms must not be negative");
-  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
+  std::uint64_t offset = 0;
+  auto g = state_->existing_group(topic, partition, group, id, offset);
   if (!g.ok()) return g.status();
-  auto offset = parse_id(id, partition);
-  if (!offset.ok()) return offset.status();
-  return (*g)->nack(*offset, delay);
+  return (*g)->nack(offset, delay);
 }
 
 Status Broker::touch(std::string_view topic, std::uint32_t partition, std::string_view group,
                      std::string_view id) {
-  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
+  std::uint64_t offset = 0;
+  auto g = state_->existing_group(topic, partition, group, id, offset);
   if (!g.ok()) return g.status();
-  auto offset = parse_id(id, partition);
-  if (!offset.ok()) return offset.status();
-  return (*g)->touch(*offset);
+  return (*g)->touch(offset);
 }
 
 std::vector<TopicInfo> Broker::topics() const {

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "mq/broker.h"
+#include "log_recovery.h"
 #include "record_format.h"
 
 namespace mq {
@@ -24,6 +25,14 @@ Result<std::unique_ptr<ConsumerGroup>> ConsumerGroup::open(GroupContext context,
       AckJournal::open(fs, store_options, groups_dir + "/" + context.group,
                        "partition-" + std::to_string(context.partition_index), label, progress, created);
   if (!journal.ok()) return journal.status();
+  // A group is never ahead of its log: when recovery cut the log below what the group acknowledged,
+  // the offsets from the cut on will name new messages, which the group has not seen. Made durable
+  // at once, or a replay of the journal would acknowledge them again at the next start.
+  if (const std::uint64_t end = context.partition->next_offset(); progress.truncate_to(end)) {
+    detail::write_recovery_line(store_options, label + ": acknowledgements beyond the recovered log (next offset " +
+                                                  std::to_string(end) + ") were forgotten");
+    if (auto s = (*journal)->compact(progress); !s.ok()) return s;
+  }
   if (created && from == StartPosition::kLatest) {
     const std::uint64_t start = context.partition->next_offset();
     if (auto s = (*journal)->record_start(start); !s.ok()) return s;
@@ -238,7 +247,10 @@ void ConsumerGroup::dead_letter(const std::vector<DeadLetter>& dead) {
         source += ",\"partition\":" + std::to_string(context_.partition_index) +
                   ",\"offset\":" + std::to_string(d.offset) + ",\"group\":";
         detail::append_json_string(source, context_.group);
-        source += ",\"deliveries\":" + std::to_string(d.deliveries) + "}";
+        source += ",\"deliveries\":" + std::to_string(d.deliveries);
+        // The dead letter of a dead letter keeps where the message first came from.
+        if (fields->source_json) source += ",\"source\":" + *fields->source_json;
+        source += "}";
         const Message letter{Payload::from_minified_json(std::move(fields->payload_json)),
                              std::move(fields->key), Payload::from_minified_json(std::move(source))};
         status = context_.dead_letter(letter);
@@ -324,7 +336,11 @@ std::size_t ConsumerGroup::apply_acks_locked(std::span<const std::uint64_t> offs
 }
 
 void ConsumerGroup::compact_if_large() {
-  if (journal_->log_bytes() < kCompactJournalBytes) return;
+  {
+    // Under the journal lock: compaction replaces the journal's log, which log_bytes() reads.
+    std::shared_lock journal_lock(journal_mutex_);
+    if (journal_->log_bytes() < kCompactJournalBytes) return;
+  }
   std::unique_lock journal_lock(journal_mutex_);
   if (journal_->log_bytes() < kCompactJournalBytes) return;  // another thread compacted meanwhile
   GroupProgress snapshot;

@@ -1,6 +1,7 @@
 #include "log_recovery.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "record_format.h"
 
@@ -79,13 +80,13 @@ Result<bool> entry_matches_log(const File& log, std::uint64_t log_size, IndexEnt
 struct TailScan {
   std::uint64_t good_position;
   std::uint64_t good_offset;
-  bool intact_records_after_damage = false;
+  std::uint64_t intact_records_after_damage = 0;
   std::vector<IndexEntry> new_entries;
 };
 
 Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry start,
                            std::size_t index_interval_bytes, RecordValidator& validator) {
-  TailScan scan{start.position, start.offset, false, {}};
+  TailScan scan{start.position, start.offset, 0, {}};
   LineReader reader(log, start.position, log_size);
   std::uint64_t expected = start.offset;
   std::uint64_t last_indexed = start.position;
@@ -119,15 +120,16 @@ Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry s
     scan.good_position = reader.position();
     scan.good_offset = expected;
   }
-  // Intact records after a damaged line mean damage in the middle, not a crash mid-write.
-  while (damaged && !scan.intact_records_after_damage) {
+  // Intact records after a damaged line mean damage in the middle, not a crash mid-write: count
+  // them all, so that the report says what the cut costs.
+  while (damaged) {
     std::string_view line;
     std::uint64_t line_position = 0;
     bool found = false;
     if (auto s = reader.next(line, line_position, found); !s.ok()) return s;
     if (!found) break;
     auto header = validator.validate(line);
-    scan.intact_records_after_damage = header && header->offset >= scan.good_offset;
+    if (header && header->offset >= scan.good_offset) ++scan.intact_records_after_damage;
   }
   return scan;
 }
@@ -145,6 +147,14 @@ Status write_index(File& index, const std::vector<IndexEntry>& entries, bool rew
 }
 
 }  // namespace
+
+void write_recovery_line(const StoreOptions& options, const std::string& line) {
+  if (options.recovery_log) {
+    options.recovery_log(line);
+  } else {
+    std::fprintf(stderr, "libmq: %s\n", line.c_str());
+  }
+}
 
 Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_path, RecoveryMode mode,
                                  std::size_t index_interval_bytes) {
@@ -193,8 +203,11 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
 
   if (scan->good_position < *log_size) {
     recovered.report.truncated_bytes = *log_size - scan->good_position;
-    recovered.report.intact_records_after_damage = scan->intact_records_after_damage;
-    if (mode == RecoveryMode::kStrict && scan->intact_records_after_damage) {
+    recovered.report.intact_records_after_damage = scan->intact_records_after_damage > 0;
+    recovered.report.intact_records_dropped = scan->intact_records_after_damage;
+    recovered.report.damage_position = scan->good_position;
+    recovered.report.damage_offset = scan->good_offset;
+    if (mode == RecoveryMode::kStrict && scan->intact_records_after_damage > 0) {
       return Status::corruption(log_path + ": damaged record at byte " + std::to_string(scan->good_position) +
                                 " is followed by intact records; refusing to open in strict recovery mode");
     }

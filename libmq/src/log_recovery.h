@@ -25,4 +25,7 @@ struct RecoveredLog {
 Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_path, RecoveryMode mode,
                                  std::size_t index_interval_bytes);
 
+// Hands one line about what recovery did to options.recovery_log, or to stderr when none is set.
+void write_recovery_line(const StoreOptions& options, const std::string& line);
+
 }  // namespace mq::detail

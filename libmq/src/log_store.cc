@@ -1,6 +1,12 @@
 #include "mq/log_store.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <charconv>
 #include <condition_variable>
 #include <map>
@@ -26,11 +32,51 @@ std::optional<std::uint32_t> partition_of_log_name(std::string_view name) {
   return n;
 }
 
+// An exclusive lock on <data_dir>/.lock for the life of the store, so that a second process (another
+// mqd, an in-process Broker) given the same directory stops at once instead of writing messages
+// the first never sees and confirming offsets twice. flock() locks die with the process, so a
+// crash leaves nothing to clean up.
+class DataDirLock {
+ public:
+  static Result<std::unique_ptr<DataDirLock>> acquire(const std::string& data_dir) {
+    const std::string path = data_dir + "/.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return Status::io_error("DATA_DIR '" + data_dir + "': cannot open " + path + ": " + std::strerror(errno));
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      char holder[32] = {};
+      const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+      ::close(fd);
+      std::string pid = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : "unknown";
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      if (error == EWOULDBLOCK) {
+        return Status::io_error("DATA_DIR '" + data_dir + "' is in use by another process (pid " + pid +
+                                "): one process owns a data directory at a time");
+      }
+      return Status::io_error("DATA_DIR '" + data_dir + "': cannot lock " + path + ": " + std::strerror(error));
+    }
+    // Our pid, for the message a second opener prints. Best effort: the lock is what counts.
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, pid.data(), pid.size(), 0);
+    return std::unique_ptr<DataDirLock>(new DataDirLock(fd));
+  }
+  ~DataDirLock() { ::close(fd_); }  // releases the lock
+  DataDirLock(const DataDirLock&) = delete;
+  DataDirLock& operator=(const DataDirLock&) = delete;
+
+ private:
+  explicit DataDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 }  // namespace
 
 struct LogStore::State {
   StoreOptions options;
   std::shared_ptr<FileSystem> fs;
+  std::unique_ptr<DataDirLock> dir_lock;  // released last, after every file is closed
 
   std::mutex mutex;
   // Keyed by (topic, partition). Partitions are never removed before the store closes.
@@ -86,6 +132,9 @@ Result<std::unique_ptr<LogStore>> LogStore::open(StoreOptions options) {
   if (auto s = state->fs->create_directories(options.data_dir); !s.ok()) {
     return Status::io_error("DATA_DIR '" + options.data_dir + "' cannot be created: " + s.message());
   }
+  auto lock = DataDirLock::acquire(options.data_dir);
+  if (!lock.ok()) return lock.status();
+  state->dir_lock = std::move(lock.value());
   // Prove the directory is writable now rather than at the first produce.
   const std::string probe = options.data_dir + "/.write-test";
   auto file = state->fs->open(probe);

@@ -32,6 +32,19 @@ Status sync_directories_up_to(FileSystem& fs, const std::string& root, const std
   return {};
 }
 
+// Says what recovery cut, if anything: damage must never cost messages silently.
+void report_recovery(const StoreOptions& options, const std::string& path, const RecoveryReport& report) {
+  if (report.truncated_bytes == 0) return;
+  std::string line = "recovery of " + path + ": dropped " + std::to_string(report.truncated_bytes) +
+                     " bytes from byte " + std::to_string(report.damage_position) + " (offset " +
+                     std::to_string(report.damage_offset) + " on)";
+  line += report.intact_records_dropped > 0
+              ? "; " + std::to_string(report.intact_records_dropped) +
+                    " intact records followed the damage and were dropped with it"
+              : " (a torn tail: no intact record followed)";
+  detail::write_recovery_line(options, line);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const StoreOptions& options,
@@ -50,6 +63,7 @@ Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const S
   auto recovered =
       detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
   if (!recovered.ok()) return recovered.status();
+  report_recovery(options, path, recovered->report);
   return std::make_unique<PartitionLog>(std::move(topic), index, options, std::move(log.value()),
                                         std::move(index_file.value()), std::move(recovered.value()));
 }
@@ -128,6 +142,7 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
 
   std::unique_lock lock(mutex_);
   if (!error_.ok()) return error_;
+  const std::uint64_t epoch = epoch_;
   const std::uint64_t first = appended_.offset;
   const std::uint64_t batch_position = appended_.position;
   const std::optional<std::uint64_t> batch_last =
@@ -150,7 +165,8 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
     // under the lock is cheaper than handing the bytes to another thread (measured: with 8 threads
     // on 2 cores, a hand-off through a condition variable was 3x slower).
     write_pending_locked();
-    if (!error_.ok()) return error_;
+    if (epoch_ != epoch) return rollback_status_;
+    if (!error_.ok()) return failure_for_locked(appended_.position);
     return first;
   }
   // Group commit: wait until a sync covers these bytes, doing the write and sync ourselves when
@@ -159,7 +175,8 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
   while (true) {
     // Synced is synced, even if a later round failed: answering an error would invite a duplicate.
     if (synced_.position >= mine.position) return first;
-    if (!error_.ok()) return error_;
+    if (epoch_ != epoch) return rollback_status_;  // dropped for a full disk: nothing of it is kept
+    if (!error_.ok()) return failure_for_locked(mine.position);
     if (!writer_active_) {
       write_and_sync_pending(lock);
     } else {
@@ -186,13 +203,29 @@ Status PartitionLog::write_out(std::string_view data, const std::vector<detail::
 void PartitionLog::write_pending_locked() {
   const Mark target = appended_;
   Status status = write_out(pending_, pending_entries_);
-  pending_.clear();
   if (status.ok()) {
+    pending_.clear();
     publish(target, /*synced=*/false, pending_entries_);
-  } else {
-    fail(status);
+    pending_entries_.clear();
+  } else if (status.code() != ErrorCode::kNoSpace || !roll_back_locked(status)) {
+    pending_.clear();
+    pending_entries_.clear();
+    fail(status, target);
   }
+}
+
+bool PartitionLog::roll_back_locked(const Status& status) {
+  // What part of the failed write reached the file goes, so that nothing of it survives a restart.
+  if (!log_->truncate(written_.position).ok()) return false;
+  appended_ = written_;
+  pending_.clear();
   pending_entries_.clear();
+  pending_appends_ = 0;
+  last_indexed_position_ = entries_.back().position;
+  ++epoch_;
+  rollback_status_ = Status::no_space(status.message() + " (nothing of this write was stored; " + topic_ + "/" +
+                                      std::to_string(index_) + " takes writes again once there is space)");
+  return true;
 }
 
 void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
@@ -225,8 +258,8 @@ void PartitionLog::write_and_sync_pending(std::unique_lock<std::mutex>& lock) {
   if (data.capacity() <= kMaxSpareBufferBytes) spare_.swap(data);
   if (status.ok()) {
     publish(target, /*synced=*/true, entries);
-  } else {
-    fail(status);
+  } else if (status.code() != ErrorCode::kNoSpace || !roll_back_locked(status)) {
+    fail(status, target);  // a failed sync (or write): the file's state is unknown
   }
   round_done_[round_ % 2].notify_all();
   if (!status.ok()) {
@@ -250,11 +283,21 @@ void PartitionLog::gather_locked(std::unique_lock<std::mutex>& lock) {
   gathering_ = false;
 }
 
-void PartitionLog::fail(const Status& status) {
+Status PartitionLog::failure_for_locked(std::uint64_t end_position) const {
+  // Bytes that were handed to the disk when its write or sync failed may or may not survive a crash.
+  if (end_position <= failed_round_end_) return Status::storage_failed(error_.message(), /*outcome_unknown=*/true);
+  return error_;
+}
+
+void PartitionLog::fail(const Status& status, Mark round_end) {
   // After a failed write or fsync the file's state is unknown: stop accepting writes rather than
-  // pretend (leveldb's RecordBackgroundError). Recovery at the next open repairs the tail.
-  error_ = Status(status.code(), "partition " + topic_ + "/" + std::to_string(index_) +
-                                     " stopped accepting writes: " + status.message());
+  // pretend (leveldb's RecordBackgroundError; PostgreSQL learnt that a failed fsync retried "works").
+  // Recovery at the next open repairs the tail.
+  if (!error_.ok()) return;
+  failed_round_end_ = round_end.position;
+  error_ = Status::storage_failed("partition " + topic_ + "/" + std::to_string(index_) +
+                                      " stopped accepting writes until mqd is restarted: " + status.message(),
+                                  /*outcome_unknown=*/false);
 }
 
 void PartitionLog::publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries) {
@@ -284,7 +327,7 @@ Status PartitionLog::sync(bool only_if_behind) {
     if (target.position > synced_.position) synced_ = target;
     visible_cv_.notify_all();
   } else {
-    fail(status);
+    fail(status, target);
   }
   synced_cv_.notify_all();
   return status;

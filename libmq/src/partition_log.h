@@ -76,8 +76,14 @@ class PartitionLog {
   void publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries);
   // kAlways, before a round takes what is pending: waits briefly for more appenders (see .cc).
   void gather_locked(std::unique_lock<std::mutex>& lock);
-  // Records a write or sync failure; every later append fails with it.
-  void fail(const Status& status);
+  // The error for an append ending at `end_position` once the partition failed.
+  Status failure_for_locked(std::uint64_t end_position) const;
+  // Records a write or sync failure; every later append fails with it (kStorageFailed).
+  void fail(const Status& status, Mark round_end);
+  // A full disk: cuts the log back to what was written before `from` and drops every append not yet
+  // written (their offsets followed the failed ones), which then fail with `status`. False when
+  // the cut itself failed (then the partition is failed instead).
+  bool roll_back_locked(const Status& status);
   Mark visible_locked() const { return options_.fsync == FsyncMode::kAlways ? synced_ : written_; }
   Status check_payloads(std::span<const Message> batch) const;
 
@@ -110,6 +116,9 @@ class PartitionLog {
   std::uint64_t last_indexed_position_ = 0;          // GUARDED_BY(mutex_)
   std::vector<detail::IndexEntry> entries_;          // GUARDED_BY(mutex_): starts with {0, 0}
   Status error_;                                     // GUARDED_BY(mutex_): sticky once a write fails
+  std::uint64_t failed_round_end_ = 0;  // GUARDED_BY(mutex_): appends up to here were in the failed round
+  std::uint64_t epoch_ = 0;             // GUARDED_BY(mutex_): bumped when unwritten appends are dropped
+  Status rollback_status_;              // GUARDED_BY(mutex_): why they were dropped
   bool waits_interrupted_ = false;                   // GUARDED_BY(mutex_): sticky, for shutdown
 
   std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it

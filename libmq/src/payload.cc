@@ -1,25 +1,14 @@
 #include <simdjson.h>
-#include <nlohmann/json.hpp>
 
+#include "json_validation.h"
 #include "mq/message.h"
 
 namespace mq {
 
 Result<Payload> Payload::parse(std::string_view json) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element value;
-  const auto error = parser.parse(json.data(), json.size()).get(value);
-  if (error == simdjson::NUMBER_ERROR) {
-    // simdjson refuses numbers it cannot represent (integers beyond 64 bits, say), which JSON
-    // allows; a second, slower validator decides.
-    if (!nlohmann::json::accept(json)) {
-      return Status::invalid_argument(std::string("payload is not valid JSON: ") +
-                                      simdjson::error_message(error));
-    }
-  } else if (error) {
-    return Status::invalid_argument(std::string("payload is not valid JSON: ") +
-                                    simdjson::error_message(error));
-  }
+  // The same rule recovery applies to the record that will hold this payload (json_validation.h).
+  thread_local detail::JsonValidator validator(detail::kMaxPayloadDepth);
+  if (auto s = validator.check(json, "payload"); !s.ok()) return s;
   return from_valid_json(json);
 }
 

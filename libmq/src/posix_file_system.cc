@@ -26,6 +26,12 @@ class PosixFile final : public File {
       const ssize_t n = ::write(fd_, data.data(), data.size());
       if (n < 0) {
         if (errno == EINTR) continue;
+        // A full disk is a state that passes, not a broken file: the caller cuts off what part of
+        // the write landed and tries again later.
+        if (errno == ENOSPC || errno == EDQUOT) {
+          return Status::no_space(std::string("no space left on device: write ") + path_ + ": " +
+                                  std::strerror(errno));
+        }
         return errno_status("write", path_);
       }
       data.remove_prefix(static_cast<std::size_t>(n));

@@ -1,7 +1,10 @@
 #include "record_format.h"
 
 #include <simdjson.h>
+
 #include <charconv>
+
+#include "json_validation.h"
 
 namespace mq::detail {
 
@@ -96,15 +99,66 @@ std::optional<std::uint64_t> parse_offset_prefix(std::string_view line) {
 }
 
 struct RecordValidator::Parser {
+  Parser() {
+    // Deep enough for any record the write path accepts (json_validation.h).
+    const auto allocated = dom.allocate(4096, kMaxDocumentDepth);
+    static_cast<void>(allocated);  // a failed allocation is reported again by the first parse
+  }
   simdjson::dom::parser dom;
+  simdjson::ondemand::parser ondemand;
 };
 
 RecordValidator::RecordValidator() : parser_(std::make_unique<Parser>()) {}
 RecordValidator::~RecordValidator() = default;
 
+namespace {
+
+// The header fields of a record that only the slow parser could read (a number beyond 64 bits in
+// the payload): the same checks as the fast path below.
+std::optional<RecordHeader> validate_slowly(std::string_view line) {
+  auto fields = parse_top_level_slowly(line, kMaxDocumentDepth);
+  if (!fields) return std::nullopt;
+  auto field = [&](std::string_view name) -> const TopLevelValue* {
+    auto it = fields->find(name);
+    return it == fields->end() ? nullptr : &it->second;
+  };
+  auto unsigned_field = [&](std::string_view name) -> std::optional<std::uint64_t> {
+    const TopLevelValue* v = field(name);
+    if (v == nullptr) return std::nullopt;
+    if (const auto* u = std::get_if<std::uint64_t>(v)) return *u;
+    return std::nullopt;
+  };
+  RecordHeader header;
+  auto offset = unsigned_field("offset");
+  if (!offset) return std::nullopt;
+  header.offset = *offset;
+  const TopLevelValue* timestamp = field("timestamp");
+  if (timestamp == nullptr || !(std::holds_alternative<std::uint64_t>(*timestamp) ||
+                                std::holds_alternative<std::int64_t>(*timestamp) ||
+                                std::holds_alternative<double>(*timestamp))) {
+    return std::nullopt;
+  }
+  if (field("payload") == nullptr) return std::nullopt;
+  if (const TopLevelValue* key = field("key"); key != nullptr && !std::holds_alternative<std::string>(*key)) {
+    return std::nullopt;
+  }
+  if (field("batch_last") != nullptr) {
+    auto last = unsigned_field("batch_last");
+    if (!last || *last < header.offset) return std::nullopt;
+    header.batch_last = *last;
+  }
+  return header;
+}
+
+}  // namespace
+
 std::optional<RecordHeader> RecordValidator::validate(std::string_view line) {
   simdjson::dom::element root;
-  if (parser_->dom.parse(line.data(), line.size()).get(root)) return std::nullopt;
+  if (const auto error = parser_->dom.parse(line.data(), line.size()).get(root)) {
+    // The write path accepts numbers simdjson cannot represent (json_validation.h); so must we.
+    if (is_unrepresentable_number_error(error)) return validate_slowly(line);
+    return std::nullopt;
+  }
   simdjson::dom::object object;
   if (root.get_object().get(object)) return std::nullopt;
   RecordHeader header;
@@ -122,13 +176,30 @@ std::optional<RecordHeader> RecordValidator::validate(std::string_view line) {
 }
 
 std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(std::string_view line) {
-  simdjson::dom::element root;
-  if (parser_->dom.parse(line.data(), line.size()).get(root)) return std::nullopt;
-  simdjson::dom::element payload;
-  if (root["payload"].get(payload)) return std::nullopt;
-  ProducedFields fields{simdjson::minify(payload), std::nullopt};
-  std::string_view key;
-  if (!root["key"].get_string().get(key)) fields.key = std::string(key);
+  // On demand, so that a payload's numbers are copied as text, never converted: this works for
+  // numbers beyond 64 bits too.
+  simdjson::padded_string padded(line);
+  simdjson::ondemand::document document;
+  simdjson::ondemand::object object;
+  if (parser_->ondemand.iterate(padded).get(document) || document.get_object().get(object)) return std::nullopt;
+  ProducedFields fields;
+  bool has_payload = false;
+  for (auto member : object) {
+    std::string_view name;
+    simdjson::ondemand::value value;
+    if (member.unescaped_key().get(name) || member.value().get(value)) return std::nullopt;
+    if (name == "payload" || name == "source") {
+      std::string_view raw;
+      if (simdjson::to_json_string(value).get(raw)) return std::nullopt;
+      (name == "payload" ? fields.payload_json : fields.source_json.emplace()) = std::string(raw);
+      has_payload |= name == "payload";
+    } else if (name == "key") {
+      std::string_view key;
+      if (value.get_string().get(key)) return std::nullopt;
+      fields.key = std::string(key);
+    }
+  }
+  if (!has_payload) return std::nullopt;
   return fields;
 }
 

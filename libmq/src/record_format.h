@@ -48,6 +48,7 @@ class RecordValidator {
   struct ProducedFields {
     std::string payload_json;  // minified
     std::optional<std::string> key;
+    std::optional<std::string> source_json;  // a dead letter's own source, minified
   };
   std::optional<ProducedFields> produced_fields(std::string_view line);
 

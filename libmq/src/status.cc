@@ -26,6 +26,10 @@ std::string_view to_string(ErrorCode code) {
       return "unavailable";
     case ErrorCode::kUnauthenticated:
       return "unauthenticated";
+    case ErrorCode::kNoSpace:
+      return "no_space";
+    case ErrorCode::kStorageFailed:
+      return "storage_failed";
   }
   return "unknown";
 }

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -96,6 +97,13 @@ class FaultFileSystem : public FileSystem {
   // The next sync of any file fails (as an fdatasync that reports EIO would), without syncing.
   void fail_next_sync() { fail_next_sync_ = true; }
 
+  // A disk with `bytes` free from now on, shared by every file: an append that does not fit writes
+  // the part that fits and fails with kNoSpace (ENOSPC after a short write). nullopt: no limit.
+  void set_space_left(std::optional<std::uint64_t> bytes) {
+    std::lock_guard lock(space_mutex_);
+    space_left_ = bytes;
+  }
+
   // Holds every sync at its start until release_syncs(); wait_for_held_sync() blocks (bounded)
   // until one is being held.
   void hold_syncs() {
@@ -131,6 +139,11 @@ class FaultFileSystem : public FileSystem {
       std::lock_guard lock(tracker_->mutex);
       if (fs_->cut()) return Status::io_error("power is off");
       ++tracker_->appends;
+      const std::size_t fits = fs_->take_space(data.size());
+      if (fits < data.size()) {
+        (void)real_->append(data.substr(0, fits));
+        return Status::no_space("no space left on device (injected)");
+      }
       return real_->append(data);
     }
     Status sync() override {
@@ -173,6 +186,15 @@ class FaultFileSystem : public FileSystem {
     --held_;
   }
 
+  // How much of a write of `wanted` bytes fits on the disk; takes it.
+  std::size_t take_space(std::size_t wanted) {
+    std::lock_guard lock(space_mutex_);
+    if (!space_left_) return wanted;
+    const auto fits = static_cast<std::size_t>(std::min<std::uint64_t>(*space_left_, wanted));
+    *space_left_ -= fits;
+    return fits;
+  }
+
   // Atomic rather than under mutex_: files check it while holding their tracker's lock.
   bool cut() const { return cut_.load(); }
 
@@ -181,6 +203,8 @@ class FaultFileSystem : public FileSystem {
   std::mutex mutex_;
   std::atomic<bool> cut_{false};
   std::atomic<bool> fail_next_sync_{false};
+  std::mutex space_mutex_;
+  std::optional<std::uint64_t> space_left_;  // GUARDED_BY(space_mutex_)
   std::mutex gate_mutex_;
   std::condition_variable gate_cv_;
   bool holding_ = false;  // GUARDED_BY(gate_mutex_)

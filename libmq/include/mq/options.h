@@ -46,6 +46,9 @@ struct StoreOptions {
   std::size_t max_payload_bytes = 1 << 20;
   // The file layer; nullptr means the real POSIX one. Tests inject faults through it.
   std::shared_ptr<FileSystem> file_system;
+  // Receives one line for every log that recovery had to cut (how many bytes from where, how many
+  // intact records went with them); nullptr writes the line to stderr. Never silent.
+  std::function<void(const std::string& line)> recovery_log;
 };
 
 struct TopicSpec {

@@ -21,6 +21,9 @@ class PartitionLog;
 struct RecoveryReport {
   std::uint64_t truncated_bytes = 0;         // bytes cut off the end of the log (torn tail, garbage)
   bool intact_records_after_damage = false;  // the cut also dropped complete records (not a mere torn tail)
+  std::uint64_t intact_records_dropped = 0;  // how many complete, valid records followed the damage
+  std::uint64_t damage_position = 0;         // where the log was cut (byte), when truncated_bytes > 0
+  std::uint64_t damage_offset = 0;           // the offset the first dropped record would have had
   bool index_rebuilt = false;                // the offset index was missing or untrustworthy
   std::uint64_t scanned_bytes = 0;           // log bytes read to recover (the tail after the index)
 };

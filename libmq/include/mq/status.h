@@ -26,6 +26,8 @@ enum class ErrorCode {
   kShuttingDown,     // the store or broker is closing
   kUnavailable,      // a server the client needs (an mqd broker, Redis) cannot be reached
   kUnauthenticated,  // the server refused the client's credentials
+  kNoSpace,          // the disk is full: nothing of the write was kept; it works again once there is room
+  kStorageFailed,    // a partition's fdatasync failed: it refuses writes until a restart recovers its log
 };
 
 // The name of `code` as written in logs ("not_found").
@@ -53,6 +55,14 @@ class MQ_EXPORT Status {
   static Status shutting_down(std::string m) { return {ErrorCode::kShuttingDown, std::move(m)}; }
   static Status unavailable(std::string m) { return {ErrorCode::kUnavailable, std::move(m)}; }
   static Status unauthenticated(std::string m) { return {ErrorCode::kUnauthenticated, std::move(m)}; }
+  static Status no_space(std::string m) { return {ErrorCode::kNoSpace, std::move(m)}; }
+  // `outcome_unknown`: this very write was handed to the disk when the sync failed, so it may or may
+  // not survive a crash (retrying it may store it twice).
+  static Status storage_failed(std::string m, bool outcome_unknown) {
+    Status s(ErrorCode::kStorageFailed, std::move(m));
+    s.outcome_unknown_ = outcome_unknown;
+    return s;
+  }
 
   bool ok() const { return code_ == ErrorCode::kOk; }
   ErrorCode code() const { return code_; }
@@ -62,11 +72,14 @@ class MQ_EXPORT Status {
   std::string to_string() const;
   // With kNotOwned: the index of the broker that owns the partition.
   std::optional<std::uint32_t> owner() const { return owner_; }
+  // True when the operation may have taken effect although it failed (see storage_failed).
+  bool outcome_unknown() const { return outcome_unknown_; }
 
  private:
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;
   std::optional<std::uint32_t> owner_;
+  bool outcome_unknown_ = false;
 };
 
 // Either a T or the Status that explains why there is none (never an ok Status).

@@ -1,0 +1,53 @@
+// A FileSystem whose files share a bounded number of open descriptors: each file is opened when
+// used and, when more than `max_open` are open, the least recently used idle one is closed (synced
+// first if it has unsynced writes, so that a write error can never be lost with its descriptor). A
+// broker opens one acknowledgement journal per group and partition; with this, the number of open
+// files stays fixed however many groups there are.
+#pragma once
+
+#include <cstddef>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "mq/file_system.h"
+
+namespace mq::detail {
+
+class BoundedFileSystem final : public FileSystem, public std::enable_shared_from_this<BoundedFileSystem> {
+ public:
+  // Files come from `base`; at most `max_open` (>= 2) descriptors stay open between uses.
+  static std::shared_ptr<BoundedFileSystem> make(std::shared_ptr<FileSystem> base, std::size_t max_open);
+
+  Result<std::unique_ptr<File>> open(const std::string& path) override;
+  Status create_directories(const std::string& path) override { return base_->create_directories(path); }
+  Status sync_directory(const std::string& path) override { return base_->sync_directory(path); }
+  Result<std::vector<std::string>> list_directory(const std::string& path) override {
+    return base_->list_directory(path);
+  }
+  bool exists(const std::string& path) override { return base_->exists(path); }
+  Status remove(const std::string& path) override { return base_->remove(path); }
+  Status rename(const std::string& from, const std::string& to) override { return base_->rename(from, to); }
+
+  // Descriptors open right now (for tests).
+  std::size_t open_count() const;
+
+ private:
+  class PooledFile;
+  friend class PooledFile;
+  BoundedFileSystem(std::shared_ptr<FileSystem> base, std::size_t max_open)
+      : base_(std::move(base)), max_open_(max_open) {}
+
+  // `file` just opened its descriptor (or used it): it becomes the most recent; closes idle ones
+  // beyond the bound.
+  void touched(PooledFile* file, bool newly_open);
+  void forget(PooledFile* file);
+
+  const std::shared_ptr<FileSystem> base_;
+  const std::size_t max_open_;
+  mutable std::mutex mutex_;
+  std::list<PooledFile*> open_;  // GUARDED_BY(mutex_): files holding a descriptor, most recent first
+};
+
+}  // namespace mq::detail
