@@ -2,18 +2,16 @@
 
 namespace mqd {
 
-ConnectionPool::ConnectionPool(std::size_t max_threads,
-                               std::shared_ptr<std::atomic<std::size_t>> open_connections)
-    : max_threads_(max_threads), open_connections_(std::move(open_connections)) {}
+ConnectionPool::ConnectionPool(std::size_t max_threads) : max_threads_(max_threads) {}
 
 ConnectionPool::~ConnectionPool() { shutdown(); }
 
 void ConnectionPool::enqueue(std::function<void()> task) {
-  ++*open_connections_;
   std::lock_guard lock(mutex_);
+  if (stopping_) return;  // dropped: a task owns nothing that must outlive the server
   tasks_.push_back(std::move(task));
   if (idle_ < tasks_.size() && threads_.size() < max_threads_) {
-    threads_.emplace_back([this] { work(); });  // a new connection gets a thread of its own now
+    threads_.emplace_back([this] { work(); });  // no worker is free: a new one serves it now
   }
   ready_.notify_one();
 }
@@ -36,11 +34,12 @@ void ConnectionPool::work() {
     ready_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
     --idle_;
     if (tasks_.empty()) return;  // stopping, and nothing left to serve
-    auto task = std::move(tasks_.front());
-    tasks_.pop_front();
-    lock.unlock();
-    task();  // serves one connection until it closes
-    --*open_connections_;
+    {
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+    }  // what the task held (a connection) is released before the lock is taken again
     lock.lock();
   }
 }

@@ -1,36 +1,35 @@
-// cpp-httplib's task queue for mqd: every connection (keep-alive or SSE) holds a worker thread for
-// its whole life, so the pool grows with open connections instead of staying at a fixed 8 (where
-// the 9th open stream would starve every other request). It counts open connections, which the
-// server reads to answer 503 beyond MAX_CONNECTIONS.
+// The workers that serve mqd's requests: a pool that grows with the connections being served at
+// once (an event stream holds its worker while it lasts; a connection waiting for a request holds
+// none), up to a cap, instead of cpp-httplib's fixed 8 threads.
 #pragma once
 
-#include <httplib.h>
-
-#include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
 #include <functional>
-#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 namespace mqd {
 
-class ConnectionPool : public httplib::TaskQueue {
+class ConnectionPool {
  public:
-  // At most `max_threads` workers; `open_connections` counts tasks queued or running.
-  ConnectionPool(std::size_t max_threads, std::shared_ptr<std::atomic<std::size_t>> open_connections);
-  ~ConnectionPool() override;
+  // At most `max_threads` workers.
+  explicit ConnectionPool(std::size_t max_threads);
+  ~ConnectionPool();  // shutdown()
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
 
-  void enqueue(std::function<void()> task) override;
-  void shutdown() override;
+  // Runs `task` on a worker; a new worker starts when none is idle and the cap allows.
+  void enqueue(std::function<void()> task);
+  // Runs what is queued, then ends and joins every worker.
+  void shutdown();
 
  private:
   void work();
 
   const std::size_t max_threads_;
-  const std::shared_ptr<std::atomic<std::size_t>> open_connections_;
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mutex_)

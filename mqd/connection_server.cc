@@ -1,0 +1,89 @@
+#include "connection_server.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "connection_stream.h"
+
+namespace mqd {
+
+// cpp-httplib's task queue for accepted sockets: process_and_close_socket only hands the socket
+// to the head reader, so it runs on the accepting thread; the queue's shutdown (when the accept
+// loop ends) waits for the connections to be done.
+class ConnectionServer::AcceptQueue : public httplib::TaskQueue {
+ public:
+  explicit AcceptQueue(ConnectionServer& server) : server_(server) {}
+  void enqueue(std::function<void()> task) override { task(); }
+  void shutdown() override { server_.drain(); }
+
+ private:
+  ConnectionServer& server_;
+};
+
+ConnectionServer::ConnectionServer(ConnectionOptions options)
+    : options_(std::move(options)),
+      stop_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      workers_(options_.max_workers),
+      head_reader_(options_.request_timeout, [this](std::shared_ptr<Connection> connection) {
+        workers_.enqueue([this, connection = std::move(connection)] { serve(connection); });
+      }) {
+  new_task_queue = [this] { return new AcceptQueue(*this); };
+}
+
+ConnectionServer::~ConnectionServer() {
+  drain();
+  ::close(stop_fd_);
+}
+
+void ConnectionServer::stop() {
+  if (!stopping_.exchange(true)) {
+    const std::uint64_t one = 1;
+    (void)!::write(stop_fd_, &one, sizeof one);
+  }
+  httplib::Server::stop();
+  head_reader_.stop();
+}
+
+bool ConnectionServer::stopping() const { return stopping_ || svr_sock_ == INVALID_SOCKET; }
+
+void ConnectionServer::drain() {
+  head_reader_.stop();
+  workers_.shutdown();
+}
+
+bool ConnectionServer::process_and_close_socket(socket_t socket) {
+  auto connection = std::make_shared<Connection>(socket, options_.tls.get(), options_.open_connections);
+  connection->deadline = Clock::now() + options_.request_timeout;  // for the handshake and first head
+  head_reader_.park(std::move(connection), std::chrono::seconds(keep_alive_timeout_sec_));
+  return true;
+}
+
+void ConnectionServer::serve(const std::shared_ptr<Connection>& connection) {
+  const std::chrono::milliseconds write_timeout =
+      std::chrono::seconds(write_timeout_sec_) +
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::microseconds(write_timeout_usec_));
+  while (true) {
+    // The head of a request is unread on the connection.
+    const bool last = ++connection->requests >= keep_alive_max_count_ || stopping();
+    bool client_closes = false;
+    ConnectionStream stream(*connection, write_timeout, stop_fd_);
+    const bool ok = process_request(stream, last, client_closes, nullptr);
+    if (!ok || last || client_closes || stream.answer_closes() || stopping()) return;  // closes it
+    connection->absorb_pending();
+    switch (connection->scan_head()) {
+      case Head::kComplete:  // pipelined: served now, in order
+        connection->deadline = Clock::now() + options_.request_timeout;
+        continue;
+      case Head::kTooLarge:
+        return;
+      case Head::kIncomplete:
+        if (!connection->unread().empty()) connection->deadline = Clock::now() + options_.request_timeout;
+        head_reader_.park(connection, std::chrono::seconds(keep_alive_timeout_sec_));
+        return;
+    }
+  }
+}
+
+}  // namespace mqd
