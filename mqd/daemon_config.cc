@@ -37,6 +37,25 @@ std::vector<std::string> split_commas(const std::string& text) {
   }
 }
 
+// TLS_CERT_FILE and TLS_KEY_FILE: both or neither; both are loaded now, so that a bad file stops
+// mqd at start, naming its variable.
+mq::Status read_tls(const mq::EnvLookup& lookup, DaemonConfig& config) {
+  auto cert = lookup("TLS_CERT_FILE");
+  auto key = lookup("TLS_KEY_FILE");
+  if (!cert && !key) return {};
+  if (!cert || !key) {
+    const char* set = cert ? "TLS_CERT_FILE" : "TLS_KEY_FILE";
+    const char* unset = cert ? "TLS_KEY_FILE" : "TLS_CERT_FILE";
+    return bad(unset, "", std::string("must be set too, since ") + set + " is (both, or neither)");
+  }
+  auto tls = tls_context_from_files(*cert, *key);
+  if (!tls.ok()) return tls.status();
+  config.tls_cert_file = *cert;
+  config.tls_key_file = *key;
+  config.tls = std::move(tls.value());
+  return {};
+}
+
 }  // namespace
 
 mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
@@ -57,6 +76,11 @@ mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
   std::uint64_t heartbeat = static_cast<std::uint64_t>(config.heartbeat.count());
   if (auto s = read_number(lookup, "HEARTBEAT_MS", 1, 3'600'000, heartbeat); !s.ok()) return s;
   config.heartbeat = std::chrono::milliseconds(heartbeat);
+
+  std::uint64_t request_timeout = static_cast<std::uint64_t>(config.request_timeout.count());
+  if (auto s = read_number(lookup, "REQUEST_TIMEOUT_MS", 1, 3'600'000, request_timeout); !s.ok()) return s;
+  config.request_timeout = std::chrono::milliseconds(request_timeout);
+  if (auto s = read_tls(lookup, config); !s.ok()) return s;
 
   if (auto token = lookup("AUTH_TOKEN")) {
     // Set but empty would silently turn auth off: that is a mistake, not a choice.

@@ -9,6 +9,7 @@
 
 #include "mq/options.h"
 #include "mq/status.h"
+#include "tls_context.h"
 
 namespace mqd {
 
@@ -21,6 +22,10 @@ struct DaemonConfig {
   std::size_t max_connections = 1024;          // MAX_CONNECTIONS
   std::optional<std::string> auth_token;       // AUTH_TOKEN
   std::chrono::milliseconds heartbeat{15000};  // HEARTBEAT_MS
+  std::chrono::milliseconds request_timeout{10000};  // REQUEST_TIMEOUT_MS: a request's head and body
+  std::optional<std::string> tls_cert_file;          // TLS_CERT_FILE
+  std::optional<std::string> tls_key_file;           // TLS_KEY_FILE
+  TlsContext tls;  // both files, loaded and checked: mqd serves HTTPS only; null: plain HTTP
 };
 
 // Reads every variable of the API's configuration table; an error names the variable and value.

@@ -18,6 +18,7 @@
 #include "daemon_config.h"
 #include "http_server.h"
 #include "mq/mq.h"
+#include "open_file_limit.h"
 
 namespace {
 
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  mqd::raise_open_file_limit();  // a descriptor per connection, log and journal
   // Many request threads each free their buffers: without a fixed trim threshold glibc hands memory
   // back to the kernel (madvise) over and over, measured at ~15% of mqd's CPU on small produces.
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
