@@ -22,7 +22,7 @@ CMD ["/usr/local/bin/consumer_service"]
 FROM debian:bookworm-slim AS mqd
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libcpp-httplib0.11 libsimdjson14 libhiredis0.14 curl \
+      libcpp-httplib0.11 libssl3 libsimdjson14 libhiredis0.14 curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/release/mqd/mqd /usr/local/bin/mqd
 ENV DATA_DIR=/root/data PORT=8080
