@@ -34,6 +34,8 @@ const char* style_name(ProduceOp::Style style) {
   return "?";
 }
 
+std::size_t payload_hash(const std::string& canonical_json) { return std::hash<std::string>{}(canonical_json); }
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -94,9 +96,12 @@ std::map<std::uint32_t, PartitionLog> read_logs(const std::string& data_dir, con
         LogLine parsed;
         parsed.offset = record["offset"].get<std::uint64_t>();
         const auto& payload = record["payload"];
-        parsed.payload = payload.dump();
+        const std::string canonical = payload.dump();
+        parsed.payload_hash = payload_hash(canonical);
         if (payload.is_object() && payload.contains("uid") && payload["uid"].is_string()) {
           parsed.uid = payload["uid"].get<std::string>();
+        } else {
+          parsed.payload = canonical.substr(0, 200);
         }
         if (record.contains("key") && record["key"].is_string()) parsed.key = record["key"].get<std::string>();
         if (record.contains("batch_last") && record["batch_last"].is_number_unsigned()) {
@@ -145,8 +150,8 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
                                              std::to_string(line.offset) + ", expected " + std::to_string(i));
       }
       if (line.uid.empty() || !sent.contains(line.uid)) {
-        report("unknown-message", where(partition, line.offset) + " holds a payload the checker never sent: " +
-                                      line.payload.substr(0, 200));
+        report("unknown-message", where(partition, line.offset) + " holds a message the checker never sent: " +
+                                      (line.uid.empty() ? line.payload : "uid " + line.uid));
       }
       if (!line.uid.empty()) placed[line.uid].push_back({partition, line.offset});
     }
@@ -195,9 +200,9 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
                      ": " + found);
           continue;
         }
-        if (line->payload != op.payloads[m]) {
-          report("payload-mismatch", where(op.partition, op.offsets[m]) + " of uid " + uid + " holds " +
-                                         line->payload.substr(0, 200) + ", sent " + op.payloads[m].substr(0, 200));
+        if (line->payload_hash != payload_hash(op.payloads[m])) {
+          report("payload-mismatch", where(op.partition, op.offsets[m]) + " of uid " + uid +
+                                         " holds another payload than the one sent: " + op.payloads[m].substr(0, 200));
         }
         if (line->key != op.keys[m]) {
           report("key-mismatch", where(op.partition, op.offsets[m]) + " of uid " + uid + " has key '" + line->key +
@@ -304,10 +309,12 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
                              " by consumer " + std::to_string(stream.consumer) + " on a stream opened " +
                              at(stream.opened) + " (mqd incarnation >= " + std::to_string(stream.epoch_lo) + ")";
     const LogLine* line = line_at(d.partition, d.offset);
-    if ((line == nullptr || line->uid != d.uid || line->payload != d.payload) && phantom_reports++ < 50) {
+    if ((line == nullptr || line->uid != d.uid || line->payload_hash != d.payload_hash) && phantom_reports++ < 50) {
       report("delivered-not-in-log", "event " + d.id + " (" + where(d.partition, d.offset) + ", uid " + d.uid +
                                          ", " + seen + ") does not match the final log, which holds " +
-                                         (line == nullptr ? std::string("nothing there") : line->uid));
+                                         (line == nullptr ? std::string("nothing there")
+                                          : line->uid == d.uid ? "another payload of that uid"
+                                                               : line->uid));
     }
     if (auto ack = first_ack.find(d.uid); ack != first_ack.end()) {
       const bool later_incarnation = stream.epoch_lo > ack->second.epoch_hi;

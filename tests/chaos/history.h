@@ -50,6 +50,10 @@ struct ProduceOp {
 };
 const char* style_name(ProduceOp::Style style);
 
+// Payloads are compared by a hash of their canonical JSON (nlohmann's dump: keys sorted, minified),
+// so that a long run holds one copy of each payload, not one per delivery.
+std::size_t payload_hash(const std::string& canonical_json);
+
 // One GET /consume connection of the checker's group.
 struct StreamRecord {
   int consumer = 0;
@@ -66,7 +70,7 @@ struct Delivery {
   std::uint64_t offset = 0;
   std::string id;
   std::string uid;         // payload.uid, "" if the payload had none
-  std::string payload;     // canonical JSON
+  std::size_t payload_hash = 0;  // of the canonical JSON (payload_hash())
   int delivery = 0;        // the event's delivery count
   Clock::time_point received;
 };
@@ -106,7 +110,8 @@ struct History {
 struct LogLine {
   std::uint64_t offset = 0;
   std::string uid;      // payload.uid, "" if none
-  std::string payload;  // canonical JSON
+  std::size_t payload_hash = 0;
+  std::string payload;  // canonical JSON, kept only when there is no uid (to show it)
   std::string key;      // "" = no key
   std::optional<std::uint64_t> batch_last;
 };

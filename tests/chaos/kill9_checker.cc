@@ -478,14 +478,13 @@ void Run::consumer(int index, std::uint32_t partition) {
         d.offset = event["offset"].get<std::uint64_t>();
         d.id = event["id"].get<std::string>();
         d.delivery = event.value("delivery", 0);
-        d.payload = event["payload"].dump();
+        d.payload_hash = payload_hash(event["payload"].dump());
         if (event["payload"].is_object() && event["payload"].contains("uid")) {
           d.uid = event["payload"]["uid"].get<std::string>();
         }
         if (event.contains("partition") && event["partition"] != partition) d.uid = "(event of another partition)";
       } else {
-        d.uid = "(malformed event)";
-        d.payload = data.substr(0, 200);
+        d.uid = "(malformed event: " + data.substr(0, 200) + ")";
       }
       deliveries.push_back(std::move(d));
       if (!deliveries.back().id.empty() && (draining_ || chance(0.75))) {
@@ -631,7 +630,9 @@ int Run::execute() {
   mqd_ = std::make_unique<Mqd>(options_.mqd_path, env, port_, dir_);
 
   std::cout << "kill9_checker: seed " << options_.seed << "; replay: kill9_checker --seed " << options_.seed
-            << " --kills " << options_.kills << " --duration " << options_.duration_s
+            << " --kills " << options_.kills << " --duration " << options_.duration_s << " --partitions "
+            << options_.partitions << " --producers " << options_.producers << " --consumers-per-partition "
+            << options_.consumers_per_partition
             << (options_.plant_bug.empty() ? "" : " --plant-bug " + options_.plant_bug) << "\n"
             << "  mqd " << options_.mqd_path << " on port " << port_ << ", FSYNC=always, topic " << kTopic << " with "
             << options_.partitions << " partitions, " << options_.producers << " producers, "
@@ -658,7 +659,10 @@ int Run::execute() {
   std::vector<Violation> violations;
   const int plant_from = std::max(1, options_.kills / 2);
   for (int k = 1; k <= options_.kills; ++k) {
-    const double delay_s = gap_s * std::uniform_real_distribution<double>(0.25, 1.75)(schedule);
+    // One kill in ten comes within 50 ms of the restart: recovery's aftermath, consumers reconnecting.
+    const bool early = std::uniform_real_distribution<double>(0, 1)(schedule) < 0.1;
+    const double delay_s = early ? std::uniform_real_distribution<double>(0, 0.05)(schedule)
+                                 : gap_s * std::uniform_real_distribution<double>(0.25, 1.75)(schedule);
     std::this_thread::sleep_for(std::chrono::duration<double>(delay_s));  // the random moment of the fault
     std::size_t answered = 0;
     {
