@@ -2,16 +2,21 @@
 // MSG_QUEUE_PRODUCER_NAME) of group MSG_QUEUE_GROUP, through mqd (USE_HTTP_QUEUE=true) or Redis
 // Streams. Run several copies with the same group to share the work; give another group to get
 // every event again. An event is acknowledged after it is handled, so a crash means redelivery,
-// never loss (at-least-once: make handling idempotent).
+// never loss (at-least-once: make handling idempotent). A server that cannot be reached at start
+// is waited for (retried with backoff, each failure on stderr); later outages are retried inside
+// receive().
 //
 //   consumer_service [count]      stops after `count` events; without it, on SIGTERM or SIGINT
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -27,10 +32,14 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::atomic<bool> stop{false};
+  std::mutex stop_mutex;
+  std::condition_variable stopped;  // wakes a wait for the server
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&stop_signals, &signal);
+    std::lock_guard lock(stop_mutex);
     stop = true;
+    stopped.notify_all();
   });
 
   int exit_code = 0;
@@ -46,7 +55,21 @@ int main(int argc, char** argv) {
       options.group = settings.group;
       options.consumer_name = settings.producer_name;
       auto consumer = queue.consume(settings.topic, options);
-      if (!consumer.ok()) {
+      // Services often start before their server is up (compose, Kubernetes): wait for it, saying
+      // why, until it answers or the service is told to stop.
+      for (auto backoff = std::chrono::milliseconds(100);
+           !consumer.ok() && consumer.status().code() == mq::ErrorCode::kUnavailable;
+           backoff = std::min(backoff * 2, std::chrono::milliseconds(5000))) {
+        std::fprintf(stderr, "consumer_service: %s; retrying in %lld ms\n",
+                     consumer.status().to_string().c_str(), static_cast<long long>(backoff.count()));
+        std::unique_lock lock(stop_mutex);
+        if (stopped.wait_for(lock, backoff, [&] { return stop.load(); })) break;
+        lock.unlock();
+        consumer = queue.consume(settings.topic, options);
+      }
+      if (!consumer.ok() && stop) {
+        // Stopped while waiting for the server: a normal end.
+      } else if (!consumer.ok()) {
         std::fprintf(stderr, "consumer_service: %s\n", consumer.status().to_string().c_str());
         exit_code = 1;
       }

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     // A server that is restarting or not up yet: try again a few times before giving up.
     for (int attempt = 1; !sent.ok() && sent.status().code() == mq::ErrorCode::kUnavailable && attempt <= 5;
          ++attempt) {
-      std::fprintf(stderr, "producer_service: %s; retrying\n", sent.status().message().c_str());
+      std::fprintf(stderr, "producer_service: %s; retrying\n", sent.status().to_string().c_str());
       std::this_thread::sleep_for(std::chrono::milliseconds(100) * (1 << attempt));
       sent = queue.produce_json(settings.topic, event, settings.producer_name);
     }

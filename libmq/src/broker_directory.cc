@@ -12,11 +12,14 @@ namespace mq::detail {
 Status status_of_reply(const HttpReply& reply, std::string_view broker_url) {
   std::string reason;
   std::optional<std::uint32_t> owner;
+  bool outcome_unknown = false;
   const auto body = nlohmann::json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_object()) {
     if (auto it = body.find("error"); it != body.end() && it->is_string()) reason = it->get<std::string>();
     if (auto it = body.find("owner"); it != body.end() && it->is_number_unsigned())
       owner = it->get<std::uint32_t>();
+    if (auto it = body.find("outcome"); it != body.end() && it->is_string())
+      outcome_unknown = it->get<std::string>() == "unknown";
   }
   if (reason.empty()) reason = "HTTP " + std::to_string(reply.status);
   reason = "mqd at " + std::string(broker_url) + ": " + reason;
@@ -34,8 +37,14 @@ Status status_of_reply(const HttpReply& reply, std::string_view broker_url) {
       return Status::payload_too_large(reason);
     case 421:
       return Status::not_owned(reason, owner.value_or(0));
-    case 503:  // mqd shutting down or at MAX_CONNECTIONS: nothing was done, try again
+    case 503:
+      // A failed fdatasync: the request was written and may survive (or not) — retrying a produce
+      // could store it twice.
+      if (outcome_unknown) return Status::io_error(reason + " (it may or may not have been stored)");
+      // Shutting down, at MAX_CONNECTIONS, a partition refusing writes: nothing was done, try again.
       return Status::unavailable(reason);
+    case 507:  // the disk is full: nothing was stored; retrying helps once there is space
+      return Status::no_space(reason);
     default:
       return Status::io_error(reason);
   }
@@ -55,6 +64,10 @@ BrokerDirectory::~BrokerDirectory() = default;
 std::unique_ptr<httplib::Client> BrokerDirectory::make_client(const std::string& url,
                                                               std::chrono::milliseconds read_timeout) const {
   auto client = std::make_unique<httplib::Client>(url);
+  if (url.starts_with("https://")) {
+    client->enable_server_certificate_verification(true);  // the host too, not just the chain
+    if (!options_.ca_file.empty()) client->set_ca_cert_path(options_.ca_file.c_str());
+  }
   client->set_connection_timeout(options_.connect_timeout);
   client->set_read_timeout(read_timeout);
   client->set_write_timeout(options_.request_timeout);
@@ -91,9 +104,24 @@ void BrokerDirectory::release(const std::string& url, std::unique_ptr<httplib::C
 namespace {
 
 // Whether a failed request never reached the server (so sending it again cannot duplicate it).
+// A TLS handshake or certificate check that failed happens before the request is written.
 bool never_sent(httplib::Error error) {
   return error == httplib::Error::Connection || error == httplib::Error::ConnectionTimeout ||
-         error == httplib::Error::BindIPAddress;
+         error == httplib::Error::BindIPAddress || error == httplib::Error::SSLConnection ||
+         error == httplib::Error::SSLLoadingCerts || error == httplib::Error::SSLServerVerification;
+}
+
+// Why a request failed, in words: httplib's name for it, and for TLS what to check.
+std::string describe(httplib::Error error) {
+  std::string text = httplib::to_string(error);
+  if (error == httplib::Error::SSLServerVerification) {
+    text +=
+        " (the broker's certificate is not signed by a trusted CA or does not name its host: set "
+        "MSG_QUEUE_CA_FILE / HttpQueueOptions::ca_file to the CA that signed it)";
+  } else if (error == httplib::Error::SSLConnection) {
+    text += " (TLS handshake failed: is the broker serving https?)";
+  }
+  return text;
 }
 
 }  // namespace
@@ -103,7 +131,7 @@ Result<HttpReply> BrokerDirectory::post(const std::string& url, const std::strin
   auto client = acquire(url);
   auto result = client->Post(path.c_str(), body, "application/json");
   if (!result) {
-    const std::string error = httplib::to_string(result.error());
+    const std::string error = describe(result.error());
     if (never_sent(result.error()))
       return Status::unavailable("mqd at " + url + " cannot be reached: " + error);
     return Status::io_error("the connection to mqd at " + url + " broke during the request (" + error +
@@ -117,9 +145,8 @@ Result<HttpReply> BrokerDirectory::post(const std::string& url, const std::strin
 Result<HttpReply> BrokerDirectory::get_topics(const std::string& url) const {
   auto client = make_client(url, options_.connect_timeout);
   auto result = client->Get("/topics");
-  if (!result) {
-    return Status::unavailable("mqd at " + url + " cannot be reached: " + httplib::to_string(result.error()));
-  }
+  if (!result)
+    return Status::unavailable("mqd at " + url + " cannot be reached: " + describe(result.error()));
   return HttpReply{result->status, std::move(result->body)};
 }
 
@@ -131,6 +158,7 @@ struct TopicsAnswer {
   std::uint32_t count = 0;
   std::vector<std::string> brokers;  // BROKER_ADDRS, valid base URLs only ("" for others)
   std::map<std::string, std::uint32_t, std::less<>> partitions;
+  std::optional<std::chrono::milliseconds> visibility_timeout;  // mqd's VISIBILITY_TIMEOUT_MS
 };
 
 Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::string& url) {
@@ -147,6 +175,11 @@ Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::stri
     for (const auto& topic : body.at("topics")) {
       answer.partitions[topic.at("name").get<std::string>()] = topic.at("partitions").get<std::uint32_t>();
     }
+    // Older brokers do not say; then the client assumes mqd's default.
+    if (auto it = body.find("visibility_timeout_ms"); it != body.end() && it->is_number_unsigned()) {
+      if (const auto ms = it->get<std::uint64_t>(); ms > 0)
+        answer.visibility_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+    }
   } catch (const nlohmann::json::exception& e) {
     return Status::io_error("mqd at " + url + ": unexpected /topics answer: " + e.what());
   }
@@ -159,7 +192,12 @@ Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::stri
 
 }  // namespace
 
-Status BrokerDirectory::refresh() {
+Status BrokerDirectory::refresh(Clock::time_point asked_at) {
+  const std::lock_guard one_at_a_time(refresh_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    if (broker_count_ > 0 && refreshed_at_ > asked_at) return {};  // read while this thread waited
+  }
   // Ask the addresses we were given and every broker we know of, so that topics only some brokers
   // have (dead-letter topics are made where they are needed) are found too.
   std::vector<std::string> to_ask = options_.addrs;
@@ -175,6 +213,7 @@ Status BrokerDirectory::refresh() {
   std::map<std::uint32_t, std::string> asked_urls;   // where each broker answered
   std::map<std::uint32_t, std::string> listed_urls;  // what the brokers' BROKER_ADDRS say
   std::map<std::string, std::uint32_t, std::less<>> partitions;
+  std::optional<std::chrono::milliseconds> visibility_timeout;
   for (std::size_t i = 0; i < to_ask.size(); ++i) {
     const std::string url = to_ask[i];
     auto reply = get_topics(url);
@@ -204,17 +243,32 @@ Status BrokerDirectory::refresh() {
       if (!asked_urls.contains(b)) add(answer->brokers[b]);
     }
     for (const auto& [name, n] : answer->partitions) partitions[name] = std::max(partitions[name], n);
+    if (!visibility_timeout) visibility_timeout = answer->visibility_timeout;
   }
-  if (count == 0) return last;
+  const auto now = Clock::now();
   std::lock_guard lock(mutex_);
+  // Failed or not, the next periodic read is one period away (a broker that is down is not asked
+  // on every call); a 404 or 421 may ask sooner (mark_stale).
+  next_refresh_ = now + options_.metadata_max_age;
+  if (count == 0) return last;
+  refreshed_at_ = now;
+  visibility_timeout_ = visibility_timeout.value_or(kDefaultVisibilityTimeout);
   broker_count_ = count;
   // BROKER_ADDRS first: an address the client was given may be a load balancer in front of every
   // broker (a Kubernetes Service). Where it lists none, or a broker cannot be reached at it,
   // try_other_address() falls back to where that broker answered.
+  // A broker that did not answer this time keeps the address it had (its requests then say it
+  // cannot be reached, rather than that its address is unknown).
+  auto previous = std::move(url_by_index_);
   url_by_index_ = asked_urls;
   for (const auto& [index, url] : listed_urls) url_by_index_[index] = url;
-  asked_url_by_index_ = std::move(asked_urls);
-  partitions_ = std::move(partitions);
+  for (auto& [index, url] : previous) {
+    if (index < count) url_by_index_.try_emplace(index, std::move(url));
+  }
+  for (const auto& [index, url] : asked_urls) asked_url_by_index_[index] = url;
+  // Partition counts only grow (mqd refuses to start with fewer than a topic has on disk), and a
+  // topic that only a broker that is down holds (a dead-letter topic) is still there.
+  for (const auto& [name, n] : partitions) partitions_[name] = std::max(partitions_[name], n);
   return {};
 }
 
@@ -224,43 +278,62 @@ std::optional<std::string> BrokerDirectory::url_of_locked(std::uint32_t index) c
   return it->second;
 }
 
+bool BrokerDirectory::stale() const {
+  std::lock_guard lock(mutex_);
+  return broker_count_ == 0 || Clock::now() >= next_refresh_;
+}
+
+Result<BrokerDirectory::Route> BrokerDirectory::lookup(std::string_view topic,
+                                                       std::optional<std::uint32_t> partition) const {
+  std::lock_guard lock(mutex_);
+  if (broker_count_ == 0) return Status::unavailable("the brokers' map is not known; try again");
+  auto it = partitions_.find(topic);
+  if (it == partitions_.end()) return Status::not_found("mqd has no topic \"" + std::string(topic) + "\"");
+  Route route;
+  route.partitions = it->second;
+  if (!partition) return route;
+  if (*partition >= it->second) {
+    return Status::not_found("partition " + std::to_string(*partition) + " of topic \"" + std::string(topic) +
+                             "\" does not exist (it has " + std::to_string(it->second) + ")");
+  }
+  route.owner = *partition % broker_count_;
+  auto url = url_of_locked(route.owner);
+  if (!url) {
+    return Status::unavailable(
+        "the address of broker " + std::to_string(route.owner) +
+        " is unknown: start the brokers with BROKER_ADDRS, or list every broker in the client's "
+        "addresses (MSG_QUEUE_ADDR)");
+  }
+  route.url = std::move(*url);
+  return route;
+}
+
 Result<BrokerDirectory::Route> BrokerDirectory::route(std::string_view topic,
                                                       std::optional<std::uint32_t> partition) {
-  std::optional<std::uint32_t> owner_without_url;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    {
+  bool asked = false;
+  if (stale()) {
+    asked = true;
+    // A periodic read that fails keeps the map we have: the request itself will tell.
+    if (Status s = refresh(Clock::now()); !s.ok()) {
       std::lock_guard lock(mutex_);
-      if (broker_count_ > 0) {
-        auto it = partitions_.find(topic);
-        if (it != partitions_.end()) {
-          Route route;
-          route.partitions = it->second;
-          if (!partition) return route;
-          if (*partition >= it->second) {
-            return Status::not_found("partition " + std::to_string(*partition) + " of topic \"" +
-                                     std::string(topic) + "\" does not exist (it has " +
-                                     std::to_string(it->second) + ")");
-          }
-          route.owner = *partition % broker_count_;
-          if (auto url = url_of_locked(route.owner)) {
-            route.url = std::move(*url);
-            return route;
-          }
-          owner_without_url = route.owner;
-        } else if (attempt == 1) {
-          return Status::not_found("mqd has no topic \"" + std::string(topic) + "\"");
-        }
-      }
-    }
-    if (attempt == 0) {
-      if (auto s = refresh(); !s.ok()) return s;
+      if (broker_count_ == 0) return s;
     }
   }
-  if (!owner_without_url) return Status::unavailable("the brokers' map changed while it was read; try again");
-  return Status::unavailable(
-      "the address of broker " + std::to_string(*owner_without_url) +
-      " is unknown: start the brokers with BROKER_ADDRS, or list every broker in the client's "
-      "addresses (MSG_QUEUE_ADDR)");
+  auto found = lookup(topic, partition);
+  if (asked || found.ok() || found.status().code() != ErrorCode::kNotFound) return found;
+  // A topic or partition the map does not have: the brokers may have it by now.
+  if (Status s = refresh(Clock::now()); !s.ok()) return s;
+  return lookup(topic, partition);
+}
+
+void BrokerDirectory::mark_stale() {
+  std::lock_guard lock(mutex_);
+  next_refresh_ = std::min(next_refresh_, std::max(Clock::now(), refreshed_at_ + kMinRefreshGap));
+}
+
+std::chrono::milliseconds BrokerDirectory::visibility_timeout() const {
+  std::lock_guard lock(mutex_);
+  return visibility_timeout_;
 }
 
 void BrokerDirectory::learn_owner(std::uint32_t owner, std::optional<std::string> url) {
@@ -268,12 +341,15 @@ void BrokerDirectory::learn_owner(std::uint32_t owner, std::optional<std::string
   if (url) {
     if (auto p = parse_http_base_url(*url); p.ok()) parsed = *p;
   }
-  std::lock_guard lock(mutex_);
-  if (parsed) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!parsed) {
+      broker_count_ = 0;  // the next route() asks the brokers again
+      return;
+    }
     url_by_index_[owner] = base_url(*parsed);
-  } else {
-    broker_count_ = 0;  // the next route() asks the brokers again
   }
+  mark_stale();  // ownership moved: partition counts may have changed as well
 }
 
 bool BrokerDirectory::try_other_address(std::uint32_t owner, const std::string& failed_url) {

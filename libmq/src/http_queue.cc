@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -44,26 +45,55 @@ bool is_permanent(const Status& status) {
   }
 }
 
+// How many 421s in a row a request or stream follows before the brokers count as misconfigured.
+constexpr std::size_t kMaxMisroutes = 5;
+
+// The kNotOwned error for brokers that keep sending a partition's requests elsewhere.
+Status misrouted(std::string_view topic, std::uint32_t partition, const std::vector<std::string>& hops) {
+  std::string path;
+  for (const auto& hop : hops) path += (path.empty() ? "" : ", ") + hop;
+  return Status::not_owned("partition " + std::to_string(partition) + " of topic \"" + std::string(topic) +
+                               "\": the brokers keep sending its requests elsewhere (" + path +
+                               "); check that BROKER_ADDRS lists every broker in BROKER_INDEX order, the "
+                               "same on every broker",
+                           0);
+}
+
+// "<url> says broker <owner> at <owner_url>", for misrouted().
+std::string hop_of(const std::string& url, const Status& status,
+                   const std::optional<std::string>& owner_url) {
+  return url + " says broker " + std::to_string(status.owner().value_or(0)) + " owns it" +
+         (owner_url ? " at " + *owner_url : "");
+}
+
+// Whether a 421 names the broker that sent it (the same base URL): following it cannot help.
+bool points_back(const std::optional<std::string>& owner_url, const std::string& url) {
+  if (!owner_url) return false;
+  auto parsed = parse_http_base_url(*owner_url);
+  return parsed.ok() && base_url(*parsed) == url;
+}
+
 class HttpConsumer final : public Consumer {
  public:
+  // `all_partitions`: the application asked for every partition, so partitions added to the topic
+  // later (mqd restarted with more) are read too.
   HttpConsumer(std::shared_ptr<BrokerDirectory> directory, std::string topic, const ConsumeOptions& options,
-               const std::vector<std::uint32_t>& partitions)
+               const std::vector<std::uint32_t>& partitions, bool all_partitions)
       : directory_(std::move(directory)),
         topic_(std::move(topic)),
         group_(options.group),
-        // Without a visibility timeout of its own the stream has mqd's VISIBILITY_TIMEOUT_MS, 30 s by
-        // default: buffered messages older than that are dropped (they come again).
-        buffer_(options.max_inflight, options.visibility_timeout.value_or(std::chrono::seconds(30))),
-        streams_(partitions.size()) {
-    std::string query = "&group=" + group_ + "&max_inflight=" + std::to_string(options.max_inflight);
+        // Without a visibility timeout of its own the stream has mqd's VISIBILITY_TIMEOUT_MS (as
+        // /topics says): buffered messages older than that are dropped (they come again).
+        buffer_(options.max_inflight, options.visibility_timeout.value_or(directory_->visibility_timeout())) {
+    query_ = "&group=" + group_ + "&max_inflight=" + std::to_string(options.max_inflight);
     if (options.visibility_timeout)
-      query += "&visibility_timeout_ms=" + std::to_string(options.visibility_timeout->count());
-    if (options.from == StartPosition::kLatest) query += "&from=latest";
-    for (std::size_t i = 0; i < partitions.size(); ++i) {
-      streams_[i].partition = partitions[i];
-      streams_[i].path = "/consume?" + partition_query(topic_, partitions[i]) + query;
+      query_ += "&visibility_timeout_ms=" + std::to_string(options.visibility_timeout->count());
+    if (options.from == StartPosition::kLatest) query_ += "&from=latest";
+    {
+      std::lock_guard lock(mutex_);
+      for (std::uint32_t p : partitions) start_stream_locked(p);
     }
-    for (auto& stream : streams_) stream.thread = std::thread([this, &stream] { read_stream(stream); });
+    if (all_partitions) watcher_ = std::thread([this] { watch_partitions(); });
   }
 
   ~HttpConsumer() override {
@@ -71,6 +101,9 @@ class HttpConsumer final : public Consumer {
     std::unique_lock lock(mutex_);
     stopping_ = true;
     changed_.notify_all();
+    lock.unlock();
+    if (watcher_.joinable()) watcher_.join();  // no stream starts after this
+    lock.lock();
     // Client::stop() ends a request in progress; one that has not opened its socket yet would miss
     // it, so repeat until every reader has finished.
     for (auto& stream : streams_) {
@@ -98,6 +131,30 @@ class HttpConsumer final : public Consumer {
     bool finished = false;              // GUARDED_BY(mutex_)
   };
 
+  // Starts reading `partition`; the lock must be held.
+  void start_stream_locked(std::uint32_t partition) {
+    Stream& stream = streams_.emplace_back();  // a deque: the other streams do not move
+    stream.partition = partition;
+    stream.path = "/consume?" + partition_query(topic_, partition) + query_;
+    stream.thread = std::thread([this, &stream] { read_stream(stream); });
+  }
+
+  // Every metadata_max_age: when the topic has more partitions than this consumer reads (mqd was
+  // restarted with more), starts reading the new ones.
+  void watch_partitions() {
+    const auto period = directory_->options().metadata_max_age;
+    std::unique_lock lock(mutex_);
+    while (!changed_.wait_for(lock, period, [&] { return stopping_.load(); })) {
+      lock.unlock();
+      auto layout = directory_->route(topic_, std::nullopt);  // reads /topics when the map is old
+      lock.lock();
+      if (!layout.ok() || stopping_) continue;
+      for (auto p = static_cast<std::uint32_t>(streams_.size()); p < layout->partitions; ++p) {
+        start_stream_locked(p);
+      }
+    }
+  }
+
   void read_stream(Stream& stream) {
     read_until_stopped(stream);
     std::lock_guard lock(mutex_);
@@ -109,6 +166,7 @@ class HttpConsumer final : public Consumer {
     const auto& options = directory_->options();
     DeliveryParser parser;
     auto backoff = options.reconnect_backoff_min;
+    std::vector<std::string> misroutes;  // the 421s in a row, for the error
     while (!stopping_) {
       auto route = directory_->route(topic_, stream.partition);
       if (!route.ok() && is_permanent(route.status())) return buffer_.fail(route.status());
@@ -157,6 +215,7 @@ class HttpConsumer final : public Consumer {
         if (stopping_) return;
         if (!bad_event.ok()) return buffer_.fail(bad_event);
         if (delivered) backoff = options.reconnect_backoff_min;
+        if (result && refused.status == 200) misroutes.clear();
         if (result && refused.status != 200) {
           const Status status = status_of_reply(refused, route->url);
           // A 404 here is a topic this broker does not have yet (a dead-letter topic is made where
@@ -164,11 +223,18 @@ class HttpConsumer final : public Consumer {
           if (status.code() == ErrorCode::kInvalidArgument || status.code() == ErrorCode::kUnauthenticated) {
             return buffer_.fail(status);
           }
+          if (status.code() == ErrorCode::kNotFound) directory_->mark_stale();
+          if (status.code() != ErrorCode::kNotOwned) misroutes.clear();
           if (status.code() == ErrorCode::kNotOwned) {
             auto owner_url = owner_url_of(refused);
-            const bool hinted = owner_url.has_value();
+            misroutes.push_back(hop_of(route->url, status, owner_url));
+            if (misroutes.size() >= kMaxMisroutes)
+              return buffer_.fail(misrouted(topic_, stream.partition, misroutes));
+            // The first hint is followed at once; a 421 naming its own broker, or one more 421,
+            // waits first (brokers that disagree would otherwise be asked in a tight loop).
+            const bool follow_now = owner_url && misroutes.size() == 1 && !points_back(owner_url, route->url);
             directory_->learn_owner(status.owner().value_or(0), std::move(owner_url));
-            if (hinted) continue;  // straight to the owner it named; otherwise back off below
+            if (follow_now) continue;
           }
         } else if (!result && refused.status == 0 &&
                    directory_->try_other_address(route->owner, route->url)) {
@@ -185,11 +251,13 @@ class HttpConsumer final : public Consumer {
   const std::shared_ptr<BrokerDirectory> directory_;
   const std::string topic_;
   const std::string group_;
+  std::string query_;  // the /consume query after topic and partition
   DeliveryBuffer buffer_;
   std::mutex mutex_;
   std::condition_variable changed_;  // stopping_ set, or a reader finished
   std::atomic<bool> stopping_{false};
-  std::vector<Stream> streams_;
+  std::deque<Stream> streams_;  // GUARDED_BY(mutex_) for adding; each reader uses its own
+  std::thread watcher_;
 };
 
 class HttpQueue final : public Queue {
@@ -237,8 +305,8 @@ class HttpQueue final : public Queue {
                                  std::to_string(p));
       }
     }
-    return std::unique_ptr<Consumer>(
-        std::make_unique<HttpConsumer>(directory_, std::string(topic), options, partitions));
+    return std::unique_ptr<Consumer>(std::make_unique<HttpConsumer>(directory_, std::string(topic), options,
+                                                                    partitions, options.partitions.empty()));
   }
 
   Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
@@ -348,7 +416,9 @@ class HttpQueue final : public Queue {
       if (auto s = check_name("group", group); !s.ok()) return s;
       path += "&group=" + std::string(group);
     }
-    for (int attempt = 0; attempt < 4; ++attempt) {
+    std::vector<std::string> misroutes;  // the 421s followed, for the error
+    bool asked_again = false;            // after a 404
+    for (;;) {
       auto route = directory_->route(topic, partition);
       if (!route.ok()) return route.status();
       auto reply = directory_->post(route->url, path, body);
@@ -362,12 +432,26 @@ class HttpQueue final : public Queue {
       if (!reply.ok()) return reply.status();  // sent, answer lost: the caller decides about a retry
       if (reply->status == 200) return reply;
       Status status = status_of_reply(*reply, route->url);
+      if (status.code() == ErrorCode::kNotFound && !asked_again) {
+        // The map may be out of date (the topic was made or moved since): ask again, once, and
+        // send again only if that changed where this partition lives. (A 404 changed nothing.)
+        asked_again = true;
+        directory_->mark_stale();
+        auto fresh = directory_->route(topic, partition);
+        if (fresh.ok() && (fresh->url != route->url || fresh->partitions != route->partitions)) continue;
+        return status;
+      }
       if (status.code() != ErrorCode::kNotOwned) return status;
+      auto owner_url = owner_url_of(*reply);
+      misroutes.push_back(hop_of(route->url, status, owner_url));
+      // A 421 that names its own broker cannot be followed; a chain of them means the brokers
+      // disagree about the map. Either way BROKER_ADDRS is wrong: say so instead of looping.
+      if (points_back(owner_url, route->url) || misroutes.size() >= kMaxMisroutes) {
+        return misrouted(topic, partition, misroutes);
+      }
       directory_->learn_owner(status.owner().value_or(0),
-                              owner_url_of(*reply));  // a stale map: follow the hint
+                              std::move(owner_url));  // a stale map: follow the hint
     }
-    return Status::unavailable("the owner of partition " + std::to_string(partition) + " of topic \"" +
-                               std::string(topic) + "\" kept moving (421 after 421)");
   }
 
   std::shared_ptr<BrokerDirectory> directory_;

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,11 +66,18 @@ auto run_concurrently(const std::vector<Item>& items, Work work) {
 struct HostPort {
   std::string host;
   std::uint16_t port = 0;
+  bool tls = false;  // https
 };
-// "http://host:port" (a trailing "/" allowed; "host:port" alone is taken as http). kInvalidArgument
-// for https, a path, a missing or bad port.
+// "http://host:port" or "https://host:port" (a trailing "/" allowed; "host:port" alone is taken as
+// http). kInvalidArgument for another scheme, a path, a missing or bad port.
 Result<HostPort> parse_http_base_url(std::string_view url);
-// The base URL of `where`: "http://host:port", an IPv6 host in brackets.
+// The base URL of `where`: "http[s]://host:port", an IPv6 host in brackets.
 std::string base_url(const HostPort& where);
+// "host:port" or "[v6]:port" or a bare host ("::1" is an IPv6 host, not host ":" port 1); the
+// port is optional when `default_port` is given.
+Result<HostPort> parse_host_port(std::string_view text, std::optional<std::uint16_t> default_port);
+// Whether `path` holds a PEM certificate: kInvalidArgument naming it when it cannot be read or
+// holds none.
+Status check_ca_file(const std::string& path);
 
 }  // namespace mq::detail

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <array>
 #include <string>
 
@@ -93,10 +94,18 @@ Status status_from_redis_error(std::string_view text) {
 }
 
 Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisQueueOptions& options,
-                                                                  std::chrono::milliseconds command_timeout) {
+                                                                  std::chrono::milliseconds command_timeout,
+                                                                  std::optional<Clock::time_point> deadline) {
   std::string address = options.host + ":" + std::to_string(options.port);
+  auto connect_timeout = options.connect_timeout;
+  if (deadline) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+    if (left <= std::chrono::milliseconds(0))
+      return Status::unavailable("cannot connect to Redis at " + address + ": out of time");
+    connect_timeout = std::min(connect_timeout, left);
+  }
   redisContext* context =
-      redisConnectWithTimeout(options.host.c_str(), options.port, to_timeval(options.connect_timeout));
+      redisConnectWithTimeout(options.host.c_str(), options.port, to_timeval(connect_timeout));
   if (context == nullptr)
     return Status::unavailable("cannot connect to Redis at " + address + ": out of memory");
   if (context->err != 0) {
@@ -106,6 +115,9 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisQue
   }
   std::unique_ptr<RedisConnection> connection(new RedisConnection(context, address));
   connection->set_command_timeout(command_timeout);
+  connection->set_deadline(deadline);
+  // AUTH and SELECT change nothing that a retry could duplicate: any failure of the connection
+  // here is kUnavailable.
   if (!options.password.empty()) {
     std::vector<std::string> auth{"AUTH"};
     if (!options.username.empty()) auth.push_back(options.username);
@@ -113,6 +125,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisQue
     auto reply = connection->command(auth);
     if (!reply.ok()) {
       const Status& s = reply.status();
+      if (connection->broken()) return Status::unavailable(s.message());
       if (s.code() == ErrorCode::kUnavailable) return s;
       return Status::unauthenticated("Redis at " + address + " refused AUTH: " + s.message());
     }
@@ -120,6 +133,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisQue
   if (options.db != 0) {
     auto reply = connection->command({"SELECT", std::to_string(options.db)});
     if (!reply.ok()) {
+      if (connection->broken()) return Status::unavailable(reply.status().message());
       return Status(reply.status().code(), "Redis at " + address + " refused SELECT " +
                                                std::to_string(options.db) + ": " + reply.status().message());
     }
@@ -130,7 +144,21 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisQue
 RedisConnection::~RedisConnection() { redisFree(context_); }
 
 void RedisConnection::set_command_timeout(std::chrono::milliseconds timeout) {
-  if (redisSetTimeout(context_, to_timeval(timeout)) != REDIS_OK) broken_ = true;
+  command_timeout_ = std::max(timeout, std::chrono::milliseconds(1));
+}
+
+bool RedisConnection::arm_timeout() {
+  auto timeout = command_timeout_;
+  if (deadline_) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline_ - Clock::now());
+    if (left <= std::chrono::milliseconds(0)) return false;
+    timeout = std::min(timeout, left);
+  }
+  if (timeout != applied_timeout_) {
+    if (redisSetTimeout(context_, to_timeval(timeout)) != REDIS_OK) broken_ = true;
+    applied_timeout_ = timeout;
+  }
+  return !broken_;
 }
 
 bool RedisConnection::idle_and_healthy() const {
@@ -141,21 +169,39 @@ bool RedisConnection::idle_and_healthy() const {
   return n == 0;
 }
 
-Status RedisConnection::io_failure(std::string_view what) {
+Status RedisConnection::failed_before_sending(std::string_view what) {
+  broken_ = true;
+  std::string reason = context_->err != 0 ? context_->errstr : "out of memory";
+  if (reason.empty()) reason = "I/O error";
+  return Status::unavailable("Redis at " + address_ + ": " + std::string(what) + " was not sent: " + reason);
+}
+
+Status RedisConnection::failed_after_sending(std::string_view what) {
   broken_ = true;
   std::string reason = context_->err != 0 ? context_->errstr : "no reply";
-  if (context_->err == REDIS_ERR_IO && reason.empty()) reason = "I/O error";
-  return Status::unavailable("Redis at " + address_ + ": " + std::string(what) + " failed: " + reason);
+  if (reason.empty() || reason == "Resource temporarily unavailable") reason = "no reply in time";
+  // Redis may have carried the command out before the connection failed: not safe to repeat
+  // blindly (a produce could be stored twice).
+  return Status::io_error("Redis at " + address_ + ": the connection failed after " + std::string(what) +
+                          " was sent (" + reason + "): it may or may not have been carried out");
+}
+
+Status RedisConnection::send_buffered(std::string_view what) {
+  const SigpipeGuard guard;
+  bool sent_some = false;  // a write() returned without error: bytes may be on their way
+  for (int done = 0; done == 0;) {
+    if (redisBufferWrite(context_, &done) != REDIS_OK) {
+      return sent_some ? failed_after_sending(what) : failed_before_sending(what);
+    }
+    sent_some = true;
+  }
+  return {};
 }
 
 Result<ReplyPtr> RedisConnection::command(const std::vector<std::string>& args) {
-  if (broken_) return Status::unavailable("Redis at " + address_ + ": the connection is broken");
-  std::vector<size_t> lengths;
-  auto argv = argv_of(args, lengths);
-  const SigpipeGuard guard;
-  ReplyPtr reply(static_cast<redisReply*>(
-      redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data())));
-  if (reply == nullptr) return io_failure(args.empty() ? "a command" : args[0]);
+  auto replies = pipeline({args});
+  if (!replies.ok()) return replies.status();
+  ReplyPtr reply = std::move(replies->front());
   if (reply->type == REDIS_REPLY_ERROR)
     return status_from_redis_error(std::string_view(reply->str, reply->len));
   return reply;
@@ -163,15 +209,24 @@ Result<ReplyPtr> RedisConnection::command(const std::vector<std::string>& args) 
 
 Result<std::vector<ReplyPtr>> RedisConnection::pipeline(
     const std::vector<std::vector<std::string>>& commands) {
+  const std::string what = commands.size() == 1 && !commands[0].empty()
+                               ? commands[0][0]
+                               : std::to_string(commands.size()) + " pipelined commands";
   if (broken_) return Status::unavailable("Redis at " + address_ + ": the connection is broken");
+  // Checked before anything is buffered: a connection whose caller ran out of time stays usable.
+  if (!arm_timeout()) {
+    if (broken_) return failed_before_sending(what);
+    return Status::unavailable("Redis at " + address_ + ": " + what + " was not sent: out of time");
+  }
   std::vector<size_t> lengths;
   for (const auto& args : commands) {
     auto argv = argv_of(args, lengths);
     if (redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()) !=
         REDIS_OK) {
-      return io_failure("a pipelined command");
+      return failed_before_sending(what);
     }
   }
+  if (Status s = send_buffered(what); !s.ok()) return s;
   const SigpipeGuard guard;
   std::vector<ReplyPtr> replies;
   replies.reserve(commands.size());
@@ -179,7 +234,7 @@ Result<std::vector<ReplyPtr>> RedisConnection::pipeline(
     void* raw = nullptr;
     if (redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) {
       if (raw != nullptr) freeReplyObject(raw);
-      return io_failure("a pipelined command");
+      return failed_after_sending(what);
     }
     replies.emplace_back(static_cast<redisReply*>(raw));
   }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,25 +38,36 @@ std::string_view redis_error_code(const Status& status);
 
 class RedisConnection {
  public:
-  // Connects to options.host:options.port within options.connect_timeout, sets `command_timeout`
-  // as the socket timeout of every command, then AUTH (when options.password is set) and SELECT
-  // (when options.db is not 0). kUnavailable naming host:port when the server cannot be reached,
-  // kUnauthenticated when it refuses the credentials.
+  using Clock = std::chrono::steady_clock;
+
+  // Connects to options.host:options.port within options.connect_timeout (and before `deadline`,
+  // when given), sets `command_timeout` as the socket timeout of every command, then AUTH (when
+  // options.password is set) and SELECT (when options.db is not 0). kUnavailable naming host:port
+  // when the server cannot be reached, kUnauthenticated when it refuses the credentials. The
+  // deadline stays set for the commands that follow (see set_deadline).
   static Result<std::unique_ptr<RedisConnection>> connect(const RedisQueueOptions& options,
-                                                          std::chrono::milliseconds command_timeout);
+                                                          std::chrono::milliseconds command_timeout,
+                                                          std::optional<Clock::time_point> deadline = {});
   ~RedisConnection();
   RedisConnection(const RedisConnection&) = delete;
   RedisConnection& operator=(const RedisConnection&) = delete;
 
-  // Runs one command. An error reply becomes its Status (status_from_redis_error); a lost
-  // connection or a timeout becomes kUnavailable and marks the connection broken.
+  // Runs one command. An error reply becomes its Status (status_from_redis_error). A failure of
+  // the connection marks it broken and is kUnavailable when nothing of the command was sent (safe
+  // to retry) or kIOError when it was (a timeout waiting for the reply included): Redis may or may
+  // not have carried it out.
   Result<ReplyPtr> command(const std::vector<std::string>& args);
   // Sends every command of `commands` before reading any reply. The replies come back in order,
-  // error replies included (the caller looks at each); only an I/O failure fails the whole call.
+  // error replies included (the caller looks at each); only a failure of the connection fails the
+  // whole call, as for command().
   Result<std::vector<ReplyPtr>> pipeline(const std::vector<std::vector<std::string>>& commands);
 
   // Changes the socket timeout of the following commands (a blocking XREADGROUP needs more).
   void set_command_timeout(std::chrono::milliseconds timeout);
+  // Bounds the following commands by `deadline` too (nullopt: only by the command timeout): each
+  // waits at most until then, and one started after it fails at once with kUnavailable. This is how
+  // a caller's timeout bounds a series of commands when Redis stalls.
+  void set_deadline(std::optional<Clock::time_point> deadline) { deadline_ = deadline; }
   // True after an I/O error or a timeout: the connection must be dropped.
   bool broken() const { return broken_; }
   // False when the server has closed the connection (or sent something unasked) while it was idle:
@@ -67,11 +79,21 @@ class RedisConnection {
  private:
   RedisConnection(redisContext* context, std::string address)
       : context_(context), address_(std::move(address)) {}
-  Status io_failure(std::string_view what);
+  // Sets the socket timeout for the next command from the command timeout and the deadline;
+  // false when the deadline has passed.
+  bool arm_timeout();
+  // Writes the buffered commands out: kUnavailable when not a byte left, kIOError when some did.
+  Status send_buffered(std::string_view what);
+  // The connection failed (it is broken from now on) before `what` was sent, or after.
+  Status failed_before_sending(std::string_view what);
+  Status failed_after_sending(std::string_view what);
 
   redisContext* context_;
   std::string address_;
   bool broken_ = false;
+  std::chrono::milliseconds command_timeout_{0};
+  std::chrono::milliseconds applied_timeout_{0};  // what the socket has now (0: not set yet)
+  std::optional<Clock::time_point> deadline_;
 };
 
 }  // namespace mq::detail

@@ -43,6 +43,9 @@
 //   stays at the limit the partition is neither read nor claimed from. Approximate: a receive may
 //   overshoot by up to max_messages, and a consumer whose every partition is paused re-checks
 //   every 100 ms.
+//   Every command of a receive() (connecting included) must end within its timeout + 500 ms, or the
+//   connection counts as stalled and is dropped (what its lost reply delivered comes back after the
+//   visibility timeout): a stalled Redis cannot hold receive() beyond what the caller asked.
 //   A lost connection (or LOADING, BUSY, ...) is retried inside receive() with backoff from 50 ms
 //   doubling to 2 s and shows as no messages; NOGROUP recreates the groups; other errors (WRONGTYPE,
 //   NOAUTH, NOPERM, ...) fail receive().
@@ -51,10 +54,15 @@
 //   (pipelined): JUSTID keeps the delivery count, an idle time of ~3 years makes the entry due for
 //   anyone's next scan, and min-idle = the idle time just read skips an entry another consumer
 //   claimed meanwhile. (Redis resets an IDLE larger than the Unix time to 0, hence not larger.)
+//   The hand-back gets at most 1 s (connecting included); what it cannot hand back in that time
+//   comes back after the visibility timeout.
 //
 // Queue operations (a pool of connections, see below):
 //   ack:   XACK <stream> <group> <ids...>, one per (stream, group), pipelined; returns the sum.
-//          A malformed id -> kNotFound and nothing is acknowledged.
+//          A malformed id -> kNotFound and nothing is acknowledged. XACK counts 0 both for an entry
+//          acknowledged before (ok, as mqd) and for an id that names no entry (kNotFound, as mqd's
+//          404): when a batch counts fewer than it holds, XRANGE <stream> <id> <id> per id of it
+//          (pipelined) tells them apart; the known ids are acknowledged by then.
 //   nack:  XPENDING <stream> <group> <id> <id> 1 (kConflict when not pending, which also covers a
 //          missing group), then XCLAIM <stream> <group> <owner> <idle> <id> IDLE <i> JUSTID with
 //          i = 1e11 ms for delay 0 (due now for every consumer) and max(0, vt - delay) otherwise,
@@ -70,8 +78,14 @@
 // Connections. The Queue keeps a mutex-protected stack of idle connections (at most 16), creates
 // one when the stack is empty, drops one after an I/O error, and checks a pooled one with a
 // zero-wait poll before reuse (a server restart leaves it readable at EOF). Connections use
-// RedisQueueOptions::connect_timeout, a 30 s command timeout, AUTH [username] password and SELECT db
-// when configured. An unreachable server fails the call with kUnavailable naming host:port.
+// RedisQueueOptions::connect_timeout, RedisQueueOptions::request_timeout as the command timeout,
+// AUTH [username] password and SELECT db when configured.
+//
+// Errors and retries. A call that fails before any byte of its command was sent (the server cannot
+// be reached, SCRIPT LOAD failing before a produce, a receive() out of time) is
+// kUnavailable: nothing happened, retrying is safe. Once the command went out, a failure of the
+// connection or a timeout waiting for the reply is kIOError: Redis may have carried it out (a
+// produce retried then may be stored twice).
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -101,7 +115,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr milliseconds kCommandTimeout{30000};
+// Past receive()'s timeout, how long a command may still take before the connection counts as
+// stalled (dropped, and receive() returns): the answer of a healthy but busy Redis.
+constexpr milliseconds kReceiveGrace{500};
+// How long destroying a Consumer may spend handing its messages back; what does not make it comes
+// back after the visibility timeout.
+constexpr milliseconds kHandBackTimeout{1000};
 constexpr milliseconds kReconnectMin{50};
 constexpr milliseconds kReconnectMax{2000};
 constexpr milliseconds kPausedRecheck{100};
@@ -241,6 +260,10 @@ class RedisConsumer final : public Consumer {
   Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages, milliseconds timeout) override {
     if (max_messages == 0) return Status::invalid_argument("max_messages must be at least 1");
     const auto deadline = Clock::now() + std::max(timeout, milliseconds(0));
+    // Every command of this call (and connecting) ends by then, so a stalled Redis cannot hold the
+    // caller much longer than it asked for.
+    io_deadline_ = deadline + kReceiveGrace;
+    if (conn_) conn_->set_deadline(io_deadline_);
     for (bool first = true;; first = false) {
       auto now = Clock::now();
       if (!first && now >= deadline) return std::vector<ReceivedMessage>{};
@@ -250,7 +273,7 @@ class RedisConsumer final : public Consumer {
         continue;
       }
       if (Status s = ensure_ready(); !s.ok()) {
-        if (s.code() != ErrorCode::kUnavailable) return s;
+        if (!connection_lost(s)) return s;
         failed();
         continue;
       }
@@ -292,13 +315,18 @@ class RedisConsumer final : public Consumer {
 
   bool paused(const Stream& s) const { return s.inflight >= max_inflight_; }
 
+  // A blocking XREADGROUP waits up to a scan period for its answer: never time out before that.
+  milliseconds command_timeout() const {
+    return std::max(server_.request_timeout, kMaxScanPeriod + kReceiveGrace);
+  }
+
   Status ensure_ready() {
     if (conn_ && !conn_->idle_and_healthy()) {  // broken, or closed by the server while idle
       conn_.reset();
       groups_ready_ = false;
     }
     if (!conn_) {
-      auto c = RedisConnection::connect(server_, kCommandTimeout);
+      auto c = RedisConnection::connect(server_, command_timeout(), io_deadline_);
       if (!c.ok()) return c.status();
       conn_ = std::move(c).value();
       groups_ready_ = false;
@@ -326,13 +354,19 @@ class RedisConsumer final : public Consumer {
     backoff_ = std::min(backoff_ * 2, kReconnectMax);
   }
 
+  // Whether `s` is a failure of the connection or of a server that may recover (LOADING, ...):
+  // reading again is safe (what a lost reply delivered comes back after the visibility timeout).
+  bool connection_lost(const Status& s) const {
+    return s.code() == ErrorCode::kUnavailable || (conn_ && conn_->broken());
+  }
+
   // Ok to go on (after recovering), or the error receive() must return.
   Status handle_error(const Status& s) {
     if (redis_error_code(s) == "NOGROUP") {  // the stream or group was deleted: recreate
       groups_ready_ = false;
       return {};
     }
-    if (s.code() == ErrorCode::kUnavailable) {
+    if (connection_lost(s)) {
       failed();
       return {};
     }
@@ -463,15 +497,18 @@ class RedisConsumer final : public Consumer {
     return out;
   }
 
-  // Makes this consumer's pending entries due at once for every consumer of the group.
+  // Makes this consumer's pending entries due at once for every consumer of the group, within
+  // kHandBackTimeout (a stalled Redis must not hold up the destructor).
   void hand_back() {
     if (!ever_ready_) return;
+    const auto deadline = Clock::now() + kHandBackTimeout;
     if (!conn_ || !conn_->idle_and_healthy()) {
       conn_.reset();
-      auto c = RedisConnection::connect(server_, kCommandTimeout);
+      auto c = RedisConnection::connect(server_, command_timeout(), deadline);
       if (!c.ok()) return;  // Redis is down: the entries come back after the visibility timeout
       conn_ = std::move(c).value();
     }
+    conn_->set_deadline(deadline);
     const std::string due = std::to_string(kDueNowIdleMs);
     for (auto& s : streams_) {
       std::string start = "-";
@@ -506,6 +543,7 @@ class RedisConsumer final : public Consumer {
   const StartPosition from_;
 
   std::unique_ptr<RedisConnection> conn_;
+  std::optional<Clock::time_point> io_deadline_;  // of the receive() in progress; none before the first
   bool groups_ready_ = false;
   bool ever_ready_ = false;  // the groups were created once: there may be entries to hand back
   Clock::time_point next_scan_{};
@@ -605,9 +643,24 @@ class RedisQueue final : public Queue {
     auto replies = conn->connection->pipeline(commands);
     if (!replies.ok()) return replies.status();
     std::size_t acked = 0;
+    std::vector<std::string> streams_to_check;  // of ids that XACK did not count
+    std::vector<std::string> ids_to_check;
+    auto batch = batches.begin();
     for (const auto& r : *replies) {
       if (r->type == REDIS_REPLY_ERROR) return status_from_redis_error(std::string_view(r->str, r->len));
-      acked += static_cast<std::size_t>(std::max<long long>(0, integer_of(r.get()).value_or(0)));
+      const auto n = static_cast<std::size_t>(std::max<long long>(0, integer_of(r.get()).value_or(0)));
+      acked += n;
+      if (n < batch->second.size()) {
+        for (const auto& id : batch->second) {
+          streams_to_check.push_back(batch->first.first);
+          ids_to_check.push_back(id);
+        }
+      }
+      ++batch;
+    }
+    if (!ids_to_check.empty()) {
+      if (Status s = check_entries_exist(*conn->connection, streams_to_check, ids_to_check); !s.ok())
+        return s;
     }
     return acked;
   }
@@ -652,7 +705,7 @@ class RedisQueue final : public Queue {
         if (c->idle_and_healthy()) return Lease(this, std::move(c));
       }
     }
-    auto c = RedisConnection::connect(options_, kCommandTimeout);
+    auto c = RedisConnection::connect(options_, options_.request_timeout);
     if (!c.ok()) return c.status();
     return Lease(this, std::move(c).value());
   }
@@ -672,6 +725,9 @@ class RedisQueue final : public Queue {
     for (int attempt = 0;; ++attempt) {
       if (sha.empty()) {
         auto loaded = conn.command({"SCRIPT", "LOAD", kProduceScript});
+        if (!loaded.ok() && conn.broken()) {  // nothing of the produce itself was sent
+          return Status::unavailable(loaded.status().message());
+        }
         if (!loaded.ok()) return loaded.status();
         sha = std::string(text_of(loaded->get()));
         std::lock_guard lock(mutex_);
@@ -714,6 +770,25 @@ class RedisQueue final : public Queue {
     auto claimed = c.command(claim);
     if (!claimed.ok()) return claimed.status();
     if (!is_array(claimed->get()) || claimed->get()->elements == 0) return not_in_flight(message, what);
+    return {};
+  }
+
+  // XACK counts a message that exists but was acknowledged already like one that never existed:
+  // tell them apart (queue.h promises kNotFound for the second, as mqd answers 404). Only called
+  // when XACK counted fewer than it was given, so an ordinary ack costs nothing more.
+  static Status check_entries_exist(RedisConnection& c, const std::vector<std::string>& streams,
+                                    const std::vector<std::string>& ids) {
+    std::vector<std::vector<std::string>> ranges;
+    for (std::size_t i = 0; i < ids.size(); ++i) ranges.push_back({"XRANGE", streams[i], ids[i], ids[i]});
+    auto replies = c.pipeline(ranges);
+    if (!replies.ok()) return replies.status();
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const redisReply* r = (*replies)[i].get();
+      if (r->type == REDIS_REPLY_ERROR) return status_from_redis_error(std::string_view(r->str, r->len));
+      if (is_array(r) && r->elements > 0) continue;
+      return Status::not_found("cannot acknowledge " + ids[i] + ": stream " + streams[i] +
+                               " has no such entry (the other ids of this call have been acknowledged)");
+    }
     return {};
   }
 
@@ -766,6 +841,9 @@ Result<std::unique_ptr<Queue>> make_redis_queue(RedisQueueOptions options) {
   }
   if (options.connect_timeout <= milliseconds(0)) {
     return Status::invalid_argument("RedisQueueOptions::connect_timeout must be positive");
+  }
+  if (options.request_timeout <= milliseconds(0)) {
+    return Status::invalid_argument("RedisQueueOptions::request_timeout must be positive");
   }
   if (options.visibility_timeout <= milliseconds(0)) {
     return Status::invalid_argument("RedisQueueOptions::visibility_timeout must be positive");

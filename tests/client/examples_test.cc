@@ -3,9 +3,14 @@
 // configured only by the environment.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -127,4 +132,47 @@ TEST_CASE("AServiceWithATypoInUseHttpQueueStopsAndNamesTheVariable") {
   auto producer = run_program(MQ_PRODUCER_SERVICE, {"1"}, {{"REDIS_ADDR", "nohost:0"}});
   CHECK(producer.exit_code == 2);
   CHECK(producer.errors.find("REDIS_ADDR") != std::string::npos);
+}
+
+TEST_CASE("TheConsumerServiceWaitsForMqdToComeUpAndSaysWhy") {
+  TempDir dir;
+  const int port = free_port();
+  // Its stderr is a pipe, so that the test can await the first "retrying" line as an event.
+  const std::string errors_path = dir / "stderr";
+  REQUIRE(::mkfifo(errors_path.c_str(), 0600) == 0);
+  ServerProcess service(
+      MQ_CONSUMER_SERVICE, {"1"},
+      {{"USE_HTTP_QUEUE", "true"}, {"MSG_QUEUE_ADDR", url_of(port)}, {"MSG_QUEUE_TOPIC", "events"}},
+      errors_path, dir / "stdout");
+  const int errors_fd = ::open(errors_path.c_str(), O_RDONLY);  // returns once the service opened it
+  REQUIRE(errors_fd >= 0);
+  std::string errors;
+  char buffer[4096];
+  while (errors.find("retrying") == std::string::npos) {
+    const ssize_t n = ::read(errors_fd, buffer, sizeof buffer);
+    if (n <= 0) break;  // it exited instead of waiting
+    errors.append(buffer, static_cast<std::size_t>(n));
+  }
+  REQUIRE_MESSAGE(errors.find("retrying") != std::string::npos, errors);
+  CHECK(errors.find("unavailable") != std::string::npos);  // the full error: code, broker, reason
+  CHECK(errors.find(url_of(port)) != std::string::npos);
+  std::thread drain([&] {  // keeps its later lines from filling the pipe
+    while (::read(errors_fd, buffer, sizeof buffer) > 0) {
+    }
+  });
+
+  RunningMqd mqd(RunningMqd::Env{{"PORT", std::to_string(port)}});
+  HttpQueueOptions options;
+  options.addrs = {url_of(port)};
+  auto queue = Queue::http(options);
+  REQUIRE(queue.ok());
+  produce_ok(**queue, "{\"hello\":1}");
+  auto status = service.wait_exit(30s);
+  if (!status) service.stop(SIGKILL);  // so that the pipe ends and `drain` with it
+  drain.join();
+  ::close(errors_fd);
+  REQUIRE(status.has_value());
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 0);
+  CHECK(read_file(dir / "stdout").find("{\"hello\":1}") != std::string::npos);
 }

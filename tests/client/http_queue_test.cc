@@ -2,10 +2,17 @@
 // reconnecting event streams, credentials, unreachable brokers.
 #include <doctest/doctest.h>
 
+#include <httplib.h>
+
+#include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <set>
+#include <thread>
 
 #include "http_helpers.h"
+#include "mq/topic.h"
 #include "queue_backends.h"
 
 using namespace mq;
@@ -27,6 +34,38 @@ bool has_log(const RunningMqd& broker, std::uint32_t partition) {
   return std::filesystem::exists(broker.data_dir() + "/events/partition-" + std::to_string(partition) +
                                  ".log");
 }
+
+// A stand-in for mqd on 127.0.0.1 (plain or TLS): /topics names one broker with `events:1`, and
+// every POST gets the answer `reply` gives, so a test can play failures a real mqd seldom shows.
+class FakeMqd {
+ public:
+  using Reply = std::function<void(const httplib::Request&, httplib::Response&)>;
+  explicit FakeMqd(Reply reply, std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>())
+      : server_(std::move(server)), port_(free_port()) {
+    server_->Get("/topics", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"broker":{"index":0,"count":1},"brokers":[],)"
+                      R"("topics":[{"name":"events","partitions":1,"owned":[0]}]})",
+                      "application/json");
+    });
+    server_->Post(".*", [reply = std::move(reply)](const httplib::Request& req, httplib::Response& res) {
+      reply(req, res);
+    });
+    REQUIRE(server_->is_valid());
+    // Listening once bound: a client that connects before the thread runs waits in the backlog.
+    REQUIRE(server_->bind_to_port("127.0.0.1", port_));
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+  }
+  ~FakeMqd() {
+    server_->stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  std::unique_ptr<httplib::Server> server_;
+  int port_;
+  std::thread thread_;
+};
 
 RunningMqd::Env broker_env(int port, int index, int count, const std::string& addrs) {
   RunningMqd::Env env{{"PORT", std::to_string(port)},
@@ -175,15 +214,15 @@ TEST_CASE("AnUnreachableBrokerIsUnavailableAndNamed") {
 }
 
 TEST_CASE("BadAddressesAreRefused") {
-  for (const char* addr :
-       {"https://x:1", "http://x", "http://x:0", "http://x:1/path", "ftp://x:1", "http://:80"}) {
+  for (const char* addr : {"https://x", "http://x", "http://x:0", "http://x:1/path", "ftp://x:1",
+                           "http://:80", "http://::1:80"}) {
     CAPTURE(addr);
     HttpQueueOptions options;
     options.addrs = {addr};
     CHECK(Queue::http(options).status().code() == ErrorCode::kInvalidArgument);
   }
   HttpQueueOptions ok;
-  ok.addrs = {"127.0.0.1:8080", "http://localhost:1/", "http://[::1]:8080"};
+  ok.addrs = {"127.0.0.1:8080", "http://localhost:1/", "http://[::1]:8080", "https://mqd.example:443"};
   CHECK(Queue::http(ok).ok());
 }
 
@@ -229,4 +268,109 @@ TEST_CASE("ADeadLetterTopicOnOneBrokerIsFoundAndConsumedThroughAnotherBrokersAdd
   CHECK(got[0].payload == "\"poison\"");
   CHECK(got[0].partition == 1);
   CHECK(ack_ok(*fresh, got) == 1);
+}
+
+TEST_CASE("A503WhoseOutcomeIsUnknownIsAnIOErrorWhileOther503sAnd507TellNothingWasStored") {
+  std::atomic<int> status{503};
+  std::string body;
+  FakeMqd fake([&](const httplib::Request&, httplib::Response& res) {
+    res.status = status;
+    res.set_content(body, "application/json");
+  });
+  auto queue = http_queue({url_of(fake.port())});
+  // A failed fdatasync: the message was written and may survive — a retry could store it twice.
+  body = R"({"error":"fdatasync failed: Input/output error","outcome":"unknown"})";
+  auto unknown = queue->produce_json("events", "1");
+  CHECK(unknown.status().code() == ErrorCode::kIOError);
+  CHECK(unknown.status().message().find("fdatasync failed") != std::string::npos);
+  // Shutting down, at MAX_CONNECTIONS, a partition refusing writes: nothing was done.
+  body = R"({"error":"partition 0 refuses writes until mqd is restarted"})";
+  CHECK(queue->produce_json("events", "1").status().code() == ErrorCode::kUnavailable);
+  body = R"({"error":"shutting down","outcome":"none"})";
+  CHECK(queue->produce_json("events", "1").status().code() == ErrorCode::kUnavailable);
+  // The disk is full: nothing was stored, and mqd's reason is passed on.
+  status = 507;
+  body = R"({"error":"no space left on device writing events/partition-0.log"})";
+  auto full = queue->produce_json("events", "1");
+  CHECK(full.status().code() == ErrorCode::kNoSpace);
+  CHECK(full.status().message().find("no space left on device") != std::string::npos);
+}
+
+TEST_CASE("AQueueUsesPartitionsThatARestartOfMqdAddedForKeysAndConsumers") {
+  TempDir dir;
+  const int port = free_port();
+  const std::string data = dir.path() + "/data";
+  auto mqd = std::make_unique<RunningMqd>(
+      RunningMqd::Env{{"PORT", std::to_string(port)}, {"TOPICS", "events:4"}}, data);
+  HttpQueueOptions options;
+  options.addrs = {url_of(port)};
+  options.metadata_max_age = 300ms;
+  auto queue = Queue::http(options);
+  REQUIRE(queue.ok());
+  auto consumer = open_consumer(**queue, group_options("g"));  // every partition: 4 now
+  std::string key = "user-0";
+  for (int i = 1; partition_for_key(key, 4) == partition_for_key(key, 8); ++i)
+    key = "user-" + std::to_string(i);
+  CHECK(produce_ok(**queue, "1", key).partition == partition_for_key(key, 4));
+  const auto map_read = std::chrono::steady_clock::now();  // the map was read before this
+  auto first = receive_n(*consumer, 1);
+  REQUIRE(first.size() == 1);
+  CHECK(ack_ok(**queue, first) == 1);
+
+  REQUIRE(mqd->stop());
+  mqd = std::make_unique<RunningMqd>(RunningMqd::Env{{"PORT", std::to_string(port)}, {"TOPICS", "events:8"}},
+                                     data);
+  // Nothing tells the queue of the change but the age of its map: let that pass.
+  std::this_thread::sleep_until(map_read + options.metadata_max_age);
+  const auto keyed = produce_ok(**queue, "2", key);
+  CHECK(keyed.partition == partition_for_key(key, 8));  // the same partition a new client picks
+  CHECK(produce_ok(**queue, "3", std::nullopt, 7u).partition == 7);
+  auto got = receive_n(*consumer, 2);  // the consumer reads the new partitions too
+  CHECK(payloads_of(got) == std::multiset<std::string>{"2", "3"});
+  CHECK(ack_ok(**queue, got) == got.size());
+}
+
+TEST_CASE("ConsumersWithoutAVisibilityTimeoutOfTheirOwnUseMqds") {
+  RunningMqd mqd(RunningMqd::Env{{"VISIBILITY_TIMEOUT_MS", "300"}});
+  auto queue = http_queue({url_of(mqd.port())});
+  // As in the conformance test of held messages, but the 300 ms come from mqd: the copy of
+  // "second" waiting in `idle` is stale once mqd has given it to `other`.
+  auto idle = open_consumer(*queue, group_options("g", 2));
+  const std::vector<Message> batch{{*Payload::parse("\"first\""), std::nullopt},
+                                   {*Payload::parse("\"second\""), std::nullopt}};
+  REQUIRE(queue->produce("events", batch, 0u).ok());
+  auto first = receive_n(*idle, 1);
+  REQUIRE(first.size() == 1);
+  CHECK(ack_ok(*queue, first) == 1);
+  auto other = open_consumer(*queue, group_options("g", 1, 60s));
+  auto redelivered = receive_n(*other, 1, 10s);
+  REQUIRE(redelivered.size() == 1);
+  CHECK(redelivered[0].payload == "\"second\"");
+  CHECK(ack_ok(*queue, redelivered) == 1);
+  for (const auto& m : receive_for(*idle, 300ms)) CHECK(m.delivery >= 2);
+}
+
+TEST_CASE("BrokersWhoseBrokerAddrsAreOutOfOrderAreReportedInsteadOfRetriedForever") {
+  const int port0 = free_port();
+  const int port1 = free_port();
+  const std::string misordered = url_of(port1) + "," + url_of(port0);  // BROKER_INDEX 0 is at port0
+  RunningMqd b0(broker_env(port0, 0, 2, misordered));
+  RunningMqd b1(broker_env(port1, 1, 2, misordered));
+  auto queue = http_queue({url_of(port0)});
+  // Partition 0 goes to port1 (BROKER_ADDRS[0]), which answers 421 naming BROKER_ADDRS[0]: itself.
+  const Message m{*Payload::parse("1"), std::nullopt};
+  auto produced = queue->produce("events", m, 0u);
+  CHECK(produced.status().code() == ErrorCode::kNotOwned);
+  CHECK(produced.status().message().find("BROKER_ADDRS") != std::string::npos);
+  CHECK(produced.status().message().find(url_of(port1)) != std::string::npos);
+
+  ConsumeOptions options = group_options("g");
+  options.partitions = {0};
+  auto consumer = open_consumer(*queue, options);
+  const auto start = std::chrono::steady_clock::now();
+  auto got = consumer->receive(1, 20s);  // fails long before: a bounded number of backed-off tries
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  REQUIRE_FALSE(got.ok());
+  CHECK(got.status().code() == ErrorCode::kNotOwned);
+  CHECK(got.status().message().find("BROKER_ADDRS") != std::string::npos);
 }

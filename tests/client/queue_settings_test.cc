@@ -2,7 +2,12 @@
 // variable is checked, and a bad value is an error that names the variable.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <map>
+#include <vector>
 
 #include "mq/queue.h"
 
@@ -99,9 +104,9 @@ TEST_CASE("RedisUrlWinsOverRedisAddr") {
 
 TEST_CASE("BadValuesAreErrorsNamingTheVariable") {
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"MSG_QUEUE_ADDR", "https://secure:443"},
+      {"MSG_QUEUE_ADDR", "ftp://files:21"},
       {"MSG_QUEUE_ADDR", "http://host"},
-      {"MSG_QUEUE_ADDR", " , "},
+      {"MSG_QUEUE_ADDR", "http://::1:8080"},
       {"MSG_QUEUE_ADDR", "http://h:99999"},
       {"MSG_QUEUE_TOPIC", "a/b"},
       {"MSG_QUEUE_TOPIC", ""},
@@ -114,6 +119,8 @@ TEST_CASE("BadValuesAreErrorsNamingTheVariable") {
       {"REDIS_URL", "redis://h:1/db"},
       {"REDIS_ADDR", "h:0"},
       {"REDIS_ADDR", ":6379"},
+      {"REDIS_URL", "redis://:p%4@cache"},
+      {"MSG_QUEUE_CA_FILE", "/nonexistent/ca.pem"},
   };
   for (const auto& [name, value] : bad) {
     CAPTURE(name);
@@ -132,4 +139,72 @@ TEST_CASE("FromEnvOpensTheChosenBackendWithoutContactingIt") {
   REQUIRE_MESSAGE(redis.ok(), redis.status().to_string());
   CHECK(redis->queue->backend_name() == "redis");
   CHECK(Queue::from_env(env({{"USE_HTTP_QUEUE", "maybe"}})).status().code() == ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("IPv6RedisAddressesParse") {
+  for (const auto& [addr, port] :
+       std::vector<std::pair<std::string, int>>{{"::1", 6379}, {"[::1]:6380", 6380}}) {
+    CAPTURE(addr);
+    auto s = queue_settings_from_env(env({{"REDIS_ADDR", addr}}));
+    REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+    CHECK(s->redis.host == "::1");
+    CHECK(s->redis.port == port);
+  }
+  auto url = queue_settings_from_env(env({{"REDIS_URL", "redis://[fe80::2]:6381/1"}}));
+  REQUIRE_MESSAGE(url.ok(), url.status().to_string());
+  CHECK(url->redis.host == "fe80::2");
+  CHECK(url->redis.port == 6381);
+}
+
+TEST_CASE("RedisUrlUserAndPasswordArePercentDecoded") {
+  auto s = queue_settings_from_env(env({{"REDIS_URL", "redis://app%2Dx:p%40ss%3Aw%2Fo%25rd@cache:6380"}}));
+  REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+  CHECK(s->redis.username == "app-x");
+  CHECK(s->redis.password == "p@ss:w/o%rd");
+  CHECK(s->redis.host == "cache");
+}
+
+TEST_CASE("AnEmptyMsgQueueAddrIsAnErrorOnlyForTheHttpBackend") {
+  for (const char* empty : {"", " , ", "\t"}) {
+    CAPTURE(empty);
+    auto redis = queue_settings_from_env(env({{"MSG_QUEUE_ADDR", empty}, {"REDIS_ADDR", "cache:6379"}}));
+    REQUIRE_MESSAGE(redis.ok(), redis.status().to_string());
+    CHECK(redis->redis.host == "cache");
+    const Status http = error_of({{"USE_HTTP_QUEUE", "true"}, {"MSG_QUEUE_ADDR", empty}});
+    CHECK(http.code() == ErrorCode::kInvalidArgument);
+    CHECK(http.message().find("MSG_QUEUE_ADDR") != std::string::npos);
+  }
+}
+
+TEST_CASE("TabsAndCarriageReturnsAroundValuesAreIgnored") {
+  auto s = queue_settings_from_env(env({{"USE_HTTP_QUEUE", "\ttrue\r"},
+                                        {"MSG_QUEUE_ADDR", "\thttp://a:1\t,\thttps://b:2 "},
+                                        {"MSG_QUEUE_TOPIC", "orders\t"},
+                                        {"MSG_QUEUE_PARTITIONS", "8\t"},
+                                        {"REDIS_ADDR", "\tcache:7000\t"}}));
+  REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+  CHECK(s->backend == QueueSettings::Backend::kHttp);
+  CHECK(s->http.addrs == std::vector<std::string>{"http://a:1", "https://b:2"});
+  CHECK(s->topic == "orders");
+  CHECK(s->redis.partitions == 8);
+  CHECK(s->redis.host == "cache");
+  CHECK(s->redis.port == 7000);
+}
+
+TEST_CASE("MsgQueueCaFileIsCheckedAndKept") {
+  char path[] = "/tmp/mq-ca-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  {
+    std::ofstream(path) << "not a certificate\n";
+    const Status s = error_of({{"MSG_QUEUE_CA_FILE", path}});
+    CHECK(s.code() == ErrorCode::kInvalidArgument);
+    CHECK(s.message().find("MSG_QUEUE_CA_FILE") != std::string::npos);
+  }
+  std::ofstream(path) << "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  auto s = queue_settings_from_env(env({{"MSG_QUEUE_CA_FILE", path}}));
+  REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+  CHECK(s->http.ca_file == path);
+  ::unlink(path);
 }

@@ -499,3 +499,68 @@ TEST_CASE("Redis: a topic whose stream key holds another type fails with the Red
   CHECK(raw.command({"EXISTS", "t:0:next-offset"})->integer == 0);  // nothing written
   CHECK(!queue->consume("t", group_options("g", "c")).ok());
 }
+
+TEST_CASE("Redis: acking an id that names no entry is not found, acking one twice is ok with 0") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  REQUIRE(queue->produce("t", message("1")).ok());
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  const ReceivedMessage m = receive_one(*consumer);
+  CHECK(*queue->ack(m) == 1);
+  auto again = queue->ack(m);  // exists, acknowledged before: nothing to do, as mqd answers
+  REQUIRE_MESSAGE(again.ok(), again.status().to_string());
+  CHECK(*again == 0);
+
+  ReceivedMessage ghost = m;
+  ghost.id = "1-1";  // well formed, but no such entry in t:0
+  auto unknown = queue->ack(ghost);
+  CHECK(unknown.status().code() == ErrorCode::kNotFound);
+  CHECK(unknown.status().message().find("1-1") != std::string::npos);
+  CHECK(queue->ack(std::vector<ReceivedMessage>{m, ghost}).status().code() == ErrorCode::kNotFound);
+  ReceivedMessage elsewhere = m;
+  elsewhere.group = "never-consumed";  // the entry exists: the group has nothing to acknowledge
+  CHECK(*queue->ack(elsewhere) == 0);
+}
+
+TEST_CASE("Redis: with Redis stalled, receive keeps to its timeout and destroying a consumer is prompt") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  REQUIRE(queue->produce("t", message("1")).ok());
+  auto consumer = consumer_of(*queue, "t", group_options("g", "c"));
+  receive_one(*consumer);  // in flight: destroying the consumer has something to hand back
+  redis.pause();
+  auto start = std::chrono::steady_clock::now();
+  auto got = consumer->receive(10, 200ms);
+  const auto receive_took = std::chrono::steady_clock::now() - start;
+  REQUIRE_MESSAGE(got.ok(), got.status().to_string());  // a stall shows as no messages
+  CHECK(got->empty());
+  CHECK(receive_took < 1500ms);  // 200 ms + the grace for a busy Redis, not a 30 s command timeout
+  start = std::chrono::steady_clock::now();
+  consumer.reset();
+  CHECK(std::chrono::steady_clock::now() - start < 2500ms);
+  redis.resume();
+  // The stall is over: a new consumer gets the message (after its visibility timeout at the latest).
+  auto after = consumer_of(*queue, "t", group_options("g", "c2", 300ms));
+  CHECK(receive_one(*after).payload == "1");
+}
+
+TEST_CASE("Redis: a produce whose reply is lost is an I/O error, since it may have been stored") {
+  RunningRedis redis;
+  RedisQueueOptions options = options_for(redis);
+  options.request_timeout = 300ms;
+  auto queue = open_queue(options);
+  auto first = queue->produce("t", message("1"));  // loads the script and pools a connection
+  REQUIRE(first.ok());
+  redis.pause();
+  auto lost = queue->produce("t", message("2"));
+  CHECK(lost.status().code() == ErrorCode::kIOError);  // not kUnavailable: a retry could store it twice
+  CHECK(lost.status().message().find("may or may not") != std::string::npos);
+  redis.resume();
+  // Redis read the command before the client gave up: it is stored once it runs again.
+  RawRedis raw(redis.port());
+  auto next = raw.command({"XREAD", "BLOCK", "10000", "STREAMS", "t:0", first->ids[0]});
+  REQUIRE(next->type == REDIS_REPLY_ARRAY);
+  CHECK(raw.entries("t:0").size() == 2);
+  REQUIRE(redis.stop().has_value());
+  CHECK(queue->produce("t", message("3")).status().code() == ErrorCode::kUnavailable);  // never sent
+}

@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <fstream>
 #include <memory>
 #include <string>
@@ -41,6 +43,7 @@ class RunningRedis {
     start();
   }
   ~RunningRedis() {
+    resume();
     if (process_) process_->stop();
   }
   void start() {
@@ -49,6 +52,16 @@ class RunningRedis {
     REQUIRE_MESSAGE(process_->wait_until_listening(port_), "redis-server did not start: " << stderr_text());
   }
   std::optional<int> stop(int signal = SIGTERM) { return process_->stop(signal); }
+  // Freezes the server (SIGSTOP): the kernel still accepts connections and takes in commands, and
+  // nothing is answered until resume() — a stalled Redis.
+  void pause() {
+    ::kill(process_->pid(), SIGSTOP);
+    paused_ = true;
+  }
+  void resume() {
+    if (paused_ && process_) ::kill(process_->pid(), SIGCONT);
+    paused_ = false;
+  }
   int port() const { return port_; }
   std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string stderr_text() const {
@@ -67,6 +80,7 @@ class RunningRedis {
   int port_;
   std::vector<std::string> args_;
   std::unique_ptr<ServerProcess> process_;
+  bool paused_ = false;
 };
 
 }  // namespace mq::testing

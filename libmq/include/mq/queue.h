@@ -78,13 +78,21 @@ class MQ_EXPORT Consumer {
 
 // Talks to one or more mqd brokers (see README "Using mqd over HTTP").
 struct HttpQueueOptions {
-  // Base URLs ("http://host:port") of the brokers. One is enough when the brokers are started with
+  // Base URLs ("http://host:port", or "https://host:port" for brokers started with TLS_CERT_FILE)
+  // of the brokers. One is enough when the brokers are started with
   // BROKER_ADDRS and this client can reach those addresses: /topics names every broker. Where it
   // cannot (compose service names seen from the host), list every broker by an address it can
   // reach; a broker unreachable at its BROKER_ADDRS entry is then used at the one listed here.
   std::vector<std::string> addrs{"http://127.0.0.1:8080"};
   // Sent as "Authorization: Bearer <token>" when not empty (mqd's AUTH_TOKEN).
   std::string auth_token;
+  // For https brokers: a PEM file of the certificate authorities to verify them with; empty: the
+  // system's CAs. The server's certificate must name the host of its URL either way.
+  std::string ca_file;
+  // The brokers' map (/topics: partition counts, owners, mqd's VISIBILITY_TIMEOUT_MS) is read again
+  // at least this often, besides on a 404 or 421, so that partitions added to a topic by a restart
+  // are used (like Kafka's metadata.max.age.ms).
+  std::chrono::milliseconds metadata_max_age{30000};
   std::chrono::milliseconds connect_timeout{2000};
   // How long a produce, ack, nack or touch may wait for its answer.
   std::chrono::milliseconds request_timeout{30000};
@@ -107,6 +115,9 @@ struct RedisQueueOptions {
   // Streams per topic. Producers and consumers of a topic must agree on it.
   std::uint32_t partitions = 1;
   std::chrono::milliseconds connect_timeout{2000};
+  // How long a produce, ack, nack or touch may wait for Redis's answer (then kIOError: it may have
+  // been carried out). Consumer::receive is bounded by its own timeout instead.
+  std::chrono::milliseconds request_timeout{30000};
   // The default visibility timeout of consumers (ConsumeOptions::visibility_timeout wins).
   std::chrono::milliseconds visibility_timeout{30000};
 };
@@ -123,11 +134,17 @@ struct QueueSettings {
 };
 
 // Reads USE_HTTP_QUEUE (true/1/yes/on: HTTP; false/0/no/off, empty or unset: Redis; anything else
-// is an error), MSG_QUEUE_ADDR (comma-separated base URLs), MSG_QUEUE_TOPIC, MSG_QUEUE_GROUP,
-// MSG_QUEUE_PRODUCER_NAME (default "<host name>-<process id>"), MSG_QUEUE_TOKEN (mqd's AUTH_TOKEN),
-// MSG_QUEUE_PARTITIONS (Redis streams per topic, default 1), and for Redis REDIS_URL
-// ("redis://[[user]:password@]host[:port][/db]", wins) or REDIS_ADDR ("host:port"; default
-// 127.0.0.1:6379). kInvalidArgument naming the variable and quoting the value when one is bad.
+// is an error), MSG_QUEUE_ADDR (comma-separated base URLs; may be empty when Redis is chosen),
+// MSG_QUEUE_CA_FILE (PEM CAs for https brokers; default: the system's), MSG_QUEUE_TOPIC,
+// MSG_QUEUE_GROUP, MSG_QUEUE_PRODUCER_NAME (default "<host name>-<process id>"), MSG_QUEUE_TOKEN
+// (mqd's AUTH_TOKEN), MSG_QUEUE_PARTITIONS (Redis streams per topic, default 1: Redis keeps no
+// partition count, so every producer and consumer of a topic must be given the same one; mqd's
+// topics have their own, e.g. `events` has 8, and the HTTP backend ignores this variable), and for
+// Redis REDIS_URL ("redis://[[user]:password@]host[:port][/db]", user and password
+// percent-decoded, an IPv6 host in brackets; wins) or REDIS_ADDR ("host:port", "[v6]:port" or a
+// host alone, "::1" included; default 127.0.0.1:6379). Blanks (spaces, tabs, CR) around values are
+// ignored, except in MSG_QUEUE_TOKEN and MSG_QUEUE_CA_FILE. kInvalidArgument naming the variable and
+// quoting the value when one is bad.
 MQ_EXPORT Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup);
 
 // The process environment (getenv), as an EnvLookup.
@@ -144,6 +161,23 @@ struct QueueFromEnv {
 // Thread-safe: produce, ack, nack and touch may be called from any number of threads. Creating a
 // queue does not contact a server; the first call that needs one does, and an unreachable one
 // fails that call with kUnavailable (the next call tries again).
+//
+// Which failures are safe to retry (HTTP and Redis backends):
+//   kUnavailable   nothing was done: the server could not be reached, nothing of the request was
+//                  sent, or the server refused it before storing anything (mqd shutting down, at
+//                  MAX_CONNECTIONS, a partition refusing writes after a failed fsync; Redis
+//                  LOADING, BUSY, OOM, ...). Retry, with a backoff.
+//   kNoSpace       (mqd, in-process) the disk is full: nothing was stored. Retrying works once
+//                  there is room again.
+//   kIOError       the request went out and its outcome is unknown (the connection broke or timed
+//                  out waiting for the answer, or mqd's fdatasync failed after the write): it may
+//                  have been carried out. Retrying a produce may store it twice (at-least-once);
+//                  ack, nack and touch may be retried.
+//   kNotOwned      (HTTP) brokers that send requests for a partition back and forth or to
+//                  themselves (BROKER_ADDRS not in BROKER_INDEX order): a configuration error,
+//                  the message names the URLs. (A single 421 is followed inside the call.)
+//   anything else  retrying the same request gives the same answer (kInvalidArgument, kNotFound,
+//                  kConflict, kPayloadTooLarge, kUnauthenticated).
 class MQ_EXPORT Queue {
  public:
   virtual ~Queue() = default;
@@ -152,7 +186,8 @@ class MQ_EXPORT Queue {
 
   // A queue on `broker`, in this process. Every Consumer must be destroyed before the broker.
   static std::unique_ptr<Queue> in_process(std::shared_ptr<Broker> broker);
-  // A queue on mqd brokers; kInvalidArgument for an address that is not "http://host:port".
+  // A queue on mqd brokers; kInvalidArgument for an address that is not "http[s]://host:port" or
+  // a CA file that cannot be read.
   static Result<std::unique_ptr<Queue>> http(HttpQueueOptions options);
   // A queue on Redis Streams; kInvalidArgument for bad options.
   static Result<std::unique_ptr<Queue>> redis(RedisQueueOptions options);
