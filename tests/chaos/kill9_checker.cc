@@ -186,6 +186,17 @@ class Mqd {
     return true;
   }
 
+  // Spawns the next incarnation and kills it with SIGKILL `after` the spawn, while it recovers or
+  // has just begun to listen (it is never marked up); true once it has exited.
+  bool start_and_kill(Clock::duration after) {
+    const int n = incarnation_.load() + 1;
+    incarnation_.store(n);
+    process_ = std::make_unique<testing::ServerProcess>(program_, std::vector<std::string>{}, env_,
+                                                        stderr_path(n));
+    std::this_thread::sleep_for(after);  // the random moment of the fault
+    return process_->stop(SIGKILL, 10s).has_value();
+  }
+
   // SIGKILL, and the exit awaited on a pidfd (bounded).
   bool kill9() {
     mark_down();
@@ -298,6 +309,7 @@ class Run {
   };
   std::optional<Planted> planted_;
   int kills_done_ = 0;
+  int startup_kills_ = 0;  // restarts killed again while starting
   std::vector<double> restart_ms_;
   double drain_s_ = 0;
 };
@@ -675,6 +687,17 @@ int Run::execute() {
     }
     ++kills_done_;
     if (!options_.plant_bug.empty() && !planted_ && k >= plant_from) plant_bug();
+    // One restart in twenty is killed again within its first 30 ms: a crash during recovery.
+    std::string startup_kill;
+    if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.05) {
+      const auto after = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 30000)(schedule));
+      if (!mqd_->start_and_kill(after)) {
+        std::cerr << "mqd did not die of SIGKILL within 10 s" << std::endl;
+        return 2;
+      }
+      ++startup_kills_;
+      startup_kill = ", killed again " + fixed(static_cast<double>(after.count()) / 1000, 1) + " ms into its start";
+    }
     Clock::duration took{};
     if (!mqd_->start(&took)) {
       const int n = mqd_->incarnation();
@@ -685,8 +708,8 @@ int Run::execute() {
     }
     restart_ms_.push_back(seconds(took) * 1000);
     std::cout << "kill " << k << "/" << options_.kills << " at +" << fixed(seconds(Clock::now() - wall_start))
-              << "s after " << fixed(delay_s) << "s (" << answered << " messages answered 200 so far); listening again in "
-              << fixed(seconds(took) * 1000, 0) << " ms" << std::endl;
+              << "s after " << fixed(delay_s) << "s (" << answered << " messages answered 200 so far)" << startup_kill
+              << "; listening again in " << fixed(seconds(took) * 1000, 0) << " ms" << std::endl;
   }
   if (violations.empty()) {
     std::this_thread::sleep_for(std::chrono::duration<double>(gap_s));  // load on the last incarnation too
@@ -713,7 +736,8 @@ int Run::execute() {
     restart_sum += ms;
     restart_max = std::max(restart_max, ms);
   }
-  std::cout << "kills: " << kills_done_ << " (listening again after " << fixed(restart_ms_.empty() ? 0 : restart_sum / static_cast<double>(restart_ms_.size()), 0)
+  std::cout << "kills: " << kills_done_ << " under load and " << startup_kills_
+            << " during start-up (listening again after " << fixed(restart_ms_.empty() ? 0 : restart_sum / static_cast<double>(restart_ms_.size()), 0)
             << " ms on average, " << fixed(restart_max, 0) << " ms at most)\n";
   std::cout << "produce requests: " << f.produce_requests << " (";
   bool first = true;
