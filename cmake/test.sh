@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds and runs every test of the project (the README's test command; .ci/run runs it too).
 #   1. an AddressSanitizer+UBSan tree and a ThreadSanitizer tree (-O1, libmq and its tests only);
-#   2. the main tree with -Wall -Wextra -Werror: libmq, mqd, tests, benchmarks, examples.
-# The main tree's ctest runs its own tests and the sanitizer trees' test programs, so the output
+#   2. a clang tree of libFuzzer targets (tests/fuzz: libmq and mqd's parsers, ASan+UBSan);
+#   3. the main tree with -Wall -Wextra -Werror: libmq, mqd, tests, benchmarks, examples.
+# The main tree's ctest runs its own tests, the sanitizer trees' test programs and each fuzz target
+# for a few seconds (label fuzz), so the output
 # ends with one ctest summary over everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash cmake/install-deps.sh redis-server python3-yaml
+bash cmake/install-deps.sh redis-server python3-yaml clang libclang-rt-14-dev
 
 root=$(realpath -m "${MQ_BUILD_ROOT:-build}")
 jobs=$(nproc)
@@ -19,9 +21,11 @@ configure() {
 mkdir -p "$root"
 configure "$root/asan" -DMQ_SANITIZE=address -DMQ_BUILD_BENCH=OFF
 configure "$root/tsan" -DMQ_SANITIZE=thread -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
-configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan"
+configure "$root/fuzz" -DCMAKE_CXX_COMPILER=clang++ -DMQ_FUZZ=ON -DMQ_BUILD_TESTS=OFF -DMQ_BUILD_BENCH=OFF \
+  -DMQ_BUILD_EXAMPLES=OFF
+configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan" -DMQ_FUZZ_TREE="$root/fuzz"
 
-for tree in asan tsan main; do
+for tree in asan tsan fuzz main; do
   echo "== building $root/$tree"
   cmake --build "$root/$tree" -j "$jobs"
 done
