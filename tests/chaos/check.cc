@@ -114,11 +114,18 @@ std::map<std::uint32_t, PartitionLog> read_logs(const std::string& data_dir, con
   return logs;
 }
 
-std::vector<Violation> check(const History& history, const std::map<std::uint32_t, PartitionLog>& logs) {
-  std::vector<Violation> violations;
-  auto report = [&](std::string kind, std::string detail) {
-    violations.push_back({std::move(kind), std::move(detail)});
-  };
+void Verdict::add(std::string kind, std::string detail) {
+  if (counts_[kind]++ < keep_) examples_.push_back({std::move(kind), std::move(detail)});
+}
+
+std::size_t Verdict::total() const {
+  std::size_t total = 0;
+  for (const auto& [kind, count] : counts_) total += count;
+  return total;
+}
+
+void check(const History& history, const std::map<std::uint32_t, PartitionLog>& logs, Verdict& verdict) {
+  auto report = [&](std::string kind, std::string detail) { verdict.add(std::move(kind), std::move(detail)); };
   auto at = [&](Clock::time_point t) { return seconds_since(history.start, t); };
 
   // --- The logs on their own: well-formed, offsets contiguous from 0, every payload unique and ours.
@@ -141,10 +148,9 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
     for (const auto& damage : log.damage) {
       report("damaged-log-line", "partition " + std::to_string(partition) + ": " + damage);
     }
-    int gaps = 0;
     for (std::size_t i = 0; i < log.lines.size(); ++i) {
       const LogLine& line = log.lines[i];
-      if (line.offset != i && gaps++ < 5) {
+      if (line.offset != i) {
         report("offsets-not-contiguous", "partition " + std::to_string(partition) + ": line " +
                                              std::to_string(i + 1) + " holds offset " +
                                              std::to_string(line.offset) + ", expected " + std::to_string(i));
@@ -297,7 +303,6 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
   // leave in order). It certainly came from an incarnation >= its stream's epoch_lo.
   std::size_t current_stream = static_cast<std::size_t>(-1);
   Clock::time_point sent_after;
-  std::size_t redelivered_reports = 0, phantom_reports = 0;
   for (std::size_t index : order) {
     const Delivery& d = history.deliveries[index];
     const StreamRecord& stream = history.streams[d.stream];
@@ -309,7 +314,7 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
                              " by consumer " + std::to_string(stream.consumer) + " on a stream opened " +
                              at(stream.opened) + " (mqd incarnation >= " + std::to_string(stream.epoch_lo) + ")";
     const LogLine* line = line_at(d.partition, d.offset);
-    if ((line == nullptr || line->uid != d.uid || line->payload_hash != d.payload_hash) && phantom_reports++ < 50) {
+    if ((line == nullptr || line->uid != d.uid || line->payload_hash != d.payload_hash)) {
       report("delivered-not-in-log", "event " + d.id + " (" + where(d.partition, d.offset) + ", uid " + d.uid +
                                          ", " + seen + ") does not match the final log, which holds " +
                                          (line == nullptr ? std::string("nothing there")
@@ -318,7 +323,7 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
     }
     if (auto ack = first_ack.find(d.uid); ack != first_ack.end()) {
       const bool later_incarnation = stream.epoch_lo > ack->second.epoch_hi;
-      if ((later_incarnation || sent_after > ack->second.answered) && redelivered_reports++ < 50) {
+      if ((later_incarnation || sent_after > ack->second.answered)) {
         report("redelivered-after-ack", "uid " + d.uid + " (" + where(d.partition, d.offset) + ") acked 200 at " +
                                             at(ack->second.answered) + " (mqd incarnation <= " +
                                             std::to_string(ack->second.epoch_hi) + "), then " + seen +
@@ -338,7 +343,6 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
     auto& last = last_delivery[d.uid];
     if (last == nullptr || last->received < d.received) last = &d;
   }
-  std::size_t unacked_reports = 0;
   for (const auto& [partition, log] : logs) {
     auto position = history.final_positions.find(partition);
     for (const LogLine& line : log.lines) {
@@ -346,7 +350,6 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
       const bool committed = position != history.final_positions.end() &&
                              position->second.committed_offset > line.offset;
       if (maybe_acked.contains(line.uid) && committed) continue;  // the lost answer was a success
-      if (unacked_reports++ >= 50) continue;
       auto last = last_delivery.find(line.uid);
       std::string produced = "never produced by the checker";
       if (auto s = sent.find(line.uid); s != sent.end()) {
@@ -378,7 +381,6 @@ std::vector<Violation> check(const History& history, const std::map<std::uint32_
                                  std::to_string(p.next_offset) + ", " + std::to_string(p.inflight) + " in flight");
     }
   }
-  return violations;
 }
 
 Figures figures(const History& history, const std::map<std::uint32_t, PartitionLog>& logs) {

@@ -130,8 +130,25 @@ struct Violation {
   std::string detail;  // what, where, when: enough to find it in the data directory
 };
 
-// Checks the invariants; returns every violation found (empty: the run passed).
-std::vector<Violation> check(const History& history, const std::map<std::uint32_t, PartitionLog>& logs);
+// Every violation counted by kind, and the first few of each kind in full.
+class Verdict {
+ public:
+  // Keeps the details of the first `keep` violations of each kind.
+  explicit Verdict(std::size_t keep = 12) : keep_(keep) {}
+  void add(std::string kind, std::string detail);
+  bool passed() const { return counts_.empty(); }
+  std::size_t total() const;
+  const std::map<std::string, std::size_t>& counts() const { return counts_; }
+  const std::vector<Violation>& examples() const { return examples_; }
+
+ private:
+  std::size_t keep_;
+  std::map<std::string, std::size_t> counts_;
+  std::vector<Violation> examples_;
+};
+
+// Checks the invariants over the history and the final logs, adding what it finds to `verdict`.
+void check(const History& history, const std::map<std::uint32_t, PartitionLog>& logs, Verdict& verdict);
 
 // Figures of a run for the report.
 struct Figures {

@@ -52,9 +52,9 @@ struct Options {
   std::uint32_t partitions = 4;
   int producers = 3;
   int consumers_per_partition = 2;
-  double drain_timeout_s = 60;
+  double drain_timeout_s = 30;  // the drain fails after this long without progress
   std::string mqd_path;
-  std::string plant_bug;  // "" or "drop-last-line"
+  std::string plant_bug;  // "", "drop-last-line" or "forget-acks"
   bool keep_data = false;
   std::vector<std::pair<std::string, std::string>> extra_env;
 };
@@ -73,9 +73,13 @@ is delivered again until it is. Exit status 0: no violation (with --plant-bug: t
   --partitions N             partitions of the topic (default 4)
   --producers N              producer threads (default 3)
   --consumers-per-partition N  competing consumers of the group per partition (default 2)
-  --drain-timeout S          bound on the final drain (default 60)
+  --drain-timeout S          the final drain fails after S seconds without a new acknowledgement
+                             (default 30; at most 15 minutes in all)
   --plant-bug drop-last-line between a kill and the restart, cut the last line of one partition log
-                             that was answered 200; the run passes only if the checker reports it
+                             that was answered 200; the run passes only if the checker reports it lost
+  --plant-bug forget-acks    between a kill and the restart, delete every file of DATA_DIR but the
+                             partition logs and their indexes (the group's acknowledgements); the run
+                             passes only if the checker reports an acknowledged message delivered again
   --mqd PATH                 the mqd program (default $MQD_PATH, else the one built beside this program)
   --mqd-env NAME=VALUE       extra environment for mqd (repeatable)
   --keep-data                keep the data directory and mqd's stderr files (printed)
@@ -127,7 +131,9 @@ Options parse_options(int argc, char** argv) {
       options.drain_timeout_s = number(i, 1, 3600);
     } else if (arg == "--plant-bug") {
       options.plant_bug = value(i);
-      if (options.plant_bug != "drop-last-line") usage_error("--plant-bug knows only drop-last-line");
+      if (options.plant_bug != "drop-last-line" && options.plant_bug != "forget-acks") {
+        usage_error("--plant-bug knows drop-last-line and forget-acks");
+      }
     } else if (arg == "--mqd") {
       options.mqd_path = value(i);
     } else if (arg == "--mqd-env") {
@@ -246,18 +252,29 @@ class AckTracker {
  public:
   void add(std::uint32_t partition, const std::vector<std::uint64_t>& offsets) {
     std::lock_guard lock(mutex_);
-    for (auto offset : offsets) covered_[partition].insert(offset);
+    for (auto offset : offsets) total_ += covered_[partition].insert(offset).second ? 1 : 0;
     changed_.notify_all();
   }
-  // Waits until every offset below next_offset[p] is covered, or `deadline`.
-  bool await_covered(const std::map<std::uint32_t, std::uint64_t>& next_offset, Clock::time_point deadline) {
+  // Waits until every offset below next_offset[p] is covered; false once `idle` passes without a
+  // new offset covered, or at `deadline`.
+  bool await_covered(const std::map<std::uint32_t, std::uint64_t>& next_offset, Clock::duration idle,
+                     Clock::time_point deadline) {
     std::unique_lock lock(mutex_);
-    return changed_.wait_until(lock, deadline, [&] {
-      for (const auto& [p, next] : next_offset) {
-        if (covered_[p].size() < next) return false;
+    std::size_t seen = total_;
+    auto idle_deadline = Clock::now() + idle;
+    for (;;) {
+      if (std::all_of(next_offset.begin(), next_offset.end(),
+                      [&](const auto& entry) { return covered_[entry.first].size() >= entry.second; })) {
+        return true;
       }
-      return true;
-    });
+      if (total_ != seen) {
+        seen = total_;
+        idle_deadline = Clock::now() + idle;
+      }
+      const auto until = std::min(idle_deadline, deadline);
+      if (Clock::now() >= until) return false;
+      changed_.wait_until(lock, until);
+    }
   }
   // Waits for the next acknowledgement, at most until `deadline`.
   void await_change(Clock::time_point deadline) {
@@ -269,6 +286,7 @@ class AckTracker {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::map<std::uint32_t, std::set<std::uint64_t>> covered_;  // GUARDED_BY(mutex_)
+  std::size_t total_ = 0;                                     // GUARDED_BY(mutex_): offsets covered
 };
 
 class Run {
@@ -283,8 +301,9 @@ class Run {
   void record(ProduceOp op);
   std::optional<std::map<std::uint32_t, GroupPosition>> group_positions();
   bool drain();
-  void plant_bug();
-  int verdict(const std::vector<Violation>& violations, const Figures& f);
+  void plant_drop_last_line();
+  void plant_forget_acks();
+  int conclude(const Verdict& verdict);
 
   Options options_;
   std::unique_ptr<testing::TempDir> temp_;  // removed at the end, unless --keep-data
@@ -302,10 +321,11 @@ class Run {
   std::unordered_set<std::string> ok_uids_;  // GUARDED_BY(history_mutex_): produces answered 200
 
   struct Planted {
-    std::uint32_t partition;
+    std::uint32_t partition;  // drop-last-line: where, and the message lost
     std::uint64_t offset;
     std::string uid;
     std::size_t lines_dropped;
+    std::size_t files_deleted;  // forget-acks
   };
   std::optional<Planted> planted_;
   int kills_done_ = 0;
@@ -432,7 +452,7 @@ void Run::consumer(int index, std::uint32_t partition) {
       ack.uids.push_back(deliveries[i].uid);
     }
     pending_index.clear();
-    batch_target = static_cast<std::size_t>(pick(1, 5));
+    batch_target = static_cast<std::size_t>(draining_ ? pick(1, 16) : pick(1, 5));
     ack.as_list = ack.ids.size() > 1 || chance(0.3);
     const std::string body = ack.as_list ? json{{"ids", ack.ids}}.dump() : json{{"id", ack.ids[0]}}.dump();
     const std::string ack_target = std::string("/ack?topic=") + kTopic + "&partition=" + std::to_string(partition) +
@@ -554,22 +574,23 @@ std::optional<std::map<std::uint32_t, GroupPosition>> Run::group_positions() {
 bool Run::drain() {
   draining_ = true;
   const auto began = Clock::now();
-  const auto deadline = began + std::chrono::duration_cast<Clock::duration>(
-                                    std::chrono::duration<double>(options_.drain_timeout_s));
+  const auto idle = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
+  const auto deadline = began + 15min;
   auto positions = group_positions();
   if (!positions) return false;
   std::map<std::uint32_t, std::uint64_t> next_offset;
   for (const auto& [p, position] : *positions) next_offset[p] = position.next_offset;
   bool drained = false;
-  if (acks_.await_covered(next_offset, deadline)) {
+  if (acks_.await_covered(next_offset, idle, deadline)) {
     // Acks whose answers were lost count above only if they were stored: mqd's position decides.
-    while (Clock::now() < deadline) {
+    const auto settled = std::min(deadline, Clock::now() + idle);
+    while (Clock::now() < settled) {
       positions = group_positions();
       drained = positions.has_value() && std::all_of(positions->begin(), positions->end(), [](const auto& entry) {
                   return entry.second.committed_offset == entry.second.next_offset && entry.second.inflight == 0;
                 });
       if (drained) break;
-      acks_.await_change(std::min(deadline, Clock::now() + 500ms));
+      acks_.await_change(std::min(settled, Clock::now() + 500ms));
     }
   }
   drain_s_ = seconds(Clock::now() - began);
@@ -578,7 +599,7 @@ bool Run::drain() {
 
 // Between a kill and the restart: cut one partition's active log at the start of its last line whose
 // produce was answered 200 (and so drop everything after it too), as if a synced line were lost.
-void Run::plant_bug() {
+void Run::plant_drop_last_line() {
   std::vector<std::uint32_t> order(options_.partitions);
   for (std::uint32_t p = 0; p < options_.partitions; ++p) order[p] = p;
   std::mt19937_64 rng(options_.seed + static_cast<std::uint64_t>(kills_done_));
@@ -605,7 +626,7 @@ void Run::plant_bug() {
       }
       if (answered) {
         std::filesystem::resize_file(path, begin);
-        planted_ = Planted{p, record["offset"].get<std::uint64_t>(), uid, lines};
+        planted_ = Planted{p, record["offset"].get<std::uint64_t>(), uid, lines, 0};
         std::cout << "  planted bug: cut partition " << p << " at offset " << planted_->offset << " (uid " << uid
                   << ", answered 200), " << lines << " line(s) dropped" << std::endl;
         return;
@@ -615,6 +636,27 @@ void Run::plant_bug() {
     }
   }
   std::cout << "  planted bug: no partition ends in a line answered 200 yet; trying at the next kill" << std::endl;
+}
+
+// Between a kill and the restart: delete everything of the data directory but the lock file and the
+// partitions' logs and indexes, wherever the groups keep their state: acknowledgements are lost.
+void Run::plant_forget_acks() {
+  namespace fs = std::filesystem;
+  const std::string prefix = "partition-";
+  std::size_t deleted = 0;
+  for (const auto& entry : fs::directory_iterator(data_dir_)) {
+    const std::string name = entry.path().filename().string();
+    if (name == ".lock" || name == kTopic) continue;
+    deleted += static_cast<std::size_t>(fs::remove_all(entry.path()));
+  }
+  for (const auto& entry : fs::directory_iterator(fs::path(data_dir_) / kTopic)) {
+    const std::string name = entry.path().filename().string();
+    const bool partition_file =
+        entry.is_regular_file() && name.starts_with(prefix) && (name.ends_with(".log") || name.ends_with(".index"));
+    if (!partition_file) deleted += static_cast<std::size_t>(fs::remove_all(entry.path()));
+  }
+  planted_ = Planted{0, 0, "", 0, deleted};
+  std::cout << "  planted bug: deleted " << deleted << " files and directories of the groups' state" << std::endl;
 }
 
 int Run::execute() {
@@ -668,7 +710,8 @@ int Run::execute() {
   // divided by the number of kills), drawn from the seed alone.
   std::mt19937_64 schedule(options_.seed);
   const double gap_s = options_.duration_s / std::max(options_.kills, 1);
-  std::vector<Violation> violations;
+  // With a planted bug every detail is kept, so that the planted one can be looked for.
+  Verdict verdict(options_.plant_bug.empty() ? 12 : static_cast<std::size_t>(-1));
   const int plant_from = std::max(1, options_.kills / 2);
   for (int k = 1; k <= options_.kills; ++k) {
     // One kill in ten comes within 50 ms of the restart: recovery's aftermath, consumers reconnecting.
@@ -686,7 +729,8 @@ int Run::execute() {
       return 2;
     }
     ++kills_done_;
-    if (!options_.plant_bug.empty() && !planted_ && k >= plant_from) plant_bug();
+    if (options_.plant_bug == "drop-last-line" && !planted_ && k >= plant_from) plant_drop_last_line();
+    if (options_.plant_bug == "forget-acks" && !planted_ && k >= plant_from) plant_forget_acks();
     // One restart in twenty is killed again within its first 30 ms: a crash during recovery.
     std::string startup_kill;
     if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.05) {
@@ -701,8 +745,8 @@ int Run::execute() {
     Clock::duration took{};
     if (!mqd_->start(&took)) {
       const int n = mqd_->incarnation();
-      violations.push_back({"no-restart", "mqd incarnation " + std::to_string(n) + " did not listen within 30 s after kill " +
-                                              std::to_string(k) + "; stderr: " + mqd_->stderr_text(n)});
+      verdict.add("no-restart", "mqd incarnation " + std::to_string(n) + " did not listen within 30 s after kill " +
+                                    std::to_string(k) + "; stderr: " + mqd_->stderr_text(n));
       std::cout << "kill " << k << ": mqd did not come back; stopping the run" << std::endl;
       break;
     }
@@ -711,24 +755,24 @@ int Run::execute() {
               << "s after " << fixed(delay_s) << "s (" << answered << " messages answered 200 so far)" << startup_kill
               << "; listening again in " << fixed(seconds(took) * 1000, 0) << " ms" << std::endl;
   }
-  if (violations.empty()) {
+  if (verdict.passed()) {
     std::this_thread::sleep_for(std::chrono::duration<double>(gap_s));  // load on the last incarnation too
   }
   stop_producing_ = true;
   for (auto& t : producers) t.join();
-  if (violations.empty()) {
+  if (verdict.passed()) {
     history_.drained = drain();
     if (auto positions = group_positions()) history_.final_positions = *positions;
   }
   stop_consuming_ = true;
   for (auto& t : consumers) t.join();
   const auto stopped = mqd_->stop();
-  if (violations.empty() && (!stopped || !WIFEXITED(*stopped) || WEXITSTATUS(*stopped) != 0)) {
-    violations.push_back({"unclean-stop", "the last mqd did not exit with status 0 within 20 s of SIGTERM"});
+  if (verdict.passed() && (!stopped || !WIFEXITED(*stopped) || WEXITSTATUS(*stopped) != 0)) {
+    verdict.add("unclean-stop", "the last mqd did not exit with status 0 within 20 s of SIGTERM");
   }
 
   const auto logs = read_logs(data_dir_, kTopic, options_.partitions);
-  if (violations.empty()) violations = check(history_, logs);
+  if (verdict.passed()) check(history_, logs, verdict);
   const Figures f = figures(history_, logs);
   std::cout << "\n== figures (seed " << options_.seed << ") ==\n";
   double restart_sum = 0, restart_max = 0;
@@ -758,23 +802,32 @@ int Run::execute() {
             << fixed(drain_s_) << " s\n";
   std::cout << "wall time: " << fixed(seconds(Clock::now() - wall_start), 1) << " s\n";
   if (options_.keep_data) std::cout << "data directory and mqd stderr files kept in " << dir_ << "\n";
-  return verdict(violations, f);
+  return conclude(verdict);
 }
 
-int Run::verdict(const std::vector<Violation>& violations, const Figures&) {
-  std::map<std::string, std::size_t> by_kind;
-  for (const auto& v : violations) ++by_kind[v.kind];
-  std::cout << "violations: " << violations.size();
-  for (const auto& [kind, count] : by_kind) std::cout << " " << kind << "=" << count;
+int Run::conclude(const Verdict& verdict) {
+  std::cout << "violations: " << verdict.total();
+  for (const auto& [kind, count] : verdict.counts()) std::cout << " " << kind << "=" << count;
   std::cout << "\n";
-  for (std::size_t i = 0; i < violations.size() && i < 30; ++i) {
-    std::cout << "  VIOLATION " << violations[i].kind << ": " << violations[i].detail << "\n";
+  std::map<std::string, std::size_t> shown;
+  for (const auto& v : verdict.examples()) {
+    if (shown[v.kind]++ < 12) std::cout << "  VIOLATION " << v.kind << ": " << v.detail << "\n";
   }
-  if (violations.size() > 30) std::cout << "  ... " << violations.size() - 30 << " more\n";
+  for (const auto& [kind, count] : verdict.counts()) {
+    if (count > 12) std::cout << "  ... and " << count - 12 << " more " << kind << "\n";
+  }
+  const auto& violations = verdict.examples();
   if (!options_.plant_bug.empty()) {
     if (!planted_) {
       std::cout << "FAIL: the bug was never planted (no partition ended in a line answered 200 at a kill)\n";
       return 1;
+    }
+    if (options_.plant_bug == "forget-acks") {
+      const bool caught = std::any_of(violations.begin(), violations.end(),
+                                      [&](const Violation& v) { return v.kind == "redelivered-after-ack"; });
+      std::cout << (caught ? "PASS: the planted bug was caught (acknowledged messages reported delivered again)\n"
+                           : "FAIL: the planted bug (acknowledgements deleted) was not reported\n");
+      return caught ? 0 : 1;
     }
     const bool caught = std::any_of(violations.begin(), violations.end(), [&](const Violation& v) {
       return v.kind == "lost-produce" && v.detail.find("uid " + planted_->uid + " ") != std::string::npos;
@@ -783,8 +836,8 @@ int Run::verdict(const std::vector<Violation>& violations, const Figures&) {
                          : "FAIL: the planted bug (uid " + planted_->uid + ") was not reported as a lost produce\n");
     return caught ? 0 : 1;
   }
-  std::cout << (violations.empty() ? "PASS" : "FAIL") << " (seed " << options_.seed << ")\n";
-  return violations.empty() ? 0 : 1;
+  std::cout << (verdict.passed() ? "PASS" : "FAIL") << " (seed " << options_.seed << ")\n";
+  return verdict.passed() ? 0 : 1;
 }
 
 }  // namespace
