@@ -113,15 +113,15 @@ bool never_sent(httplib::Error error) {
 
 // Why a request failed, in words: httplib's name for it, and for TLS what to check.
 std::string describe(httplib::Error error) {
-  std::string text = httplib::to_string(error);
+  const std::string name = httplib::to_string(error);
   if (error == httplib::Error::SSLServerVerification) {
-    text +=
-        " (the broker's certificate is not signed by a trusted CA or does not name its host: set "
-        "MSG_QUEUE_CA_FILE / HttpQueueOptions::ca_file to the CA that signed it)";
-  } else if (error == httplib::Error::SSLConnection) {
-    text += " (TLS handshake failed: is the broker serving https?)";
+    return "its TLS certificate could not be verified (" + name +
+           "): it is not signed by a trusted CA or does not name the host; set MSG_QUEUE_CA_FILE "
+           "(HttpQueueOptions::ca_file) to the CA that signed it";
   }
-  return text;
+  if (error == httplib::Error::SSLConnection)
+    return "the TLS handshake failed (" + name + "): is it serving https?";
+  return name;
 }
 
 }  // namespace
@@ -247,10 +247,14 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   }
   const auto now = Clock::now();
   std::lock_guard lock(mutex_);
-  // Failed or not, the next periodic read is one period away (a broker that is down is not asked
-  // on every call); a 404 or 421 may ask sooner (mark_stale).
+  // The next periodic read is one period away; after a failure (every broker down) a second at
+  // most, so that brokers are not asked on every call and a restart is seen soon. A 404, a 421 or
+  // a broken stream may ask sooner (mark_stale).
+  if (count == 0) {
+    next_refresh_ = now + std::min<std::chrono::milliseconds>(options_.metadata_max_age, kMinRefreshGap);
+    return last;
+  }
   next_refresh_ = now + options_.metadata_max_age;
-  if (count == 0) return last;
   refreshed_at_ = now;
   visibility_timeout_ = visibility_timeout.value_or(kDefaultVisibilityTimeout);
   broker_count_ = count;

@@ -240,7 +240,9 @@ class HttpConsumer final : public Consumer {
                    directory_->try_other_address(route->owner, route->url)) {
           continue;  // BROKER_ADDRS named an address we cannot reach; the one it answered at is next
         }
-        // Otherwise the stream ended (mqd stopped) or broke, or mqd was busy: connect again.
+        // Otherwise the stream ended (mqd stopped) or broke, or mqd was busy: connect again. A
+        // restarted mqd may have more partitions: read the map again soon.
+        directory_->mark_stale();
       }
       std::unique_lock lock(mutex_);
       changed_.wait_for(lock, backoff, [&] { return stopping_.load(); });
@@ -462,6 +464,12 @@ class HttpQueue final : public Queue {
 
 Result<std::unique_ptr<Queue>> make_http_queue(HttpQueueOptions options) {
   if (options.addrs.empty()) return Status::invalid_argument("no mqd address given");
+  if (!options.ca_file.empty()) {
+    if (auto s = check_ca_file(options.ca_file); !s.ok()) return s;
+  }
+  if (options.metadata_max_age <= std::chrono::milliseconds(0)) {
+    return Status::invalid_argument("HttpQueueOptions::metadata_max_age must be positive");
+  }
   for (auto& addr : options.addrs) {
     auto url = parse_http_base_url(addr);
     if (!url.ok()) return url.status();
