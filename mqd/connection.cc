@@ -82,19 +82,15 @@ Io Connection::handshake() {
 }
 
 Io Connection::read_some(std::size_t max) {
-  if (consumed_ == buffer_.size()) {
-    buffer_.clear();
-    consumed_ = scanned_ = 0;
-  }
-  max = std::min<std::size_t>(max, INT_MAX);
-  const std::size_t old_size = buffer_.size();
-  buffer_.resize(old_size + max);
-  char* into = buffer_.data() + old_size;
+  // Read into a scratch buffer and keep only what came: an idle connection then holds a few bytes,
+  // not a 16 KiB buffer.
+  char scratch[16 * 1024];
+  max = std::min(max, sizeof scratch);
   Io outcome = Io::kDone;
   std::size_t got = 0;
   if (ssl_ != nullptr) {
     ERR_clear_error();
-    const int ret = SSL_read(ssl_, into, static_cast<int>(max));
+    const int ret = SSL_read(ssl_, scratch, static_cast<int>(max));
     if (ret > 0) {
       got = static_cast<std::size_t>(ret);
     } else {
@@ -103,7 +99,7 @@ Io Connection::read_some(std::size_t max) {
   } else {
     ssize_t ret;
     do {
-      ret = ::recv(fd_, into, max, 0);
+      ret = ::recv(fd_, scratch, max, 0);
     } while (ret < 0 && errno == EINTR);
     if (ret > 0) {
       got = static_cast<std::size_t>(ret);
@@ -113,7 +109,7 @@ Io Connection::read_some(std::size_t max) {
       outcome = errno == EAGAIN || errno == EWOULDBLOCK ? Io::kWantRead : Io::kFailed;
     }
   }
-  buffer_.resize(old_size + got);
+  buffer_.append(scratch, got);
   return outcome;
 }
 
@@ -159,7 +155,11 @@ std::size_t Connection::take(char* out, std::size_t size) {
   std::copy_n(buffer_.data() + consumed_, n, out);
   consumed_ += n;
   if (consumed_ == buffer_.size()) {
-    buffer_.clear();
+    if (buffer_.capacity() > kMaxHeadBytes) {
+      std::string().swap(buffer_);  // a large read is not kept for the connection's whole life
+    } else {
+      buffer_.clear();
+    }
     consumed_ = scanned_ = 0;
   }
   return n;

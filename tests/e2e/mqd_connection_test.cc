@@ -147,6 +147,22 @@ std::vector<RawAnswer> split_answers(std::string bytes) {
   }
 }
 
+// Reads until `count` whole answers have come (or the connection closes, or `timeout` passes).
+std::string read_answers(int fd, std::size_t count, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::string bytes;
+  char buffer[16384];
+  while (split_answers(bytes).size() < count) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) break;
+    bytes.append(buffer, static_cast<std::size_t>(n));
+  }
+  return bytes;
+}
+
 std::string produce_request(const std::string& body, bool close = false) {
   return "POST /produce?topic=events&partition=0 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
          std::string(close ? "Connection: close\r\n" : "") +
@@ -302,12 +318,8 @@ TEST_CASE("PipelinedRequestsInOneWriteAreAllAnsweredInOrder") {
     const int fd = connect_to(mqd.port());
     REQUIRE(send_all(fd, produce + topics + produce));
     // The third answer arrives although nothing more was sent.
-    std::string bytes;
-    while (split_answers(bytes).size() < 3) {
-      std::string more = read_until_closed(fd, milliseconds(5000));
-      if (more.empty()) break;
-      bytes += more;
-    }
+    std::string bytes = read_answers(fd, 3, seconds(5));
+    REQUIRE(split_answers(bytes).size() == 3);
     REQUIRE(send_all(fd, healthz_close));
     bytes += read_until_closed(fd, seconds(5));
     ::close(fd);
@@ -329,14 +341,9 @@ TEST_CASE("IdleKeepAliveConnectionsHoldNoThreads") {
     const int fd = connect_to(mqd.port());
     REQUIRE(fd >= 0);
     REQUIRE(send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
-    std::string bytes;
-    while (split_answers(bytes).empty()) {
-      char buffer[4096];
-      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-      REQUIRE(n > 0);
-      bytes.append(buffer, static_cast<std::size_t>(n));
-    }
-    CHECK(split_answers(bytes)[0].status == 200);
+    const auto answers = split_answers(read_answers(fd, 1, seconds(5)));
+    REQUIRE(answers.size() == 1);
+    CHECK(answers[0].status == 200);
     idle.push_back(fd);  // kept open: an idle keep-alive connection
   }
   const std::size_t threads_idle = thread_count(mqd.pid());
