@@ -157,6 +157,12 @@ mq::Result<ProduceBody> parse_produce_body(std::string_view body) {
     if (field.value().get_array().get(messages)) return bad_request("\"messages\" must be an array");
     std::size_t index = 0;
     for (auto element : messages) {
+      // Each parsed message costs memory beyond its bytes: a bound keeps a 16 MiB body of tiny
+      // messages from costing hundreds of megabytes.
+      if (index == kMaxBatchMessages) {
+        return mq::Status::payload_too_large("a batch may hold at most " + std::to_string(kMaxBatchMessages) +
+                                             " messages");
+      }
       simdjson::ondemand::object message;
       const std::string where = "messages[" + std::to_string(index++) + "]";
       if (element.get_object().get(message)) return bad_request(where + " must be an object");
@@ -186,6 +192,9 @@ mq::Result<std::vector<std::string>> parse_ack_body(std::string_view body) {
   if (!(*object)["ids"].get(element)) {
     simdjson::dom::array array;
     if (element.get_array().get(array)) return bad_request("\"ids\" must be an array of strings");
+    if (array.size() > kMaxBatchMessages) {
+      return mq::Status::payload_too_large("at most " + std::to_string(kMaxBatchMessages) + " ids per request");
+    }
     for (auto item : array) {
       std::string_view id;
       if (item.get_string().get(id)) return bad_request("\"ids\" must be an array of strings");

@@ -19,12 +19,16 @@ using Param = std::optional<std::string>;
 
 // A required topic or group name (400 when missing or invalid).
 mq::Result<std::string> required_name(std::string_view what, const Param& value);
-// A partition number: a whole number, no sign (400 otherwise). nullopt when absent.
+// A partition number: a whole number, no sign (400 otherwise; 404 when too large for any topic).
+// nullopt when absent.
 mq::Result<std::optional<std::uint32_t>> optional_partition(const Param& value);
 mq::Result<std::uint32_t> required_partition(const Param& value);
 // /consume's optional visibility_timeout_ms, max_inflight and from.
 mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeout_ms,
                                                    const Param& max_inflight, const Param& from);
+
+// The most messages one produce batch (or ids one ack) may hold: more is a 413.
+inline constexpr std::size_t kMaxBatchMessages = 100'000;
 
 // POST /produce: {"payload": v, "key": "k"} or {"messages": [{"payload": v, "key": "k"}, ...]}.
 struct ProduceBody {

@@ -88,17 +88,19 @@ class BoundedFileSystem::PooledFile final : public File {
   const std::shared_ptr<BoundedFileSystem> owner_;
   const std::string path_;
   mutable std::shared_mutex use_mutex_;
-  mutable std::unique_ptr<File> inner_;          // GUARDED_BY(use_mutex_): null while closed
+  mutable std::unique_ptr<File> inner_;            // GUARDED_BY(use_mutex_): null while closed
   mutable std::atomic<std::uint64_t> changes_{0};  // appends and truncates so far
   std::atomic<std::uint64_t> synced_{0};           // changes_ covered by the last successful sync
 
  public:
   std::list<PooledFile*>::iterator lru_position;  // in owner_->open_, while open; GUARDED_BY(owner_->mutex_)
-  bool listed = false;                         // GUARDED_BY(owner_->mutex_)
+  bool listed = false;                            // GUARDED_BY(owner_->mutex_)
 };
 
-std::shared_ptr<BoundedFileSystem> BoundedFileSystem::make(std::shared_ptr<FileSystem> base, std::size_t max_open) {
-  return std::shared_ptr<BoundedFileSystem>(new BoundedFileSystem(std::move(base), std::max<std::size_t>(2, max_open)));
+std::shared_ptr<BoundedFileSystem> BoundedFileSystem::make(std::shared_ptr<FileSystem> base,
+                                                           std::size_t max_open) {
+  return std::shared_ptr<BoundedFileSystem>(
+      new BoundedFileSystem(std::move(base), std::max<std::size_t>(2, max_open)));
 }
 
 Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {

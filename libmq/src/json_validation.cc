@@ -33,7 +33,9 @@ class SlowWalker final : public nlohmann::json_sax<json> {
     }
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
 
   bool root_is_object() const { return root_is_object_; }
   std::map<std::string, TopLevelValue, std::less<>>& fields() { return fields_; }
@@ -65,8 +67,8 @@ bool walk_slowly(std::string_view text, SlowWalker& walker) {
 
 }  // namespace
 
-std::optional<std::map<std::string, TopLevelValue, std::less<>>> parse_top_level_slowly(std::string_view text,
-                                                                                        std::size_t max_depth) {
+std::optional<std::map<std::string, TopLevelValue, std::less<>>> parse_top_level_slowly(
+    std::string_view text, std::size_t max_depth) {
   SlowWalker walker(max_depth);
   if (!walk_slowly(text, walker) || !walker.root_is_object()) return std::nullopt;
   return std::move(walker.fields());
@@ -80,7 +82,8 @@ struct JsonValidator::Parser {
   simdjson::dom::parser dom;
 };
 
-JsonValidator::JsonValidator(std::size_t max_depth) : parser_(std::make_unique<Parser>()), max_depth_(max_depth) {
+JsonValidator::JsonValidator(std::size_t max_depth)
+    : parser_(std::make_unique<Parser>()), max_depth_(max_depth) {
   // The depth limit is fixed at allocation; later parses grow the capacity and keep it.
   // A failed allocation is reported again by the first parse.
   const auto allocated = parser_->dom.allocate(4096, max_depth);

@@ -33,8 +33,8 @@ using TopLevelValue = std::variant<std::monostate /*null, bool or container*/, s
 
 // The slow parser's view of a top-level object: every member name, with its scalar value when it
 // has one. nullopt when `text` is not valid JSON, not an object, or nested deeper than `max_depth`.
-std::optional<std::map<std::string, TopLevelValue, std::less<>>> parse_top_level_slowly(std::string_view text,
-                                                                                        std::size_t max_depth);
+std::optional<std::map<std::string, TopLevelValue, std::less<>>> parse_top_level_slowly(
+    std::string_view text, std::size_t max_depth);
 
 // Decides whether text is one valid JSON value nested at most `max_depth` deep. Not thread-safe
 // (it reuses its parser); cheap to keep one per thread or per object.

@@ -217,7 +217,9 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
 
   std::vector<IndexEntry> to_write = rewrite_index ? entries : std::vector<IndexEntry>{};
   to_write.insert(to_write.end(), scan->new_entries.begin(), scan->new_entries.end());
-  if (auto s = write_index(index, to_write, rewrite_index || *index_size == 0); !s.ok()) return s;
+  // The index is a shortcut that the next open can rebuild: failing to write it (a full disk) must
+  // not keep the log from opening.
+  recovered.report.index_write_failed = !write_index(index, to_write, rewrite_index || *index_size == 0).ok();
 
   recovered.end_position = scan->good_position;
   recovered.next_offset = scan->good_offset;

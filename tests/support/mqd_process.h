@@ -145,6 +145,11 @@ class MqdProcess : public ServerProcess {
  public:
   explicit MqdProcess(std::map<std::string, std::string> env, std::string stderr_path = "")
       : ServerProcess(mqd_path(), {}, std::move(env), std::move(stderr_path)) {}
+  // With command-line arguments and stdout captured too.
+  MqdProcess(std::vector<std::string> args, std::map<std::string, std::string> env, std::string stderr_path,
+             std::string stdout_path)
+      : ServerProcess(mqd_path(), std::move(args), std::move(env), std::move(stderr_path),
+                      std::move(stdout_path)) {}
 
  private:
   static std::string mqd_path() {

@@ -36,6 +36,7 @@ class RunningMqd {
     start();
   }
   int port() const { return port_; }
+  pid_t pid() const { return process_->pid(); }
   const std::string& data_dir() const { return data_dir_; }
   std::string stderr_text() const {
     std::ifstream in(dir_ / "stderr.txt");

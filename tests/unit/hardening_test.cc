@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kBigInteger = R"({"big":123456789012345678901234567890,"neg":-98765432109876543210})";
+constexpr std::string_view kBigInteger =
+    R"({"big":123456789012345678901234567890,"neg":-98765432109876543210})";
 
 std::string nested(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
@@ -171,7 +172,8 @@ TEST_CASE("Refused nacks, touches and acks create no group") {
   CHECK(broker->touch("events", 0, "n2", "0-0").code() == ErrorCode::kConflict);
   CHECK(broker->nack("events", 0, "n3", "garbage", {}).code() == ErrorCode::kNotFound);
   CHECK(broker->nack("events", 0, "n4", "0-99", {}).code() == ErrorCode::kNotFound);
-  CHECK(broker->ack("events", 0, "a1", std::vector<std::string>{"garbage"}).status().code() == ErrorCode::kNotFound);
+  CHECK(broker->ack("events", 0, "a1", std::vector<std::string>{"garbage"}).status().code() ==
+        ErrorCode::kNotFound);
   CHECK(broker->ack("events", 0, "a2", std::vector<std::string>{"0-0", "0-7"}).status().code() ==
         ErrorCode::kNotFound);
   for (const char* g : {"n1", "n2", "n3", "n4", "a1", "a2"}) CHECK_MESSAGE(!has_group(*broker, g), g);
@@ -344,4 +346,55 @@ TEST_CASE("An acknowledgement that cannot be stored acknowledges nothing") {
   CHECK(committed_of(*broker, "g") == 1);
   faults->set_space_left(std::nullopt);
   CHECK(*broker->ack("events", 0, "g", std::vector<std::string>{"0-1"}) == 1);
+}
+
+TEST_CASE("Large batches formatted outside the lock keep offsets dense and batches whole under contention") {
+  TempDir dir;
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 30;
+  {
+    auto store = open_store(dir.path());
+    Partition& p = open_partition(*store);
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int r = 0; r < kRounds; ++r) {
+          // Odd threads send big batches (formatted outside the lock), even ones single messages.
+          const int size = t % 2 ? 200 : 1;
+          std::vector<Message> batch;
+          for (int i = 0; i < size; ++i) {
+            batch.push_back(Message{*Payload::parse("[" + std::to_string(t) + "," + std::to_string(r) + "," +
+                                                    std::to_string(i) + "]"),
+                                    std::nullopt});
+          }
+          if (!p.append(batch).ok()) ++failures;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+  }
+  fs::remove(dir.path() + "/events/partition-0.index");
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK(p.recovery_report().truncated_bytes == 0);
+  const auto lines = read_all(p);
+  REQUIRE(lines.size() == std::size_t(kRounds * (200 + 1) * kThreads / 2));
+  // Each batch's messages are consecutive, in order, and carry the batch's last offset.
+  for (std::size_t i = 0; i < lines.size();) {
+    const json first = json::parse(lines[i]);
+    if (!first.contains("batch_last")) {
+      ++i;
+      continue;
+    }
+    const std::uint64_t last = first["batch_last"];
+    for (std::uint64_t k = 0; k <= last - first["offset"].get<std::uint64_t>(); ++k) {
+      const json line = json::parse(lines[i + k]);
+      CHECK(line["payload"][2] == k);
+      CHECK(line["payload"][0] == first["payload"][0]);
+      CHECK(line["batch_last"] == last);
+    }
+    i += static_cast<std::size_t>(last - first["offset"].get<std::uint64_t>() + 1);
+  }
 }

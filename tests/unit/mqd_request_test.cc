@@ -150,3 +150,45 @@ TEST_CASE("DaemonConfigurationReadsEveryVariableAndNamesBadOnes") {
     vars = saved;
   }
 }
+
+TEST_CASE("BatchesAndAckListsAreBoundedAndHugePartitionNumbersAreNotFound") {
+  std::string body = "{\"messages\":[";
+  for (std::size_t i = 0; i <= kMaxBatchMessages; ++i) body += i ? ",{\"payload\":1}" : "{\"payload\":1}";
+  body += "]}";
+  auto too_many = parse_produce_body(body);
+  REQUIRE_FALSE(too_many.ok());
+  CHECK(too_many.status().code() == mq::ErrorCode::kPayloadTooLarge);
+  body.replace(body.size() - 16, 14, "");  // one message fewer: exactly the limit
+  CHECK(parse_produce_body(body).ok());
+
+  std::string ids = "{\"ids\":[";
+  for (std::size_t i = 0; i <= kMaxBatchMessages; ++i) ids += i ? ",\"0-1\"" : "\"0-1\"";
+  ids += "]}";
+  CHECK(parse_ack_body(ids).status().code() == mq::ErrorCode::kPayloadTooLarge);
+
+  CHECK(optional_partition(std::string("4294967296")).status().code() == mq::ErrorCode::kNotFound);
+  CHECK(optional_partition(std::string("99999999999999999999999")).status().code() == mq::ErrorCode::kNotFound);
+  CHECK(optional_partition(std::string("4294967295")).ok());
+  CHECK(optional_partition(std::string("-1")).status().code() == mq::ErrorCode::kInvalidArgument);
+  CHECK(optional_partition(std::string("\xff")).status().code() == mq::ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("ErrorBodiesAreValidJsonWhateverBytesTheyQuote") {
+  const std::string body = error_json(mq::Status::invalid_argument("invalid topic '\xff\xfe'"), {});
+  CHECK(json::parse(body)["error"].get<std::string>().find("invalid topic") == 0);
+  CHECK(json::parse(error_json("no route GET /\xc3\x28"))["error"].is_string());
+  auto failed = mq::Status::storage_failed("sync failed", /*outcome_unknown=*/true);
+  CHECK(json::parse(error_json(failed, {}))["outcome"] == "unknown");
+  CHECK(http_status_of(mq::ErrorCode::kStorageFailed) == 503);
+  CHECK(http_status_of(mq::ErrorCode::kNoSpace) == 507);
+}
+
+TEST_CASE("AnEmptyAuthTokenIsInvalidConfiguration") {
+  std::map<std::string, std::string> env{{"AUTH_TOKEN", ""}};
+  auto config = daemon_config_from_env([&](std::string_view name) -> std::optional<std::string> {
+    auto it = env.find(std::string(name));
+    return it == env.end() ? std::nullopt : std::optional(it->second);
+  });
+  REQUIRE_FALSE(config.ok());
+  CHECK(config.status().message().find("AUTH_TOKEN") != std::string::npos);
+}
