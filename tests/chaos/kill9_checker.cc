@@ -43,6 +43,7 @@ using nlohmann::json;
 
 constexpr const char* kTopic = "chaos";
 constexpr const char* kGroup = "chaos-checker";
+constexpr std::size_t kMaxBacklog = 4000;  // messages answered 200 and not yet acknowledged
 
 struct Options {
   std::uint64_t seed = 0;
@@ -60,7 +61,7 @@ struct Options {
 };
 
 const char* kUsage = R"(usage: kill9_checker [options]
-Drives produce (single, keyed, batches) and consume/ack (short visibility timeouts, acks of one and of
+Drives produce (single, keyed, keyless, batches of 2-6 and now and then of 20-200) and consume/ack (short visibility timeouts, acks of one and of
 several ids) against a real mqd with FSYNC=always, kills it with SIGKILL at random moments, restarts it
 on the same port and data directory, then drains the group and checks the history against the logs:
 every produce answered 200 is in the log at its offset with its payload, offsets are contiguous, no
@@ -276,6 +277,11 @@ class AckTracker {
       changed_.wait_until(lock, until);
     }
   }
+  // Waits until at least `n` offsets are covered, at most `timeout`.
+  void await_total(std::size_t n, Clock::duration timeout) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, timeout, [&] { return total_ >= n; });
+  }
   // Waits for the next acknowledgement, at most until `deadline`.
   void await_change(Clock::time_point deadline) {
     std::unique_lock lock(mutex_);
@@ -313,6 +319,7 @@ class Run {
   std::unique_ptr<Mqd> mqd_;
   AckTracker acks_;
   std::atomic<bool> stop_producing_{false};
+  std::atomic<std::size_t> messages_ok_{0};  // messages of produces answered 200
   std::atomic<bool> draining_{false};
   std::atomic<bool> stop_consuming_{false};
 
@@ -338,6 +345,7 @@ void Run::record(ProduceOp op) {
   std::lock_guard lock(history_mutex_);
   if (op.outcome == Outcome::kOk) {
     for (const auto& uid : op.uids) ok_uids_.insert(uid);
+    messages_ok_ += op.uids.size();
   }
   history_.produces.push_back(std::move(op));
 }
@@ -357,17 +365,24 @@ void Run::producer(int index) {
                                                  ProduceOp::Style::kSingleUnrouted, ProduceOp::Style::kBatch,
                                                  ProduceOp::Style::kBatchKeyed};
   while (!stop_producing_) {
+    // Flow control: producers wait (bounded) while the group is more than kMaxBacklog messages
+    // behind, so that the final drain stays short however long the run.
+    if (const std::size_t ok = messages_ok_.load(); ok > kMaxBacklog) acks_.await_total(ok - kMaxBacklog, 1s);
     ProduceOp op;
     op.style = kStyles[pick(0, 4)];
     const bool batch = op.style == ProduceOp::Style::kBatch || op.style == ProduceOp::Style::kBatchKeyed;
     const bool keyed = op.style == ProduceOp::Style::kSingleKeyed || op.style == ProduceOp::Style::kBatchKeyed;
-    const int count = batch ? pick(2, 6) : 1;
+    // One batch in forty is big (tens to hundreds of KiB in one write), so that a kill can land in
+    // the middle of its write and leave a torn batch for recovery.
+    const bool big = batch && chance(0.025);
+    const int count = big ? pick(20, 200) : batch ? pick(2, 6) : 1;
+    const int pad = big ? 1500 : 160;
     const std::string key = keyed ? "key-" + std::to_string(pick(0, 15)) : "";
     json messages = json::array();
     for (int m = 0; m < count; ++m) {
       const std::string uid = "p" + std::to_string(index) + "-" + std::to_string(n++);
       const char letter = static_cast<char>('a' + pick(0, 25));
-      json payload = {{"uid", uid}, {"pad", std::string(static_cast<std::size_t>(pick(0, 160)), letter)}};
+      json payload = {{"uid", uid}, {"pad", std::string(static_cast<std::size_t>(pick(0, pad)), letter)}};
       if (chance(0.2)) payload["nested"] = {{"list", {1, 2.5, true, nullptr, "\u00e9\u2713"}}, {"n", n}};
       json message = {{"payload", payload}};
       if (keyed) message["key"] = key;
@@ -397,17 +412,17 @@ void Run::producer(int index) {
       op.error = result->body;
     } else {
       op.status = 200;
-      auto answer = json::parse(result->body, nullptr, false);
-      if (answer.is_object() && answer.contains("partition")) {
-        op.outcome = Outcome::kOk;
-        op.partition = answer["partition"].get<std::uint32_t>();
-        if (batch && answer.contains("offsets")) {
-          for (const auto& o : answer["offsets"]) op.offsets.push_back(o.get<std::uint64_t>());
-        } else if (!batch && answer.contains("offset")) {
-          op.offsets.push_back(answer["offset"].get<std::uint64_t>());
+      op.outcome = Outcome::kOk;
+      try {
+        const auto answer = json::parse(result->body);
+        op.partition = answer.at("partition").get<std::uint32_t>();
+        if (batch) {
+          for (const auto& o : answer.at("offsets")) op.offsets.push_back(o.get<std::uint64_t>());
+        } else {
+          op.offsets.push_back(answer.at("offset").get<std::uint64_t>());
         }
-      } else {
-        op.outcome = Outcome::kRejected;  // reported as a bad answer below the 500s
+      } catch (const json::exception&) {
+        op.outcome = Outcome::kRejected;  // reported by the check as an unexpected status
         op.status = 299;
         op.error = "unreadable 200 answer: " + result->body;
       }
@@ -440,19 +455,9 @@ void Run::consumer(int index, std::uint32_t partition) {
   std::vector<Delivery> deliveries;
   std::vector<AckOp> acks;
   std::vector<std::size_t> pending_index;  // deliveries to acknowledge at the next flush
-  std::size_t batch_target = 1;
 
-  auto flush = [&] {
-    if (pending_index.empty()) return;
-    AckOp ack;
-    ack.partition = partition;
-    for (std::size_t i : pending_index) {
-      ack.ids.push_back(deliveries[i].id);
-      ack.offsets.push_back(deliveries[i].offset);
-      ack.uids.push_back(deliveries[i].uid);
-    }
-    pending_index.clear();
-    batch_target = static_cast<std::size_t>(draining_ ? pick(1, 16) : pick(1, 5));
+  // Acknowledges the deliveries of `ack` (one request).
+  auto send_ack = [&](AckOp ack) {
     ack.as_list = ack.ids.size() > 1 || chance(0.3);
     const std::string body = ack.as_list ? json{{"ids", ack.ids}}.dump() : json{{"id", ack.ids[0]}}.dump();
     const std::string ack_target = std::string("/ack?topic=") + kTopic + "&partition=" + std::to_string(partition) +
@@ -472,6 +477,22 @@ void Run::consumer(int index, std::uint32_t partition) {
     }
     if (ack.outcome == Outcome::kOk || ack.outcome == Outcome::kIndeterminate) acks_.add(partition, ack.offsets);
     acks.push_back(std::move(ack));
+  };
+  // Acknowledges what waits, in requests of 1 to 5 ids (up to 16 in the drain).
+  auto flush = [&] {
+    for (std::size_t next = 0; next < pending_index.size();) {
+      const auto size = static_cast<std::size_t>(draining_ ? pick(1, 16) : pick(1, 5));
+      AckOp ack;
+      ack.partition = partition;
+      for (; next < pending_index.size() && ack.ids.size() < size; ++next) {
+        const Delivery& d = deliveries[pending_index[next]];
+        ack.ids.push_back(d.id);
+        ack.offsets.push_back(d.offset);
+        ack.uids.push_back(d.uid);
+      }
+      send_ack(std::move(ack));
+    }
+    pending_index.clear();
   };
 
   while (!stop_consuming_) {
@@ -505,37 +526,35 @@ void Run::consumer(int index, std::uint32_t partition) {
       d.seq = seq++;
       d.partition = partition;
       d.received = Clock::now();
-      auto event = json::parse(data, nullptr, false);
-      if (event.is_object() && event.contains("offset") && event.contains("id") && event.contains("payload")) {
-        d.offset = event["offset"].get<std::uint64_t>();
-        d.id = event["id"].get<std::string>();
-        d.delivery = event.value("delivery", 0);
-        d.payload_hash = payload_hash(event["payload"].dump());
-        if (event["payload"].is_object() && event["payload"].contains("uid")) {
-          d.uid = event["payload"]["uid"].get<std::string>();
-        }
-        if (event.contains("partition") && event["partition"] != partition) d.uid = "(event of another partition)";
-      } else {
+      try {
+        const auto event = json::parse(data);
+        d.offset = event.at("offset").get<std::uint64_t>();
+        d.id = event.at("id").get<std::string>();
+        d.delivery = event.at("delivery").get<int>();
+        const auto& payload = event.at("payload");
+        d.payload_hash = payload_hash(payload.dump());
+        if (payload.is_object() && payload.contains("uid")) d.uid = payload["uid"].get<std::string>();
+        if (event.at("partition").get<std::uint32_t>() != partition) d.uid = "(event of another partition)";
+      } catch (const json::exception&) {
+        d.id.clear();  // not acknowledged; the check reports it as a delivery that is not in the log
         d.uid = "(malformed event: " + data.substr(0, 200) + ")";
       }
       deliveries.push_back(std::move(d));
       if (!deliveries.back().id.empty() && (draining_ || chance(0.75))) {
         pending_index.push_back(deliveries.size() - 1);
-        if (pending_index.size() >= batch_target) flush();
       }
     };
     client.Get(
         target, [&](const httplib::Response& response) { return response.status == 200; },
         [&](const char* data, std::size_t length) {
           buffer.append(data, length);
-          for (std::size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
-            const std::string block = buffer.substr(0, end);
-            if (block.starts_with(":")) {
-              flush();  // idle: acknowledge what waits
-            } else {
-              on_event(block);
-            }
+          std::size_t begin = 0;
+          for (std::size_t end; (end = buffer.find("\n\n", begin)) != std::string::npos; begin = end + 2) {
+            const std::string block = buffer.substr(begin, end - begin);
+            if (!block.starts_with(":")) on_event(block);  // ": keepalive" comments are skipped
           }
+          buffer.erase(0, begin);
+          flush();  // what this read brought: mqd writes every ready event at once
           return !stop_consuming_.load();
         });
     flush();  // the ids stay valid across connections and restarts
@@ -731,10 +750,12 @@ int Run::execute() {
     ++kills_done_;
     if (options_.plant_bug == "drop-last-line" && !planted_ && k >= plant_from) plant_drop_last_line();
     if (options_.plant_bug == "forget-acks" && !planted_ && k >= plant_from) plant_forget_acks();
-    // One restart in twenty is killed again within its first 30 ms: a crash during recovery.
+    // One restart in twenty is killed again while it starts (within the time the last start took to
+    // listen): a crash during recovery.
     std::string startup_kill;
     if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.05) {
-      const auto after = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 30000)(schedule));
+      const int start_us = restart_ms_.empty() ? 30000 : static_cast<int>(restart_ms_.back() * 1000);
+      const auto after = std::chrono::microseconds(std::uniform_int_distribution<int>(0, start_us)(schedule));
       if (!mqd_->start_and_kill(after)) {
         std::cerr << "mqd did not die of SIGKILL within 10 s" << std::endl;
         return 2;
