@@ -199,7 +199,7 @@ Status RedisConnection::send_buffered(std::string_view what) {
 }
 
 Result<ReplyPtr> RedisConnection::command(const std::vector<std::string>& args) {
-  auto replies = pipeline({args});
+  auto replies = exchange({&args});
   if (!replies.ok()) return replies.status();
   ReplyPtr reply = std::move(replies->front());
   if (reply->type == REDIS_REPLY_ERROR)
@@ -209,8 +209,16 @@ Result<ReplyPtr> RedisConnection::command(const std::vector<std::string>& args) 
 
 Result<std::vector<ReplyPtr>> RedisConnection::pipeline(
     const std::vector<std::vector<std::string>>& commands) {
-  const std::string what = commands.size() == 1 && !commands[0].empty()
-                               ? commands[0][0]
+  std::vector<const std::vector<std::string>*> each;
+  each.reserve(commands.size());
+  for (const auto& c : commands) each.push_back(&c);
+  return exchange(each);
+}
+
+Result<std::vector<ReplyPtr>> RedisConnection::exchange(
+    const std::vector<const std::vector<std::string>*>& commands) {
+  const std::string what = commands.size() == 1 && !commands[0]->empty()
+                               ? commands[0]->front()
                                : std::to_string(commands.size()) + " pipelined commands";
   if (broken_) return Status::unavailable("Redis at " + address_ + ": the connection is broken");
   // Checked before anything is buffered: a connection whose caller ran out of time stays usable.
@@ -219,8 +227,8 @@ Result<std::vector<ReplyPtr>> RedisConnection::pipeline(
     return Status::unavailable("Redis at " + address_ + ": " + what + " was not sent: out of time");
   }
   std::vector<size_t> lengths;
-  for (const auto& args : commands) {
-    auto argv = argv_of(args, lengths);
+  for (const auto* args : commands) {
+    auto argv = argv_of(*args, lengths);
     if (redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()) !=
         REDIS_OK) {
       return failed_before_sending(what);

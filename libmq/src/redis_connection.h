@@ -79,6 +79,8 @@ class RedisConnection {
  private:
   RedisConnection(redisContext* context, std::string address)
       : context_(context), address_(std::move(address)) {}
+  // command() and pipeline(): sends every command, then reads one reply per command.
+  Result<std::vector<ReplyPtr>> exchange(const std::vector<const std::vector<std::string>*>& commands);
   // Sets the socket timeout for the next command from the command timeout and the deadline;
   // false when the deadline has passed.
   bool arm_timeout();
