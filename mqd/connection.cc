@@ -181,23 +181,25 @@ Head Connection::scan_head() {
   }
   const std::size_t head_end = end + 4;
   if (head_end - consumed_ > kMaxHeadBytes) return Head::kTooLarge;
-  strip_range_headers(head_end);
+  if (!strip_range_headers(head_end)) return Head::kTooManyFields;
   scanned_ = 0;
   return Head::kComplete;
 }
 
-void Connection::strip_range_headers(std::size_t head_end) {
+bool Connection::strip_range_headers(std::size_t head_end) {
   const std::string_view head = std::string_view(buffer_).substr(consumed_, head_end - consumed_);
-  // Lines end at '\n', as cpp-httplib reads them.
+  // Lines end at '\n', as cpp-httplib reads them; the last one is the empty line.
   const std::size_t first_line_end = head.find('\n') + 1;
+  std::size_t fields = 0;
   bool found = false;
   for (std::size_t at = first_line_end; at < head.size();) {
     const std::size_t line_end = head.find('\n', at) + 1;
     const std::string_view line = head.substr(at, line_end - at);
+    if (line_end < head.size() && ++fields > kMaxHeaderFields) return false;
     if (is_header(line, "range") || is_header(line, "if-range")) found = true;
     at = line_end;
   }
-  if (!found) return;
+  if (!found) return true;
   std::string kept(head.substr(0, first_line_end));
   for (std::size_t at = first_line_end; at < head.size();) {
     const std::size_t line_end = head.find('\n', at) + 1;
@@ -206,6 +208,17 @@ void Connection::strip_range_headers(std::size_t head_end) {
     at = line_end;
   }
   buffer_.replace(consumed_, head_end - consumed_, kept);
+  return true;
+}
+
+std::string Connection::refusal(Head head) {
+  const std::string body =
+      head == Head::kTooManyFields
+          ? "{\"error\":\"more than " + std::to_string(kMaxHeaderFields) + " request headers\"}"
+          : std::string("{\"error\":\"request headers larger than 64 KiB\"}");
+  return "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: "
+         "application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
 }
 
 }  // namespace mqd

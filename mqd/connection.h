@@ -29,12 +29,21 @@ enum class Io {
 };
 
 // Where the next request head stands in the unread bytes.
-enum class Head { kIncomplete, kComplete, kTooLarge };
+enum class Head {
+  kIncomplete,
+  kComplete,
+  kTooLarge,       // more than kMaxHeadBytes: refused with 431
+  kTooManyFields,  // more than kMaxHeaderFields header lines: refused with 431
+};
 
 class Connection {
  public:
   // Largest request head (request line and headers) mqd reads; larger gets 431.
   static constexpr std::size_t kMaxHeadBytes = 64 * 1024;
+  // Most header lines in a request head (Apache's LimitRequestFields); more gets 431.
+  static constexpr std::size_t kMaxHeaderFields = 100;
+  // The whole 431 answer (with Connection: close) for a refused head.
+  static std::string refusal(Head head);
 
   // Takes `fd` (made non-blocking here) and counts it in `open_connections` until destroyed.
   // With `tls`, a TLS session is created and handshake() must finish before reading.
@@ -72,7 +81,8 @@ class Connection {
   std::size_t requests = 0;
 
  private:
-  void strip_range_headers(std::size_t head_end);
+  // Drops the Range and If-Range lines of the head; false when it has too many header lines.
+  bool strip_range_headers(std::size_t head_end);
 
   const int fd_;
   ssl_st* ssl_ = nullptr;

@@ -72,11 +72,14 @@ void ConnectionServer::serve(const std::shared_ptr<Connection>& connection) {
     const bool ok = process_request(stream, last, client_closes, nullptr);
     if (!ok || last || client_closes || stream.answer_closes() || stopping()) return;  // closes it
     connection->absorb_pending();
-    switch (connection->scan_head()) {
+    const Head head = connection->scan_head();
+    switch (head) {
       case Head::kComplete:  // pipelined: served now, in order
         connection->deadline = Clock::now() + options_.request_timeout;
         continue;
       case Head::kTooLarge:
+      case Head::kTooManyFields:
+        connection->write_now(Connection::refusal(head));
         return;
       case Head::kIncomplete:
         if (!connection->unread().empty()) connection->deadline = Clock::now() + options_.request_timeout;

@@ -214,15 +214,15 @@ void HeadReader::advance(Waiting& waiting) {
       waiting.state = State::kHead;
       set_deadline(waiting, Clock::now() + request_timeout_);
     }
-    switch (connection.scan_head()) {
+    const Head head = connection.scan_head();
+    switch (head) {
       case Head::kIncomplete:
         continue;
-      case Head::kTooLarge: {
-        connection.write_now(
-            closing_answer(431, "Request Header Fields Too Large", "request headers larger than 64 KiB"));
+      case Head::kTooLarge:
+      case Head::kTooManyFields:
+        connection.write_now(Connection::refusal(head));
         release(fd);
         return;
-      }
       case Head::kComplete: {
         connection.deadline = waiting.deadline;
         ready_(release(fd));
