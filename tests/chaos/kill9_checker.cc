@@ -307,6 +307,7 @@ class Run {
   void record(ProduceOp op);
   std::optional<std::map<std::uint32_t, GroupPosition>> group_positions();
   bool drain();
+  void tear_tail(std::mt19937_64& rng);
   void plant_drop_last_line();
   void plant_forget_acks();
   int conclude(const Verdict& verdict);
@@ -337,6 +338,7 @@ class Run {
   std::optional<Planted> planted_;
   int kills_done_ = 0;
   int startup_kills_ = 0;  // restarts killed again while starting
+  int torn_tails_ = 0;     // torn writes simulated between a kill and the restart
   std::vector<double> restart_ms_;
   double drain_s_ = 0;
 };
@@ -657,6 +659,52 @@ void Run::plant_drop_last_line() {
   std::cout << "  planted bug: no partition ends in a line answered 200 yet; trying at the next kill" << std::endl;
 }
 
+// Between a kill and the restart, the damage a kill in the middle of a write leaves (which real kills
+// seldom hit, a write being short): one partition's log gets the start of one more record, or two
+// complete lines of a three-line batch (libmq/docs/log_format.md), maybe with half of the third.
+// Recovery must cut it all; the check reports any of it that survives (uids "torn-...", never sent).
+void Run::tear_tail(std::mt19937_64& rng) {
+  const auto p = std::uniform_int_distribution<std::uint32_t>(0, options_.partitions - 1)(rng);
+  const std::string path = data_dir_ + "/" + kTopic + "/partition-" + std::to_string(p) + ".log";
+  std::ifstream in(path, std::ios::binary);
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  in.close();
+  if (text.empty() || text.back() != '\n') {  // empty, or already torn by the kill itself
+    std::cout << "  torn tail: not on partition " << p << " (" << text.size() << " bytes, torn already)" << std::endl;
+    return;
+  }
+  const std::size_t begin = text.rfind('\n', text.size() - 2) == std::string::npos ? 0 : text.rfind('\n', text.size() - 2) + 1;
+  auto last = json::parse(text.substr(begin), nullptr, false);
+  if (!last.is_object() || !last.contains("offset")) {
+    std::cout << "  torn tail: the last line of partition " << p << " is not a record" << std::endl;
+    return;
+  }
+  const std::uint64_t next = last["offset"].get<std::uint64_t>() + 1;
+  const auto timestamp = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+  auto line = [&](std::uint64_t offset, std::optional<std::uint64_t> batch_last) {
+    std::string out = "{\"offset\":" + std::to_string(offset) + ",\"timestamp\":" + timestamp;
+    if (batch_last) out += ",\"batch_last\":" + std::to_string(*batch_last);
+    return out + ",\"payload\":{\"uid\":\"torn-" + std::to_string(torn_tails_) + "-" + std::to_string(offset) +
+           "\",\"pad\":\"" + std::string(40, 't') + "\"}}\n";
+  };
+  std::string tail;
+  const bool half_batch = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+  if (half_batch) {
+    tail = line(next, next + 2) + line(next + 1, next + 2);
+    const std::string third = line(next + 2, next + 2);
+    tail += third.substr(0, std::uniform_int_distribution<std::size_t>(0, third.size() - 1)(rng));
+  } else {
+    const std::string one = line(next, std::nullopt);
+    tail = one.substr(0, std::uniform_int_distribution<std::size_t>(1, one.size() - 1)(rng));
+  }
+  std::ofstream(path, std::ios::binary | std::ios::app) << tail;
+  ++torn_tails_;
+  std::cout << "  torn tail: " << tail.size() << " bytes (" << (half_batch ? "two thirds of a batch" : "part of a record")
+            << ") appended to partition " << p << " at offset " << next << std::endl;
+}
+
 // Between a kill and the restart: delete everything of the data directory but the lock file and the
 // partitions' logs and indexes, wherever the groups keep their state: acknowledgements are lost.
 void Run::plant_forget_acks() {
@@ -748,6 +796,10 @@ int Run::execute() {
       return 2;
     }
     ++kills_done_;
+    std::cout << "kill " << k << "/" << options_.kills << " at +" << fixed(seconds(Clock::now() - wall_start))
+              << "s, " << fixed(delay_s) << "s after the last start (" << answered << " messages answered 200 so far)"
+              << std::endl;
+    if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.15) tear_tail(schedule);
     if (options_.plant_bug == "drop-last-line" && !planted_ && k >= plant_from) plant_drop_last_line();
     if (options_.plant_bug == "forget-acks" && !planted_ && k >= plant_from) plant_forget_acks();
     // One restart in twenty is killed again while it starts (within the time the last start took to
@@ -761,20 +813,19 @@ int Run::execute() {
         return 2;
       }
       ++startup_kills_;
-      startup_kill = ", killed again " + fixed(static_cast<double>(after.count()) / 1000, 1) + " ms into its start";
+      startup_kill = " (after one more start killed " + fixed(static_cast<double>(after.count()) / 1000, 1) +
+                     " ms after its spawn)";
     }
     Clock::duration took{};
     if (!mqd_->start(&took)) {
       const int n = mqd_->incarnation();
       verdict.add("no-restart", "mqd incarnation " + std::to_string(n) + " did not listen within 30 s after kill " +
                                     std::to_string(k) + "; stderr: " + mqd_->stderr_text(n));
-      std::cout << "kill " << k << ": mqd did not come back; stopping the run" << std::endl;
+      std::cout << "  mqd did not come back; stopping the run" << std::endl;
       break;
     }
     restart_ms_.push_back(seconds(took) * 1000);
-    std::cout << "kill " << k << "/" << options_.kills << " at +" << fixed(seconds(Clock::now() - wall_start))
-              << "s after " << fixed(delay_s) << "s (" << answered << " messages answered 200 so far)" << startup_kill
-              << "; listening again in " << fixed(seconds(took) * 1000, 0) << " ms" << std::endl;
+    std::cout << "  listening again in " << fixed(seconds(took) * 1000, 0) << " ms" << startup_kill << std::endl;
   }
   if (verdict.passed()) {
     std::this_thread::sleep_for(std::chrono::duration<double>(gap_s));  // load on the last incarnation too
@@ -821,6 +872,24 @@ int Run::execute() {
             << f.ack_requests_rejected << "), " << f.ids_acked_ok << " ids acknowledged by a 200\n";
   std::cout << "drain: " << (history_.drained ? "every message acknowledged" : "NOT complete") << " after "
             << fixed(drain_s_) << " s\n";
+  // What recovery said at each start (a torn tail cut, an index rebuilt): evidence that kills hit writes.
+  std::size_t reports = 0, reporting = 0;
+  std::vector<std::string> report_examples;
+  for (int n = 1; n <= mqd_->incarnation(); ++n) {
+    std::istringstream text(mqd_->stderr_text(n));
+    bool any = false;
+    for (std::string line; std::getline(text, line);) {
+      if (!line.starts_with("libmq:")) continue;
+      ++reports;
+      any = true;
+      if (report_examples.size() < 3) report_examples.push_back("mqd-" + std::to_string(n) + ": " + line);
+    }
+    reporting += any ? 1 : 0;
+  }
+  std::cout << "torn tails simulated between a kill and the restart: " << torn_tails_ << "\n";
+  std::cout << "recovery reports on stderr: " << reports << " lines from " << reporting << " of "
+            << mqd_->incarnation() << " starts\n";
+  for (const auto& line : report_examples) std::cout << "  " << line.substr(0, 300) << "\n";
   std::cout << "wall time: " << fixed(seconds(Clock::now() - wall_start), 1) << " s\n";
   if (options_.keep_data) std::cout << "data directory and mqd stderr files kept in " << dir_ << "\n";
   return conclude(verdict);
