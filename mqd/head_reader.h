@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -52,7 +53,6 @@ class HeadReader {
 
   void run();
   void take_parked();  // the connections of the inbox start waiting
-  void on_event(int fd, std::uint32_t events);
   void expire();
   // Handshakes and reads what is there; closes the connection or hands it on when it is done.
   void advance(Waiting& waiting);
