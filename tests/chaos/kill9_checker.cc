@@ -570,21 +570,24 @@ void Run::consumer(int index, std::uint32_t partition) {
 std::optional<std::map<std::uint32_t, GroupPosition>> Run::group_positions() {
   auto answer = testing::http_get(port_, std::string("/stats?topic=") + kTopic);
   if (answer.status != 200) return std::nullopt;
-  auto stats = json::parse(answer.body, nullptr, false);
-  if (!stats.is_object() || !stats.contains("topics")) return std::nullopt;
   std::map<std::uint32_t, GroupPosition> positions;
-  for (const auto& topic : stats["topics"]) {
-    if (topic.value("name", "") != kTopic) continue;
-    for (const auto& partition : topic["partitions"]) {
-      GroupPosition position;
-      position.next_offset = partition.value("next_offset", std::uint64_t{0});
-      for (const auto& group : partition["groups"]) {
-        if (group.value("group", "") != kGroup) continue;
-        position.committed_offset = group.value("committed_offset", std::uint64_t{0});
-        position.inflight = group.value("inflight", std::uint64_t{0});
+  try {
+    const auto stats = json::parse(answer.body);
+    for (const auto& topic : stats.at("topics")) {
+      if (topic.at("name") != kTopic) continue;
+      for (const auto& partition : topic.at("partitions")) {
+        GroupPosition position;
+        position.next_offset = partition.at("next_offset").get<std::uint64_t>();
+        for (const auto& group : partition.value("groups", json::array())) {
+          if (group.at("group") != kGroup) continue;
+          position.committed_offset = group.at("committed_offset").get<std::uint64_t>();
+          position.inflight = group.at("inflight").get<std::uint64_t>();
+        }
+        positions[partition.at("partition").get<std::uint32_t>()] = position;
       }
-      positions[partition.value("partition", 0u)] = position;
     }
+  } catch (const json::exception&) {
+    return std::nullopt;
   }
   return positions;
 }
