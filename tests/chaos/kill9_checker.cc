@@ -667,7 +667,10 @@ void Run::plant_drop_last_line() {
 // complete lines of a three-line batch (libmq/docs/log_format.md), maybe with half of the third.
 // Recovery must cut it all; the check reports any of it that survives (uids "torn-...", never sent).
 void Run::tear_tail(std::mt19937_64& rng) {
+  // Every draw first, so that the schedule after this stays the same whatever the files hold.
   const auto p = std::uniform_int_distribution<std::uint32_t>(0, options_.partitions - 1)(rng);
+  const bool half_batch = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+  const double cut = std::uniform_real_distribution<double>(0, 1)(rng);
   const std::string path = data_dir_ + "/" + kTopic + "/partition-" + std::to_string(p) + ".log";
   std::ifstream in(path, std::ios::binary);
   const std::string text(std::istreambuf_iterator<char>(in), {});
@@ -693,14 +696,13 @@ void Run::tear_tail(std::mt19937_64& rng) {
            "\",\"pad\":\"" + std::string(40, 't') + "\"}}\n";
   };
   std::string tail;
-  const bool half_batch = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
-  if (half_batch) {
+  if (half_batch) {  // two complete lines and 0 to all but one byte of the third
     tail = line(next, next + 2) + line(next + 1, next + 2);
     const std::string third = line(next + 2, next + 2);
-    tail += third.substr(0, std::uniform_int_distribution<std::size_t>(0, third.size() - 1)(rng));
-  } else {
+    tail += third.substr(0, static_cast<std::size_t>(cut * static_cast<double>(third.size())));
+  } else {  // 1 to all but one byte of a record
     const std::string one = line(next, std::nullopt);
-    tail = one.substr(0, std::uniform_int_distribution<std::size_t>(1, one.size() - 1)(rng));
+    tail = one.substr(0, 1 + static_cast<std::size_t>(cut * static_cast<double>(one.size() - 1)));
   }
   std::ofstream(path, std::ios::binary | std::ios::app) << tail;
   ++torn_tails_;
@@ -805,12 +807,11 @@ int Run::execute() {
     if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.15) tear_tail(schedule);
     if (options_.plant_bug == "drop-last-line" && !planted_ && k >= plant_from) plant_drop_last_line();
     if (options_.plant_bug == "forget-acks" && !planted_ && k >= plant_from) plant_forget_acks();
-    // One restart in twenty is killed again while it starts (within the time the last start took to
-    // listen): a crash during recovery.
+    // One restart in twenty is killed again 0-250 ms after its spawn (a start takes about that long
+    // here to listen): a crash during recovery, or just after.
     std::string startup_kill;
     if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.05) {
-      const int start_us = restart_ms_.empty() ? 30000 : static_cast<int>(restart_ms_.back() * 1000);
-      const auto after = std::chrono::microseconds(std::uniform_int_distribution<int>(0, start_us)(schedule));
+      const auto after = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 250000)(schedule));
       if (!mqd_->start_and_kill(after)) {
         std::cerr << "mqd did not die of SIGKILL within 10 s" << std::endl;
         return 2;
