@@ -302,9 +302,11 @@ class HttpQueue final : public Queue {
       for (std::uint32_t p = 0; p < layout->partitions; ++p) partitions.push_back(p);
     }
     for (std::uint32_t p : partitions) {
-      if (p >= layout->partitions) {
-        return Status::not_found("topic \"" + std::string(topic) + "\" has no partition " +
-                                 std::to_string(p));
+      if (p < layout->partitions) continue;
+      // Beyond the count the map has: route() asks the brokers again before saying kNotFound.
+      if (auto where = directory_->route(topic, p);
+          !where.ok() && where.status().code() == ErrorCode::kNotFound) {
+        return where.status();
       }
     }
     return std::unique_ptr<Consumer>(std::make_unique<HttpConsumer>(directory_, std::string(topic), options,

@@ -62,7 +62,9 @@ struct ConsumeOptions {
 };
 
 // A consumer of one topic in one group. receive() is for one thread at a time; destroying the
-// Consumer gives its unacknowledged messages back to the group for redelivery.
+// Consumer gives its unacknowledged messages back to the group for redelivery (on Redis within
+// 1 s; what is not handed back by then comes back after the visibility timeout). An HTTP consumer
+// of every partition also reads partitions added to the topic later (mqd restarted with more).
 class MQ_EXPORT Consumer {
  public:
   virtual ~Consumer() = default;
@@ -70,8 +72,10 @@ class MQ_EXPORT Consumer {
   // kInvalidArgument) of them, or none when the timeout passes. A message received is in flight:
   // one held here unread past its visibility timeout is dropped (the group gets it again). Redeliveries come
   // before new messages of a partition. Fails on what retrying cannot fix (unknown topic, refused
-  // credentials) and with kShuttingDown when an in-process broker stops; an unreachable server is retried in
-  // the background (HTTP, Redis) and only shows as no messages.
+  // credentials, HTTP brokers that keep sending the partition elsewhere: kNotOwned) and with
+  // kShuttingDown when an in-process broker stops; an unreachable or stalled server is retried in
+  // the background (HTTP, Redis) and only shows as no messages. Returns within `timeout`, plus at
+  // most 0.5 s on Redis (a command that takes longer drops the connection).
   virtual Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
                                                        std::chrono::milliseconds timeout) = 0;
 };
