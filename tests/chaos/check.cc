@@ -314,7 +314,7 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
                              " by consumer " + std::to_string(stream.consumer) + " on a stream opened " +
                              at(stream.opened) + " (mqd incarnation >= " + std::to_string(stream.epoch_lo) + ")";
     const LogLine* line = line_at(d.partition, d.offset);
-    if ((line == nullptr || line->uid != d.uid || line->payload_hash != d.payload_hash)) {
+    if (line == nullptr || line->uid != d.uid || line->payload_hash != d.payload_hash) {
       report("delivered-not-in-log", "event " + d.id + " (" + where(d.partition, d.offset) + ", uid " + d.uid +
                                          ", " + seen + ") does not match the final log, which holds " +
                                          (line == nullptr ? std::string("nothing there")
@@ -323,7 +323,7 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
     }
     if (auto ack = first_ack.find(d.uid); ack != first_ack.end()) {
       const bool later_incarnation = stream.epoch_lo > ack->second.epoch_hi;
-      if ((later_incarnation || sent_after > ack->second.answered)) {
+      if (later_incarnation || sent_after > ack->second.answered) {
         report("redelivered-after-ack", "uid " + d.uid + " (" + where(d.partition, d.offset) + ") acked 200 at " +
                                             at(ack->second.answered) + " (mqd incarnation <= " +
                                             std::to_string(ack->second.epoch_hi) + "), then " + seen +
