@@ -61,8 +61,8 @@ struct Options {
 };
 
 const char* kUsage = R"(usage: kill9_checker [options]
-Drives produce (single, keyed, keyless, batches of 2-6 and now and then of 20-200) and consume/ack (short visibility timeouts, acks of one and of
-several ids) against a real mqd with FSYNC=always, kills it with SIGKILL at random moments, restarts it
+Drives produce (single, keyed, keyless, batches of 2-6 and now and then of 20-200) and consume/ack
+(short visibility timeouts, acks of one and of several ids) against a real mqd with FSYNC=always, kills it with SIGKILL at random moments, restarts it
 on the same port and data directory, then drains the group and checks the history against the logs:
 every produce answered 200 is in the log at its offset with its payload, offsets are contiguous, no
 payload is stored twice, batches are all or nothing, every delivery is a message of the final log, no
@@ -103,7 +103,9 @@ Options parse_options(int argc, char** argv) {
     char* end = nullptr;
     const double n = std::strtod(text.c_str(), &end);
     if (text.empty() || *end != '\0' || !(n >= low && n <= high)) {
-      usage_error(name + " wants a number from " + std::to_string(low) + " to " + std::to_string(high));
+      std::ostringstream range;
+      range << name << " wants a number from " << low << " to " << high;
+      usage_error(range.str());
     }
     return n;
   };
