@@ -64,11 +64,11 @@ const char* kUsage = R"(usage: kill9_checker [options]
 Drives produce (single, keyed, keyless, batches of 2-6 and now and then of 20-200) and consume/ack
 (short visibility timeouts, acks of one and of several ids) against a real mqd with FSYNC=always,
 kills it with SIGKILL at random moments (sometimes while it starts; sometimes a torn tail is appended
-before the restart), restarts it on the same port and data directory, then drains the group and checks the history against the logs:
-every produce answered 200 is in the log at its offset with its payload, offsets are contiguous, no
-payload is stored twice, batches are all or nothing, every delivery is a message of the final log, no
-message is delivered again after an ack of it was answered 200, and every message never acknowledged
-is delivered again until it is. Exit status 0: no violation (with --plant-bug: the bug was caught).
+before the restart), restarts it on the same port and data directory, then drains the group and
+checks the history against the logs: every produce answered 200 is in the log at its offset with its
+payload, offsets are contiguous, no payload is stored twice, batches are all or nothing, every
+delivery is a message of the final log, no message is delivered again after an ack of it was answered
+200, and every message never acknowledged is delivered again until it is. Exit status 0: no violation (with --plant-bug: the bug was caught).
   --seed N                   seed of the kill schedule and the workload (default: random, printed)
   --kills N                  SIGKILLs (default 20)
   --duration S               seconds over which the kills are spread (default 2 per kill)
