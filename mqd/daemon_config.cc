@@ -64,6 +64,13 @@ mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
   DaemonConfig config;
   config.library = std::move(library.value());
 
+  if (auto host = lookup("HOST")) {
+    // The address to listen on: 127.0.0.1 keeps mqd to this machine, :: or 0.0.0.0 all interfaces.
+    if (host->empty() || host->find_first_of(" \t/") != std::string::npos) {
+      return bad("HOST", *host, "expected an address to listen on, such as 127.0.0.1, 0.0.0.0 or ::");
+    }
+    config.host = *host;
+  }
   std::uint64_t port = static_cast<std::uint64_t>(config.port);
   if (auto s = read_number(lookup, "PORT", 1, 65535, port); !s.ok()) return s;
   config.port = static_cast<int>(port);

@@ -15,7 +15,7 @@ namespace mqd {
 
 struct DaemonConfig {
   mq::Config library;                          // TOPICS, DATA_DIR, BROKER_*, FSYNC*, MAX_PAYLOAD_BYTES, ...
-  std::string host = "0.0.0.0";                // listen address
+  std::string host = "0.0.0.0";                // HOST: listen address
   int port = 8080;                             // PORT
   std::vector<std::string> broker_addrs;       // BROKER_ADDRS, base URLs in broker index order
   std::size_t max_body_bytes = 16 << 20;       // MAX_BODY_BYTES

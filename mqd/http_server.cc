@@ -229,7 +229,7 @@ class HttpServer::Impl {
   // away (nothing large is held in memory, chunked bodies included) and answers 413. Reading to
   // the end keeps the connection usable: cpp-httplib 0.11.4 cannot close it from a handler, and
   // unread bytes would be taken for the next request.
-  mq::Result<std::string> read_body(const httplib::ContentReader& reader) {
+  mq::Result<std::string> read_body(const httplib::ContentReader& reader, httplib::Response& res) {
     std::string body;
     bool overflow = false;
     const bool complete = reader([&](const char* data, std::size_t length) {
@@ -245,12 +245,18 @@ class HttpServer::Impl {
       return mq::Status::payload_too_large("request body larger than MAX_BODY_BYTES (" +
                                            std::to_string(config_.max_body_bytes) + ")");
     }
-    if (!complete) return mq::Status::invalid_argument("the request body could not be read completely");
+    if (!complete) {
+      // The body could not be framed (a broken chunk, a short read): whatever follows on this
+      // connection cannot be told apart from the body, so it must not be taken for a next request
+      // (request smuggling). Answer and close.
+      res.set_header("Connection", "close");
+      return mq::Status::invalid_argument("the request body could not be read completely");
+    }
     return body;
   }
 
   void produce(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    auto body = read_body(reader);
+    auto body = read_body(reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto topic = required_name("topic", param(req, "topic"));
     if (!topic.ok()) return fail(res, topic.status());
@@ -356,7 +362,7 @@ class HttpServer::Impl {
   template <typename Parse, typename Act>
   void group_call(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
                   Parse parse, Act act) {
-    auto body = read_body(reader);
+    auto body = read_body(reader, res);
     if (!body.ok()) return fail(res, body.status());
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());

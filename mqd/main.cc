@@ -49,6 +49,7 @@ constexpr const char* kUsage = R"(usage: mqd [--help | --version]
 mqd serves libmq's durable topics, partitions and consumer groups over HTTP. It is configured by
 the environment only:
   PORT                   listen port (8080)
+  HOST                   listen address (0.0.0.0: all interfaces; 127.0.0.1: this machine only)
   DATA_DIR               where the logs live (./data); one mqd owns a directory at a time
   TOPICS                 topics and partition counts (events:8,orders:4,default:8)
   BROKER_INDEX, BROKER_COUNT, BROKER_ADDRS   split partitions across brokers (0, 1, unset)
@@ -152,16 +153,16 @@ int main(int argc, char** argv) {
   for (const auto& t : library.topics)
     topics += (topics.empty() ? "" : ",") + t.name + ":" + std::to_string(t.partitions);
   std::fprintf(stderr,
-               "mqd: listening on %s:%d, broker %u of %u, DATA_DIR=%s, TOPICS=%s, FSYNC=%s, "
+               "mqd: listening on %s://%s:%d, broker %u of %u, DATA_DIR=%s, TOPICS=%s, FSYNC=%s, "
                "VISIBILITY_TIMEOUT_MS=%lld, MAX_DELIVERIES=%u, MAX_CONNECTIONS=%zu, auth %s\n",
-               config->host.c_str(), config->port, library.broker.index, library.broker.count,
+               config->tls ? "https" : "http", config->host.c_str(), config->port, library.broker.index, library.broker.count,
                library.store.data_dir.c_str(), topics.c_str(), fsync_name(library.store.fsync),
                static_cast<long long>(library.groups.visibility_timeout.count()),
                library.groups.max_deliveries, config->max_connections, config->auth_token ? "on" : "off");
   if (!config->auth_token && (config->host == "0.0.0.0" || config->host == "::")) {
     std::fprintf(stderr,
                  "mqd: warning: listening on all interfaces with auth off: anyone who can reach port %d can "
-                 "produce, consume and acknowledge (set AUTH_TOKEN to require a token)\n",
+                 "produce, consume and acknowledge (set AUTH_TOKEN to require a token, or HOST=127.0.0.1)\n",
                  config->port);
   }
   const bool served = server.run();

@@ -189,6 +189,10 @@ mq::Result<std::vector<std::string>> parse_ack_body(std::string_view body) {
   if (!object.ok()) return object.status();
   std::vector<std::string> ids;
   simdjson::dom::element element;
+  simdjson::dom::element single;
+  if (!(*object)["ids"].get(element) && !(*object)["id"].get(single)) {
+    return bad_request("give \"id\" or \"ids\", not both");
+  }
   if (!(*object)["ids"].get(element)) {
     simdjson::dom::array array;
     if (element.get_array().get(array)) return bad_request("\"ids\" must be an array of strings");

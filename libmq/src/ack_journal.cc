@@ -190,6 +190,14 @@ Status AckJournal::compact(const GroupProgress& progress) {
   return open_log();
 }
 
+Status AckJournal::reopen_if_closed() {
+  if (log_) return {};
+  if (auto s = open_log(); !s.ok()) {
+    return Status(s.code(), label_ + ": the acknowledgement log could not be reopened: " + s.message());
+  }
+  return {};
+}
+
 std::uint64_t AckJournal::log_bytes() const { return log_ ? log_->positions().written : 0; }
 
 Status AckJournal::sync_if_behind() { return log_ ? log_->sync(/*only_if_behind=*/true) : Status(); }

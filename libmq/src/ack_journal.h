@@ -51,6 +51,10 @@ class AckJournal {
   // Replaces the log with a snapshot of `progress`, which must include every record written so
   // far; no record may be written meanwhile. Crash-safe at every step.
   Status compact(const GroupProgress& progress);
+  // A compaction that failed after the old log went (no descriptor, a full disk) leaves none open:
+  // this opens a new one. Not thread-safe, like compact(). is_open() may run beside record_*.
+  Status reopen_if_closed();
+  bool is_open() const { return log_ != nullptr; }
   // Bytes in the log since the last compaction.
   std::uint64_t log_bytes() const;
   Status sync_if_behind();

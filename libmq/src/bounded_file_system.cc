@@ -47,7 +47,9 @@ class BoundedFileSystem::PooledFile final : public File {
     std::unique_lock lock(use_mutex_, std::try_to_lock);
     if (!lock.owns_lock() || !inner_) return false;
     const std::uint64_t covered = changes_.load();
-    if (synced_.load() != covered) {
+    // An index is a shortcut that every open checks and rebuilds when wrong: losing its unsynced
+    // bytes (or a write error on them) costs nothing, so it is closed without a sync.
+    if (synced_.load() != covered && !path_.ends_with(".index")) {
       // Closing an unsynced descriptor could lose a write error with it (a later descriptor's
       // fsync does not report it): sync now, and keep it open if that fails, so the error surfaces.
       if (!inner_->sync().ok()) return false;
@@ -103,7 +105,57 @@ std::shared_ptr<BoundedFileSystem> BoundedFileSystem::make(std::shared_ptr<FileS
       new BoundedFileSystem(std::move(base), std::max<std::size_t>(2, max_open)));
 }
 
+namespace {
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? std::string(".") : path.substr(0, slash == 0 ? 1 : slash);
+}
+}  // namespace
+
+void BoundedFileSystem::entries_changed(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  synced_directories_.erase(parent_of(path));
+}
+
+Status BoundedFileSystem::create_directories(const std::string& path) {
+  if (base_->exists(path)) return base_->create_directories(path);  // creates nothing: no new entry
+  {
+    // Every directory on the way may get a new entry.
+    std::lock_guard lock(mutex_);
+    for (std::string p = path; p.size() > 1 && p != "."; p = parent_of(p)) {
+      synced_directories_.erase(p);
+      synced_directories_.erase(parent_of(p));
+    }
+  }
+  return base_->create_directories(path);
+}
+
+Status BoundedFileSystem::sync_directory(const std::string& path) {
+  {
+    std::lock_guard lock(mutex_);
+    if (synced_directories_.contains(path)) return {};
+  }
+  Status s = base_->sync_directory(path);
+  if (s.ok()) {
+    std::lock_guard lock(mutex_);
+    synced_directories_.insert(path);
+  }
+  return s;
+}
+
+Status BoundedFileSystem::remove(const std::string& path) {
+  entries_changed(path);
+  return base_->remove(path);
+}
+
+Status BoundedFileSystem::rename(const std::string& from, const std::string& to) {
+  entries_changed(from);
+  entries_changed(to);
+  return base_->rename(from, to);
+}
+
 Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {
+  if (!base_->exists(path)) entries_changed(path);  // it will be created
   // Open now, so that an unopenable path fails here as with any FileSystem.
   auto file = base_->open(path);
   if (!file.ok()) return file.status();

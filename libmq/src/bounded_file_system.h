@@ -9,6 +9,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "mq/file_system.h"
@@ -21,14 +22,17 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   static std::shared_ptr<BoundedFileSystem> make(std::shared_ptr<FileSystem> base, std::size_t max_open);
 
   Result<std::unique_ptr<File>> open(const std::string& path) override;
-  Status create_directories(const std::string& path) override { return base_->create_directories(path); }
-  Status sync_directory(const std::string& path) override { return base_->sync_directory(path); }
+  Status create_directories(const std::string& path) override;
+  // Skipped when this file system synced `path` before and created, renamed or removed nothing in
+  // it since: opening thousands of group journals at start must not sync the same parents again
+  // and again.
+  Status sync_directory(const std::string& path) override;
   Result<std::vector<std::string>> list_directory(const std::string& path) override {
     return base_->list_directory(path);
   }
   bool exists(const std::string& path) override { return base_->exists(path); }
-  Status remove(const std::string& path) override { return base_->remove(path); }
-  Status rename(const std::string& from, const std::string& to) override { return base_->rename(from, to); }
+  Status remove(const std::string& path) override;
+  Status rename(const std::string& from, const std::string& to) override;
 
   // Descriptors open right now (for tests).
   std::size_t open_count() const;
@@ -43,11 +47,14 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   // beyond the bound.
   void touched(PooledFile* file, bool newly_open);
   void forget(PooledFile* file);
+  // The directory holding `path` may have new entries: its next sync_directory is not skipped.
+  void entries_changed(const std::string& path);
 
   const std::shared_ptr<FileSystem> base_;
   const std::size_t max_open_;
   mutable std::mutex mutex_;
   std::list<PooledFile*> open_;  // GUARDED_BY(mutex_): files holding a descriptor, most recent first
+  std::set<std::string> synced_directories_;  // GUARDED_BY(mutex_): with no change since their sync
 };
 
 }  // namespace mq::detail

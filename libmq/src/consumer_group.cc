@@ -299,6 +299,16 @@ Status ConsumerGroup::acknowledge_durably(std::span<const std::uint64_t> offsets
   fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
   newly = 0;
   if (fresh.empty()) return {};  // acknowledging twice is not an error, and needs no record
+  bool closed = false;
+  {
+    std::shared_lock journal_lock(journal_mutex_);
+    closed = !journal_->is_open();
+  }
+  if (closed) {
+    // A failed compaction left no log: open a new one rather than fail every ack until a restart.
+    std::unique_lock journal_lock(journal_mutex_);
+    if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
+  }
   {
     std::shared_lock journal_lock(journal_mutex_);
     // Durable first: an acknowledgement that is answered must survive a crash.
@@ -348,7 +358,8 @@ void ConsumerGroup::compact_if_large() {
     std::lock_guard lock(mutex_);
     snapshot = progress_;
   }
-  // A failed compaction leaves the old snapshot and log in place; the next ack tries again.
+  // A failed compaction leaves the old snapshot (and the old log, or none, which the next ack
+  // opens again); the next ack tries again.
   (void)journal_->compact(snapshot);
 }
 

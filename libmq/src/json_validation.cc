@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 namespace mq::detail {
@@ -28,8 +30,9 @@ class SlowWalker final : public nlohmann::json_sax<json> {
   bool end_array() override { return close(); }
   bool key(string_t& k) override {
     if (depth_ == 1) {
+      // The first of duplicate keys counts, as with simdjson and the record's offset prefix.
+      current_is_first_ = fields_.try_emplace(k).second;
       current_key_ = k;
-      fields_[k];  // present, even if its value is a container
     }
     return true;
   }
@@ -50,7 +53,7 @@ class SlowWalker final : public nlohmann::json_sax<json> {
     return true;
   }
   bool scalar(TopLevelValue value) {
-    if (depth_ == 1 && root_is_object_) fields_[current_key_] = std::move(value);
+    if (depth_ == 1 && root_is_object_ && current_is_first_) fields_[current_key_] = std::move(value);
     return true;
   }
 
@@ -58,11 +61,73 @@ class SlowWalker final : public nlohmann::json_sax<json> {
   std::size_t depth_ = 0;
   bool root_is_object_ = false;
   std::string current_key_;
+  bool current_is_first_ = false;
   std::map<std::string, TopLevelValue, std::less<>> fields_;
 };
 
+// True when `t` is exactly one number of JSON's grammar.
+bool is_json_number(std::string_view t) {
+  auto digits = [&](std::size_t& i) {
+    const std::size_t start = i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') ++i;
+    return i > start;
+  };
+  std::size_t i = 0;
+  if (i < t.size() && t[i] == '-') ++i;
+  if (i < t.size() && t[i] == '0') {
+    ++i;
+  } else if (!digits(i)) {
+    return false;
+  }
+  if (i < t.size() && t[i] == '.' && !digits(++i)) return false;
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
+    if (!digits(i)) return false;
+  }
+  return i == t.size();
+}
+
+// JSON numbers have no size limit, but nlohmann refuses those beyond a double (an integer of 400
+// digits, 1e400): each such number (valid by JSON's grammar) is replaced by 0 for the walk. Its
+// text is what gets stored, untouched; only the validation sees the 0.
+std::string tame_huge_numbers(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size();) {
+    const char c = text[i];
+    if (in_string) {
+      out.push_back(c);
+      if (c == '\\' && i + 1 < text.size()) {
+        out.push_back(text[i + 1]);
+        i += 2;
+        continue;
+      }
+      in_string = c != '"';
+      ++i;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    if (c != '-' && (c < '0' || c > '9')) {
+      out.push_back(c);
+      ++i;
+      continue;
+    }
+    std::size_t end = i;
+    while (end < text.size() && std::string_view("0123456789+-.eE").find(text[end]) != std::string_view::npos)
+      ++end;
+    const std::string token(text.substr(i, end - i));
+    const double value = std::strtod(token.c_str(), nullptr);
+    out += is_json_number(token) && !std::isfinite(value) ? std::string("0") : token;
+    i = end;
+  }
+  return out;
+}
+
 bool walk_slowly(std::string_view text, SlowWalker& walker) {
-  return json::sax_parse(text.begin(), text.end(), &walker, json::input_format_t::json, /*strict=*/true);
+  const std::string tamed = tame_huge_numbers(text);
+  return json::sax_parse(tamed.begin(), tamed.end(), &walker, json::input_format_t::json, /*strict=*/true);
 }
 
 }  // namespace

@@ -142,8 +142,25 @@ Status write_index(File& index, const std::vector<IndexEntry>& entries, bool rew
   }
   for (const auto& e : entries) encode_index_entry(bytes, e);
   if (bytes.empty()) return {};
-  if (auto s = index.append(bytes); !s.ok()) return s;
-  return index.sync();
+  // Not synced: the index is a shortcut that every open checks against the log (and synced when
+  // its partition closes); a sync here cost every group journal an fdatasync at each start.
+  return index.append(bytes);
+}
+
+// Copies log bytes [from, size) to a new file at `path`, synced, before recovery cuts them.
+Status keep_damaged_bytes(const File& log, std::uint64_t size, std::uint64_t from, FileSystem& fs,
+                          const std::string& path) {
+  if (auto s = fs.remove(path); !s.ok()) return s;
+  auto copy = fs.open(path);
+  if (!copy.ok()) return copy.status();
+  std::string chunk;
+  for (std::uint64_t position = from; position < size; position += chunk.size()) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(kScanChunkBytes, size - position));
+    if (auto s = log.read(position, want, chunk); !s.ok()) return s;
+    if (chunk.empty()) break;
+    if (auto s = (*copy)->append(chunk); !s.ok()) return s;
+  }
+  return (*copy)->sync();
 }
 
 }  // namespace
@@ -157,7 +174,7 @@ void write_recovery_line(const StoreOptions& options, const std::string& line) {
 }
 
 Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_path, RecoveryMode mode,
-                                 std::size_t index_interval_bytes) {
+                                 std::size_t index_interval_bytes, FileSystem* fs) {
   RecoveredLog recovered;
   auto log_size = log.size();
   if (!log_size.ok()) return log_size.status();
@@ -210,6 +227,14 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
     if (mode == RecoveryMode::kStrict && scan->intact_records_after_damage > 0) {
       return Status::corruption(log_path + ": damaged record at byte " + std::to_string(scan->good_position) +
                                 " is followed by intact records; refusing to open in strict recovery mode");
+    }
+    if (fs != nullptr && scan->intact_records_after_damage > 0) {
+      const std::string kept = log_path + ".damaged-" + std::to_string(scan->good_offset);
+      if (auto s = keep_damaged_bytes(log, *log_size, scan->good_position, *fs, kept); !s.ok()) {
+        return Status(s.code(), "cannot keep the damaged part of " + log_path + " in " + kept +
+                                    " before cutting it: " + s.message());
+      }
+      recovered.report.damaged_bytes_kept_in = kept;
     }
     if (auto s = log.truncate(scan->good_position); !s.ok()) return s;
     if (auto s = log.sync(); !s.ok()) return s;

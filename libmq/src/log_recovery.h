@@ -22,8 +22,10 @@ struct RecoveredLog {
 
 // Recovers the log in `log` (its path `log_path` for messages) with the help of `index`, which it
 // rewrites or extends. kCorruption when `mode` is kStrict and intact records follow damage.
+// With `fs`, bytes cut off that held intact records (damage in the middle, not a torn tail) are first
+// copied to <log_path>.damaged-<offset>, so that an operator can still get at them.
 Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_path, RecoveryMode mode,
-                                 std::size_t index_interval_bytes);
+                                 std::size_t index_interval_bytes, FileSystem* fs = nullptr);
 
 // Hands one line about what recovery did to options.recovery_log, or to stderr when none is set.
 void write_recovery_line(const StoreOptions& options, const std::string& line);

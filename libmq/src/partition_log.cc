@@ -42,7 +42,8 @@ void report_recovery(const StoreOptions& options, const std::string& path, const
                      std::to_string(report.damage_offset) + " on)";
   line += report.intact_records_dropped > 0
               ? "; " + std::to_string(report.intact_records_dropped) +
-                    " intact records followed the damage and were dropped with it"
+                    " intact records followed the damage and were dropped with it (the cut bytes are kept in " +
+                    report.damaged_bytes_kept_in + ")"
               : " (a torn tail: no intact record followed)";
   detail::write_recovery_line(options, line);
 }
@@ -63,7 +64,7 @@ Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const S
     if (auto s = sync_directories_up_to(fs, options.data_dir, dir); !s.ok()) return s;
   }
   auto recovered =
-      detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes);
+      detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes, &fs);
   if (!recovered.ok()) return recovered.status();
   report_recovery(options, path, recovered->report);
   return std::make_unique<PartitionLog>(std::move(topic), index, options, std::move(log.value()),

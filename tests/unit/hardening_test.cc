@@ -84,7 +84,21 @@ TEST_CASE("An integer beyond 64 bits that the write path accepts survives every 
 }
 
 TEST_CASE("Payloads nest up to the documented depth, and what is accepted is recovered") {
-  CHECK_FALSE(Payload::parse("1e400").ok());  // beyond double: refused at the edge, not stored
+  // Numbers of any size (JSON sets no limit), and duplicate keys, read the same by both parsers.
+  TempDir numbers;
+  {
+    auto store = open_store(numbers.path());
+    Partition& p = open_partition(*store);
+    append_ok(p, message("{\"long\":" + std::string(5000, '9') + ",\"huge\":1e400,\"tiny\":-1E-99999}"));
+    append_ok(p, message("[1" + std::string(400, '0') + ".0]"));
+  }
+  fs::remove(numbers.path() + "/events/partition-0.index");
+  {
+    auto store = open_store(numbers.path());
+    CHECK(open_partition(*store).next_offset() == 2);
+  }
+  CHECK_FALSE(Payload::parse("[1e]").ok());
+  CHECK_FALSE(Payload::parse("[01" + std::string(400, '0') + "]").ok());
   CHECK_FALSE(Payload::parse(nested(1001)).ok());
   TempDir dir;
   {
@@ -129,6 +143,10 @@ TEST_CASE("Recovery that cuts intact records says so, with how many") {
   CHECK(lines[0].find("partition-0.log") != std::string::npos);
   CHECK(lines[0].find("3 intact records") != std::string::npos);
   CHECK(lines[0].find("offset 1") != std::string::npos);
+  // The cut bytes are kept beside the log for an operator.
+  const std::string kept = dir.path() + "/events/partition-0.log.damaged-1";
+  CHECK((*p)->recovery_report().damaged_bytes_kept_in == kept);
+  CHECK(file_contents(kept).find(R"({"n":4})") != std::string::npos);
 }
 
 TEST_CASE("A group is never ahead of the recovered log, and new messages at reused offsets reach it") {

@@ -24,6 +24,7 @@ struct RecoveryReport {
   std::uint64_t intact_records_dropped = 0;  // how many complete, valid records followed the damage
   std::uint64_t damage_position = 0;         // where the log was cut (byte), when truncated_bytes > 0
   std::uint64_t damage_offset = 0;           // the offset the first dropped record would have had
+  std::string damaged_bytes_kept_in;         // where the cut bytes were copied, when intact records were among them
   bool index_rebuilt = false;                // the offset index was missing or untrustworthy
   bool index_write_failed = false;           // it could not be written (full disk): rebuilt at the next open
   std::uint64_t scanned_bytes = 0;           // log bytes read to recover (the tail after the index)
