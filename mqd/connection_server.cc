@@ -61,6 +61,13 @@ bool ConnectionServer::process_and_close_socket(socket_t socket) {
 }
 
 void ConnectionServer::serve(const std::shared_ptr<Connection>& connection) {
+  struct Busy {
+    std::atomic<std::size_t>& count;
+    explicit Busy(std::atomic<std::size_t>& c) : count(c) { ++count; }
+    ~Busy() { --count; }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+  } busy(*options_.busy_connections);
   const std::chrono::milliseconds write_timeout =
       std::chrono::seconds(write_timeout_sec_) +
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::microseconds(write_timeout_usec_));

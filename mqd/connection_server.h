@@ -32,6 +32,10 @@ struct ConnectionOptions {
   // Connections from accept to close (503 beyond MAX_CONNECTIONS is decided from it).
   std::shared_ptr<std::atomic<std::size_t>> open_connections = std::make_shared<std::atomic<std::size_t>>(0);
   TlsContext tls;  // null: plain HTTP
+  // Connections being served by a worker (a request head arrived, or an event stream is open):
+  // MAX_CONNECTIONS is decided from this, so that connections still sending their head, or idle
+  // between requests, can never make a produce or ack of another client wait or be refused.
+  std::shared_ptr<std::atomic<std::size_t>> busy_connections = std::make_shared<std::atomic<std::size_t>>(0);
 };
 
 class ConnectionServer : public httplib::Server {

@@ -57,7 +57,7 @@ class HttpServer::Impl {
         broker_(broker),
         open_connections_(std::make_shared<std::atomic<std::size_t>>(0)),
         server_(ConnectionOptions{config.request_timeout, config.max_connections + kSpareThreads,
-                                  open_connections_, config.tls}) {
+                                  std::make_shared<std::atomic<std::size_t>>(0), config.tls, open_connections_}) {
     tune();
     route();
   }
@@ -175,6 +175,8 @@ class HttpServer::Impl {
 
   // The connection cap, the method and the token, checked once before any route.
   bool admit(const httplib::Request& req, httplib::Response& res) {
+    // Connections being served (streams included); those still sending their head or idle between
+    // requests cost no worker and are cut by REQUEST_TIMEOUT_MS and the keep-alive timeout instead.
     if (open_connections_->load() > config_.max_connections) {
       res.set_header("Connection", "close");
       send_json(res, 503,
@@ -457,7 +459,7 @@ class HttpServer::Impl {
 
   const DaemonConfig& config_;
   mq::Broker& broker_;
-  const std::shared_ptr<std::atomic<std::size_t>> open_connections_;
+  const std::shared_ptr<std::atomic<std::size_t>> open_connections_;  // busy ones: see ConnectionOptions
   std::atomic<bool> stopping_{false};
   socket_t listen_socket_ = -1;
   ConnectionServer server_;  // connections, timeouts, pipelining, TLS
