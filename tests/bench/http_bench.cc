@@ -49,7 +49,6 @@
 #include <vector>
 
 #include "bench_support.h"
-#include "connection_pool.h"
 #include "mqd_process.h"
 
 namespace {
@@ -253,7 +252,7 @@ using mq::testing::port_accepts;
 // handler that does nothing but answer.
 class TrivialServer {
  public:
-  TrivialServer() : open_connections_(std::make_shared<std::atomic<std::size_t>>(0)) {
+  TrivialServer() {
     server_.set_tcp_nodelay(true);
     server_.set_keep_alive_max_count(1'000'000);
     server_.set_socket_options([this](socket_t socket) {
@@ -261,9 +260,8 @@ class TrivialServer {
       ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
       listen_socket_ = socket;  // only the listening socket passes through here
     });
-    server_.new_task_queue = [this] {
-      return new mqd::ConnectionPool(kTrivialMaxThreads, open_connections_);
-    };
+    // A plain thread per connection (mqd's own connection layer is what is measured against it).
+    server_.new_task_queue = [] { return new httplib::ThreadPool(kTrivialMaxThreads); };
     server_.Post("/produce", [](const httplib::Request&, httplib::Response& res) {
       res.status = 200;
       res.set_content(std::string(kTrivialAnswer), "application/json");
@@ -283,7 +281,6 @@ class TrivialServer {
   int port() const { return port_; }
 
  private:
-  std::shared_ptr<std::atomic<std::size_t>> open_connections_;
   socket_t listen_socket_ = -1;
   httplib::Server server_;
   int port_ = -1;
