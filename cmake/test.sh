@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs every test of the project (the README's test command; .ci/run runs it too).
-#   1. an AddressSanitizer+UBSan tree and a ThreadSanitizer tree (-O1, libmq and its tests only);
+#   1. an AddressSanitizer+UBSan tree (-O1: libmq, mqd and the in-process tests; the main tree's end-to-end
+#      tests run against its mqd) and a ThreadSanitizer tree (libmq and the tests where threads meet);
 #   2. a clang tree of libFuzzer targets (tests/fuzz: libmq and mqd's parsers, ASan+UBSan);
 #   3. the main tree with -Wall -Wextra -Werror: libmq, mqd, tests, benchmarks, examples.
 # The main tree's ctest runs its own tests, the sanitizer trees' test programs and each fuzz target
@@ -19,7 +20,7 @@ configure() {
     { cat "$dir.configure.log"; exit 1; }
 }
 mkdir -p "$root"
-configure "$root/asan" -DMQ_SANITIZE=address -DMQ_BUILD_BENCH=OFF
+configure "$root/asan" -DMQ_SANITIZE=address -DMQ_BUILD_BENCH=OFF -DMQ_BUILD_E2E_TESTS=OFF
 configure "$root/tsan" -DMQ_SANITIZE=thread -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
 # The fuzz tree is the only clang build: its warnings are shown, the gcc trees enforce them.
 configure "$root/fuzz" -DCMAKE_CXX_COMPILER=clang++ -DMQ_FUZZ=ON -DMQ_WERROR=OFF -DMQ_BUILD_TESTS=OFF \
