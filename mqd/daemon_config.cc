@@ -1,5 +1,7 @@
 #include "daemon_config.h"
 
+#include "common/decimal.h"
+
 #include <charconv>
 
 namespace mqd {
@@ -15,14 +17,12 @@ mq::Status read_number(const mq::EnvLookup& lookup, std::string_view name, std::
                        std::uint64_t max, std::uint64_t& out) {
   auto value = lookup(name);
   if (!value) return {};
-  std::uint64_t number = 0;
-  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), number);
-  if (value->empty() || ec != std::errc() || end != value->data() + value->size() || number < min ||
-      number > max) {
+  auto number = mq::detail::parse_decimal(*value, min, max);
+  if (!number) {
     return bad(name, *value,
                "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
   }
-  out = number;
+  out = *number;
   return {};
 }
 

@@ -8,8 +8,7 @@
 
 namespace mqd {
 
-// The HTTP status for `code`: invalid 400, not found 404, conflict 409, too large 413, not owned
-// 421, shutting down 503, corruption and I/O 500.
+// The HTTP status for `code`, from the protocol's one table (mq::http::status_of).
 int http_status_of(mq::ErrorCode code);
 
 // {"error": <message>} plus, for kNotOwned, "owner" and (when `broker_addrs` is known) "owner_url".

@@ -11,6 +11,7 @@
 #include "connection_server.h"
 #include "error_responses.h"
 #include "request_parsing.h"
+#include "protocol/http_protocol.h"
 #include "wire_format.h"
 
 namespace mqd {
@@ -26,9 +27,10 @@ constexpr std::chrono::milliseconds kStreamPoll{250};
 // Threads beyond MAX_CONNECTIONS, so that connections over the cap still get their 503.
 constexpr std::size_t kSpareThreads = 64;
 
-Param param(const httplib::Request& req, const char* name) {
-  if (!req.has_param(name)) return std::nullopt;
-  return req.get_param_value(name);
+Param param(const httplib::Request& req, std::string_view name) {
+  const std::string key(name);
+  if (!req.has_param(key)) return std::nullopt;
+  return req.get_param_value(key);
 }
 
 // Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
@@ -97,25 +99,19 @@ class HttpServer::Impl {
       return admit(req, res) ? httplib::Server::HandlerResponse::Unhandled
                              : httplib::Server::HandlerResponse::Handled;
     });
-    server_.Post("/produce", [this](const httplib::Request& req, httplib::Response& res,
-                                    const httplib::ContentReader& reader) { produce(req, res, reader); });
-    server_.Get("/consume",
-                [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
-    server_.Post("/ack", [this](const httplib::Request& req, httplib::Response& res,
-                                const httplib::ContentReader& reader) { ack(req, res, reader); });
-    server_.Post("/nack", [this](const httplib::Request& req, httplib::Response& res,
-                                 const httplib::ContentReader& reader) { nack(req, res, reader); });
-    server_.Post("/touch", [this](const httplib::Request& req, httplib::Response& res,
-                                  const httplib::ContentReader& reader) { touch(req, res, reader); });
-    server_.Get("/topics", [this](const httplib::Request&, httplib::Response& res) { topics(res); });
-    server_.Get("/stats", [this](const httplib::Request& req, httplib::Response& res) { stats(req, res); });
-    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, R"({"status":"ok"})");
-    });
-    server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
-    refuse_other_methods({"/produce", "/ack", "/nack", "/touch"}, /*allowed_is_post=*/true);
-    refuse_other_methods({"/consume", "/topics", "/stats", "/healthz", "/metrics"},
-                         /*allowed_is_post=*/false);
+    // Each route of the protocol (mq::http::kRoutes) bound to its handler; every other method on it
+    // is a 405 (admit() answers it before routing).
+    namespace path = mq::http::path;
+    post(path::kProduce, &HttpServer::Impl::produce);
+    post(path::kAck, &HttpServer::Impl::ack);
+    post(path::kNack, &HttpServer::Impl::nack);
+    post(path::kTouch, &HttpServer::Impl::touch);
+    get(path::kConsume, [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
+    get(path::kTopics, [this](const httplib::Request&, httplib::Response& res) { topics(res); });
+    get(path::kStats, [this](const httplib::Request& req, httplib::Response& res) { stats(req, res); });
+    get(path::kHealthz,
+        [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, R"({"status":"ok"})"); });
+    get(path::kMetrics, [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
 
     // The library's own error responses (404 for unknown paths, 413, 400 for unparsable requests)
     // have empty bodies; every error here is JSON.
@@ -142,35 +138,16 @@ class HttpServer::Impl {
         });
   }
 
-  void refuse_other_methods(std::initializer_list<const char*> paths, bool allowed_is_post) {
-    for (const char* path : paths) {
-      auto refuse = [](const httplib::Request& req, httplib::Response& res) {
-        send_json(res, 405, error_json("method " + req.method + " is not allowed on " + req.path));
-      };
-      if (allowed_is_post) {
-        server_.Get(path, refuse);
-      } else {
-        server_.Post(path, refuse);
-      }
-      server_.Put(path, refuse);
-      server_.Delete(path, refuse);
-      server_.Patch(path, refuse);
-      server_.Options(path, refuse);
-    }
+  using BodyHandler = void (HttpServer::Impl::*)(const httplib::Request&, httplib::Response&,
+                                                 const httplib::ContentReader&);
+  void post(std::string_view path, BodyHandler handler) {
+    server_.Post(std::string(path), [this, handler](const httplib::Request& req, httplib::Response& res,
+                                                     const httplib::ContentReader& reader) {
+      (this->*handler)(req, res, reader);
+    });
   }
-
-  // The method each known route takes. Checked before routing because cpp-httplib 0.11.4 answers
-  // a POST or PUT without a body 400 before any route sees it.
-  static std::optional<std::string_view> method_of(const std::string& path) {
-    static constexpr std::pair<std::string_view, std::string_view> kRoutes[] = {
-        {"/produce", "POST"}, {"/ack", "POST"},    {"/nack", "POST"},
-        {"/touch", "POST"},   {"/consume", "GET"}, {"/topics", "GET"},
-        {"/stats", "GET"},    {"/healthz", "GET"}, {"/metrics", "GET"},
-    };
-    for (const auto& [route, method] : kRoutes) {
-      if (path == route) return method;
-    }
-    return std::nullopt;
+  void get(std::string_view path, httplib::Server::Handler handler) {
+    server_.Get(std::string(path), std::move(handler));
   }
 
   // The connection cap, the method and the token, checked once before any route.
@@ -191,14 +168,16 @@ class HttpServer::Impl {
     }
     // Auth before anything that depends on the request: an unauthenticated client learns nothing,
     // not even which methods a route takes.
-    if (config_.auth_token && req.path != "/healthz" && !authenticated(req)) {
+    if (config_.auth_token && req.path != mq::http::path::kHealthz && !authenticated(req)) {
       res.set_header("WWW-Authenticate", "Bearer");
       res.set_header("Connection", "close");  // the request body, if any, was not read
       send_json(res, 401, error_json("missing or wrong bearer token (Authorization: Bearer <token>)"));
       return false;
     }
-    if (auto method = method_of(req.path); method && req.method != *method && !head_allowed(req, *method)) {
-      res.set_header("Allow", std::string(*method));
+    if (auto route_method = mq::http::method_of(req.path)) {
+      const auto method = mq::http::to_string(*route_method);
+      if (req.method == method || head_allowed(req, method)) return true;
+      res.set_header("Allow", std::string(method));
       send_json(res, 405, error_json("method " + req.method + " is not allowed on " + req.path));
       return false;
     }
@@ -217,7 +196,7 @@ class HttpServer::Impl {
   // HEAD is GET without the body, except on /consume: there a GET opens a subscription (and may
   // create a group), which a HEAD must not.
   static bool head_allowed(const httplib::Request& req, std::string_view method) {
-    return req.method == "HEAD" && method == "GET" && req.path != "/consume";
+    return req.method == "HEAD" && method == "GET" && req.path != mq::http::path::kConsume;
   }
 
   void fail(httplib::Response& res, const mq::Status& status) {
@@ -260,9 +239,9 @@ class HttpServer::Impl {
   void produce(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     auto body = read_body(reader, res);
     if (!body.ok()) return fail(res, body.status());
-    auto topic = required_name("topic", param(req, "topic"));
+    auto topic = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
     if (!topic.ok()) return fail(res, topic.status());
-    auto partition = optional_partition(param(req, "partition"));
+    auto partition = optional_partition(param(req, mq::http::param::kPartition));
     if (!partition.ok()) return fail(res, partition.status());
     auto parsed = parse_produce_body(*body);
     if (!parsed.ok()) return fail(res, parsed.status());
@@ -294,11 +273,11 @@ class HttpServer::Impl {
     std::string group;
   };
   mq::Result<GroupTarget> group_target(const httplib::Request& req) {
-    auto topic = required_name("topic", param(req, "topic"));
+    auto topic = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
     if (!topic.ok()) return topic.status();
-    auto partition = required_partition(param(req, "partition"));
+    auto partition = required_partition(param(req, mq::http::param::kPartition));
     if (!partition.ok()) return partition.status();
-    auto group = required_name("group", param(req, "group"));
+    auto group = required_name(mq::http::param::kGroup, param(req, mq::http::param::kGroup));
     if (!group.ok()) return group.status();
     return GroupTarget{*topic, *partition, *group};
   }
@@ -313,8 +292,8 @@ class HttpServer::Impl {
   void consume(const httplib::Request& req, httplib::Response& res) {
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
-    auto options = subscribe_options(param(req, "visibility_timeout_ms"), param(req, "max_inflight"),
-                                     param(req, "from"));
+    auto options = subscribe_options(param(req, mq::http::param::kVisibilityTimeoutMs), param(req, mq::http::param::kMaxInflight),
+                                     param(req, mq::http::param::kFrom));
     if (!options.ok()) return fail(res, options.status());
     auto subscription = broker_.subscribe(target->topic, target->partition, target->group, *options);
     if (!subscription.ok()) return fail(res, subscription.status());
@@ -402,24 +381,25 @@ class HttpServer::Impl {
   }
 
   void topics(httplib::Response& res) {
+    namespace field = mq::http::field;
     json topics = json::array();
     for (const mq::TopicInfo& topic : broker_.topics()) {
-      topics.push_back({{"name", topic.name}, {"partitions", topic.partitions}, {"owned", topic.owned}});
+      topics.push_back({{field::kName, topic.name}, {field::kPartitions, topic.partitions}, {field::kOwned, topic.owned}});
     }
     const mq::BrokerIdentity identity = broker_.config().broker;
     send_json(res, 200,
-              json{{"broker", {{"index", identity.index}, {"count", identity.count}}},
-                   {"brokers", config_.broker_addrs},
+              json{{field::kBroker, {{field::kIndex, identity.index}, {field::kCount, identity.count}}},
+                   {field::kBrokers, config_.broker_addrs},
                    // Clients that do not set a visibility timeout get this one (VISIBILITY_TIMEOUT_MS).
-                   {"visibility_timeout_ms", broker_.config().groups.visibility_timeout.count()},
-                   {"topics", topics}}
+                   {field::kVisibilityTimeoutMs, broker_.config().groups.visibility_timeout.count()},
+                   {field::kTopics, topics}}
                   .dump());
   }
 
   void stats(const httplib::Request& req, httplib::Response& res) {
     std::optional<std::string> topic;
-    if (req.has_param("topic")) {
-      auto name = required_name("topic", param(req, "topic"));
+    if (req.has_param(std::string(mq::http::param::kTopic))) {
+      auto name = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
       if (!name.ok()) return fail(res, name.status());
       topic = *name;
     }

@@ -22,11 +22,6 @@
 
 namespace {
 
-std::optional<std::string> getenv_lookup(std::string_view name) {
-  const char* value = std::getenv(std::string(name).c_str());
-  return value ? std::optional<std::string>(value) : std::nullopt;
-}
-
 int fail(const std::string& line) {
   std::fprintf(stderr, "mqd: %s\n", line.c_str());
   return 1;
@@ -120,7 +115,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
-  auto config = mqd::daemon_config_from_env(getenv_lookup);
+  auto config = mqd::daemon_config_from_env(mq::process_environment);
   if (!config.ok()) return fail("invalid configuration: " + config.status().message());
   auto broker = mq::Broker::open(config->library);
   if (!broker.ok()) {

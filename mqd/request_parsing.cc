@@ -4,20 +4,22 @@
 
 #include <charconv>
 
-#include "json_validation.h"
+#include "common/decimal.h"
+#include "common/names.h"
+#include "common/json_validation.h"
+#include "protocol/http_protocol.h"
 #include "mq/options.h"
 
 namespace mqd {
+
+namespace field = mq::http::field;
+
 namespace {
 
 mq::Status bad_request(std::string reason) { return mq::Status::invalid_argument(std::move(reason)); }
 
 std::optional<std::uint64_t> whole_number(std::string_view text, std::uint64_t max) {
-  std::uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value > max)
-    return std::nullopt;
-  return value;
+  return mq::detail::parse_decimal(text, 0, max);
 }
 
 // The whole body must be one valid JSON document: validated once here, so that the values taken out
@@ -39,14 +41,14 @@ mq::Result<mq::Message> read_message(simdjson::ondemand::object object, std::str
     if (field.unescaped_key().get(name)) return bad_request("malformed field name in " + std::string(where));
     simdjson::ondemand::value value;
     if (field.value().get(value)) return bad_request("malformed value in " + std::string(where));
-    if (name == "payload") {
+    if (name == field::kPayload) {
       std::string_view raw;
       if (simdjson::to_json_string(value).get(raw))
         return bad_request("malformed payload in " + std::string(where));
       auto parsed = mq::Payload::parse(raw);
       if (!parsed.ok()) return parsed.status();
       payload = std::move(parsed.value());
-    } else if (name == "key") {
+    } else if (name == field::kKey) {
       bool is_null = false;
       if (!value.is_null().get(is_null) && is_null) continue;  // "key": null is no key
       std::string_view text;
@@ -62,7 +64,7 @@ mq::Result<mq::Message> read_message(simdjson::ondemand::object object, std::str
 // The "id" field of a small body, which must be a non-empty string.
 mq::Result<std::string> id_field(simdjson::dom::object object) {
   simdjson::dom::element element;
-  if (object["id"].get(element)) return bad_request("\"id\" is required");
+  if (object[field::kId].get(element)) return bad_request("\"id\" is required");
   std::string_view id;
   if (element.get_string().get(id)) return bad_request("\"id\" must be a string");
   return std::string(id);
@@ -83,8 +85,7 @@ mq::Result<simdjson::dom::object> small_object(simdjson::dom::parser& parser, st
 mq::Result<std::string> required_name(std::string_view what, const Param& value) {
   if (!value || value->empty()) return bad_request("query parameter '" + std::string(what) + "' is required");
   if (!mq::is_valid_name(*value)) {
-    return bad_request("invalid " + std::string(what) + " '" + *value +
-                       "': must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$");
+    return mq::detail::invalid_name(what, *value);
   }
   return *value;
 }
@@ -128,9 +129,9 @@ mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeo
     options.max_inflight = static_cast<std::size_t>(*n);
   }
   if (from) {
-    if (*from == "earliest") {
+    if (*from == mq::http::param::kFromEarliest) {
       options.from = mq::StartPosition::kEarliest;
-    } else if (*from == "latest") {
+    } else if (*from == mq::http::param::kFromLatest) {
       options.from = mq::StartPosition::kLatest;
     } else {
       return bad_request("from must be earliest or latest, not '" + *from + "'");
@@ -152,7 +153,7 @@ mq::Result<ProduceBody> parse_produce_body(std::string_view body) {
   for (auto field : object) {
     std::string_view name;
     if (field.unescaped_key().get(name)) return bad_request("malformed field name");
-    if (name != "messages") continue;
+    if (name != field::kMessages) continue;
     simdjson::ondemand::array messages;
     if (field.value().get_array().get(messages)) return bad_request("\"messages\" must be an array");
     std::size_t index = 0;
@@ -190,10 +191,10 @@ mq::Result<std::vector<std::string>> parse_ack_body(std::string_view body) {
   std::vector<std::string> ids;
   simdjson::dom::element element;
   simdjson::dom::element single;
-  if (!(*object)["ids"].get(element) && !(*object)["id"].get(single)) {
+  if (!(*object)[field::kIds].get(element) && !(*object)[field::kId].get(single)) {
     return bad_request("give \"id\" or \"ids\", not both");
   }
-  if (!(*object)["ids"].get(element)) {
+  if (!(*object)[field::kIds].get(element)) {
     simdjson::dom::array array;
     if (element.get_array().get(array)) return bad_request("\"ids\" must be an array of strings");
     if (array.size() > kMaxBatchMessages) {
@@ -221,7 +222,7 @@ mq::Result<NackBody> parse_nack_body(std::string_view body) {
   if (!id.ok()) return id.status();
   NackBody nack{std::move(id.value()), {}};
   simdjson::dom::element element;
-  if (!(*object)["delay_ms"].get(element) && !element.is_null()) {
+  if (!(*object)[field::kDelayMs].get(element) && !element.is_null()) {
     std::uint64_t delay = 0;
     if (element.get_uint64().get(delay) || delay > 7ull * 24 * 3600 * 1000) {
       return bad_request("\"delay_ms\" must be a non-negative whole number of milliseconds");

@@ -2,18 +2,27 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocol/http_protocol.h"
+
 namespace mqd {
 
 void append_event(std::string& out, std::string_view topic, const mq::Delivery& delivery) {
+  namespace field = mq::http::field;
+  using mq::http::append_json_key;
   out += "id: ";
   out += delivery.id;
-  out += "\ndata: {\"id\":\"";
+  out += "\ndata: {";
+  append_json_key(out, field::kId);
+  out += '"';
   out += delivery.id;  // ids are digits and a dash: nothing to escape
-  out += "\",\"topic\":";
+  out += "\",";
+  append_json_key(out, field::kTopic);
   out += nlohmann::json(std::string(topic)).dump();
-  out += ",\"partition\":";
+  out += ',';
+  append_json_key(out, field::kPartition);
   out += std::to_string(delivery.partition);
-  out += ",\"delivery\":";
+  out += ',';
+  append_json_key(out, field::kDelivery);
   out += std::to_string(delivery.delivery);
   out += ',';
   out.append(delivery.record, 1, std::string::npos);  // the record without its opening brace

@@ -1,5 +1,6 @@
 // Appends one message to a topic in the data directory given as the first argument and reads it
-// back: the smallest program that links an installed libmq.
+// back: the smallest program that links an installed libmq. It needs only the storage layer
+// (mq::storage), so it links neither cpp-httplib nor hiredis.
 #include <cstdio>
 
 #include <mq/mq.h>

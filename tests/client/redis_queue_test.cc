@@ -199,7 +199,7 @@ TEST_CASE("Redis: a received message carries the entry id, its time, offset, key
   const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-  queue->produce("t", message("1"));
+  REQUIRE(queue->produce("t", message("1")).ok());
   auto produced = queue->produce("t", message(R"({"x":"y"})", "k"));
   REQUIRE(produced.ok());
 

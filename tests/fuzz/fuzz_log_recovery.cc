@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "fuzz_support.h"
-#include "log_recovery.h"
-#include "offset_index.h"
-#include "record_format.h"
+#include "storage/log_recovery.h"
+#include "storage/offset_index.h"
+#include "storage/record_format.h"
 
 namespace {
 

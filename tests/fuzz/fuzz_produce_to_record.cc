@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "fuzz_support.h"
-#include "log_recovery.h"
-#include "record_format.h"
+#include "storage/log_recovery.h"
+#include "storage/record_format.h"
 #include "request_parsing.h"
 
 namespace {

@@ -3,7 +3,7 @@
 // path's offset, and dead-lettering it (produced_fields, written again by append_record_line as the
 // broker does for <topic>-dlq) must give a line the validator accepts too.
 #include "fuzz_support.h"
-#include "record_format.h"
+#include "storage/record_format.h"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "fuzz_support.h"
-#include "record_format.h"
+#include "storage/record_format.h"
 #include "request_parsing.h"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "fuzz_support.h"
-#include "sse_parser.h"
+#include "client/http/sse_parser.h"
 
 namespace {
 

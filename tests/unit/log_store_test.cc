@@ -184,9 +184,9 @@ TEST_CASE("StoreListsTopicsAndPartitionsFoundOnDisk") {
     open_partition(*store, "events-dlq", 1);
   }
   auto store = open_store(dir.path());
-  CHECK(store->topics_on_disk() == std::vector<std::string>{"events-dlq", "orders"});
-  CHECK(store->partitions_on_disk("orders") == 4);
-  CHECK(store->partitions_on_disk("missing") == 0);
+  CHECK(*store->topics_on_disk() == std::vector<std::string>{"events-dlq", "orders"});
+  CHECK(*store->partitions_on_disk("orders") == 4);
+  CHECK(*store->partitions_on_disk("missing") == 0);
 }
 
 TEST_CASE("OpeningAnUnwritableDataDirFailsWithItsName") {

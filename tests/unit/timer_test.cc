@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "manual_clock.h"
-#include "timer.h"
+#include "groups/timer.h"
 
 using namespace mq;
 using mq::testing::ManualClock;

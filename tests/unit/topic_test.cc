@@ -39,7 +39,7 @@ TEST_CASE("TopicOpensOnlyTheOwnedPartitions") {
   CHECK((*topic)->partition(0) == nullptr);
   CHECK((*topic)->partition(8) == nullptr);
   CHECK((*topic)->partition_for("foobar") == partition_for_key("foobar", 8));
-  CHECK(store->partitions_on_disk("events") == 8);  // partition-7.log exists
+  CHECK(*store->partitions_on_disk("events") == 8);  // partition-7.log exists
 }
 
 TEST_CASE("FewerPartitionsThanOnDiskIsRefused") {

@@ -21,12 +21,6 @@
 
 namespace mq {
 
-struct ProduceResult {
-  std::uint32_t partition = 0;
-  std::uint64_t first_offset = 0;
-  std::vector<std::string> ids;  // one per message, in order
-};
-
 struct TopicInfo {
   std::string name;
   std::uint32_t partitions = 0;

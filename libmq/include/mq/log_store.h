@@ -31,10 +31,12 @@ class MQ_EXPORT LogStore {
   // recovered.
   Result<Partition*> partition(std::string_view topic, std::uint32_t index);
 
-  // The number of partitions `topic` has on disk: one more than the highest partition-<N>.log.
-  std::uint32_t partitions_on_disk(std::string_view topic) const;
-  // The topics that have a directory with at least one partition log, sorted.
-  std::vector<std::string> topics_on_disk() const;
+  // The number of partitions `topic` has on disk: one more than the highest partition-<N>.log (0
+  // without a directory). kIOError when the directory exists but cannot be read: callers that guard
+  // data on disk must not mistake that for "nothing there".
+  Result<std::uint32_t> partitions_on_disk(std::string_view topic) const;
+  // The topics that have a directory with at least one partition log, sorted; kIOError as above.
+  Result<std::vector<std::string>> topics_on_disk() const;
 
   // Syncs every open partition now.
   Status sync_all();

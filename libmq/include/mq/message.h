@@ -44,6 +44,14 @@ struct Message {
   std::optional<Payload> source = std::nullopt;
 };
 
+// Where a produced batch went: its partition, the offset of its first message and one id per message,
+// in order (ids are opaque; hand them back to ack, nack or touch).
+struct ProduceResult {
+  std::uint32_t partition = 0;
+  std::uint64_t first_offset = 0;
+  std::vector<std::string> ids;
+};
+
 // One stored message as read back: its offset and its line from the log, without the newline.
 // `line` is the complete JSON object that was written ({"offset":..,"timestamp":..,"payload":..}).
 struct StoredMessage {

@@ -1,4 +1,5 @@
-// Everything libmq offers, in one include.
+// Everything libmq offers, in one include: storage (LogStore, Topic, Partition), consumer groups
+// (Broker, Subscription) and the Queue clients.
 #pragma once
 
 #include "mq/broker.h"
@@ -9,5 +10,6 @@
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/partition.h"
+#include "mq/queue.h"
 #include "mq/status.h"
 #include "mq/topic.h"

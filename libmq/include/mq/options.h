@@ -82,6 +82,8 @@ struct Config {
 
 // Looks an environment variable up; std::nullopt when it is unset.
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+// The process environment (getenv), as an EnvLookup.
+MQ_EXPORT std::optional<std::string> process_environment(std::string_view name);
 
 // The machine's host name; std::nullopt when it cannot be read.
 using HostNameLookup = std::function<std::optional<std::string>()>;

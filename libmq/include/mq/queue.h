@@ -13,7 +13,6 @@
 #include <string_view>
 #include <vector>
 
-#include "mq/broker.h"
 #include "mq/consumer.h"
 #include "mq/export.h"
 #include "mq/message.h"
@@ -21,6 +20,8 @@
 #include "mq/status.h"
 
 namespace mq {
+
+class Broker;  // mq/broker.h: the in-process backend serves one
 
 // ReceivedMessage::offset of a message that has none: a Redis stream entry written by another client.
 inline constexpr std::uint64_t kNoOffset = UINT64_MAX;
@@ -150,9 +151,6 @@ struct QueueSettings {
 // ignored, except in MSG_QUEUE_TOKEN and MSG_QUEUE_CA_FILE. kInvalidArgument naming the variable and
 // quoting the value when one is bad.
 MQ_EXPORT Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup);
-
-// The process environment (getenv), as an EnvLookup.
-MQ_EXPORT std::optional<std::string> process_environment(std::string_view name);
 
 class Queue;
 

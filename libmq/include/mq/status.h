@@ -33,8 +33,9 @@ enum class ErrorCode {
 // The name of `code` as written in logs ("not_found").
 MQ_EXPORT std::string_view to_string(ErrorCode code);
 
-// The outcome of an operation. Cheap to copy when ok. Thread-compatible.
-class MQ_EXPORT Status {
+// The outcome of an operation. Cheap to copy when ok. Thread-compatible. [[nodiscard]]: an error
+// is handled or passed on, never dropped by accident (cast to void where dropping is meant).
+class [[nodiscard]] MQ_EXPORT Status {
  public:
   Status() = default;
   Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
@@ -84,7 +85,7 @@ class MQ_EXPORT Status {
 
 // Either a T or the Status that explains why there is none (never an ok Status).
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : state_(std::move(value)) {}        // NOLINT(google-explicit-constructor): return values
   Result(Status status) : state_(std::move(status)) {  // NOLINT(google-explicit-constructor)

@@ -1,0 +1,510 @@
+// The HTTP backend: the Queue over one or more mqd brokers. Each request goes to the partition's
+// owner (BrokerDirectory); a consumer holds one event stream per partition, each read by its own
+// thread and reconnected with backoff when it drops.
+#include <httplib.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <tuple>
+
+#include "client/http/broker_directory.h"
+#include "client/delivery_buffer.h"
+#include "client/delivery_json.h"
+#include "mq/topic.h"
+#include "client/queue_backends.h"
+#include "storage/record_format.h"
+#include "client/http/sse_parser.h"
+#include "protocol/http_protocol.h"
+
+namespace mq::detail {
+namespace {
+
+constexpr std::size_t kMaxErrorBody = 64 * 1024;  // of a refused stream's answer, kept for the message
+
+namespace param = http::param;
+namespace field = http::field;
+using http::append_json_key;
+using http::append_query_param;
+
+// "<path>?topic=<topic>&partition=<partition>"
+std::string partition_target(std::string_view path, std::string_view topic, std::uint32_t partition) {
+  std::string target(path);
+  append_query_param(target, param::kTopic, topic);
+  append_query_param(target, param::kPartition, std::to_string(partition));
+  return target;
+}
+
+Status check_name(std::string_view what, std::string_view name) {
+  if (is_valid_name(name)) return {};
+  return Status::invalid_argument("invalid " + std::string(what) + " name \"" + std::string(name) + "\"");
+}
+
+// Errors a retry cannot fix: a consumer stops on them instead of reconnecting.
+bool is_permanent(const Status& status) {
+  switch (status.code()) {
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kNotFound:
+    case ErrorCode::kUnauthenticated:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// How many 421s in a row a request or stream follows before the brokers count as misconfigured.
+constexpr std::size_t kMaxMisroutes = 5;
+
+// The kNotOwned error for brokers that keep sending a partition's requests elsewhere.
+Status misrouted(std::string_view topic, std::uint32_t partition, const std::vector<std::string>& hops) {
+  std::string path;
+  for (const auto& hop : hops) path += (path.empty() ? "" : ", ") + hop;
+  return Status::not_owned("partition " + std::to_string(partition) + " of topic \"" + std::string(topic) +
+                               "\": the brokers keep sending its requests elsewhere (" + path +
+                               "); check that BROKER_ADDRS lists every broker in BROKER_INDEX order, the "
+                               "same on every broker",
+                           0);
+}
+
+// "<url> says broker <owner> at <owner_url>", for misrouted().
+std::string hop_of(const std::string& url, const Status& status,
+                   const std::optional<std::string>& owner_url) {
+  return url + " says broker " + std::to_string(status.owner().value_or(0)) + " owns it" +
+         (owner_url ? " at " + *owner_url : "");
+}
+
+// Whether a 421 names the broker that sent it (the same base URL): following it cannot help.
+bool points_back(const std::optional<std::string>& owner_url, const std::string& url) {
+  if (!owner_url) return false;
+  auto parsed = parse_http_base_url(*owner_url);
+  return parsed.ok() && base_url(*parsed) == url;
+}
+
+class HttpConsumer final : public Consumer {
+ public:
+  // `all_partitions`: the application asked for every partition, so partitions added to the topic
+  // later (mqd restarted with more) are read too.
+  HttpConsumer(std::shared_ptr<BrokerDirectory> directory, std::string topic, const ConsumeOptions& options,
+               const std::vector<std::uint32_t>& partitions, bool all_partitions)
+      : directory_(std::move(directory)),
+        topic_(std::move(topic)),
+        group_(options.group),
+        // Without a visibility timeout of its own the stream has mqd's VISIBILITY_TIMEOUT_MS (as
+        // /topics says): buffered messages older than that are dropped (they come again).
+        buffer_(options.max_inflight, options.visibility_timeout.value_or(directory_->visibility_timeout())) {
+    stream_params_ = {{param::kGroup, group_}, {param::kMaxInflight, std::to_string(options.max_inflight)}};
+    if (options.visibility_timeout)
+      stream_params_.emplace_back(param::kVisibilityTimeoutMs, std::to_string(options.visibility_timeout->count()));
+    if (options.from == StartPosition::kLatest) stream_params_.emplace_back(param::kFrom, param::kFromLatest);
+    {
+      std::lock_guard lock(mutex_);
+      for (std::uint32_t p : partitions) start_stream_locked(p);
+    }
+    if (all_partitions) watcher_ = std::thread([this] { watch_partitions(); });
+  }
+
+  ~HttpConsumer() override {
+    buffer_.close();
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    changed_.notify_all();
+    lock.unlock();
+    if (watcher_.joinable()) watcher_.join();  // no stream starts after this
+    lock.lock();
+    // Client::stop() ends a request in progress; one that has not opened its socket yet would miss
+    // it, so repeat until every reader has finished.
+    for (auto& stream : streams_) {
+      while (!stream.finished) {
+        if (stream.client != nullptr) stream.client->stop();
+        changed_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stream.finished; });
+      }
+    }
+    lock.unlock();
+    for (auto& stream : streams_) stream.thread.join();
+  }
+
+  Result<std::vector<ReceivedMessage>> receive(std::size_t max_messages,
+                                               std::chrono::milliseconds timeout) override {
+    if (max_messages == 0) return Status::invalid_argument("receive needs max_messages >= 1");
+    return buffer_.pop(max_messages, timeout);
+  }
+
+ private:
+  struct Stream {
+    std::uint32_t partition = 0;
+    std::string path;
+    std::thread thread;
+    httplib::Client* client = nullptr;  // GUARDED_BY(mutex_): the request in progress
+    bool finished = false;              // GUARDED_BY(mutex_)
+  };
+
+  // Starts reading `partition`; the lock must be held.
+  void start_stream_locked(std::uint32_t partition) {
+    Stream& stream = streams_.emplace_back();  // a deque: the other streams do not move
+    stream.partition = partition;
+    stream.path = partition_target(http::path::kConsume, topic_, partition);
+    for (const auto& [name, value] : stream_params_) append_query_param(stream.path, name, value);
+    stream.thread = std::thread([this, &stream] { read_stream(stream); });
+  }
+
+  // Every metadata_max_age: when the topic has more partitions than this consumer reads (mqd was
+  // restarted with more), starts reading the new ones.
+  void watch_partitions() {
+    const auto period = directory_->options().metadata_max_age;
+    std::unique_lock lock(mutex_);
+    while (!changed_.wait_for(lock, period, [&] { return stopping_.load(); })) {
+      lock.unlock();
+      auto layout = directory_->route(topic_, std::nullopt);  // reads /topics when the map is old
+      lock.lock();
+      if (!layout.ok() || stopping_) continue;
+      for (auto p = static_cast<std::uint32_t>(streams_.size()); p < layout->partitions; ++p) {
+        start_stream_locked(p);
+      }
+    }
+  }
+
+  void read_stream(Stream& stream) {
+    read_until_stopped(stream);
+    std::lock_guard lock(mutex_);
+    stream.finished = true;
+    changed_.notify_all();
+  }
+
+  void read_until_stopped(Stream& stream) {
+    const auto& options = directory_->options();
+    DeliveryParser parser;
+    auto backoff = options.reconnect_backoff_min;
+    std::vector<std::string> misroutes;  // the 421s in a row, for the error
+    while (!stopping_) {
+      auto route = directory_->route(topic_, stream.partition);
+      if (!route.ok() && is_permanent(route.status())) return buffer_.fail(route.status());
+      if (stopping_) return;
+      if (route.ok()) {
+        auto client = directory_->stream_client(route->url);
+        {
+          std::lock_guard lock(mutex_);
+          if (stopping_) return;
+          stream.client = client.get();
+        }
+        HttpReply refused;  // a non-200 answer
+        bool delivered = false;
+        SseParser events;
+        Status bad_event;
+        auto result = client->Get(
+            stream.path.c_str(),
+            [&](const httplib::Response& response) {
+              refused.status = response.status;
+              return true;
+            },
+            [&](const char* data, std::size_t size) {
+              if (refused.status != 200) {  // read it all (the connection stays usable), keep the start
+                refused.body.append(
+                    data, std::min(size, kMaxErrorBody - std::min(kMaxErrorBody, refused.body.size())));
+                return true;
+              }
+              std::vector<ReceivedMessage> batch;
+              events.feed(std::string_view(data, size), [&](std::string_view json) {
+                ReceivedMessage& m = batch.emplace_back();
+                m.topic = topic_;
+                m.group = group_;
+                m.partition = stream.partition;
+                if (auto s = parser.parse(json, m); !s.ok()) bad_event = s;
+              });
+              if (!bad_event.ok()) return false;
+              delivered = delivered || !batch.empty();
+              buffer_.push(std::move(batch));
+              // Take more only when the application has room for it: what waits here is in flight.
+              return buffer_.wait_for_room(stream.partition) && !stopping_;
+            });
+        {
+          std::lock_guard lock(mutex_);
+          stream.client = nullptr;
+        }
+        if (stopping_) return;
+        if (!bad_event.ok()) return buffer_.fail(bad_event);
+        if (delivered) backoff = options.reconnect_backoff_min;
+        if (result && refused.status == 200) misroutes.clear();
+        if (result && refused.status != 200) {
+          const Status status = status_of_reply(refused, route->url);
+          // A 404 here is a topic this broker does not have yet (a dead-letter topic is made where
+          // it is needed): wait for it like for a broker that is down.
+          if (status.code() == ErrorCode::kInvalidArgument || status.code() == ErrorCode::kUnauthenticated) {
+            return buffer_.fail(status);
+          }
+          if (status.code() == ErrorCode::kNotFound) directory_->mark_stale();
+          if (status.code() != ErrorCode::kNotOwned) misroutes.clear();
+          if (status.code() == ErrorCode::kNotOwned) {
+            auto owner_url = owner_url_of(refused);
+            misroutes.push_back(hop_of(route->url, status, owner_url));
+            if (misroutes.size() >= kMaxMisroutes)
+              return buffer_.fail(misrouted(topic_, stream.partition, misroutes));
+            // The first hint is followed at once; a 421 naming its own broker, or one more 421,
+            // waits first (brokers that disagree would otherwise be asked in a tight loop).
+            const bool follow_now = owner_url && misroutes.size() == 1 && !points_back(owner_url, route->url);
+            directory_->learn_owner(status.owner().value_or(0), std::move(owner_url));
+            if (follow_now) continue;
+          }
+        } else if (!result && refused.status == 0 &&
+                   directory_->try_other_address(route->owner, route->url)) {
+          continue;  // BROKER_ADDRS named an address we cannot reach; the one it answered at is next
+        }
+        // Otherwise the stream ended (mqd stopped) or broke, or mqd was busy: connect again. A
+        // restarted mqd may have more partitions: read the map again soon.
+        directory_->mark_stale();
+      }
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, backoff, [&] { return stopping_.load(); });
+      backoff = std::min(backoff * 2, options.reconnect_backoff_max);
+    }
+  }
+
+  const std::shared_ptr<BrokerDirectory> directory_;
+  const std::string topic_;
+  const std::string group_;
+  std::vector<std::pair<std::string_view, std::string>> stream_params_;  // /consume's after topic and partition
+  DeliveryBuffer buffer_;
+  std::mutex mutex_;
+  std::condition_variable changed_;  // stopping_ set, or a reader finished
+  std::atomic<bool> stopping_{false};
+  std::deque<Stream> streams_;  // GUARDED_BY(mutex_) for adding; each reader uses its own
+  std::thread watcher_;
+};
+
+class HttpQueue final : public Queue {
+ public:
+  explicit HttpQueue(HttpQueueOptions options)
+      : directory_(std::make_shared<BrokerDirectory>(std::move(options))) {}
+
+  Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
+                                std::optional<std::uint32_t> partition) override {
+    if (auto s = check_name("topic", topic); !s.ok()) return s;
+    if (messages.empty()) return Status::invalid_argument("nothing to produce");
+    auto layout = directory_->route(topic, std::nullopt);
+    if (!layout.ok()) return layout.status();
+    const std::uint32_t partitions = layout->partitions;
+    const std::string body = produce_body(messages);
+    if (partition || messages.front().key) {
+      const std::uint32_t p = partition ? *partition : partition_for_key(*messages.front().key, partitions);
+      return produce_to(topic, p, body, messages.size());
+    }
+    // The sticky partitioner's choice; a partition whose broker cannot be reached is skipped for the
+    // next one, so that one broker down does not stop producers that do not care where messages go.
+    Status last;
+    const std::uint32_t first = sticky_.next(topic, partitions);
+    for (std::uint32_t i = 0; i < partitions; ++i) {
+      auto result = produce_to(topic, (first + i) % partitions, body, messages.size());
+      if (result.ok() || result.status().code() != ErrorCode::kUnavailable) return result;
+      last = result.status();
+    }
+    return last;
+  }
+
+  Result<std::unique_ptr<Consumer>> consume(std::string_view topic, const ConsumeOptions& options) override {
+    if (auto s = check_name("topic", topic); !s.ok()) return s;
+    if (auto s = check_name("group", options.group); !s.ok()) return s;
+    if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
+    auto layout = directory_->route(topic, std::nullopt);
+    if (!layout.ok()) return layout.status();
+    std::vector<std::uint32_t> partitions = options.partitions;
+    if (partitions.empty()) {
+      for (std::uint32_t p = 0; p < layout->partitions; ++p) partitions.push_back(p);
+    }
+    for (std::uint32_t p : partitions) {
+      if (p < layout->partitions) continue;
+      // Beyond the count the map has: route() asks the brokers again before saying kNotFound.
+      if (auto where = directory_->route(topic, p);
+          !where.ok() && where.status().code() == ErrorCode::kNotFound) {
+        return where.status();
+      }
+    }
+    return std::unique_ptr<Consumer>(std::make_unique<HttpConsumer>(directory_, std::string(topic), options,
+                                                                    partitions, options.partitions.empty()));
+  }
+
+  Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
+    // One request per partition and group, sent concurrently: each waits for its own durable write.
+    using Where = std::tuple<std::string_view, std::uint32_t, std::string_view>;
+    std::map<Where, std::string> bodies;
+    for (const auto& m : messages) {
+      std::string& body = bodies[{m.topic, m.partition, m.group}];
+      if (body.empty()) {
+        body = "{";
+        append_json_key(body, field::kIds);
+        body += '[';
+      } else {
+        body += ',';
+      }
+      append_json_string(body, m.id);
+    }
+    std::vector<std::pair<Where, std::string>> requests;
+    for (auto& [where, body] : bodies) requests.emplace_back(where, body + "]}");
+    auto answers = run_concurrently(requests, [this](const std::pair<Where, std::string>& request) {
+      const auto& [topic, partition, group] = request.first;
+      return ack_on_owner(topic, partition, group, request.second);
+    });
+    std::size_t acked = 0;
+    for (auto& answer : answers) {
+      if (!answer.ok()) return answer.status();
+      acked += *answer;
+    }
+    return acked;
+  }
+
+  Status nack(const ReceivedMessage& message, std::chrono::milliseconds delay) override {
+    std::string body = "{";
+    append_json_key(body, field::kId);
+    append_json_string(body, message.id);
+    if (delay.count() > 0) {
+      body += ',';
+      append_json_key(body, field::kDelayMs);
+      body += std::to_string(delay.count());
+    }
+    body += "}";
+    return send_to_owner(message.topic, message.partition, http::path::kNack, message.group, body).status();
+  }
+
+  Status touch(const ReceivedMessage& message) override {
+    std::string body = "{";
+    append_json_key(body, field::kId);
+    append_json_string(body, message.id);
+    body += "}";
+    return send_to_owner(message.topic, message.partition, http::path::kTouch, message.group, body).status();
+  }
+
+  std::string_view backend_name() const override { return "http"; }
+
+ private:
+  static std::string produce_body(std::span<const Message> messages) {
+    std::string body;
+    auto append_message = [&](const Message& m) {
+      body += '{';
+      append_json_key(body, field::kPayload);
+      body += m.payload.json();
+      if (m.key) {
+        body += ',';
+        append_json_key(body, field::kKey);
+        append_json_string(body, *m.key);
+      }
+      body += "}";
+    };
+    if (messages.size() == 1) {
+      append_message(messages.front());
+      return body;
+    }
+    body = "{";
+    append_json_key(body, field::kMessages);
+    body += '[';
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      if (i > 0) body += ",";
+      append_message(messages[i]);
+    }
+    body += "]}";
+    return body;
+  }
+
+  Result<std::size_t> ack_on_owner(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                   const std::string& body) {
+    auto reply = send_to_owner(topic, partition, http::path::kAck, group, body);
+    if (!reply.ok()) return reply.status();
+    const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
+    if (!answer.is_object() || !answer.contains(field::kAcked) || !answer[field::kAcked].is_number_unsigned()) {
+      return Status::io_error("unexpected /ack answer: " + reply->body);
+    }
+    return answer[field::kAcked].get<std::size_t>();
+  }
+
+  Result<ProduceResult> produce_to(std::string_view topic, std::uint32_t partition, const std::string& body,
+                                   std::size_t count) {
+    auto reply = send_to_owner(topic, partition, http::path::kProduce, "", body);
+    if (!reply.ok()) return reply.status();
+    const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
+    ProduceResult result;
+    try {
+      result.partition = answer.at(field::kPartition).get<std::uint32_t>();
+      if (count == 1) {
+        result.first_offset = answer.at(field::kOffset).get<std::uint64_t>();
+        result.ids.push_back(answer.at(field::kId).get<std::string>());
+      } else {
+        result.first_offset = answer.at(field::kOffsets).at(0).get<std::uint64_t>();
+        result.ids = answer.at(field::kIds).get<std::vector<std::string>>();
+      }
+    } catch (const nlohmann::json::exception& e) {
+      return Status::io_error("unexpected /produce answer: " + reply->body);
+    }
+    return result;
+  }
+
+  // POSTs to the owner of the partition, following 421s. `group` is added to the query when not empty.
+  Result<HttpReply> send_to_owner(std::string_view topic, std::uint32_t partition,
+                                  std::string_view route_path, std::string_view group,
+                                  const std::string& body) {
+    if (auto s = check_name("topic", topic); !s.ok()) return s;
+    std::string path = partition_target(route_path, topic, partition);
+    if (!group.empty()) {
+      if (auto s = check_name("group", group); !s.ok()) return s;
+      append_query_param(path, param::kGroup, group);
+    }
+    std::vector<std::string> misroutes;  // the 421s followed, for the error
+    bool asked_again = false;            // after a 404
+    for (;;) {
+      auto route = directory_->route(topic, partition);
+      if (!route.ok()) return route.status();
+      auto reply = directory_->post(route->url, path, body);
+      if (!reply.ok() && reply.status().code() == ErrorCode::kUnavailable) {
+        if (directory_->try_other_address(route->owner, route->url)) continue;
+        return Status::unavailable("partition " + std::to_string(partition) + " of topic \"" +
+                                   std::string(topic) + "\" is owned by broker " +
+                                   std::to_string(route->owner) + " at " + route->url +
+                                   ", which cannot be reached (" + reply.status().message() + ")");
+      }
+      if (!reply.ok()) return reply.status();  // sent, answer lost: the caller decides about a retry
+      if (reply->status == 200) return reply;
+      Status status = status_of_reply(*reply, route->url);
+      if (status.code() == ErrorCode::kNotFound && !asked_again) {
+        // The map may be out of date (the topic was made or moved since): ask again, once, and
+        // send again only if that changed where this partition lives. (A 404 changed nothing.)
+        asked_again = true;
+        directory_->mark_stale();
+        auto fresh = directory_->route(topic, partition);
+        if (fresh.ok() && (fresh->url != route->url || fresh->partitions != route->partitions)) continue;
+        return status;
+      }
+      if (status.code() != ErrorCode::kNotOwned) return status;
+      auto owner_url = owner_url_of(*reply);
+      misroutes.push_back(hop_of(route->url, status, owner_url));
+      // A 421 that names its own broker cannot be followed; a chain of them means the brokers
+      // disagree about the map. Either way BROKER_ADDRS is wrong: say so instead of looping.
+      if (points_back(owner_url, route->url) || misroutes.size() >= kMaxMisroutes) {
+        return misrouted(topic, partition, misroutes);
+      }
+      directory_->learn_owner(status.owner().value_or(0),
+                              std::move(owner_url));  // a stale map: follow the hint
+    }
+  }
+
+  std::shared_ptr<BrokerDirectory> directory_;
+  StickyPartitioner sticky_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Queue>> make_http_queue(HttpQueueOptions options) {
+  if (options.addrs.empty()) return Status::invalid_argument("no mqd address given");
+  if (!options.ca_file.empty()) {
+    if (auto s = check_ca_file(options.ca_file); !s.ok()) return s;
+  }
+  if (options.metadata_max_age <= std::chrono::milliseconds(0)) {
+    return Status::invalid_argument("HttpQueueOptions::metadata_max_age must be positive");
+  }
+  for (auto& addr : options.addrs) {
+    auto url = parse_http_base_url(addr);
+    if (!url.ok()) return url.status();
+    addr = base_url(*url);
+  }
+  return std::unique_ptr<Queue>(std::make_unique<HttpQueue>(std::move(options)));
+}
+
+}  // namespace mq::detail

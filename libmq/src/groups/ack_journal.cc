@@ -1,0 +1,205 @@
+#include "groups/ack_journal.h"
+
+#include <simdjson.h>
+
+#include "storage/partition_log.h"
+
+namespace mq {
+namespace {
+
+constexpr std::size_t kReplayBatch = 4096;
+
+// Applies one record's payload (or a snapshot) to `progress`; false when it is not one we wrote.
+bool apply_record(simdjson::dom::element record, GroupProgress& progress) {
+  simdjson::dom::array offsets;
+  if (!record.get_array().get(offsets)) {
+    for (auto element : offsets) {
+      std::uint64_t offset = 0;
+      if (element.get_uint64().get(offset)) return false;
+      progress.acknowledge(offset);
+    }
+    return true;
+  }
+  std::uint64_t start = 0;
+  if (!record["start"].get_uint64().get(start)) {
+    progress.start_at(start);
+    return true;
+  }
+  return false;
+}
+
+bool apply_snapshot(simdjson::dom::element snapshot, GroupProgress& progress) {
+  std::uint64_t committed = 0;
+  simdjson::dom::array acked;
+  if (snapshot["committed"].get_uint64().get(committed) || snapshot["acked"].get_array().get(acked))
+    return false;
+  progress.start_at(committed);
+  for (auto element : acked) {
+    std::uint64_t offset = 0;
+    if (element.get_uint64().get(offset)) return false;
+    progress.acknowledge(offset);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool GroupProgress::acknowledge(std::uint64_t offset) {
+  if (is_acknowledged(offset)) return false;
+  acked.insert(offset);
+  while (!acked.empty() && *acked.begin() == committed) {
+    acked.erase(acked.begin());
+    ++committed;
+  }
+  return true;
+}
+
+void GroupProgress::start_at(std::uint64_t offset) {
+  if (offset <= committed) return;
+  committed = offset;
+  acked.erase(acked.begin(), acked.lower_bound(offset));
+  while (!acked.empty() && *acked.begin() == committed) {
+    acked.erase(acked.begin());
+    ++committed;
+  }
+}
+
+bool GroupProgress::truncate_to(std::uint64_t end) {
+  bool changed = false;
+  if (committed > end) {
+    committed = end;
+    changed = true;
+  }
+  auto first_beyond = acked.lower_bound(end);
+  changed |= first_beyond != acked.end();
+  acked.erase(first_beyond, acked.end());
+  return changed;
+}
+
+AckJournal::AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
+                       std::string label)
+    : fs_(fs), options_(options), dir_(std::move(dir)), stem_(std::move(stem)), label_(std::move(label)) {}
+
+AckJournal::~AckJournal() = default;
+
+Status AckJournal::open_log() {
+  auto log = PartitionLog::open(fs_, options_, dir_, stem_, label_, 0);
+  if (!log.ok()) return log.status();
+  log_ = std::move(log.value());
+  return {};
+}
+
+Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const StoreOptions& options,
+                                                     std::string dir, std::string stem, std::string label,
+                                                     GroupProgress& progress, bool& created) {
+  const std::string log_path = dir + "/" + stem + ".log";
+  const std::string snapshot_path = dir + "/" + stem + ".snapshot";
+  created = !fs.exists(log_path) && !fs.exists(snapshot_path);
+  std::unique_ptr<AckJournal> journal(
+      new AckJournal(fs, options, std::move(dir), std::move(stem), std::move(label)));
+  progress = {};
+  simdjson::dom::parser parser;
+  if (fs.exists(snapshot_path)) {
+    auto file = fs.open(snapshot_path);
+    if (!file.ok()) return file.status();
+    auto size = (*file)->size();
+    if (!size.ok()) return size.status();
+    std::string text;
+    if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
+    simdjson::dom::element snapshot;
+    // The snapshot is replaced by rename, so it is whole or absent; damage here is real corruption.
+    if (parser.parse(text).get(snapshot) || !apply_snapshot(snapshot, progress)) {
+      return Status::corruption(snapshot_path + " is not a valid acknowledgement snapshot");
+    }
+  }
+  if (auto s = journal->open_log(); !s.ok()) return s;
+  for (std::uint64_t offset = 0;;) {
+    auto batch = journal->log_->read(offset, kReplayBatch, 1 << 20);
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) break;
+    for (const StoredMessage& m : *batch) {
+      simdjson::dom::element line;
+      simdjson::dom::element payload;
+      if (parser.parse(m.line.data(), m.line.size()).get(line) || line["payload"].get(payload) ||
+          !apply_record(payload, progress)) {
+        return Status::corruption(journal->label_ + ": record " + std::to_string(m.offset) +
+                                  " of the acknowledgement log is not one libmq wrote");
+      }
+    }
+    offset = batch->next_offset();
+  }
+  return journal;
+}
+
+Status AckJournal::record(std::string payload_json) {
+  if (!log_)
+    return Status::io_error(label_ + ": the acknowledgement log could not be reopened after compaction");
+  const Message message{Payload::from_minified_json(std::move(payload_json)), std::nullopt};
+  auto offset = log_->append(std::span(&message, 1));
+  return offset.ok() ? Status() : offset.status();
+}
+
+Status AckJournal::record_start(std::uint64_t offset) {
+  return record("{\"start\":" + std::to_string(offset) + "}");
+}
+
+Status AckJournal::record_acks(std::span<const std::uint64_t> offsets) {
+  std::string json = "[";
+  for (std::size_t i = 0; i < offsets.size(); ++i) {
+    if (i > 0) json += ',';
+    json += std::to_string(offsets[i]);
+  }
+  json += ']';
+  return record(std::move(json));
+}
+
+Status AckJournal::compact(const GroupProgress& progress) {
+  std::string snapshot = "{\"committed\":" + std::to_string(progress.committed) + ",\"acked\":[";
+  bool first = true;
+  for (std::uint64_t offset : progress.acked) {
+    if (!first) snapshot += ',';
+    first = false;
+    snapshot += std::to_string(offset);
+  }
+  snapshot += "]}";
+  // 1. The new snapshot replaces the old one atomically (write a temp file, sync, rename, sync the
+  //    directory). A crash before the rename keeps the old snapshot and the whole log.
+  const std::string base = dir_ + "/" + stem_;
+  const std::string temp = base + ".snapshot.tmp";
+  if (auto s = fs_.remove(temp); !s.ok()) return s;
+  // With FSYNC=never nothing is promised across a power cut, so the syncs are skipped; the rename
+  // alone keeps a killed process safe.
+  const bool durable = options_.fsync != FsyncMode::kNever;
+  {
+    auto file = fs_.open(temp);
+    if (!file.ok()) return file.status();
+    if (auto s = (*file)->append(snapshot); !s.ok()) return s;
+    if (durable) {
+      if (auto s = (*file)->sync(); !s.ok()) return s;
+    }
+  }
+  if (auto s = fs_.rename(temp, base + ".snapshot"); !s.ok()) return s;
+  if (durable) {
+    if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+  }
+  // 2. The log's records are all in the snapshot now. A crash from here on leaves some of them to
+  //    be replayed over it, which changes nothing.
+  log_.reset();
+  if (auto s = fs_.remove(base + ".log"); !s.ok()) return s;
+  if (auto s = fs_.remove(base + ".index"); !s.ok()) return s;
+  return open_log();
+}
+
+Status AckJournal::reopen_if_closed() {
+  if (log_) return {};
+  if (auto s = open_log(); !s.ok()) {
+    return Status(s.code(), label_ + ": the acknowledgement log could not be reopened: " + s.message());
+  }
+  return {};
+}
+
+std::uint64_t AckJournal::log_bytes() const { return log_ ? log_->positions().written : 0; }
+
+Status AckJournal::sync_if_behind() { return log_ ? log_->sync(/*only_if_behind=*/true) : Status(); }
+
+}  // namespace mq

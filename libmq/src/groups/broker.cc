@@ -1,0 +1,457 @@
+#include "mq/broker.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <atomic>
+#include <charconv>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <tuple>
+
+#include "storage/bounded_file_system.h"
+#include "common/names.h"
+#include "groups/consumer_group.h"
+#include "mq/log_store.h"
+#include "mq/topic.h"
+#include "groups/timer.h"
+
+namespace mq {
+namespace {
+
+constexpr std::string_view kDeadLetterSuffix = "-dlq";
+// Descriptors the acknowledgement journals of all groups keep open between uses (two per journal).
+constexpr std::size_t kMaxOpenJournalFiles = 64;
+
+Status invalid_name(std::string_view what, std::string_view name) {
+  return detail::invalid_name(std::string(what) + " name", name);
+}
+
+std::string groups_dir(const std::string& data_dir, std::string_view topic) {
+  return data_dir + "/" + std::string(topic) + "/groups";
+}
+
+}  // namespace
+
+std::string message_id(std::uint32_t partition, std::uint64_t offset) {
+  return std::to_string(partition) + "-" + std::to_string(offset);
+}
+
+std::optional<std::uint64_t> offset_of_id(std::string_view id, std::uint32_t partition) {
+  const auto dash = id.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  std::uint32_t p = 0;
+  std::uint64_t offset = 0;
+  const char* begin = id.data();
+  auto [p_end, p_ec] = std::from_chars(begin, begin + dash, p);
+  if (dash == 0 || p_ec != std::errc() || p_end != begin + dash || p != partition) return std::nullopt;
+  const std::string_view rest = id.substr(dash + 1);
+  auto [o_end, o_ec] = std::from_chars(rest.data(), rest.data() + rest.size(), offset);
+  if (rest.empty() || o_ec != std::errc() || o_end != rest.data() + rest.size()) return std::nullopt;
+  return offset;
+}
+
+struct Broker::State : private Timer::Target {
+  struct TopicEntry {
+    std::unique_ptr<Topic> topic;
+    std::atomic<std::uint64_t> next_turn{0};  // round robin over owned partitions
+  };
+  using GroupKey = std::tuple<std::string, std::uint32_t, std::string>;
+
+  Config config;
+  std::shared_ptr<Clock> clock;
+  std::unique_ptr<LogStore> store;
+  mutable std::shared_mutex topics_mutex;
+  std::map<std::string, std::unique_ptr<TopicEntry>, std::less<>> topics;  // GUARDED_BY(topics_mutex)
+  mutable std::mutex groups_mutex;
+  std::map<GroupKey, std::unique_ptr<ConsumerGroup>> groups;  // GUARDED_BY(groups_mutex)
+  // Declared last so that it is destroyed first: its callbacks use the groups and topics.
+  std::unique_ptr<Timer> timer;
+  std::atomic<bool> stopping{false};
+
+  Result<TopicEntry*> find_topic(std::string_view name) const {
+    if (!is_valid_name(name)) return invalid_name("topic", name);
+    std::shared_lock lock(topics_mutex);
+    auto it = topics.find(name);
+    if (it == topics.end()) return Status::not_found("unknown topic '" + std::string(name) + "'");
+    return it->second.get();
+  }
+
+  Status add_topic(const TopicSpec& spec) {
+    auto topic = Topic::open(*store, spec, config.broker);
+    if (!topic.ok()) return topic.status();
+    auto entry = std::make_unique<TopicEntry>();
+    entry->topic = std::move(topic.value());
+    topics[spec.name] = std::move(entry);
+    return {};
+  }
+
+  Result<Partition*> resolve(const TopicEntry& entry, std::uint32_t partition) const {
+    const Topic& topic = *entry.topic;
+    if (partition >= topic.partition_count()) {
+      return Status::not_found("topic '" + topic.name() + "' has " + std::to_string(topic.partition_count()) +
+                               " partitions; there is no partition " + std::to_string(partition));
+    }
+    Partition* p = topic.partition(partition);
+    if (p == nullptr) {
+      const std::uint32_t owner = partition % config.broker.count;
+      return Status::not_owned("partition " + std::to_string(partition) + " of topic '" + topic.name() +
+                                   "' is owned by broker " + std::to_string(owner),
+                               owner);
+    }
+    return p;
+  }
+
+  Result<Partition*> resolve(std::string_view topic, std::uint32_t partition) const {
+    auto entry = find_topic(topic);
+    if (!entry.ok()) return entry.status();
+    return resolve(**entry, partition);
+  }
+
+  // The group, opened (and created at `from` if new) on first use.
+  // `create` false: only a group that exists (every group on disk is opened at start), else nullptr.
+  Result<ConsumerGroup*> group(std::string_view topic, std::uint32_t partition, std::string_view name,
+                               StartPosition from, bool create = true) {
+    if (!is_valid_name(name)) return invalid_name("group", name);
+    auto p = resolve(topic, partition);
+    if (!p.ok()) return p.status();
+    std::lock_guard lock(groups_mutex);
+    GroupKey key{std::string(topic), partition, std::string(name)};
+    if (auto it = groups.find(key); it != groups.end()) return it->second.get();
+    if (!create) return static_cast<ConsumerGroup*>(nullptr);
+    GroupContext context;
+    context.partition = *p;
+    context.topic = std::string(topic);
+    context.partition_index = partition;
+    context.group = std::string(name);
+    context.options = config.groups;
+    context.timer = timer.get();
+    context.dead_letter = [this, topic = std::string(topic), partition](const Message& m) {
+      return dead_letter(topic, partition, m);
+    };
+    auto opened = ConsumerGroup::open(std::move(context), file_system(), store->options(),
+                                      groups_dir(store->options().data_dir, topic), from);
+    if (!opened.ok()) return opened.status();
+    ConsumerGroup* raw = opened->get();
+    groups.emplace(std::move(key), std::move(opened.value()));
+    return raw;
+  }
+
+  // The groups' journals share a bounded number of open descriptors, so that the number of open
+  // files does not grow with the number of groups.
+  FileSystem& file_system() {
+    if (!fs) {
+      auto base = store->options().file_system ? store->options().file_system : make_posix_file_system();
+      fs = detail::BoundedFileSystem::make(std::move(base), kMaxOpenJournalFiles);
+    }
+    return *fs;
+  }
+  std::shared_ptr<FileSystem> fs;
+
+  // Appends to <topic>-dlq, creating it with the topic's partition count on first use.
+  Status dead_letter(const std::string& topic, std::uint32_t partition, const Message& message) {
+    const std::string name = topic + std::string(kDeadLetterSuffix);
+    if (!is_valid_name(name)) return invalid_name("dead-letter topic", name);
+    TopicEntry* entry = nullptr;
+    {
+      std::unique_lock lock(topics_mutex);
+      auto it = topics.find(name);
+      if (it == topics.end()) {
+        const std::uint32_t count = topics.at(topic)->topic->partition_count();
+        if (auto s = add_topic({name, count}); !s.ok()) return s;
+        it = topics.find(name);
+      }
+      entry = it->second.get();
+    }
+    auto p = resolve(*entry, partition);
+    if (!p.ok()) return p.status();
+    auto offset = (*p)->append(std::span(&message, 1));
+    return offset.ok() ? Status() : offset.status();
+  }
+
+  // Opens the groups found on disk for owned partitions, so that stats show them after a restart.
+  Status open_groups_on_disk() {
+    std::vector<std::pair<std::string, std::uint32_t>> partitions;
+    {
+      std::shared_lock lock(topics_mutex);
+      for (const auto& [name, entry] : topics) {
+        for (std::uint32_t p : entry->topic->owned_partitions()) partitions.emplace_back(name, p);
+      }
+    }
+    for (const auto& [topic, p] : partitions) {
+      const std::string dir = groups_dir(store->options().data_dir, topic);
+      auto names = file_system().list_directory(dir);
+      if (!names.ok()) return names.status();
+      for (const auto& name : *names) {
+        if (!is_valid_name(name)) continue;
+        const std::string stem = dir + "/" + name + "/partition-" + std::to_string(p);
+        if (!file_system().exists(stem + ".log") && !file_system().exists(stem + ".snapshot")) continue;
+        if (auto g = group(topic, p, name, StartPosition::kEarliest); !g.ok()) return g.status();
+      }
+    }
+    return {};
+  }
+
+  Result<ConsumerGroup*> existing_group(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                        std::string_view id, std::uint64_t& offset);
+
+  // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
+  void schedule_journal_sync() { timer->schedule(clock->now() + config.store.fsync_interval, this, 0, 0); }
+  void on_timer(std::uint64_t, std::uint64_t) override {
+    std::vector<ConsumerGroup*> all;
+    {
+      std::lock_guard lock(groups_mutex);
+      for (auto& [key, g] : groups) all.push_back(g.get());
+    }
+    // Nobody waits for this sync to answer: a failure is reported, never dropped. The acks it
+    // covered were answered already (FSYNC=interval promises no more than a killed process keeps).
+    for (ConsumerGroup* g : all) {
+      if (auto s = g->sync_journal(); !s.ok())
+        std::fprintf(stderr, "libmq: syncing a group's acknowledgements failed: %s\n", s.to_string().c_str());
+    }
+    if (!stopping) schedule_journal_sync();
+  }
+};
+
+Broker::Broker(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Broker::~Broker() {
+  shutdown();
+  state_->timer.reset();
+  std::lock_guard lock(state_->groups_mutex);
+  state_->groups.clear();
+}
+
+Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Clock> clock) {
+  // A dead letter that cannot be stored would be delivered again forever, silently: refuse a topic
+  // whose dead-letter topic could not exist.
+  if (config.groups.max_deliveries > 0) {
+    for (const TopicSpec& spec : config.topics) {
+      const std::string dead_letters = spec.name + std::string(kDeadLetterSuffix);
+      if (!is_valid_name(dead_letters)) {
+        return Status::invalid_argument("topic '" + spec.name + "' is too long to have a dead-letter topic ('" +
+                                        dead_letters + "' is over 128 characters), and MAX_DELIVERIES is " +
+                                        std::to_string(config.groups.max_deliveries));
+      }
+    }
+  }
+  auto state = std::make_unique<State>();
+  const bool real_time = clock == nullptr;
+  state->clock = real_time ? make_steady_clock() : std::move(clock);
+  auto store = LogStore::open(config.store);
+  if (!store.ok()) return store.status();
+  state->store = std::move(store.value());
+  state->timer = std::make_unique<Timer>(state->clock, real_time);
+  state->config = std::move(config);
+  {
+    std::unique_lock lock(state->topics_mutex);
+    for (const TopicSpec& spec : state->config.topics) {
+      if (auto s = state->add_topic(spec); !s.ok()) return s;
+    }
+    // Dead-letter topics come back with the partition count of their topic (or what is on disk).
+    auto on_disk = state->store->topics_on_disk();
+    if (!on_disk.ok()) return on_disk.status();
+    for (const std::string& name : *on_disk) {
+      if (!name.ends_with(kDeadLetterSuffix) || state->topics.contains(name)) continue;
+      const std::string base = name.substr(0, name.size() - kDeadLetterSuffix.size());
+      std::uint32_t count = 0;
+      if (auto it = state->topics.find(base); it != state->topics.end()) {
+        count = it->second->topic->partition_count();
+      } else {
+        auto partitions = state->store->partitions_on_disk(name);
+        if (!partitions.ok()) return partitions.status();
+        count = *partitions;
+      }
+      if (auto s = state->add_topic({name, count}); !s.ok()) return s;
+    }
+  }
+  if (auto s = state->open_groups_on_disk(); !s.ok()) return s;
+  if (state->config.store.fsync == FsyncMode::kInterval) state->schedule_journal_sync();
+  return std::unique_ptr<Broker>(new Broker(std::move(state)));
+}
+
+Result<ProduceResult> Broker::produce(std::string_view topic, std::optional<std::uint32_t> partition,
+                                      std::span<const Message> messages) {
+  if (messages.empty()) return Status::invalid_argument("nothing to produce: no messages");
+  auto entry = state_->find_topic(topic);
+  if (!entry.ok()) return entry.status();
+  const Topic& t = *(*entry)->topic;
+  std::uint32_t chosen = 0;
+  if (partition) {
+    chosen = *partition;
+  } else if (messages.front().key) {
+    chosen = t.partition_for(*messages.front().key);
+  } else {
+    const auto owned = t.owned_partitions();
+    if (owned.empty()) {
+      return Status::not_owned("this broker owns no partition of topic '" + t.name() + "'",
+                               0 % state_->config.broker.count);
+    }
+    chosen = owned[(*entry)->next_turn.fetch_add(1) % owned.size()];
+  }
+  auto p = state_->resolve(**entry, chosen);
+  if (!p.ok()) return p.status();
+  auto first = (*p)->append(messages);
+  if (!first.ok()) return first.status();
+  ProduceResult result{chosen, *first, {}};
+  result.ids.reserve(messages.size());
+  for (std::size_t i = 0; i < messages.size(); ++i) result.ids.push_back(message_id(chosen, *first + i));
+  return result;
+}
+
+Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, std::uint32_t partition,
+                                                        std::string_view group,
+                                                        const SubscribeOptions& options) {
+  if (state_->stopping) return Status::shutting_down("the broker is stopping");
+  if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
+  if (options.visibility_timeout && options.visibility_timeout->count() <= 0) {
+    return Status::invalid_argument("visibility_timeout_ms must be at least 1");
+  }
+  auto g = state_->group(topic, partition, group, options.from);
+  if (!g.ok()) return g.status();
+  const auto timeout = options.visibility_timeout.value_or(state_->config.groups.visibility_timeout);
+  const std::uint64_t id = (*g)->subscribe(timeout, options.max_inflight);
+  return std::unique_ptr<Subscription>(new Subscription(*g, id));
+}
+
+namespace {
+Result<std::uint64_t> parse_id(std::string_view id, std::uint32_t partition) {
+  auto offset = offset_of_id(id, partition);
+  if (!offset) {
+    return Status::not_found("id '" + std::string(id) + "' names no message of partition " +
+                             std::to_string(partition));
+  }
+  return *offset;
+}
+}  // namespace
+
+namespace {
+// 404 when `offset` names no message of `partition` (yet): checked before a group is looked up,
+// so that a refused request creates no group.
+Status check_offset_exists(const Partition& partition, std::string_view topic, std::uint32_t index,
+                           std::uint64_t offset) {
+  if (offset < partition.next_offset()) return {};
+  return Status::not_found("id " + message_id(index, offset) + " names no message of " + std::string(topic) + "/" +
+                           std::to_string(index));
+}
+}  // namespace
+
+Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                std::span<const std::string> ids) {
+  if (ids.empty()) return Status::invalid_argument("no ids to acknowledge");
+  if (!is_valid_name(group)) return invalid_name("group", group);
+  auto p = state_->resolve(topic, partition);
+  if (!p.ok()) return p.status();
+  std::vector<std::uint64_t> offsets;
+  offsets.reserve(ids.size());
+  for (const std::string& id : ids) {
+    auto offset = parse_id(id, partition);
+    if (!offset.ok()) return offset.status();
+    if (auto s = check_offset_exists(**p, topic, partition, *offset); !s.ok()) return s;
+    offsets.push_back(*offset);
+  }
+  // Only now, with every id valid, may the acknowledgement create the group.
+  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
+  if (!g.ok()) return g.status();
+  return (*g)->ack(offsets);
+}
+
+// nack and touch: the group, which they never create; 409 when it does not exist (nothing of it is
+// in flight), 404 for an id that names no message.
+Result<ConsumerGroup*> Broker::State::existing_group(std::string_view topic, std::uint32_t partition,
+                                                     std::string_view group, std::string_view id,
+                                                     std::uint64_t& offset) {
+  if (!is_valid_name(group)) return invalid_name("group", group);
+  auto p = resolve(topic, partition);
+  if (!p.ok()) return p.status();
+  auto parsed = parse_id(id, partition);
+  if (!parsed.ok()) return parsed.status();
+  if (auto s = check_offset_exists(**p, topic, partition, *parsed); !s.ok()) return s;
+  offset = *parsed;
+  auto g = this->group(topic, partition, group, StartPosition::kEarliest, /*create=*/false);
+  if (!g.ok()) return g.status();
+  if (*g == nullptr) {
+    return Status::conflict("message " + std::string(id) + " is not in flight for group " + std::string(group) +
+                            " (the group has no state on " + std::string(topic) + "/" + std::to_string(partition) +
+                            ")");
+  }
+  return *g;
+}
+
+Status Broker::nack(std::string_view topic, std::uint32_t partition, std::string_view group,
+                    std::string_view id, std::chrono::milliseconds delay) {
+  if (delay.count() < 0) return Status::invalid_argument("delay_ms must not be negative");
+  std::uint64_t offset = 0;
+  auto g = state_->existing_group(topic, partition, group, id, offset);
+  if (!g.ok()) return g.status();
+  return (*g)->nack(offset, delay);
+}
+
+Status Broker::touch(std::string_view topic, std::uint32_t partition, std::string_view group,
+                     std::string_view id) {
+  std::uint64_t offset = 0;
+  auto g = state_->existing_group(topic, partition, group, id, offset);
+  if (!g.ok()) return g.status();
+  return (*g)->touch(offset);
+}
+
+std::vector<TopicInfo> Broker::topics() const {
+  std::shared_lock lock(state_->topics_mutex);
+  std::vector<TopicInfo> infos;
+  for (const auto& [name, entry] : state_->topics) {
+    infos.push_back({name, entry->topic->partition_count(), entry->topic->owned_partitions()});
+  }
+  return infos;
+}
+
+Result<std::vector<TopicStats>> Broker::stats(std::optional<std::string_view> topic) const {
+  std::vector<std::pair<std::string, const Topic*>> selected;
+  {
+    std::shared_lock lock(state_->topics_mutex);
+    for (const auto& [name, entry] : state_->topics) {
+      if (!topic || *topic == name) selected.emplace_back(name, entry->topic.get());
+    }
+  }
+  if (topic && selected.empty()) return Status::not_found("unknown topic '" + std::string(*topic) + "'");
+  std::vector<TopicStats> result;
+  std::lock_guard lock(state_->groups_mutex);
+  for (const auto& [name, t] : selected) {
+    TopicStats ts{name, {}};
+    for (std::uint32_t p : t->owned_partitions()) {
+      const Partition* partition = t->partition(p);
+      PartitionStats ps{p, partition->next_offset(), partition->log_bytes(), {}};
+      for (auto it = state_->groups.lower_bound({name, p, ""});
+           it != state_->groups.end() && std::get<0>(it->first) == name && std::get<1>(it->first) == p;
+           ++it) {
+        ps.groups.push_back(it->second->stats());
+      }
+      ts.partitions.push_back(std::move(ps));
+    }
+    result.push_back(std::move(ts));
+  }
+  return result;
+}
+
+const Config& Broker::config() const { return state_->config; }
+
+void Broker::shutdown() {
+  state_->stopping = true;
+  std::lock_guard lock(state_->groups_mutex);
+  for (auto& [key, g] : state_->groups) g->shutdown();
+  if (state_->store) state_->store->interrupt_waiters();
+}
+
+void Broker::fire_due_timers() { state_->timer->fire_due(); }
+
+Subscription::~Subscription() { group_->unsubscribe(id_); }
+
+Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages,
+                                                 std::chrono::milliseconds timeout) {
+  return group_->take(id_, max_messages, timeout);
+}
+
+std::size_t Subscription::inflight() const { return group_->inflight_of(id_); }
+
+void Subscription::cancel_waits() { group_->cancel_waits(id_); }
+
+}  // namespace mq

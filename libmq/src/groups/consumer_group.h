@@ -1,0 +1,157 @@
+// The state of one consumer group on one partition: which messages are in flight with which
+// subscription until when, which wait to be delivered again, what is acknowledged (durably, in an
+// AckJournal), and the counters behind /stats and /metrics.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "groups/ack_journal.h"
+#include "mq/consumer.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/partition.h"
+#include "groups/timer.h"
+
+namespace mq {
+
+// What a group needs from the broker.
+struct GroupContext {
+  Partition* partition = nullptr;
+  std::string topic;
+  std::uint32_t partition_index = 0;
+  std::string group;
+  GroupOptions options;
+  Timer* timer = nullptr;
+  // Appends a dead letter to the dead-letter topic's partition of the same number.
+  std::function<Status(const Message&)> dead_letter;
+};
+
+// Thread-safe. Lock order: the journal lock, then mutex_, then the partition's locks; the
+// partition calls the append listener with none of its own locks held.
+class ConsumerGroup : private Timer::Target {
+ public:
+  // Opens the group's journal under `groups_dir` (creating the group, at `from`, if it is new).
+  static Result<std::unique_ptr<ConsumerGroup>> open(GroupContext context, FileSystem& fs,
+                                                     const StoreOptions& store_options,
+                                                     const std::string& groups_dir, StartPosition from);
+  ~ConsumerGroup();  // the broker stops the timer first
+  ConsumerGroup(const ConsumerGroup&) = delete;
+  ConsumerGroup& operator=(const ConsumerGroup&) = delete;
+
+  const std::string& name() const { return context_.group; }
+
+  // A new subscriber; returns its id.
+  std::uint64_t subscribe(std::chrono::milliseconds visibility_timeout, std::size_t max_inflight);
+  // Ends a subscriber: its in-flight messages become deliverable at once.
+  void unsubscribe(std::uint64_t subscriber);
+  Result<std::vector<Delivery>> take(std::uint64_t subscriber, std::size_t max_messages,
+                                     std::chrono::milliseconds timeout);
+  std::size_t inflight_of(std::uint64_t subscriber) const;
+  // Ends the subscriber's current wait in take() and makes later takes return without waiting.
+  void cancel_waits(std::uint64_t subscriber);
+
+  // kNotFound when an offset is beyond the partition's end (nothing is acknowledged then).
+  Result<std::size_t> ack(std::span<const std::uint64_t> offsets);
+  Status nack(std::uint64_t offset, std::chrono::milliseconds delay);
+  Status touch(std::uint64_t offset);
+
+  GroupStats stats() const;
+  void shutdown();
+  Status sync_journal();
+
+ private:
+  enum class State { kInFlight, kReady, kDelayed, kDeadLettering };
+  // A message delivered at least once and not acknowledged.
+  struct Tracked {
+    std::uint32_t deliveries = 0;
+    State state = State::kReady;
+    std::uint64_t holder = 0;  // the subscriber, while in flight
+    std::uint64_t token = 0;   // identifies the timer entry that still applies
+    Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies
+  };
+  struct Subscriber {
+    Subscriber(std::chrono::milliseconds timeout, std::size_t max)
+        : visibility_timeout(timeout), max_inflight(max) {}
+    std::size_t room() const { return max_inflight > inflight ? max_inflight - inflight : 0; }
+    std::chrono::milliseconds visibility_timeout;
+    std::size_t max_inflight;
+    std::size_t inflight = 0;
+    // Waking: each waiting subscriber has its own condition variable, so that one new message
+    // wakes one consumer rather than all of them (with many open streams, waking every thread per
+    // append costs more than the delivery).
+    std::condition_variable wake;
+    bool waiting = false;
+    bool woken = false;
+    bool cancelled = false;  // cancel_waits(): take() no longer waits
+  };
+  struct Chosen {
+    std::uint64_t offset;
+    std::uint32_t delivery;
+  };
+  struct DeadLetter {
+    std::uint64_t offset;
+    std::uint32_t deliveries;
+  };
+
+  ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
+
+  // The following run with mutex_ held.
+  void choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
+                     std::vector<Chosen>& chosen);
+  void start_delivery_locked(std::uint64_t offset, Tracked& tracked, std::uint64_t subscriber,
+                             Subscriber& sub, std::vector<Chosen>& chosen);
+  // Ends the delivery of an in-flight message: back to ready, delayed, or to be dead-lettered.
+  void end_delivery_locked(std::map<std::uint64_t, Tracked>::iterator it, std::chrono::milliseconds delay,
+                           std::vector<DeadLetter>& dead);
+  std::size_t apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered);
+  void schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after);
+  void cancel_timer_locked(Tracked& tracked);
+  // True when a message may be deliverable now (a redelivery, or offsets not yet handed out).
+  bool deliverable_locked() const;
+  // Wakes the longest-waiting subscriber that has room, if any.
+  void wake_one_locked();
+  // Wakes `subscriber` if it is waiting (its room grew).
+  void wake_locked(std::uint64_t subscriber);
+
+  void on_timer(std::uint64_t offset, std::uint64_t token) override;
+  void dead_letter(const std::vector<DeadLetter>& dead);
+  Status acknowledge_durably(std::span<const std::uint64_t> offsets, bool dead_lettered, std::size_t& newly);
+  void compact_if_large();
+  Result<std::vector<Delivery>> read_deliveries(const std::vector<Chosen>& chosen) const;
+
+  const GroupContext context_;
+  std::uint64_t listener_id_ = 0;
+
+  // Shared by writers of journal records (with the in-memory update that follows each), exclusive
+  // for compaction, which needs memory to hold every record written.
+  std::shared_mutex journal_mutex_;
+  std::unique_ptr<AckJournal> journal_;
+
+  mutable std::mutex mutex_;
+  GroupProgress progress_;                    // GUARDED_BY(mutex_)
+  std::uint64_t next_new_ = 0;                // GUARDED_BY(mutex_): first never-delivered offset
+  std::map<std::uint64_t, Tracked> tracked_;  // GUARDED_BY(mutex_)
+  std::set<std::uint64_t> ready_;             // GUARDED_BY(mutex_): redeliverable, by offset
+  std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_): nodes never move
+  std::deque<std::uint64_t> waiters_;  // GUARDED_BY(mutex_): waiting subscribers, oldest first
+  std::uint64_t next_subscriber_ = 0;  // GUARDED_BY(mutex_)
+  std::uint64_t next_token_ = 0;       // GUARDED_BY(mutex_)
+  std::uint64_t inflight_ = 0;         // GUARDED_BY(mutex_)
+  bool stopping_ = false;              // GUARDED_BY(mutex_)
+  GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
+};
+
+}  // namespace mq

@@ -1,0 +1,117 @@
+// mqd's HTTP protocol as data: the one definition that mqd (the server) and the HTTP Queue backend
+// (the client) both use, so that a route, a parameter, a JSON field or the meaning of a status cannot
+// drift between them. docs/http-api.md describes the same protocol for people.
+// No HTTP library here: only names, numbers and the error table.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mq/options.h"
+#include "mq/status.h"
+
+namespace mq::http {
+
+enum class Method { kGet, kPost };
+std::string_view to_string(Method method);
+
+// Routes (paths) and the one method each takes. HEAD is answered like GET except on /consume.
+namespace path {
+inline constexpr std::string_view kProduce = "/produce";
+inline constexpr std::string_view kConsume = "/consume";
+inline constexpr std::string_view kAck = "/ack";
+inline constexpr std::string_view kNack = "/nack";
+inline constexpr std::string_view kTouch = "/touch";
+inline constexpr std::string_view kTopics = "/topics";
+inline constexpr std::string_view kStats = "/stats";
+inline constexpr std::string_view kHealthz = "/healthz";  // never needs the bearer token
+inline constexpr std::string_view kMetrics = "/metrics";
+}  // namespace path
+
+struct Route {
+  std::string_view path;
+  Method method;
+};
+inline constexpr std::array<Route, 9> kRoutes{{
+    {path::kProduce, Method::kPost},
+    {path::kConsume, Method::kGet},
+    {path::kAck, Method::kPost},
+    {path::kNack, Method::kPost},
+    {path::kTouch, Method::kPost},
+    {path::kTopics, Method::kGet},
+    {path::kStats, Method::kGet},
+    {path::kHealthz, Method::kGet},
+    {path::kMetrics, Method::kGet},
+}};
+// The method `path` takes; nullopt for a path that is no route.
+std::optional<Method> method_of(std::string_view path);
+
+// Query parameters.
+namespace param {
+inline constexpr std::string_view kTopic = "topic";
+inline constexpr std::string_view kPartition = "partition";
+inline constexpr std::string_view kGroup = "group";
+inline constexpr std::string_view kVisibilityTimeoutMs = "visibility_timeout_ms";  // /consume
+inline constexpr std::string_view kMaxInflight = "max_inflight";                  // /consume
+inline constexpr std::string_view kFrom = "from";                                 // /consume
+inline constexpr std::string_view kFromEarliest = "earliest";                     // kFrom's values
+inline constexpr std::string_view kFromLatest = "latest";
+}  // namespace param
+
+// Field names of request bodies, answers and event data.
+namespace field {
+// Requests.
+inline constexpr std::string_view kPayload = "payload";
+inline constexpr std::string_view kKey = "key";
+inline constexpr std::string_view kMessages = "messages";
+inline constexpr std::string_view kId = "id";
+inline constexpr std::string_view kIds = "ids";
+inline constexpr std::string_view kDelayMs = "delay_ms";
+// Answers and events.
+inline constexpr std::string_view kTopic = "topic";
+inline constexpr std::string_view kPartition = "partition";
+inline constexpr std::string_view kOffset = "offset";
+inline constexpr std::string_view kOffsets = "offsets";
+inline constexpr std::string_view kDelivery = "delivery";
+inline constexpr std::string_view kTimestamp = "timestamp";
+inline constexpr std::string_view kAcked = "acked";
+// GET /topics: {"broker":{"index":i,"count":n},"brokers":[url...],"visibility_timeout_ms":ms,
+//               "topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
+inline constexpr std::string_view kBroker = "broker";
+inline constexpr std::string_view kIndex = "index";
+inline constexpr std::string_view kCount = "count";
+inline constexpr std::string_view kBrokers = "brokers";
+inline constexpr std::string_view kVisibilityTimeoutMs = "visibility_timeout_ms";
+inline constexpr std::string_view kTopics = "topics";
+inline constexpr std::string_view kName = "name";
+inline constexpr std::string_view kPartitions = "partitions";
+inline constexpr std::string_view kOwned = "owned";
+// Errors: {"error": reason} plus "owner"/"owner_url" on 421 and "outcome":"unknown" when a failed
+// fdatasync leaves it open whether the write survives.
+inline constexpr std::string_view kError = "error";
+inline constexpr std::string_view kOwner = "owner";
+inline constexpr std::string_view kOwnerUrl = "owner_url";
+inline constexpr std::string_view kOutcome = "outcome";
+inline constexpr std::string_view kOutcomeUnknown = "unknown";
+}  // namespace field
+
+// mqd's visibility timeout when VISIBILITY_TIMEOUT_MS is unset: the library's default. /topics reports
+// the one in force; a client that cannot read it assumes this one.
+inline constexpr std::chrono::milliseconds kDefaultVisibilityTimeout = GroupOptions{}.visibility_timeout;
+
+// Writing requests and answers.
+// Appends `name=value` to a request target ("/ack" -> "/ack?topic=t", then "&partition=0"). Names and
+// values must need no percent-encoding: protocol names, numbers and names valid per is_valid_name().
+void append_query_param(std::string& target, std::string_view name, std::string_view value);
+// Appends `"name":` for a field name of the protocol (plain ASCII: nothing to escape).
+void append_json_key(std::string& out, std::string_view field_name);
+
+// Errors both ways, from one table: the status mqd answers for `code`, and the code a client reads
+// from a status mqd answered (kIOError for a status mqd never sends for an error).
+int status_of(ErrorCode code);
+ErrorCode error_code_of(int status);
+
+}  // namespace mq::http

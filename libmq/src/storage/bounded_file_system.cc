@@ -1,0 +1,201 @@
+#include "storage/bounded_file_system.h"
+
+#include <atomic>
+#include <shared_mutex>
+#include <vector>
+
+namespace mq::detail {
+
+// A file that opens its descriptor on use. Operations share `use_mutex_`; closing the descriptor
+// takes it exclusively, so a descriptor is never closed under an operation.
+class BoundedFileSystem::PooledFile final : public File {
+ public:
+  PooledFile(std::shared_ptr<BoundedFileSystem> owner, std::string path, std::unique_ptr<File> opened)
+      : owner_(std::move(owner)), path_(std::move(path)), inner_(std::move(opened)) {}
+  ~PooledFile() override { owner_->forget(this); }
+
+  Status append(std::string_view data) override {
+    return use([&](File& f) {
+      ++changes_;
+      return f.append(data);
+    });
+  }
+  Status sync() override {
+    return use([&](File& f) {
+      const std::uint64_t covered = changes_.load();
+      Status s = f.sync();
+      if (s.ok()) raise_synced(covered);
+      return s;
+    });
+  }
+  Status read(std::uint64_t position, std::size_t length, std::string& out) const override {
+    return use([&](File& f) { return f.read(position, length, out); });
+  }
+  Result<std::uint64_t> size() const override {
+    return use([&](File& f) { return f.size(); });
+  }
+  Status truncate(std::uint64_t length) override {
+    return use([&](File& f) {
+      ++changes_;
+      return f.truncate(length);
+    });
+  }
+
+  // Closes the descriptor if no operation uses it and what it wrote is synced (syncing it first if
+  // needed). False when it stays open.
+  bool try_close() {
+    std::unique_lock lock(use_mutex_, std::try_to_lock);
+    if (!lock.owns_lock() || !inner_) return false;
+    const std::uint64_t covered = changes_.load();
+    // An index is a shortcut that every open checks and rebuilds when wrong: losing its unsynced
+    // bytes (or a write error on them) costs nothing, so it is closed without a sync.
+    if (synced_.load() != covered && !path_.ends_with(".index")) {
+      // Closing an unsynced descriptor could lose a write error with it (a later descriptor's
+      // fsync does not report it): sync now, and keep it open if that fails, so the error surfaces.
+      if (!inner_->sync().ok()) return false;
+      raise_synced(covered);
+    }
+    inner_.reset();
+    return true;
+  }
+
+ private:
+  template <typename Op>
+  auto use(Op op) const -> decltype(op(std::declval<File&>())) {
+    while (true) {
+      {
+        std::shared_lock lock(use_mutex_);
+        if (inner_) {
+          owner_->touched(const_cast<PooledFile*>(this), /*newly_open=*/false);
+          return op(*inner_);
+        }
+      }
+      {
+        std::unique_lock lock(use_mutex_);
+        if (!inner_) {
+          auto file = owner_->base_->open(path_);
+          if (!file.ok()) return file.status();
+          inner_ = std::move(file.value());
+        }
+      }
+      owner_->touched(const_cast<PooledFile*>(this), /*newly_open=*/true);
+    }
+  }
+  void raise_synced(std::uint64_t covered) {
+    std::uint64_t seen = synced_.load();
+    while (seen < covered && !synced_.compare_exchange_weak(seen, covered)) {
+    }
+  }
+
+  const std::shared_ptr<BoundedFileSystem> owner_;
+  const std::string path_;
+  mutable std::shared_mutex use_mutex_;
+  mutable std::unique_ptr<File> inner_;            // GUARDED_BY(use_mutex_): null while closed
+  mutable std::atomic<std::uint64_t> changes_{0};  // appends and truncates so far
+  std::atomic<std::uint64_t> synced_{0};           // changes_ covered by the last successful sync
+
+ public:
+  std::list<PooledFile*>::iterator lru_position;  // in owner_->open_, while open; GUARDED_BY(owner_->mutex_)
+  bool listed = false;                            // GUARDED_BY(owner_->mutex_)
+};
+
+std::shared_ptr<BoundedFileSystem> BoundedFileSystem::make(std::shared_ptr<FileSystem> base,
+                                                           std::size_t max_open) {
+  return std::shared_ptr<BoundedFileSystem>(
+      new BoundedFileSystem(std::move(base), std::max<std::size_t>(2, max_open)));
+}
+
+namespace {
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? std::string(".") : path.substr(0, slash == 0 ? 1 : slash);
+}
+}  // namespace
+
+void BoundedFileSystem::entries_changed(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  synced_directories_.erase(parent_of(path));
+}
+
+Status BoundedFileSystem::create_directories(const std::string& path) {
+  if (base_->exists(path)) return base_->create_directories(path);  // creates nothing: no new entry
+  {
+    // Every directory on the way may get a new entry.
+    std::lock_guard lock(mutex_);
+    for (std::string p = path; p.size() > 1 && p != "."; p = parent_of(p)) {
+      synced_directories_.erase(p);
+      synced_directories_.erase(parent_of(p));
+    }
+  }
+  return base_->create_directories(path);
+}
+
+Status BoundedFileSystem::sync_directory(const std::string& path) {
+  {
+    std::lock_guard lock(mutex_);
+    if (synced_directories_.contains(path)) return {};
+  }
+  Status s = base_->sync_directory(path);
+  if (s.ok()) {
+    std::lock_guard lock(mutex_);
+    synced_directories_.insert(path);
+  }
+  return s;
+}
+
+Status BoundedFileSystem::remove(const std::string& path) {
+  entries_changed(path);
+  return base_->remove(path);
+}
+
+Status BoundedFileSystem::rename(const std::string& from, const std::string& to) {
+  entries_changed(from);
+  entries_changed(to);
+  return base_->rename(from, to);
+}
+
+Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {
+  if (!base_->exists(path)) entries_changed(path);  // it will be created
+  // Open now, so that an unopenable path fails here as with any FileSystem.
+  auto file = base_->open(path);
+  if (!file.ok()) return file.status();
+  auto pooled = std::make_unique<PooledFile>(shared_from_this(), path, std::move(file.value()));
+  touched(pooled.get(), /*newly_open=*/true);
+  return std::unique_ptr<File>(std::move(pooled));
+}
+
+void BoundedFileSystem::touched(PooledFile* file, bool newly_open) {
+  // Closing happens under mutex_, so that a file cannot be destroyed (forget() waits for mutex_)
+  // while it is being closed. A dirty file is synced first, which is slow but rare: with
+  // FSYNC=always a journal is synced on every write and only its index is ever dirty.
+  std::lock_guard lock(mutex_);
+  if (file->listed) {
+    open_.splice(open_.begin(), open_, file->lru_position);
+  } else if (newly_open) {
+    open_.push_front(file);
+    file->lru_position = open_.begin();
+    file->listed = true;
+  }
+  // From the least recently used on; a busy or unsyncable file stays open and is passed over.
+  auto candidate = open_.end();
+  while (open_.size() > max_open_ && candidate != open_.begin()) {
+    --candidate;
+    PooledFile* victim = *candidate;
+    if (victim == file || !victim->try_close()) continue;
+    victim->listed = false;
+    candidate = open_.erase(candidate);
+  }
+}
+
+void BoundedFileSystem::forget(PooledFile* file) {
+  std::lock_guard lock(mutex_);
+  if (file->listed) open_.erase(file->lru_position);
+  file->listed = false;
+}
+
+std::size_t BoundedFileSystem::open_count() const {
+  std::lock_guard lock(mutex_);
+  return open_.size();
+}
+
+}  // namespace mq::detail

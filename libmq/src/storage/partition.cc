@@ -1,0 +1,31 @@
+#include "mq/partition.h"
+
+#include "storage/partition_log.h"
+
+namespace mq {
+
+Partition::Partition(std::unique_ptr<PartitionLog> log) : log_(std::move(log)) {}
+Partition::~Partition() = default;
+
+const std::string& Partition::topic() const { return log_->topic(); }
+std::uint32_t Partition::index() const { return log_->index(); }
+Result<std::uint64_t> Partition::append(std::span<const Message> batch) { return log_->append(batch); }
+Result<ReadBatch> Partition::read(std::uint64_t offset, std::size_t max_messages,
+                                  std::size_t max_bytes) const {
+  return log_->read(offset, max_messages, max_bytes);
+}
+std::uint64_t Partition::next_offset() const { return log_->next_offset(); }
+std::uint64_t Partition::wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const {
+  return log_->wait_beyond(offset, timeout);
+}
+void Partition::interrupt_waiters() { log_->interrupt_waiters(); }
+std::uint64_t Partition::add_append_listener(std::function<void()> on_append) {
+  return log_->add_append_listener(std::move(on_append));
+}
+void Partition::remove_append_listener(std::uint64_t id) { log_->remove_append_listener(id); }
+std::uint64_t Partition::log_bytes() const { return log_->positions().written; }
+LogPositions Partition::positions() const { return log_->positions(); }
+const RecoveryReport& Partition::recovery_report() const { return log_->recovery_report(); }
+Status Partition::sync() { return log_->sync(); }
+
+}  // namespace mq

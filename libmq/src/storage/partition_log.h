@@ -1,0 +1,129 @@
+// The implementation behind mq::Partition: one log file, its sparse index, the group commit that
+// writes and syncs it, and reads by offset.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "storage/log_recovery.h"
+#include "mq/file_system.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/partition.h"
+#include "storage/offset_index.h"
+
+namespace mq {
+
+// Thread-safe; see mq::Partition for the contract.
+//
+// Appenders format their lines into pending_ under mutex_. With kNever and kInterval the appender
+// writes them at once, still under the lock. With kAlways they are group-committed: whoever finds
+// no writer active becomes the writer, takes everything pending, writes it with one append and
+// syncs it with one fdatasync outside the lock, then publishes the new positions; appenders that
+// arrive meanwhile queue up for the next round, so concurrent appenders share writes and syncs.
+// sync() (the kInterval thread, close) runs beside writes.
+class PartitionLog {
+ public:
+  // Opens (creating when missing) the log <dir>/<stem>.log and its index <dir>/<stem>.index, and
+  // recovers them. `dir` and its missing parents are created; new directory entries are synced
+  // unless options.fsync is kNever. `topic` and `index` only label the log in messages.
+  static Result<std::unique_ptr<PartitionLog>> open(FileSystem& fs, const StoreOptions& options,
+                                                    const std::string& dir, const std::string& stem,
+                                                    std::string topic, std::uint32_t index);
+
+  PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options, std::unique_ptr<File> log,
+               std::unique_ptr<File> index_file, detail::RecoveredLog recovered);
+  ~PartitionLog();
+
+  const std::string& topic() const { return topic_; }
+  std::uint32_t index() const { return index_; }
+
+  Result<std::uint64_t> append(std::span<const Message> batch);
+  std::uint64_t add_append_listener(std::function<void()> on_append);
+  void remove_append_listener(std::uint64_t id);
+  Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
+  std::uint64_t next_offset() const;
+  std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
+  void interrupt_waiters();
+  LogPositions positions() const;
+  const RecoveryReport& recovery_report() const { return report_; }
+  // Syncs what is written; with only_if_behind, skips the sync when nothing new was written.
+  Status sync(bool only_if_behind = false);
+
+ private:
+  // Where a group of appended bytes ends: a byte position and the offset after it.
+  struct Mark {
+    std::uint64_t position = 0;
+    std::uint64_t offset = 0;
+  };
+
+  Result<std::uint64_t> append_durably(std::span<const Message> batch);
+  void notify_listeners();
+  // Appends `data` to the log and `entries` to the index.
+  Status write_out(std::string_view data, const std::vector<detail::IndexEntry>& entries);
+  // kNever/kInterval: writes everything pending without releasing mutex_.
+  void write_pending_locked();
+  // kAlways: writes and syncs everything pending with `lock` released; the caller holds `lock` and
+  // no writer is active. Publishes the result or records the error.
+  void write_and_sync_pending(std::unique_lock<std::mutex>& lock);
+  void publish(Mark written, bool synced, const std::vector<detail::IndexEntry>& new_entries);
+  // kAlways, before a round takes what is pending: waits briefly for more appenders (see .cc).
+  void gather_locked(std::unique_lock<std::mutex>& lock);
+  // The error for an append ending at `end_position` once the partition failed.
+  Status failure_for_locked(std::uint64_t end_position) const;
+  // Records a write or sync failure; every later append fails with it (kStorageFailed).
+  void fail(const Status& status, Mark round_end);
+  // A full disk: cuts the log back to what was written before `from` and drops every append not yet
+  // written (their offsets followed the failed ones), which then fail with `status`. False when
+  // the cut itself failed (then the partition is failed instead).
+  bool roll_back_locked(const Status& status);
+  Mark visible_locked() const { return options_.fsync == FsyncMode::kAlways ? synced_ : written_; }
+  Status check_payloads(std::span<const Message> batch) const;
+
+  const std::string topic_;
+  const std::uint32_t index_;
+  const StoreOptions options_;
+  const std::unique_ptr<File> log_;         // appended and synced only by the active writer
+  const std::unique_ptr<File> index_file_;  // likewise
+  const RecoveryReport report_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable round_done_[2];       // group commit round k ended: round_done_[k % 2]
+  std::condition_variable synced_cv_;           // a sync() finished
+  mutable std::condition_variable visible_cv_;  // more messages are visible (readers wait)
+  bool writer_active_ = false;                  // GUARDED_BY(mutex_): a group commit is under way
+  std::uint64_t round_ = 0;                     // GUARDED_BY(mutex_): group commit rounds started
+  std::uint64_t round_target_ = 0;              // GUARDED_BY(mutex_): where the latest round syncs to
+  std::size_t pending_appends_ = 0;             // GUARDED_BY(mutex_): append calls in pending_
+  std::size_t expected_appends_ = 0;            // GUARDED_BY(mutex_): appenders seen around the last round
+  std::chrono::steady_clock::duration last_sync_time_{};  // GUARDED_BY(mutex_)
+  bool gathering_ = false;                           // GUARDED_BY(mutex_): a leader waits in gather_locked
+  std::condition_variable gathered_;                 // an append arrived while gathering
+  bool syncing_ = false;                             // GUARDED_BY(mutex_): a sync() is under way
+  std::string pending_;                              // GUARDED_BY(mutex_): formatted, not yet written
+  std::string spare_;                                // GUARDED_BY(mutex_): reused write buffer
+  std::vector<detail::IndexEntry> pending_entries_;  // GUARDED_BY(mutex_)
+  Mark appended_;                                    // GUARDED_BY(mutex_)
+  Mark written_;                                     // GUARDED_BY(mutex_)
+  Mark synced_;                                      // GUARDED_BY(mutex_)
+  std::uint64_t last_indexed_position_ = 0;          // GUARDED_BY(mutex_)
+  std::vector<detail::IndexEntry> entries_;          // GUARDED_BY(mutex_): starts with {0, 0}
+  Status error_;                                     // GUARDED_BY(mutex_): sticky once a write fails
+  std::uint64_t failed_round_end_ = 0;  // GUARDED_BY(mutex_): appends up to here were in the failed round
+  std::uint64_t epoch_ = 0;             // GUARDED_BY(mutex_): bumped when unwritten appends are dropped
+  Status rollback_status_;              // GUARDED_BY(mutex_): why they were dropped
+  bool waits_interrupted_ = false;                   // GUARDED_BY(mutex_): sticky, for shutdown
+
+  std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)
+  std::uint64_t last_listener_id_ = 0;                                      // GUARDED_BY(listeners_mutex_)
+};
+
+}  // namespace mq

@@ -1,0 +1,206 @@
+#include "storage/record_format.h"
+
+#include <simdjson.h>
+
+#include <charconv>
+
+#include "common/json_validation.h"
+
+namespace mq::detail {
+
+bool is_valid_utf8(std::string_view s) { return simdjson::validate_utf8(s.data(), s.size()); }
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        if (u < 0x20) {
+          out += "\\u00";
+          out.push_back(kHex[u >> 4]);
+          out.push_back(kHex[u & 0xf]);
+        } else {
+          out.push_back(c);  // UTF-8 passes through unchanged
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+namespace {
+void append_number(std::string& out, std::int64_t value) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(digits, end);
+}
+void append_number(std::string& out, std::uint64_t value) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(digits, end);
+}
+constexpr std::string_view kOffsetPrefix = R"({"offset":)";
+}  // namespace
+
+void append_record_line(std::string& out, std::uint64_t offset, std::int64_t timestamp_ms,
+                        std::optional<std::uint64_t> batch_last, const Message& message) {
+  out += kOffsetPrefix;
+  append_number(out, offset);
+  out += R"(,"timestamp":)";
+  append_number(out, timestamp_ms);
+  if (batch_last) {
+    out += R"(,"batch_last":)";
+    append_number(out, *batch_last);
+  }
+  if (message.key) {
+    out += R"(,"key":)";
+    append_json_string(out, *message.key);
+  }
+  if (message.source) {
+    out += R"(,"source":)";
+    out += message.source->json();
+  }
+  out += R"(,"payload":)";
+  out += message.payload.json();
+  out += "}\n";
+}
+
+std::optional<std::uint64_t> parse_offset_prefix(std::string_view line) {
+  if (!line.starts_with(kOffsetPrefix)) return std::nullopt;
+  line.remove_prefix(kOffsetPrefix.size());
+  std::uint64_t offset = 0;
+  auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), offset);
+  if (ec != std::errc() || end == line.data() || end == line.data() + line.size() || *end != ',') {
+    return std::nullopt;
+  }
+  return offset;
+}
+
+struct RecordValidator::Parser {
+  Parser() {
+    // Deep enough for any record the write path accepts (json_validation.h).
+    const auto allocated = dom.allocate(4096, kMaxDocumentDepth);
+    static_cast<void>(allocated);  // a failed allocation is reported again by the first parse
+  }
+  simdjson::dom::parser dom;
+  simdjson::ondemand::parser ondemand;
+};
+
+RecordValidator::RecordValidator() : parser_(std::make_unique<Parser>()) {}
+RecordValidator::~RecordValidator() = default;
+
+namespace {
+
+// The header fields of a record that only the slow parser could read (a number beyond 64 bits in
+// the payload): the same checks as the fast path below.
+std::optional<RecordHeader> validate_slowly(std::string_view line) {
+  auto fields = parse_top_level_slowly(line, kMaxDocumentDepth);
+  if (!fields) return std::nullopt;
+  auto field = [&](std::string_view name) -> const TopLevelValue* {
+    auto it = fields->find(name);
+    return it == fields->end() ? nullptr : &it->second;
+  };
+  auto unsigned_field = [&](std::string_view name) -> std::optional<std::uint64_t> {
+    const TopLevelValue* v = field(name);
+    if (v == nullptr) return std::nullopt;
+    if (const auto* u = std::get_if<std::uint64_t>(v)) return *u;
+    return std::nullopt;
+  };
+  RecordHeader header;
+  auto offset = unsigned_field("offset");
+  if (!offset) return std::nullopt;
+  header.offset = *offset;
+  const TopLevelValue* timestamp = field("timestamp");
+  if (timestamp == nullptr || !(std::holds_alternative<std::uint64_t>(*timestamp) ||
+                                std::holds_alternative<std::int64_t>(*timestamp) ||
+                                std::holds_alternative<double>(*timestamp))) {
+    return std::nullopt;
+  }
+  if (field("payload") == nullptr) return std::nullopt;
+  if (const TopLevelValue* key = field("key"); key != nullptr && !std::holds_alternative<std::string>(*key)) {
+    return std::nullopt;
+  }
+  if (field("batch_last") != nullptr) {
+    auto last = unsigned_field("batch_last");
+    if (!last || *last < header.offset) return std::nullopt;
+    header.batch_last = *last;
+  }
+  return header;
+}
+
+}  // namespace
+
+std::optional<RecordHeader> RecordValidator::validate(std::string_view line) {
+  simdjson::dom::element root;
+  if (const auto error = parser_->dom.parse(line.data(), line.size()).get(root)) {
+    // The write path accepts numbers simdjson cannot represent (json_validation.h); so must we.
+    if (is_unrepresentable_number_error(error)) return validate_slowly(line);
+    return std::nullopt;
+  }
+  simdjson::dom::object object;
+  if (root.get_object().get(object)) return std::nullopt;
+  RecordHeader header;
+  if (object["offset"].get_uint64().get(header.offset)) return std::nullopt;
+  simdjson::dom::element field;
+  if (object["timestamp"].get(field) || !field.is_number()) return std::nullopt;
+  if (object["payload"].get(field)) return std::nullopt;
+  if (!object["key"].get(field) && !field.is_string()) return std::nullopt;
+  if (!object["batch_last"].get(field)) {
+    std::uint64_t last = 0;
+    if (field.get_uint64().get(last) || last < header.offset) return std::nullopt;
+    header.batch_last = last;
+  }
+  return header;
+}
+
+std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(std::string_view line) {
+  // On demand, so that a payload's numbers are copied as text, never converted: this works for
+  // numbers beyond 64 bits too.
+  simdjson::padded_string padded(line);
+  simdjson::ondemand::document document;
+  simdjson::ondemand::object object;
+  if (parser_->ondemand.iterate(padded).get(document) || document.get_object().get(object)) return std::nullopt;
+  ProducedFields fields;
+  bool has_payload = false;
+  for (auto member : object) {
+    std::string_view name;
+    simdjson::ondemand::value value;
+    if (member.unescaped_key().get(name) || member.value().get(value)) return std::nullopt;
+    if (name == "payload" || name == "source") {
+      std::string_view raw;
+      if (simdjson::to_json_string(value).get(raw)) return std::nullopt;
+      (name == "payload" ? fields.payload_json : fields.source_json.emplace()) = std::string(raw);
+      has_payload |= name == "payload";
+    } else if (name == "key") {
+      std::string_view key;
+      if (value.get_string().get(key)) return std::nullopt;
+      fields.key = std::string(key);
+    }
+  }
+  if (!has_payload) return std::nullopt;
+  return fields;
+}
+
+}  // namespace mq::detail
