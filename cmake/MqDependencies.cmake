@@ -1,4 +1,5 @@
-# Every dependency comes from a Debian 12 package, found the way TOOLCHAIN.md says.
+# Every dependency comes from a Debian 12 package (cmake/install-deps.sh installs them), found through
+# the CMake config files those packages ship.
 find_package(Threads REQUIRED)
 find_package(simdjson CONFIG REQUIRED)
 find_package(nlohmann_json 3.11 CONFIG REQUIRED)

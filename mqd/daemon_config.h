@@ -28,7 +28,7 @@ struct DaemonConfig {
   TlsContext tls;  // both files, loaded and checked: mqd serves HTTPS only; null: plain HTTP
 };
 
-// Reads every variable of the API's configuration table; an error names the variable and value.
+// Reads every variable of docs/http-api.md's configuration table; an error names the variable and value.
 mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup);
 
 }  // namespace mqd

@@ -126,7 +126,7 @@ void HeadReader::take_parked() {
 
 void HeadReader::expire() {
   const auto now = Clock::now();
-  // Too slow (or idle too long): closed without an answer, as API.md says.
+  // Too slow (or idle too long): closed without an answer, as docs/http-api.md says.
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) release(deadlines_.begin()->second);
 }
 

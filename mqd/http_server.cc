@@ -10,8 +10,8 @@
 
 #include "connection_server.h"
 #include "error_responses.h"
-#include "request_parsing.h"
 #include "protocol/http_protocol.h"
+#include "request_parsing.h"
 #include "wire_format.h"
 
 namespace mqd {
@@ -59,7 +59,8 @@ class HttpServer::Impl {
         broker_(broker),
         open_connections_(std::make_shared<std::atomic<std::size_t>>(0)),
         server_(ConnectionOptions{config.request_timeout, config.max_connections + kSpareThreads,
-                                  std::make_shared<std::atomic<std::size_t>>(0), config.tls, open_connections_}) {
+                                  std::make_shared<std::atomic<std::size_t>>(0), config.tls,
+                                  open_connections_}) {
     tune();
     route();
   }
@@ -78,7 +79,7 @@ class HttpServer::Impl {
   }
 
  private:
-  // The defaults of Debian's cpp-httplib 0.11.4 that STYLE.md measured as costly.
+  // Debian's cpp-httplib 0.11.4 defaults that measurably cost latency or connections, each overridden here.
   void tune() {
     server_.set_tcp_nodelay(true);                // else every response waits ~40 ms for a delayed ACK
     server_.set_keep_alive_max_count(1'000'000);  // else a connection closes after 5 requests
@@ -142,7 +143,7 @@ class HttpServer::Impl {
                                                  const httplib::ContentReader&);
   void post(std::string_view path, BodyHandler handler) {
     server_.Post(std::string(path), [this, handler](const httplib::Request& req, httplib::Response& res,
-                                                     const httplib::ContentReader& reader) {
+                                                    const httplib::ContentReader& reader) {
       (this->*handler)(req, res, reader);
     });
   }
@@ -245,7 +246,7 @@ class HttpServer::Impl {
     if (!partition.ok()) return fail(res, partition.status());
     auto parsed = parse_produce_body(*body);
     if (!parsed.ok()) return fail(res, parsed.status());
-    auto result = broker_.produce(*topic, *partition, parsed->messages);
+    auto result = broker_.produce(*topic, parsed->messages, *partition);
     if (!result.ok()) return fail(res, result.status());
     // Built by hand on the hot path; names and ids never need escaping.
     std::string out;
@@ -292,8 +293,9 @@ class HttpServer::Impl {
   void consume(const httplib::Request& req, httplib::Response& res) {
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
-    auto options = subscribe_options(param(req, mq::http::param::kVisibilityTimeoutMs), param(req, mq::http::param::kMaxInflight),
-                                     param(req, mq::http::param::kFrom));
+    auto options =
+        subscribe_options(param(req, mq::http::param::kVisibilityTimeoutMs),
+                          param(req, mq::http::param::kMaxInflight), param(req, mq::http::param::kFrom));
     if (!options.ok()) return fail(res, options.status());
     auto subscription = broker_.subscribe(target->topic, target->partition, target->group, *options);
     if (!subscription.ok()) return fail(res, subscription.status());
@@ -384,7 +386,8 @@ class HttpServer::Impl {
     namespace field = mq::http::field;
     json topics = json::array();
     for (const mq::TopicInfo& topic : broker_.topics()) {
-      topics.push_back({{field::kName, topic.name}, {field::kPartitions, topic.partitions}, {field::kOwned, topic.owned}});
+      topics.push_back(
+          {{field::kName, topic.name}, {field::kPartitions, topic.partitions}, {field::kOwned, topic.owned}});
     }
     const mq::BrokerIdentity identity = broker_.config().broker;
     send_json(res, 200,

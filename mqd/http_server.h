@@ -1,4 +1,4 @@
-// The HTTP binding of mqd: every route of the API contract onto the Broker. Routes are thin: they
+// The HTTP binding of mqd: every route of docs/http-api.md onto the Broker. Routes are thin: they
 // read the request, call the Broker, and write the answer; errors go through one table.
 #pragma once
 

@@ -57,7 +57,7 @@ the environment only:
   HEARTBEAT_MS           SSE keepalive interval (15000)
   AUTH_TOKEN             require "Authorization: Bearer <token>" (unset: no auth)
   TLS_CERT_FILE, TLS_KEY_FILE                PEM files: serve HTTPS only
-See README.md in the source tree for the whole HTTP API.
+The HTTP API, every route and variable: docs/http-api.md in the source tree.
 )";
 
 // Why binding host:port fails (cpp-httplib only says that it did): tried again to read errno.
@@ -150,8 +150,9 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "mqd: listening on %s://%s:%d, broker %u of %u, DATA_DIR=%s, TOPICS=%s, FSYNC=%s, "
                "VISIBILITY_TIMEOUT_MS=%lld, MAX_DELIVERIES=%u, MAX_CONNECTIONS=%zu, auth %s\n",
-               config->tls ? "https" : "http", config->host.c_str(), config->port, library.broker.index, library.broker.count,
-               library.store.data_dir.c_str(), topics.c_str(), fsync_name(library.store.fsync),
+               config->tls ? "https" : "http", config->host.c_str(), config->port, library.broker.index,
+               library.broker.count, library.store.data_dir.c_str(), topics.c_str(),
+               fsync_name(library.store.fsync),
                static_cast<long long>(library.groups.visibility_timeout.count()),
                library.groups.max_deliveries, config->max_connections, config->auth_token ? "on" : "off");
   if (!config->auth_token && (config->host == "0.0.0.0" || config->host == "::")) {

@@ -3,12 +3,13 @@
 #include <simdjson.h>
 
 #include <charconv>
+#include <memory>
 
 #include "common/decimal.h"
-#include "common/names.h"
 #include "common/json_validation.h"
-#include "protocol/http_protocol.h"
+#include "common/names.h"
 #include "mq/options.h"
+#include "protocol/http_protocol.h"
 
 namespace mqd {
 
@@ -22,43 +23,107 @@ std::optional<std::uint64_t> whole_number(std::string_view text, std::uint64_t m
   return mq::detail::parse_decimal(text, 0, max);
 }
 
-// The whole body must be one valid JSON document: validated once here, so that the values taken out
-// of it afterwards need no second validation.
-mq::Status check_json(std::string_view body) {
-  if (body.empty()) return bad_request("the request body is empty; expected a JSON object");
-  // libmq's one rule for valid JSON, the one recovery applies to stored records; deep enough for a
-  // batch body around payloads of the deepest nesting a payload may have.
+// Bodies up to this size keep their thread's parser and buffer for the next request; a larger one
+// (rare: a big batch) gets its own, so that no thread keeps a huge allocation after it.
+constexpr std::size_t kKeepParserBytes = 1 << 20;
+
+// The rule for JSON values that are not payloads (unknown fields): libmq's one rule for valid JSON,
+// deep enough for any value a batch body may hold.
+mq::Status check_other_value(std::string_view raw, std::string_view where) {
   thread_local mq::detail::JsonValidator validator(mq::detail::kMaxPayloadDepth + 3);
-  return validator.check(body, "the request body");
+  return validator.check(raw, where);
 }
 
-// Reads one {"payload": ..., "key": ...} object of a produce body.
-mq::Result<mq::Message> read_message(simdjson::ondemand::object object, std::string_view where) {
+// simdjson's on-demand parser over a copy of the body with the padding it needs, kept per thread.
+class ProduceBodyReader {
+ public:
+  simdjson::error_code iterate(std::string_view body, simdjson::ondemand::document& document) {
+    if (body.size() > kKeepParserBytes) {
+      own_buffer_.reset(new std::string());
+      own_parser_ = std::make_unique<simdjson::ondemand::parser>();
+    }
+    std::string& buffer = own_buffer_ ? *own_buffer_ : buffer_;
+    simdjson::ondemand::parser& parser = own_parser_ ? *own_parser_ : parser_;
+    buffer.reserve(body.size() + simdjson::SIMDJSON_PADDING);
+    buffer.assign(body);
+    buffer.append(simdjson::SIMDJSON_PADDING, '\0');  // read by simdjson, never part of the body
+    return parser.iterate(buffer.data(), body.size(), buffer.size()).get(document);
+  }
+  // Releases what a large body took (after its messages were copied out).
+  void done() {
+    own_parser_.reset();
+    own_buffer_.reset();
+  }
+
+ private:
+  simdjson::ondemand::parser parser_;
+  std::string buffer_;
+  std::unique_ptr<simdjson::ondemand::parser> own_parser_;
+  std::unique_ptr<std::string> own_buffer_;
+};
+
+// A value's text as written; the on-demand parser only finds where it ends, so the caller validates it.
+mq::Result<std::string_view> raw_value(simdjson::ondemand::value value, std::string_view where) {
+  std::string_view raw;
+  if (simdjson::to_json_string(value).get(raw))
+    return bad_request("malformed value in " + std::string(where));
+  return raw;
+}
+
+// A "key" field: a string, or null for no key.
+mq::Result<std::optional<std::string>> read_key(simdjson::ondemand::value value, std::string_view where) {
+  bool is_null = false;
+  if (!value.is_null().get(is_null) && is_null) return std::optional<std::string>{};
+  std::string_view text;
+  if (value.get_string().get(text)) return bad_request("\"key\" must be a string in " + std::string(where));
+  return std::optional<std::string>(std::string(text));
+}
+
+// The payload and key of one message object; other fields are validated and ignored.
+struct MessageFields {
   std::optional<mq::Payload> payload;
   std::optional<std::string> key;
+  mq::Status key_error;  // a "key" that is not a string, which only the single form refuses
+};
+
+// One field of a message object (or of the single form's body): "payload" is validated once, by
+// Payload::parse (libmq's JSON rule, with the payload depth limit), and minified.
+mq::Status read_message_field(std::string_view name, simdjson::ondemand::value value, std::string_view where,
+                              MessageFields& fields) {
+  if (name == field::kPayload) {
+    auto raw = raw_value(value, where);
+    if (!raw.ok()) return raw.status();
+    auto parsed = mq::Payload::parse(*raw);
+    if (!parsed.ok()) return parsed.status();
+    fields.payload = std::move(parsed.value());
+    return {};
+  }
+  if (name == field::kKey) {
+    auto key = read_key(value, where);
+    if (key.ok()) {
+      fields.key = std::move(key.value());
+      fields.key_error = {};
+      return {};
+    }
+    fields.key_error = key.status();
+  }
+  auto raw = raw_value(value, where);
+  if (!raw.ok()) return raw.status();
+  return check_other_value(*raw, "a value in " + std::string(where));
+}
+
+mq::Result<mq::Message> read_message(simdjson::ondemand::object object, std::string_view where) {
+  MessageFields fields;
   for (auto field : object) {
     std::string_view name;
     if (field.unescaped_key().get(name)) return bad_request("malformed field name in " + std::string(where));
     simdjson::ondemand::value value;
     if (field.value().get(value)) return bad_request("malformed value in " + std::string(where));
-    if (name == field::kPayload) {
-      std::string_view raw;
-      if (simdjson::to_json_string(value).get(raw))
-        return bad_request("malformed payload in " + std::string(where));
-      auto parsed = mq::Payload::parse(raw);
-      if (!parsed.ok()) return parsed.status();
-      payload = std::move(parsed.value());
-    } else if (name == field::kKey) {
-      bool is_null = false;
-      if (!value.is_null().get(is_null) && is_null) continue;  // "key": null is no key
-      std::string_view text;
-      if (value.get_string().get(text))
-        return bad_request("\"key\" must be a string in " + std::string(where));
-      key = std::string(text);
-    }
+    if (auto s = read_message_field(name, value, where, fields); !s.ok()) return s;
   }
-  if (!payload) return bad_request("\"payload\" is required in " + std::string(where));
-  return mq::Message{std::move(*payload), std::move(key)};
+  if (!fields.key_error.ok()) return fields.key_error;
+  if (!fields.payload) return bad_request("\"payload\" is required in " + std::string(where));
+  return mq::Message{std::move(*fields.payload), std::move(fields.key)};
 }
 
 // The "id" field of a small body, which must be a non-empty string.
@@ -70,14 +135,33 @@ mq::Result<std::string> id_field(simdjson::dom::object object) {
   return std::string(id);
 }
 
-mq::Result<simdjson::dom::object> small_object(simdjson::dom::parser& parser, std::string_view body) {
-  if (auto s = check_json(body); !s.ok()) return s;
-  simdjson::dom::element root;
+// A small body (ack, nack, touch) parsed once, by the thread's parser (valid until the thread's next
+// call) or, for a large body, by one of its own.
+struct SmallBody {
+  std::unique_ptr<simdjson::dom::parser> own;
   simdjson::dom::object object;
-  if (parser.parse(body.data(), body.size()).get(root) || root.get_object().get(object)) {
+};
+
+// Only a body simdjson refuses is looked at again, by libmq's JSON rule, to say why (or, for numbers
+// beyond 64 bits, which the rule accepts, that it is not what the route takes).
+mq::Result<SmallBody> small_object(std::string_view body) {
+  if (body.empty()) return bad_request("the request body is empty; expected a JSON object");
+  thread_local simdjson::dom::parser kept;
+  thread_local const bool allocated = !kept.allocate(4096, mq::detail::kMaxPayloadDepth + 3);
+  SmallBody result;
+  if (!allocated || body.size() > kKeepParserBytes) {
+    result.own = std::make_unique<simdjson::dom::parser>();
+    if (result.own->allocate(body.size(), mq::detail::kMaxPayloadDepth + 3))
+      return mq::Status::unavailable("out of memory for the request body");
+  }
+  simdjson::dom::parser& parser = result.own ? *result.own : kept;
+  simdjson::dom::element root;
+  if (parser.parse(body.data(), body.size()).get(root)) {
+    if (auto s = check_other_value(body, "the request body"); !s.ok()) return s;
     return bad_request("the request body must be a JSON object");
   }
-  return object;
+  if (root.get_object().get(result.object)) return bad_request("the request body must be a JSON object");
+  return result;
 }
 
 }  // namespace
@@ -141,21 +225,34 @@ mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeo
 }
 
 mq::Result<ProduceBody> parse_produce_body(std::string_view body) {
-  if (auto s = check_json(body); !s.ok()) return s;
-  simdjson::ondemand::parser parser;
-  simdjson::padded_string padded(body);
+  if (body.empty()) return bad_request("the request body is empty; expected a JSON object");
+  // One pass over the body: the on-demand parser walks it once and every value is validated as it
+  // is read (each payload once, by Payload::parse); nothing is parsed a second time.
+  thread_local ProduceBodyReader reader;
+  struct Done {
+    ProduceBodyReader& reader;
+    ~Done() { reader.done(); }
+  } done{reader};
   simdjson::ondemand::document document;
   simdjson::ondemand::object object;
-  if (parser.iterate(padded).get(document) || document.get_object().get(object)) {
+  if (reader.iterate(body, document) || document.get_object().get(object)) {
+    if (auto s = check_other_value(body, "the request body"); !s.ok()) return s;
     return bad_request("the request body must be a JSON object");
   }
   ProduceBody result;
+  MessageFields single;  // the single form: payload and key in the body itself
   for (auto field : object) {
     std::string_view name;
     if (field.unescaped_key().get(name)) return bad_request("malformed field name");
-    if (name != field::kMessages) continue;
+    simdjson::ondemand::value value;
+    if (field.value().get(value)) return bad_request("malformed value in the request body");
+    if (name != field::kMessages) {
+      if (auto s = read_message_field(name, value, "the request body", single); !s.ok()) return s;
+      continue;
+    }
+    if (result.batch) return bad_request("\"messages\" is given twice");
     simdjson::ondemand::array messages;
-    if (field.value().get_array().get(messages)) return bad_request("\"messages\" must be an array");
+    if (value.get_array().get(messages)) return bad_request("\"messages\" must be an array");
     std::size_t index = 0;
     for (auto element : messages) {
       // Each parsed message costs memory beyond its bytes: a bound keeps a 16 MiB body of tiny
@@ -174,20 +271,23 @@ mq::Result<ProduceBody> parse_produce_body(std::string_view body) {
     if (result.messages.empty()) return bad_request("\"messages\" must not be empty");
     result.batch = true;
   }
+  // Nothing may follow the object (the on-demand parser stops reading at its end): simdjson 3.0's
+  // document says so by having no location left.
+  const char* after = nullptr;
+  if (document.current_location().get(after) != simdjson::OUT_OF_BOUNDS)
+    return bad_request("the request body is not valid JSON: text after the object");
   if (!result.batch) {
-    // The single form: the same object holds payload and key.
-    if (object.reset().error()) return bad_request("the request body must be a JSON object");
-    auto read = read_message(object, "the request body");
-    if (!read.ok()) return read.status();
-    result.messages.push_back(std::move(read.value()));
+    if (!single.key_error.ok()) return single.key_error;
+    if (!single.payload) return bad_request("\"payload\" is required in the request body");
+    result.messages.push_back(mq::Message{std::move(*single.payload), std::move(single.key)});
   }
   return result;
 }
 
 mq::Result<std::vector<std::string>> parse_ack_body(std::string_view body) {
-  simdjson::dom::parser parser;
-  auto object = small_object(parser, body);
-  if (!object.ok()) return object.status();
+  auto parsed = small_object(body);
+  if (!parsed.ok()) return parsed.status();
+  simdjson::dom::object* object = &parsed->object;
   std::vector<std::string> ids;
   simdjson::dom::element element;
   simdjson::dom::element single;
@@ -198,7 +298,8 @@ mq::Result<std::vector<std::string>> parse_ack_body(std::string_view body) {
     simdjson::dom::array array;
     if (element.get_array().get(array)) return bad_request("\"ids\" must be an array of strings");
     if (array.size() > kMaxBatchMessages) {
-      return mq::Status::payload_too_large("at most " + std::to_string(kMaxBatchMessages) + " ids per request");
+      return mq::Status::payload_too_large("at most " + std::to_string(kMaxBatchMessages) +
+                                           " ids per request");
     }
     for (auto item : array) {
       std::string_view id;
@@ -215,9 +316,9 @@ mq::Result<std::vector<std::string>> parse_ack_body(std::string_view body) {
 }
 
 mq::Result<NackBody> parse_nack_body(std::string_view body) {
-  simdjson::dom::parser parser;
-  auto object = small_object(parser, body);
-  if (!object.ok()) return object.status();
+  auto parsed = small_object(body);
+  if (!parsed.ok()) return parsed.status();
+  simdjson::dom::object* object = &parsed->object;
   auto id = id_field(*object);
   if (!id.ok()) return id.status();
   NackBody nack{std::move(id.value()), {}};
@@ -233,9 +334,9 @@ mq::Result<NackBody> parse_nack_body(std::string_view body) {
 }
 
 mq::Result<std::string> parse_touch_body(std::string_view body) {
-  simdjson::dom::parser parser;
-  auto object = small_object(parser, body);
-  if (!object.ok()) return object.status();
+  auto parsed = small_object(body);
+  if (!parsed.ok()) return parsed.status();
+  simdjson::dom::object* object = &parsed->object;
   return id_field(*object);
 }
 

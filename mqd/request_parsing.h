@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "mq/consumer.h"
+#include "mq/consumer_group.h"
 #include "mq/message.h"
 #include "mq/status.h"
 

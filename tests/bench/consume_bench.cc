@@ -30,6 +30,7 @@
 
 #include "bench_support.h"
 #include "mq/mq.h"
+#include "storage/internal_access.h"  // PayloadInternal: exact stored bytes
 
 namespace {
 
@@ -248,10 +249,11 @@ void produce(mq::Broker& broker, std::size_t batch, RunState& state, ProducerRes
       const std::int64_t t_ns = now_ns();
       messages.clear();
       for (std::size_t i = 0; i < count; ++i) {
-        messages.push_back({mq::Payload::from_minified_json(timestamped_json(t_ns)), std::nullopt});
+        messages.push_back(
+            {mq::detail::PayloadInternal::from_minified_json(timestamped_json(t_ns)), std::nullopt});
       }
       const mq::ProduceResult produced_result =
-          check(broker.produce(kTopic, 0, std::span<const mq::Message>(messages)), "Broker::produce");
+          check(broker.produce(kTopic, std::span<const mq::Message>(messages), 0), "Broker::produce");
       if (produced_result.first_offset != produced) {
         throw std::runtime_error("produce landed at offset " + std::to_string(produced_result.first_offset) +
                                  ", expected " + std::to_string(produced));

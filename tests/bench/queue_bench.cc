@@ -49,6 +49,7 @@
 #include "bench_support.h"
 #include "mq/queue.h"
 #include "mqd_process.h"
+#include "storage/internal_access.h"  // PayloadInternal: exact stored bytes
 
 namespace {
 
@@ -439,8 +440,8 @@ RunResult run_once(Backend& backend, const Case& c, const BenchOptions& options,
           batch.clear();
           const std::int64_t sent = now_ns();
           for (std::uint64_t i = 0; i < count; ++i) {
-            batch.push_back(
-                mq::Message{mq::Payload::from_minified_json(make_payload(sent, seq + i)), std::nullopt});
+            batch.push_back(mq::Message{
+                mq::detail::PayloadInternal::from_minified_json(make_payload(sent, seq + i)), std::nullopt});
           }
           const auto before = Clock::now();
           auto result = queue.produce(topic, batch);

@@ -26,6 +26,7 @@
 
 #include "bench_support.h"
 #include "mq/mq.h"
+#include "storage/internal_access.h"  // PayloadInternal: exact stored bytes
 
 namespace {
 
@@ -86,7 +87,8 @@ std::vector<mq::Message> make_messages(std::uint64_t first_n, std::size_t count,
   std::vector<mq::Message> messages;
   messages.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
-    messages.push_back({mq::Payload::from_minified_json(padded_json(first_n + i, bytes)), std::nullopt});
+    messages.push_back(
+        {mq::detail::PayloadInternal::from_minified_json(padded_json(first_n + i, bytes)), std::nullopt});
   }
   return messages;
 }

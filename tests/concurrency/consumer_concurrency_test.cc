@@ -10,9 +10,11 @@
 #include <thread>
 
 #include "broker_helpers.h"
+#include "groups/message_ids.h"  // ids of messages not delivered
 #include "temp_dir.h"
 
 using namespace mq;
+using mq::detail::message_id;
 using namespace mq::testing;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
@@ -135,7 +137,7 @@ TEST_CASE("EachNewMessageWakesOneOfManyWaitingConsumersAndNoneIsLeftBehind") {
   }
   for (int i = 0; i < kMessages; i += 4) {
     std::vector<Message> batch(4, message("{\"n\":1}"));
-    REQUIRE(broker->produce("events", 0, batch).ok());
+    REQUIRE(broker->produce("events", batch, 0).ok());
   }
   {
     std::unique_lock lock(mutex);
@@ -172,7 +174,7 @@ TEST_CASE("ShutdownEndsWaitsWithShuttingDown") {
   waiting.join();
   CHECK(broker->subscribe("events", 0, "g", {}).status().code() == ErrorCode::kShuttingDown);
   // Pending work still completes: produce and ack keep working during shutdown.
-  CHECK(broker->produce("events", 0, std::vector<Message>{message("1")}).ok());
+  CHECK(broker->produce("events", std::vector<Message>{message("1")}, 0).ok());
 }
 
 // Issue 10, defect 7: compaction replaced the journal's log while another acknowledging thread read
@@ -187,7 +189,7 @@ TEST_CASE("ConcurrentAcksWhileTheJournalCompactsLoseNothing") {
     auto broker = open_broker(config);
     std::vector<Message> batch;
     for (int i = 0; i < kThreads * kPerThread; ++i) batch.push_back(message(std::to_string(i)));
-    REQUIRE(broker->produce("events", 0, batch).ok());
+    REQUIRE(broker->produce("events", batch, 0).ok());
     std::atomic<int> failures{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {

@@ -9,9 +9,11 @@
 #include <random>
 
 #include "broker_helpers.h"
+#include "groups/message_ids.h"  // ids of messages not delivered
 #include "temp_dir.h"
 
 using namespace mq;
+using mq::detail::message_id;
 using namespace mq::testing;
 using std::chrono::milliseconds;
 
@@ -32,7 +34,7 @@ struct ModelSubscriber {
   std::size_t inflight = 0;
 };
 
-// The contract of API.md's /consume and /ack for one group on one partition.
+// The contract of /consume and /ack (docs/http-api.md) for one group on one partition.
 class Model {
  public:
   void produce(std::size_t count) { messages_.resize(messages_.size() + count); }
@@ -183,7 +185,7 @@ void run_model(unsigned seed, int steps) {
     if (op < 15) {                                              // produce a batch of 1..3
       const std::size_t count = 1 + random() % 3;
       std::vector<Message> batch(count, message("{\"x\":1}"));
-      REQUIRE(broker->produce("events", 0, batch).ok());
+      REQUIRE(broker->produce("events", batch, 0).ok());
       model.produce(count);
     } else if (op < 22 && subs.size() < 4) {  // subscribe
       const std::int64_t timeout = 50 * (1 + random() % 4);

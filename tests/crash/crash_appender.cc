@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mq/mq.h"
+#include "storage/internal_access.h"  // PayloadInternal: exact stored bytes
 
 int main() {
   auto config = mq::config_from_env([](std::string_view name) -> std::optional<std::string> {
@@ -36,9 +37,9 @@ int main() {
         std::vector<mq::Message> batch;
         const int size = 1 + static_cast<int>(seq / 3 % 3);
         for (int j = 0; j < size; ++j) {
-          batch.push_back({mq::Payload::from_minified_json("{\"thread\":" + std::to_string(t) +
-                                                           ",\"seq\":" + std::to_string(seq + j) +
-                                                           ",\"pad\":\"" + std::string(64, 'x') + "\"}"),
+          batch.push_back({mq::detail::PayloadInternal::from_minified_json(
+                               "{\"thread\":" + std::to_string(t) + ",\"seq\":" + std::to_string(seq + j) +
+                               ",\"pad\":\"" + std::string(64, 'x') + "\"}"),
                            std::nullopt});
         }
         auto first = (*partition)->append(batch);

@@ -129,7 +129,7 @@ TEST_CASE("KilledConsumerLosesNoAcknowledgementAndKeepsNoMessageInFlight") {
     auto broker = Broker::open(config);
     REQUIRE(broker.ok());
     std::vector<Message> batch(100, message("{\"work\":1}"));
-    for (int i = 0; i < kMessages / 100; ++i) REQUIRE((*broker)->produce("crash", 0, batch).ok());
+    for (int i = 0; i < kMessages / 100; ++i) REQUIRE((*broker)->produce("crash", batch, 0).ok());
   }
   std::set<std::uint64_t> acked;
   std::set<std::uint64_t> skipped;

@@ -1,4 +1,4 @@
-// The HTTP contract of API.md against a real mqd on 127.0.0.1: every route's success path, every
+// The HTTP contract of docs/http-api.md against a real mqd on 127.0.0.1: every route's success path, every
 // error status, the event stream, and restarts.
 #include <doctest/doctest.h>
 

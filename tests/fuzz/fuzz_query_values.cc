@@ -33,7 +33,8 @@ std::optional<std::uint64_t> decimal(std::string_view text) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider input(data, size);
   const mqd::Param a = param(input), b = param(input), c = param(input);
-  const mqd::Param d = input.remaining_bytes() ? mqd::Param(input.ConsumeRemainingBytesAsString()) : std::nullopt;
+  const mqd::Param d =
+      input.remaining_bytes() ? mqd::Param(input.ConsumeRemainingBytesAsString()) : std::nullopt;
 
   for (const auto* value : {&a, &b, &c, &d}) {
     auto name = mqd::required_name("topic", *value);
@@ -57,7 +58,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const auto code = partition.status().code();
       const bool in_range = all_digits(**value) && decimal(**value) && *decimal(**value) <= UINT32_MAX;
       FUZZ_CHECK(!in_range, "every 32-bit partition number is accepted");
-      // API.md: a number too large for any topic is a 404 like any missing partition; not a number, 400.
+      // docs/http-api.md: a number too large for any topic is a 404 like any missing partition; not a number,
+      // 400.
       FUZZ_CHECK(code == mq::ErrorCode::kInvalidArgument || code == mq::ErrorCode::kNotFound,
                  "a bad partition is a 400 or a 404");
       if (code == mq::ErrorCode::kNotFound) FUZZ_CHECK(all_digits(**value), "only a number can be a 404");
@@ -68,8 +70,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   auto options = mqd::subscribe_options(a, b, c);
   if (options.ok()) {
-    if (a) FUZZ_CHECK(options->visibility_timeout && options->visibility_timeout->count() >= 1, "a visibility timeout is at least 1 ms");
-    if (b) FUZZ_CHECK(options->max_inflight >= 1 && options->max_inflight <= 1'000'000, "max_inflight in range");
+    if (a)
+      FUZZ_CHECK(options->visibility_timeout && options->visibility_timeout->count() >= 1,
+                 "a visibility timeout is at least 1 ms");
+    if (b)
+      FUZZ_CHECK(options->max_inflight >= 1 && options->max_inflight <= 1'000'000, "max_inflight in range");
     if (c) FUZZ_CHECK(*c == "earliest" || *c == "latest", "from is earliest or latest");
   } else {
     FUZZ_CHECK(options.status().code() == mq::ErrorCode::kInvalidArgument, "bad options are a 400");

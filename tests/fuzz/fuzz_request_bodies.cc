@@ -2,9 +2,10 @@
 // Besides crashes and sanitizer reports, it checks what an accepted body promises the routes.
 #include <chrono>
 
+#include "common/json_validation.h"
 #include "fuzz_support.h"
-#include "storage/record_format.h"
 #include "request_parsing.h"
+#include "storage/record_format.h"
 
 namespace {
 
@@ -15,6 +16,10 @@ void check_produce(std::string_view body) {
     return;
   }
   FUZZ_CHECK(!produce->messages.empty(), "an accepted produce body holds a message");
+  // The produce body is read in one on-demand pass, which validates what it reads: it must never
+  // accept a body that libmq's JSON rule refuses.
+  static mq::detail::JsonValidator rule(mq::detail::kMaxPayloadDepth + 3);
+  FUZZ_CHECK(rule.check(body, "body").ok(), "an accepted produce body is valid JSON");
   FUZZ_CHECK(produce->batch || produce->messages.size() == 1, "the single form holds one message");
   for (const auto& message : produce->messages) {
     const std::string& json = message.payload.json();

@@ -32,7 +32,7 @@ inline void produce_numbers(Broker& broker, int count, int first = 0, std::uint3
                             const std::string& topic = "events") {
   for (int n = first; n < first + count; ++n) {
     auto result =
-        broker.produce(topic, partition, std::vector<Message>{message("{\"n\":" + std::to_string(n) + "}")});
+        broker.produce(topic, std::vector<Message>{message("{\"n\":" + std::to_string(n) + "}")}, partition);
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
   }
 }

@@ -7,9 +7,11 @@
 #include <set>
 
 #include "broker_helpers.h"
+#include "groups/message_ids.h"  // ids of messages not delivered
 #include "temp_dir.h"
 
 using namespace mq;
+using mq::detail::message_id;
 using namespace mq::testing;
 using nlohmann::json;
 using std::chrono::milliseconds;
@@ -219,16 +221,16 @@ TEST_CASE("PartitionsTopicsAndNamesAreChecked") {
   SubscribeOptions zero;
   zero.max_inflight = 0;
   CHECK(broker->subscribe("events", 1, "g", zero).status().code() == ErrorCode::kInvalidArgument);
-  CHECK(broker->produce("events", 0, std::vector<Message>{message("1")}).status().code() ==
+  CHECK(broker->produce("events", std::vector<Message>{message("1")}, 0).status().code() ==
         ErrorCode::kNotOwned);
   // Without a partition or key, produce takes the owned partitions in turn.
   std::set<std::uint32_t> used;
   for (int i = 0; i < 4; ++i)
-    used.insert(broker->produce("events", std::nullopt, std::vector<Message>{message("1")})->partition);
+    used.insert(broker->produce("events", std::vector<Message>{message("1")})->partition);
   CHECK(used == std::set<std::uint32_t>{1, 3});
   // With a key, Kafka's partitioner decides; a key of another broker's partition is refused.
   for (const char* key : {"a", "b", "c", "d", "e", "f"}) {
-    auto r = broker->produce("events", std::nullopt, std::vector<Message>{message("1", key)});
+    auto r = broker->produce("events", std::vector<Message>{message("1", key)});
     const std::uint32_t expected = partition_for_key(key, 4);
     if (expected % 2 == 1) {
       REQUIRE(r.ok());
@@ -298,7 +300,7 @@ TEST_CASE("AMessageDeliveredMaxDeliveriesTimesWithoutAnAckIsDeadLettered") {
   auto clock = std::make_shared<ManualClock>();
   {
     auto broker = open_broker(config, clock);
-    REQUIRE(broker->produce("events", 1, std::vector<Message>{message("{\"poison\":true}", "k1")}).ok());
+    REQUIRE(broker->produce("events", std::vector<Message>{message("{\"poison\":true}", "k1")}, 1).ok());
     produce_numbers(*broker, 1, 7, 1);
     auto sub = subscribe(*broker, "g", with_timeout(100), 1);
     auto first = take_now(*sub);
@@ -379,7 +381,7 @@ TEST_CASE("TheAckRecordIsCompactedAndSurvivesRestart") {
   {
     auto broker = open_broker(config, std::make_shared<ManualClock>());
     std::vector<Message> batch(1000, message("1"));
-    for (int i = 0; i < 60; ++i) REQUIRE(broker->produce("events", 0, batch).ok());
+    for (int i = 0; i < 60; ++i) REQUIRE(broker->produce("events", batch, 0).ok());
     // Acknowledge every other message one by one (gaps keep the acked set large), then the rest.
     for (std::uint64_t o = 0; o < 60000; o += 2) {
       const std::vector<std::string> id{message_id(0, o)};

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "mq/mq.h"
+#include "storage/internal_access.h"  // PayloadInternal: exact stored bytes
 #include "store_helpers.h"
 #include "temp_dir.h"
 
@@ -222,7 +223,7 @@ TEST_CASE("APayloadWithARawNewlineIsRefused") {
   TempDir dir;
   auto store = open_store(dir.path());
   Partition& p = open_partition(*store);
-  const Message m{Payload::from_minified_json("[1,\n2]"), std::nullopt};
+  const Message m{mq::detail::PayloadInternal::from_minified_json("[1,\n2]"), std::nullopt};
   CHECK(p.append(m).status().code() == ErrorCode::kInvalidArgument);
   CHECK(p.next_offset() == 0);
 }

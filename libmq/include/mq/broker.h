@@ -13,11 +13,12 @@
 #include <vector>
 
 #include "mq/clock.h"
-#include "mq/consumer.h"
+#include "mq/consumer_group.h"
 #include "mq/export.h"
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/status.h"
+#include "mq/subscription.h"
 
 namespace mq {
 
@@ -55,22 +56,27 @@ class MQ_EXPORT Broker {
 
   // Appends `messages` atomically to one partition of `topic`: `partition` if given, else the one
   // the first message's key maps to, else the owned partitions in turn. Durable per FSYNC on return.
-  Result<ProduceResult> produce(std::string_view topic, std::optional<std::uint32_t> partition,
-                                std::span<const Message> messages);
+  // (The argument order of Queue::produce.)
+  Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
+                                std::optional<std::uint32_t> partition = std::nullopt);
 
-  // A new consumer in `group` on the partition; creates the group there if needed (`options.from`).
+  // The consumer group `name` on the partition, created there (starting at `from`) if it does not
+  // exist yet. Owned by the broker; valid until it is destroyed.
+  Result<ConsumerGroup*> group(std::string_view topic, std::uint32_t partition, std::string_view name,
+                               StartPosition from = StartPosition::kEarliest);
+
+  // The calls below are those of ConsumerGroup, by name: what mqd serves.
+
+  // group(topic, partition, group, options.from)->subscribe(options); kShuttingDown once stopping.
   Result<std::unique_ptr<Subscription>> subscribe(std::string_view topic, std::uint32_t partition,
                                                   std::string_view group, const SubscribeOptions& options);
-
-  // Acknowledges the messages `ids` for `group`, durably before returning, and returns how many were
-  // not acknowledged before. kNotFound (and nothing acknowledged) if an id names no message of the
-  // partition. Acknowledging a message that is not in flight is allowed: it is never delivered again.
+  // ConsumerGroup::ack. Creates the group (at the earliest message) only when every id is valid.
   Result<std::size_t> ack(std::string_view topic, std::uint32_t partition, std::string_view group,
                           std::span<const std::string> ids);
-  // Gives an in-flight message back now, or after `delay`; kConflict when it is not in flight.
+  // ConsumerGroup::nack and touch. They never create a group: kConflict when it does not exist
+  // (nothing of it is in flight).
   Status nack(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id,
               std::chrono::milliseconds delay = {});
-  // Restarts an in-flight message's visibility timeout; kConflict when it is not in flight.
   Status touch(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id);
 
   std::vector<TopicInfo> topics() const;
@@ -89,10 +95,5 @@ class MQ_EXPORT Broker {
   explicit Broker(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
-
-// The id of the message at `offset` of `partition` (opaque to clients).
-MQ_EXPORT std::string message_id(std::uint32_t partition, std::uint64_t offset);
-// The offset an id names on `partition`; nullopt for a malformed id or one of another partition.
-MQ_EXPORT std::optional<std::uint64_t> offset_of_id(std::string_view id, std::uint32_t partition);
 
 }  // namespace mq

@@ -13,6 +13,11 @@
 
 namespace mq {
 
+namespace detail {
+class PayloadInternal;
+class ReadBatchInternal;
+}  // namespace detail
+
 // A valid JSON value in minified form, so it always fits on one line of the log. Copyable.
 class MQ_EXPORT Payload {
  public:
@@ -23,13 +28,11 @@ class MQ_EXPORT Payload {
   // Minifies `json` (whitespace removed, digits kept) without validating it: for text the caller has
   // already validated as one JSON value (mqd validates whole request bodies once).
   static Payload from_valid_json(std::string_view json);
-  // Wraps text the caller guarantees is one valid, minified JSON value. Only a raw newline is
-  // checked (by Partition::append, which refuses it); other invalid text would be stored as is.
-  static Payload from_minified_json(std::string json) { return Payload(std::move(json)); }
 
   const std::string& json() const { return json_; }
 
  private:
+  friend class detail::PayloadInternal;  // libmq's own records, already minified
   explicit Payload(std::string json) : json_(std::move(json)) {}
   std::string json_;
 };
@@ -78,7 +81,7 @@ class MQ_EXPORT ReadBatch {
   std::uint64_t next_offset() const { return next_offset_; }
 
  private:
-  friend class PartitionLog;  // fills the batch
+  friend class detail::ReadBatchInternal;  // the partition log fills the batch
   std::string buffer_;
   std::vector<StoredMessage> messages_;
   std::uint64_t next_offset_ = 0;

@@ -1,10 +1,10 @@
 // Everything libmq offers, in one include: storage (LogStore, Topic, Partition), consumer groups
-// (Broker, Subscription) and the Queue clients.
+// (Broker, ConsumerGroup, Subscription) and the Queue clients.
 #pragma once
 
 #include "mq/broker.h"
 #include "mq/clock.h"
-#include "mq/consumer.h"
+#include "mq/consumer_group.h"
 #include "mq/file_system.h"
 #include "mq/log_store.h"
 #include "mq/message.h"
@@ -12,4 +12,5 @@
 #include "mq/partition.h"
 #include "mq/queue.h"
 #include "mq/status.h"
+#include "mq/subscription.h"
 #include "mq/topic.h"

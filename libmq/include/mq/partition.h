@@ -16,6 +16,9 @@
 namespace mq {
 
 class PartitionLog;
+namespace detail {
+class PartitionInternal;
+}
 
 // What opening a partition found and repaired.
 struct RecoveryReport {
@@ -24,10 +27,10 @@ struct RecoveryReport {
   std::uint64_t intact_records_dropped = 0;  // how many complete, valid records followed the damage
   std::uint64_t damage_position = 0;         // where the log was cut (byte), when truncated_bytes > 0
   std::uint64_t damage_offset = 0;           // the offset the first dropped record would have had
-  std::string damaged_bytes_kept_in;         // where the cut bytes were copied, when intact records were among them
-  bool index_rebuilt = false;                // the offset index was missing or untrustworthy
-  bool index_write_failed = false;           // it could not be written (full disk): rebuilt at the next open
-  std::uint64_t scanned_bytes = 0;           // log bytes read to recover (the tail after the index)
+  std::string damaged_bytes_kept_in;  // where the cut bytes were copied, when intact records were among them
+  bool index_rebuilt = false;         // the offset index was missing or untrustworthy
+  bool index_write_failed = false;    // it could not be written (full disk): rebuilt at the next open
+  std::uint64_t scanned_bytes = 0;    // log bytes read to recover (the tail after the index)
 };
 
 // Byte positions in the log, in the order appended >= written >= synced.
@@ -72,12 +75,6 @@ class MQ_EXPORT Partition {
   // Wakes every waiter in wait_beyond() now and makes later waits return at once (shutdown).
   void interrupt_waiters();
 
-  // Calls `on_append` after every append that made messages visible, from the appending thread and
-  // with no lock of the partition held, until remove_append_listener(id) returns (which waits for a
-  // call under way). `on_append` must be quick and must not append to this partition.
-  std::uint64_t add_append_listener(std::function<void()> on_append);
-  void remove_append_listener(std::uint64_t id);
-
   // Size in bytes of the log file (what readers can see).
   std::uint64_t log_bytes() const;
   LogPositions positions() const;
@@ -88,6 +85,7 @@ class MQ_EXPORT Partition {
 
  private:
   friend class LogStore;
+  friend class detail::PartitionInternal;  // libmq's consumer groups: an append hook
   explicit Partition(std::unique_ptr<PartitionLog> log);
   std::unique_ptr<PartitionLog> log_;
 };

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "mq/consumer.h"
+#include "mq/consumer_group.h"
 #include "mq/export.h"
 #include "mq/message.h"
 #include "mq/options.h"
@@ -43,7 +43,9 @@ struct ReceivedMessage {
   std::string payload;  // the JSON value as produced, minified
 };
 
-struct ConsumeOptions {
+// A consumer of a topic: SubscribeOptions (visibility_timeout, max_inflight per partition, from)
+// for each partition it consumes, and which group, name and partitions.
+struct ConsumeOptions : SubscribeOptions {
   // The consumer group (required; is_valid_name()). Every group gets every message; the consumers
   // of one group share them.
   std::string group;
@@ -52,14 +54,6 @@ struct ConsumeOptions {
   std::string consumer_name;
   // The partitions to consume; empty means every partition of the topic.
   std::vector<std::uint32_t> partitions;
-  // Time a received message may stay unacknowledged before it is delivered again; nullopt takes the
-  // server's default (mqd's VISIBILITY_TIMEOUT_MS, the Broker's GroupOptions, or
-  // RedisQueueOptions::visibility_timeout).
-  std::optional<std::chrono::milliseconds> visibility_timeout;
-  // Unacknowledged messages this consumer may hold per partition before delivery pauses (>= 1).
-  std::size_t max_inflight = 100;
-  // Where a group that does not exist yet starts.
-  StartPosition from = StartPosition::kEarliest;
 };
 
 // A consumer of one topic in one group. receive() is for one thread at a time; destroying the
@@ -81,7 +75,7 @@ class MQ_EXPORT Consumer {
                                                        std::chrono::milliseconds timeout) = 0;
 };
 
-// Talks to one or more mqd brokers (see README "Using mqd over HTTP").
+// Talks to one or more mqd brokers (routes: docs/http-api.md; README "Using mqd over HTTP").
 struct HttpQueueOptions {
   // Base URLs ("http://host:port", or "https://host:port" for brokers started with TLS_CERT_FILE)
   // of the brokers. One is enough when the brokers are started with

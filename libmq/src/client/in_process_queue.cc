@@ -96,10 +96,10 @@ class InProcessQueue final : public Queue {
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
     if (!partition && !messages.empty() && !messages.front().key) {
-      // The sticky partitioner over the partitions this broker owns (see StickyPartitioner).
+      // The sticky partitioner over the partitions this broker owns (see PartitionTurns).
       partition = sticky_partition(topic);
     }
-    return broker_->produce(topic, partition, messages);
+    return broker_->produce(topic, messages, partition);
   }
 
   Result<std::unique_ptr<Consumer>> consume(std::string_view topic, const ConsumeOptions& options) override {
@@ -112,10 +112,7 @@ class InProcessQueue final : public Queue {
     if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
     if (partitions.empty())
       return Status::not_found("no partition of topic \"" + std::string(topic) + "\" to consume here");
-    SubscribeOptions subscribe_options;
-    subscribe_options.visibility_timeout = options.visibility_timeout;
-    subscribe_options.max_inflight = options.max_inflight;
-    subscribe_options.from = options.from;
+    const SubscribeOptions& subscribe_options = options;
     std::vector<std::unique_ptr<Subscription>> subscriptions;
     for (std::uint32_t p : partitions) {
       auto subscription = broker_->subscribe(topic, p, options.group, subscribe_options);
@@ -130,22 +127,10 @@ class InProcessQueue final : public Queue {
   }
 
   Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
-    // One broker call (one durable journal write) per partition and group, run concurrently so that
-    // their syncs overlap.
-    using Where = std::tuple<std::string_view, std::uint32_t, std::string_view>;
-    std::map<Where, std::vector<std::string>> ids;
-    for (const auto& m : messages) ids[{m.topic, m.partition, m.group}].push_back(m.id);
-    std::vector<std::pair<Where, std::vector<std::string>>> calls(ids.begin(), ids.end());
-    auto counts = run_concurrently(calls, [this](const std::pair<Where, std::vector<std::string>>& call) {
-      const auto& [topic, partition, group] = call.first;
-      return broker_->ack(topic, partition, group, call.second);
+    return ack_per_partition(messages, [this](std::string_view topic, std::uint32_t partition,
+                                              std::string_view group, std::span<const std::string> ids) {
+      return broker_->ack(topic, partition, group, ids);
     });
-    std::size_t acked = 0;
-    for (auto& count : counts) {
-      if (!count.ok()) return count.status();
-      acked += *count;
-    }
-    return acked;
   }
 
   Status nack(const ReceivedMessage& message, std::chrono::milliseconds delay) override {
@@ -174,7 +159,7 @@ class InProcessQueue final : public Queue {
   }
 
   std::shared_ptr<Broker> broker_;
-  StickyPartitioner sticky_;
+  PartitionTurns sticky_{kStickyRun};
   std::mutex mutex_;
   std::map<std::string, std::vector<std::uint32_t>, std::less<>> owned_;  // GUARDED_BY(mutex_)
 };

@@ -9,10 +9,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
+#include "common/partition_turns.h"
 #include "mq/queue.h"
 
 namespace mq::detail {
@@ -24,27 +27,9 @@ Result<std::unique_ptr<Queue>> make_redis_queue(RedisQueueOptions options);
 // "<host name>-<process id>": the default consumer and producer name.
 std::string default_client_name();
 
-// Picks the partition of a produce that names neither a partition nor a key, like Kafka's sticky
-// partitioner: a run of consecutive calls goes to the same partition before the next one takes over.
-// Concurrent producers then append to one partition at a time and share its group commit (one
-// fdatasync for all of them) instead of each paying for a sync of its own partition; over many
-// calls every partition gets its turn. Thread-safe.
-class StickyPartitioner {
- public:
-  static constexpr std::uint64_t kCallsPerPartition = 16;
-  // An index in [0, count) for the next call producing to `topic` (each topic has its own runs).
-  std::uint32_t next(std::string_view topic, std::uint32_t count) {
-    std::lock_guard lock(mutex_);
-    auto it = calls_.find(topic);
-    if (it == calls_.end()) it = calls_.emplace(std::string(topic), 0).first;
-    const std::uint64_t call = it->second++;
-    return static_cast<std::uint32_t>((call / kCallsPerPartition) % count);
-  }
-
- private:
-  std::mutex mutex_;
-  std::map<std::string, std::uint64_t, std::less<>> calls_;  // GUARDED_BY(mutex_)
-};
+// The clients' runs of keyless produces (see PartitionTurns): long enough that concurrent producers
+// share a partition's group commit, short enough that every partition soon gets its turn.
+inline constexpr std::uint64_t kStickyRun = 16;
 
 // Runs `work(item)` for every item, concurrently when there are several (one thread each but the
 // first, which runs on the caller's), and returns the results in order. For requests that each
@@ -61,6 +46,27 @@ auto run_concurrently(const std::vector<Item>& items, Work work) {
   if (!items.empty()) results.push_back(work(items.front()));
   for (auto& f : others) results.push_back(f.get());
   return results;
+}
+
+// Acknowledges `messages` with one call of `ack_one(topic, partition, group, ids)` per partition and
+// group (one durable write each on the server), run concurrently so that their syncs overlap, and
+// returns the sum of their counts; the first error in (topic, partition, group) order wins.
+template <typename AckOne>
+Result<std::size_t> ack_per_partition(std::span<const ReceivedMessage> messages, AckOne ack_one) {
+  using Where = std::tuple<std::string_view, std::uint32_t, std::string_view>;
+  std::map<Where, std::vector<std::string>> ids;
+  for (const auto& m : messages) ids[{m.topic, m.partition, m.group}].push_back(m.id);
+  const std::vector<std::pair<Where, std::vector<std::string>>> calls(ids.begin(), ids.end());
+  auto counts = run_concurrently(calls, [&ack_one](const std::pair<Where, std::vector<std::string>>& call) {
+    const auto& [topic, partition, group] = call.first;
+    return ack_one(topic, partition, group, std::span<const std::string>(call.second));
+  });
+  std::size_t acked = 0;
+  for (auto& count : counts) {
+    if (!count.ok()) return count.status();
+    acked += *count;
+  }
+  return acked;
 }
 
 struct HostPort {

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include "storage/internal_access.h"
 #include "storage/partition_log.h"
 
 namespace mq {
@@ -134,7 +135,7 @@ Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const Store
 Status AckJournal::record(std::string payload_json) {
   if (!log_)
     return Status::io_error(label_ + ": the acknowledgement log could not be reopened after compaction");
-  const Message message{Payload::from_minified_json(std::move(payload_json)), std::nullopt};
+  const Message message{detail::PayloadInternal::from_minified_json(std::move(payload_json)), std::nullopt};
   auto offset = log_->append(std::span(&message, 1));
   return offset.ok() ? Status() : offset.status();
 }

@@ -1,20 +1,21 @@
 #include "mq/broker.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
-#include <charconv>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <tuple>
 
-#include "storage/bounded_file_system.h"
 #include "common/names.h"
-#include "groups/consumer_group.h"
+#include "common/partition_turns.h"
+#include "groups/group_state.h"
+#include "groups/message_ids.h"
+#include "groups/timer.h"
 #include "mq/log_store.h"
 #include "mq/topic.h"
-#include "groups/timer.h"
+#include "storage/bounded_file_system.h"
 
 namespace mq {
 namespace {
@@ -33,28 +34,9 @@ std::string groups_dir(const std::string& data_dir, std::string_view topic) {
 
 }  // namespace
 
-std::string message_id(std::uint32_t partition, std::uint64_t offset) {
-  return std::to_string(partition) + "-" + std::to_string(offset);
-}
-
-std::optional<std::uint64_t> offset_of_id(std::string_view id, std::uint32_t partition) {
-  const auto dash = id.find('-');
-  if (dash == std::string_view::npos) return std::nullopt;
-  std::uint32_t p = 0;
-  std::uint64_t offset = 0;
-  const char* begin = id.data();
-  auto [p_end, p_ec] = std::from_chars(begin, begin + dash, p);
-  if (dash == 0 || p_ec != std::errc() || p_end != begin + dash || p != partition) return std::nullopt;
-  const std::string_view rest = id.substr(dash + 1);
-  auto [o_end, o_ec] = std::from_chars(rest.data(), rest.data() + rest.size(), offset);
-  if (rest.empty() || o_ec != std::errc() || o_end != rest.data() + rest.size()) return std::nullopt;
-  return offset;
-}
-
 struct Broker::State : private Timer::Target {
   struct TopicEntry {
     std::unique_ptr<Topic> topic;
-    std::atomic<std::uint64_t> next_turn{0};  // round robin over owned partitions
   };
   using GroupKey = std::tuple<std::string, std::uint32_t, std::string>;
 
@@ -65,6 +47,8 @@ struct Broker::State : private Timer::Target {
   std::map<std::string, std::unique_ptr<TopicEntry>, std::less<>> topics;  // GUARDED_BY(topics_mutex)
   mutable std::mutex groups_mutex;
   std::map<GroupKey, std::unique_ptr<ConsumerGroup>> groups;  // GUARDED_BY(groups_mutex)
+  // Keyless produces: the owned partitions of a topic take turns, one message or batch each.
+  detail::PartitionTurns turns{1};
   // Declared last so that it is destroyed first: its callbacks use the groups and topics.
   std::unique_ptr<Timer> timer;
   std::atomic<bool> stopping{false};
@@ -119,7 +103,7 @@ struct Broker::State : private Timer::Target {
     GroupKey key{std::string(topic), partition, std::string(name)};
     if (auto it = groups.find(key); it != groups.end()) return it->second.get();
     if (!create) return static_cast<ConsumerGroup*>(nullptr);
-    GroupContext context;
+    detail::GroupContext context;
     context.partition = *p;
     context.topic = std::string(topic);
     context.partition_index = partition;
@@ -129,11 +113,13 @@ struct Broker::State : private Timer::Target {
     context.dead_letter = [this, topic = std::string(topic), partition](const Message& m) {
       return dead_letter(topic, partition, m);
     };
-    auto opened = ConsumerGroup::open(std::move(context), file_system(), store->options(),
-                                      groups_dir(store->options().data_dir, topic), from);
+    auto opened = detail::GroupState::open(std::move(context), file_system(), store->options(),
+                                           groups_dir(store->options().data_dir, topic), from);
     if (!opened.ok()) return opened.status();
-    ConsumerGroup* raw = opened->get();
-    groups.emplace(std::move(key), std::move(opened.value()));
+    // A group opened while the broker stops (an ack may still come in) refuses subscriptions too.
+    if (stopping) (*opened)->shutdown();
+    auto* raw = new ConsumerGroup(std::move(opened.value()));
+    groups.emplace(std::move(key), std::unique_ptr<ConsumerGroup>(raw));
     return raw;
   }
 
@@ -192,8 +178,8 @@ struct Broker::State : private Timer::Target {
     return {};
   }
 
-  Result<ConsumerGroup*> existing_group(std::string_view topic, std::uint32_t partition, std::string_view group,
-                                        std::string_view id, std::uint64_t& offset);
+  Result<ConsumerGroup*> existing_group(std::string_view topic, std::uint32_t partition,
+                                        std::string_view group, std::string_view id);
 
   // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
   void schedule_journal_sync() { timer->schedule(clock->now() + config.store.fsync_interval, this, 0, 0); }
@@ -206,7 +192,7 @@ struct Broker::State : private Timer::Target {
     // Nobody waits for this sync to answer: a failure is reported, never dropped. The acks it
     // covered were answered already (FSYNC=interval promises no more than a killed process keeps).
     for (ConsumerGroup* g : all) {
-      if (auto s = g->sync_journal(); !s.ok())
+      if (auto s = g->state_->sync_journal(); !s.ok())
         std::fprintf(stderr, "libmq: syncing a group's acknowledgements failed: %s\n", s.to_string().c_str());
     }
     if (!stopping) schedule_journal_sync();
@@ -229,8 +215,9 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
     for (const TopicSpec& spec : config.topics) {
       const std::string dead_letters = spec.name + std::string(kDeadLetterSuffix);
       if (!is_valid_name(dead_letters)) {
-        return Status::invalid_argument("topic '" + spec.name + "' is too long to have a dead-letter topic ('" +
-                                        dead_letters + "' is over 128 characters), and MAX_DELIVERIES is " +
+        return Status::invalid_argument("topic '" + spec.name +
+                                        "' is too long to have a dead-letter topic ('" + dead_letters +
+                                        "' is over 128 characters), and MAX_DELIVERIES is " +
                                         std::to_string(config.groups.max_deliveries));
       }
     }
@@ -270,8 +257,8 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
   return std::unique_ptr<Broker>(new Broker(std::move(state)));
 }
 
-Result<ProduceResult> Broker::produce(std::string_view topic, std::optional<std::uint32_t> partition,
-                                      std::span<const Message> messages) {
+Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Message> messages,
+                                      std::optional<std::uint32_t> partition) {
   if (messages.empty()) return Status::invalid_argument("nothing to produce: no messages");
   auto entry = state_->find_topic(topic);
   if (!entry.ok()) return entry.status();
@@ -287,7 +274,7 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::optional<std:
       return Status::not_owned("this broker owns no partition of topic '" + t.name() + "'",
                                0 % state_->config.broker.count);
     }
-    chosen = owned[(*entry)->next_turn.fetch_add(1) % owned.size()];
+    chosen = owned[state_->turns.next(t.name(), static_cast<std::uint32_t>(owned.size()))];
   }
   auto p = state_->resolve(**entry, chosen);
   if (!p.ok()) return p.status();
@@ -295,46 +282,26 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::optional<std:
   if (!first.ok()) return first.status();
   ProduceResult result{chosen, *first, {}};
   result.ids.reserve(messages.size());
-  for (std::size_t i = 0; i < messages.size(); ++i) result.ids.push_back(message_id(chosen, *first + i));
+  for (std::size_t i = 0; i < messages.size(); ++i)
+    result.ids.push_back(detail::message_id(chosen, *first + i));
   return result;
+}
+
+Result<ConsumerGroup*> Broker::group(std::string_view topic, std::uint32_t partition, std::string_view name,
+                                     StartPosition from) {
+  return state_->group(topic, partition, name, from);
 }
 
 Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, std::uint32_t partition,
                                                         std::string_view group,
                                                         const SubscribeOptions& options) {
   if (state_->stopping) return Status::shutting_down("the broker is stopping");
-  if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
-  if (options.visibility_timeout && options.visibility_timeout->count() <= 0) {
-    return Status::invalid_argument("visibility_timeout_ms must be at least 1");
-  }
+  // Checked before the group is looked up, so that a refused subscription creates no group.
+  if (auto s = detail::check_subscribe_options(options); !s.ok()) return s;
   auto g = state_->group(topic, partition, group, options.from);
   if (!g.ok()) return g.status();
-  const auto timeout = options.visibility_timeout.value_or(state_->config.groups.visibility_timeout);
-  const std::uint64_t id = (*g)->subscribe(timeout, options.max_inflight);
-  return std::unique_ptr<Subscription>(new Subscription(*g, id));
+  return (*g)->subscribe(options);
 }
-
-namespace {
-Result<std::uint64_t> parse_id(std::string_view id, std::uint32_t partition) {
-  auto offset = offset_of_id(id, partition);
-  if (!offset) {
-    return Status::not_found("id '" + std::string(id) + "' names no message of partition " +
-                             std::to_string(partition));
-  }
-  return *offset;
-}
-}  // namespace
-
-namespace {
-// 404 when `offset` names no message of `partition` (yet): checked before a group is looked up,
-// so that a refused request creates no group.
-Status check_offset_exists(const Partition& partition, std::string_view topic, std::uint32_t index,
-                           std::uint64_t offset) {
-  if (offset < partition.next_offset()) return {};
-  return Status::not_found("id " + message_id(index, offset) + " names no message of " + std::string(topic) + "/" +
-                           std::to_string(index));
-}
-}  // namespace
 
 Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition, std::string_view group,
                                 std::span<const std::string> ids) {
@@ -342,38 +309,44 @@ Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition,
   if (!is_valid_name(group)) return invalid_name("group", group);
   auto p = state_->resolve(topic, partition);
   if (!p.ok()) return p.status();
+  // Every id must name a message before the acknowledgement may create the group: a refused
+  // request leaves nothing behind.
+  const std::uint64_t end = (*p)->next_offset();
   std::vector<std::uint64_t> offsets;
   offsets.reserve(ids.size());
   for (const std::string& id : ids) {
-    auto offset = parse_id(id, partition);
+    auto offset = detail::offset_named_by(id, partition);
     if (!offset.ok()) return offset.status();
-    if (auto s = check_offset_exists(**p, topic, partition, *offset); !s.ok()) return s;
+    if (*offset >= end) {
+      return Status::not_found("id " + id + " names no message of " + std::string(topic) + "/" +
+                               std::to_string(partition));
+    }
     offsets.push_back(*offset);
   }
-  // Only now, with every id valid, may the acknowledgement create the group.
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
   if (!g.ok()) return g.status();
-  return (*g)->ack(offsets);
+  return (*g)->state_->ack(offsets);
 }
 
 // nack and touch: the group, which they never create; 409 when it does not exist (nothing of it is
 // in flight), 404 for an id that names no message.
 Result<ConsumerGroup*> Broker::State::existing_group(std::string_view topic, std::uint32_t partition,
-                                                     std::string_view group, std::string_view id,
-                                                     std::uint64_t& offset) {
+                                                     std::string_view group, std::string_view id) {
   if (!is_valid_name(group)) return invalid_name("group", group);
   auto p = resolve(topic, partition);
   if (!p.ok()) return p.status();
-  auto parsed = parse_id(id, partition);
-  if (!parsed.ok()) return parsed.status();
-  if (auto s = check_offset_exists(**p, topic, partition, *parsed); !s.ok()) return s;
-  offset = *parsed;
+  auto offset = detail::offset_named_by(id, partition);
+  if (!offset.ok()) return offset.status();
+  if (*offset >= (*p)->next_offset()) {
+    return Status::not_found("id " + std::string(id) + " names no message of " + std::string(topic) + "/" +
+                             std::to_string(partition));
+  }
   auto g = this->group(topic, partition, group, StartPosition::kEarliest, /*create=*/false);
   if (!g.ok()) return g.status();
   if (*g == nullptr) {
-    return Status::conflict("message " + std::string(id) + " is not in flight for group " + std::string(group) +
-                            " (the group has no state on " + std::string(topic) + "/" + std::to_string(partition) +
-                            ")");
+    return Status::conflict("message " + std::string(id) + " is not in flight for group " +
+                            std::string(group) + " (the group has no state on " + std::string(topic) + "/" +
+                            std::to_string(partition) + ")");
   }
   return *g;
 }
@@ -381,18 +354,16 @@ Result<ConsumerGroup*> Broker::State::existing_group(std::string_view topic, std
 Status Broker::nack(std::string_view topic, std::uint32_t partition, std::string_view group,
                     std::string_view id, std::chrono::milliseconds delay) {
   if (delay.count() < 0) return Status::invalid_argument("delay_ms must not be negative");
-  std::uint64_t offset = 0;
-  auto g = state_->existing_group(topic, partition, group, id, offset);
+  auto g = state_->existing_group(topic, partition, group, id);
   if (!g.ok()) return g.status();
-  return (*g)->nack(offset, delay);
+  return (*g)->nack(id, delay);
 }
 
 Status Broker::touch(std::string_view topic, std::uint32_t partition, std::string_view group,
                      std::string_view id) {
-  std::uint64_t offset = 0;
-  auto g = state_->existing_group(topic, partition, group, id, offset);
+  auto g = state_->existing_group(topic, partition, group, id);
   if (!g.ok()) return g.status();
-  return (*g)->touch(offset);
+  return (*g)->touch(id);
 }
 
 std::vector<TopicInfo> Broker::topics() const {
@@ -437,21 +408,10 @@ const Config& Broker::config() const { return state_->config; }
 void Broker::shutdown() {
   state_->stopping = true;
   std::lock_guard lock(state_->groups_mutex);
-  for (auto& [key, g] : state_->groups) g->shutdown();
+  for (auto& [key, g] : state_->groups) g->state_->shutdown();
   if (state_->store) state_->store->interrupt_waiters();
 }
 
 void Broker::fire_due_timers() { state_->timer->fire_due(); }
-
-Subscription::~Subscription() { group_->unsubscribe(id_); }
-
-Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages,
-                                                 std::chrono::milliseconds timeout) {
-  return group_->take(id_, max_messages, timeout);
-}
-
-std::size_t Subscription::inflight() const { return group_->inflight_of(id_); }
-
-void Subscription::cancel_waits() { group_->cancel_waits(id_); }
 
 }  // namespace mq

@@ -1,439 +1,66 @@
-#include "groups/consumer_group.h"
+// The public face of a consumer group (mq/consumer_group.h) and of its subscriptions: ids in and
+// out, argument checks; the state itself is GroupState's.
+#include "mq/consumer_group.h"
 
-#include <algorithm>
-#include <limits>
+#include <vector>
 
-#include "mq/broker.h"
-#include "storage/log_recovery.h"
-#include "storage/record_format.h"
+#include "groups/group_state.h"
+#include "groups/message_ids.h"
 
 namespace mq {
-namespace {
-// The journal is compacted into a snapshot once its log passes this size.
-constexpr std::uint64_t kCompactJournalBytes = 1 << 20;
-}  // namespace
 
-Result<std::unique_ptr<ConsumerGroup>> ConsumerGroup::open(GroupContext context, FileSystem& fs,
-                                                           const StoreOptions& store_options,
-                                                           const std::string& groups_dir,
-                                                           StartPosition from) {
-  GroupProgress progress;
-  bool created = false;
-  const std::string label =
-      context.topic + "/" + std::to_string(context.partition_index) + " group " + context.group;
-  auto journal =
-      AckJournal::open(fs, store_options, groups_dir + "/" + context.group,
-                       "partition-" + std::to_string(context.partition_index), label, progress, created);
-  if (!journal.ok()) return journal.status();
-  // A group is never ahead of its log: when recovery cut the log below what the group acknowledged,
-  // the offsets from the cut on will name new messages, which the group has not seen. Made durable
-  // at once, or a replay of the journal would acknowledge them again at the next start.
-  if (const std::uint64_t end = context.partition->next_offset(); progress.truncate_to(end)) {
-    detail::write_recovery_line(store_options, label + ": acknowledgements beyond the recovered log (next offset " +
-                                                  std::to_string(end) + ") were forgotten");
-    if (auto s = (*journal)->compact(progress); !s.ok()) return s;
+ConsumerGroup::ConsumerGroup(std::unique_ptr<detail::GroupState> state) : state_(std::move(state)) {}
+
+ConsumerGroup::~ConsumerGroup() = default;
+
+const std::string& ConsumerGroup::topic() const { return state_->context().topic; }
+std::uint32_t ConsumerGroup::partition() const { return state_->context().partition_index; }
+const std::string& ConsumerGroup::name() const { return state_->context().group; }
+
+Result<std::unique_ptr<Subscription>> ConsumerGroup::subscribe(const SubscribeOptions& options) {
+  if (auto s = detail::check_subscribe_options(options); !s.ok()) return s;
+  const auto timeout = options.visibility_timeout.value_or(state_->context().options.visibility_timeout);
+  auto id = state_->subscribe(timeout, options.max_inflight);
+  if (!id.ok()) return id.status();
+  return std::unique_ptr<Subscription>(new Subscription(*this, *id));
+}
+
+Result<std::size_t> ConsumerGroup::ack(std::span<const std::string> ids) {
+  if (ids.empty()) return Status::invalid_argument("no ids to acknowledge");
+  std::vector<std::uint64_t> offsets;
+  offsets.reserve(ids.size());
+  for (const std::string& id : ids) {
+    auto offset = detail::offset_named_by(id, partition());
+    if (!offset.ok()) return offset.status();
+    offsets.push_back(*offset);
   }
-  if (created && from == StartPosition::kLatest) {
-    const std::uint64_t start = context.partition->next_offset();
-    if (auto s = (*journal)->record_start(start); !s.ok()) return s;
-    progress.start_at(start);
-  }
-  std::unique_ptr<ConsumerGroup> group(
-      new ConsumerGroup(std::move(context), std::move(journal.value()), std::move(progress)));
-  ConsumerGroup* self = group.get();
-  group->listener_id_ = group->context_.partition->add_append_listener([self] {
-    std::lock_guard lock(self->mutex_);  // so that a waiter between its check and its wait is not missed
-    self->wake_one_locked();
-  });
-  return group;
+  return state_->ack(offsets);
 }
 
-ConsumerGroup::ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> journal,
-                             GroupProgress progress)
-    : context_(std::move(context)), journal_(std::move(journal)), progress_(std::move(progress)) {
-  next_new_ = progress_.committed;
-  counters_.group = context_.group;
+Status ConsumerGroup::nack(std::string_view id, std::chrono::milliseconds delay) {
+  if (delay.count() < 0) return Status::invalid_argument("delay_ms must not be negative");
+  auto offset = detail::offset_named_by(id, partition());
+  if (!offset.ok()) return offset.status();
+  return state_->nack(*offset, delay);
 }
 
-ConsumerGroup::~ConsumerGroup() { context_.partition->remove_append_listener(listener_id_); }
-
-std::uint64_t ConsumerGroup::subscribe(std::chrono::milliseconds visibility_timeout,
-                                       std::size_t max_inflight) {
-  std::lock_guard lock(mutex_);
-  const std::uint64_t id = ++next_subscriber_;
-  subscribers_.try_emplace(id, visibility_timeout, max_inflight);
-  return id;
+Status ConsumerGroup::touch(std::string_view id) {
+  auto offset = detail::offset_named_by(id, partition());
+  if (!offset.ok()) return offset.status();
+  return state_->touch(*offset);
 }
 
-void ConsumerGroup::unsubscribe(std::uint64_t subscriber) {
-  std::vector<DeadLetter> dead;
-  {
-    std::lock_guard lock(mutex_);
-    for (auto it = tracked_.begin(); it != tracked_.end(); ++it) {
-      if (it->second.state == State::kInFlight && it->second.holder == subscriber) {
-        end_delivery_locked(it, {}, dead);
-      }
-    }
-    std::erase(waiters_, subscriber);
-    subscribers_.erase(subscriber);
-  }
-  dead_letter(dead);
+GroupStats ConsumerGroup::stats() const { return state_->stats(); }
+
+Subscription::~Subscription() { group_.state_->unsubscribe(id_); }
+
+Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages,
+                                                 std::chrono::milliseconds timeout) {
+  return group_.state_->take(id_, max_messages, timeout);
 }
 
-std::size_t ConsumerGroup::inflight_of(std::uint64_t subscriber) const {
-  std::lock_guard lock(mutex_);
-  auto it = subscribers_.find(subscriber);
-  return it == subscribers_.end() ? 0 : it->second.inflight;
-}
+std::size_t Subscription::inflight() const { return group_.state_->inflight_of(id_); }
 
-void ConsumerGroup::cancel_waits(std::uint64_t subscriber) {
-  std::lock_guard lock(mutex_);
-  auto it = subscribers_.find(subscriber);
-  if (it == subscribers_.end()) return;
-  it->second.cancelled = true;
-  it->second.wake.notify_one();
-}
-
-Result<std::vector<Delivery>> ConsumerGroup::take(std::uint64_t subscriber, std::size_t max_messages,
-                                                  std::chrono::milliseconds timeout) {
-  const auto give_up_at = std::chrono::steady_clock::now() + timeout;
-  std::vector<Chosen> chosen;
-  {
-    std::unique_lock lock(mutex_);
-    Subscriber& sub = subscribers_.at(subscriber);
-    bool timed_out = false;
-    while (true) {
-      if (stopping_) return Status::shutting_down("the broker is stopping");
-      choose_locked(subscriber, sub, std::min(max_messages, sub.room()), chosen);
-      if (!chosen.empty()) {
-        if (deliverable_locked()) wake_one_locked();  // more than we took: pass the wake-up on
-        break;
-      }
-      if (timed_out || sub.cancelled) return std::vector<Delivery>{};
-      sub.waiting = true;
-      waiters_.push_back(subscriber);
-      timed_out =
-          !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || sub.cancelled || stopping_; });
-      sub.waiting = false;
-      sub.woken = false;
-      std::erase(waiters_, subscriber);
-    }
-  }
-  return read_deliveries(chosen);
-}
-
-bool ConsumerGroup::deliverable_locked() const {
-  return !ready_.empty() || next_new_ < context_.partition->next_offset();
-}
-
-void ConsumerGroup::wake_one_locked() {
-  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
-    Subscriber& sub = subscribers_.at(*it);
-    if (sub.room() == 0) continue;
-    sub.woken = true;
-    sub.wake.notify_one();
-    waiters_.erase(it);
-    return;
-  }
-}
-
-void ConsumerGroup::wake_locked(std::uint64_t subscriber) {
-  auto it = subscribers_.find(subscriber);
-  if (it == subscribers_.end() || !it->second.waiting || it->second.woken) return;
-  it->second.woken = true;
-  it->second.wake.notify_one();
-  std::erase(waiters_, subscriber);
-}
-
-void ConsumerGroup::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
-                                  std::vector<Chosen>& chosen) {
-  // Redeliveries first, in offset order.
-  while (count > 0 && !ready_.empty()) {
-    const std::uint64_t offset = *ready_.begin();
-    ready_.erase(ready_.begin());
-    start_delivery_locked(offset, tracked_.at(offset), subscriber, sub, chosen);
-    --count;
-  }
-  if (count == 0) return;
-  const std::uint64_t end = context_.partition->next_offset();
-  while (count > 0 && next_new_ < end) {
-    const std::uint64_t offset = next_new_++;
-    if (progress_.is_acknowledged(offset)) continue;  // acknowledged before it was ever delivered
-    start_delivery_locked(offset, tracked_[offset], subscriber, sub, chosen);
-    --count;
-  }
-}
-
-void ConsumerGroup::start_delivery_locked(std::uint64_t offset, Tracked& tracked, std::uint64_t subscriber,
-                                          Subscriber& sub, std::vector<Chosen>& chosen) {
-  ++tracked.deliveries;
-  tracked.state = State::kInFlight;
-  tracked.holder = subscriber;
-  ++sub.inflight;
-  ++inflight_;
-  ++counters_.delivered;
-  if (tracked.deliveries > 1) ++counters_.redelivered;
-  schedule_locked(offset, tracked, sub.visibility_timeout);
-  chosen.push_back({offset, tracked.deliveries});
-}
-
-void ConsumerGroup::schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after) {
-  cancel_timer_locked(tracked);
-  tracked.token = ++next_token_;
-  tracked.timer =
-      context_.timer->schedule(context_.timer->clock().now() + after, this, offset, tracked.token);
-}
-
-void ConsumerGroup::cancel_timer_locked(Tracked& tracked) {
-  context_.timer->cancel(tracked.timer);
-  tracked.timer = {};
-  tracked.token = 0;
-}
-
-void ConsumerGroup::end_delivery_locked(std::map<std::uint64_t, Tracked>::iterator it,
-                                        std::chrono::milliseconds delay, std::vector<DeadLetter>& dead) {
-  Tracked& tracked = it->second;
-  if (auto sub = subscribers_.find(tracked.holder); sub != subscribers_.end()) --sub->second.inflight;
-  --inflight_;
-  cancel_timer_locked(tracked);  // the timeout no longer applies
-  if (context_.options.max_deliveries > 0 && tracked.deliveries >= context_.options.max_deliveries) {
-    tracked.state = State::kDeadLettering;
-    dead.push_back({it->first, tracked.deliveries});
-  } else if (delay.count() > 0) {
-    tracked.state = State::kDelayed;
-    schedule_locked(it->first, tracked, delay);
-  } else {
-    tracked.state = State::kReady;
-    ready_.insert(it->first);
-    wake_one_locked();
-  }
-  // The holder has room again; if it waits for exactly that and more is deliverable, it goes on.
-  if (deliverable_locked()) wake_locked(tracked.holder);
-}
-
-void ConsumerGroup::on_timer(std::uint64_t offset, std::uint64_t token) {
-  std::vector<DeadLetter> dead;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = tracked_.find(offset);
-    if (it == tracked_.end() || it->second.token != token) return;  // acknowledged, touched or ended since
-    if (it->second.state == State::kInFlight) {
-      end_delivery_locked(it, {}, dead);
-    } else if (it->second.state == State::kDelayed) {
-      it->second.state = State::kReady;
-      it->second.timer = {};
-      it->second.token = 0;
-      ready_.insert(offset);
-      wake_one_locked();
-    }
-  }
-  dead_letter(dead);
-}
-
-void ConsumerGroup::dead_letter(const std::vector<DeadLetter>& dead) {
-  detail::RecordValidator parser;
-  for (const DeadLetter& d : dead) {
-    Status status;
-    auto read = context_.partition->read(d.offset, 1, std::numeric_limits<std::size_t>::max());
-    if (!read.ok() || read->empty()) {
-      status = read.ok() ? Status::not_found("message vanished") : read.status();
-    } else {
-      auto fields = parser.produced_fields((*read)[0].line);
-      if (!fields) {
-        status = Status::corruption("stored record cannot be parsed");
-      } else {
-        std::string source = "{\"topic\":";
-        detail::append_json_string(source, context_.topic);
-        source += ",\"partition\":" + std::to_string(context_.partition_index) +
-                  ",\"offset\":" + std::to_string(d.offset) + ",\"group\":";
-        detail::append_json_string(source, context_.group);
-        source += ",\"deliveries\":" + std::to_string(d.deliveries);
-        // The dead letter of a dead letter keeps where the message first came from.
-        if (fields->source_json) source += ",\"source\":" + *fields->source_json;
-        source += "}";
-        const Message letter{Payload::from_minified_json(std::move(fields->payload_json)),
-                             std::move(fields->key), Payload::from_minified_json(std::move(source))};
-        status = context_.dead_letter(letter);
-      }
-    }
-    std::size_t newly = 0;
-    const std::uint64_t offset = d.offset;
-    if (status.ok()) status = acknowledge_durably(std::span(&offset, 1), /*dead_lettered=*/true, newly);
-    if (!status.ok()) {
-      // Not moved: leave it deliverable rather than lose it.
-      std::lock_guard lock(mutex_);
-      if (auto it = tracked_.find(offset);
-          it != tracked_.end() && it->second.state == State::kDeadLettering) {
-        it->second.state = State::kReady;
-        ready_.insert(offset);
-        wake_one_locked();
-      }
-    }
-  }
-}
-
-Result<std::size_t> ConsumerGroup::ack(std::span<const std::uint64_t> offsets) {
-  const std::uint64_t end = context_.partition->next_offset();
-  for (std::uint64_t offset : offsets) {
-    if (offset >= end) {
-      return Status::not_found("id " + message_id(context_.partition_index, offset) +
-                               " names no message of " + context_.topic + "/" +
-                               std::to_string(context_.partition_index));
-    }
-  }
-  std::size_t newly = 0;
-  if (auto s = acknowledge_durably(offsets, /*dead_lettered=*/false, newly); !s.ok()) return s;
-  return newly;
-}
-
-Status ConsumerGroup::acknowledge_durably(std::span<const std::uint64_t> offsets, bool dead_lettered,
-                                          std::size_t& newly) {
-  std::vector<std::uint64_t> fresh;
-  {
-    std::lock_guard lock(mutex_);
-    for (std::uint64_t offset : offsets) {
-      if (!progress_.is_acknowledged(offset)) fresh.push_back(offset);
-    }
-  }
-  std::sort(fresh.begin(), fresh.end());
-  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
-  newly = 0;
-  if (fresh.empty()) return {};  // acknowledging twice is not an error, and needs no record
-  bool closed = false;
-  {
-    std::shared_lock journal_lock(journal_mutex_);
-    closed = !journal_->is_open();
-  }
-  if (closed) {
-    // A failed compaction left no log: open a new one rather than fail every ack until a restart.
-    std::unique_lock journal_lock(journal_mutex_);
-    if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
-  }
-  {
-    std::shared_lock journal_lock(journal_mutex_);
-    // Durable first: an acknowledgement that is answered must survive a crash.
-    if (auto s = journal_->record_acks(fresh); !s.ok()) return s;
-    std::lock_guard lock(mutex_);
-    newly = apply_acks_locked(fresh, dead_lettered);
-  }
-  compact_if_large();
-  return {};
-}
-
-std::size_t ConsumerGroup::apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered) {
-  std::size_t newly = 0;
-  std::vector<std::uint64_t> holders;  // subscribers whose room grew
-  for (std::uint64_t offset : offsets) {
-    if (!progress_.acknowledge(offset)) continue;
-    ++newly;
-    if (auto it = tracked_.find(offset); it != tracked_.end()) {
-      cancel_timer_locked(it->second);
-      if (it->second.state == State::kInFlight) {
-        if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end())
-          --sub->second.inflight;
-        --inflight_;
-        holders.push_back(it->second.holder);
-      }
-      ready_.erase(offset);
-      tracked_.erase(it);
-    }
-  }
-  (dead_lettered ? counters_.dead_lettered : counters_.acked) += newly;
-  if (!holders.empty() && deliverable_locked()) {
-    for (std::uint64_t holder : holders) wake_locked(holder);
-  }
-  return newly;
-}
-
-void ConsumerGroup::compact_if_large() {
-  {
-    // Under the journal lock: compaction replaces the journal's log, which log_bytes() reads.
-    std::shared_lock journal_lock(journal_mutex_);
-    if (journal_->log_bytes() < kCompactJournalBytes) return;
-  }
-  std::unique_lock journal_lock(journal_mutex_);
-  if (journal_->log_bytes() < kCompactJournalBytes) return;  // another thread compacted meanwhile
-  GroupProgress snapshot;
-  {
-    std::lock_guard lock(mutex_);
-    snapshot = progress_;
-  }
-  // A failed compaction leaves the old snapshot (and the old log, or none, which the next ack
-  // opens again); the next ack tries again.
-  (void)journal_->compact(snapshot);
-}
-
-Status ConsumerGroup::nack(std::uint64_t offset, std::chrono::milliseconds delay) {
-  if (offset >= context_.partition->next_offset()) {
-    return Status::not_found("id " + message_id(context_.partition_index, offset) + " names no message");
-  }
-  std::vector<DeadLetter> dead;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = tracked_.find(offset);
-    if (it == tracked_.end() || it->second.state != State::kInFlight) {
-      return Status::conflict("message " + message_id(context_.partition_index, offset) +
-                              " is not in flight for group " + context_.group);
-    }
-    end_delivery_locked(it, delay, dead);
-  }
-  dead_letter(dead);
-  return {};
-}
-
-Status ConsumerGroup::touch(std::uint64_t offset) {
-  if (offset >= context_.partition->next_offset()) {
-    return Status::not_found("id " + message_id(context_.partition_index, offset) + " names no message");
-  }
-  std::lock_guard lock(mutex_);
-  auto it = tracked_.find(offset);
-  if (it == tracked_.end() || it->second.state != State::kInFlight) {
-    return Status::conflict("message " + message_id(context_.partition_index, offset) +
-                            " is not in flight for group " + context_.group);
-  }
-  schedule_locked(offset, it->second, subscribers_.at(it->second.holder).visibility_timeout);
-  return {};
-}
-
-Result<std::vector<Delivery>> ConsumerGroup::read_deliveries(const std::vector<Chosen>& chosen) const {
-  std::vector<Delivery> deliveries;
-  deliveries.reserve(chosen.size());
-  for (std::size_t i = 0; i < chosen.size();) {
-    // One read per run of consecutive offsets.
-    std::size_t run = 1;
-    while (i + run < chosen.size() && chosen[i + run].offset == chosen[i].offset + run) ++run;
-    auto batch = context_.partition->read(chosen[i].offset, run, std::numeric_limits<std::size_t>::max());
-    if (!batch.ok()) return batch.status();
-    if (batch->size() != run) return Status::corruption("a delivered message could not be read back");
-    for (std::size_t j = 0; j < run; ++j) {
-      const Chosen& c = chosen[i + j];
-      deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index,
-                            c.offset, c.delivery, std::string((*batch)[j].line)});
-    }
-    i += run;
-  }
-  return deliveries;
-}
-
-GroupStats ConsumerGroup::stats() const {
-  std::lock_guard lock(mutex_);
-  GroupStats stats = counters_;
-  stats.committed_offset = progress_.committed;
-  stats.inflight = inflight_;
-  const std::uint64_t end = context_.partition->next_offset();
-  stats.lag = end > progress_.committed ? end - progress_.committed : 0;
-  return stats;
-}
-
-void ConsumerGroup::shutdown() {
-  std::lock_guard lock(mutex_);
-  stopping_ = true;
-  for (auto& [id, sub] : subscribers_) sub.wake.notify_all();
-}
-
-Status ConsumerGroup::sync_journal() {
-  std::shared_lock journal_lock(journal_mutex_);
-  return journal_->sync_if_behind();
-}
+void Subscription::cancel_waits() { group_.state_->cancel_waits(id_); }
 
 }  // namespace mq

@@ -19,10 +19,6 @@ std::uint64_t Partition::wait_beyond(std::uint64_t offset, std::chrono::millisec
   return log_->wait_beyond(offset, timeout);
 }
 void Partition::interrupt_waiters() { log_->interrupt_waiters(); }
-std::uint64_t Partition::add_append_listener(std::function<void()> on_append) {
-  return log_->add_append_listener(std::move(on_append));
-}
-void Partition::remove_append_listener(std::uint64_t id) { log_->remove_append_listener(id); }
 std::uint64_t Partition::log_bytes() const { return log_->positions().written; }
 LogPositions Partition::positions() const { return log_->positions(); }
 const RecoveryReport& Partition::recovery_report() const { return log_->recovery_report(); }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 
+#include "storage/internal_access.h"
 #include "storage/record_format.h"
 
 namespace mq {
@@ -40,11 +41,12 @@ void report_recovery(const StoreOptions& options, const std::string& path, const
   std::string line = "recovery of " + path + ": dropped " + std::to_string(report.truncated_bytes) +
                      " bytes from byte " + std::to_string(report.damage_position) + " (offset " +
                      std::to_string(report.damage_offset) + " on)";
-  line += report.intact_records_dropped > 0
-              ? "; " + std::to_string(report.intact_records_dropped) +
-                    " intact records followed the damage and were dropped with it (the cut bytes are kept in " +
-                    report.damaged_bytes_kept_in + ")"
-              : " (a torn tail: no intact record followed)";
+  line +=
+      report.intact_records_dropped > 0
+          ? "; " + std::to_string(report.intact_records_dropped) +
+                " intact records followed the damage and were dropped with it (the cut bytes are kept in " +
+                report.damaged_bytes_kept_in + ")"
+          : " (a torn tail: no intact record followed)";
   detail::write_recovery_line(options, line);
 }
 
@@ -250,8 +252,9 @@ bool PartitionLog::roll_back_locked(const Status& status) {
   pending_appends_ = 0;
   last_indexed_position_ = entries_.back().position;
   ++epoch_;
-  rollback_status_ = Status::no_space(status.message() + " (nothing of this write was stored; " + topic_ + "/" +
-                                      std::to_string(index_) + " takes writes again once there is space)");
+  rollback_status_ =
+      Status::no_space(status.message() + " (nothing of this write was stored; " + topic_ + "/" +
+                       std::to_string(index_) + " takes writes again once there is space)");
   return true;
 }
 
@@ -312,7 +315,8 @@ void PartitionLog::gather_locked(std::unique_lock<std::mutex>& lock) {
 
 Status PartitionLog::failure_for_locked(std::uint64_t end_position) const {
   // Bytes that were handed to the disk when its write or sync failed may or may not survive a crash.
-  if (end_position <= failed_round_end_) return Status::storage_failed(error_.message(), /*outcome_unknown=*/true);
+  if (end_position <= failed_round_end_)
+    return Status::storage_failed(error_.message(), /*outcome_unknown=*/true);
   return error_;
 }
 
@@ -375,11 +379,11 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
                              ")");
   }
   ReadBatch batch;
-  batch.next_offset_ = offset;
+  detail::ReadBatchInternal::set_next_offset(batch, offset);
   if (offset == visible.offset || max_messages == 0) return batch;
 
   // buffer holds the file from buffer_position on; lines before `cursor` are consumed.
-  std::string& buffer = batch.buffer_;
+  std::string& buffer = detail::ReadBatchInternal::buffer(batch);
   std::uint64_t buffer_position = start.position;
   std::size_t cursor = 0;
   std::uint64_t current = start.offset;
@@ -442,11 +446,12 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
   buffer.resize(cursor);
   // The buffer holds at least one record line, so it lives on the heap and moving the ReadBatch
   // keeps these views valid.
-  batch.messages_.reserve(spans.size());
+  auto& messages = detail::ReadBatchInternal::messages(batch);
+  messages.reserve(spans.size());
   for (std::size_t i = 0; i < spans.size(); ++i) {
-    batch.messages_.push_back({offset + i, std::string_view(buffer).substr(spans[i].first, spans[i].second)});
+    messages.push_back({offset + i, std::string_view(buffer).substr(spans[i].first, spans[i].second)});
   }
-  batch.next_offset_ = current;
+  detail::ReadBatchInternal::set_next_offset(batch, current);
   return batch;
 }
 

@@ -11,14 +11,14 @@
 #include <thread>
 #include <tuple>
 
-#include "client/http/broker_directory.h"
 #include "client/delivery_buffer.h"
 #include "client/delivery_json.h"
-#include "mq/topic.h"
-#include "client/queue_backends.h"
-#include "storage/record_format.h"
+#include "client/http/broker_directory.h"
 #include "client/http/sse_parser.h"
+#include "client/queue_backends.h"
+#include "mq/topic.h"
 #include "protocol/http_protocol.h"
+#include "storage/record_format.h"
 
 namespace mq::detail {
 namespace {
@@ -97,7 +97,8 @@ class HttpConsumer final : public Consumer {
         buffer_(options.max_inflight, options.visibility_timeout.value_or(directory_->visibility_timeout())) {
     stream_params_ = {{param::kGroup, group_}, {param::kMaxInflight, std::to_string(options.max_inflight)}};
     if (options.visibility_timeout)
-      stream_params_.emplace_back(param::kVisibilityTimeoutMs, std::to_string(options.visibility_timeout->count()));
+      stream_params_.emplace_back(param::kVisibilityTimeoutMs,
+                                  std::to_string(options.visibility_timeout->count()));
     if (options.from == StartPosition::kLatest) stream_params_.emplace_back(param::kFrom, param::kFromLatest);
     {
       std::lock_guard lock(mutex_);
@@ -264,7 +265,8 @@ class HttpConsumer final : public Consumer {
   const std::shared_ptr<BrokerDirectory> directory_;
   const std::string topic_;
   const std::string group_;
-  std::vector<std::pair<std::string_view, std::string>> stream_params_;  // /consume's after topic and partition
+  std::vector<std::pair<std::string_view, std::string>>
+      stream_params_;  // /consume's after topic and partition
   DeliveryBuffer buffer_;
   std::mutex mutex_;
   std::condition_variable changed_;  // stopping_ set, or a reader finished
@@ -325,32 +327,19 @@ class HttpQueue final : public Queue {
   }
 
   Result<std::size_t> ack(std::span<const ReceivedMessage> messages) override {
-    // One request per partition and group, sent concurrently: each waits for its own durable write.
-    using Where = std::tuple<std::string_view, std::uint32_t, std::string_view>;
-    std::map<Where, std::string> bodies;
-    for (const auto& m : messages) {
-      std::string& body = bodies[{m.topic, m.partition, m.group}];
-      if (body.empty()) {
-        body = "{";
-        append_json_key(body, field::kIds);
-        body += '[';
-      } else {
-        body += ',';
+    // One /ack request per partition and group: {"ids": [...]}.
+    return ack_per_partition(messages, [this](std::string_view topic, std::uint32_t partition,
+                                              std::string_view group, std::span<const std::string> ids) {
+      std::string body = "{";
+      append_json_key(body, field::kIds);
+      body += '[';
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (i > 0) body += ',';
+        append_json_string(body, ids[i]);
       }
-      append_json_string(body, m.id);
-    }
-    std::vector<std::pair<Where, std::string>> requests;
-    for (auto& [where, body] : bodies) requests.emplace_back(where, body + "]}");
-    auto answers = run_concurrently(requests, [this](const std::pair<Where, std::string>& request) {
-      const auto& [topic, partition, group] = request.first;
-      return ack_on_owner(topic, partition, group, request.second);
+      body += "]}";
+      return ack_on_owner(topic, partition, group, body);
     });
-    std::size_t acked = 0;
-    for (auto& answer : answers) {
-      if (!answer.ok()) return answer.status();
-      acked += *answer;
-    }
-    return acked;
   }
 
   Status nack(const ReceivedMessage& message, std::chrono::milliseconds delay) override {
@@ -410,7 +399,8 @@ class HttpQueue final : public Queue {
     auto reply = send_to_owner(topic, partition, http::path::kAck, group, body);
     if (!reply.ok()) return reply.status();
     const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
-    if (!answer.is_object() || !answer.contains(field::kAcked) || !answer[field::kAcked].is_number_unsigned()) {
+    if (!answer.is_object() || !answer.contains(field::kAcked) ||
+        !answer[field::kAcked].is_number_unsigned()) {
       return Status::io_error("unexpected /ack answer: " + reply->body);
     }
     return answer[field::kAcked].get<std::size_t>();
@@ -486,7 +476,7 @@ class HttpQueue final : public Queue {
   }
 
   std::shared_ptr<BrokerDirectory> directory_;
-  StickyPartitioner sticky_;
+  PartitionTurns sticky_{kStickyRun};
 };
 
 }  // namespace

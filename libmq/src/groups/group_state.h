@@ -19,13 +19,13 @@
 #include <vector>
 
 #include "groups/ack_journal.h"
-#include "mq/consumer.h"
+#include "groups/timer.h"
+#include "mq/consumer_group.h"
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/partition.h"
-#include "groups/timer.h"
 
-namespace mq {
+namespace mq::detail {
 
 // What a group needs from the broker.
 struct GroupContext {
@@ -39,22 +39,25 @@ struct GroupContext {
   std::function<Status(const Message&)> dead_letter;
 };
 
+// kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.
+Status check_subscribe_options(const SubscribeOptions& options);
+
 // Thread-safe. Lock order: the journal lock, then mutex_, then the partition's locks; the
 // partition calls the append listener with none of its own locks held.
-class ConsumerGroup : private Timer::Target {
+class GroupState : private Timer::Target {
  public:
   // Opens the group's journal under `groups_dir` (creating the group, at `from`, if it is new).
-  static Result<std::unique_ptr<ConsumerGroup>> open(GroupContext context, FileSystem& fs,
-                                                     const StoreOptions& store_options,
-                                                     const std::string& groups_dir, StartPosition from);
-  ~ConsumerGroup();  // the broker stops the timer first
-  ConsumerGroup(const ConsumerGroup&) = delete;
-  ConsumerGroup& operator=(const ConsumerGroup&) = delete;
+  static Result<std::unique_ptr<GroupState>> open(GroupContext context, FileSystem& fs,
+                                                  const StoreOptions& store_options,
+                                                  const std::string& groups_dir, StartPosition from);
+  ~GroupState();  // the broker stops the timer first
+  GroupState(const GroupState&) = delete;
+  GroupState& operator=(const GroupState&) = delete;
 
-  const std::string& name() const { return context_.group; }
+  const GroupContext& context() const { return context_; }
 
-  // A new subscriber; returns its id.
-  std::uint64_t subscribe(std::chrono::milliseconds visibility_timeout, std::size_t max_inflight);
+  // A new subscriber; returns its id. kShuttingDown after shutdown().
+  Result<std::uint64_t> subscribe(std::chrono::milliseconds visibility_timeout, std::size_t max_inflight);
   // Ends a subscriber: its in-flight messages become deliverable at once.
   void unsubscribe(std::uint64_t subscriber);
   Result<std::vector<Delivery>> take(std::uint64_t subscriber, std::size_t max_messages,
@@ -106,7 +109,7 @@ class ConsumerGroup : private Timer::Target {
     std::uint32_t deliveries;
   };
 
-  ConsumerGroup(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
+  GroupState(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
 
   // The following run with mutex_ held.
   void choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
@@ -154,4 +157,4 @@ class ConsumerGroup : private Timer::Target {
   GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
 };
 
-}  // namespace mq
+}  // namespace mq::detail
