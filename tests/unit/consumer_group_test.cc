@@ -7,6 +7,7 @@
 #include <set>
 
 #include "broker_helpers.h"
+#include "common/partition_turns.h"
 #include "groups/message_ids.h"  // ids of messages not delivered
 #include "temp_dir.h"
 
@@ -402,4 +403,81 @@ TEST_CASE("TheAckRecordIsCompactedAndSurvivesRestart") {
   CHECK(got.front().offset == 50001);
   CHECK(got.back().offset == 59999);
   CHECK((*broker->stats())[0].partitions[0].groups[0].committed_offset == 50001);
+}
+
+TEST_CASE("AConsumerGroupFromTheBrokerSubscribesAcksNacksTouchesAndCounts") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(broker_config(dir.path()), clock);
+  produce_numbers(*broker, 3);
+  auto group = broker->group("events", 0, "billing");
+  REQUIRE(group.ok());
+  ConsumerGroup& billing = **group;
+  CHECK(billing.topic() == "events");
+  CHECK(billing.partition() == 0u);
+  CHECK(billing.name() == "billing");
+  // The same group by name is the same object; another name is another group.
+  CHECK(*broker->group("events", 0, "billing") == &billing);
+  CHECK(*broker->group("events", 0, "audit") != &billing);
+  CHECK(broker->group("events", 9, "billing").status().code() == ErrorCode::kNotFound);
+  CHECK(broker->group("events", 0, "../x").status().code() == ErrorCode::kInvalidArgument);
+
+  SubscribeOptions zero;
+  zero.max_inflight = 0;
+  CHECK(billing.subscribe(zero).status().code() == ErrorCode::kInvalidArgument);
+  auto sub = billing.subscribe(with_timeout(1000));
+  REQUIRE(sub.ok());
+  CHECK(&(*sub)->group() == &billing);
+  auto got = take_now(**sub);
+  REQUIRE(got.size() == 3);
+
+  // ack by id; a malformed id, an id of another partition or beyond the end acknowledges nothing.
+  CHECK(billing.ack(std::vector<std::string>{"junk"}).status().code() == ErrorCode::kNotFound);
+  CHECK(billing.ack(std::vector<std::string>{message_id(1, 0)}).status().code() == ErrorCode::kNotFound);
+  CHECK(billing.ack(std::vector<std::string>{got[0].id, message_id(0, 99)}).status().code() ==
+        ErrorCode::kNotFound);
+  CHECK(billing.ack(std::vector<std::string>{}).status().code() == ErrorCode::kInvalidArgument);
+  CHECK(*billing.ack(std::vector<std::string>{got[0].id}) == 1u);
+  CHECK(*billing.ack(std::vector<std::string>{got[0].id}) == 0u);  // idempotent
+
+  // touch postpones the timeout; nack gives the message back at once.
+  clock->advance(milliseconds(900));
+  REQUIRE(billing.touch(got[1].id).ok());
+  clock->advance(milliseconds(900));
+  broker->fire_due_timers();
+  CHECK((*sub)->inflight() == 1u);  // got[2] timed out, got[1] was touched
+  REQUIRE(billing.nack(got[1].id).ok());
+  CHECK(billing.nack(got[1].id).code() == ErrorCode::kConflict);  // no longer in flight
+  CHECK(billing.touch(got[0].id).code() == ErrorCode::kConflict);  // acknowledged
+  CHECK(billing.nack(got[1].id, milliseconds(-1)).code() == ErrorCode::kInvalidArgument);
+  auto again = take_now(**sub);
+  CHECK(offsets_of(again) == std::vector<std::uint64_t>{1, 2});
+  for (const auto& d : again) CHECK(d.delivery == 2u);
+
+  const GroupStats stats = billing.stats();
+  CHECK(stats.group == "billing");
+  CHECK(stats.acked == 1u);
+  CHECK(stats.delivered == 5u);
+  CHECK(stats.redelivered == 2u);
+  CHECK(stats.inflight == 2u);
+
+  // Once the broker stops, the group refuses new subscriptions, and so does one opened afterwards.
+  broker->shutdown();
+  CHECK(billing.subscribe().status().code() == ErrorCode::kShuttingDown);
+  auto late = broker->group("events", 1, "late");
+  REQUIRE(late.ok());
+  CHECK((*late)->subscribe().status().code() == ErrorCode::kShuttingDown);
+  CHECK((*late)->ack(std::vector<std::string>{}).status().code() == ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("KeylessProducesTakeTurnsPerCallOnTheBrokerAndInRunsInTheClients") {
+  detail::PartitionTurns per_call(1);
+  std::vector<std::uint32_t> picked;
+  for (int i = 0; i < 6; ++i) picked.push_back(per_call.next("t", 3));
+  CHECK(picked == std::vector<std::uint32_t>{0, 1, 2, 0, 1, 2});
+  CHECK(per_call.next("other", 3) == 0u);  // each topic has its own turns
+  detail::PartitionTurns runs(2);
+  picked.clear();
+  for (int i = 0; i < 6; ++i) picked.push_back(runs.next("t", 2));
+  CHECK(picked == std::vector<std::uint32_t>{0, 0, 1, 1, 0, 0});
 }

@@ -38,6 +38,46 @@ TEST_CASE("ProduceBodiesInBothFormsKeepPayloadsAsProduced") {
   }
 }
 
+// The produce body is read in one on-demand pass: whatever it skips would go unvalidated, so every
+// kind of invalid text in every place must still be refused.
+TEST_CASE("ProduceBodiesAreValidatedEverywhereInOnePass") {
+  const std::string deep_payload = std::string(1000, '[') + std::string(1000, ']');
+  const std::string too_deep = std::string(1001, '[') + std::string(1001, ']');
+  for (const std::string& bad : std::vector<std::string>{
+           R"({"payload":1}})", R"({"payload":1},)", R"({"payload":1} {"payload":2})", R"({"payload":1 "x":2})",
+           R"({"payload":1,})", R"({"payload":[1}})", R"({"payload":1,"other":[1,})", R"({"payload":1,"other":tru})",
+           R"({"payload":1,"other":"\x"})", R"({"payload":1,"other":{"a" 1}})", R"({"payload":01})",
+           "{\"payload\":\"a\x01\"}", R"({"payload":"\ud800x"})", "{\"payload\":\"\xff\"}",
+           R"({"messages":[{"payload":1}],"messages":[{"payload":2}]})", R"({"messages":[{"payload":1},]})",
+           R"({"messages":[{"payload":1,"other":nul}]})", R"({"messages":[{"payload":1}] x})",
+           R"({"payload":)" + too_deep + "}", R"({"messages":[{"payload":)" + too_deep + "}]}"}) {
+    CAPTURE(bad);
+    auto parsed = parse_produce_body(bad);
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.status().code() == mq::ErrorCode::kInvalidArgument);
+  }
+  // The deepest payload allowed, in both forms; a key that is not a string matters only where it
+  // would be used (the single form); unknown fields are validated and ignored.
+  for (const std::string& good : std::vector<std::string>{
+           R"({"payload":)" + deep_payload + "}", R"({"messages":[{"payload":)" + deep_payload + "}]}",
+           R"({"key":7,"messages":[{"payload":1}]})", R"({"payload":1,"other":{"a":[1e400,-0.0]}} )",
+           " \t\n{\"payload\":1}\r\n"}) {
+    CAPTURE(good);
+    CHECK(parse_produce_body(good).ok());
+  }
+  // A body larger than what a thread keeps its parser for (1 MiB) is read the same way.
+  std::string big = R"({"messages":[)";
+  for (int i = 0; i < 50000; ++i) big += std::string(i ? "," : "") + R"({"payload":{"n":)" + std::to_string(i) + "}}";
+  big += "]}";
+  REQUIRE(big.size() > (1u << 20));
+  auto parsed = parse_produce_body(big);
+  REQUIRE(parsed.ok());
+  CHECK(parsed->messages.size() == 50000u);
+  CHECK(parsed->messages.back().payload.json() == R"({"n":49999})");
+  CHECK(parse_produce_body(R"({"payload":"small after big"})")->messages[0].payload.json() ==
+        R"("small after big")");
+}
+
 TEST_CASE("AckNackAndTouchBodies") {
   CHECK(*parse_ack_body(R"({"id":"0-1"})") == std::vector<std::string>{"0-1"});
   CHECK(*parse_ack_body(R"({"ids":["0-1","0-2"]})") == std::vector<std::string>{"0-1", "0-2"});
