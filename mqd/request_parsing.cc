@@ -62,11 +62,19 @@ class ProduceBodyReader {
   std::unique_ptr<std::string> own_buffer_;
 };
 
-// A value's text as written; the on-demand parser only finds where it ends, so the caller validates it.
+// A value's text as written, consumed; the on-demand parser only finds where it ends, so the caller
+// validates it.
 mq::Result<std::string_view> raw_value(simdjson::ondemand::value value, std::string_view where) {
+  const auto malformed = [&] { return bad_request("malformed value in " + std::string(where)); };
+  simdjson::ondemand::json_type type;
   std::string_view raw;
-  if (simdjson::to_json_string(value).get(raw))
-    return bad_request("malformed value in " + std::string(where));
+  if (value.type().get(type) || simdjson::to_json_string(value).get(raw)) return malformed();
+  // to_json_string leaves a string unconsumed, and simdjson 3.0 skips an unconsumed string that a
+  // ':' follows as if it were a key, and whatever follows with it, unchecked: {"payload":"a": junk}
+  // would pass. Consumed, the ':' stands where the next field or the end must be, and is refused.
+  simdjson::ondemand::raw_json_string string;
+  if (type == simdjson::ondemand::json_type::string && value.get_raw_json_string().get(string))
+    return malformed();
   return raw;
 }
 

@@ -44,13 +44,23 @@ TEST_CASE("ProduceBodiesAreValidatedEverywhereInOnePass") {
   const std::string deep_payload = std::string(1000, '[') + std::string(1000, ']');
   const std::string too_deep = std::string(1001, '[') + std::string(1001, ']');
   for (const std::string& bad : std::vector<std::string>{
-           R"({"payload":1}})", R"({"payload":1},)", R"({"payload":1} {"payload":2})", R"({"payload":1 "x":2})",
-           R"({"payload":1,})", R"({"payload":[1}})", R"({"payload":1,"other":[1,})", R"({"payload":1,"other":tru})",
-           R"({"payload":1,"other":"\x"})", R"({"payload":1,"other":{"a" 1}})", R"({"payload":01})",
-           "{\"payload\":\"a\x01\"}", R"({"payload":"\ud800x"})", "{\"payload\":\"\xff\"}",
+           R"({"payload":1}})", R"({"payload":1},)", R"({"payload":1} {"payload":2})",
+           R"({"payload":1 "x":2})", R"({"payload":1,})", R"({"payload":[1}})",
+           R"({"payload":1,"other":[1,})", R"({"payload":1,"other":tru})", R"({"payload":1,"other":"\x"})",
+           R"({"payload":1,"other":{"a" 1}})", R"({"payload":01})", "{\"payload\":\"a\x01\"}",
+           R"({"payload":"\ud800x"})", "{\"payload\":\"\xff\"}",
            R"({"messages":[{"payload":1}],"messages":[{"payload":2}]})", R"({"messages":[{"payload":1},]})",
            R"({"messages":[{"payload":1,"other":nul}]})", R"({"messages":[{"payload":1}] x})",
-           R"({"payload":)" + too_deep + "}", R"({"messages":[{"payload":)" + too_deep + "}]}"}) {
+           R"({"payload":)" + too_deep + "}", R"({"messages":[{"payload":)" + too_deep + "}]}",
+           std::string("{\"payload\":3514159265\0\0\0\x01"
+                       "2653835792896}",
+                       39),
+           // A string followed by ':' (simdjson would skip what follows as if the string were a key).
+           R"({"payload":"a":]})", R"({"payload":"a": tru \q garbage "x":"y" ], "key":"k"})",
+           R"({"payload":1,"x":"s": 1 2 3 }, "key":"k"})",
+           R"({"messages":[{"payload":"a": !!! ]}, {"payload":2}]})",
+           R"({"payload":"a":{"payload":"evil"}},"payload":"b"})", R"({"payload":1,"key":"k": 5})",
+           R"({"payload":"a":[1,2,{"b":null}]},"key":"k"})"}) {
     CAPTURE(bad);
     auto parsed = parse_produce_body(bad);
     REQUIRE_FALSE(parsed.ok());
@@ -67,7 +77,8 @@ TEST_CASE("ProduceBodiesAreValidatedEverywhereInOnePass") {
   }
   // A body larger than what a thread keeps its parser for (1 MiB) is read the same way.
   std::string big = R"({"messages":[)";
-  for (int i = 0; i < 50000; ++i) big += std::string(i ? "," : "") + R"({"payload":{"n":)" + std::to_string(i) + "}}";
+  for (int i = 0; i < 50000; ++i)
+    big += std::string(i ? "," : "") + R"({"payload":{"n":)" + std::to_string(i) + "}}";
   big += "]}";
   REQUIRE(big.size() > (1u << 20));
   auto parsed = parse_produce_body(big);
@@ -207,7 +218,8 @@ TEST_CASE("BatchesAndAckListsAreBoundedAndHugePartitionNumbersAreNotFound") {
   CHECK(parse_ack_body(ids).status().code() == mq::ErrorCode::kPayloadTooLarge);
 
   CHECK(optional_partition(std::string("4294967296")).status().code() == mq::ErrorCode::kNotFound);
-  CHECK(optional_partition(std::string("99999999999999999999999")).status().code() == mq::ErrorCode::kNotFound);
+  CHECK(optional_partition(std::string("99999999999999999999999")).status().code() ==
+        mq::ErrorCode::kNotFound);
   CHECK(optional_partition(std::string("4294967295")).ok());
   CHECK(optional_partition(std::string("-1")).status().code() == mq::ErrorCode::kInvalidArgument);
   CHECK(optional_partition(std::string("\xff")).status().code() == mq::ErrorCode::kInvalidArgument);

@@ -25,9 +25,6 @@ class MQ_EXPORT Payload {
   // whitespace, keeping every number's digits as written. kInvalidArgument when it is not exactly
   // one JSON value.
   static Result<Payload> parse(std::string_view json);
-  // Minifies `json` (whitespace removed, digits kept) without validating it: for text the caller has
-  // already validated as one JSON value (mqd validates whole request bodies once).
-  static Payload from_valid_json(std::string_view json);
 
   const std::string& json() const { return json_; }
 

@@ -158,6 +158,12 @@ JsonValidator::JsonValidator(std::size_t max_depth)
 JsonValidator::~JsonValidator() = default;
 
 Status JsonValidator::check(std::string_view text, std::string_view what) {
+  // A raw NUL byte is never valid JSON (not whitespace, and escaped inside strings), but simdjson
+  // 3.0 ends a number at the top level on one and ignores the rest: "1\0garbage" would pass as 1,
+  // be stored whole, and cut the log when recovery reads it back inside its record.
+  if (text.find('\0') != std::string_view::npos) {
+    return Status::invalid_argument(std::string(what) + " is not valid JSON: it holds a NUL byte");
+  }
   simdjson::dom::element root;
   const auto error = parser_->dom.parse(text.data(), text.size()).get(root);
   if (!error) return {};
