@@ -174,7 +174,8 @@ void write_recovery_line(const StoreOptions& options, const std::string& line) {
 }
 
 Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_path, RecoveryMode mode,
-                                 std::size_t index_interval_bytes, FileSystem* fs) {
+                                 std::size_t index_interval_bytes, FileSystem* fs,
+                                 std::uint64_t first_offset) {
   RecoveredLog recovered;
   auto log_size = log.size();
   if (!log_size.ok()) return log_size.status();
@@ -187,6 +188,12 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
   bool rewrite_index = !decoded.has_value();
   recovered.report.index_rebuilt = !decoded.has_value() && (*log_size > 0 || *index_size > 0);
   std::vector<IndexEntry> entries = decoded.value_or(std::vector<IndexEntry>{});
+  // Every entry follows the implied (first_offset, 0); an index of another start is rebuilt.
+  if (!entries.empty() && entries.front().offset <= first_offset) {
+    entries.clear();
+    rewrite_index = true;
+    recovered.report.index_rebuilt = true;
+  }
 
   // Entries at or past the end of the log are stale (the log lost its tail): drop them, however
   // many. The last remaining one must then point at a record with its offset, or it goes too; too
@@ -213,7 +220,7 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
     }
   }
 
-  const IndexEntry start = entries.empty() ? IndexEntry{} : entries.back();
+  const IndexEntry start = entries.empty() ? IndexEntry{first_offset, 0} : entries.back();
   auto scan = scan_tail(log, *log_size, start, index_interval_bytes, validator);
   if (!scan.ok()) return scan.status();
   recovered.report.scanned_bytes = *log_size - start.position;
@@ -249,7 +256,7 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
   recovered.end_position = scan->good_position;
   recovered.next_offset = scan->good_offset;
   recovered.index.reserve(entries.size() + scan->new_entries.size() + 1);
-  recovered.index.push_back({});
+  recovered.index.push_back({first_offset, 0});
   recovered.index.insert(recovered.index.end(), entries.begin(), entries.end());
   recovered.index.insert(recovered.index.end(), scan->new_entries.begin(), scan->new_entries.end());
   return recovered;

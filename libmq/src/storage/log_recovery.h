@@ -16,7 +16,7 @@ namespace mq::detail {
 struct RecoveredLog {
   std::uint64_t end_position = 0;  // the log's size after recovery
   std::uint64_t next_offset = 0;   // the offset the next appended message gets
-  std::vector<IndexEntry> index;   // starts with {0, 0}
+  std::vector<IndexEntry> index;   // starts with {first_offset, 0}
   RecoveryReport report;
 };
 
@@ -24,8 +24,11 @@ struct RecoveredLog {
 // rewrites or extends. kCorruption when `mode` is kStrict and intact records follow damage.
 // With `fs`, bytes cut off that held intact records (damage in the middle, not a torn tail) are first
 // copied to <log_path>.damaged-<offset>, so that an operator can still get at them.
+// `first_offset` is the offset of the log's first record (a segment's first offset, 0 for a log
+// that starts the partition): the index's implied first entry is (first_offset, byte 0).
 Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_path, RecoveryMode mode,
-                                 std::size_t index_interval_bytes, FileSystem* fs = nullptr);
+                                 std::size_t index_interval_bytes, FileSystem* fs = nullptr,
+                                 std::uint64_t first_offset = 0);
 
 // Hands one line about what recovery did to options.recovery_log, or to stderr when none is set.
 void write_recovery_line(const StoreOptions& options, const std::string& line);

@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <charconv>
 #include <condition_variable>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -43,7 +43,8 @@ class DataDirLock {
     const std::string path = data_dir + "/.lock";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-      return Status::io_error("DATA_DIR '" + data_dir + "': cannot open " + path + ": " + std::strerror(errno));
+      return Status::io_error("DATA_DIR '" + data_dir + "': cannot open " + path + ": " +
+                              std::strerror(errno));
     }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       const int error = errno;
@@ -56,7 +57,8 @@ class DataDirLock {
         return Status::io_error("DATA_DIR '" + data_dir + "' is in use by another process (pid " + pid +
                                 "): one process owns a data directory at a time");
       }
-      return Status::io_error("DATA_DIR '" + data_dir + "': cannot lock " + path + ": " + std::strerror(error));
+      return Status::io_error("DATA_DIR '" + data_dir + "': cannot lock " + path + ": " +
+                              std::strerror(error));
     }
     // Our pid, for the message a second opener prints. Best effort: the lock is what counts.
     const std::string pid = std::to_string(::getpid()) + "\n";

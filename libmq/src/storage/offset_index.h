@@ -29,7 +29,8 @@ void encode_index_entry(std::string& out, IndexEntry entry);
 // A partial entry at the end (a torn write) is ignored.
 std::optional<std::vector<IndexEntry>> decode_index(std::string_view bytes);
 
-// The last entry whose offset is <= `offset`; `entries` is sorted and starts with {0, 0}.
+// The last entry whose offset is <= `offset`; `entries` is sorted and starts with {first offset, 0},
+// and `offset` is at least that first offset.
 IndexEntry floor_entry(const std::vector<IndexEntry>& entries, std::uint64_t offset);
 
 }  // namespace mq::detail

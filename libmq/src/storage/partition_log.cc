@@ -54,7 +54,8 @@ void report_recovery(const StoreOptions& options, const std::string& path, const
 
 Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const StoreOptions& options,
                                                          const std::string& dir, const std::string& stem,
-                                                         std::string topic, std::uint32_t index) {
+                                                         std::string topic, std::uint32_t index,
+                                                         std::uint64_t first_offset) {
   if (auto s = fs.create_directories(dir); !s.ok()) return s;
   const std::string path = dir + "/" + stem + ".log";
   auto log = fs.open(path);
@@ -65,8 +66,8 @@ Result<std::unique_ptr<PartitionLog>> PartitionLog::open(FileSystem& fs, const S
   if (options.fsync != FsyncMode::kNever) {
     if (auto s = sync_directories_up_to(fs, options.data_dir, dir); !s.ok()) return s;
   }
-  auto recovered =
-      detail::recover_log(**log, **index_file, path, options.recovery, options.index_interval_bytes, &fs);
+  auto recovered = detail::recover_log(**log, **index_file, path, options.recovery,
+                                       options.index_interval_bytes, &fs, first_offset);
   if (!recovered.ok()) return recovered.status();
   report_recovery(options, path, recovered->report);
   return std::make_unique<PartitionLog>(std::move(topic), index, options, std::move(log.value()),
@@ -82,6 +83,7 @@ PartitionLog::PartitionLog(std::string topic, std::uint32_t index, const StoreOp
       log_(std::move(log)),
       index_file_(std::move(index_file)),
       report_(recovered.report),
+      first_offset_(recovered.index.front().offset),
       entries_(std::move(recovered.index)) {
   const Mark end{recovered.end_position, recovered.next_offset};
   appended_ = written_ = synced_ = end;
@@ -372,6 +374,11 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
     std::lock_guard lock(mutex_);
     visible = visible_locked();
     start = detail::floor_entry(entries_, offset);
+  }
+  if (offset < first_offset_) {
+    return Status::not_found("offset " + std::to_string(offset) + " is below the first offset (" +
+                             std::to_string(first_offset_) + ") of this log of " + topic_ + "/" +
+                             std::to_string(index_));
   }
   if (offset > visible.offset) {
     return Status::not_found("offset " + std::to_string(offset) + " is beyond the end of " + topic_ + "/" +

@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "storage/log_recovery.h"
 #include "mq/file_system.h"
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/partition.h"
+#include "storage/log_recovery.h"
 #include "storage/offset_index.h"
 
 namespace mq {
@@ -34,9 +34,12 @@ class PartitionLog {
   // Opens (creating when missing) the log <dir>/<stem>.log and its index <dir>/<stem>.index, and
   // recovers them. `dir` and its missing parents are created; new directory entries are synced
   // unless options.fsync is kNever. `topic` and `index` only label the log in messages.
+  // `first_offset`: the offset of the log's first message (a segment that does not start the
+  // partition, libmq/docs/log_format.md "Segments"); an empty log's first append gets it.
   static Result<std::unique_ptr<PartitionLog>> open(FileSystem& fs, const StoreOptions& options,
                                                     const std::string& dir, const std::string& stem,
-                                                    std::string topic, std::uint32_t index);
+                                                    std::string topic, std::uint32_t index,
+                                                    std::uint64_t first_offset = 0);
 
   PartitionLog(std::string topic, std::uint32_t index, const StoreOptions& options, std::unique_ptr<File> log,
                std::unique_ptr<File> index_file, detail::RecoveredLog recovered);
@@ -44,6 +47,8 @@ class PartitionLog {
 
   const std::string& topic() const { return topic_; }
   std::uint32_t index() const { return index_; }
+  // The offset of this log's first message (also when it has none yet).
+  std::uint64_t first_offset() const { return first_offset_; }
 
   Result<std::uint64_t> append(std::span<const Message> batch);
   std::uint64_t add_append_listener(std::function<void()> on_append);
@@ -93,6 +98,7 @@ class PartitionLog {
   const std::unique_ptr<File> log_;         // appended and synced only by the active writer
   const std::unique_ptr<File> index_file_;  // likewise
   const RecoveryReport report_;
+  const std::uint64_t first_offset_;
 
   mutable std::mutex mutex_;
   std::condition_variable round_done_[2];       // group commit round k ended: round_done_[k % 2]
@@ -114,12 +120,12 @@ class PartitionLog {
   Mark written_;                                     // GUARDED_BY(mutex_)
   Mark synced_;                                      // GUARDED_BY(mutex_)
   std::uint64_t last_indexed_position_ = 0;          // GUARDED_BY(mutex_)
-  std::vector<detail::IndexEntry> entries_;          // GUARDED_BY(mutex_): starts with {0, 0}
+  std::vector<detail::IndexEntry> entries_;          // GUARDED_BY(mutex_): starts with {first_offset_, 0}
   Status error_;                                     // GUARDED_BY(mutex_): sticky once a write fails
   std::uint64_t failed_round_end_ = 0;  // GUARDED_BY(mutex_): appends up to here were in the failed round
   std::uint64_t epoch_ = 0;             // GUARDED_BY(mutex_): bumped when unwritten appends are dropped
   Status rollback_status_;              // GUARDED_BY(mutex_): why they were dropped
-  bool waits_interrupted_ = false;                   // GUARDED_BY(mutex_): sticky, for shutdown
+  bool waits_interrupted_ = false;      // GUARDED_BY(mutex_): sticky, for shutdown
 
   std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it
   std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)

@@ -133,9 +133,9 @@ std::optional<RecordHeader> validate_slowly(std::string_view line) {
   if (!offset) return std::nullopt;
   header.offset = *offset;
   const TopLevelValue* timestamp = field("timestamp");
-  if (timestamp == nullptr || !(std::holds_alternative<std::uint64_t>(*timestamp) ||
-                                std::holds_alternative<std::int64_t>(*timestamp) ||
-                                std::holds_alternative<double>(*timestamp))) {
+  if (timestamp == nullptr ||
+      !(std::holds_alternative<std::uint64_t>(*timestamp) ||
+        std::holds_alternative<std::int64_t>(*timestamp) || std::holds_alternative<double>(*timestamp))) {
     return std::nullopt;
   }
   if (field("payload") == nullptr) return std::nullopt;
@@ -181,7 +181,8 @@ std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(
   simdjson::padded_string padded(line);
   simdjson::ondemand::document document;
   simdjson::ondemand::object object;
-  if (parser_->ondemand.iterate(padded).get(document) || document.get_object().get(object)) return std::nullopt;
+  if (parser_->ondemand.iterate(padded).get(document) || document.get_object().get(object))
+    return std::nullopt;
   ProducedFields fields;
   bool has_payload = false;
   for (auto member : object) {
