@@ -40,6 +40,9 @@ struct StoreOptions {
   std::chrono::milliseconds fsync_interval{100};
   // What recovery does about damage in a log.
   RecoveryMode recovery = RecoveryMode::kTolerateTornTail;
+  // A partition's active segment rolls into a sealed one once it holds this many bytes
+  // (SEGMENT_BYTES; libmq/docs/log_format.md "Segments").
+  std::uint64_t segment_bytes = 128ull << 20;
   // Bytes of log between two entries of the sparse offset index (smaller: faster seeks, larger index).
   std::size_t index_interval_bytes = 4096;
   // Largest accepted payload (minified JSON bytes).

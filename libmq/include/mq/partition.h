@@ -15,10 +15,10 @@
 
 namespace mq {
 
-class PartitionLog;
 namespace detail {
 class PartitionInternal;
-}
+class SegmentedLog;
+}  // namespace detail
 
 // What opening a partition found and repaired.
 struct RecoveryReport {
@@ -62,11 +62,16 @@ class MQ_EXPORT Partition {
 
   // Reads stored lines from `offset` on: at most `max_messages`, and no more than `max_bytes` of
   // lines unless the first line alone is larger (it is returned anyway). Empty at the end of the
-  // log; kNotFound for an offset beyond it.
+  // log; kNotFound for an offset beyond it or below log_start_offset(). A batch never spans two
+  // segments: read on from its next_offset().
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
 
   // The offset the next message will get, as visible to readers.
   std::uint64_t next_offset() const;
+  // The first offset still stored.
+  std::uint64_t log_start_offset() const;
+  // Segments of the log (libmq/docs/log_format.md "Segments"): sealed ones plus the active one.
+  std::size_t segment_count() const;
 
   // Blocks until a message with an offset >= `offset` is visible, `timeout` passes or
   // interrupt_waiters() is called; returns next_offset() (event-driven, no polling).
@@ -75,7 +80,7 @@ class MQ_EXPORT Partition {
   // Wakes every waiter in wait_beyond() now and makes later waits return at once (shutdown).
   void interrupt_waiters();
 
-  // Size in bytes of the log file (what readers can see).
+  // Size in bytes of the log's segments (what readers can see).
   std::uint64_t log_bytes() const;
   LogPositions positions() const;
   const RecoveryReport& recovery_report() const;
@@ -86,8 +91,8 @@ class MQ_EXPORT Partition {
  private:
   friend class LogStore;
   friend class detail::PartitionInternal;  // libmq's consumer groups: an append hook
-  explicit Partition(std::unique_ptr<PartitionLog> log);
-  std::unique_ptr<PartitionLog> log_;
+  explicit Partition(std::unique_ptr<detail::SegmentedLog> log);
+  std::unique_ptr<detail::SegmentedLog> log_;
 };
 
 }  // namespace mq

@@ -12,6 +12,7 @@
 #include "mq/message.h"
 #include "mq/partition.h"
 #include "storage/partition_log.h"
+#include "storage/segmented_log.h"
 
 namespace mq::detail {
 

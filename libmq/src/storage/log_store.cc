@@ -14,7 +14,7 @@
 #include <mutex>
 #include <thread>
 
-#include "storage/partition_log.h"
+#include "storage/segmented_log.h"
 
 namespace mq {
 namespace {
@@ -22,11 +22,18 @@ namespace {
 constexpr std::string_view kLogPrefix = "partition-";
 constexpr std::string_view kLogSuffix = ".log";
 
-// The N of "partition-N.log"; nullopt for any other name.
+// The N of "partition-N.log" (the active segment) or "partition-N.<first offset>.log" (a sealed one);
+// nullopt for any other name.
 std::optional<std::uint32_t> partition_of_log_name(std::string_view name) {
   if (!name.starts_with(kLogPrefix) || !name.ends_with(kLogSuffix)) return std::nullopt;
   name.remove_prefix(kLogPrefix.size());
   name.remove_suffix(kLogSuffix.size());
+  if (const auto dot = name.find('.'); dot != std::string_view::npos) {
+    if (!detail::sealed_first_offset(std::string(kLogPrefix) + std::string(name) + std::string(kLogSuffix),
+                                     std::string(kLogPrefix) + std::string(name.substr(0, dot)), kLogSuffix))
+      return std::nullopt;
+    name = name.substr(0, dot);
+  }
   std::uint32_t n = 0;
   auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), n);
   if (name.empty() || ec != std::errc() || end != name.data() + name.size()) return std::nullopt;
@@ -166,8 +173,8 @@ Result<Partition*> LogStore::partition(std::string_view topic, std::uint32_t ind
   if (auto it = state_->partitions.find(key); it != state_->partitions.end()) return it->second.get();
 
   const StoreOptions& options = state_->options;
-  auto impl = PartitionLog::open(*state_->fs, options, options.data_dir + "/" + std::string(topic),
-                                 "partition-" + std::to_string(index), std::string(topic), index);
+  auto impl = detail::SegmentedLog::open(*state_->fs, options, options.data_dir + "/" + std::string(topic),
+                                         "partition-" + std::to_string(index), std::string(topic), index);
   if (!impl.ok()) return impl.status();
   auto partition = std::unique_ptr<Partition>(new Partition(std::move(impl.value())));
   Partition* raw = partition.get();

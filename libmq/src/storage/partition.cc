@@ -1,10 +1,10 @@
 #include "mq/partition.h"
 
-#include "storage/partition_log.h"
+#include "storage/segmented_log.h"
 
 namespace mq {
 
-Partition::Partition(std::unique_ptr<PartitionLog> log) : log_(std::move(log)) {}
+Partition::Partition(std::unique_ptr<detail::SegmentedLog> log) : log_(std::move(log)) {}
 Partition::~Partition() = default;
 
 const std::string& Partition::topic() const { return log_->topic(); }
@@ -19,7 +19,9 @@ std::uint64_t Partition::wait_beyond(std::uint64_t offset, std::chrono::millisec
   return log_->wait_beyond(offset, timeout);
 }
 void Partition::interrupt_waiters() { log_->interrupt_waiters(); }
-std::uint64_t Partition::log_bytes() const { return log_->positions().written; }
+std::uint64_t Partition::log_start_offset() const { return log_->log_start_offset(); }
+std::size_t Partition::segment_count() const { return log_->segment_count(); }
+std::uint64_t Partition::log_bytes() const { return log_->log_bytes(); }
 LogPositions Partition::positions() const { return log_->positions(); }
 const RecoveryReport& Partition::recovery_report() const { return log_->recovery_report(); }
 Status Partition::sync() { return log_->sync(); }

@@ -1,0 +1,370 @@
+#include "storage/segmented_log.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "storage/record_format.h"
+
+namespace mq::detail {
+namespace {
+
+constexpr std::size_t kOffsetDigits = 20;
+// Enough of a log's first line to hold {"offset":<20 digits>,
+constexpr std::size_t kFirstLinePrefixBytes = 64;
+
+struct Meta {
+  std::uint64_t log_start_offset = 0;
+  std::uint64_t active_first_offset = 0;
+};
+
+Result<std::optional<Meta>> read_meta(FileSystem& fs, const std::string& path) {
+  if (!fs.exists(path)) return std::optional<Meta>{};
+  auto file = fs.open(path);
+  if (!file.ok()) return file.status();
+  auto size = (*file)->size();
+  if (!size.ok()) return size.status();
+  std::string text;
+  if (auto s = (*file)->read(0, static_cast<std::size_t>(std::min<std::uint64_t>(*size, 4096)), text);
+      !s.ok())
+    return s;
+  const auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const auto field = [&](const char* name) -> std::optional<std::uint64_t> {
+    if (!json.is_object() || !json.contains(name) || !json[name].is_number_unsigned()) return std::nullopt;
+    return json[name].get<std::uint64_t>();
+  };
+  const auto start = field("log_start_offset");
+  const auto active = field("active_first_offset");
+  // Written whole and renamed into place, so a damaged one was damaged on disk: say so, never guess.
+  if (!start || !active) return Status::corruption(path + " is damaged: " + text.substr(0, 200));
+  return std::optional<Meta>(Meta{*start, *active});
+}
+
+}  // namespace
+
+std::string sealed_stem(std::string_view stem, std::uint64_t first_offset) {
+  std::string digits = std::to_string(first_offset);
+  return std::string(stem) + "." + std::string(kOffsetDigits - digits.size(), '0') + digits;
+}
+
+std::optional<std::uint64_t> sealed_first_offset(std::string_view file_name, std::string_view stem,
+                                                 std::string_view suffix) {
+  if (file_name.size() != stem.size() + 1 + kOffsetDigits + suffix.size() || !file_name.starts_with(stem) ||
+      file_name[stem.size()] != '.' || !file_name.ends_with(suffix)) {
+    return std::nullopt;
+  }
+  const std::string_view digits = file_name.substr(stem.size() + 1, kOffsetDigits);
+  std::uint64_t offset = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), offset);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return offset;
+}
+
+SegmentedLog::SegmentedLog(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
+                           std::string topic, std::uint32_t index)
+    : fs_(fs),
+      options_(options),
+      dir_(std::move(dir)),
+      stem_(std::move(stem)),
+      topic_(std::move(topic)),
+      index_(index) {}
+
+SegmentedLog::~SegmentedLog() {
+  std::shared_ptr<PartitionLog> segment = active();
+  if (segment) segment->remove_append_listener(active_listener_);
+}
+
+Result<std::shared_ptr<PartitionLog>> SegmentedLog::open_segment(const std::string& stem,
+                                                                 std::uint64_t first_offset) const {
+  auto log = PartitionLog::open(fs_, options_, dir_, stem, topic_, index_, first_offset);
+  if (!log.ok()) return log.status();
+  return std::shared_ptr<PartitionLog>(std::move(log.value()));
+}
+
+Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const StoreOptions& options,
+                                                         std::string dir, std::string stem, std::string topic,
+                                                         std::uint32_t index) {
+  if (auto s = fs.create_directories(dir); !s.ok()) return s;
+  std::unique_ptr<SegmentedLog> log(
+      new SegmentedLog(fs, options, std::move(dir), std::move(stem), std::move(topic), index));
+  const std::string& d = log->dir_;
+  const std::string& st = log->stem_;
+  auto names = fs.list_directory(d);
+  if (!names.ok()) return names.status();
+  std::vector<std::uint64_t> firsts;
+  for (const auto& name : *names) {
+    if (auto first = sealed_first_offset(name, st, ".log")) firsts.push_back(*first);
+  }
+  std::sort(firsts.begin(), firsts.end());
+  // Index files of a sealed name without their log are what a roll interrupted before its commit
+  // point left behind: the active segment still owns those messages and rebuilds its index.
+  for (const auto& name : *names) {
+    auto first = sealed_first_offset(name, st, ".index");
+    if (first && !std::binary_search(firsts.begin(), firsts.end(), *first)) {
+      if (auto s = fs.remove(d + "/" + name); !s.ok()) return s;
+    }
+  }
+  auto meta = read_meta(fs, d + "/" + st + ".meta");
+  if (!meta.ok()) return meta.status();
+
+  // Where the active segment starts: after the newest sealed segment, else where the meta says
+  // (every sealed segment was deleted), else at 0 (a log from before segments, or a new one).
+  std::uint64_t active_first = *meta ? (*meta)->active_first_offset : 0;
+  std::shared_ptr<PartitionLog> newest;
+  if (!firsts.empty()) {
+    auto opened = log->open_segment(sealed_stem(st, firsts.back()), firsts.back());
+    if (!opened.ok()) return opened.status();
+    newest = std::move(opened.value());
+    active_first = newest->next_offset();
+  }
+  // An active segment whose first record says another offset does not join the segments before
+  // it: refuse (recovery would otherwise cut every message in it).
+  const std::string active_path = d + "/" + st + ".log";
+  if (fs.exists(active_path)) {
+    auto file = fs.open(active_path);
+    if (!file.ok()) return file.status();
+    std::string prefix;
+    if (auto s = (*file)->read(0, kFirstLinePrefixBytes, prefix); !s.ok()) return s;
+    const auto offset = parse_offset_prefix(prefix);
+    if (offset && *offset != active_first) {
+      return Status::corruption(active_path + " starts at offset " + std::to_string(*offset) +
+                                " but the segments before it end at offset " + std::to_string(active_first) +
+                                " (libmq/docs/log_format.md \"Segments\")");
+    }
+  }
+  auto active = log->open_segment(st, active_first);
+  if (!active.ok()) return active.status();
+  log->report_ = (*active)->recovery_report();
+
+  // The sizes of the sealed segments, for log_bytes and retention; their contents wait for a read.
+  for (std::size_t i = 0; i < firsts.size(); ++i) {
+    Sealed sealed;
+    if (i + 1 == firsts.size()) {
+      sealed.log = newest;
+      sealed.bytes = newest->positions().written;
+    } else {
+      auto file = fs.open(d + "/" + sealed_stem(st, firsts[i]) + ".log");
+      if (!file.ok()) return file.status();
+      auto size = (*file)->size();
+      if (!size.ok()) return size.status();
+      sealed.bytes = *size;
+    }
+    log->sealed_bytes_ += sealed.bytes;
+    log->sealed_.emplace(firsts[i], std::move(sealed));
+  }
+  log->active_ = std::move(active.value());
+  const std::uint64_t oldest = firsts.empty() ? active_first : firsts.front();
+  log->log_start_ = std::max(oldest, *meta ? (*meta)->log_start_offset : 0);
+  log->attach_listener(*log->active_);
+  return log;
+}
+
+std::shared_ptr<PartitionLog> SegmentedLog::active() const {
+  std::shared_lock lock(segments_mutex_);
+  return active_;
+}
+
+void SegmentedLog::attach_listener(PartitionLog& segment) {
+  const std::uint64_t id = segment.add_append_listener([this] { notify_listeners(); });
+  std::unique_lock lock(segments_mutex_);
+  active_listener_ = id;
+}
+
+Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch) {
+  while (true) {
+    {
+      std::shared_lock appending(roll_mutex_);
+      if (!failure_.ok()) return failure_;
+      std::shared_ptr<PartitionLog> segment = active();
+      // A segment rolls before the append that finds it full, so that a failed roll fails that
+      // append (and stores nothing) rather than one that was already answered.
+      if (segment->positions().appended < options_.segment_bytes ||
+          segment->next_offset() == segment->first_offset())
+        return segment->append(batch);
+    }
+    std::unique_lock rolling(roll_mutex_);
+    if (!failure_.ok()) return failure_;
+    std::shared_ptr<PartitionLog> segment = active();
+    if (segment->positions().appended >= options_.segment_bytes &&
+        segment->next_offset() > segment->first_offset()) {
+      if (auto s = roll_locked(); !s.ok()) return s;
+    }
+  }
+}
+
+Status SegmentedLog::roll_locked() {
+  std::shared_ptr<PartitionLog> old = active();
+  // 1. A sealed segment is complete on disk, whatever FSYNC says.
+  if (auto s = old->sync(); !s.ok()) return s;
+  const std::uint64_t first = old->first_offset();
+  const std::uint64_t next = old->next_offset();
+  const std::string sealed = sealed_stem(stem_, first);
+  const std::string base = dir_ + "/";
+  // 2. The index first: a crash before the log's rename leaves an index of a sealed name without
+  // its log, which the next open deletes.
+  if (auto s = fs_.rename(base + stem_ + ".index", base + sealed + ".index"); !s.ok()) return s;
+  // 3. The commit point.
+  if (auto s = fs_.rename(base + stem_ + ".log", base + sealed + ".log"); !s.ok()) {
+    if (fs_.rename(base + sealed + ".index", base + stem_ + ".index").ok()) return s;
+    failure_ = Status(s.code(), "rolling " + base + stem_ + ".log failed half-way (" + s.message() +
+                                    "); the partition refuses appends until it is opened again");
+    return failure_;
+  }
+  // 4. From here the old segment is sealed; a failure leaves no active segment until the next open,
+  // which starts one.
+  const auto fail = [&](const Status& s) {
+    failure_ =
+        Status(s.code(), "starting a new segment after " + base + sealed + ".log failed (" + s.message() +
+                             "); the partition refuses appends until it is opened again");
+    return failure_;
+  };
+  std::uint64_t log_start = 0;
+  {
+    std::shared_lock lock(segments_mutex_);
+    log_start = log_start_;
+  }
+  if (auto s = write_meta(log_start, next); !s.ok()) return fail(s);
+  auto fresh = open_segment(stem_, next);
+  if (!fresh.ok()) return fail(fresh.status());
+  old->remove_append_listener(active_listener_);
+  bool interrupted = false;
+  {
+    std::unique_lock lock(segments_mutex_);
+    const std::uint64_t bytes = old->positions().written;
+    sealed_.emplace(first, Sealed{bytes, old});
+    sealed_bytes_ += bytes;
+    active_ = *fresh;
+    interrupted = waits_interrupted_;
+  }
+  attach_listener(**fresh);
+  if (interrupted) (*fresh)->interrupt_waiters();
+  // Waits on the sealed segment return now; wait_beyond goes on waiting on the new one.
+  old->interrupt_waiters();
+  return {};
+}
+
+Status SegmentedLog::write_meta(std::uint64_t log_start, std::uint64_t active_first) {
+  const std::string path = dir_ + "/" + stem_ + ".meta";
+  const std::string tmp = path + ".tmp";
+  if (auto s = fs_.remove(tmp); !s.ok()) return s;
+  auto file = fs_.open(tmp);
+  if (!file.ok()) return file.status();
+  const std::string text = "{\"log_start_offset\":" + std::to_string(log_start) +
+                           ",\"active_first_offset\":" + std::to_string(active_first) + "}\n";
+  if (auto s = (*file)->append(text); !s.ok()) return s;
+  if (auto s = (*file)->sync(); !s.ok()) return s;
+  if (auto s = fs_.rename(tmp, path); !s.ok()) return s;
+  return fs_.sync_directory(dir_);
+}
+
+Result<std::shared_ptr<PartitionLog>> SegmentedLog::segment_for(std::uint64_t offset) const {
+  std::uint64_t first = 0;
+  {
+    std::shared_lock lock(segments_mutex_);
+    if (offset < log_start_) {
+      return Status::not_found("offset " + std::to_string(offset) + " is below the start of " + topic_ + "/" +
+                               std::to_string(index_) + " (log start " + std::to_string(log_start_) + ")");
+    }
+    if (offset >= active_->first_offset()) return active_;
+    auto it = sealed_.upper_bound(offset);
+    if (it == sealed_.begin()) {
+      return Status::not_found("offset " + std::to_string(offset) + " is below the oldest segment of " +
+                               topic_ + "/" + std::to_string(index_));
+    }
+    --it;
+    if (it->second.log) return it->second.log;
+    first = it->first;
+  }
+  auto opened = open_segment(sealed_stem(stem_, first), first);
+  if (!opened.ok()) return opened.status();
+  std::unique_lock lock(segments_mutex_);
+  auto it = sealed_.find(first);
+  if (it == sealed_.end()) return *opened;  // deleted meanwhile; the open files still read
+  if (!it->second.log) it->second.log = *opened;
+  return it->second.log;
+}
+
+Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,
+                                     std::size_t max_bytes) const {
+  auto segment = segment_for(offset);
+  if (!segment.ok()) return segment.status();
+  return (*segment)->read(offset, max_messages, max_bytes);
+}
+
+std::uint64_t SegmentedLog::next_offset() const { return active()->next_offset(); }
+
+std::uint64_t SegmentedLog::log_start_offset() const {
+  std::shared_lock lock(segments_mutex_);
+  return log_start_;
+}
+
+std::size_t SegmentedLog::segment_count() const {
+  std::shared_lock lock(segments_mutex_);
+  return sealed_.size() + 1;
+}
+
+std::uint64_t SegmentedLog::log_bytes() const { return positions().written; }
+
+LogPositions SegmentedLog::positions() const {
+  std::shared_ptr<PartitionLog> segment;
+  std::uint64_t sealed_bytes = 0;
+  {
+    std::shared_lock lock(segments_mutex_);
+    segment = active_;
+    sealed_bytes = sealed_bytes_;
+  }
+  LogPositions p = segment->positions();
+  return {p.appended + sealed_bytes, p.written + sealed_bytes, p.synced + sealed_bytes};
+}
+
+std::uint64_t SegmentedLog::wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    std::shared_ptr<PartitionLog> segment = active();
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const std::uint64_t next = segment->wait_beyond(offset, std::max(left, std::chrono::milliseconds(0)));
+    if (next > offset) return next;
+    bool rolled = false;
+    bool interrupted = false;
+    {
+      std::shared_lock lock(segments_mutex_);
+      rolled = active_ != segment;
+      interrupted = waits_interrupted_;
+    }
+    // A roll interrupted the wait on the segment it sealed: wait on the new one for the time left.
+    if (!rolled || interrupted || std::chrono::steady_clock::now() >= deadline) return next_offset();
+  }
+}
+
+void SegmentedLog::interrupt_waiters() {
+  std::shared_ptr<PartitionLog> segment;
+  {
+    std::unique_lock lock(segments_mutex_);
+    waits_interrupted_ = true;
+    segment = active_;
+  }
+  segment->interrupt_waiters();
+}
+
+Status SegmentedLog::sync(bool only_if_behind) { return active()->sync(only_if_behind); }
+
+std::uint64_t SegmentedLog::add_append_listener(std::function<void()> on_append) {
+  std::lock_guard lock(listeners_mutex_);
+  listeners_.emplace_back(++last_listener_id_, std::move(on_append));
+  return last_listener_id_;
+}
+
+void SegmentedLog::remove_append_listener(std::uint64_t id) {
+  std::lock_guard lock(listeners_mutex_);
+  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
+}
+
+void SegmentedLog::notify_listeners() {
+  // Held while calling, so that a listener is never called after remove_append_listener returned.
+  std::lock_guard lock(listeners_mutex_);
+  for (const auto& [id, on_append] : listeners_) on_append();
+}
+
+}  // namespace mq::detail

@@ -1,0 +1,117 @@
+// A partition's log as a chain of segments (libmq/docs/log_format.md "Segments"): the active
+// segment takes appends and rolls into a sealed one at StoreOptions::segment_bytes; reads, waits and
+// offsets see one log across them. Each segment is a PartitionLog.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/file_system.h"
+#include "mq/message.h"
+#include "mq/options.h"
+#include "mq/partition.h"
+#include "storage/partition_log.h"
+
+namespace mq::detail {
+
+// "<stem>.<first offset, zero-padded to 20 digits>": the stem of a sealed segment's files.
+std::string sealed_stem(std::string_view stem, std::uint64_t first_offset);
+// The first offset of a sealed segment's file "<stem>.<20 digits><suffix>"; nullopt for any other name.
+std::optional<std::uint64_t> sealed_first_offset(std::string_view file_name, std::string_view stem,
+                                                 std::string_view suffix);
+
+// Thread-safe. Appends run concurrently (they share the active segment's group commit) and a roll
+// waits for the appends in flight; reads and waits run beside both.
+class SegmentedLog {
+ public:
+  // Opens the partition's segments in <dir> (files <stem>.log, <stem>.<first>.log, ...), finishing
+  // or undoing a roll that a crash interrupted. Reads the newest sealed segment's and the active
+  // segment's tails only; older segments are opened when a read reaches them.
+  static Result<std::unique_ptr<SegmentedLog>> open(FileSystem& fs, const StoreOptions& options,
+                                                    std::string dir, std::string stem, std::string topic,
+                                                    std::uint32_t index);
+  ~SegmentedLog();
+  SegmentedLog(const SegmentedLog&) = delete;
+  SegmentedLog& operator=(const SegmentedLog&) = delete;
+
+  const std::string& topic() const { return topic_; }
+  std::uint32_t index() const { return index_; }
+
+  // PartitionLog::append on the active segment, which is rolled first when it reached segment_bytes.
+  Result<std::uint64_t> append(std::span<const Message> batch);
+  // Reads from the segment holding `offset` (a batch never spans two segments: read on from
+  // next_offset()). kNotFound beyond the end and below the log start.
+  Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
+  std::uint64_t next_offset() const;
+  // The first offset still stored (the oldest segment's first offset).
+  std::uint64_t log_start_offset() const;
+  std::size_t segment_count() const;
+  // Bytes of every segment (sealed ones as sealed, the active one as written).
+  std::uint64_t log_bytes() const;
+  // The active segment's positions, shifted by the bytes of the sealed segments before it.
+  LogPositions positions() const;
+  std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
+  void interrupt_waiters();
+  // What opening the active segment found and repaired.
+  const RecoveryReport& recovery_report() const { return report_; }
+  Status sync(bool only_if_behind = false);
+
+  std::uint64_t add_append_listener(std::function<void()> on_append);
+  void remove_append_listener(std::uint64_t id);
+
+ private:
+  struct Sealed {
+    std::uint64_t bytes = 0;
+    // Opened when a read first reaches the segment (or kept from when it was the active one).
+    mutable std::shared_ptr<PartitionLog> log;  // GUARDED_BY(segments_mutex_)
+  };
+
+  SegmentedLog(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
+               std::string topic, std::uint32_t index);
+  // With roll_mutex_ held exclusively: seals the active segment and starts a new one.
+  Status roll_locked();
+  Status write_meta(std::uint64_t log_start, std::uint64_t active_first);
+  Result<std::shared_ptr<PartitionLog>> open_segment(const std::string& stem,
+                                                     std::uint64_t first_offset) const;
+  // The segment holding `offset`: the active one, or a sealed one (opened if needed).
+  Result<std::shared_ptr<PartitionLog>> segment_for(std::uint64_t offset) const;
+  std::shared_ptr<PartitionLog> active() const;
+  void attach_listener(PartitionLog& segment);
+  void notify_listeners();
+
+  FileSystem& fs_;
+  const StoreOptions options_;
+  const std::string dir_;
+  const std::string stem_;
+  const std::string topic_;
+  const std::uint32_t index_;
+  RecoveryReport report_;
+
+  // Shared by appends, exclusive for a roll (which must find no append in flight).
+  std::shared_mutex roll_mutex_;
+  // The segment list; taken briefly, never while waiting on a segment.
+  mutable std::shared_mutex segments_mutex_;
+  std::shared_ptr<PartitionLog> active_;    // GUARDED_BY(segments_mutex_)
+  std::map<std::uint64_t, Sealed> sealed_;  // GUARDED_BY(segments_mutex_): by first offset
+  std::uint64_t sealed_bytes_ = 0;          // GUARDED_BY(segments_mutex_)
+  std::uint64_t log_start_ = 0;             // GUARDED_BY(segments_mutex_)
+  Status failure_;                          // GUARDED_BY(roll_mutex_): a roll left no active segment
+  bool waits_interrupted_ = false;          // GUARDED_BY(segments_mutex_)
+
+  std::mutex listeners_mutex_;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)
+  std::uint64_t last_listener_id_ = 0;                                      // GUARDED_BY(listeners_mutex_)
+  std::uint64_t active_listener_ = 0;  // GUARDED_BY(segments_mutex_): ours on the active segment
+};
+
+}  // namespace mq::detail

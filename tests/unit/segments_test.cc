@@ -1,0 +1,276 @@
+// A partition's log in segments (libmq/docs/log_format.md "Segments"): rolls at segment_bytes, reads
+// and waits across segments, reopening, and a process killed at every step of a roll.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store_helpers.h"
+#include "temp_dir.h"
+
+using namespace mq;
+using namespace mq::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kSegmentBytes = 1024;
+
+std::unique_ptr<LogStore> open_segmented(const std::string& dir,
+                                         std::shared_ptr<FileSystem> file_system = nullptr,
+                                         FsyncMode fsync = FsyncMode::kNever) {
+  StoreOptions options;
+  options.data_dir = dir;
+  options.fsync = fsync;
+  options.segment_bytes = kSegmentBytes;
+  options.index_interval_bytes = 128;
+  options.file_system = std::move(file_system);
+  options.recovery_log = [](const std::string&) {};  // a killed roll may leave a torn tail to cut
+  auto store = LogStore::open(options);
+  REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+  return std::move(store.value());
+}
+
+std::string numbered(int n) {
+  return "{\"n\":" + std::to_string(n) + ",\"pad\":\"" + std::string(40, 'x') + "\"}";
+}
+
+std::set<std::string> segment_files(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir + "/events"))
+    names.insert(entry.path().filename().string());
+  return names;
+}
+
+// Every stored message's "n", in offset order.
+std::vector<int> numbers_of(const Partition& partition) {
+  std::vector<int> numbers;
+  for (const std::string& line : read_all(partition, partition.log_start_offset())) {
+    const auto at = line.find("\"n\":");
+    REQUIRE(at != std::string::npos);
+    numbers.push_back(std::stoi(line.substr(at + 4)));
+  }
+  return numbers;
+}
+
+// Kills the process, as far as the log can tell, at its k-th file-system step (opening, renaming,
+// removing, syncing a file or a directory): that step and every later one fail, and nothing already
+// written is lost (kill -9 keeps the page cache).
+class KillingFileSystem : public FileSystem {
+ public:
+  explicit KillingFileSystem(std::shared_ptr<FileSystem> real) : real_(std::move(real)) {}
+  void kill_at_step(std::int64_t k) { steps_left_ = k; }
+  bool killed() const { return steps_left_ < 0; }
+
+  Result<std::unique_ptr<File>> open(const std::string& path) override {
+    if (!step()) return dead();
+    auto file = real_->open(path);
+    if (!file.ok()) return file.status();
+    return std::unique_ptr<File>(std::make_unique<KillableFile>(this, std::move(file.value())));
+  }
+  Status create_directories(const std::string& path) override {
+    return step() ? real_->create_directories(path) : dead();
+  }
+  Status sync_directory(const std::string& path) override {
+    return step() ? real_->sync_directory(path) : dead();
+  }
+  Result<std::vector<std::string>> list_directory(const std::string& path) override {
+    return real_->list_directory(path);
+  }
+  bool exists(const std::string& path) override { return real_->exists(path); }
+  Status remove(const std::string& path) override { return step() ? real_->remove(path) : dead(); }
+  Status rename(const std::string& from, const std::string& to) override {
+    return step() ? real_->rename(from, to) : dead();
+  }
+
+ private:
+  class KillableFile : public File {
+   public:
+    KillableFile(KillingFileSystem* fs, std::unique_ptr<File> real) : fs_(fs), real_(std::move(real)) {}
+    Status append(std::string_view data) override { return fs_->killed() ? dead() : real_->append(data); }
+    Status sync() override { return fs_->step() ? real_->sync() : dead(); }
+    Status read(std::uint64_t position, std::size_t length, std::string& out) const override {
+      return real_->read(position, length, out);
+    }
+    Result<std::uint64_t> size() const override { return real_->size(); }
+    Status truncate(std::uint64_t length) override {
+      return fs_->killed() ? dead() : real_->truncate(length);
+    }
+
+   private:
+    KillingFileSystem* fs_;
+    std::unique_ptr<File> real_;
+  };
+
+  static Status dead() { return Status::io_error("the process was killed"); }
+  // False once the step count ran out (this step is the one killed).
+  bool step() { return steps_left_.fetch_sub(1) > 0; }
+
+  std::shared_ptr<FileSystem> real_;
+  std::atomic<std::int64_t> steps_left_{INT64_MAX};
+};
+
+}  // namespace
+
+TEST_CASE("TheLogRollsAtSegmentBytesAndReadsBackInOrderAcrossSegmentsAndRestarts") {
+  TempDir dir;
+  {
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 200; ++i) append_ok(p, message(numbered(i)));
+    // A batch is never split between segments.
+    std::vector<Message> batch;
+    for (int i = 200; i < 230; ++i) batch.push_back(message(numbered(i)));
+    REQUIRE(p.append(batch).ok());
+    CHECK(p.segment_count() > 10u);
+    CHECK(p.next_offset() == 230u);
+    CHECK(p.log_start_offset() == 0u);
+    std::vector<int> expected(230);
+    for (int i = 0; i < 230; ++i) expected[static_cast<std::size_t>(i)] = i;
+    CHECK(numbers_of(p) == expected);
+    // Reading from the middle of a sealed segment, and across its end.
+    CHECK(read_all(p, 57).size() == 173u);
+  }
+  const auto files = segment_files(dir.path());
+  CHECK(files.contains("partition-0.log"));
+  CHECK(files.contains("partition-0.00000000000000000000.log"));
+  CHECK(files.contains("partition-0.meta"));
+  std::uint64_t bytes = 0;
+  std::size_t sealed = 0;
+  for (const auto& name : files) {
+    if (name.ends_with(".log")) bytes += fs::file_size(dir.path() + "/events/" + name);
+    if (name.ends_with(".log") && name != "partition-0.log") {
+      ++sealed;
+      // Every sealed segment is about segment_bytes (it rolls at the first append that finds it full).
+      CHECK(fs::file_size(dir.path() + "/events/" + name) >= kSegmentBytes);
+    }
+  }
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK(p.segment_count() == sealed + 1);
+  CHECK(p.log_bytes() == bytes);
+  CHECK(p.next_offset() == 230u);
+  CHECK(numbers_of(p).size() == 230u);
+  CHECK(append_ok(p, message(numbered(230))) == 230u);
+  // The store counts a topic's partitions from sealed segments too.
+  CHECK(*store->partitions_on_disk("events") == 1u);
+}
+
+TEST_CASE("AWaitOnTheActiveSegmentFollowsARoll") {
+  TempDir dir;
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  // Fill the active segment until the next append rolls it; then wait beyond the end while another
+  // thread's append rolls it (the message lands in the new segment): the wait must end with the
+  // message, not at its timeout, whether it began before the roll or after.
+  const std::string active = dir.path() + "/events/partition-0.log";
+  append_ok(p, message(numbered(0)));
+  while (fs::file_size(active) < kSegmentBytes) append_ok(p, message(numbered(1)));
+  const std::uint64_t end = p.next_offset();
+  const std::size_t segments = p.segment_count();
+  std::thread appender([&] { append_ok(p, message(numbered(2))); });
+  const auto start = std::chrono::steady_clock::now();
+  const std::uint64_t next = p.wait_beyond(end, std::chrono::seconds(20));
+  appender.join();
+  CHECK(p.segment_count() == segments + 1);
+  CHECK(next == end + 1);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("ARollInterruptedAtAnyStepLosesNoAcknowledgedMessage") {
+  // Each k kills the process at the k-th file-system step of the append that rolls (and of what
+  // follows it), then a restart with the real file system must find every acknowledged message,
+  // in order, and take appends at the next offset.
+  for (std::int64_t k = 0; k < 30; ++k) {
+    CAPTURE(k);
+    TempDir dir;
+    auto killing = std::make_shared<KillingFileSystem>(make_posix_file_system());
+    std::vector<int> acknowledged;
+    {
+      auto store = open_segmented(dir.path(), killing, FsyncMode::kAlways);
+      Partition& p = open_partition(*store);
+      int n = 0;
+      while (p.log_bytes() < kSegmentBytes) {
+        append_ok(p, message(numbered(n)));
+        acknowledged.push_back(n++);
+      }
+      killing->kill_at_step(k);
+      for (int i = 0; i < 3; ++i, ++n) {
+        if (p.append(message(numbered(n))).ok()) acknowledged.push_back(n);
+      }
+    }
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    const std::vector<int> stored = numbers_of(p);
+    // Every acknowledged message, in order; an append that failed may or may not be there (its
+    // bytes may have been written before the step that failed), but nothing else is.
+    std::size_t next_ack = 0;
+    for (int number : stored) {
+      if (next_ack < acknowledged.size() && number == acknowledged[next_ack]) ++next_ack;
+    }
+    CHECK(next_ack == acknowledged.size());
+    CHECK(stored.size() <= acknowledged.size() + 3);
+    CHECK(p.next_offset() == stored.size());
+    CHECK(append_ok(p, message(numbered(1000))) == stored.size());
+    CHECK(numbers_of(p).back() == 1000);
+  }
+}
+
+TEST_CASE("ARollCutShortIsFinishedOrUndoneAtTheNextOpen") {
+  TempDir dir;
+  std::uint64_t next = 0;
+  {
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 60; ++i) append_ok(p, message(numbered(i)));
+    REQUIRE(p.segment_count() >= 2);
+    next = p.next_offset();
+  }
+  const std::string events = dir.path() + "/events/";
+  // The last append went to the active segment (a segment rolls before the append that finds it full).
+  REQUIRE(fs::file_size(events + "partition-0.log") > 0);
+  SUBCASE("before the commit point: an index of a sealed name without its log") {
+    const std::string orphan = events + "partition-0.00000000000099999999.index";
+    fs::copy_file(events + "partition-0.index", orphan);
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    CHECK_FALSE(fs::exists(orphan));
+    CHECK(p.next_offset() == next);
+    CHECK(numbers_of(p).size() == next);
+  }
+  SUBCASE("after the commit point: the active segment is sealed and no new one exists") {
+    const std::string first_line = split_lines(file_contents(events + "partition-0.log")).front();
+    REQUIRE(first_line.starts_with("{\"offset\":"));
+    std::string digits = std::to_string(std::stoull(first_line.substr(10)));
+    digits = std::string(20 - digits.size(), '0') + digits;
+    fs::rename(events + "partition-0.index", events + "partition-0." + digits + ".index");
+    fs::rename(events + "partition-0.log", events + "partition-0." + digits + ".log");
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    CHECK(p.next_offset() == next);
+    CHECK(numbers_of(p).size() == next);
+    CHECK(append_ok(p, message(numbered(7))) == next);
+  }
+  SUBCASE("an active segment that does not join the sealed ones is refused, not cut") {
+    const std::string line = "{\"offset\":5,\"timestamp\":1,\"payload\":1}\n";
+    fs::remove(events + "partition-0.log");
+    fs::remove(events + "partition-0.index");
+    {
+      std::ofstream out(events + "partition-0.log");
+      out << line;
+    }
+    StoreOptions options;
+    options.data_dir = dir.path();
+    options.segment_bytes = kSegmentBytes;
+    auto store = LogStore::open(options);
+    REQUIRE(store.ok());
+    auto p = (*store)->partition("events", 0);
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.status().code() == ErrorCode::kCorruption);
+    CHECK(fs::file_size(events + "partition-0.log") == line.size());
+  }
+}
