@@ -274,3 +274,103 @@ TEST_CASE("ARollCutShortIsFinishedOrUndoneAtTheNextOpen") {
     CHECK(fs::file_size(events + "partition-0.log") == line.size());
   }
 }
+
+namespace {
+std::int64_t wall_clock_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+TEST_CASE("RetentionDeletesWholeSealedSegmentsOldestFirstByEachRuleAndNeverTheActiveOne") {
+  TempDir dir;
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  for (int i = 0; i < 120; ++i) append_ok(p, message(numbered(i)));
+  const std::size_t segments = p.segment_count();
+  REQUIRE(segments >= 8);
+  const std::uint64_t end = p.next_offset();
+
+  SUBCASE("by size") {
+    RetentionRule rule;
+    rule.max_bytes = 3 * kSegmentBytes;
+    auto deleted = p.apply_retention(rule);
+    REQUIRE(deleted.ok());
+    CHECK(*deleted == p.log_start_offset());
+    CHECK(p.log_bytes() <= 3 * kSegmentBytes);
+    CHECK(p.log_bytes() + kSegmentBytes + 200 > 3 * kSegmentBytes);  // no more than needed went
+    CHECK(p.segment_count() < segments);
+  }
+  SUBCASE("by age") {
+    RetentionRule keep;
+    keep.max_age = std::chrono::hours(1);
+    keep.now_ms = wall_clock_ms();
+    CHECK(*p.apply_retention(keep) == 0u);
+    RetentionRule expire = keep;
+    expire.now_ms = wall_clock_ms() + 2 * 3600 * 1000;
+    CHECK(*p.apply_retention(expire) > 0u);
+    CHECK(p.segment_count() == 1u);  // every sealed segment, not the active one
+  }
+  SUBCASE("below an offset (what every group acknowledged)") {
+    RetentionRule rule;
+    rule.delete_below = 50;
+    REQUIRE(p.apply_retention(rule).ok());
+    CHECK(p.log_start_offset() <= 50u);
+    CHECK(p.log_start_offset() > 0u);
+    // The next segment holds offset 50: it stays.
+    CHECK(read_all(p, 50).size() == end - 50);
+  }
+  SUBCASE("nothing asked: nothing goes") {
+    CHECK(*p.apply_retention(RetentionRule{}) == 0u);
+    CHECK(p.segment_count() == segments);
+  }
+  const std::uint64_t start = p.log_start_offset();
+  CHECK(p.next_offset() == end);
+  if (start > 0) CHECK(p.read(start - 1, 1, 1024).status().code() == ErrorCode::kNotFound);
+  CHECK(read_all(p, start).size() == end - start);
+  // Appends go on; after a restart the log starts where it started and offsets go on.
+  append_ok(p, message(numbered(500)));
+  store.reset();
+  auto reopened = open_segmented(dir.path());
+  Partition& again = open_partition(*reopened);
+  CHECK(again.log_start_offset() == start);
+  CHECK(again.next_offset() == end + 1);
+  CHECK(append_ok(again, message(numbered(501))) == end + 1);
+}
+
+TEST_CASE("ReadersOfASegmentBeingDeletedFinishOrAreToldItIsGone") {
+  TempDir dir;
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  for (int i = 0; i < 300; ++i) append_ok(p, message(numbered(i)));
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> lines{0};
+  std::thread reader([&] {
+    while (!done) {
+      std::uint64_t offset = 0;
+      while (offset < p.next_offset()) {
+        auto batch = p.read(offset, 5, 1 << 20);
+        if (!batch.ok()) {
+          // Only "gone" (below the log start) is allowed; start again from the new start.
+          REQUIRE_MESSAGE(batch.status().code() == ErrorCode::kNotFound, batch.status().to_string());
+          offset = p.log_start_offset();
+          continue;
+        }
+        for (const auto& m : *batch)
+          CHECK(m.line.starts_with("{\"offset\":" + std::to_string(m.offset) + ","));
+        lines += batch->size();
+        offset = batch->next_offset();
+      }
+    }
+  });
+  // Delete one segment at a time while the reader reads, until only the active one is left.
+  for (std::uint64_t below = 20; p.segment_count() > 1; below += 20) {
+    RetentionRule rule;
+    rule.delete_below = below;
+    REQUIRE(p.apply_retention(rule).ok());
+  }
+  done = true;
+  reader.join();
+  CHECK(lines > 0u);
+  CHECK(read_all(p, p.log_start_offset()).size() == p.next_offset() - p.log_start_offset());
+}

@@ -30,6 +30,8 @@ class MQ_EXPORT LogStore {
   // kInvalidArgument for an invalid topic name; kCorruption or kIOError when the log cannot be
   // recovered.
   Result<Partition*> partition(std::string_view topic, std::uint32_t index);
+  // The same, with the topic's own settings (its segment_bytes) when it opens the partition.
+  Result<Partition*> partition(std::string_view topic, std::uint32_t index, const TopicSettings& settings);
 
   // The number of partitions `topic` has on disk: one more than the highest partition-<N>.log (0
   // without a directory). kIOError when the directory exists but cannot be read: callers that guard

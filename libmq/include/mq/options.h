@@ -54,9 +54,28 @@ struct StoreOptions {
   std::function<void(const std::string& line)> recovery_log;
 };
 
+// What a TOPICS entry may set for its topic alone (name:partitions[:setting=value]...), overriding
+// StoreOptions and RetentionOptions; unset: the global value.
+struct TopicSettings {
+  std::optional<std::uint64_t> segment_bytes;               // segment_bytes
+  std::optional<std::uint64_t> retention_bytes;             // retention_bytes
+  std::optional<std::chrono::milliseconds> retention_time;  // retention_ms
+  std::optional<bool> retention_acked;                      // retention_acked
+};
+
 struct TopicSpec {
   std::string name;          // valid per is_valid_name()
   std::uint32_t partitions;  // at least 1
+  TopicSettings settings = {};
+};
+
+// How long partitions keep their messages (libmq/docs/log_format.md "Segments"). Whole sealed
+// segments are deleted, oldest first, never the active one. The defaults keep everything.
+struct RetentionOptions {
+  std::uint64_t bytes = 0;            // RETENTION_BYTES: per partition; 0: no limit
+  std::chrono::milliseconds time{0};  // RETENTION_MS: a segment whose newest message is older; 0: no limit
+  bool acked = false;                 // RETENTION_ACKED: once every group committed past a segment
+  std::chrono::milliseconds check_interval{1000};  // RETENTION_CHECK_MS
 };
 
 // The partitions this process serves: partition p is ours when p % count == index.
@@ -78,6 +97,7 @@ struct GroupOptions {
 // Everything the environment configures for the library.
 struct Config {
   StoreOptions store;
+  RetentionOptions retention;
   BrokerIdentity broker;
   std::vector<TopicSpec> topics{{"events", 8}, {"orders", 4}, {"default", 8}};
   GroupOptions groups;
@@ -102,7 +122,8 @@ MQ_EXPORT Result<Config> config_from_env(const EnvLookup& lookup, const HostName
 // pods are "<set>-<ordinal>"). kInvalidArgument when there is none.
 MQ_EXPORT Result<std::uint32_t> broker_index_from_host_name(std::optional<std::string> host_name);
 
-// Parses a TOPICS value ("events:8,orders:4"): names valid and unique, partitions in [1, 65536].
+// Parses a TOPICS value ("events:8,orders:4:retention_ms=86400000"): names valid and unique,
+// partitions in [1, 65536], then optional settings (TopicSettings) each once at most.
 MQ_EXPORT Result<std::vector<TopicSpec>> parse_topics(std::string_view value);
 
 // True when `name` can name a topic or group: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$. Such a name can

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -38,6 +39,15 @@ struct LogPositions {
   std::uint64_t appended = 0;  // handed to the writer
   std::uint64_t written = 0;   // in the file (survives a killed process)
   std::uint64_t synced = 0;    // fdatasync'ed (survives a power cut)
+};
+
+// When sealed segments may be deleted (Partition::apply_retention). Every rule is optional.
+struct RetentionRule {
+  std::uint64_t max_bytes = 0;           // while the segments together are larger: 0 for no limit
+  std::chrono::milliseconds max_age{0};  // a segment whose newest message is older: 0 for no limit
+  std::int64_t now_ms = 0;               // the time max_age counts back from (ms since the epoch)
+  // A segment whose every offset is below this (consumer groups committed past it).
+  std::optional<std::uint64_t> delete_below;
 };
 
 // Thread-safe. Appends are serialised; reads and waits run concurrently with them. Readers see a
@@ -87,6 +97,11 @@ class MQ_EXPORT Partition {
 
   // Makes everything written durable now, whatever the FsyncMode.
   Status sync();
+
+  // Deletes sealed segments, oldest first, while `rule` says so; never the active segment. The log
+  // start moves up durably before any file goes, and readers of a deleted segment finish their
+  // reads. Returns how many messages were deleted.
+  Result<std::uint64_t> apply_retention(const RetentionRule& rule);
 
  private:
   friend class LogStore;

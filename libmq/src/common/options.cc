@@ -62,6 +62,47 @@ bool is_valid_name(std::string_view name) {
   return true;
 }
 
+namespace {
+
+// One "setting=value" of a TOPICS entry into `settings`.
+Status parse_topic_setting(std::string_view topic, std::string_view text, TopicSettings& settings) {
+  const auto equals = text.find('=');
+  const std::string_view name = text.substr(0, equals);
+  const std::string_view value =
+      equals == std::string_view::npos ? std::string_view() : text.substr(equals + 1);
+  const auto bad = [&](std::string_view expected) {
+    return Status::invalid_argument("setting " + quote(text) + " of topic " + quote(topic) + ": " +
+                                    std::string(expected));
+  };
+  if (equals == std::string_view::npos) return bad("expected <setting>=<value>");
+  const bool twice = (name == "segment_bytes" && settings.segment_bytes) ||
+                     (name == "retention_bytes" && settings.retention_bytes) ||
+                     (name == "retention_ms" && settings.retention_time) ||
+                     (name == "retention_acked" && settings.retention_acked);
+  if (twice) return bad("given twice");
+  if (name == "segment_bytes") {
+    auto n = parse_decimal(value, 1024, 1ull << 40);
+    if (!n) return bad("expected a whole number of bytes from 1024 to 2^40");
+    settings.segment_bytes = *n;
+  } else if (name == "retention_bytes") {
+    auto n = parse_decimal(value, 0, 1ull << 60);
+    if (!n) return bad("expected a whole number of bytes (0: no limit)");
+    settings.retention_bytes = *n;
+  } else if (name == "retention_ms") {
+    auto n = parse_decimal(value, 0, 1ull << 50);
+    if (!n) return bad("expected a whole number of milliseconds (0: no limit)");
+    settings.retention_time = std::chrono::milliseconds(*n);
+  } else if (name == "retention_acked") {
+    if (value != "true" && value != "false") return bad("expected true or false");
+    settings.retention_acked = value == "true";
+  } else {
+    return bad("unknown setting (segment_bytes, retention_bytes, retention_ms, retention_acked)");
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
   std::vector<TopicSpec> topics;
   std::set<std::string, std::less<>> seen;
@@ -75,6 +116,13 @@ Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
     }
     std::string_view name = entry.substr(0, colon);
     std::string_view count = entry.substr(colon + 1);
+    // name:partitions[:setting=value]...
+    TopicSettings settings;
+    std::optional<std::string_view> settings_text;
+    if (const auto more = count.find(':'); more != std::string_view::npos) {
+      settings_text = count.substr(more + 1);
+      count = count.substr(0, more);
+    }
     if (!is_valid_name(name)) {
       return detail::invalid_name("topic name", name);
     }
@@ -85,7 +133,13 @@ Result<std::vector<TopicSpec>> parse_topics(std::string_view value) {
     }
     if (!seen.emplace(name).second)
       return Status::invalid_argument("topic " + quote(name) + " is listed twice");
-    topics.push_back({std::string(name), static_cast<std::uint32_t>(*partitions)});
+    while (settings_text) {
+      const auto next = settings_text->find(':');
+      if (auto s = parse_topic_setting(name, settings_text->substr(0, next), settings); !s.ok()) return s;
+      if (next == std::string_view::npos) break;
+      settings_text->remove_prefix(next + 1);
+    }
+    topics.push_back({std::string(name), static_cast<std::uint32_t>(*partitions), settings});
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
   }
@@ -166,6 +220,21 @@ Result<Config> config_from_env(const EnvLookup& lookup, const HostNameLookup& ho
   std::uint64_t max_deliveries = config.groups.max_deliveries;
   if (auto s = read_number(lookup, "MAX_DELIVERIES", 0, 1'000'000, max_deliveries); !s.ok()) return s;
   config.groups.max_deliveries = static_cast<std::uint32_t>(max_deliveries);
+  if (auto s = read_number(lookup, "SEGMENT_BYTES", 1024, 1ull << 40, config.store.segment_bytes); !s.ok())
+    return s;
+  if (auto s = read_number(lookup, "RETENTION_BYTES", 0, 1ull << 60, config.retention.bytes); !s.ok())
+    return s;
+  std::uint64_t retention_ms = static_cast<std::uint64_t>(config.retention.time.count());
+  if (auto s = read_number(lookup, "RETENTION_MS", 0, 1ull << 50, retention_ms); !s.ok()) return s;
+  config.retention.time = std::chrono::milliseconds(retention_ms);
+  if (auto acked = lookup("RETENTION_ACKED")) {
+    if (*acked != "true" && *acked != "false")
+      return bad_variable("RETENTION_ACKED", *acked, "expected true or false");
+    config.retention.acked = *acked == "true";
+  }
+  std::uint64_t check_ms = static_cast<std::uint64_t>(config.retention.check_interval.count());
+  if (auto s = read_number(lookup, "RETENTION_CHECK_MS", 1, 86'400'000, check_ms); !s.ok()) return s;
+  config.retention.check_interval = std::chrono::milliseconds(check_ms);
   return config;
 }
 

@@ -162,6 +162,11 @@ std::string LogStore::log_path(const std::string& data_dir, std::string_view top
 }
 
 Result<Partition*> LogStore::partition(std::string_view topic, std::uint32_t index) {
+  return partition(topic, index, TopicSettings{});
+}
+
+Result<Partition*> LogStore::partition(std::string_view topic, std::uint32_t index,
+                                       const TopicSettings& settings) {
   if (!is_valid_name(topic)) {
     return detail::invalid_name("topic name", topic);
   }
@@ -172,7 +177,8 @@ Result<Partition*> LogStore::partition(std::string_view topic, std::uint32_t ind
   auto key = std::pair(std::string(topic), index);
   if (auto it = state_->partitions.find(key); it != state_->partitions.end()) return it->second.get();
 
-  const StoreOptions& options = state_->options;
+  StoreOptions options = state_->options;
+  options.segment_bytes = settings.segment_bytes.value_or(options.segment_bytes);
   auto impl = detail::SegmentedLog::open(*state_->fs, options, options.data_dir + "/" + std::string(topic),
                                          "partition-" + std::to_string(index), std::string(topic), index);
   if (!impl.ok()) return impl.status();

@@ -98,6 +98,21 @@ std::optional<std::uint64_t> parse_offset_prefix(std::string_view line) {
   return offset;
 }
 
+std::optional<std::int64_t> parse_timestamp_prefix(std::string_view line) {
+  constexpr std::string_view kTimestamp = "\"timestamp\":";
+  const auto comma = line.find(',');
+  if (!parse_offset_prefix(line) || comma == std::string_view::npos) return std::nullopt;
+  line.remove_prefix(comma + 1);
+  if (!line.starts_with(kTimestamp)) return std::nullopt;
+  line.remove_prefix(kTimestamp.size());
+  std::int64_t timestamp = 0;
+  auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), timestamp);
+  if (ec != std::errc() || end == line.data() || end == line.data() + line.size() ||
+      (*end != ',' && *end != '}'))
+    return std::nullopt;
+  return timestamp;
+}
+
 struct RecordValidator::Parser {
   Parser() {
     // Deep enough for any record the write path accepts (json_validation.h).

@@ -32,6 +32,8 @@ void append_record_line(std::string& out, std::uint64_t offset, std::int64_t tim
 
 // The offset of a line that starts as append_record_line writes it; nullopt when it does not.
 std::optional<std::uint64_t> parse_offset_prefix(std::string_view line);
+// The timestamp of such a line ({"offset":N,"timestamp":T,...}); nullopt when it does not start so.
+std::optional<std::int64_t> parse_timestamp_prefix(std::string_view line);
 
 // Fully checks `line` (without its newline): one JSON object with an unsigned "offset", a numeric
 // "timestamp", a "payload", a string "key" if any and an unsigned "batch_last" >= offset if any.

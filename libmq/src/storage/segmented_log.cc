@@ -219,12 +219,15 @@ Status SegmentedLog::roll_locked() {
                              "); the partition refuses appends until it is opened again");
     return failure_;
   };
-  std::uint64_t log_start = 0;
   {
-    std::shared_lock lock(segments_mutex_);
-    log_start = log_start_;
+    std::lock_guard meta(meta_mutex_);
+    std::uint64_t log_start = 0;
+    {
+      std::shared_lock lock(segments_mutex_);
+      log_start = log_start_;
+    }
+    if (auto s = write_meta(log_start, next); !s.ok()) return fail(s);
   }
-  if (auto s = write_meta(log_start, next); !s.ok()) return fail(s);
   auto fresh = open_segment(stem_, next);
   if (!fresh.ok()) return fail(fresh.status());
   old->remove_append_listener(active_listener_);
@@ -232,7 +235,7 @@ Status SegmentedLog::roll_locked() {
   {
     std::unique_lock lock(segments_mutex_);
     const std::uint64_t bytes = old->positions().written;
-    sealed_.emplace(first, Sealed{bytes, old});
+    sealed_.emplace(first, Sealed{bytes, std::nullopt, old});
     sealed_bytes_ += bytes;
     active_ = *fresh;
     interrupted = waits_interrupted_;
@@ -256,6 +259,71 @@ Status SegmentedLog::write_meta(std::uint64_t log_start, std::uint64_t active_fi
   if (auto s = (*file)->sync(); !s.ok()) return s;
   if (auto s = fs_.rename(tmp, path); !s.ok()) return s;
   return fs_.sync_directory(dir_);
+}
+
+Result<std::int64_t> SegmentedLog::newest_timestamp(std::uint64_t first, std::uint64_t end) {
+  {
+    std::shared_lock lock(segments_mutex_);
+    auto it = sealed_.find(first);
+    if (it != sealed_.end() && it->second.newest_timestamp) return *it->second.newest_timestamp;
+  }
+  auto segment = segment_for(end - 1);
+  if (!segment.ok()) return segment.status();
+  auto last = (*segment)->read(end - 1, 1, 1);
+  if (!last.ok()) return last.status();
+  const auto timestamp = last->empty() ? std::nullopt : parse_timestamp_prefix((*last)[0].line);
+  if (!timestamp) {
+    return Status::corruption(topic_ + "/" + std::to_string(index_) +
+                              ": the last record of the segment at offset " + std::to_string(first) +
+                              " has no timestamp");
+  }
+  std::unique_lock lock(segments_mutex_);
+  if (auto it = sealed_.find(first); it != sealed_.end()) it->second.newest_timestamp = *timestamp;
+  return *timestamp;
+}
+
+Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
+  std::lock_guard retention(retention_mutex_);
+  std::uint64_t deleted = 0;
+  while (true) {
+    std::uint64_t first = 0;
+    std::uint64_t end = 0;
+    std::uint64_t bytes = 0;
+    std::uint64_t total = 0;
+    {
+      std::shared_lock lock(segments_mutex_);
+      if (sealed_.empty()) break;
+      auto oldest = sealed_.begin();
+      auto after = std::next(oldest);
+      first = oldest->first;
+      end = after == sealed_.end() ? active_->first_offset() : after->first;
+      bytes = oldest->second.bytes;
+      total = sealed_bytes_ + active_->positions().written;
+    }
+    bool goes =
+        (rule.max_bytes > 0 && total > rule.max_bytes) || (rule.delete_below && end <= *rule.delete_below);
+    if (!goes && rule.max_age.count() > 0) {
+      auto newest = newest_timestamp(first, end);
+      if (!newest.ok()) return newest.status();
+      goes = *newest < rule.now_ms - rule.max_age.count();
+    }
+    if (!goes) break;
+    {
+      // The log start moves up, durably, before the segment's files go: offsets never go back.
+      std::lock_guard meta(meta_mutex_);
+      if (auto s = write_meta(end, active()->first_offset()); !s.ok()) return s;
+      std::unique_lock lock(segments_mutex_);
+      sealed_.erase(first);
+      sealed_bytes_ -= bytes;
+      log_start_ = end;
+    }
+    // A reader that holds the segment keeps its open files and finishes its read.
+    const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
+    if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
+    if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
+    deleted += end - first;
+  }
+  return deleted;
 }
 
 Result<std::shared_ptr<PartitionLog>> SegmentedLog::segment_for(std::uint64_t offset) const {

@@ -65,6 +65,8 @@ class SegmentedLog {
   // What opening the active segment found and repaired.
   const RecoveryReport& recovery_report() const { return report_; }
   Status sync(bool only_if_behind = false);
+  // Partition::apply_retention.
+  Result<std::uint64_t> apply_retention(const RetentionRule& rule);
 
   std::uint64_t add_append_listener(std::function<void()> on_append);
   void remove_append_listener(std::uint64_t id);
@@ -72,6 +74,7 @@ class SegmentedLog {
  private:
   struct Sealed {
     std::uint64_t bytes = 0;
+    std::optional<std::int64_t> newest_timestamp;  // read from its last line when retention first asks
     // Opened when a read first reaches the segment (or kept from when it was the active one).
     mutable std::shared_ptr<PartitionLog> log;  // GUARDED_BY(segments_mutex_)
   };
@@ -80,7 +83,10 @@ class SegmentedLog {
                std::string topic, std::uint32_t index);
   // With roll_mutex_ held exclusively: seals the active segment and starts a new one.
   Status roll_locked();
+  // With meta_mutex_ held.
   Status write_meta(std::uint64_t log_start, std::uint64_t active_first);
+  // The timestamp of the last message before `end` in the sealed segment starting at `first`.
+  Result<std::int64_t> newest_timestamp(std::uint64_t first, std::uint64_t end);
   Result<std::shared_ptr<PartitionLog>> open_segment(const std::string& stem,
                                                      std::uint64_t first_offset) const;
   // The segment holding `offset`: the active one, or a sealed one (opened if needed).
@@ -99,6 +105,10 @@ class SegmentedLog {
 
   // Shared by appends, exclusive for a roll (which must find no append in flight).
   std::shared_mutex roll_mutex_;
+  // One retention run at a time.
+  std::mutex retention_mutex_;
+  // Writes of partition-N.meta, each with the log start and active start of its moment.
+  std::mutex meta_mutex_;
   // The segment list; taken briefly, never while waiting on a segment.
   mutable std::shared_mutex segments_mutex_;
   std::shared_ptr<PartitionLog> active_;    // GUARDED_BY(segments_mutex_)
