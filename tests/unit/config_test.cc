@@ -34,6 +34,36 @@ TEST_CASE("DefaultsMatchTheApiContract") {
   CHECK(config->topics[1].name == "orders");
   CHECK(config->topics[1].partitions == 4);
   CHECK(config->topics[2].name == "default");
+  CHECK(config->store.segment_bytes == 134217728u);
+  CHECK(config->retention.bytes == 0u);
+  CHECK(config->retention.time == std::chrono::milliseconds(0));
+  CHECK_FALSE(config->retention.acked);
+  CHECK(config->retention.check_interval == std::chrono::milliseconds(1000));
+  CHECK_FALSE(config->topics[0].settings.segment_bytes.has_value());
+}
+
+TEST_CASE("TheLogsLifeIsConfiguredGloballyAndPerTopic") {
+  auto config = config_from_env(
+      env({{"SEGMENT_BYTES", "1048576"},
+           {"RETENTION_BYTES", "1073741824"},
+           {"RETENTION_MS", "86400000"},
+           {"RETENTION_ACKED", "true"},
+           {"RETENTION_CHECK_MS", "250"},
+           {"TOPICS", "events:8,audit:4:retention_ms=604800000,jobs:8:retention_acked=false:segment_bytes=16777216:"
+                      "retention_bytes=0"}}));
+  REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+  CHECK(config->store.segment_bytes == 1048576u);
+  CHECK(config->retention.bytes == 1073741824u);
+  CHECK(config->retention.time == std::chrono::milliseconds(86400000));
+  CHECK(config->retention.acked);
+  CHECK(config->retention.check_interval == std::chrono::milliseconds(250));
+  REQUIRE(config->topics.size() == 3);
+  CHECK_FALSE(config->topics[0].settings.retention_time.has_value());
+  CHECK(config->topics[1].partitions == 4u);
+  CHECK(config->topics[1].settings.retention_time == std::chrono::milliseconds(604800000));
+  CHECK(config->topics[2].settings.retention_acked == false);
+  CHECK(config->topics[2].settings.segment_bytes == 16777216u);
+  CHECK(config->topics[2].settings.retention_bytes == 0u);
 }
 
 TEST_CASE("EveryVariableIsRead") {
@@ -87,6 +117,20 @@ TEST_CASE("BadValuesNameTheVariableAndTheValue") {
       {"VISIBILITY_TIMEOUT_MS", "0"},
       {"VISIBILITY_TIMEOUT_MS", "soon"},
       {"MAX_DELIVERIES", "-1"},
+      {"SEGMENT_BYTES", "1023"},
+      {"SEGMENT_BYTES", "1MB"},
+      {"RETENTION_BYTES", "-1"},
+      {"RETENTION_MS", "a day"},
+      {"RETENTION_ACKED", "yes"},
+      {"RETENTION_CHECK_MS", "0"},
+      {"TOPICS", "a:1:"},
+      {"TOPICS", "a:1:colour=blue"},
+      {"TOPICS", "a:1:segment_bytes"},
+      {"TOPICS", "a:1:segment_bytes=100"},
+      {"TOPICS", "a:1:retention_ms=-5"},
+      {"TOPICS", "a:1:retention_acked=1"},
+      {"TOPICS", "a:1:retention_bytes=1:retention_bytes=2"},
+      {"TOPICS", "a:x:retention_ms=5"},
   };
   for (const auto& [name, value] : bad) {
     CAPTURE(name);
