@@ -447,7 +447,7 @@ TEST_CASE("AConsumerGroupFromTheBrokerSubscribesAcksNacksTouchesAndCounts") {
   broker->fire_due_timers();
   CHECK((*sub)->inflight() == 1u);  // got[2] timed out, got[1] was touched
   REQUIRE(billing.nack(got[1].id).ok());
-  CHECK(billing.nack(got[1].id).code() == ErrorCode::kConflict);  // no longer in flight
+  CHECK(billing.nack(got[1].id).code() == ErrorCode::kConflict);   // no longer in flight
   CHECK(billing.touch(got[0].id).code() == ErrorCode::kConflict);  // acknowledged
   CHECK(billing.nack(got[1].id, milliseconds(-1)).code() == ErrorCode::kInvalidArgument);
   auto again = take_now(**sub);
@@ -480,4 +480,25 @@ TEST_CASE("KeylessProducesTakeTurnsPerCallOnTheBrokerAndInRunsInTheClients") {
   picked.clear();
   for (int i = 0; i < 6; ++i) picked.push_back(runs.next("t", 2));
   CHECK(picked == std::vector<std::uint32_t>{0, 0, 1, 1, 0, 0});
+}
+
+TEST_CASE("AGroupConsumesAcrossSegmentsInRunsThatSpanTheirBoundaries") {
+  TempDir dir;
+  Config config = broker_config(dir.path());
+  config.store.segment_bytes = 1024;
+  auto broker = open_broker(config, std::make_shared<ManualClock>());
+  produce_numbers(*broker, 300);
+  auto sub = subscribe(*broker, "g", with_timeout(1000, 1000));
+  std::vector<int> seen;
+  while (true) {
+    auto got = take_now(*sub, 37);  // runs that cross segment ends
+    if (got.empty()) break;
+    for (const auto& d : got) seen.push_back(number_of(d));
+    CHECK(ack_all(*broker, got, "g") == got.size());
+  }
+  REQUIRE(seen.size() == 300u);
+  for (int i = 0; i < 300; ++i) CHECK(seen[static_cast<std::size_t>(i)] == i);
+  auto stats = broker->stats("events");
+  REQUIRE(stats.ok());
+  CHECK(stats->front().partitions.front().next_offset == 300u);
 }

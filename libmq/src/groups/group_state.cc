@@ -411,15 +411,19 @@ Result<std::vector<Delivery>> GroupState::read_deliveries(const std::vector<Chos
     // One read per run of consecutive offsets.
     std::size_t run = 1;
     while (i + run < chosen.size() && chosen[i + run].offset == chosen[i].offset + run) ++run;
-    auto batch = context_.partition->read(chosen[i].offset, run, std::numeric_limits<std::size_t>::max());
-    if (!batch.ok()) return batch.status();
-    if (batch->size() != run) return Status::corruption("a delivered message could not be read back");
-    for (std::size_t j = 0; j < run; ++j) {
-      const Chosen& c = chosen[i + j];
-      deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index,
-                            c.offset, c.delivery, std::string((*batch)[j].line)});
+    // A read stops at the end of a segment: read on until the run is complete.
+    while (run > 0) {
+      auto batch = context_.partition->read(chosen[i].offset, run, std::numeric_limits<std::size_t>::max());
+      if (!batch.ok()) return batch.status();
+      if (batch->empty()) return Status::corruption("a delivered message could not be read back");
+      for (std::size_t j = 0; j < batch->size(); ++j) {
+        const Chosen& c = chosen[i + j];
+        deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index,
+                              c.offset, c.delivery, std::string((*batch)[j].line)});
+      }
+      i += batch->size();
+      run -= batch->size();
     }
-    i += run;
   }
   return deliveries;
 }
