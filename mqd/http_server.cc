@@ -425,6 +425,8 @@ class HttpServer::Impl {
         }
         partitions.push_back({{"partition", p.partition},
                               {"next_offset", p.next_offset},
+                              {"log_start_offset", p.log_start_offset},
+                              {"segments", p.segments},
                               {"log_bytes", p.log_bytes},
                               {"groups", groups}});
       }

@@ -61,9 +61,25 @@ std::string prometheus_text(const std::vector<mq::TopicStats>& stats) {
     for (const auto& p : t.partitions)
       sample(out, "mq_produced_total", t, p.partition, nullptr, p.next_offset);
   }
-  family(out, "mq_log_bytes", "gauge", "Size of the partition's log on disk.");
-  for (const auto& t : stats) {
-    for (const auto& p : t.partitions) sample(out, "mq_log_bytes", t, p.partition, nullptr, p.log_bytes);
+  struct PartitionMetric {
+    std::string_view name, type, help;
+    std::uint64_t mq::PartitionStats::*field;
+  };
+  static constexpr PartitionMetric kPartitionMetrics[] = {
+      {"mq_log_bytes", "gauge", "Size of the partition's log on disk (every segment).",
+       &mq::PartitionStats::log_bytes},
+      {"mq_log_start_offset", "gauge", "The first offset the partition still stores.",
+       &mq::PartitionStats::log_start_offset},
+      {"mq_log_segments", "gauge", "Segments of the partition's log, the active one included.",
+       &mq::PartitionStats::segments},
+      {"mq_retention_deleted_messages_total", "counter", "Messages retention deleted.",
+       &mq::PartitionStats::retention_deleted},
+  };
+  for (const auto& metric : kPartitionMetrics) {
+    family(out, metric.name, metric.type, metric.help);
+    for (const auto& t : stats) {
+      for (const auto& p : t.partitions) sample(out, metric.name, t, p.partition, nullptr, p.*metric.field);
+    }
   }
   struct GroupMetric {
     std::string_view name, type, help;

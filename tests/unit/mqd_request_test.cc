@@ -152,7 +152,15 @@ TEST_CASE("AnEventSplicesTheDeliveryFieldsInFrontOfTheStoredRecord") {
 }
 
 TEST_CASE("PrometheusTextHasEveryFamilyWithLabels") {
-  mq::TopicStats topic{"events", {{0, 12, 345, {{"g", 10, 1, 2, 11, 10, 1, 0}}}}};
+  mq::PartitionStats partition;
+  partition.partition = 0;
+  partition.next_offset = 12;
+  partition.log_start_offset = 4;
+  partition.segments = 3;
+  partition.retention_deleted = 4;
+  partition.log_bytes = 345;
+  partition.groups = {{"g", 10, 1, 2, 11, 10, 1, 0}};
+  mq::TopicStats topic{"events", {partition}};
   const std::string text = prometheus_text({topic});
   CHECK(text.find(
             "# TYPE mq_produced_total counter\nmq_produced_total{topic=\"events\",partition=\"0\"} 12\n") !=
@@ -162,6 +170,11 @@ TEST_CASE("PrometheusTextHasEveryFamilyWithLabels") {
   CHECK(text.find("mq_lag{topic=\"events\",partition=\"0\",group=\"g\"} 2\n") != std::string::npos);
   CHECK(text.find("mq_inflight{topic=\"events\",partition=\"0\",group=\"g\"} 1\n") != std::string::npos);
   CHECK(text.find("# TYPE mq_dead_lettered_total counter") != std::string::npos);
+  CHECK(text.find("mq_log_start_offset{topic=\"events\",partition=\"0\"} 4\n") != std::string::npos);
+  CHECK(text.find("mq_log_segments{topic=\"events\",partition=\"0\"} 3\n") != std::string::npos);
+  CHECK(text.find(
+            "# TYPE mq_retention_deleted_messages_total counter\nmq_retention_deleted_messages_total{topic="
+            "\"events\",partition=\"0\"} 4\n") != std::string::npos);
 }
 
 TEST_CASE("DaemonConfigurationReadsEveryVariableAndNamesBadOnes") {

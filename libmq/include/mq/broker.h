@@ -30,9 +30,12 @@ struct TopicInfo {
 
 struct PartitionStats {
   std::uint32_t partition = 0;
-  std::uint64_t next_offset = 0;  // also the number of messages ever produced to it
-  std::uint64_t log_bytes = 0;
-  std::vector<GroupStats> groups;  // sorted by name
+  std::uint64_t next_offset = 0;        // also the number of messages ever produced to it
+  std::uint64_t log_start_offset = 0;   // the first offset still stored (retention deletes below it)
+  std::uint64_t segments = 1;           // sealed segments plus the active one
+  std::uint64_t retention_deleted = 0;  // messages retention deleted (since start)
+  std::uint64_t log_bytes = 0;          // every segment
+  std::vector<GroupStats> groups;       // sorted by name
 };
 
 struct TopicStats {
@@ -89,6 +92,9 @@ class MQ_EXPORT Broker {
   void shutdown();
   // With a hand-driven clock: runs every timeout and delay that is due at clock->now().
   void fire_due_timers();
+  // Applies retention (Config::retention and each topic's settings) to every owned partition now,
+  // as the timer does every RetentionOptions::check_interval; returns the messages deleted.
+  Result<std::uint64_t> apply_retention();
 
  private:
   struct State;

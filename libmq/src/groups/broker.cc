@@ -37,7 +37,13 @@ std::string groups_dir(const std::string& data_dir, std::string_view topic) {
 struct Broker::State : private Timer::Target {
   struct TopicEntry {
     std::unique_ptr<Topic> topic;
+    TopicSettings settings;
+    // Messages retention deleted, per partition (since start); sized once, read by stats().
+    std::vector<std::atomic<std::uint64_t>> retention_deleted;
   };
+  // Timer entries of the broker itself: the journal sync (FSYNC=interval) and retention.
+  static constexpr std::uint64_t kJournalSyncTimer = 0;
+  static constexpr std::uint64_t kRetentionTimer = 1;
   using GroupKey = std::tuple<std::string, std::uint32_t, std::string>;
 
   Config config;
@@ -66,6 +72,8 @@ struct Broker::State : private Timer::Target {
     if (!topic.ok()) return topic.status();
     auto entry = std::make_unique<TopicEntry>();
     entry->topic = std::move(topic.value());
+    entry->settings = spec.settings;
+    entry->retention_deleted = std::vector<std::atomic<std::uint64_t>>(entry->topic->partition_count());
     topics[spec.name] = std::move(entry);
     return {};
   }
@@ -143,8 +151,9 @@ struct Broker::State : private Timer::Target {
       std::unique_lock lock(topics_mutex);
       auto it = topics.find(name);
       if (it == topics.end()) {
-        const std::uint32_t count = topics.at(topic)->topic->partition_count();
-        if (auto s = add_topic({name, count}); !s.ok()) return s;
+        // Dead-letter topics take their source topic's settings.
+        const TopicEntry& source = *topics.at(topic);
+        if (auto s = add_topic({name, source.topic->partition_count(), source.settings}); !s.ok()) return s;
         it = topics.find(name);
       }
       entry = it->second.get();
@@ -182,8 +191,21 @@ struct Broker::State : private Timer::Target {
                                         std::string_view group, std::string_view id);
 
   // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
-  void schedule_journal_sync() { timer->schedule(clock->now() + config.store.fsync_interval, this, 0, 0); }
-  void on_timer(std::uint64_t, std::uint64_t) override {
+  void schedule_journal_sync() {
+    timer->schedule(clock->now() + config.store.fsync_interval, this, kJournalSyncTimer, 0);
+  }
+  void schedule_retention() {
+    timer->schedule(clock->now() + config.retention.check_interval, this, kRetentionTimer, 0);
+  }
+  std::mutex retention_mutex;  // one retention run at a time
+  Result<std::uint64_t> apply_retention();
+  void on_timer(std::uint64_t which, std::uint64_t) override {
+    if (which == kRetentionTimer) {
+      if (auto deleted = apply_retention(); !deleted.ok())
+        std::fprintf(stderr, "libmq: retention failed: %s\n", deleted.status().to_string().c_str());
+      if (!stopping) schedule_retention();
+      return;
+    }
     std::vector<ConsumerGroup*> all;
     {
       std::lock_guard lock(groups_mutex);
@@ -198,6 +220,63 @@ struct Broker::State : private Timer::Target {
     if (!stopping) schedule_journal_sync();
   }
 };
+
+// Retention (libmq/docs/log_format.md "Segments"): each owned partition by its topic's rules; with
+// retention_acked, below the lowest committed offset of the partition's groups (a partition no group
+// has read keeps its messages). Groups then move up to the new log start.
+Result<std::uint64_t> Broker::State::apply_retention() {
+  std::lock_guard running(retention_mutex);
+  struct Owned {
+    TopicEntry* entry;
+    std::uint32_t partition;
+    Partition* log;
+  };
+  std::vector<Owned> targets;
+  {
+    std::shared_lock lock(topics_mutex);
+    for (const auto& [name, entry] : topics) {
+      for (std::uint32_t p : entry->topic->owned_partitions())
+        targets.push_back({entry.get(), p, entry->topic->partition(p)});
+    }
+  }
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  std::uint64_t deleted = 0;
+  for (const Owned& t : targets) {
+    const TopicSettings& settings = t.entry->settings;
+    RetentionRule rule;
+    rule.max_bytes = settings.retention_bytes.value_or(config.retention.bytes);
+    rule.max_age = settings.retention_time.value_or(config.retention.time);
+    rule.now_ms = now_ms;
+    std::vector<ConsumerGroup*> partition_groups;
+    {
+      std::lock_guard lock(groups_mutex);
+      const std::string& topic = t.entry->topic->name();
+      for (auto it = groups.lower_bound({topic, t.partition, ""});
+           it != groups.end() && std::get<0>(it->first) == topic && std::get<1>(it->first) == t.partition;
+           ++it) {
+        partition_groups.push_back(it->second.get());
+      }
+    }
+    if (settings.retention_acked.value_or(config.retention.acked) && !partition_groups.empty()) {
+      std::uint64_t lowest = UINT64_MAX;
+      for (ConsumerGroup* g : partition_groups)
+        lowest = std::min(lowest, g->state_->stats().committed_offset);
+      rule.delete_below = lowest;
+    }
+    if (rule.max_bytes == 0 && rule.max_age.count() == 0 && !rule.delete_below) continue;
+    auto gone = t.log->apply_retention(rule);
+    if (!gone.ok()) return gone.status();
+    if (*gone == 0) continue;
+    deleted += *gone;
+    t.entry->retention_deleted[t.partition] += *gone;  // partition < partition_count
+    for (ConsumerGroup* g : partition_groups) g->state_->forget_below(t.log->log_start_offset());
+  }
+  return deleted;
+}
+
+Result<std::uint64_t> Broker::apply_retention() { return state_->apply_retention(); }
 
 Broker::Broker(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
@@ -254,6 +333,7 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
   }
   if (auto s = state->open_groups_on_disk(); !s.ok()) return s;
   if (state->config.store.fsync == FsyncMode::kInterval) state->schedule_journal_sync();
+  state->schedule_retention();
   return std::unique_ptr<Broker>(new Broker(std::move(state)));
 }
 
@@ -376,21 +456,28 @@ std::vector<TopicInfo> Broker::topics() const {
 }
 
 Result<std::vector<TopicStats>> Broker::stats(std::optional<std::string_view> topic) const {
-  std::vector<std::pair<std::string, const Topic*>> selected;
+  std::vector<std::pair<std::string, const State::TopicEntry*>> selected;
   {
     std::shared_lock lock(state_->topics_mutex);
     for (const auto& [name, entry] : state_->topics) {
-      if (!topic || *topic == name) selected.emplace_back(name, entry->topic.get());
+      if (!topic || *topic == name) selected.emplace_back(name, entry.get());
     }
   }
   if (topic && selected.empty()) return Status::not_found("unknown topic '" + std::string(*topic) + "'");
   std::vector<TopicStats> result;
   std::lock_guard lock(state_->groups_mutex);
-  for (const auto& [name, t] : selected) {
+  for (const auto& [name, entry] : selected) {
     TopicStats ts{name, {}};
+    const Topic* t = entry->topic.get();
     for (std::uint32_t p : t->owned_partitions()) {
       const Partition* partition = t->partition(p);
-      PartitionStats ps{p, partition->next_offset(), partition->log_bytes(), {}};
+      PartitionStats ps;
+      ps.partition = p;
+      ps.next_offset = partition->next_offset();
+      ps.log_start_offset = partition->log_start_offset();
+      ps.segments = partition->segment_count();
+      ps.log_bytes = partition->log_bytes();
+      ps.retention_deleted = entry->retention_deleted[p];
       for (auto it = state_->groups.lower_bound({name, p, ""});
            it != state_->groups.end() && std::get<0>(it->first) == name && std::get<1>(it->first) == p;
            ++it) {

@@ -54,6 +54,8 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
     std::lock_guard lock(self->mutex_);  // so that a waiter between its check and its wait is not missed
     self->wake_one_locked();
   });
+  // A group behind the log start (retention ran while it was away) starts at the log start.
+  group->forget_below(group->context_.partition->log_start_offset());
   return group;
 }
 
@@ -154,8 +156,35 @@ void GroupState::wake_locked(std::uint64_t subscriber) {
   std::erase(waiters_, subscriber);
 }
 
+void GroupState::forget_below(std::uint64_t log_start) {
+  std::lock_guard lock(mutex_);
+  forget_below_locked(log_start);
+}
+
+void GroupState::forget_below_locked(std::uint64_t log_start) {
+  if (progress_.committed < log_start) progress_.start_at(log_start);
+  next_new_ = std::max(next_new_, log_start);
+  for (auto it = tracked_.begin(); it != tracked_.end() && it->first < log_start;) {
+    Tracked& tracked = it->second;
+    cancel_timer_locked(tracked);
+    if (tracked.state == State::kInFlight) {
+      if (auto sub = subscribers_.find(tracked.holder);
+          sub != subscribers_.end() && sub->second.inflight > 0) {
+        --sub->second.inflight;
+      }
+      if (inflight_ > 0) --inflight_;
+    }
+    ready_.erase(it->first);
+    it = tracked_.erase(it);
+  }
+}
+
 void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
                                std::vector<Chosen>& chosen) {
+  // Nothing below the log start can be read any more (retention deleted it).
+  if (const std::uint64_t start = context_.partition->log_start_offset();
+      start > next_new_ || (!tracked_.empty() && tracked_.begin()->first < start))
+    forget_below_locked(start);
   // Redeliveries first, in offset order.
   while (count > 0 && !ready_.empty()) {
     const std::uint64_t offset = *ready_.begin();

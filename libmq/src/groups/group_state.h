@@ -72,6 +72,9 @@ class GroupState : private Timer::Target {
   Status touch(std::uint64_t offset);
 
   GroupStats stats() const;
+  // Retention deleted every offset below `log_start`: the group's committed offset moves up to it
+  // and nothing below it is in flight or delivered again.
+  void forget_below(std::uint64_t log_start);
   void shutdown();
   Status sync_journal();
 
@@ -122,6 +125,8 @@ class GroupState : private Timer::Target {
   std::size_t apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered);
   void schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after);
   void cancel_timer_locked(Tracked& tracked);
+  // forget_below with mutex_ held.
+  void forget_below_locked(std::uint64_t log_start);
   // True when a message may be deliverable now (a redelivery, or offsets not yet handed out).
   bool deliverable_locked() const;
   // Wakes the longest-waiting subscriber that has room, if any.
