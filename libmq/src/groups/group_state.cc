@@ -443,6 +443,13 @@ Result<std::vector<Delivery>> GroupState::read_deliveries(const std::vector<Chos
     // A read stops at the end of a segment: read on until the run is complete.
     while (run > 0) {
       auto batch = context_.partition->read(chosen[i].offset, run, std::numeric_limits<std::size_t>::max());
+      if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound &&
+          chosen[i].offset < context_.partition->log_start_offset()) {
+        // Retention deleted it after it was chosen: gone for the group too (the next choice forgets it).
+        ++i;
+        --run;
+        continue;
+      }
       if (!batch.ok()) return batch.status();
       if (batch->empty()) return Status::corruption("a delivered message could not be read back");
       for (std::size_t j = 0; j < batch->size(); ++j) {
