@@ -113,6 +113,7 @@ class HttpServer::Impl {
     get(path::kHealthz,
         [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, R"({"status":"ok"})"); });
     get(path::kMetrics, [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
+    get(path::kMessages, [this](const httplib::Request& req, httplib::Response& res) { messages(req, res); });
 
     // The library's own error responses (404 for unknown paths, 413, 400 for unparsable requests)
     // have empty bodies; every error here is JSON.
@@ -397,6 +398,44 @@ class HttpServer::Impl {
                    {field::kVisibilityTimeoutMs, broker_.config().groups.visibility_timeout.count()},
                    {field::kTopics, topics}}
                   .dump());
+  }
+
+  // GET /messages: a page of a partition read without a group; each stored record is spliced in
+  // as it is, after its id.
+  void messages(const httplib::Request& req, httplib::Response& res) {
+    namespace field = mq::http::field;
+    using mq::http::append_json_key;
+    auto topic = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
+    if (!topic.ok()) return fail(res, topic.status());
+    auto partition = required_partition(param(req, mq::http::param::kPartition));
+    if (!partition.ok()) return fail(res, partition.status());
+    auto from = read_from(param(req, mq::http::param::kOffset), param(req, mq::http::param::kTimestamp));
+    if (!from.ok()) return fail(res, from.status());
+    auto limit = read_limit(param(req, mq::http::param::kLimit));
+    if (!limit.ok()) return fail(res, limit.status());
+    auto read = broker_.read(*topic, *partition, *from, *limit);
+    if (!read.ok()) return fail(res, read.status());
+    std::string body = "{";
+    append_json_key(body, field::kTopic);
+    body += json(*topic).dump() + ",";
+    append_json_key(body, field::kPartition);
+    body += std::to_string(*partition) + ",";
+    append_json_key(body, field::kLogStartOffset);
+    body += std::to_string(read->log_start_offset) + ",";
+    append_json_key(body, field::kNextOffset);
+    body += std::to_string(read->next_offset) + ",";
+    append_json_key(body, field::kMessages);
+    body += '[';
+    for (std::size_t i = 0; i < read->messages.size(); ++i) {
+      const auto& m = read->messages[i];
+      if (i > 0) body += ',';
+      body += '{';
+      append_json_key(body, field::kId);
+      body += '"' + m.id + "\",";  // ids are digits and a dash
+      body.append(m.line, 1, std::string::npos);
+    }
+    body += "]}";
+    send_json(res, 200, body);
   }
 
   void stats(const httplib::Request& req, httplib::Response& res) {

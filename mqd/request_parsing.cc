@@ -232,6 +232,33 @@ mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeo
   return options;
 }
 
+mq::Result<mq::ReadFrom> read_from(const Param& offset, const Param& timestamp) {
+  if (offset && timestamp) return bad_request("give offset or timestamp, not both");
+  mq::ReadFrom from;
+  if (offset) {
+    auto n = whole_number(*offset, UINT64_MAX);
+    if (!n) return bad_request("offset must be a non-negative whole number, not '" + *offset + "'");
+    from.offset = *n;
+  }
+  if (timestamp) {
+    auto n = whole_number(*timestamp, static_cast<std::uint64_t>(INT64_MAX));
+    if (!n) {
+      return bad_request(
+          "timestamp must be a non-negative whole number of milliseconds since the epoch, not '" +
+          *timestamp + "'");
+    }
+    from.timestamp_ms = static_cast<std::int64_t>(*n);
+  }
+  return from;
+}
+
+mq::Result<std::size_t> read_limit(const Param& limit) {
+  if (!limit) return std::size_t{100};
+  auto n = whole_number(*limit, 1000);
+  if (!n || *n == 0) return bad_request("limit must be a whole number from 1 to 1000, not '" + *limit + "'");
+  return static_cast<std::size_t>(*n);
+}
+
 mq::Result<ProduceBody> parse_produce_body(std::string_view body) {
   if (body.empty()) return bad_request("the request body is empty; expected a JSON object");
   // One pass over the body: the on-demand parser walks it once and every value is validated as it

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mq/broker.h"
 #include "mq/consumer_group.h"
 #include "mq/message.h"
 #include "mq/status.h"
@@ -26,6 +27,10 @@ mq::Result<std::uint32_t> required_partition(const Param& value);
 // /consume's optional visibility_timeout_ms, max_inflight and from.
 mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeout_ms,
                                                    const Param& max_inflight, const Param& from);
+
+// GET /messages: where to start (offset or timestamp, never both) and how many (1 to 1000, default 100).
+mq::Result<mq::ReadFrom> read_from(const Param& offset, const Param& timestamp);
+mq::Result<std::size_t> read_limit(const Param& limit);
 
 // The most messages one produce batch (or ids one ack) may hold: more is a 413.
 inline constexpr std::size_t kMaxBatchMessages = 100'000;

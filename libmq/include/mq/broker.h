@@ -43,6 +43,25 @@ struct TopicStats {
   std::vector<PartitionStats> partitions;  // the owned ones
 };
 
+// Where Broker::read starts: an offset (nullopt: the log start), or the first message whose
+// timestamp is at least timestamp_ms. Not both.
+struct ReadFrom {
+  std::optional<std::uint64_t> offset;
+  std::optional<std::int64_t> timestamp_ms;
+};
+
+// Messages read without a group (GET /messages).
+struct PartitionRead {
+  std::uint64_t log_start_offset = 0;
+  std::uint64_t next_offset = 0;
+  struct Record {
+    std::string id;
+    std::uint64_t offset = 0;
+    std::string line;  // the stored record: {"offset":..,"timestamp":..,["key":..,]"payload":..}
+  };
+  std::vector<Record> messages;  // in offset order
+};
+
 // Thread-safe. Every call naming a partition fails with kNotFound for an unknown topic or a
 // partition beyond the topic's count, kNotOwned (carrying the owner's index) for a partition of
 // another broker, and kInvalidArgument for an invalid group name.
@@ -62,6 +81,11 @@ class MQ_EXPORT Broker {
   // (The argument order of Queue::produce.)
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition = std::nullopt);
+
+  // Up to `limit` messages from max(from, log start) in offset order, changing nothing (no group,
+  // no delivery count). Empty past the end. kInvalidArgument for both an offset and a timestamp.
+  Result<PartitionRead> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
+                             std::size_t limit);
 
   // The consumer group `name` on the partition, created there (starting at `from`) if it does not
   // exist yet. Owned by the broker; valid until it is destroyed.

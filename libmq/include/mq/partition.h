@@ -98,6 +98,10 @@ class MQ_EXPORT Partition {
   // Makes everything written durable now, whatever the FsyncMode.
   Status sync();
 
+  // The first offset, in offset order, of a message whose timestamp is at least `timestamp_ms`;
+  // next_offset() when there is none.
+  Result<std::uint64_t> offset_for_time(std::int64_t timestamp_ms) const;
+
   // Deletes sealed segments, oldest first, while `rule` says so; never the active segment. The log
   // start moves up durably before any file goes, and readers of a deleted segment finish their
   // reads. Returns how many messages were deleted.

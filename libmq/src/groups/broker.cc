@@ -367,6 +367,39 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   return result;
 }
 
+Result<PartitionRead> Broker::read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
+                                   std::size_t limit) {
+  if (from.offset && from.timestamp_ms)
+    return Status::invalid_argument("give an offset or a timestamp, not both");
+  auto p = state_->resolve(topic, partition);
+  if (!p.ok()) return p.status();
+  Partition& log = **p;
+  std::uint64_t offset = from.offset.value_or(0);
+  if (from.timestamp_ms) {
+    auto found = log.offset_for_time(*from.timestamp_ms);
+    if (!found.ok()) return found.status();
+    offset = *found;
+  }
+  PartitionRead result;
+  while (true) {
+    result.log_start_offset = log.log_start_offset();
+    result.next_offset = log.next_offset();
+    offset = std::max(offset, result.log_start_offset);
+    if (offset >= result.next_offset || result.messages.size() >= limit) break;
+    auto batch = log.read(offset, limit - result.messages.size(), 4 << 20);
+    // Retention may move the start between the two calls: read on from the new start.
+    if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound && offset < log.log_start_offset())
+      continue;
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) break;
+    for (const auto& m : *batch) {
+      result.messages.push_back({detail::message_id(partition, m.offset), m.offset, std::string(m.line)});
+    }
+    offset = batch->next_offset();
+  }
+  return result;
+}
+
 Result<ConsumerGroup*> Broker::group(std::string_view topic, std::uint32_t partition, std::string_view name,
                                      StartPosition from) {
   return state_->group(topic, partition, name, from);

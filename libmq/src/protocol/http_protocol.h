@@ -29,13 +29,14 @@ inline constexpr std::string_view kTopics = "/topics";
 inline constexpr std::string_view kStats = "/stats";
 inline constexpr std::string_view kHealthz = "/healthz";  // never needs the bearer token
 inline constexpr std::string_view kMetrics = "/metrics";
+inline constexpr std::string_view kMessages = "/messages";  // read without a group
 }  // namespace path
 
 struct Route {
   std::string_view path;
   Method method;
 };
-inline constexpr std::array<Route, 9> kRoutes{{
+inline constexpr std::array<Route, 10> kRoutes{{
     {path::kProduce, Method::kPost},
     {path::kConsume, Method::kGet},
     {path::kAck, Method::kPost},
@@ -45,6 +46,7 @@ inline constexpr std::array<Route, 9> kRoutes{{
     {path::kStats, Method::kGet},
     {path::kHealthz, Method::kGet},
     {path::kMetrics, Method::kGet},
+    {path::kMessages, Method::kGet},
 }};
 // The method `path` takes; nullopt for a path that is no route.
 std::optional<Method> method_of(std::string_view path);
@@ -55,10 +57,13 @@ inline constexpr std::string_view kTopic = "topic";
 inline constexpr std::string_view kPartition = "partition";
 inline constexpr std::string_view kGroup = "group";
 inline constexpr std::string_view kVisibilityTimeoutMs = "visibility_timeout_ms";  // /consume
-inline constexpr std::string_view kMaxInflight = "max_inflight";                  // /consume
-inline constexpr std::string_view kFrom = "from";                                 // /consume
-inline constexpr std::string_view kFromEarliest = "earliest";                     // kFrom's values
+inline constexpr std::string_view kMaxInflight = "max_inflight";                   // /consume
+inline constexpr std::string_view kFrom = "from";                                  // /consume
+inline constexpr std::string_view kFromEarliest = "earliest";                      // kFrom's values
 inline constexpr std::string_view kFromLatest = "latest";
+inline constexpr std::string_view kOffset = "offset";        // /messages
+inline constexpr std::string_view kTimestamp = "timestamp";  // /messages
+inline constexpr std::string_view kLimit = "limit";          // /messages
 }  // namespace param
 
 // Field names of request bodies, answers and event data.
@@ -78,6 +83,8 @@ inline constexpr std::string_view kOffsets = "offsets";
 inline constexpr std::string_view kDelivery = "delivery";
 inline constexpr std::string_view kTimestamp = "timestamp";
 inline constexpr std::string_view kAcked = "acked";
+inline constexpr std::string_view kLogStartOffset = "log_start_offset";
+inline constexpr std::string_view kNextOffset = "next_offset";
 // GET /topics: {"broker":{"index":i,"count":n},"brokers":[url...],"visibility_timeout_ms":ms,
 //               "topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
 inline constexpr std::string_view kBroker = "broker";

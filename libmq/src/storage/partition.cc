@@ -25,6 +25,9 @@ std::uint64_t Partition::log_bytes() const { return log_->log_bytes(); }
 LogPositions Partition::positions() const { return log_->positions(); }
 const RecoveryReport& Partition::recovery_report() const { return log_->recovery_report(); }
 Status Partition::sync() { return log_->sync(); }
+Result<std::uint64_t> Partition::offset_for_time(std::int64_t timestamp_ms) const {
+  return log_->offset_for_time(timestamp_ms);
+}
 Result<std::uint64_t> Partition::apply_retention(const RetentionRule& rule) {
   return log_->apply_retention(rule);
 }

@@ -282,6 +282,28 @@ Result<std::int64_t> SegmentedLog::newest_timestamp(std::uint64_t first, std::ui
   return *timestamp;
 }
 
+Result<std::uint64_t> SegmentedLog::offset_for_time(std::int64_t timestamp_ms) const {
+  // Today a scan from the log start (the time index of log_format.md is still to come); it stops at
+  // the first match, reading a segment's lines in batches.
+  std::uint64_t offset = log_start_offset();
+  const std::uint64_t end = next_offset();
+  while (offset < end) {
+    auto batch = read(offset, 1000, 4 << 20);
+    if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound && offset < log_start_offset()) {
+      offset = log_start_offset();  // retention moved the start meanwhile
+      continue;
+    }
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) break;
+    for (const auto& m : *batch) {
+      const auto timestamp = parse_timestamp_prefix(m.line);
+      if (timestamp && *timestamp >= timestamp_ms) return m.offset;
+    }
+    offset = batch->next_offset();
+  }
+  return std::max(offset, end);
+}
+
 Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
   std::lock_guard retention(retention_mutex_);
   std::uint64_t deleted = 0;

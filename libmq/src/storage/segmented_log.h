@@ -65,6 +65,8 @@ class SegmentedLog {
   // What opening the active segment found and repaired.
   const RecoveryReport& recovery_report() const { return report_; }
   Status sync(bool only_if_behind = false);
+  // Partition::offset_for_time.
+  Result<std::uint64_t> offset_for_time(std::int64_t timestamp_ms) const;
   // Partition::apply_retention.
   Result<std::uint64_t> apply_retention(const RetentionRule& rule);
 
