@@ -28,6 +28,8 @@ std::string error_json(const mq::Status& status, const std::vector<std::string>&
   return dump(body);
 }
 
-std::string error_json(const std::string& reason) { return dump(nlohmann::json{{mq::http::field::kError, reason}}); }
+std::string error_json(const std::string& reason) {
+  return dump(nlohmann::json{{mq::http::field::kError, reason}});
+}
 
 }  // namespace mqd

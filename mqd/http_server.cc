@@ -107,6 +107,7 @@ class HttpServer::Impl {
     post(path::kAck, &HttpServer::Impl::ack);
     post(path::kNack, &HttpServer::Impl::nack);
     post(path::kTouch, &HttpServer::Impl::touch);
+    post(path::kSeek, &HttpServer::Impl::seek);
     get(path::kConsume, [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
     get(path::kTopics, [this](const httplib::Request&, httplib::Response& res) { topics(res); });
     get(path::kStats, [this](const httplib::Request& req, httplib::Response& res) { stats(req, res); });
@@ -368,6 +369,15 @@ class HttpServer::Impl {
                  auto acked = broker_.ack(t.topic, t.partition, t.group, ids);
                  if (!acked.ok()) return acked.status();
                  return "{\"acked\":" + std::to_string(*acked) + "}";
+               });
+  }
+
+  void seek(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    group_call(req, res, reader, parse_seek_body,
+               [this](const GroupTarget& t, const mq::SeekTarget& target) -> mq::Result<std::string> {
+                 auto committed = broker_.seek(t.topic, t.partition, t.group, target);
+                 if (!committed.ok()) return committed.status();
+                 return "{\"committed_offset\":" + std::to_string(*committed) + "}";
                });
   }
 

@@ -375,4 +375,39 @@ mq::Result<std::string> parse_touch_body(std::string_view body) {
   return id_field(*object);
 }
 
+mq::Result<mq::SeekTarget> parse_seek_body(std::string_view body) {
+  auto parsed = small_object(body);
+  if (!parsed.ok()) return parsed.status();
+  const simdjson::dom::object& object = parsed->object;
+  mq::SeekTarget target;
+  int given = 0;
+  simdjson::dom::element element;
+  if (!object[field::kOffset].get(element)) {
+    ++given;
+    std::uint64_t offset = 0;
+    if (element.get_uint64().get(offset))
+      return bad_request("\"offset\" must be a non-negative whole number");
+    target.offset = offset;
+  }
+  if (!object[field::kTimestamp].get(element)) {
+    ++given;
+    std::int64_t timestamp = 0;
+    if (element.get_int64().get(timestamp) || timestamp < 0)
+      return bad_request("\"timestamp\" must be a non-negative whole number of milliseconds since the epoch");
+    target.timestamp_ms = timestamp;
+  }
+  if (!object[field::kPosition].get(element)) {
+    ++given;
+    std::string_view position;
+    if (element.get_string().get(position) ||
+        (position != mq::http::param::kFromEarliest && position != mq::http::param::kFromLatest)) {
+      return bad_request("\"position\" must be \"earliest\" or \"latest\"");
+    }
+    target.position = position == mq::http::param::kFromEarliest ? mq::SeekTarget::Position::kEarliest
+                                                                 : mq::SeekTarget::Position::kLatest;
+  }
+  if (given != 1) return bad_request("give exactly one of \"offset\", \"timestamp\" and \"position\"");
+  return target;
+}
+
 }  // namespace mqd

@@ -50,5 +50,7 @@ struct NackBody {
 };
 mq::Result<NackBody> parse_nack_body(std::string_view body);
 mq::Result<std::string> parse_touch_body(std::string_view body);
+// POST /seek: exactly one of {"offset": n}, {"timestamp": ms}, {"position": "earliest"|"latest"}.
+mq::Result<mq::SeekTarget> parse_seek_body(std::string_view body);
 
 }  // namespace mqd

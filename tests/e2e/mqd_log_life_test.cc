@@ -128,3 +128,33 @@ TEST_CASE("RetentionBySizeUnderARealMqdSurvivesKill9AndShowsInStatsAndMetrics") 
   CHECK(http_post(mqd.port(), "/nack?topic=events&partition=0&group=g", R"({"id":"0-1"})").status == 409);
   CHECK(http_post(mqd.port(), "/touch?topic=events&partition=0&group=g", R"({"id":"0-1"})").status == 409);
 }
+
+TEST_CASE("SeekOverHttpReplaysSkipsRefusesBadBodiesAndSurvivesKill9") {
+  RunningMqd mqd(RunningMqd::Env{{"SEGMENT_BYTES", "1024"}, {"TOPICS", "events:2"}, {"FSYNC", "always"}});
+  for (int i = 0; i < 30; ++i)
+    REQUIRE(http_post(mqd.port(), "/produce?topic=events&partition=0", numbered(i)).status == 200);
+  const std::string seek = "/seek?topic=events&partition=0&group=g";
+  auto to_12 = http_post(mqd.port(), seek, R"({"offset":12})");
+  REQUIRE(to_12.status == 200);
+  CHECK(to_12.json()["committed_offset"] == 12);
+  CHECK(http_post(mqd.port(), seek, R"({"offset":1000})").json()["committed_offset"] == 30);  // clamped
+  CHECK(http_post(mqd.port(), seek, R"({"position":"earliest"})").json()["committed_offset"] == 0);
+  CHECK(http_post(mqd.port(), seek, R"({"position":"latest"})").json()["committed_offset"] == 30);
+  CHECK(http_post(mqd.port(), seek, R"({"timestamp":0})").json()["committed_offset"] == 0);
+  for (const char* bad : {"{}", R"({"offset":-1})", R"({"offset":"3"})", R"({"position":"middle"})",
+                          R"({"offset":1,"position":"latest"})", R"({"timestamp":-1})", "[1]", "", "{"}) {
+    CAPTURE(bad);
+    auto refused = http_post(mqd.port(), seek, bad);
+    CHECK(refused.status == 400);
+  }
+  CHECK(http_post(mqd.port(), "/seek?topic=events&partition=0&group=../x", R"({"offset":1})").status == 400);
+  CHECK(http_post(mqd.port(), "/seek?topic=nope&partition=0&group=g", R"({"offset":1})").status == 404);
+  CHECK(http_get(mqd.port(), seek).status == 405);
+  // Durable before the 200: after kill -9 the group is where the seek left it.
+  REQUIRE(http_post(mqd.port(), seek, R"({"offset":17})").status == 200);
+  mqd.restart(SIGKILL);
+  auto groups = http_get(mqd.port(), "/stats?topic=events").json()["topics"][0]["partitions"][0]["groups"];
+  REQUIRE(groups.size() == 1u);
+  CHECK(groups[0]["group"] == "g");
+  CHECK(groups[0]["committed_offset"] == 17);
+}

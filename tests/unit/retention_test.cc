@@ -136,3 +136,67 @@ TEST_CASE("AGroupBelowTheLogStartMovesUpAndDeletedMessagesAreGoneForIt") {
   REQUIRE(again.ok());
   CHECK(take_now(**again, 1).front().offset >= start);
 }
+
+TEST_CASE("SeekReplaysOrSkipsDurablyAndOpenSubscriptionsFollow") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  Config config = small_segments(dir.path());
+  auto broker = open_broker(config, clock);
+  produce_numbers(*broker, 50);
+  SubscribeOptions options;
+  options.visibility_timeout = milliseconds(1000);
+  options.max_inflight = 1000;
+  auto sub = broker->subscribe("events", 0, "g", options);
+  REQUIRE(sub.ok());
+  auto first = take_now(**sub, 30);
+  REQUIRE(first.size() == 30u);
+  REQUIRE(ack_all(*broker, std::vector<Delivery>(first.begin(), first.begin() + 20), "g") == 20u);
+
+  // Replay from 5: nothing in flight any more, everything from 5 comes again, delivery 1.
+  SeekTarget back;
+  back.offset = 5;
+  CHECK(*broker->seek("events", 0, "g", back) == 5u);
+  CHECK(partition_stats(*broker).groups.front().committed_offset == 5u);
+  CHECK(partition_stats(*broker).groups.front().inflight == 0u);
+  CHECK(broker->nack("events", 0, "g", first[25].id).code() == ErrorCode::kConflict);
+  auto replayed = take_now(**sub, 100);
+  REQUIRE(replayed.size() == 45u);
+  CHECK(replayed.front().offset == 5u);
+  for (const auto& d : replayed) CHECK(d.delivery == 1u);
+
+  // Skip to 40 (an ack of 30 afterwards acknowledges it as usual), then latest, earliest, clamping.
+  SeekTarget skip;
+  skip.offset = 40;
+  CHECK(*broker->seek("events", 0, "g", skip) == 40u);
+  SeekTarget far;
+  far.offset = 10'000;
+  CHECK(*broker->seek("events", 0, "g", far) == 50u);  // clamped to the next offset
+  SeekTarget latest;
+  latest.position = SeekTarget::Position::kLatest;
+  CHECK(*broker->seek("events", 0, "g", latest) == 50u);
+  CHECK(take_now(**sub, 10).empty());
+  SeekTarget earliest;
+  earliest.position = SeekTarget::Position::kEarliest;
+  CHECK(*broker->seek("events", 0, "g", earliest) == 0u);
+  SeekTarget by_time;
+  by_time.timestamp_ms = 0;
+  CHECK(*broker->seek("events", 0, "g", by_time) == 0u);
+  SeekTarget both = skip;
+  both.position = SeekTarget::Position::kLatest;
+  CHECK(broker->seek("events", 0, "g", both).status().code() == ErrorCode::kInvalidArgument);
+  CHECK(broker->seek("events", 0, "g2", SeekTarget{}).status().code() == ErrorCode::kInvalidArgument);
+  CHECK(partition_stats(*broker).groups.size() == 1u);  // a refused seek creates no group
+
+  // Durable: after a restart the group is where the last seek put it, plus what was acked since.
+  SeekTarget to_10;
+  to_10.offset = 10;
+  REQUIRE(broker->seek("events", 0, "g", to_10).ok());
+  REQUIRE(broker->ack("events", 0, "g", std::vector<std::string>{message_id(0, 10), message_id(0, 11)}).ok());
+  sub->reset();
+  broker.reset();
+  auto reopened = open_broker(config, clock);
+  CHECK(partition_stats(*reopened).groups.front().committed_offset == 12u);
+  auto again = reopened->subscribe("events", 0, "g", {});
+  REQUIRE(again.ok());
+  CHECK(take_now(**again, 1).front().offset == 12u);
+}

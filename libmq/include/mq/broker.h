@@ -106,6 +106,10 @@ class MQ_EXPORT Broker {
               std::chrono::milliseconds delay = {});
   Status touch(std::string_view topic, std::uint32_t partition, std::string_view group, std::string_view id);
 
+  // ConsumerGroup::seek; creates the group if needed.
+  Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
+                             const SeekTarget& target);
+
   std::vector<TopicInfo> topics() const;
   // Statistics of every topic, or of `topic` alone (kNotFound when unknown).
   Result<std::vector<TopicStats>> stats(std::optional<std::string_view> topic = std::nullopt) const;

@@ -39,6 +39,15 @@ struct SubscribeOptions {
   StartPosition from = StartPosition::kEarliest;
 };
 
+// Where ConsumerGroup::seek moves a group: exactly one of an offset, the first message whose
+// timestamp is at least timestamp_ms, or a position.
+struct SeekTarget {
+  enum class Position { kEarliest, kLatest };  // the log start, the next offset
+  std::optional<std::uint64_t> offset;
+  std::optional<std::int64_t> timestamp_ms;
+  std::optional<Position> position;
+};
+
 // The state of one group on one partition, as /stats and /metrics show it.
 struct GroupStats {
   std::string group;
@@ -78,6 +87,12 @@ class MQ_EXPORT ConsumerGroup {
   Status touch(std::string_view id);
 
   GroupStats stats() const;
+
+  // Replays or skips (POST /seek): the group's committed offset becomes the target, clamped to the
+  // partition's [log start, next offset]; every message below counts as acknowledged, every one
+  // from it on is delivered again in offset order with delivery counts from 1, and nothing is in
+  // flight any more. Durable before it returns. Returns the new committed offset.
+  Result<std::uint64_t> seek(const SeekTarget& target);
 
  private:
   friend class Broker;        // creates groups and reaches their state

@@ -26,6 +26,13 @@ bool apply_record(simdjson::dom::element record, GroupProgress& progress) {
     progress.start_at(start);
     return true;
   }
+  // A seek resets the state, so replaying records a snapshot already holds still ends in the same
+  // state: everything after the last seek is applied again over it.
+  std::uint64_t seek = 0;
+  if (!record["seek"].get_uint64().get(seek)) {
+    progress.seek_to(seek);
+    return true;
+  }
   return false;
 }
 
@@ -142,6 +149,10 @@ Status AckJournal::record(std::string payload_json) {
 
 Status AckJournal::record_start(std::uint64_t offset) {
   return record("{\"start\":" + std::to_string(offset) + "}");
+}
+
+Status AckJournal::record_seek(std::uint64_t offset) {
+  return record("{\"seek\":" + std::to_string(offset) + "}");
 }
 
 Status AckJournal::record_acks(std::span<const std::uint64_t> offsets) {

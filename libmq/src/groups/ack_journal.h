@@ -1,6 +1,6 @@
 // The durable acknowledgement record of one consumer group on one partition:
 //   <dir>/<stem>.log       a record log (same format, group commit and recovery as a partition);
-//                          each record's payload is [offset, ...] (acks) or {"start": N}
+//                          each record's payload is [offset, ...] (acks), {"start": N} or {"seek": N}
 //   <dir>/<stem>.snapshot  {"committed": C, "acked": [offset, ...]} written by compaction
 // Progress = snapshot + every record of the log replayed over it (replaying is idempotent).
 #pragma once
@@ -29,6 +29,11 @@ struct GroupProgress {
   bool is_acknowledged(std::uint64_t offset) const { return offset < committed || acked.contains(offset); }
   // Everything below `offset` counts as acknowledged (a group starting at the latest message).
   void start_at(std::uint64_t offset);
+  // The group was seeked to `offset`: everything below is acknowledged, nothing from it on.
+  void seek_to(std::uint64_t offset) {
+    committed = offset;
+    acked.clear();
+  }
   // Forgets every acknowledgement at or beyond `end` (the log was cut there); true when any went.
   bool truncate_to(std::uint64_t end);
 };
@@ -48,6 +53,8 @@ class AckJournal {
   // Durably (per FSYNC) records that the group starts at `offset` / acknowledged `offsets`.
   Status record_start(std::uint64_t offset);
   Status record_acks(std::span<const std::uint64_t> offsets);
+  // Durably records a seek of the group to `offset` (GroupProgress::seek_to).
+  Status record_seek(std::uint64_t offset);
   // Replaces the log with a snapshot of `progress`, which must include every record written so
   // far; no record may be written meanwhile. Crash-safe at every step.
   Status compact(const GroupProgress& progress);

@@ -479,6 +479,17 @@ Status Broker::touch(std::string_view topic, std::uint32_t partition, std::strin
   return (*g)->touch(id);
 }
 
+Result<std::uint64_t> Broker::seek(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                   const SeekTarget& target) {
+  // The target is checked before the group is looked up, so that a refused seek creates no group.
+  const int given = int(target.offset.has_value()) + int(target.timestamp_ms.has_value()) +
+                    int(target.position.has_value());
+  if (given != 1) return Status::invalid_argument("give exactly one of offset, timestamp and position");
+  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
+  if (!g.ok()) return g.status();
+  return (*g)->seek(target);
+}
+
 std::vector<TopicInfo> Broker::topics() const {
   std::shared_lock lock(state_->topics_mutex);
   std::vector<TopicInfo> infos;

@@ -52,6 +52,24 @@ Status ConsumerGroup::touch(std::string_view id) {
 
 GroupStats ConsumerGroup::stats() const { return state_->stats(); }
 
+Result<std::uint64_t> ConsumerGroup::seek(const SeekTarget& target) {
+  const int given = int(target.offset.has_value()) + int(target.timestamp_ms.has_value()) +
+                    int(target.position.has_value());
+  if (given != 1) return Status::invalid_argument("give exactly one of offset, timestamp and position");
+  const Partition& log = *state_->context().partition;
+  std::uint64_t offset = 0;
+  if (target.offset) {
+    offset = *target.offset;
+  } else if (target.timestamp_ms) {
+    auto found = log.offset_for_time(*target.timestamp_ms);
+    if (!found.ok()) return found.status();
+    offset = *found;
+  } else {
+    offset = *target.position == SeekTarget::Position::kEarliest ? log.log_start_offset() : log.next_offset();
+  }
+  return state_->seek(offset);
+}
+
 Subscription::~Subscription() { group_.state_->unsubscribe(id_); }
 
 Result<std::vector<Delivery>> Subscription::next(std::size_t max_messages,

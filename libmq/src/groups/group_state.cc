@@ -156,6 +156,29 @@ void GroupState::wake_locked(std::uint64_t subscriber) {
   std::erase(waiters_, subscriber);
 }
 
+Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
+  // Exclusive: no acknowledgement may be recorded between the seek's record and its effect, or a
+  // replay would apply them in another order than memory did.
+  std::unique_lock journal_lock(journal_mutex_);
+  if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
+  target = std::clamp(target, context_.partition->log_start_offset(), context_.partition->next_offset());
+  if (auto s = journal_->record_seek(target); !s.ok()) return s;
+  std::lock_guard lock(mutex_);
+  progress_.seek_to(target);
+  for (auto& [offset, tracked] : tracked_) cancel_timer_locked(tracked);
+  tracked_.clear();
+  ready_.clear();
+  for (auto& [id, sub] : subscribers_) sub.inflight = 0;
+  inflight_ = 0;
+  next_new_ = target;
+  // Every waiting subscriber has room now: wake them all (each wake takes one off waiters_).
+  for (std::size_t before = waiters_.size(); before > 0; before = waiters_.size()) {
+    wake_one_locked();
+    if (waiters_.size() == before) break;
+  }
+  return target;
+}
+
 void GroupState::forget_below(std::uint64_t log_start) {
   std::lock_guard lock(mutex_);
   forget_below_locked(log_start);

@@ -72,6 +72,10 @@ class GroupState : private Timer::Target {
   Status touch(std::uint64_t offset);
 
   GroupStats stats() const;
+  // Moves the group to `target` (clamped to [log start, next offset]), durably: everything below
+  // counts as acknowledged, everything from it on is delivered again in offset order with delivery
+  // counts from 1, and nothing is in flight. Returns the new committed offset.
+  Result<std::uint64_t> seek(std::uint64_t target);
   // Retention deleted every offset below `log_start`: the group's committed offset moves up to it
   // and nothing below it is in flight or delivered again.
   void forget_below(std::uint64_t log_start);

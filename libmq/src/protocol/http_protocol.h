@@ -30,13 +30,14 @@ inline constexpr std::string_view kStats = "/stats";
 inline constexpr std::string_view kHealthz = "/healthz";  // never needs the bearer token
 inline constexpr std::string_view kMetrics = "/metrics";
 inline constexpr std::string_view kMessages = "/messages";  // read without a group
+inline constexpr std::string_view kSeek = "/seek";          // replay or skip
 }  // namespace path
 
 struct Route {
   std::string_view path;
   Method method;
 };
-inline constexpr std::array<Route, 10> kRoutes{{
+inline constexpr std::array<Route, 11> kRoutes{{
     {path::kProduce, Method::kPost},
     {path::kConsume, Method::kGet},
     {path::kAck, Method::kPost},
@@ -47,6 +48,7 @@ inline constexpr std::array<Route, 10> kRoutes{{
     {path::kHealthz, Method::kGet},
     {path::kMetrics, Method::kGet},
     {path::kMessages, Method::kGet},
+    {path::kSeek, Method::kPost},
 }};
 // The method `path` takes; nullopt for a path that is no route.
 std::optional<Method> method_of(std::string_view path);
@@ -85,6 +87,8 @@ inline constexpr std::string_view kTimestamp = "timestamp";
 inline constexpr std::string_view kAcked = "acked";
 inline constexpr std::string_view kLogStartOffset = "log_start_offset";
 inline constexpr std::string_view kNextOffset = "next_offset";
+inline constexpr std::string_view kCommittedOffset = "committed_offset";
+inline constexpr std::string_view kPosition = "position";  // /seek: "earliest" or "latest"
 // GET /topics: {"broker":{"index":i,"count":n},"brokers":[url...],"visibility_timeout_ms":ms,
 //               "topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
 inline constexpr std::string_view kBroker = "broker";
