@@ -55,6 +55,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(nack.status().code() == mq::ErrorCode::kInvalidArgument, "a refused body is a 400");
   }
 
+  auto seek = mqd::parse_seek_body(body);
+  if (seek.ok()) {
+    const int given =
+        int(seek->offset.has_value()) + int(seek->timestamp_ms.has_value()) + int(seek->position.has_value());
+    FUZZ_CHECK(given == 1, "an accepted seek body names exactly one target");
+    FUZZ_CHECK(!seek->timestamp_ms || *seek->timestamp_ms >= 0, "a seek timestamp is not negative");
+  } else {
+    FUZZ_CHECK(seek.status().code() == mq::ErrorCode::kInvalidArgument, "a refused body is a 400");
+  }
+
   auto touch = mqd::parse_touch_body(body);
   if (touch.ok()) {
     // /touch and /nack read "id" the same way: a body one takes, the other takes (unless delay_ms is bad).
