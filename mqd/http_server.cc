@@ -323,7 +323,13 @@ class HttpServer::Impl {
         std::min<Clock::duration>(kStreamPoll, heartbeat_due > now ? heartbeat_due - now : Clock::duration{});
     auto deliveries = stream.subscription->next(kEventsPerWrite,
                                                 std::chrono::duration_cast<std::chrono::milliseconds>(wait));
-    if (!deliveries.ok()) {  // the broker is stopping: end the stream cleanly
+    if (!deliveries.ok()) {
+      // The broker is stopping: end the stream cleanly. Anything else (a damaged log) ends it too,
+      // but never silently.
+      if (deliveries.status().code() != mq::ErrorCode::kShuttingDown) {
+        std::fprintf(stderr, "mqd: event stream of %s ended: %s\n", stream.topic.c_str(),
+                     deliveries.status().to_string().c_str());
+      }
       sink.done();
       return true;
     }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -373,4 +374,74 @@ TEST_CASE("ReadersOfASegmentBeingDeletedFinishOrAreToldItIsGone") {
   reader.join();
   CHECK(lines > 0u);
   CHECK(read_all(p, p.log_start_offset()).size() == p.next_offset() - p.log_start_offset());
+}
+
+TEST_CASE("AfterRetentionTheActiveSegmentsFirstRecordSaysWhereTheLogStartsEvenWithoutTheMeta") {
+  TempDir dir;
+  std::uint64_t next = 0;
+  {
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 60; ++i) append_ok(p, message(numbered(i)));
+    RetentionRule everything;
+    everything.max_age = std::chrono::milliseconds(1);
+    everything.now_ms = wall_clock_ms() + 60'000;
+    REQUIRE(*p.apply_retention(everything) > 0u);
+    REQUIRE(p.segment_count() == 1u);
+    next = p.next_offset();
+  }
+  fs::remove(dir.path() + "/events/partition-0.meta");
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK(p.next_offset() == next);
+  CHECK(p.log_start_offset() > 0u);
+  CHECK(append_ok(p, message(numbered(99))) == next);
+}
+
+TEST_CASE("SealedSegmentsLeftBelowTheLogStartAreRemovedAndAGapIsReportedNotHidden") {
+  TempDir dir;
+  {
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 80; ++i) append_ok(p, message(numbered(i)));
+    REQUIRE(p.segment_count() >= 6);
+  }
+  std::vector<std::string> sealed;
+  for (const auto& name : segment_files(dir.path())) {
+    if (name.ends_with(".log") && name != "partition-0.log") sealed.push_back(name);
+  }
+  // A crash after retention recorded its new start but before it deleted the files.
+  const std::uint64_t second = std::stoull(sealed[1].substr(12, 20));
+  {
+    std::ofstream meta(dir.path() + "/events/partition-0.meta", std::ios::trunc);
+    meta << "{\"log_start_offset\":" << second << ",\"active_first_offset\":0}\n";
+  }
+  // A sealed segment in the middle goes missing (deleted by hand, a damaged disk).
+  fs::remove(dir.path() + "/events/" + sealed[3]);
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  CHECK_FALSE(fs::exists(dir.path() + "/events/" + sealed[0]));
+  CHECK(p.log_start_offset() == second);
+  auto read = p.read(second, 1000, 1 << 20);
+  REQUIRE(read.ok());
+  const std::uint64_t gap_before = read->next_offset();
+  auto at_gap = p.read(std::stoull(sealed[2].substr(12, 20)), 1000, 1 << 20);
+  CHECK(at_gap.status().code() == ErrorCode::kCorruption);
+  CHECK(gap_before > second);
+}
+
+TEST_CASE("OnlyAFewSealedSegmentsStayOpen") {
+  TempDir dir;
+  auto count_fds = [] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  auto store = open_segmented(dir.path());
+  Partition& p = open_partition(*store);
+  const std::size_t before = count_fds();
+  for (int i = 0; i < 600; ++i) append_ok(p, message(numbered(i)));
+  REQUIRE(p.segment_count() > 50u);
+  CHECK(read_all(p).size() == 600u);  // opens every sealed segment once
+  CHECK(count_fds() <= before + 2 * 8 + 8);
 }

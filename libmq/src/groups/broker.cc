@@ -201,8 +201,7 @@ struct Broker::State : private Timer::Target {
   Result<std::uint64_t> apply_retention();
   void on_timer(std::uint64_t which, std::uint64_t) override {
     if (which == kRetentionTimer) {
-      if (auto deleted = apply_retention(); !deleted.ok())
-        std::fprintf(stderr, "libmq: retention failed: %s\n", deleted.status().to_string().c_str());
+      (void)apply_retention();  // each partition's failure was reported on stderr as it happened
       if (!stopping) schedule_retention();
       return;
     }
@@ -243,6 +242,7 @@ Result<std::uint64_t> Broker::State::apply_retention() {
                                   std::chrono::system_clock::now().time_since_epoch())
                                   .count();
   std::uint64_t deleted = 0;
+  Status failed;
   for (const Owned& t : targets) {
     const TopicSettings& settings = t.entry->settings;
     RetentionRule rule;
@@ -267,12 +267,19 @@ Result<std::uint64_t> Broker::State::apply_retention() {
     }
     if (rule.max_bytes == 0 && rule.max_age.count() == 0 && !rule.delete_below) continue;
     auto gone = t.log->apply_retention(rule);
-    if (!gone.ok()) return gone.status();
+    if (!gone.ok()) {
+      // One partition's failure must not stop retention of the others: report it and go on.
+      std::fprintf(stderr, "libmq: retention of %s/%u failed: %s\n", t.entry->topic->name().c_str(),
+                   t.partition, gone.status().to_string().c_str());
+      failed = gone.status();
+      continue;
+    }
     if (*gone == 0) continue;
     deleted += *gone;
     t.entry->retention_deleted[t.partition] += *gone;  // partition < partition_count
     for (ConsumerGroup* g : partition_groups) g->state_->forget_below(t.log->log_start_offset());
   }
+  if (!failed.ok()) return failed;
   return deleted;
 }
 

@@ -107,6 +107,16 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
   }
   auto meta = read_meta(fs, d + "/" + st + ".meta");
   if (!meta.ok()) return meta.status();
+  // Segments wholly below the recorded log start are what a crash left between retention's meta
+  // write and its deletion of the files: finish the deletion.
+  if (*meta) {
+    while (firsts.size() > 1 && firsts[1] <= (*meta)->log_start_offset) {
+      for (const char* suffix : {".log", ".index"}) {
+        if (auto s = fs.remove(d + "/" + sealed_stem(st, firsts.front()) + suffix); !s.ok()) return s;
+      }
+      firsts.erase(firsts.begin());
+    }
+  }
 
   // Where the active segment starts: after the newest sealed segment, else where the meta says
   // (every sealed segment was deleted), else at 0 (a log from before segments, or a new one).
@@ -127,6 +137,9 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
     std::string prefix;
     if (auto s = (*file)->read(0, kFirstLinePrefixBytes, prefix); !s.ok()) return s;
     const auto offset = parse_offset_prefix(prefix);
+    // With no sealed segment before it, the active segment's first record says where it starts
+    // (the meta may be missing or older).
+    if (offset && firsts.empty()) active_first = *offset;
     if (offset && *offset != active_first) {
       return Status::corruption(active_path + " starts at offset " + std::to_string(*offset) +
                                 " but the segments before it end at offset " + std::to_string(active_first) +
@@ -177,14 +190,19 @@ Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch) {
       std::shared_lock appending(roll_mutex_);
       if (!failure_.ok()) return failure_;
       std::shared_ptr<PartitionLog> segment = active();
+      const bool sealed_without_successor = sealed_pending_.has_value();
       // A segment rolls before the append that finds it full, so that a failed roll fails that
       // append (and stores nothing) rather than one that was already answered.
-      if (segment->positions().appended < options_.segment_bytes ||
-          segment->next_offset() == segment->first_offset())
+      if (!sealed_without_successor && (segment->positions().appended < options_.segment_bytes ||
+                                        segment->next_offset() == segment->first_offset()))
         return segment->append(batch);
     }
     std::unique_lock rolling(roll_mutex_);
     if (!failure_.ok()) return failure_;
+    if (sealed_pending_) {
+      if (auto s = start_active_locked(); !s.ok()) return s;
+      continue;
+    }
     std::shared_ptr<PartitionLog> segment = active();
     if (segment->positions().appended >= options_.segment_bytes &&
         segment->next_offset() > segment->first_offset()) {
@@ -211,13 +229,18 @@ Status SegmentedLog::roll_locked() {
                                     "); the partition refuses appends until it is opened again");
     return failure_;
   }
-  // 4. From here the old segment is sealed; a failure leaves no active segment until the next open,
-  // which starts one.
+  // 4. From here the old segment is sealed: the new active segment is started now or, when that
+  // fails (no descriptors left, a full disk), by the next append.
+  sealed_pending_ = Sealing{old, first, next};
+  return start_active_locked();
+}
+
+Status SegmentedLog::start_active_locked() {
+  const auto [old, first, next] = *sealed_pending_;
   const auto fail = [&](const Status& s) {
-    failure_ =
-        Status(s.code(), "starting a new segment after " + base + sealed + ".log failed (" + s.message() +
-                             "); the partition refuses appends until it is opened again");
-    return failure_;
+    return Status::unavailable("starting a new segment of " + topic_ + "/" + std::to_string(index_) +
+                               " after offset " + std::to_string(next) + " failed (" + s.message() +
+                               "); appends are refused until it succeeds (tried again at each append)");
   };
   {
     std::lock_guard meta(meta_mutex_);
@@ -236,10 +259,12 @@ Status SegmentedLog::roll_locked() {
     std::unique_lock lock(segments_mutex_);
     const std::uint64_t bytes = old->positions().written;
     sealed_.emplace(first, Sealed{bytes, std::nullopt, old});
+    keep_open_locked(first);
     sealed_bytes_ += bytes;
     active_ = *fresh;
     interrupted = waits_interrupted_;
   }
+  sealed_pending_.reset();
   attach_listener(**fresh);
   if (interrupted) (*fresh)->interrupt_waiters();
   // Waits on the sealed segment return now; wait_beyond goes on waiting on the new one.
@@ -258,7 +283,9 @@ Status SegmentedLog::write_meta(std::uint64_t log_start, std::uint64_t active_fi
   if (auto s = (*file)->append(text); !s.ok()) return s;
   if (auto s = (*file)->sync(); !s.ok()) return s;
   if (auto s = fs_.rename(tmp, path); !s.ok()) return s;
-  return fs_.sync_directory(dir_);
+  if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+  meta_active_first_ = active_first;
+  return {};
 }
 
 Result<std::int64_t> SegmentedLog::newest_timestamp(std::uint64_t first, std::uint64_t end) {
@@ -333,16 +360,20 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
     {
       // The log start moves up, durably, before the segment's files go: offsets never go back.
       std::lock_guard meta(meta_mutex_);
-      if (auto s = write_meta(end, active()->first_offset()); !s.ok()) return s;
-      std::unique_lock lock(segments_mutex_);
-      sealed_.erase(first);
-      sealed_bytes_ -= bytes;
-      log_start_ = end;
+      if (auto s = write_meta(end, meta_active_first_); !s.ok()) return s;
+      std::lock_guard opening(open_mutex_);
+      {
+        std::unique_lock lock(segments_mutex_);
+        sealed_.erase(first);
+        std::erase(opened_, first);
+        sealed_bytes_ -= bytes;
+        log_start_ = end;
+      }
+      // A reader that holds the segment keeps its open files and finishes its read.
+      const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
+      if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
+      if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
     }
-    // A reader that holds the segment keeps its open files and finishes its read.
-    const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
-    if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
-    if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
     deleted += end - first;
   }
   return deleted;
@@ -366,13 +397,48 @@ Result<std::shared_ptr<PartitionLog>> SegmentedLog::segment_for(std::uint64_t of
     if (it->second.log) return it->second.log;
     first = it->first;
   }
+  // Opening may create files: retention must not delete this segment meanwhile, or its files
+  // would come back empty (open_mutex_ is held by retention while it deletes).
+  std::lock_guard opening(open_mutex_);
+  std::uint64_t end = 0;
+  {
+    std::shared_lock lock(segments_mutex_);
+    auto it = sealed_.find(first);
+    if (it == sealed_.end()) {
+      return Status::not_found("offset " + std::to_string(offset) + " is below the start of " + topic_ + "/" +
+                               std::to_string(index_) + " (log start " + std::to_string(log_start_) + ")");
+    }
+    if (it->second.log) return it->second.log;
+    auto after = std::next(it);
+    end = after == sealed_.end() ? active_->first_offset() : after->first;
+  }
   auto opened = open_segment(sealed_stem(stem_, first), first);
   if (!opened.ok()) return opened.status();
+  // A sealed segment must end where the next one starts: a gap (a deleted or damaged file) is
+  // reported, never papered over.
+  if ((*opened)->next_offset() != end) {
+    return Status::corruption(dir_ + "/" + sealed_stem(stem_, first) + ".log ends at offset " +
+                              std::to_string((*opened)->next_offset()) + " but the next segment starts at " +
+                              std::to_string(end) + " (libmq/docs/log_format.md \"Segments\")");
+  }
   std::unique_lock lock(segments_mutex_);
   auto it = sealed_.find(first);
-  if (it == sealed_.end()) return *opened;  // deleted meanwhile; the open files still read
-  if (!it->second.log) it->second.log = *opened;
+  if (it == sealed_.end()) return *opened;
+  if (!it->second.log) {
+    it->second.log = *opened;
+    keep_open_locked(first);
+  }
   return it->second.log;
+}
+
+void SegmentedLog::keep_open_locked(std::uint64_t first) const {
+  // Each open segment holds two descriptors: only the most recently opened few stay open (a reader
+  // holding an evicted one keeps its files until it is done).
+  opened_.push_back(first);
+  while (opened_.size() > kMaxOpenSealedSegments) {
+    if (auto it = sealed_.find(opened_.front()); it != sealed_.end()) it->second.log.reset();
+    opened_.pop_front();
+  }
 }
 
 Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,

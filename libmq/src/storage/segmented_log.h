@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -85,6 +86,12 @@ class SegmentedLog {
                std::string topic, std::uint32_t index);
   // With roll_mutex_ held exclusively: seals the active segment and starts a new one.
   Status roll_locked();
+  // With roll_mutex_ held exclusively: starts the active segment after sealed_pending_.
+  Status start_active_locked();
+  // With segments_mutex_ held exclusively: `first` was just opened; closes the least recently
+  // opened sealed segments beyond kMaxOpenSealedSegments.
+  void keep_open_locked(std::uint64_t first) const;
+  static constexpr std::size_t kMaxOpenSealedSegments = 8;
   // With meta_mutex_ held.
   Status write_meta(std::uint64_t log_start, std::uint64_t active_first);
   // The timestamp of the last message before `end` in the sealed segment starting at `first`.
@@ -111,14 +118,26 @@ class SegmentedLog {
   std::mutex retention_mutex_;
   // Writes of partition-N.meta, each with the log start and active start of its moment.
   std::mutex meta_mutex_;
+  std::uint64_t meta_active_first_ = 0;  // GUARDED_BY(meta_mutex_): the active start the meta records
+  // Held while a sealed segment is opened (which may create its files) and while retention deletes
+  // one, so that a deleted segment is never recreated empty.
+  mutable std::mutex open_mutex_;
   // The segment list; taken briefly, never while waiting on a segment.
   mutable std::shared_mutex segments_mutex_;
   std::shared_ptr<PartitionLog> active_;    // GUARDED_BY(segments_mutex_)
   std::map<std::uint64_t, Sealed> sealed_;  // GUARDED_BY(segments_mutex_): by first offset
   std::uint64_t sealed_bytes_ = 0;          // GUARDED_BY(segments_mutex_)
-  std::uint64_t log_start_ = 0;             // GUARDED_BY(segments_mutex_)
-  Status failure_;                          // GUARDED_BY(roll_mutex_): a roll left no active segment
-  bool waits_interrupted_ = false;          // GUARDED_BY(segments_mutex_)
+  mutable std::deque<std::uint64_t>
+      opened_;                   // GUARDED_BY(segments_mutex_): open sealed segments, oldest first
+  std::uint64_t log_start_ = 0;  // GUARDED_BY(segments_mutex_)
+  Status failure_;               // GUARDED_BY(roll_mutex_): a roll left no active segment
+  struct Sealing {
+    std::shared_ptr<PartitionLog> old;
+    std::uint64_t first = 0;
+    std::uint64_t next = 0;
+  };
+  std::optional<Sealing> sealed_pending_;  // GUARDED_BY(roll_mutex_): sealed, its successor not started yet
+  bool waits_interrupted_ = false;         // GUARDED_BY(segments_mutex_)
 
   std::mutex listeners_mutex_;
   std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)
