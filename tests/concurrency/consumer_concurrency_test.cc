@@ -122,8 +122,9 @@ TEST_CASE("EachNewMessageWakesOneOfManyWaitingConsumersAndNoneIsLeftBehind") {
   int received = 0;  // GUARDED_BY(mutex)
   std::vector<std::thread> consumers;
   for (int c = 0; c < kConsumers; ++c) {
-    consumers.emplace_back([&] {
-      auto sub = subscribe(*broker, "g");
+    // Subscribed here, not in the thread: a thread that starts late (a slow sanitizer build) must
+    // still count among the consumers, and must not find the broker already stopping.
+    consumers.emplace_back([&, sub = subscribe(*broker, "g")] {
       while (true) {
         // A long wait: a lost wake-up would leave messages undelivered far past the bound below.
         auto got = sub->next(3, seconds(30));

@@ -191,11 +191,14 @@ struct Broker::State : private Timer::Target {
                                         std::string_view group, std::string_view id);
 
   // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
+  // The timer thread reschedules through this pointer, never through `timer`, which ~Broker resets
+  // while that thread may still run a last callback (the Timer itself lives until it joined it).
+  Timer* scheduler = nullptr;
   void schedule_journal_sync() {
-    timer->schedule(clock->now() + config.store.fsync_interval, this, kJournalSyncTimer, 0);
+    scheduler->schedule(clock->now() + config.store.fsync_interval, this, kJournalSyncTimer, 0);
   }
   void schedule_retention() {
-    timer->schedule(clock->now() + config.retention.check_interval, this, kRetentionTimer, 0);
+    scheduler->schedule(clock->now() + config.retention.check_interval, this, kRetentionTimer, 0);
   }
   std::mutex retention_mutex;  // one retention run at a time
   Result<std::uint64_t> apply_retention();
@@ -315,6 +318,7 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
   if (!store.ok()) return store.status();
   state->store = std::move(store.value());
   state->timer = std::make_unique<Timer>(state->clock, real_time);
+  state->scheduler = state->timer.get();
   state->config = std::move(config);
   {
     std::unique_lock lock(state->topics_mutex);
