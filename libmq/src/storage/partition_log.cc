@@ -121,26 +121,15 @@ Status PartitionLog::check_payloads(std::span<const Message> batch) const {
 
 Result<std::uint64_t> PartitionLog::append(std::span<const Message> batch) {
   auto first = append_durably(batch);
-  if (first.ok()) notify_listeners();
+  if (first.ok()) listeners_.notify();
   return first;
 }
 
 std::uint64_t PartitionLog::add_append_listener(std::function<void()> on_append) {
-  std::lock_guard lock(listeners_mutex_);
-  listeners_.emplace_back(++last_listener_id_, std::move(on_append));
-  return last_listener_id_;
+  return listeners_.add(std::move(on_append));
 }
 
-void PartitionLog::remove_append_listener(std::uint64_t id) {
-  std::lock_guard lock(listeners_mutex_);
-  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
-}
-
-void PartitionLog::notify_listeners() {
-  // Held while calling, so that a listener is never called after remove_append_listener returned.
-  std::lock_guard lock(listeners_mutex_);
-  for (const auto& [id, on_append] : listeners_) on_append();
-}
+void PartitionLog::remove_append_listener(std::uint64_t id) { listeners_.remove(id); }
 
 Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batch) {
   if (batch.empty()) return Status::invalid_argument("an append needs at least one message");

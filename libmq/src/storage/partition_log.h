@@ -16,6 +16,7 @@
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/partition.h"
+#include "storage/append_listeners.h"
 #include "storage/log_recovery.h"
 #include "storage/offset_index.h"
 
@@ -70,7 +71,6 @@ class PartitionLog {
   };
 
   Result<std::uint64_t> append_durably(std::span<const Message> batch);
-  void notify_listeners();
   // Appends `data` to the log and `entries` to the index.
   Status write_out(std::string_view data, const std::vector<detail::IndexEntry>& entries);
   // kNever/kInterval: writes everything pending without releasing mutex_.
@@ -127,9 +127,7 @@ class PartitionLog {
   Status rollback_status_;              // GUARDED_BY(mutex_): why they were dropped
   bool waits_interrupted_ = false;      // GUARDED_BY(mutex_): sticky, for shutdown
 
-  std::mutex listeners_mutex_;  // taken after mutex_ is released, never with it
-  std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)
-  std::uint64_t last_listener_id_ = 0;                                      // GUARDED_BY(listeners_mutex_)
+  detail::AppendListeners listeners_;  // called after appends, with no other lock of this log held
 };
 
 }  // namespace mq

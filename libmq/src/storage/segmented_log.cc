@@ -179,7 +179,7 @@ std::shared_ptr<PartitionLog> SegmentedLog::active() const {
 }
 
 void SegmentedLog::attach_listener(PartitionLog& segment) {
-  const std::uint64_t id = segment.add_append_listener([this] { notify_listeners(); });
+  const std::uint64_t id = segment.add_append_listener([this] { listeners_.notify(); });
   std::unique_lock lock(segments_mutex_);
   active_listener_ = id;
 }
@@ -236,7 +236,10 @@ Status SegmentedLog::roll_locked() {
 }
 
 Status SegmentedLog::start_active_locked() {
-  const auto [old, first, next] = *sealed_pending_;
+  // Named copies, not a structured binding: clang 14 cannot capture bindings in a lambda.
+  const std::shared_ptr<PartitionLog> old = sealed_pending_->old;
+  const std::uint64_t first = sealed_pending_->first;
+  const std::uint64_t next = sealed_pending_->next;
   const auto fail = [&](const Status& s) {
     return Status::unavailable("starting a new segment of " + topic_ + "/" + std::to_string(index_) +
                                " after offset " + std::to_string(next) + " failed (" + s.message() +
@@ -507,20 +510,9 @@ void SegmentedLog::interrupt_waiters() {
 Status SegmentedLog::sync(bool only_if_behind) { return active()->sync(only_if_behind); }
 
 std::uint64_t SegmentedLog::add_append_listener(std::function<void()> on_append) {
-  std::lock_guard lock(listeners_mutex_);
-  listeners_.emplace_back(++last_listener_id_, std::move(on_append));
-  return last_listener_id_;
+  return listeners_.add(std::move(on_append));
 }
 
-void SegmentedLog::remove_append_listener(std::uint64_t id) {
-  std::lock_guard lock(listeners_mutex_);
-  std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
-}
-
-void SegmentedLog::notify_listeners() {
-  // Held while calling, so that a listener is never called after remove_append_listener returned.
-  std::lock_guard lock(listeners_mutex_);
-  for (const auto& [id, on_append] : listeners_) on_append();
-}
+void SegmentedLog::remove_append_listener(std::uint64_t id) { listeners_.remove(id); }
 
 }  // namespace mq::detail

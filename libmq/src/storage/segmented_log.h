@@ -21,6 +21,7 @@
 #include "mq/message.h"
 #include "mq/options.h"
 #include "mq/partition.h"
+#include "storage/append_listeners.h"
 #include "storage/partition_log.h"
 
 namespace mq::detail {
@@ -102,7 +103,6 @@ class SegmentedLog {
   Result<std::shared_ptr<PartitionLog>> segment_for(std::uint64_t offset) const;
   std::shared_ptr<PartitionLog> active() const;
   void attach_listener(PartitionLog& segment);
-  void notify_listeners();
 
   FileSystem& fs_;
   const StoreOptions options_;
@@ -139,9 +139,7 @@ class SegmentedLog {
   std::optional<Sealing> sealed_pending_;  // GUARDED_BY(roll_mutex_): sealed, its successor not started yet
   bool waits_interrupted_ = false;         // GUARDED_BY(segments_mutex_)
 
-  std::mutex listeners_mutex_;
-  std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // GUARDED_BY(listeners_mutex_)
-  std::uint64_t last_listener_id_ = 0;                                      // GUARDED_BY(listeners_mutex_)
+  AppendListeners listeners_;
   std::uint64_t active_listener_ = 0;  // GUARDED_BY(segments_mutex_): ours on the active segment
 };
 
