@@ -46,22 +46,27 @@ std::string writer_index(std::string_view log, std::size_t k) {
   std::size_t n = 0;
   std::uint64_t expected = 0;
   std::optional<std::uint64_t> open_batch_last;
+  std::int64_t largest_timestamp = mq::detail::kNoTimestamp;
   for (const auto& line : complete_lines(log)) {
     auto header = validator.validate(line.text);
     if (!header || header->offset != expected) break;
     if (open_batch_last && header->batch_last != open_batch_last) break;
     const bool starts_batch = !open_batch_last;
-    if (starts_batch && header->batch_last && *header->batch_last > header->offset) open_batch_last = header->batch_last;
+    if (starts_batch && header->batch_last && *header->batch_last > header->offset)
+      open_batch_last = header->batch_last;
     if (starts_batch && line.position > 0 && ++n % k == 0) {
-      mq::detail::encode_index_entry(index, {header->offset, line.position});
+      mq::detail::encode_index_entry(index, {header->offset, line.position, largest_timestamp});
     }
+    if (auto t = mq::detail::parse_timestamp_prefix(line.text))
+      largest_timestamp = std::max(largest_timestamp, *t);
     if (open_batch_last && header->offset == *open_batch_last) open_batch_last.reset();
     ++expected;
   }
   return index;
 }
 
-// Entries (offset, position) from pairs of input bytes, increasing, with valid checks.
+// Entries (offset, position) from pairs of input bytes, increasing, with valid checks (and
+// timestamps that need not match the log: recovery does not check them, they only shorten scans).
 std::string chosen_index(std::string_view bytes) {
   std::string index;
   mq::detail::encode_index_header(index);
@@ -69,6 +74,7 @@ std::string chosen_index(std::string_view bytes) {
   for (std::size_t i = 0; i + 1 < bytes.size(); i += 2) {
     entry.offset += 1 + static_cast<unsigned char>(bytes[i]) % 8;
     entry.position += 1 + static_cast<unsigned char>(bytes[i + 1]);
+    entry.timestamp = static_cast<std::int64_t>(entry.offset);
     mq::detail::encode_index_entry(index, entry);
   }
   return index;
@@ -90,7 +96,8 @@ Records read_records(std::string_view log, std::uint64_t from, std::uint64_t end
     if (!header) return {records.next, "every line kept is a valid record"};
     if (header->offset != records.next) return {records.next, "offsets kept are contiguous"};
     if (open_batch_last) {
-      if (header->batch_last != open_batch_last) return {records.next, "a batch's records name its last offset"};
+      if (header->batch_last != open_batch_last)
+        return {records.next, "a batch's records name its last offset"};
     } else if (header->batch_last && *header->batch_last > header->offset) {
       open_batch_last = header->batch_last;
     }
@@ -135,7 +142,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(r.end_position <= original.size(), "recovery ends within the log");
   FUZZ_CHECK(log.bytes() == original.substr(0, r.end_position), "the log is only cut, at end_position");
   FUZZ_CHECK(r.end_position == 0 || original[r.end_position - 1] == '\n', "the log is cut at a line end");
-  FUZZ_CHECK(r.report.truncated_bytes == original.size() - r.end_position, "the report says how much was cut");
+  FUZZ_CHECK(r.report.truncated_bytes == original.size() - r.end_position,
+             "the report says how much was cut");
   if (strict) FUZZ_CHECK(!r.report.intact_records_after_damage, "strict recovery never drops intact records");
 
   // The index: starts at {0, 0}; strictly increasing; entries point at their records. Recovery
@@ -145,7 +153,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
              "the index starts at {0, 0}");
   for (std::size_t i = 1; i < r.index.size(); ++i) {
     const IndexEntry e = r.index[i];
-    FUZZ_CHECK(e.offset > r.index[i - 1].offset && e.position > r.index[i - 1].position, "index entries increase");
+    FUZZ_CHECK(e.offset > r.index[i - 1].offset && e.position > r.index[i - 1].position,
+               "index entries increase");
     if (index_kind >= 2 && i + 1 < r.index.size()) continue;
     FUZZ_CHECK(e.position <= r.end_position, "index entries point into the recovered log");
     FUZZ_CHECK(original[e.position - 1] == '\n', "an index entry points at a line start");
@@ -165,7 +174,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(decoded.has_value(), "the index written by recovery decodes");
   FUZZ_CHECK(decoded->size() + 1 == r.index.size(), "the index written holds the entries returned");
   for (std::size_t i = 0; i < decoded->size(); ++i) {
-    FUZZ_CHECK((*decoded)[i].offset == r.index[i + 1].offset && (*decoded)[i].position == r.index[i + 1].position,
+    FUZZ_CHECK((*decoded)[i].offset == r.index[i + 1].offset &&
+                   (*decoded)[i].position == r.index[i + 1].position &&
+                   (*decoded)[i].timestamp == r.index[i + 1].timestamp,
                "the index written holds the entries returned");
   }
 
@@ -181,8 +192,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // none, never contradicts the log.
   const Records whole = read_records(original, 0, r.end_position, 0, validator);
   const bool consistent = whole.wrong == nullptr && whole.next == r.next_offset;
-  FUZZ_CHECK(consistent || index_kind >= 2, "with the writer's index, or none, the whole log is good records");
+  FUZZ_CHECK(consistent || index_kind >= 2,
+             "with the writer's index, or none, the whole log is good records");
   if (!consistent) return 0;
+
+  // The time index: with the writer's index or none, each entry's timestamp is the largest of the
+  // records before it, and largest_timestamp that of them all.
+  if (index_kind <= 1) {
+    std::int64_t largest = mq::detail::kNoTimestamp;
+    std::size_t next_entry = 1;
+    for (const auto& line : complete_lines(std::string_view(original).substr(0, r.end_position))) {
+      if (next_entry < r.index.size() && r.index[next_entry].position == line.position) {
+        FUZZ_CHECK(r.index[next_entry].timestamp == largest, "an entry's timestamp is the largest before it");
+        ++next_entry;
+      }
+      if (auto t = mq::detail::parse_timestamp_prefix(line.text)) largest = std::max(largest, *t);
+    }
+    FUZZ_CHECK(r.largest_timestamp == largest, "largest_timestamp is the largest of the records kept");
+  }
 
   // Past the cut: first what a crash mid-write leaves (the complete records of a batch whose last
   // record is missing), then the damaged line; a complete, valid record after that damage, at or
@@ -198,9 +225,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         intact_after = intact_after || (header && header->offset >= r.next_offset);
         continue;
       }
-      const bool continues_batch = header && header->offset == expected &&
-                                   (expected == r.next_offset ? header->batch_last && *header->batch_last > header->offset
-                                                              : header->batch_last == batch_last);
+      const bool continues_batch =
+          header && header->offset == expected &&
+          (expected == r.next_offset ? header->batch_last && *header->batch_last > header->offset
+                                     : header->batch_last == batch_last);
       FUZZ_CHECK(!continues_batch || !batch_last || header->offset < *batch_last,
                  "a whole batch after end_position would have been kept");
       if (!continues_batch) {
@@ -218,7 +246,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(again.ok(), "a recovered log opens again");
   FUZZ_CHECK(again->end_position == r.end_position && again->next_offset == r.next_offset,
              "a recovered log recovers to itself");
-  FUZZ_CHECK(again->report.truncated_bytes == 0 && !again->report.index_rebuilt, "a recovered log has no damage");
+  FUZZ_CHECK(again->report.truncated_bytes == 0 && !again->report.index_rebuilt,
+             "a recovered log has no damage");
   FUZZ_CHECK(log.bytes() == original.substr(0, r.end_position), "recovering again cuts nothing");
   FUZZ_CHECK(mq::detail::decode_index(index.bytes()).has_value(), "the index written again decodes");
   return 0;

@@ -18,6 +18,8 @@ using mq::detail::floor_entry;
 using mq::detail::IndexEntry;
 using mq::detail::kIndexEntryBytes;
 using mq::detail::kIndexMagic;
+using mq::detail::kNoTimestamp;
+using mq::detail::time_floor_entry;
 
 namespace {
 
@@ -33,7 +35,9 @@ std::string encode(const std::vector<IndexEntry>& entries) {
 bool same(const std::vector<IndexEntry>& a, const std::vector<IndexEntry>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i].offset != b[i].offset || a[i].position != b[i].position) return false;
+    if (a[i].offset != b[i].offset || a[i].position != b[i].position || a[i].timestamp != b[i].timestamp) {
+      return false;
+    }
   }
   return true;
 }
@@ -57,28 +61,33 @@ const std::vector<IndexEntry> kEntries = {{10, 4096}, {25, 8300}, {26, 12500}, {
 
 }  // namespace
 
-TEST_CASE("The index file is the 8 magic bytes, then 24 little-endian bytes per entry") {
+TEST_CASE("The index file is the 8 magic bytes, then 32 little-endian bytes per entry") {
   std::string header;
   encode_index_header(header);
-  CHECK(header == "mqidx01\n");
+  CHECK(header == "mqidx02\n");
+  CHECK(kIndexEntryBytes == 32);
   CHECK(header.size() == 8);
   CHECK(kIndexMagic.size() == 8);
 
   std::string out = "before";
-  encode_index_entry(out, {0x0102030405060708ull, 0x1112131415161718ull});
+  encode_index_entry(out, {0x0102030405060708ull, 0x1112131415161718ull, -2});
   REQUIRE(out.size() == 6 + kIndexEntryBytes);
   CHECK(out.substr(0, 6) == "before");  // appended, not replaced
   CHECK(little_endian_at(out, 6) == 0x0102030405060708ull);
   CHECK(little_endian_at(out, 14) == 0x1112131415161718ull);
-  CHECK(static_cast<unsigned char>(out[6]) == 0x08);  // least significant byte first
+  CHECK(little_endian_at(out, 22) == 0xfffffffffffffffeull);  // the timestamp, two's complement
+  CHECK(static_cast<unsigned char>(out[6]) == 0x08);          // least significant byte first
   CHECK(static_cast<unsigned char>(out[13]) == 0x01);
 
   // The check differs between entries, so that it is worth something.
   std::string a;
   std::string b;
-  encode_index_entry(a, {1, 100});
-  encode_index_entry(b, {2, 100});
-  CHECK(a.substr(16) != b.substr(16));
+  std::string c;
+  encode_index_entry(a, {1, 100, 5});
+  encode_index_entry(b, {2, 100, 5});
+  encode_index_entry(c, {1, 100, 6});
+  CHECK(a.substr(24) != b.substr(24));
+  CHECK(a.substr(24) != c.substr(24));
   CHECK(encode(kEntries).size() == 8 + kEntries.size() * kIndexEntryBytes);
 }
 
@@ -93,7 +102,8 @@ TEST_CASE("Decoding gives back the entries that were encoded") {
   CHECK(decoded->empty());
 
   // The largest values survive.
-  const std::vector<IndexEntry> extreme = {{1, 1}, {kMax - 1, kMax - 1}, {kMax, kMax}};
+  const std::vector<IndexEntry> extreme = {
+      {1, 1, kNoTimestamp}, {kMax - 1, kMax - 1, -1}, {kMax, kMax, std::numeric_limits<std::int64_t>::max()}};
   decoded = decode_index(encode(extreme));
   REQUIRE(decoded.has_value());
   CHECK(same(*decoded, extreme));
@@ -106,7 +116,9 @@ TEST_CASE("Decoding gives back the entries that were encoded") {
 }
 
 TEST_CASE("An index without the right magic is refused") {
-  for (const std::string bytes : {"", "m", "mqidx01", "mqidx02\n", "MQIDX01\n", "mqidx01\r", "\nmqidx01"}) {
+  // mqidx01 is the format before the time index: such an index is rebuilt.
+  for (const std::string bytes :
+       {"", "m", "mqidx02", "mqidx01\n", "mqidx03\n", "MQIDX02\n", "mqidx02\r", "\nmqidx02"}) {
     CAPTURE(bytes);
     CHECK_FALSE(decode_index(bytes).has_value());
   }
@@ -157,6 +169,7 @@ TEST_CASE("Entries must grow strictly in both offset and position") {
       {{10, 100}, {20, 200}, {20, 300}},
       {{10, 100}, {20, 200}, {15, 300}},
       {{kMax, kMax}, {1, 1}},
+      {{10, 100, 7}, {20, 200, 6}},  // timestamps going back (the index keeps a running maximum)
   };
   for (const auto& entries : bad) {
     CAPTURE(entries.size());
@@ -250,4 +263,33 @@ TEST_CASE("floor_entry agrees with a plain scan on random indexes") {
       }
     }
   }
+}
+
+TEST_CASE("Entries with equal timestamps are an index; an old index without timestamps is not") {
+  const std::vector<IndexEntry> flat = {{10, 100, 5}, {20, 200, 5}, {30, 300, 9}};
+  auto decoded = decode_index(encode(flat));
+  REQUIRE(decoded.has_value());
+  CHECK(same(*decoded, flat));
+
+  // An mqidx01 file: 24-byte entries (offset, position, check) — rebuilt, never misread.
+  std::string old = "mqidx01\n";
+  old.append(48, '\x01');
+  CHECK_FALSE(decode_index(old).has_value());
+}
+
+TEST_CASE("time_floor_entry finds the last entry with only older messages before it") {
+  // Entries: (offset, position, largest timestamp before the offset).
+  const std::vector<IndexEntry> entries = {
+      {0, 0, kNoTimestamp}, {10, 4096, 1000}, {20, 8192, 1000}, {30, 12288, 1500}, {40, 16384, 2000}};
+  auto floor_offset = [&](std::int64_t t) { return time_floor_entry(entries, t).offset; };
+  CHECK(floor_offset(kNoTimestamp) == 0);
+  CHECK(floor_offset(-5) == 0);
+  CHECK(floor_offset(1000) == 0);   // a message before offset 10 has 1000: it may be the first
+  CHECK(floor_offset(1001) == 20);  // everything before 20 is at most 1000
+  CHECK(floor_offset(1500) == 20);
+  CHECK(floor_offset(1501) == 30);
+  CHECK(floor_offset(2000) == 30);
+  CHECK(floor_offset(2001) == 40);  // only the tail after the last entry can hold it
+  CHECK(floor_offset(std::numeric_limits<std::int64_t>::max()) == 40);
+  CHECK(time_floor_entry({}, 5).offset == 0);
 }

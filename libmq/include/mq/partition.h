@@ -99,7 +99,8 @@ class MQ_EXPORT Partition {
   Status sync();
 
   // The first offset, in offset order, of a message whose timestamp is at least `timestamp_ms`;
-  // next_offset() when there is none.
+  // next_offset() when there is none. Found with the time index (libmq/docs/log_format.md): a
+  // binary search over the segments, then about one index interval of one segment's log.
   Result<std::uint64_t> offset_for_time(std::int64_t timestamp_ms) const;
 
   // Deletes sealed segments, oldest first, while `rule` says so; never the active segment. The log

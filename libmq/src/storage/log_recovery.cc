@@ -80,13 +80,14 @@ Result<bool> entry_matches_log(const File& log, std::uint64_t log_size, IndexEnt
 struct TailScan {
   std::uint64_t good_position;
   std::uint64_t good_offset;
+  std::int64_t good_timestamp;  // the largest timestamp up to good_position
   std::uint64_t intact_records_after_damage = 0;
   std::vector<IndexEntry> new_entries;
 };
 
 Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry start,
                            std::size_t index_interval_bytes, RecordValidator& validator) {
-  TailScan scan{start.position, start.offset, 0, {}};
+  TailScan scan{start.position, start.offset, start.timestamp, 0, {}};
   LineReader reader(log, start.position, log_size);
   std::uint64_t expected = start.offset;
   std::uint64_t last_indexed = start.position;
@@ -94,6 +95,7 @@ Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry s
   bool in_batch = false;  // inside a batch of several messages that ends at batch_last
   std::uint64_t batch_last = 0;
   bool damaged = false;
+  std::int64_t largest_timestamp = start.timestamp;  // of the lines accepted so far
   while (true) {
     std::string_view line;
     std::uint64_t line_position = 0;
@@ -106,9 +108,14 @@ Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry s
       break;
     }
     if (!in_batch) {
-      batch_start = {expected, line_position};
+      batch_start = {expected, line_position, largest_timestamp};
       batch_last = header->batch_last.value_or(header->offset);
       in_batch = batch_last > header->offset;
+    }
+    // Lines are written by append_record_line, which puts the timestamp second; a line that passed
+    // validation with another shape (none is written so) leaves the maximum alone.
+    if (const auto timestamp = parse_timestamp_prefix(line)) {
+      largest_timestamp = std::max(largest_timestamp, *timestamp);
     }
     ++expected;
     if (in_batch && header->offset < batch_last) continue;
@@ -119,6 +126,7 @@ Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry s
     }
     scan.good_position = reader.position();
     scan.good_offset = expected;
+    scan.good_timestamp = largest_timestamp;
   }
   // Intact records after a damaged line mean damage in the middle, not a crash mid-write: count
   // them all, so that the report says what the cut costs.
@@ -220,7 +228,7 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
     }
   }
 
-  const IndexEntry start = entries.empty() ? IndexEntry{first_offset, 0} : entries.back();
+  const IndexEntry start = entries.empty() ? IndexEntry{first_offset, 0, kNoTimestamp} : entries.back();
   auto scan = scan_tail(log, *log_size, start, index_interval_bytes, validator);
   if (!scan.ok()) return scan.status();
   recovered.report.scanned_bytes = *log_size - start.position;
@@ -255,8 +263,9 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
 
   recovered.end_position = scan->good_position;
   recovered.next_offset = scan->good_offset;
+  recovered.largest_timestamp = scan->good_timestamp;
   recovered.index.reserve(entries.size() + scan->new_entries.size() + 1);
-  recovered.index.push_back({first_offset, 0});
+  recovered.index.push_back({first_offset, 0, kNoTimestamp});
   recovered.index.insert(recovered.index.end(), entries.begin(), entries.end());
   recovered.index.insert(recovered.index.end(), scan->new_entries.begin(), scan->new_entries.end());
   return recovered;

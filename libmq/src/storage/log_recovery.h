@@ -14,9 +14,10 @@
 namespace mq::detail {
 
 struct RecoveredLog {
-  std::uint64_t end_position = 0;  // the log's size after recovery
-  std::uint64_t next_offset = 0;   // the offset the next appended message gets
-  std::vector<IndexEntry> index;   // starts with {first_offset, 0}
+  std::uint64_t end_position = 0;                 // the log's size after recovery
+  std::uint64_t next_offset = 0;                  // the offset the next appended message gets
+  std::vector<IndexEntry> index;                  // starts with {first_offset, 0, kNoTimestamp}
+  std::int64_t largest_timestamp = kNoTimestamp;  // of every message in the log
   RecoveryReport report;
 };
 

@@ -88,6 +88,7 @@ PartitionLog::PartitionLog(std::string topic, std::uint32_t index, const StoreOp
   const Mark end{recovered.end_position, recovered.next_offset};
   appended_ = written_ = synced_ = end;
   last_indexed_position_ = entries_.back().position;
+  largest_timestamp_ = recovered.largest_timestamp;
 }
 
 PartitionLog::~PartitionLog() {
@@ -176,9 +177,10 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
   ++pending_appends_;
   if (gathering_) gathered_.notify_one();
   if (batch_position > 0 && batch_position - last_indexed_position_ >= options_.index_interval_bytes) {
-    pending_entries_.push_back({first, batch_position});
+    pending_entries_.push_back({first, batch_position, largest_timestamp_});
     last_indexed_position_ = batch_position;
   }
+  largest_timestamp_ = std::max(largest_timestamp_, timestamp);
 
   if (options_.fsync != FsyncMode::kAlways) {
     // Nothing to wait for but write(2), which costs about a microsecond for a small batch: doing it
@@ -353,6 +355,34 @@ Status PartitionLog::sync(bool only_if_behind) {
   }
   synced_cv_.notify_all();
   return status;
+}
+
+std::int64_t PartitionLog::largest_timestamp() const {
+  std::lock_guard lock(mutex_);
+  return largest_timestamp_;
+}
+
+Result<std::optional<std::uint64_t>> PartitionLog::offset_for_time(std::int64_t timestamp_ms) const {
+  detail::IndexEntry start;
+  {
+    std::lock_guard lock(mutex_);
+    if (largest_timestamp_ < timestamp_ms) return std::optional<std::uint64_t>();
+    start = detail::time_floor_entry(entries_, timestamp_ms);
+  }
+  // Every message before `start` is older; the next entry (when there is one) proves a match
+  // before it, so this reads about one index interval. Small reads: most of it is skipped.
+  constexpr std::size_t kScanMessages = 256;
+  constexpr std::size_t kScanBytes = 64 << 10;
+  for (std::uint64_t offset = start.offset;;) {
+    auto batch = read(offset, kScanMessages, kScanBytes);
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) return std::optional<std::uint64_t>();
+    for (const auto& message : *batch) {
+      const auto timestamp = detail::parse_timestamp_prefix(message.line);
+      if (timestamp && *timestamp >= timestamp_ms) return std::optional(message.offset);
+    }
+    offset = batch->next_offset();
+  }
 }
 
 Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messages,

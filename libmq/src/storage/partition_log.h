@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -59,6 +60,12 @@ class PartitionLog {
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   void interrupt_waiters();
   LogPositions positions() const;
+  // The largest timestamp of this log's messages (kNoTimestamp when it has none). Appends a full
+  // disk made fail may still count: it is an upper bound, exact otherwise.
+  std::int64_t largest_timestamp() const;
+  // The first offset of this log whose message has a timestamp of at least `timestamp_ms`, found
+  // with the index (libmq/docs/log_format.md "The time index"); nullopt when no visible message has.
+  Result<std::optional<std::uint64_t>> offset_for_time(std::int64_t timestamp_ms) const;
   const RecoveryReport& recovery_report() const { return report_; }
   // Syncs what is written; with only_if_behind, skips the sync when nothing new was written.
   Status sync(bool only_if_behind = false);
@@ -120,8 +127,9 @@ class PartitionLog {
   Mark written_;                                     // GUARDED_BY(mutex_)
   Mark synced_;                                      // GUARDED_BY(mutex_)
   std::uint64_t last_indexed_position_ = 0;          // GUARDED_BY(mutex_)
-  std::vector<detail::IndexEntry> entries_;          // GUARDED_BY(mutex_): starts with {first_offset_, 0}
-  Status error_;                                     // GUARDED_BY(mutex_): sticky once a write fails
+  std::int64_t largest_timestamp_ = detail::kNoTimestamp;  // GUARDED_BY(mutex_): of every message appended
+  std::vector<detail::IndexEntry> entries_;  // GUARDED_BY(mutex_): starts with {first_offset_, 0}
+  Status error_;                             // GUARDED_BY(mutex_): sticky once a write fails
   std::uint64_t failed_round_end_ = 0;  // GUARDED_BY(mutex_): appends up to here were in the failed round
   std::uint64_t epoch_ = 0;             // GUARDED_BY(mutex_): bumped when unwritten appends are dropped
   Status rollback_status_;              // GUARDED_BY(mutex_): why they were dropped

@@ -156,6 +156,7 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
     if (i + 1 == firsts.size()) {
       sealed.log = newest;
       sealed.bytes = newest->positions().written;
+      sealed.largest_timestamp = newest->largest_timestamp();
     } else {
       auto file = fs.open(d + "/" + sealed_stem(st, firsts[i]) + ".log");
       if (!file.ok()) return file.status();
@@ -261,7 +262,7 @@ Status SegmentedLog::start_active_locked() {
   {
     std::unique_lock lock(segments_mutex_);
     const std::uint64_t bytes = old->positions().written;
-    sealed_.emplace(first, Sealed{bytes, std::nullopt, old});
+    sealed_.emplace(first, Sealed{bytes, old->largest_timestamp(), old});
     keep_open_locked(first);
     sealed_bytes_ += bytes;
     active_ = *fresh;
@@ -291,47 +292,79 @@ Status SegmentedLog::write_meta(std::uint64_t log_start, std::uint64_t active_fi
   return {};
 }
 
-Result<std::int64_t> SegmentedLog::newest_timestamp(std::uint64_t first, std::uint64_t end) {
+Result<std::int64_t> SegmentedLog::largest_timestamp(std::uint64_t first) const {
   {
     std::shared_lock lock(segments_mutex_);
     auto it = sealed_.find(first);
-    if (it != sealed_.end() && it->second.newest_timestamp) return *it->second.newest_timestamp;
+    if (it != sealed_.end() && it->second.largest_timestamp) return *it->second.largest_timestamp;
   }
-  auto segment = segment_for(end - 1);
+  auto segment = segment_for(first);  // kNotFound once retention deleted it
   if (!segment.ok()) return segment.status();
-  auto last = (*segment)->read(end - 1, 1, 1);
-  if (!last.ok()) return last.status();
-  const auto timestamp = last->empty() ? std::nullopt : parse_timestamp_prefix((*last)[0].line);
-  if (!timestamp) {
-    return Status::corruption(topic_ + "/" + std::to_string(index_) +
-                              ": the last record of the segment at offset " + std::to_string(first) +
-                              " has no timestamp");
-  }
+  const std::int64_t largest = (*segment)->largest_timestamp();
   std::unique_lock lock(segments_mutex_);
-  if (auto it = sealed_.find(first); it != sealed_.end()) it->second.newest_timestamp = *timestamp;
-  return *timestamp;
+  if (auto it = sealed_.find(first); it != sealed_.end()) it->second.largest_timestamp = largest;
+  return largest;
 }
 
 Result<std::uint64_t> SegmentedLog::offset_for_time(std::int64_t timestamp_ms) const {
-  // Today a scan from the log start (the time index of log_format.md is still to come); it stops at
-  // the first match, reading a segment's lines in batches.
-  std::uint64_t offset = log_start_offset();
-  const std::uint64_t end = next_offset();
-  while (offset < end) {
-    auto batch = read(offset, 1000, 4 << 20);
-    if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound && offset < log_start_offset()) {
-      offset = log_start_offset();  // retention moved the start meanwhile
-      continue;
+  // libmq/docs/log_format.md "The time index": a binary search over the sealed segments by their
+  // largest timestamps, then one segment's index and at most about one index interval of its log.
+  while (true) {
+    std::vector<std::uint64_t> firsts;
+    std::shared_ptr<PartitionLog> active_segment;  // still answers for its offsets if it rolls meanwhile
+    {
+      std::shared_lock lock(segments_mutex_);
+      firsts.reserve(sealed_.size());
+      for (const auto& [first, segment] : sealed_) firsts.push_back(first);
+      active_segment = active_;
     }
-    if (!batch.ok()) return batch.status();
-    if (batch->empty()) break;
-    for (const auto& m : *batch) {
-      const auto timestamp = parse_timestamp_prefix(m.line);
-      if (timestamp && *timestamp >= timestamp_ms) return m.offset;
+    // Retention deleted a segment under the search: search again from the new log start.
+    const auto deleted = [&](const Status& s, std::uint64_t first) {
+      return s.code() == ErrorCode::kNotFound && first < log_start_offset();
+    };
+    std::size_t low = 0;
+    std::size_t high = firsts.size();
+    Status failure;
+    while (low < high) {
+      const std::size_t middle = low + (high - low) / 2;
+      auto largest = largest_timestamp(firsts[middle]);
+      if (!largest.ok()) {
+        failure = deleted(largest.status(), firsts[middle]) ? Status::not_found("retry") : largest.status();
+        break;
+      }
+      if (*largest >= timestamp_ms) {
+        high = middle;
+      } else {
+        low = middle + 1;
+      }
     }
-    offset = batch->next_offset();
+    bool retry = failure.code() == ErrorCode::kNotFound;
+    if (!failure.ok() && !retry) return failure;
+    // The first segment found answers, unless the clock stepped back (log_format.md): then on.
+    for (std::size_t i = low; i < firsts.size() && !retry; ++i) {
+      auto segment = segment_for(firsts[i]);
+      if (!segment.ok()) {
+        if (deleted(segment.status(), firsts[i])) {
+          retry = true;
+          break;
+        }
+        return segment.status();
+      }
+      auto found = (*segment)->offset_for_time(timestamp_ms);
+      if (!found.ok()) {
+        if (deleted(found.status(), firsts[i])) {
+          retry = true;
+          break;
+        }
+        return found.status();
+      }
+      if (*found) return std::max(**found, log_start_offset());
+    }
+    if (retry) continue;
+    auto found = active_segment->offset_for_time(timestamp_ms);
+    if (!found.ok()) return found.status();
+    return found->value_or(active_segment->next_offset());
   }
-  return std::max(offset, end);
 }
 
 Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
@@ -355,9 +388,9 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
     bool goes =
         (rule.max_bytes > 0 && total > rule.max_bytes) || (rule.delete_below && end <= *rule.delete_below);
     if (!goes && rule.max_age.count() > 0) {
-      auto newest = newest_timestamp(first, end);
-      if (!newest.ok()) return newest.status();
-      goes = *newest < rule.now_ms - rule.max_age.count();
+      auto largest = largest_timestamp(first);
+      if (!largest.ok()) return largest.status();
+      goes = *largest < rule.now_ms - rule.max_age.count();
     }
     if (!goes) break;
     {

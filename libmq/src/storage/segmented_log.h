@@ -78,7 +78,8 @@ class SegmentedLog {
  private:
   struct Sealed {
     std::uint64_t bytes = 0;
-    std::optional<std::int64_t> newest_timestamp;  // read from its last line when retention first asks
+    // Its largest timestamp, kept once known (retention by age and lookups by time ask for it).
+    mutable std::optional<std::int64_t> largest_timestamp;  // GUARDED_BY(segments_mutex_)
     // Opened when a read first reaches the segment (or kept from when it was the active one).
     mutable std::shared_ptr<PartitionLog> log;  // GUARDED_BY(segments_mutex_)
   };
@@ -95,8 +96,8 @@ class SegmentedLog {
   static constexpr std::size_t kMaxOpenSealedSegments = 8;
   // With meta_mutex_ held.
   Status write_meta(std::uint64_t log_start, std::uint64_t active_first);
-  // The timestamp of the last message before `end` in the sealed segment starting at `first`.
-  Result<std::int64_t> newest_timestamp(std::uint64_t first, std::uint64_t end);
+  // The largest timestamp in the sealed segment starting at `first` (opened if not known yet).
+  Result<std::int64_t> largest_timestamp(std::uint64_t first) const;
   Result<std::shared_ptr<PartitionLog>> open_segment(const std::string& stem,
                                                      std::uint64_t first_offset) const;
   // The segment holding `offset`: the active one, or a sealed one (opened if needed).
