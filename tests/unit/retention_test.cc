@@ -30,28 +30,59 @@ const PartitionStats& partition_stats(Broker& broker, const std::string& topic =
 
 }  // namespace
 
-TEST_CASE("RetentionBySizeRunsOnTheTimerAndShowsInTheStatistics") {
+TEST_CASE("RetentionRunsAfterEachRollAndShowsInTheStatistics") {
   TempDir dir;
   auto clock = std::make_shared<ManualClock>();
   Config config = small_segments(dir.path());
   config.retention.bytes = 4096;
-  config.retention.check_interval = milliseconds(500);
+  config.retention.check_interval = std::chrono::hours(1);  // never, in this test
   auto broker = open_broker(config, clock);
   produce_numbers(*broker, 200);
-  CHECK(partition_stats(*broker).log_start_offset == 0u);
   const auto segments = partition_stats(*broker).segments;
-  CHECK(segments > 10u);
-  clock->advance(milliseconds(499));
-  broker->fire_due_timers();
-  CHECK(partition_stats(*broker).log_start_offset == 0u);  // not due yet
-  clock->advance(milliseconds(1));
+  CHECK(segments > 4u);
+  // The rolls scheduled a retention run for now (on the timer thread, which this clock leaves to us).
   broker->fire_due_timers();
   const PartitionStats& after = partition_stats(*broker);
   CHECK(after.log_start_offset > 0u);
   CHECK(after.log_bytes <= 4096u);
-  CHECK(after.segments < segments);
+  CHECK(after.log_bytes + 1024 + 200 > 4096u);  // no more than needed went
   CHECK(after.retention_deleted == after.log_start_offset);
   CHECK(after.next_offset == 200u);
+  // Appends that do not roll schedule nothing; the next roll does.
+  const std::uint64_t start = after.log_start_offset;
+  produce_numbers(*broker, 1, 200);
+  broker->fire_due_timers();
+  CHECK(partition_stats(*broker).log_start_offset == start);
+  produce_numbers(*broker, 40, 201);
+  broker->fire_due_timers();
+  CHECK(partition_stats(*broker).log_start_offset > start);
+  CHECK(partition_stats(*broker).log_bytes <= 4096u);
+}
+
+TEST_CASE("RetentionRunsOnTheTimerForWhatNoRollChanges") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  Config config = small_segments(dir.path(), "jobs:1:retention_acked=true");
+  config.retention.check_interval = milliseconds(500);
+  auto broker = open_broker(config, clock);
+  produce_numbers(*broker, 200, 0, 0, "jobs");
+  broker->fire_due_timers();  // after the rolls: no group has read the partition, nothing goes
+  CHECK(partition_stats(*broker, "jobs").log_start_offset == 0u);
+  // A group acknowledges everything: no roll, so the timer's run is the one that deletes.
+  auto group = broker->subscribe("jobs", 0, "g", {});
+  REQUIRE(group.ok());
+  std::vector<std::string> all;
+  for (std::uint64_t o = 0; o < 200; ++o) all.push_back(message_id(0, o));
+  REQUIRE(broker->ack("jobs", 0, "g", all).ok());
+  clock->advance(milliseconds(499));
+  broker->fire_due_timers();
+  CHECK(partition_stats(*broker, "jobs").log_start_offset == 0u);  // not due yet
+  clock->advance(milliseconds(1));
+  broker->fire_due_timers();
+  const PartitionStats& after = partition_stats(*broker, "jobs");
+  CHECK(after.log_start_offset > 0u);
+  CHECK(after.segments == 1u);  // every sealed segment was acknowledged; the active one stays
+  CHECK(after.retention_deleted == after.log_start_offset);
 }
 
 TEST_CASE("RetentionAckedKeepsWhatALaggingGroupNeedsAndEverythingWithoutAGroup") {

@@ -44,6 +44,7 @@ struct Broker::State : private Timer::Target {
   // Timer entries of the broker itself: the journal sync (FSYNC=interval) and retention.
   static constexpr std::uint64_t kJournalSyncTimer = 0;
   static constexpr std::uint64_t kRetentionTimer = 1;
+  static constexpr std::uint64_t kRetentionAfterRollTimer = 2;
   using GroupKey = std::tuple<std::string, std::uint32_t, std::string>;
 
   Config config;
@@ -160,8 +161,23 @@ struct Broker::State : private Timer::Target {
     }
     auto p = resolve(*entry, partition);
     if (!p.ok()) return p.status();
-    auto offset = (*p)->append(std::span(&message, 1));
+    auto offset = append(**p, std::span(&message, 1));
     return offset.ok() ? Status() : offset.status();
+  }
+
+  // Partition::append, and retention soon after when the append rolled a segment (API.md: retention
+  // runs every RETENTION_CHECK_MS and after every roll) — on the timer thread, not the producer's.
+  Result<std::uint64_t> append(Partition& partition, std::span<const Message> messages) {
+    const std::size_t segments = partition.segment_count();
+    auto first = partition.append(messages);
+    if (first.ok() && partition.segment_count() > segments) retention_after_roll();
+    return first;
+  }
+  std::atomic<bool> retention_after_roll_pending{false};
+  void retention_after_roll() {
+    if (stopping || retention_after_roll_pending.exchange(true))
+      return;  // one run covers every roll before it
+    scheduler->schedule(clock->now(), this, kRetentionAfterRollTimer, 0);
   }
 
   // Opens the groups found on disk for owned partitions, so that stats show them after a restart.
@@ -206,6 +222,11 @@ struct Broker::State : private Timer::Target {
     if (which == kRetentionTimer) {
       (void)apply_retention();  // each partition's failure was reported on stderr as it happened
       if (!stopping) schedule_retention();
+      return;
+    }
+    if (which == kRetentionAfterRollTimer) {
+      retention_after_roll_pending = false;  // first: a roll during this run schedules another
+      (void)apply_retention();
       return;
     }
     std::vector<ConsumerGroup*> all;
@@ -369,7 +390,7 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   }
   auto p = state_->resolve(**entry, chosen);
   if (!p.ok()) return p.status();
-  auto first = (*p)->append(messages);
+  auto first = state_->append(**p, messages);
   if (!first.ok()) return first.status();
   ProduceResult result{chosen, *first, {}};
   result.ids.reserve(messages.size());
