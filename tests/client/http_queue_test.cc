@@ -427,3 +427,35 @@ TEST_CASE("HttpsBrokersAreVerifiedAgainstTheSystemCAsOrTheGivenCaFile") {
   // Plain http to the TLS port is refused too.
   CHECK_FALSE(http_queue({url_of(mqd.port())})->produce_json("events", "3").ok());
 }
+
+TEST_CASE("ReadAndSeekGoToThePartitionsOwnerAndFollowA421") {
+  const int port0 = free_port();
+  const int port1 = free_port();
+  const std::string addrs = url_of(port0) + "," + url_of(port1);
+  auto queue = http_queue({url_of(port0)});  // one address: /topics names the other broker
+  auto check_partition = [&](std::uint32_t p, std::uint64_t count) {
+    CAPTURE(p);
+    auto page = queue->read("events", p, {}, 100);
+    REQUIRE_MESSAGE(page.ok(), page.status().to_string());
+    CHECK(page->next_offset == count);
+    REQUIRE(page->messages.size() == count);
+    for (const auto& m : page->messages) CHECK(m.payload == "{\"p\":" + std::to_string(p) + "}");
+    auto position = queue->seek("events", p, "g", SeekTarget{1, std::nullopt, std::nullopt});
+    REQUIRE_MESSAGE(position.ok(), position.status().to_string());
+    CHECK(*position == std::min<std::uint64_t>(1, count));
+  };
+  {
+    RunningMqd b0(broker_env(port0, 0, 2, addrs));
+    RunningMqd b1(broker_env(port1, 1, 2, addrs));
+    for (std::uint32_t p = 0; p < 4; ++p) {
+      for (int i = 0; i < 2; ++i) produce_ok(*queue, "{\"p\":" + std::to_string(p) + "}", std::nullopt, p);
+    }
+    for (std::uint32_t p = 0; p < 4; ++p) check_partition(p, 2);  // broker 1's too
+  }
+  // The brokers come back with their indexes swapped: the queue's map is stale, and the first read
+  // or seek of each partition gets a 421 naming the new owner.
+  const std::string swapped = url_of(port1) + "," + url_of(port0);
+  RunningMqd b0(broker_env(port1, 0, 2, swapped));
+  RunningMqd b1(broker_env(port0, 1, 2, swapped));
+  for (std::uint32_t p = 0; p < 4; ++p) check_partition(p, 0);  // the new owners have empty logs
+}

@@ -4,6 +4,8 @@
 
 #include <map>
 #include <set>
+#include <thread>
+#include <type_traits>
 
 #include "queue_backends.h"
 
@@ -257,4 +259,281 @@ TEST_CASE("AnInProcessQueueOnABrokerOwningNoPartitionOfATopicRefusesKeylessProdu
   config.broker = {2, 3};  // broker 2 of 3 owns no partition of a 2-partition topic
   auto queue = Queue::in_process(open_broker(config));
   for (int i = 0; i < 3; ++i) CHECK_FALSE(queue->produce_json("events", "1").ok());
+}
+
+// --- Queue::read and Queue::seek -----------------------------------------------------------------
+
+namespace {
+
+ReadPage read_ok(Queue& queue, std::uint32_t partition, ReadFrom from, std::size_t limit,
+                 const std::string& topic = "events") {
+  auto page = queue.read(topic, partition, from, limit);
+  REQUIRE_MESSAGE(page.ok(), page.status().to_string());
+  return std::move(page).value();
+}
+
+ReadFrom at_offset(std::uint64_t offset) { return ReadFrom{offset, std::nullopt}; }
+ReadFrom at_time(std::int64_t timestamp_ms) { return ReadFrom{std::nullopt, timestamp_ms}; }
+
+std::uint64_t seek_ok(Queue& queue, std::uint32_t partition, const SeekTarget& target,
+                      const std::string& group = "g") {
+  auto position = queue.seek("events", partition, group, target);
+  REQUIRE_MESSAGE(position.ok(), position.status().to_string());
+  return *position;
+}
+
+SeekTarget to_offset(std::uint64_t offset) { return SeekTarget{offset, std::nullopt, std::nullopt}; }
+SeekTarget to_time(std::int64_t timestamp_ms) { return SeekTarget{std::nullopt, timestamp_ms, std::nullopt}; }
+SeekTarget to_position(SeekTarget::Position position) {
+  return SeekTarget{std::nullopt, std::nullopt, position};
+}
+
+std::vector<std::uint64_t> offsets_of(const std::vector<ReceivedMessage>& messages) {
+  std::vector<std::uint64_t> offsets;
+  for (const auto& m : messages) offsets.push_back(m.offset);
+  return offsets;
+}
+
+std::vector<std::uint64_t> range(std::uint64_t first, std::uint64_t end) {
+  std::vector<std::uint64_t> out;
+  for (auto o = first; o < end; ++o) out.push_back(o);
+  return out;
+}
+
+// Returns once the wall clock (which stamps messages on every backend) is past `timestamp_ms`, so
+// that what is produced next has a later timestamp.
+void wait_for_clock_past(std::int64_t timestamp_ms) {
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  while (now_ms() <= timestamp_ms) std::this_thread::sleep_for(1ms);
+}
+
+// The first offset whose timestamp is at least `t`, given the timestamps by offset (0, 1, ...).
+std::uint64_t first_at_or_after(const std::vector<std::int64_t>& stamps, std::int64_t t) {
+  std::uint64_t offset = 0;
+  while (offset < stamps.size() && stamps[offset] < t) ++offset;
+  return offset;
+}
+
+ConsumeOptions one_partition(std::string group, std::uint32_t partition,
+                             std::optional<std::chrono::milliseconds> visibility_timeout = std::nullopt) {
+  ConsumeOptions options = group_options(std::move(group), 100, visibility_timeout);
+  options.partitions = {partition};
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("ReadingAPartitionPagesThroughItInOffsetOrderAndDeliversNothing", B, MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  constexpr std::uint64_t kCount = 25;
+  std::vector<ProduceResult> produced;
+  for (std::uint64_t i = 0; i < kCount; ++i) {
+    const auto key = i % 3 == 0 ? std::optional<std::string>("k" + std::to_string(i)) : std::nullopt;
+    produced.push_back(produce_ok(*queue, "{\"n\":" + std::to_string(i) + "}", key, 1u));
+  }
+  produce_ok(*queue, "\"elsewhere\"", std::nullopt, 2u);  // another partition's message is not read
+
+  std::vector<ReceivedMessage> all;
+  ReadFrom from;  // the log start
+  std::size_t pages = 0;
+  for (; pages < 10; ++pages) {
+    auto page = read_ok(*queue, 1, from, 10);
+    CHECK(page.log_start_offset == 0);
+    CHECK(page.next_offset == kCount);
+    if (page.messages.empty()) break;
+    CHECK(page.messages.size() == std::min<std::size_t>(10, kCount - all.size()));
+    for (auto& m : page.messages) all.push_back(std::move(m));
+    from = at_offset(all.back().offset + 1);
+  }
+  CHECK(pages == 3);  // 10, 10 and 5 messages, then an empty page
+  REQUIRE(all.size() == kCount);
+  for (std::uint64_t i = 0; i < kCount; ++i) {
+    CAPTURE(i);
+    const ReceivedMessage& m = all[i];
+    CHECK(m.offset == i);
+    CHECK(m.id == produced[i].ids.at(0));
+    CHECK(m.payload == "{\"n\":" + std::to_string(i) + "}");
+    CHECK(m.key == (i % 3 == 0 ? std::optional<std::string>("k" + std::to_string(i)) : std::nullopt));
+    CHECK(m.topic == "events");
+    CHECK(m.partition == 1);
+    CHECK(m.group.empty());
+    CHECK(m.delivery == 0);
+    CHECK(m.timestamp_ms > 1'600'000'000'000);
+  }
+  CHECK(offsets_of(read_ok(*queue, 1, at_offset(7), 3).messages) == range(7, 10));
+  auto past = read_ok(*queue, 1, at_offset(1000), 10);
+  CHECK(past.messages.empty());
+  CHECK(past.next_offset == kCount);
+  CHECK(read_ok(*queue, 1, {}, kMaxReadLimit).messages.size() == kCount);
+
+  // Reading delivered nothing: a new group gets every message, each for the first time.
+  auto consumer = open_consumer(*queue, one_partition("g", 1));
+  auto got = receive_n(*consumer, kCount);
+  CHECK(offsets_of(got) == range(0, kCount));
+  for (const auto& m : got) CHECK(m.delivery == 1);
+  CHECK(ack_ok(*queue, got) == kCount);
+}
+
+TEST_CASE_TEMPLATE("ReadingFromATimeStartsAtTheFirstMessageStampedAtOrAfterIt", B, MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  // Three runs of four messages, each run produced after the clock passed the previous one's stamps.
+  for (int run = 0; run < 3; ++run) {
+    for (int i = 0; i < 4; ++i) produce_ok(*queue, std::to_string(run * 4 + i), std::nullopt, 3u);
+    wait_for_clock_past(read_ok(*queue, 3, {}, 100).messages.back().timestamp_ms);
+  }
+  std::vector<std::int64_t> stamps;
+  for (const auto& m : read_ok(*queue, 3, {}, 100).messages) stamps.push_back(m.timestamp_ms);
+  REQUIRE(stamps.size() == 12);
+  CHECK(stamps[4] > stamps[3]);
+  CHECK(stamps[8] > stamps[7]);
+  for (std::size_t i = 0; i < stamps.size(); ++i) {
+    CAPTURE(i);
+    const std::uint64_t first = first_at_or_after(stamps, stamps[i]);
+    CHECK(offsets_of(read_ok(*queue, 3, at_time(stamps[i]), 100).messages) == range(first, 12));
+  }
+  CHECK(offsets_of(read_ok(*queue, 3, at_time(stamps[4]), 2).messages) == range(4, 6));
+  CHECK(offsets_of(read_ok(*queue, 3, at_time(0), 100).messages) == range(0, 12));
+  auto later = read_ok(*queue, 3, at_time(stamps.back() + 1), 100);
+  CHECK(later.messages.empty());
+  CHECK(later.next_offset == 12);
+}
+
+TEST_CASE_TEMPLATE("ReadAndSeekRefuseBadArgumentsAndUnknownPartitions", B, MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  produce_ok(*queue, "1", std::nullopt, 0u);
+  auto read_code = [&](std::string_view topic, std::uint32_t partition, ReadFrom from, std::size_t limit) {
+    return queue->read(topic, partition, from, limit).status().code();
+  };
+  CHECK(read_code("events", 0, {}, 0) == ErrorCode::kInvalidArgument);
+  CHECK(read_code("events", 0, {}, kMaxReadLimit + 1) == ErrorCode::kInvalidArgument);
+  CHECK(read_code("events", 0, ReadFrom{0, 0}, 10) == ErrorCode::kInvalidArgument);  // both
+  CHECK(read_code("events", 0, at_time(-1), 10) == ErrorCode::kInvalidArgument);
+  CHECK(read_code("bad topic", 0, {}, 10) == ErrorCode::kInvalidArgument);
+  CHECK(read_code("events", kTestPartitions, {}, 10) == ErrorCode::kNotFound);
+  CHECK(read_code("events", 0, {}, 10) == ErrorCode::kOk);
+
+  auto seek_code = [&](std::string_view topic, std::uint32_t partition, std::string_view group,
+                       const SeekTarget& target) {
+    return queue->seek(topic, partition, group, target).status().code();
+  };
+  const auto earliest = to_position(SeekTarget::Position::kEarliest);
+  CHECK(seek_code("events", 0, "g", SeekTarget{}) == ErrorCode::kInvalidArgument);
+  CHECK(seek_code("events", 0, "g", SeekTarget{0, std::nullopt, SeekTarget::Position::kLatest}) ==
+        ErrorCode::kInvalidArgument);
+  CHECK(seek_code("events", 0, "g", to_time(-1)) == ErrorCode::kInvalidArgument);
+  CHECK(seek_code("events", 0, "bad group", earliest) == ErrorCode::kInvalidArgument);
+  CHECK(seek_code("events", 0, "", earliest) == ErrorCode::kInvalidArgument);
+  CHECK(seek_code("bad topic", 0, "g", earliest) == ErrorCode::kInvalidArgument);
+  CHECK(seek_code("events", kTestPartitions, "g", earliest) == ErrorCode::kNotFound);
+
+  if constexpr (std::is_same_v<B, RedisBackend>) {
+    // Redis keeps no list of topics: a topic nobody produced to is an empty partition, and a seek
+    // makes its stream and group, as consume() does.
+    auto page = read_ok(*queue, 0, {}, 10, "nobody");
+    CHECK(page.messages.empty());
+    CHECK(page.next_offset == 0);
+    auto position = queue->seek("nobody", 0, "g", earliest);
+    REQUIRE_MESSAGE(position.ok(), position.status().to_string());
+    CHECK(*position == 0);
+  } else {
+    CHECK(read_code("nobody", 0, {}, 10) == ErrorCode::kNotFound);
+    CHECK(seek_code("nobody", 0, "g", earliest) == ErrorCode::kNotFound);
+  }
+}
+
+TEST_CASE_TEMPLATE("SeekingAGroupReplaysOrSkipsAndItsOpenConsumerFollows", B, MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  for (int i = 0; i < 10; ++i) produce_ok(*queue, std::to_string(i), std::nullopt, 0u);
+  auto consumer = open_consumer(*queue, one_partition("g", 0));
+  CHECK(ack_ok(*queue, receive_n(*consumer, 10)) == 10);
+
+  // Earliest: everything again, in order, each a first delivery.
+  CHECK(seek_ok(*queue, 0, to_position(SeekTarget::Position::kEarliest)) == 0);
+  auto replayed = receive_n(*consumer, 10);
+  CHECK(offsets_of(replayed) == range(0, 10));
+  for (const auto& m : replayed) CHECK(m.delivery == 1);
+  CHECK(ack_ok(*queue, replayed) == 10);
+
+  // An offset: from there on.
+  CHECK(seek_ok(*queue, 0, to_offset(6)) == 6);
+  auto tail = receive_n(*consumer, 4);
+  CHECK(offsets_of(tail) == range(6, 10));
+  CHECK(ack_ok(*queue, tail) == 4);
+
+  // Latest: nothing of the backlog, only what is produced afterwards. (With no consumer open: an
+  // open one could take the backlog between the two seeks, and hand it out after the second.)
+  consumer.reset();
+  CHECK(seek_ok(*queue, 0, to_offset(2)) == 2);                                 // a backlog of 8 again ...
+  CHECK(seek_ok(*queue, 0, to_position(SeekTarget::Position::kLatest)) == 10);  // ... skipped
+  produce_ok(*queue, "10", std::nullopt, 0u);
+  consumer = open_consumer(*queue, one_partition("g", 0));
+  auto next = receive_n(*consumer, 1);
+  CHECK(offsets_of(next) == std::vector<std::uint64_t>{10});
+  CHECK(ack_ok(*queue, next) == 1);
+
+  // A time: from the first message stamped at or after it.
+  std::vector<std::int64_t> stamps;
+  for (const auto& m : read_ok(*queue, 0, {}, 100).messages) stamps.push_back(m.timestamp_ms);
+  const std::uint64_t from_time = first_at_or_after(stamps, stamps[5]);
+  CHECK(seek_ok(*queue, 0, to_time(stamps[5])) == from_time);
+  auto since = receive_n(*consumer, 11 - from_time);
+  CHECK(offsets_of(since) == range(from_time, 11));
+  ack_ok(*queue, since);
+
+  // Past the end is the next offset; nothing comes.
+  CHECK(seek_ok(*queue, 0, to_offset(1000)) == 11);
+  CHECK(seek_ok(*queue, 0, to_time(stamps.back() + 60'000)) == 11);
+  CHECK(receive_for(*consumer, 300ms).empty());
+
+  // Another group is not moved by any of it; a seek creates a group that does not exist yet.
+  CHECK(seek_ok(*queue, 0, to_offset(9), "late") == 9);
+  auto late = open_consumer(*queue, one_partition("late", 0));
+  CHECK(offsets_of(receive_n(*late, 2)) == range(9, 11));
+}
+
+TEST_CASE_TEMPLATE("AfterASeekEarlierDeliveriesAreNoLongerInFlight", B, InProcessBackend, HttpBackend) {
+  B backend;
+  auto queue = backend.queue();
+  for (int i = 0; i < 3; ++i) produce_ok(*queue, std::to_string(i), std::nullopt, 0u);
+  auto consumer = open_consumer(*queue, one_partition("g", 0, 60s));
+  auto before = receive_n(*consumer, 3);
+  REQUIRE(before.size() == 3);
+  // To the end, so that nothing is delivered again: the three are not in flight any more (they
+  // would be for a minute without the seek) ...
+  CHECK(seek_ok(*queue, 0, to_position(SeekTarget::Position::kLatest)) == 3);
+  CHECK(queue->nack(before[1]).code() == ErrorCode::kConflict);
+  CHECK(queue->touch(before[1]).code() == ErrorCode::kConflict);
+  // ... and count as acknowledged: an ack of one acknowledges nothing new, and none comes back.
+  CHECK(ack_ok(*queue, {before[2]}) == 0);
+  CHECK(receive_for(*consumer, 300ms).empty());
+}
+
+TEST_CASE("OnRedisASeekLeavesThePendingEntriesAlone") {
+  RedisBackend backend;
+  auto queue = backend.queue();
+  for (int i = 0; i < 3; ++i) produce_ok(*queue, std::to_string(i), std::nullopt, 0u);
+  auto consumer = open_consumer(*queue, one_partition("g", 0, 2s));
+  auto before = receive_n(*consumer, 3);
+  REQUIRE(before.size() == 3);
+  CHECK(seek_ok(*queue, 0, to_offset(1)) == 1);
+  // Still pending: touch works (XGROUP SETID does not change the pending-entries list).
+  CHECK(queue->touch(before[0]).ok());
+  // At or above the target: read again at once, as first deliveries.
+  auto replayed = receive_n(*consumer, 2, 1500ms);
+  CHECK(offsets_of(replayed) == range(1, 3));
+  for (const auto& m : replayed) CHECK(m.delivery == 1);
+  CHECK(ack_ok(*queue, replayed) == 2);
+  // Below the target and never acknowledged: back after the visibility timeout.
+  auto late = receive_n(*consumer, 1, 10s);
+  CHECK(offsets_of(late) == std::vector<std::uint64_t>{0});
+  CHECK(late.at(0).delivery == 2);
+  CHECK(ack_ok(*queue, late) == 1);
 }

@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -563,4 +565,155 @@ TEST_CASE("Redis: a produce whose reply is lost is an I/O error, since it may ha
   CHECK(raw.entries("t:0").size() == 2);
   REQUIRE(redis.stop().has_value());
   CHECK(queue->produce("t", message("3")).status().code() == ErrorCode::kUnavailable);  // never sent
+}
+
+// --- read and seek ---------------------------------------------------------------------------------
+
+namespace {
+
+mq::ReadFrom at_offset(std::uint64_t offset) { return mq::ReadFrom{offset, std::nullopt}; }
+
+mq::SeekTarget to_offset(std::uint64_t offset) { return mq::SeekTarget{offset, std::nullopt, std::nullopt}; }
+
+// The id just before entry id `id` ("<ms>-<seq>"), as XGROUP SETID should be given it.
+std::string id_before(const std::string& id) {
+  const auto dash = id.find('-');
+  const std::uint64_t ms = std::stoull(id.substr(0, dash));
+  const std::uint64_t seq = std::stoull(id.substr(dash + 1));
+  if (seq > 0) return std::to_string(ms) + "-" + std::to_string(seq - 1);
+  return std::to_string(ms - 1) + "-" + std::to_string(UINT64_MAX);
+}
+
+// The group's last-delivered id, from XINFO GROUPS.
+std::string last_delivered_id(RawRedis& raw, const std::string& key, const std::string& group) {
+  auto groups = raw.command({"XINFO", "GROUPS", key});
+  REQUIRE(groups->type == REDIS_REPLY_ARRAY);
+  for (std::size_t g = 0; g < groups->elements; ++g) {
+    const redisReply* fields = groups->element[g];
+    std::map<std::string, std::string> by_name;
+    for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
+      const redisReply* value = fields->element[f + 1];
+      by_name[fields->element[f]->str] = value->type == REDIS_REPLY_STRING ? value->str : "";
+    }
+    if (by_name["name"] == group) return by_name["last-delivered-id"];
+  }
+  FAIL("no group " << group << " on " << key);
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Redis: read and seek find every offset: batches in one millisecond, other clients' entries, deletions") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  RawRedis raw(redis.port());
+  std::vector<std::string> ids;  // by offset
+  auto produce = [&](std::size_t count) {
+    std::vector<Message> batch;
+    for (std::size_t i = 0; i < count; ++i) batch.push_back(message(std::to_string(ids.size() + i)));
+    auto produced = queue->produce("t", batch, 0);
+    REQUIRE_MESSAGE(produced.ok(), produced.status().to_string());
+    for (auto& id : produced->ids) ids.push_back(id);
+  };
+  produce(40);  // one script: most of it shares a millisecond, by sequence number
+  for (int i = 0; i < 5; ++i) {
+    raw.command({"XADD", "t:0", "*", "user", "ann"});  // another client's entries have no offset
+    produce(1);
+  }
+  produce(30);
+  raw.command({"XADD", "t:0", "*", "user", "bob"});
+  const std::set<std::uint64_t> deleted{0, 20, 41, 74};
+  for (auto offset : deleted) raw.command({"XDEL", "t:0", ids[offset]});
+  const std::uint64_t count = ids.size();
+  std::map<std::string, int> per_ms;
+  for (const auto& id : ids) per_ms[id.substr(0, id.find('-'))]++;
+  int most = 0;
+  for (const auto& [ms, n] : per_ms) most = std::max(most, n);
+  CHECK(most >= 10);  // the search within one millisecond was needed
+
+  // The offset each position stands for: itself, or the next one still stored.
+  auto stored_from = [&](std::uint64_t offset) {
+    while (offset < count && deleted.contains(offset)) ++offset;
+    return offset;
+  };
+  for (std::uint64_t k = 0; k <= count; ++k) {
+    CAPTURE(k);
+    auto page = queue->read("t", 0, at_offset(k), 2);
+    REQUIRE_MESSAGE(page.ok(), page.status().to_string());
+    CHECK(page->log_start_offset == 1);
+    CHECK(page->next_offset == count);
+    const std::uint64_t first = stored_from(k);
+    if (first == count) {
+      CHECK(page->messages.empty());
+    } else {
+      REQUIRE(!page->messages.empty());
+      CHECK(page->messages[0].offset == first);
+      CHECK(page->messages[0].id == ids[first]);
+      CHECK(page->messages[0].payload == std::to_string(first));
+    }
+    auto position = queue->seek("t", 0, "g", to_offset(k));
+    REQUIRE_MESSAGE(position.ok(), position.status().to_string());
+    CHECK(*position == std::max<std::uint64_t>(first, 1));
+    const std::string expected_id =
+        first == count ? raw.entries("t:0").back().first : id_before(ids[std::max<std::uint64_t>(first, 1)]);
+    CHECK(last_delivered_id(raw, "t:0", "g") == expected_id);
+  }
+  // The whole partition: the stored offsets in order, without the other clients' entries.
+  auto all = queue->read("t", 0, {}, mq::kMaxReadLimit);
+  REQUIRE(all.ok());
+  std::vector<std::uint64_t> offsets;
+  for (const auto& m : all->messages) offsets.push_back(m.offset);
+  std::vector<std::uint64_t> expected;
+  for (std::uint64_t o = 0; o < count; ++o) {
+    if (!deleted.contains(o)) expected.push_back(o);
+  }
+  CHECK(offsets == expected);
+
+  // earliest: 0 (other clients' entries included); latest: the last entry.
+  auto earliest = queue->seek(
+      "t", 0, "g", mq::SeekTarget{std::nullopt, std::nullopt, mq::SeekTarget::Position::kEarliest});
+  REQUIRE(earliest.ok());
+  CHECK(*earliest == 1);
+  CHECK(last_delivered_id(raw, "t:0", "g") == "0-0");
+  auto latest =
+      queue->seek("t", 0, "g", mq::SeekTarget{std::nullopt, std::nullopt, mq::SeekTarget::Position::kLatest});
+  REQUIRE(latest.ok());
+  CHECK(*latest == count);
+  CHECK(last_delivered_id(raw, "t:0", "g") == raw.entries("t:0").back().first);
+}
+
+TEST_CASE("Redis: a read whose offsets would not grow is refused, naming the backend") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  for (int i = 0; i < 5; ++i) REQUIRE(queue->produce("t", message("1"), 0).ok());
+  RawRedis raw(redis.port());
+  raw.command({"DEL", "t:0:next-offset"});  // the counter starts again at 0
+  for (int i = 0; i < 3; ++i) REQUIRE(queue->produce("t", message("2"), 0).ok());
+  for (const mq::ReadFrom& from : {mq::ReadFrom{}, mq::ReadFrom{std::nullopt, 0}}) {
+    auto page = queue->read("t", 0, from, 100);
+    CHECK(page.status().code() == ErrorCode::kCorruption);
+    CHECK(page.status().message().find("the redis backend cannot find offsets in stream t:0") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE(
+    "Redis: entry ids beyond 2^53 cannot be searched by offset, which says so; from the start and by time "
+    "they can") {
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  RawRedis raw(redis.port());
+  raw.command({"XADD", "t:0", "9007199254740993-0", "user", "ann"});  // the ids after it follow it
+  for (int i = 0; i < 3; ++i) REQUIRE(queue->produce("t", message(std::to_string(i)), 0).ok());
+  auto by_offset = queue->read("t", 0, at_offset(1), 10);
+  CHECK(by_offset.status().code() == ErrorCode::kInvalidArgument);
+  CHECK(by_offset.status().message().find("the redis backend cannot search stream t:0") != std::string::npos);
+  CHECK(queue->seek("t", 0, "g", to_offset(2)).status().code() == ErrorCode::kInvalidArgument);
+  auto from_start = queue->read("t", 0, {}, 10);
+  REQUIRE(from_start.ok());
+  CHECK(from_start->messages.size() == 3);
+  auto by_time = queue->read("t", 0, mq::ReadFrom{std::nullopt, 0}, 10);
+  REQUIRE(by_time.ok());
+  CHECK(by_time->messages.size() == 3);
 }

@@ -13,7 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "mq/consumer_group.h"
+#include "mq/broker.h"          // ReadFrom
+#include "mq/consumer_group.h"  // SeekTarget
 #include "mq/export.h"
 #include "mq/message.h"
 #include "mq/options.h"
@@ -21,12 +22,11 @@
 
 namespace mq {
 
-class Broker;  // mq/broker.h: the in-process backend serves one
-
 // ReceivedMessage::offset of a message that has none: a Redis stream entry written by another client.
 inline constexpr std::uint64_t kNoOffset = UINT64_MAX;
 
 // One delivery of a message to a consumer. Copyable. Hand it back to Queue::ack, nack or touch.
+// Queue::read returns messages in it too, with `group` empty and `delivery` 0 (not deliveries).
 struct ReceivedMessage {
   std::string topic;
   std::string group;  // the group it was delivered to
@@ -41,6 +41,19 @@ struct ReceivedMessage {
   std::int64_t timestamp_ms = 0;  // when it was produced (ms since the Unix epoch)
   std::optional<std::string> key;
   std::string payload;  // the JSON value as produced, minified
+};
+
+// Queue::read takes at most this many messages a call (mqd's GET /messages allows as many).
+inline constexpr std::size_t kMaxReadLimit = 1000;
+
+// One page of a partition read without a group (Queue::read). Copyable.
+struct ReadPage {
+  std::uint64_t log_start_offset = 0;  // the first offset still stored (retention deletes below it)
+  std::uint64_t next_offset = 0;       // the offset the next message produced to the partition gets
+  // In offset order. Each has `group` empty and `delivery` 0: it was read, not delivered, so there
+  // is nothing to ack, nack or touch. The next page starts at messages.back().offset + 1; an empty
+  // page means nothing is stored from the requested position on.
+  std::vector<ReceivedMessage> messages;
 };
 
 // A consumer of a topic: SubscribeOptions (visibility_timeout, max_inflight per partition, from)
@@ -154,9 +167,9 @@ struct QueueFromEnv {
   std::unique_ptr<Queue> queue;
 };
 
-// Thread-safe: produce, ack, nack and touch may be called from any number of threads. Creating a
-// queue does not contact a server; the first call that needs one does, and an unreachable one
-// fails that call with kUnavailable (the next call tries again).
+// Thread-safe: produce, ack, nack, touch, read and seek may be called from any number of threads.
+// Creating a queue does not contact a server; the first call that needs one does, and an
+// unreachable one fails that call with kUnavailable (the next call tries again).
 //
 // Which failures are safe to retry (HTTP and Redis backends):
 //   kUnavailable   nothing was done: the server could not be reached, nothing of the request was
@@ -168,7 +181,7 @@ struct QueueFromEnv {
 //   kIOError       the request went out and its outcome is unknown (the connection broke or timed
 //                  out waiting for the answer, or mqd's fdatasync failed after the write): it may
 //                  have been carried out. Retrying a produce may store it twice (at-least-once);
-//                  ack, nack and touch may be retried.
+//                  ack, nack, touch, read and seek may be retried.
 //   kNotOwned      (HTTP) brokers that send requests for a partition back and forth or to
 //                  themselves (BROKER_ADDRS not in BROKER_INDEX order): a configuration error,
 //                  the message names the URLs. (A single 421 is followed inside the call.)
@@ -221,6 +234,48 @@ class MQ_EXPORT Queue {
   virtual Status nack(const ReceivedMessage& message, std::chrono::milliseconds delay = {}) = 0;
   // Restarts the message's visibility timeout (long-running work). kConflict when not in flight.
   virtual Status touch(const ReceivedMessage& message) = 0;
+
+  // Reads up to `limit` messages of one partition, in offset order, without a group: it changes
+  // nothing (no delivery, no acknowledgement), for browsing and replaying. `from` is where to start:
+  // an offset (nullopt: the log start; below the log start reads from it), or the first message
+  // whose timestamp is at least from.timestamp_ms; not both. kInvalidArgument for a limit outside
+  // [1, kMaxReadLimit], both or a negative timestamp, or an invalid topic name; kNotFound for an
+  // unknown topic or partition (Redis, which keeps no list of topics, reads a topic nobody produced
+  // to as an empty partition). Retrying is safe.
+  // On Redis (see README "Redis Streams backend"): an offset is found by bisecting the stream's
+  // entry ids, which relies on the `offset` fields growing with them, as this backend's producers
+  // write them. Entries other Redis clients wrote (no `offset` field) are skipped: a page could not
+  // say where to continue after them. A page whose offsets would not grow (the counter key
+  // "T:p:next-offset" was deleted, or another client wrote `offset` fields) fails with kCorruption,
+  // and a search by offset among entry ids beyond 2^53 (Lua counts in doubles) with
+  // kInvalidArgument, both saying "the redis backend cannot ...".
+  virtual Result<ReadPage> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
+                                std::size_t limit) = 0;
+
+  // Moves group `group`'s position in one partition (creating the group there if needed) and
+  // returns the new position: the offset of the first message the group will be given next,
+  // clamped to [log start, next offset]. `target` holds exactly one of an offset, a time (the first
+  // message whose timestamp is at least it, else the next offset) or a position (earliest: the log
+  // start; latest: the next offset). Messages from the new position on are delivered again, in
+  // offset order, from delivery 1, even if they were acknowledged; open consumers of the group
+  // follow without reconnecting. kInvalidArgument for no or several targets, a negative timestamp,
+  // or an invalid topic or group name; kNotFound for an unknown topic or partition (not on Redis,
+  // which creates the stream). Retrying is safe.
+  // What happens to messages in flight differs:
+  //   in-process, HTTP: every message below the new position counts as acknowledged, and nothing of
+  //     the group on that partition is in flight any more: nack and touch of a delivery from before
+  //     the seek get kConflict (unless the message was delivered again since: ids name messages,
+  //     not deliveries), and ack acknowledges its message as usual. Durable when it returns.
+  //   Redis: XGROUP SETID moves the group's last-delivered id and leaves its pending-entries list
+  //     alone: a delivery from before the seek can still be acked, nacked and touched, and one that
+  //     is not acknowledged comes back after its visibility timeout even if it is below the new
+  //     position (one at or above it comes back at once, as a new delivery with count 1).
+  //   Every backend: messages a Consumer had taken from the server before the seek but not yet
+  //   handed to the application may still come out of receive() once. On Redis the target entry is
+  //   found as for read() (the id-range refusal included; a stream whose offsets do not grow is not
+  //   noticed here).
+  virtual Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
+                                     const SeekTarget& target) = 0;
 
   // "in-process", "http" or "redis".
   virtual std::string_view backend_name() const = 0;

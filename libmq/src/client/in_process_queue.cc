@@ -141,6 +141,32 @@ class InProcessQueue final : public Queue {
     return broker_->touch(message.topic, message.partition, message.group, message.id);
   }
 
+  Result<ReadPage> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
+                        std::size_t limit) override {
+    if (auto s = check_read_arguments(from, limit); !s.ok()) return s;
+    auto read = broker_->read(topic, partition, from, limit);
+    if (!read.ok()) return read.status();
+    ReadPage page{read->log_start_offset, read->next_offset, {}};
+    page.messages.reserve(read->messages.size());
+    DeliveryParser parser;
+    for (auto& record : read->messages) {
+      ReceivedMessage& m = page.messages.emplace_back();
+      m.topic = std::string(topic);
+      m.partition = partition;
+      m.offset = record.offset;
+      m.id = std::move(record.id);
+      m.delivery = 0;  // read, not delivered
+      if (auto s = parser.parse(record.line, m); !s.ok()) return s;
+    }
+    return page;
+  }
+
+  Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
+                             const SeekTarget& target) override {
+    if (auto s = check_seek_target(target); !s.ok()) return s;
+    return broker_->seek(topic, partition, group, target);
+  }
+
   std::string_view backend_name() const override { return "in-process"; }
 
  private:

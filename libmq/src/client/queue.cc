@@ -41,4 +41,35 @@ Result<ProduceResult> Queue::produce_json(std::string_view topic, std::string_vi
   return produce(topic, message);
 }
 
+namespace detail {
+
+namespace {
+Status check_timestamp(const std::optional<std::int64_t>& timestamp_ms) {
+  if (timestamp_ms && *timestamp_ms < 0) {
+    return Status::invalid_argument("the timestamp must be milliseconds since the epoch, not negative (" +
+                                    std::to_string(*timestamp_ms) + ")");
+  }
+  return {};
+}
+}  // namespace
+
+Status check_read_arguments(const ReadFrom& from, std::size_t limit) {
+  if (limit == 0 || limit > kMaxReadLimit) {
+    return Status::invalid_argument("the read limit must be from 1 to " + std::to_string(kMaxReadLimit) +
+                                    ", not " + std::to_string(limit));
+  }
+  if (from.offset && from.timestamp_ms)
+    return Status::invalid_argument("give an offset or a timestamp, not both");
+  return check_timestamp(from.timestamp_ms);
+}
+
+Status check_seek_target(const SeekTarget& target) {
+  const int given = int(target.offset.has_value()) + int(target.timestamp_ms.has_value()) +
+                    int(target.position.has_value());
+  if (given != 1) return Status::invalid_argument("give exactly one of offset, timestamp and position");
+  return check_timestamp(target.timestamp_ms);
+}
+
+}  // namespace detail
+
 }  // namespace mq

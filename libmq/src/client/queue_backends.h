@@ -27,6 +27,12 @@ Result<std::unique_ptr<Queue>> make_redis_queue(RedisQueueOptions options);
 // "<host name>-<process id>": the default consumer and producer name.
 std::string default_client_name();
 
+// The checks every backend makes on the arguments of Queue::read and Queue::seek before anything
+// is sent, so that a call is refused the same way on each (mqd and the Broker would refuse most of
+// them too, but the Broker takes any limit and Redis would take anything). kInvalidArgument.
+Status check_read_arguments(const ReadFrom& from, std::size_t limit);
+Status check_seek_target(const SeekTarget& target);
+
 // The clients' runs of keyless produces (see PartitionTurns): long enough that concurrent producers
 // share a partition's group commit, short enough that every partition soon gets its turn.
 inline constexpr std::uint64_t kStickyRun = 16;

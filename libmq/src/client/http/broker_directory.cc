@@ -18,7 +18,8 @@ Status status_of_reply(const HttpReply& reply, std::string_view broker_url) {
   bool outcome_unknown = false;
   const auto body = nlohmann::json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_object()) {
-    if (auto it = body.find(field::kError); it != body.end() && it->is_string()) reason = it->get<std::string>();
+    if (auto it = body.find(field::kError); it != body.end() && it->is_string())
+      reason = it->get<std::string>();
     if (auto it = body.find(field::kOwner); it != body.end() && it->is_number_unsigned())
       owner = it->get<std::uint32_t>();
     if (auto it = body.find(field::kOutcome); it != body.end() && it->is_string())
@@ -128,10 +129,11 @@ std::string describe(httplib::Error error) {
 
 }  // namespace
 
-Result<HttpReply> BrokerDirectory::post(const std::string& url, const std::string& path,
+Result<HttpReply> BrokerDirectory::send(http::Method method, const std::string& url, const std::string& path,
                                         const std::string& body) {
   auto client = acquire(url);
-  auto result = client->Post(path.c_str(), body, "application/json");
+  auto result = method == http::Method::kGet ? client->Get(path.c_str())
+                                             : client->Post(path.c_str(), body, "application/json");
   if (!result) {
     const std::string error = describe(result.error());
     if (never_sent(result.error()))
@@ -175,7 +177,8 @@ Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::stri
       answer.brokers.push_back(parsed.ok() ? base_url(*parsed) : "");
     }
     for (const auto& topic : body.at(field::kTopics)) {
-      answer.partitions[topic.at(field::kName).get<std::string>()] = topic.at(field::kPartitions).get<std::uint32_t>();
+      answer.partitions[topic.at(field::kName).get<std::string>()] =
+          topic.at(field::kPartitions).get<std::uint32_t>();
     }
     // Older brokers do not say; then the client assumes mqd's default.
     if (auto it = body.find(field::kVisibilityTimeoutMs); it != body.end() && it->is_number_unsigned()) {

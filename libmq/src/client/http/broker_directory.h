@@ -71,10 +71,14 @@ class BrokerDirectory {
   // compose service names seen from the host.)
   bool try_other_address(std::uint32_t owner, const std::string& failed_url);
 
-  // Sends a request to `url` over a pooled keep-alive connection. kUnavailable when it cannot
-  // connect (nothing was sent); kIOError when the connection broke after the request went out (it may
-  // or may not have been applied).
-  Result<HttpReply> post(const std::string& url, const std::string& path, const std::string& body);
+  // Sends a request to `url` over a pooled keep-alive connection: `method` `path` with `body` (a
+  // GET sends none). kUnavailable when it cannot connect (nothing was sent); kIOError when the
+  // connection broke after the request went out (it may or may not have been applied).
+  Result<HttpReply> send(http::Method method, const std::string& url, const std::string& path,
+                         const std::string& body);
+  Result<HttpReply> post(const std::string& url, const std::string& path, const std::string& body) {
+    return send(http::Method::kPost, url, path, body);
+  }
 
   // A new client for a long-lived event stream (not pooled).
   std::unique_ptr<httplib::Client> stream_client(const std::string& url) const;

@@ -9,6 +9,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
+
+#include <simdjson.h>
 #include <tuple>
 
 #include "client/delivery_buffer.h"
@@ -81,6 +83,51 @@ bool points_back(const std::optional<std::string>& owner_url, const std::string&
   if (!owner_url) return false;
   auto parsed = parse_http_base_url(*owner_url);
   return parsed.ok() && base_url(*parsed) == url;
+}
+
+// The page a GET /messages answer holds: {"topic", "partition", "log_start_offset", "next_offset",
+// "messages": [{"id", <the stored record's fields>}, ...]}. Each message is read by the parser of
+// events, which keeps its payload's text as mqd sent it (nlohmann would rewrite big numbers).
+Result<ReadPage> parse_read_page(const std::string& body, std::string_view topic, std::uint32_t partition) {
+  auto fail = [&](std::string_view why) {
+    return Status::io_error("unexpected " + std::string(http::path::kMessages) + " answer (" +
+                            std::string(why) + "): " + body.substr(0, 200));
+  };
+  simdjson::ondemand::parser parser;
+  const simdjson::padded_string padded(body);
+  simdjson::ondemand::document document;
+  simdjson::ondemand::object object;
+  if (parser.iterate(padded).get(document) || document.get_object().get(object)) return fail("not an object");
+  ReadPage page;
+  bool has_start = false;
+  bool has_next = false;
+  bool has_messages = false;
+  DeliveryParser records;
+  for (auto member : object) {
+    std::string_view name;
+    if (member.unescaped_key().get(name)) return fail("a bad field name");
+    if (name == field::kLogStartOffset) {
+      has_start = !member.value().get_uint64().get(page.log_start_offset);
+    } else if (name == field::kNextOffset) {
+      has_next = !member.value().get_uint64().get(page.next_offset);
+    } else if (name == field::kMessages) {
+      simdjson::ondemand::array messages;
+      if (member.value().get_array().get(messages)) return fail("messages is not an array");
+      for (auto element : messages) {
+        std::string_view text;
+        if (simdjson::to_json_string(element).get(text)) return fail("a message is not JSON");
+        ReceivedMessage& m = page.messages.emplace_back();
+        m.topic = std::string(topic);
+        m.partition = partition;
+        if (auto s = records.parse(text, m); !s.ok()) return fail(s.message());
+        m.delivery = 0;  // read, not delivered
+      }
+      has_messages = true;
+    }
+  }
+  if (!has_start || !has_next || !has_messages)
+    return fail("log_start_offset, next_offset or messages missing");
+  return page;
 }
 
 class HttpConsumer final : public Consumer {
@@ -363,6 +410,47 @@ class HttpQueue final : public Queue {
     return send_to_owner(message.topic, message.partition, http::path::kTouch, message.group, body).status();
   }
 
+  Result<ReadPage> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
+                        std::size_t limit) override {
+    if (auto s = check_read_arguments(from, limit); !s.ok()) return s;
+    auto path = owner_target(http::path::kMessages, topic, partition, "");
+    if (!path.ok()) return path.status();
+    if (from.offset) append_query_param(*path, param::kOffset, std::to_string(*from.offset));
+    if (from.timestamp_ms) append_query_param(*path, param::kTimestamp, std::to_string(*from.timestamp_ms));
+    append_query_param(*path, param::kLimit, std::to_string(limit));
+    auto reply = request_owner(http::Method::kGet, topic, partition, *path, "");
+    if (!reply.ok()) return reply.status();
+    return parse_read_page(reply->body, topic, partition);
+  }
+
+  Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
+                             const SeekTarget& target) override {
+    if (auto s = check_seek_target(target); !s.ok()) return s;
+    if (auto s = check_name("group", group); !s.ok()) return s;
+    // Exactly one of {"offset": N}, {"timestamp": ms}, {"position": "earliest" | "latest"}.
+    std::string body = "{";
+    if (target.offset) {
+      append_json_key(body, field::kOffset);
+      body += std::to_string(*target.offset);
+    } else if (target.timestamp_ms) {
+      append_json_key(body, field::kTimestamp);
+      body += std::to_string(*target.timestamp_ms);
+    } else {
+      append_json_key(body, field::kPosition);
+      append_json_string(body, *target.position == SeekTarget::Position::kEarliest ? param::kFromEarliest
+                                                                                   : param::kFromLatest);
+    }
+    body += "}";
+    auto reply = send_to_owner(topic, partition, http::path::kSeek, group, body);
+    if (!reply.ok()) return reply.status();
+    const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
+    if (!answer.is_object() || !answer.contains(field::kCommittedOffset) ||
+        !answer[field::kCommittedOffset].is_number_unsigned()) {
+      return Status::io_error("unexpected " + std::string(http::path::kSeek) + " answer: " + reply->body);
+    }
+    return answer[field::kCommittedOffset].get<std::uint64_t>();
+  }
+
   std::string_view backend_name() const override { return "http"; }
 
  private:
@@ -427,22 +515,38 @@ class HttpQueue final : public Queue {
     return result;
   }
 
-  // POSTs to the owner of the partition, following 421s. `group` is added to the query when not empty.
-  Result<HttpReply> send_to_owner(std::string_view topic, std::uint32_t partition,
-                                  std::string_view route_path, std::string_view group,
-                                  const std::string& body) {
+  // "<route_path>?topic=<topic>&partition=<partition>[&group=<group>]" (`group` when not empty),
+  // or kInvalidArgument for a name that is not valid.
+  static Result<std::string> owner_target(std::string_view route_path, std::string_view topic,
+                                          std::uint32_t partition, std::string_view group) {
     if (auto s = check_name("topic", topic); !s.ok()) return s;
     std::string path = partition_target(route_path, topic, partition);
     if (!group.empty()) {
       if (auto s = check_name("group", group); !s.ok()) return s;
       append_query_param(path, param::kGroup, group);
     }
+    return path;
+  }
+
+  // POSTs to the owner of the partition, following 421s. `group` is added to the query when not empty.
+  Result<HttpReply> send_to_owner(std::string_view topic, std::uint32_t partition,
+                                  std::string_view route_path, std::string_view group,
+                                  const std::string& body) {
+    auto path = owner_target(route_path, topic, partition, group);
+    if (!path.ok()) return path.status();
+    return request_owner(http::Method::kPost, topic, partition, *path, body);
+  }
+
+  // Sends `method` `path` (a target of the partition, see owner_target) with `body` to the owner of
+  // the partition, following 421s and asking the brokers again once after a 404.
+  Result<HttpReply> request_owner(http::Method method, std::string_view topic, std::uint32_t partition,
+                                  const std::string& path, const std::string& body) {
     std::vector<std::string> misroutes;  // the 421s followed, for the error
     bool asked_again = false;            // after a 404
     for (;;) {
       auto route = directory_->route(topic, partition);
       if (!route.ok()) return route.status();
-      auto reply = directory_->post(route->url, path, body);
+      auto reply = directory_->send(method, route->url, path, body);
       if (!reply.ok() && reply.status().code() == ErrorCode::kUnavailable) {
         if (directory_->try_other_address(route->owner, route->url)) continue;
         return Status::unavailable("partition " + std::to_string(partition) + " of topic \"" +

@@ -74,6 +74,18 @@
 //          the idle time without counting a delivery.
 //   Both return kConflict when the XCLAIM claims nothing (another consumer took the entry between
 //   the two commands).
+//   read:  one Lua script (kReadScript): GET the counter (the next offset), find the start entry —
+//          by offset, bisecting the entry ids (kSearchFunctions); by time, the first entry at or
+//          after the id "<ms>-0", exact since produce lets Redis make the ids from its clock (`*`)
+//          and Redis never lets them go back — then XRANGE from it until `limit` entries with an
+//          offset. Entries without one (other clients') are skipped. Atomic, so the page, the log
+//          start and the next offset agree.
+//   seek:  one Lua script (kSeekScript): the same search, then XGROUP SETID to the id just before
+//          the target entry (earliest: 0, latest or past the end: $), or XGROUP CREATE when the
+//          group does not exist. The pending-entries list is left as it is (see queue.h).
+//   Both refuse, naming the backend, to search by offset among entry ids too large for Lua's
+//   doubles (kInvalidArgument); read refuses a page whose offsets do not grow (kCorruption: the
+//   counter key was deleted, or another client wrote `offset` fields), which the search assumes.
 //
 // Connections. The Queue keeps a mutex-protected stack of idle connections (at most 16), creates
 // one when the stack is empty, drops one after an I/O error, and checks a pooled one with a
@@ -89,6 +101,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <cstdint>
@@ -104,11 +117,11 @@
 #include <utility>
 #include <vector>
 
-#include "mq/options.h"
-#include "common/decimal.h"
-#include "mq/topic.h"
 #include "client/queue_backends.h"
 #include "client/redis/redis_connection.h"
+#include "common/decimal.h"
+#include "mq/options.h"
+#include "mq/topic.h"
 
 namespace mq::detail {
 namespace {
@@ -154,6 +167,189 @@ for m = 0, n - 1 do
 end
 return {string.format('%d', first), ids}
 )lua";
+
+// The error codes the read and seek scripts answer with when they cannot serve a call faithfully;
+// read_error() turns them into a Status.
+constexpr std::string_view kOffsetOrderError = "MQOFFSETORDER";  // -> kCorruption
+constexpr std::string_view kIdRangeError = "MQIDRANGE";          // -> kInvalidArgument
+
+// What the read and seek scripts share: finding entries by offset or by time. Offsets are decimal
+// strings throughout (Lua's numbers are doubles: exact only to 2^53). The produce script makes the
+// `offset` fields grow with the entry ids, so "the first entry whose offset is at least n" is found
+// by bisecting the entry ids: first over their milliseconds, then over the sequence numbers within
+// one millisecond (a batch shares one). Entries without an `offset` (other clients') are stepped
+// over. Each probe is an XRANGE of a few entries: some 60 probes for a stream of any length.
+constexpr const char* kSearchFunctions = R"lua(
+local function number_of(text)
+  if type(text) ~= 'string' or not string.match(text, '^%d+$') then return nil end
+  local n = string.gsub(text, '^0+(%d)', '%1')
+  if #n > 20 or (#n == 20 and n > '18446744073709551615') then return nil end
+  return n
+end
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function offset_of(entry)
+  local fields = entry[2]
+  local offset = nil
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'offset' then offset = number_of(fields[i + 1]) end
+  end
+  return offset
+end
+local function exact(digits)
+  return not less('9007199254740990', digits)
+end
+local function split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function decrement(digits)
+  local i = #digits
+  while string.sub(digits, i, i) == '0' do i = i - 1 end
+  local r = string.sub(digits, 1, i - 1) .. string.char(string.byte(digits, i) - 1) .. string.rep('9', #digits - i)
+  return (string.gsub(r, '^0+(%d)', '%1'))
+end
+local function id_before(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if seq ~= '0' then return ms .. '-' .. decrement(seq) end
+  if ms == '0' then return '0-0' end
+  return decrement(ms) .. '-18446744073709551615'
+end
+local function at_or_after(key, from)
+  while true do
+    local entries = redis.call('XRANGE', key, from, '+', 'COUNT', 16)
+    if #entries == 0 then return nil end
+    for _, entry in ipairs(entries) do
+      local offset = offset_of(entry)
+      if offset then return entry, offset end
+    end
+    from = '(' .. entries[#entries][1]
+  end
+end
+local function find_offset(key, n, first)
+  local too_big = redis.error_reply('MQIDRANGE the redis backend cannot search stream ' .. key ..
+    ' by offset: its entry ids go beyond 2^53 (milliseconds or sequence numbers)')
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  if not exact(string.match(last[1], '^%d+')) then return nil, nil, too_big end
+  local lo_ms = split(first[1])
+  local hi_ms = split(last[1]) + 1
+  while hi_ms - lo_ms > 1 do
+    local mid = math.floor((lo_ms + hi_ms) / 2)
+    local entry, offset = at_or_after(key, string.format('%d-0', mid))
+    if entry and less(offset, n) then lo_ms = mid else hi_ms = mid end
+  end
+  local newest = redis.call('XREVRANGE', key, string.format('%d-18446744073709551615', lo_ms),
+    string.format('%d-0', lo_ms), 'COUNT', 1)[1]
+  if not exact(string.match(newest[1], '%d+$')) then return nil, nil, too_big end
+  local _, newest_seq = split(newest[1])
+  local lo_seq, hi_seq = 0, newest_seq + 1
+  while hi_seq - lo_seq > 1 do
+    local mid = math.floor((lo_seq + hi_seq) / 2)
+    local entry, offset = at_or_after(key, string.format('%d-%d', lo_ms, mid))
+    if entry and less(offset, n) then lo_seq = mid else hi_seq = mid end
+  end
+  return at_or_after(key, string.format('%d-%d', lo_ms, hi_seq))
+end
+local function check_type(key)
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'stream' and t ~= 'none' then return t, redis.error_reply('WRONGTYPE ' .. key .. ' is not a stream') end
+  return t, nil
+end
+local function start_entry(key, mode, value, first, log_start)
+  if mode == 'time' then return at_or_after(key, value .. '-0') end
+  if first and less(log_start, value) then return find_offset(key, value, first) end
+  return first, log_start
+end
+)lua";
+
+// KEYS[1] stream, KEYS[2] counter; ARGV[1] "offset" or "time", ARGV[2] the offset or the time in
+// ms, ARGV[3] the limit. Returns {log start, next offset, {entries with an offset, in order}}: the
+// log start is the first entry's offset (the counter when none is left).
+constexpr const char* kReadScript = R"lua(
+local function out_of_order(key, id, offset, before)
+  return redis.error_reply('MQOFFSETORDER the redis backend cannot find offsets in stream ' .. key ..
+    ': its entry ' .. id .. ' has offset ' .. offset .. ' after offset ' .. before ..
+    ' (offsets must grow with the entry ids: was ' .. key .. ':next-offset deleted, or did another client write offset fields?)')
+end
+local t, wrong = check_type(KEYS[1])
+if wrong then return wrong end
+local next_offset = number_of(redis.call('GET', KEYS[2])) or '0'
+local first, log_start = at_or_after(KEYS[1], '-')
+local entry, _, err = start_entry(KEYS[1], ARGV[1], ARGV[2], first, log_start)
+if err then return err end
+local page = {}
+local limit = tonumber(ARGV[3])
+local from = entry and entry[1]
+local before = nil
+while from and #page < limit do
+  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', limit - #page)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    local o = offset_of(e)
+    if o then
+      if before and not less(before, o) then return out_of_order(KEYS[1], e[1], o, before) end
+      before = o
+      page[#page + 1] = e
+    end
+  end
+  from = '(' .. batch[#batch][1]
+end
+return {log_start or next_offset, next_offset, page}
+)lua";
+
+// KEYS[1] stream, KEYS[2] counter; ARGV[1] the group, ARGV[2] "earliest", "latest", "offset" or
+// "time", ARGV[3] the offset or the time in ms. XGROUP SETID to the id just before the target
+// entry (earliest: 0, latest or no such entry: $), creating the group (XGROUP CREATE, MKSTREAM
+// when there is no stream) if it does not exist. Returns the offset the group reads next.
+constexpr const char* kSeekScript = R"lua(
+local t, wrong = check_type(KEYS[1])
+if wrong then return wrong end
+local next_offset = number_of(redis.call('GET', KEYS[2])) or '0'
+local first, log_start = at_or_after(KEYS[1], '-')
+local id, position = '$', next_offset
+if ARGV[2] == 'earliest' then
+  id, position = '0', log_start or next_offset
+elseif ARGV[2] ~= 'latest' then
+  local entry, offset, err = start_entry(KEYS[1], ARGV[2], ARGV[3], first, log_start)
+  if err then return err end
+  if entry then id, position = id_before(entry[1]), offset end
+end
+if t == 'none' then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], id, 'MKSTREAM')
+else
+  local set = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], id)
+  if type(set) == 'table' and set.err then
+    if not string.find(set.err, 'NOGROUP', 1, true) then return set end
+    redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], id)
+  end
+end
+return position
+)lua";
+
+// The scripts this backend runs with EVALSHA (see RedisQueue::run_script).
+enum class Script { kProduce, kRead, kSeek };
+constexpr std::size_t kScripts = 3;
+
+const std::string& script_source(Script script) {
+  static const std::array<std::string, kScripts> sources{
+      kProduceScript,
+      std::string(kSearchFunctions) + kReadScript,
+      std::string(kSearchFunctions) + kSeekScript,
+  };
+  return sources[static_cast<std::size_t>(script)];
+}
+
+// A refusal of the read or seek script ("MQOFFSETORDER <why>") as its Status; other errors as they are.
+Status read_error(const Status& status) {
+  const std::string_view code = redis_error_code(status);
+  if (code != kOffsetOrderError && code != kIdRangeError) return status;
+  const std::string& message = status.message();
+  std::string why = message.substr(std::min(message.size(), message.find(code) + code.size() + 1));
+  return code == kOffsetOrderError ? Status::corruption(std::move(why))
+                                   : Status::invalid_argument(std::move(why));
+}
 
 std::string stream_key(std::string_view topic, std::uint32_t partition) {
   return std::string(topic) + ":" + std::to_string(partition);
@@ -575,7 +771,7 @@ class RedisQueue final : public Queue {
     }
     auto conn = lease();
     if (!conn.ok()) return conn.status();
-    auto reply = run_script(*conn->connection, args);
+    auto reply = run_script(*conn->connection, Script::kProduce, args);
     if (!reply.ok()) return reply.status();
     const redisReply* r = reply->get();
     if (!is_array(r) || r->elements != 2 || !is_array(r->element[1]) ||
@@ -675,6 +871,72 @@ class RedisQueue final : public Queue {
     return reclaim(message, {"JUSTID"}, "touch");
   }
 
+  Result<ReadPage> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
+                        std::size_t limit) override {
+    if (!is_valid_name(topic)) return invalid_name("topic", topic);
+    if (Status s = check_read_arguments(from, limit); !s.ok()) return s;
+    if (partition >= options_.partitions) return partition_not_found(topic, partition);
+    const bool by_time = from.timestamp_ms.has_value();
+    std::vector<std::string> args{
+        "EVALSHA",
+        "",
+        "2",
+        stream_key(topic, partition),
+        counter_key(topic, partition),
+        by_time ? "time" : "offset",
+        by_time ? std::to_string(*from.timestamp_ms) : std::to_string(from.offset.value_or(0)),
+        std::to_string(limit)};
+    auto conn = lease();
+    if (!conn.ok()) return conn.status();
+    auto reply = run_script(*conn->connection, Script::kRead, args);
+    if (!reply.ok()) return read_error(reply.status());
+    const redisReply* r = reply->get();
+    if (!is_array(r) || r->elements != 3 || !is_array(r->element[2])) {
+      return Status::io_error("unexpected reply from Redis to the read script");
+    }
+    auto log_start = parse_u64(text_of(r->element[0]));
+    auto next = parse_u64(text_of(r->element[1]));
+    if (!log_start || !next) return Status::io_error("unexpected offsets from the read script");
+    ReadPage page{*log_start, *next, {}};
+    const std::string topic_name(topic);
+    const redisReply* entries = r->element[2];
+    for (std::size_t i = 0; i < entries->elements; ++i) {
+      auto m = parse_entry(entries->element[i], topic_name, "", partition);
+      if (!m) return Status::io_error("unexpected entry from the read script");
+      m->delivery = 0;  // read, not delivered
+      page.messages.push_back(std::move(*m));
+    }
+    return page;
+  }
+
+  Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
+                             const SeekTarget& target) override {
+    if (!is_valid_name(topic)) return invalid_name("topic", topic);
+    if (!is_valid_name(group)) return invalid_name("group", group);
+    if (Status s = check_seek_target(target); !s.ok()) return s;
+    if (partition >= options_.partitions) return partition_not_found(topic, partition);
+    std::string mode = "offset";
+    std::string value = "0";
+    if (target.offset) {
+      value = std::to_string(*target.offset);
+    } else if (target.timestamp_ms) {
+      mode = "time";
+      value = std::to_string(*target.timestamp_ms);
+    } else {
+      mode = *target.position == SeekTarget::Position::kEarliest ? "earliest" : "latest";
+    }
+    std::vector<std::string> args{
+        "EVALSHA",          "",   "2",  stream_key(topic, partition), counter_key(topic, partition),
+        std::string(group), mode, value};
+    auto conn = lease();
+    if (!conn.ok()) return conn.status();
+    auto reply = run_script(*conn->connection, Script::kSeek, args);
+    if (!reply.ok()) return read_error(reply.status());
+    auto position = parse_u64(text_of(reply->get()));
+    if (!position) return Status::io_error("unexpected reply from Redis to the seek script");
+    return *position;
+  }
+
   std::string_view backend_name() const override { return "redis"; }
 
  private:
@@ -711,23 +973,24 @@ class RedisQueue final : public Queue {
     if (pool_.size() < kPoolMax) pool_.push_back(std::move(c));
   }
 
-  // EVALSHA `args` (args[1] is filled with the script's SHA1), loading the script when needed.
-  Result<ReplyPtr> run_script(RedisConnection& conn, std::vector<std::string>& args) {
+  // EVALSHA `args` (args[1] is filled with the SHA1 of `script`), loading the script when needed.
+  Result<ReplyPtr> run_script(RedisConnection& conn, Script script, std::vector<std::string>& args) {
+    const auto index = static_cast<std::size_t>(script);
     std::string sha;
     {
       std::lock_guard lock(mutex_);
-      sha = script_sha_;
+      sha = script_shas_[index];
     }
     for (int attempt = 0;; ++attempt) {
       if (sha.empty()) {
-        auto loaded = conn.command({"SCRIPT", "LOAD", kProduceScript});
-        if (!loaded.ok() && conn.broken()) {  // nothing of the produce itself was sent
+        auto loaded = conn.command({"SCRIPT", "LOAD", script_source(script)});
+        if (!loaded.ok() && conn.broken()) {  // nothing of the call itself was sent
           return Status::unavailable(loaded.status().message());
         }
         if (!loaded.ok()) return loaded.status();
         sha = std::string(text_of(loaded->get()));
         std::lock_guard lock(mutex_);
-        script_sha_ = sha;
+        script_shas_[index] = sha;
       }
       args[1] = sha;
       auto r = conn.command(args);
@@ -822,7 +1085,7 @@ class RedisQueue final : public Queue {
   std::atomic<std::uint32_t> round_robin_{0};
   std::mutex mutex_;
   std::vector<std::unique_ptr<RedisConnection>> pool_;  // idle connections; guarded by mutex_
-  std::string script_sha_;                              // guarded by mutex_
+  std::array<std::string, kScripts> script_shas_;       // by Script; guarded by mutex_
   // "<topic>/<group>" -> the visibility timeout of the latest consumer made here; guarded by mutex_
   std::map<std::string, milliseconds, std::less<>> visibility_timeouts_;
 };
