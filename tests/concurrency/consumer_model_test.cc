@@ -1,5 +1,6 @@
 // A randomized model test of one consumer group on one partition: thousands of random operations
-// (produce, subscribe, take, ack, nack, touch, time passing, ending subscriptions, restarts) run
+// (produce, subscribe, take, ack, nack, touch, time passing, ending subscriptions, restarts, seeks,
+// retention deleting segments by size or once acknowledged) run
 // against the real Broker with a hand-driven clock, and every answer is checked against a small
 // reference model written here from the contract. Fixed seeds; the seed and the step are printed
 // on a failure.
@@ -106,6 +107,31 @@ class Model {
     subscribers_.erase(id);
   }
 
+  // POST /seek to `target` (already clamped to [log start, next offset]): everything below counts as
+  // acknowledged, everything from it on is delivered again, from delivery 1; nothing is in flight.
+  void seek(std::uint64_t target) {
+    for (std::uint64_t o = 0; o < messages_.size(); ++o) {
+      if (o < target) {
+        messages_[o].state = ModelMessage::State::kDone;
+      } else {
+        messages_[o] = ModelMessage{};
+      }
+    }
+    for (auto& [id, sub] : subscribers_) sub.inflight = 0;
+    next_new_ = target;
+  }
+
+  // Retention deleted everything below `log_start`: the group moves up; what was in flight or waiting
+  // there is dropped, neither acknowledged by anyone nor dead-lettered.
+  void forget_below(std::uint64_t log_start) {
+    for (std::uint64_t o = 0; o < std::min<std::uint64_t>(log_start, messages_.size()); ++o) {
+      ModelMessage& m = messages_[o];
+      if (m.state == ModelMessage::State::kInFlight) --subscribers_.at(m.holder).inflight;
+      m.state = ModelMessage::State::kDone;
+    }
+    next_new_ = std::max(next_new_, log_start);
+  }
+
   // In-flight state is not durable: after a restart every unacknowledged message is new again.
   void restart() {
     for (auto& m : messages_) {
@@ -164,10 +190,18 @@ class Model {
   std::uint64_t dead_lettered_ = 0;
 };
 
-void run_model(unsigned seed, int steps) {
+enum class Retention { kNone, kBySize, kAcknowledged };
+
+void run_model(unsigned seed, int steps, Retention retention) {
   TempDir dir;
   Config config = broker_config(dir.path(), "events:1");
   config.groups.max_deliveries = kMaxDeliveries;
+  if (retention != Retention::kNone) {
+    config.store.segment_bytes = 400;  // about 8 of the messages below
+    config.retention.check_interval = milliseconds(300);
+    config.retention.bytes = retention == Retention::kBySize ? 1600 : 0;
+    config.retention.acked = retention == Retention::kAcknowledged;
+  }
   auto clock = std::make_shared<ManualClock>();
   auto broker = open_broker(config, clock);
   std::mt19937 random(seed);
@@ -175,6 +209,7 @@ void run_model(unsigned seed, int steps) {
   Model model;
   std::map<int, std::unique_ptr<Subscription>> subs;
   int next_sub = 0;
+  std::uint64_t log_start = 0;
 
   for (int step = 0; step < steps; ++step) {
     CAPTURE(seed);
@@ -187,6 +222,9 @@ void run_model(unsigned seed, int steps) {
       std::vector<Message> batch(count, message("{\"x\":1}"));
       REQUIRE(broker->produce("events", batch, 0).ok());
       model.produce(count);
+      // A roll scheduled a retention run for now: let it run before time passes, as a timer thread
+      // would (nothing else is due now), so that the model sees it before any visibility timeout.
+      broker->fire_due_timers();
     } else if (op < 22 && subs.size() < 4) {  // subscribe
       const std::int64_t timeout = 50 * (1 + random() % 4);
       const std::size_t max_inflight = 1 + random() % 4;
@@ -226,16 +264,35 @@ void run_model(unsigned seed, int steps) {
       } else {
         CHECK(status.ok() == model.touch(any_offset));
       }
-    } else if (op < 92) {  // time passes; timers fire
+    } else if (op < 90) {  // time passes; timers fire
       const std::int64_t ms = random() % 120;
       clock->advance(milliseconds(ms));
       broker->fire_due_timers();
       model.advance(ms);
-    } else if (op < 97 && !subs.empty()) {  // a consumer goes away
+    } else if (op < 95) {  // a consumer goes away
+      if (subs.empty()) continue;
       auto it = std::next(subs.begin(), static_cast<long>(random() % subs.size()));
       model.unsubscribe(it->first);
       subs.erase(it);
-    } else if (op >= 97) {  // restart
+    } else if (op < 97) {  // seek: an offset (perhaps out of range), a time, a position
+      SeekTarget target;
+      std::uint64_t expected = 0;
+      const int kind = static_cast<int>(random() % 6);
+      if (kind < 3) {
+        target.offset = random() % (model.size() + 3);
+        expected = std::clamp(*target.offset, log_start, model.size());
+      } else if (kind == 3) {
+        target.timestamp_ms = 0;  // before every message: the log start
+        expected = log_start;
+      } else {
+        target.position = kind == 4 ? SeekTarget::Position::kEarliest : SeekTarget::Position::kLatest;
+        expected = kind == 4 ? log_start : model.size();
+      }
+      auto sought = broker->seek("events", 0, "g", target);
+      REQUIRE_MESSAGE(sought.ok(), sought.status().to_string());
+      CHECK(*sought == expected);
+      model.seek(expected);
+    } else {  // restart
       for (const int id : model.subscriber_ids()) model.unsubscribe(id);
       subs.clear();
       broker.reset();
@@ -244,6 +301,16 @@ void run_model(unsigned seed, int steps) {
     }
     auto stats = broker->stats("events");
     REQUIRE(stats.ok());
+    // Retention ran (after a roll or on the timer, both driven by fire_due_timers): the model follows.
+    const std::uint64_t start = (*stats)[0].partitions[0].log_start_offset;
+    CHECK(start >= log_start);  // never back
+    if (start > log_start) {
+      if (retention == Retention::kAcknowledged)
+        CHECK(start <= model.committed());  // nothing the group needs
+      CHECK(retention != Retention::kNone);
+      model.forget_below(start);
+      log_start = start;
+    }
     const auto& groups = (*stats)[0].partitions[0].groups;
     if (!groups.empty()) {
       CHECK(groups[0].committed_offset == model.committed());
@@ -255,12 +322,21 @@ void run_model(unsigned seed, int steps) {
   auto stats = broker->stats("events-dlq");
   const std::uint64_t letters = stats.ok() ? (*stats)[0].partitions[0].next_offset : 0;
   CHECK(letters == model.dead_lettered());
-  MESSAGE("seed " << seed << ": " << model.size() << " messages, committed " << model.committed() << ", "
-                  << model.dead_lettered() << " dead letters");
+  if (retention != Retention::kNone) CHECK(log_start > 0u);  // the runs did delete
+  MESSAGE("seed " << seed << ": " << model.size() << " messages, log start " << log_start << ", committed "
+                  << model.committed() << ", " << model.dead_lettered() << " dead letters");
 }
 
 }  // namespace
 
 TEST_CASE("ConsumerGroupMatchesTheReferenceModelUnderRandomOperations") {
-  for (unsigned seed : {1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u}) run_model(seed, 2500);
+  for (unsigned seed : {1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u}) run_model(seed, 2500, Retention::kNone);
+}
+
+TEST_CASE("ConsumerGroupMatchesTheReferenceModelWhileRetentionDeletesBySize") {
+  for (unsigned seed : {11u, 12u, 13u, 14u}) run_model(seed, 2500, Retention::kBySize);
+}
+
+TEST_CASE("ConsumerGroupMatchesTheReferenceModelWhileRetentionDeletesWhatWasAcknowledged") {
+  for (unsigned seed : {21u, 22u, 23u, 24u}) run_model(seed, 2500, Retention::kAcknowledged);
 }
