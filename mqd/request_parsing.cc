@@ -8,6 +8,7 @@
 #include "common/decimal.h"
 #include "common/json_validation.h"
 #include "common/names.h"
+#include "mq/broker.h"
 #include "mq/options.h"
 #include "protocol/http_protocol.h"
 
@@ -254,8 +255,11 @@ mq::Result<mq::ReadFrom> read_from(const Param& offset, const Param& timestamp) 
 
 mq::Result<std::size_t> read_limit(const Param& limit) {
   if (!limit) return std::size_t{100};
-  auto n = whole_number(*limit, 1000);
-  if (!n || *n == 0) return bad_request("limit must be a whole number from 1 to 1000, not '" + *limit + "'");
+  auto n = whole_number(*limit, mq::kMaxReadLimit);
+  if (!n || *n == 0) {
+    return bad_request("limit must be a whole number from 1 to " + std::to_string(mq::kMaxReadLimit) +
+                       ", not '" + *limit + "'");
+  }
   return static_cast<std::size_t>(*n);
 }
 

@@ -50,6 +50,9 @@ struct ReadFrom {
   std::optional<std::int64_t> timestamp_ms;
 };
 
+// The most messages one read without a group returns (Queue::read, mqd's GET /messages limit).
+inline constexpr std::size_t kMaxReadLimit = 1000;
+
 // Messages read without a group (GET /messages).
 struct PartitionRead {
   std::uint64_t log_start_offset = 0;

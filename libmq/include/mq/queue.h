@@ -43,9 +43,6 @@ struct ReceivedMessage {
   std::string payload;  // the JSON value as produced, minified
 };
 
-// Queue::read takes at most this many messages a call (mqd's GET /messages allows as many).
-inline constexpr std::size_t kMaxReadLimit = 1000;
-
 // One page of a partition read without a group (Queue::read). Copyable.
 struct ReadPage {
   std::uint64_t log_start_offset = 0;  // the first offset still stored (retention deletes below it)
