@@ -1,8 +1,10 @@
 // store_bench: append throughput, append latency and open time of libmq's storage core, each beside
 // the physical limit of the same disk measured with plain write(2)/fdatasync(2) in the same run.
 //
-//   store_bench [--dir PATH] [--seconds N] [--repeat R] [--open-gb G]
+//   store_bench [--dir PATH] [--seconds N] [--repeat R] [--open-gb G] [--open-segments S]
 //
+// Besides appends: the open time of a G GB log and of a partition of S segments (goal < 0.5 s and
+// < 50 ms), and lookups by time (the time index, libmq/docs/log_format.md) on the G GB log.
 // Every number is the median over --repeat runs. Results go to stdout, progress to stderr.
 #include <fcntl.h>
 #include <unistd.h>
@@ -48,7 +50,10 @@ constexpr std::string_view kUsage =
     "                at the end (default: $TMPDIR or /tmp)\n"
     "  --seconds N   duration of each append case (default 2)\n"
     "  --repeat R    runs per case; the median is reported (default 3)\n"
-    "  --open-gb G   size of the log for the open-time test in GB (default 2; 0 skips it)\n";
+    "  --open-gb G   size of the log for the open-time and time-lookup tests in GB (default 2; 0 skips "
+    "them)\n"
+    "  --open-segments S  segments of the partition for the many-segments open test (default 10000; 0 skips "
+    "it)\n";
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -57,16 +62,19 @@ struct BenchOptions : CommonOptions {
   double seconds = 2;
   int repeat = 3;
   double open_gb = 2;
+  int open_segments = 10000;
 };
 
 BenchOptions parse_options(int argc, char** argv) {
   BenchOptions options;
-  parse_flags(argc, argv, options,
-              {number_flag("--seconds", options.seconds), number_flag("--repeat", options.repeat),
-               number_flag("--open-gb", options.open_gb)});
+  parse_flags(
+      argc, argv, options,
+      {number_flag("--seconds", options.seconds), number_flag("--repeat", options.repeat),
+       number_flag("--open-gb", options.open_gb), number_flag("--open-segments", options.open_segments)});
   if (!(options.seconds > 0)) throw UsageError("--seconds must be positive");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
   if (!(options.open_gb >= 0)) throw UsageError("--open-gb must be 0 or more");
+  if (options.open_segments < 0) throw UsageError("--open-segments must be 0 or more");
   return options;
 }
 
@@ -394,6 +402,9 @@ CreatedLog create_log(const std::string& data_dir, std::uint64_t target_bytes) {
   return created;
 }
 
+// Lookups by time on the log of the open-time test (below).
+void run_time_lookup_benchmark(const std::string& data_dir);
+
 // The time from nothing to a partition ready to append: opening the store and recovering the log.
 OpenMeasurement measure_open(const std::string& data_dir) {
   mq::StoreOptions options;
@@ -455,6 +466,93 @@ void run_open_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
   print_open_row("open with sparse index (median of " + std::to_string(options.repeat) + ")",
                  median(open_seconds), indexed_report);
   print_open_row("REBUILD path: partition-0.index deleted (once)", rebuild.seconds, rebuild.report);
+  run_time_lookup_benchmark(data_dir);
+  stdfs::remove_all(data_dir);
+}
+
+// The timestamp of a stored line ({"offset":N,"timestamp":T,...}).
+std::int64_t timestamp_of(std::string_view line) {
+  const auto at = line.find("\"timestamp\":");
+  if (at == std::string_view::npos) throw std::runtime_error("a stored line without a timestamp");
+  return parse_number<std::int64_t>("timestamp", line.substr(at + 12, line.find(',', at) - at - 12));
+}
+
+std::int64_t timestamp_at(const mq::Partition& partition, std::uint64_t offset) {
+  auto batch = check(partition.read(offset, 1, 1 << 20), "Partition::read");
+  if (batch.empty()) throw std::runtime_error("nothing at offset " + std::to_string(offset));
+  return timestamp_of(batch[0].line);
+}
+
+// Partition::offset_for_time on the log just measured (GET /messages?timestamp=, a seek to a time):
+// the first lookup after opening (sealed segments opened on the way) and then random ones, each
+// checked (the message found is at or after the time, the one before it is earlier).
+void run_time_lookup_benchmark(const std::string& data_dir) {
+  mq::StoreOptions options;
+  options.data_dir = data_dir;
+  options.fsync = mq::FsyncMode::kNever;
+  auto store = check(mq::LogStore::open(options), "LogStore::open");
+  mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
+  const std::int64_t first = timestamp_at(*partition, partition->log_start_offset());
+  const std::int64_t last = timestamp_at(*partition, partition->next_offset() - 1);
+  std::uint64_t seed = 20261203;
+  auto random_time = [&] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return first + static_cast<std::int64_t>((seed >> 33) % static_cast<std::uint64_t>(last - first + 1));
+  };
+  auto lookup_ns = [&](std::int64_t t) {
+    const Clock::time_point start = Clock::now();
+    const std::uint64_t found = check(partition->offset_for_time(t), "Partition::offset_for_time");
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    if (found < partition->next_offset() && timestamp_at(*partition, found) < t) {
+      throw std::runtime_error("offset_for_time found an earlier message");
+    }
+    if (found > partition->log_start_offset() && timestamp_at(*partition, found - 1) >= t) {
+      throw std::runtime_error("offset_for_time missed an earlier match");
+    }
+    return ns;
+  };
+  const double cold_ms = static_cast<double>(lookup_ns(random_time())) / 1e6;
+  std::vector<std::int64_t> warm;
+  for (int i = 0; i < 500; ++i) warm.push_back(lookup_ns(random_time()));
+  std::printf(
+      "\ntime lookup: Partition::offset_for_time on that log (%zu segments, timestamps over %.1f s)\n",
+      partition->segment_count(), static_cast<double>(last - first) / 1000.0);
+  std::printf("%-48s %10s %10s %10s  %s\n", "case", "ms", "p50_ms", "p99_ms", "goal");
+  std::printf("%-48s %10.3f %10s %10s  %s\n", "first lookup after open", cold_ms, "-", "-", "< 5 ms");
+  std::printf("%-48s %10s %10.3f %10.3f  %s\n", "500 random lookups", "-", percentile_us(warm, 0.5) / 1000.0,
+              percentile_us(warm, 0.99) / 1000.0, "< 5 ms");
+}
+
+// A partition of `segments` segments (each one batch of about 4 KB): the open time, which must not
+// grow with the segments' contents (log_format.md: only the last segments' tails are read).
+void run_segments_open_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
+  const std::string data_dir = scratch.fresh_path("segments");
+  mq::StoreOptions store_options;
+  store_options.data_dir = data_dir;
+  store_options.fsync = mq::FsyncMode::kNever;
+  store_options.segment_bytes = 4096;
+  const std::vector<mq::Message> batch = make_messages(0, 4, kOpenTestPayloadBytes);
+  std::fprintf(stderr, "creating a partition of %d segments\n", options.open_segments);
+  {
+    auto store = check(mq::LogStore::open(store_options), "LogStore::open");
+    mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
+    while (partition->segment_count() < static_cast<std::size_t>(options.open_segments)) {
+      check(partition->append(batch), "Partition::append");
+    }
+  }
+  std::vector<double> open_seconds;
+  std::size_t segments = 0;
+  for (int r = 0; r < options.repeat; ++r) {
+    const Clock::time_point start = Clock::now();
+    auto store = check(mq::LogStore::open(store_options), "LogStore::open");
+    mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
+    open_seconds.push_back(seconds_between(start, Clock::now()));
+    segments = partition->segment_count();
+  }
+  std::printf("\nopen: a partition of %zu segments of about 4 KB\n", segments);
+  std::printf("%-48s %10s  %s\n", "case", "ms", "goal");
+  std::printf("%-48s %10.2f  %s\n", ("open (median of " + std::to_string(options.repeat) + ")").c_str(),
+              median(open_seconds) * 1000.0, "< 50 ms");
   stdfs::remove_all(data_dir);
 }
 
@@ -462,6 +560,7 @@ void run_open_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
 void run_benchmarks(const BenchOptions& options, ScratchDirectory& scratch) {
   run_append_benchmark(options, scratch);
   if (options.open_gb > 0) run_open_benchmark(options, scratch);
+  if (options.open_segments > 0) run_segments_open_benchmark(options, scratch);
 }
 
 }  // namespace
