@@ -48,6 +48,12 @@ TEST_CASE("RetentionRunsAfterEachRollAndShowsInTheStatistics") {
   CHECK(after.log_bytes + 1024 + 200 > 4096u);  // no more than needed went
   CHECK(after.retention_deleted == after.log_start_offset);
   CHECK(after.next_offset == 200u);
+  // Reads without a group start at the log start, and take 1 to kMaxReadLimit messages a call.
+  auto page = broker->read("events", 0, {}, kMaxReadLimit);
+  REQUIRE(page.ok());
+  CHECK(page->messages.size() == 200u - after.log_start_offset);
+  CHECK(broker->read("events", 0, {}, 0).status().code() == ErrorCode::kInvalidArgument);
+  CHECK(broker->read("events", 0, {}, kMaxReadLimit + 1).status().code() == ErrorCode::kInvalidArgument);
   // Appends that do not roll schedule nothing; the next roll does.
   const std::uint64_t start = after.log_start_offset;
   produce_numbers(*broker, 1, 200);

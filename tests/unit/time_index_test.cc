@@ -9,8 +9,10 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "storage/offset_index.h"  // to write an index that lies
 #include "store_helpers.h"
 #include "temp_dir.h"
 
@@ -242,5 +244,61 @@ TEST_CASE("ALookupByTimeReadsTheIndexAndAboutOneIntervalOfTheLogNotTheLog") {
       REQUIRE(previous.ok());
       CHECK(timestamp_of(std::string((*previous)[0].line)) < t);
     }
+  }
+}
+
+TEST_CASE("ALookupByTimeBesideAppendsNeverSkipsAMessageAppendedMeanwhile") {
+  TempDir dir;
+  auto store = open_small_segments(dir.path(), nullptr, 1 << 20, 256);
+  Partition& p = open_partition(*store);
+  std::atomic<bool> done{false};
+  std::vector<std::thread> appenders;
+  for (int t = 0; t < 3; ++t) {
+    appenders.emplace_back([&, t] {
+      for (int i = 0; !done; ++i) REQUIRE(p.append(message(padded(t * 1000000 + i))).ok());
+    });
+  }
+  std::int64_t t = now_ms();
+  for (int round = 0; round < 200; ++round) {
+    t = next_millisecond(t);
+    auto found = p.offset_for_time(t);
+    REQUIRE(found.ok());
+    // Whatever came before the answer is older than t: nothing newer was skipped.
+    if (*found > 0) {
+      auto before = p.read(*found - 1, 1, 1 << 20);
+      REQUIRE(before.ok());
+      REQUIRE(!before->empty());
+      CHECK(timestamp_of(std::string((*before)[0].line)) < t);
+    }
+  }
+  done = true;
+  for (auto& a : appenders) a.join();
+}
+
+TEST_CASE("AnIndexWhoseTimestampsLieCostsAScanNotAWrongAnswer") {
+  TempDir dir;
+  {
+    auto store = open_small_segments(dir.path(), nullptr, 1 << 20, 256);
+    append_over_time(open_partition(*store), 200, 9);
+  }
+  // Rewrite the index with valid checks but timestamps the log contradicts.
+  const fs::path index_path = dir.path() + "/events/partition-0.index";
+  const auto entries = mq::detail::decode_index(file_contents(index_path.string()));
+  REQUIRE(entries.has_value());
+  REQUIRE(entries->size() > 5u);
+  for (const std::int64_t lie : {mq::detail::kNoTimestamp, std::numeric_limits<std::int64_t>::max()}) {
+    std::string bytes;
+    mq::detail::encode_index_header(bytes);
+    for (auto e : *entries) {
+      e.timestamp = lie;
+      mq::detail::encode_index_entry(bytes, e);
+    }
+    {
+      std::ofstream out(index_path, std::ios::binary | std::ios::trunc);
+      out << bytes;
+    }
+    auto store = open_small_segments(dir.path(), nullptr, 1 << 20, 256);
+    CAPTURE(lie);
+    check_every_time(open_partition(*store));
   }
 }

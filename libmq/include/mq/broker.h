@@ -86,7 +86,8 @@ class MQ_EXPORT Broker {
                                 std::optional<std::uint32_t> partition = std::nullopt);
 
   // Up to `limit` messages from max(from, log start) in offset order, changing nothing (no group,
-  // no delivery count). Empty past the end. kInvalidArgument for both an offset and a timestamp.
+  // no delivery count). Empty past the end. kInvalidArgument for both an offset and a timestamp,
+  // and for a limit outside [1, kMaxReadLimit].
   Result<PartitionRead> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
                              std::size_t limit);
 

@@ -403,6 +403,10 @@ Result<PartitionRead> Broker::read(std::string_view topic, std::uint32_t partiti
                                    std::size_t limit) {
   if (from.offset && from.timestamp_ms)
     return Status::invalid_argument("give an offset or a timestamp, not both");
+  if (limit == 0 || limit > kMaxReadLimit) {
+    return Status::invalid_argument("the read limit must be from 1 to " + std::to_string(kMaxReadLimit) +
+                                    ", not " + std::to_string(limit));
+  }
   auto p = state_->resolve(topic, partition);
   if (!p.ok()) return p.status();
   Partition& log = **p;

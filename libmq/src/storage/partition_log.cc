@@ -362,26 +362,55 @@ std::int64_t PartitionLog::largest_timestamp() const {
   return largest_timestamp_;
 }
 
-Result<std::optional<std::uint64_t>> PartitionLog::offset_for_time(std::int64_t timestamp_ms) const {
+Result<std::uint64_t> PartitionLog::offset_for_time(std::int64_t timestamp_ms) const {
   detail::IndexEntry start;
+  std::optional<std::uint64_t> bound;  // the next entry's offset: a match must come before it
   {
     std::lock_guard lock(mutex_);
-    if (largest_timestamp_ < timestamp_ms) return std::optional<std::uint64_t>();
+    // The end as of this moment, read under the same lock as the maximum: what is appended later
+    // is newer, and answering an end read after the scan would skip it.
+    if (largest_timestamp_ < timestamp_ms) return visible_locked().offset;
     start = detail::time_floor_entry(entries_, timestamp_ms);
+    auto next = std::upper_bound(entries_.begin(), entries_.end(), start.offset,
+                                 [](std::uint64_t o, const detail::IndexEntry& e) { return o < e.offset; });
+    if (next != entries_.end()) bound = next->offset;
   }
-  // Every message before `start` is older; the next entry (when there is one) proves a match
-  // before it, so this reads about one index interval. Small reads: most of it is skipped.
+  // The index is checked, not trusted: a timestamp in it that the log contradicts (a damaged or
+  // hand-made index with valid checks) costs a scan of the whole segment, never a wrong answer.
+  // The message before `start` must be older, and a match must come before `bound`.
+  bool trusted = true;
+  if (start.offset > first_offset_) {
+    auto before = read(start.offset - 1, 1, 1 << 20);
+    if (!before.ok()) return before.status();
+    if (before->empty())
+      return Status::corruption("the log of " + topic_ + "/" + std::to_string(index_) +
+                                " ends before its index entry at " + std::to_string(start.offset));
+    const auto timestamp = detail::parse_timestamp_prefix((*before)[0].line);
+    trusted = timestamp && *timestamp < timestamp_ms;
+  }
+  // Every message before `start` is older; the next entry proves a match before it, so this reads
+  // about one index interval. Small reads: most of it is skipped.
   constexpr std::size_t kScanMessages = 256;
   constexpr std::size_t kScanBytes = 64 << 10;
-  for (std::uint64_t offset = start.offset;;) {
+  std::uint64_t offset = start.offset;
+  if (!trusted) {
+    offset = first_offset_;
+    bound.reset();
+  }
+  while (true) {
     auto batch = read(offset, kScanMessages, kScanBytes);
     if (!batch.ok()) return batch.status();
-    if (batch->empty()) return std::optional<std::uint64_t>();
-    for (const auto& message : *batch) {
-      const auto timestamp = detail::parse_timestamp_prefix(message.line);
-      if (timestamp && *timestamp >= timestamp_ms) return std::optional(message.offset);
-    }
+    if (batch->empty()) return batch->next_offset();  // the end where it looked
     offset = batch->next_offset();
+    for (const auto& message : *batch) {
+      if (bound && message.offset >= *bound) {  // the next entry lied: scan the whole segment
+        bound.reset();
+        offset = first_offset_;
+        break;
+      }
+      const auto timestamp = detail::parse_timestamp_prefix(message.line);
+      if (timestamp && *timestamp >= timestamp_ms) return message.offset;
+    }
   }
 }
 

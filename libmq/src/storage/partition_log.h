@@ -64,8 +64,10 @@ class PartitionLog {
   // disk made fail may still count: it is an upper bound, exact otherwise.
   std::int64_t largest_timestamp() const;
   // The first offset of this log whose message has a timestamp of at least `timestamp_ms`, found
-  // with the index (libmq/docs/log_format.md "The time index"); nullopt when no visible message has.
-  Result<std::optional<std::uint64_t>> offset_for_time(std::int64_t timestamp_ms) const;
+  // with the index (libmq/docs/log_format.md "The time index"); when no message has, the end of
+  // what it looked at (later appends are newer). An index contradicted by the log costs a scan of
+  // the log, never a wrong answer.
+  Result<std::uint64_t> offset_for_time(std::int64_t timestamp_ms) const;
   const RecoveryReport& recovery_report() const { return report_; }
   // Syncs what is written; with only_if_behind, skips the sync when nothing new was written.
   Status sync(bool only_if_behind = false);

@@ -358,12 +358,12 @@ Result<std::uint64_t> SegmentedLog::offset_for_time(std::int64_t timestamp_ms) c
         }
         return found.status();
       }
-      if (*found) return std::max(**found, log_start_offset());
+      // A sealed segment's end is fixed: below it, a match.
+      if (*found < (*segment)->next_offset()) return std::max(*found, log_start_offset());
     }
     if (retry) continue;
-    auto found = active_segment->offset_for_time(timestamp_ms);
-    if (!found.ok()) return found.status();
-    return found->value_or(active_segment->next_offset());
+    // A match, or the end as of the lookup (never an end read later: it would skip new messages).
+    return active_segment->offset_for_time(timestamp_ms);
   }
 }
 
