@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <limits>
 
 #include "storage/internal_access.h"
 #include "storage/record_format.h"
@@ -364,7 +365,10 @@ std::int64_t PartitionLog::largest_timestamp() const {
 
 Result<std::uint64_t> PartitionLog::offset_for_time(std::int64_t timestamp_ms) const {
   detail::IndexEntry start;
-  std::optional<std::uint64_t> bound;  // the next entry's offset: a match must come before it
+  // The next entry's offset: a match must come before it (a plain number, not an optional, which
+  // GCC's -O1 -Wmaybe-uninitialized misreads under the sanitizers).
+  constexpr std::uint64_t kNoBound = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t bound = kNoBound;
   {
     std::lock_guard lock(mutex_);
     // The end as of this moment, read under the same lock as the maximum: what is appended later
@@ -395,7 +399,7 @@ Result<std::uint64_t> PartitionLog::offset_for_time(std::int64_t timestamp_ms) c
   std::uint64_t offset = start.offset;
   if (!trusted) {
     offset = first_offset_;
-    bound.reset();
+    bound = kNoBound;
   }
   while (true) {
     auto batch = read(offset, kScanMessages, kScanBytes);
@@ -403,8 +407,8 @@ Result<std::uint64_t> PartitionLog::offset_for_time(std::int64_t timestamp_ms) c
     if (batch->empty()) return batch->next_offset();  // the end where it looked
     offset = batch->next_offset();
     for (const auto& message : *batch) {
-      if (bound && message.offset >= *bound) {  // the next entry lied: scan the whole segment
-        bound.reset();
+      if (message.offset >= bound) {  // the next entry lied: scan the whole segment
+        bound = kNoBound;
         offset = first_offset_;
         break;
       }
