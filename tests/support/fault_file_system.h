@@ -58,6 +58,11 @@ class FaultFileSystem : public FileSystem {
     return real_->list_directory(path);
   }
   bool exists(const std::string& path) override { return real_->exists(path); }
+  // Not through open(): that would count the file's unsynced bytes as durable.
+  Result<std::uint64_t> file_size(const std::string& path) override {
+    if (cut()) return Status::io_error("power is off");
+    return real_->file_size(path);
+  }
   Status remove(const std::string& path) override {
     return cut() ? Status::io_error("power is off") : real_->remove(path);
   }

@@ -66,9 +66,12 @@ class KillingFileSystem : public FileSystem {
   explicit KillingFileSystem(std::shared_ptr<FileSystem> real) : real_(std::move(real)) {}
   void kill_at_step(std::int64_t k) { steps_left_ = k; }
   bool killed() const { return steps_left_ < 0; }
+  // How many times a segment's log (*.log) was opened.
+  int log_opens() const { return log_opens_; }
 
   Result<std::unique_ptr<File>> open(const std::string& path) override {
     if (!step()) return dead();
+    if (path.ends_with(".log")) ++log_opens_;
     auto file = real_->open(path);
     if (!file.ok()) return file.status();
     return std::unique_ptr<File>(std::make_unique<KillableFile>(this, std::move(file.value())));
@@ -83,6 +86,7 @@ class KillingFileSystem : public FileSystem {
     return real_->list_directory(path);
   }
   bool exists(const std::string& path) override { return real_->exists(path); }
+  Result<std::uint64_t> file_size(const std::string& path) override { return real_->file_size(path); }
   Status remove(const std::string& path) override { return step() ? real_->remove(path) : dead(); }
   Status rename(const std::string& from, const std::string& to) override {
     return step() ? real_->rename(from, to) : dead();
@@ -113,6 +117,7 @@ class KillingFileSystem : public FileSystem {
 
   std::shared_ptr<FileSystem> real_;
   std::atomic<std::int64_t> steps_left_{INT64_MAX};
+  std::atomic<int> log_opens_{0};
 };
 
 }  // namespace
@@ -428,6 +433,28 @@ TEST_CASE("SealedSegmentsLeftBelowTheLogStartAreRemovedAndAGapIsReportedNotHidde
   auto at_gap = p.read(std::stoull(sealed[2].substr(12, 20)), 1000, 1 << 20);
   CHECK(at_gap.status().code() == ErrorCode::kCorruption);
   CHECK(gap_before > second);
+}
+
+TEST_CASE("OpeningAPartitionOpensOnlyItsNewestSealedSegmentAndTheActiveOne") {
+  // log_format.md: opening reads only the last segments' tails; the older ones are sized (one
+  // stat each, FileSystem::file_size) and opened by the first read that needs them.
+  TempDir dir;
+  std::uint64_t log_bytes = 0;
+  {
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 400; ++i) append_ok(p, message(numbered(i)));
+    REQUIRE(p.segment_count() > 20u);
+    log_bytes = p.log_bytes();
+  }
+  auto counting = std::make_shared<KillingFileSystem>(make_posix_file_system());
+  auto store = open_segmented(dir.path(), counting);
+  Partition& p = open_partition(*store);
+  // The active segment twice (its first record checked against the segments before it, then
+  // opened) and the newest sealed one, whose end is where the active segment starts.
+  CHECK(counting->log_opens() == 3);
+  CHECK(p.log_bytes() == log_bytes);
+  CHECK(numbers_of(p).size() == 400u);
 }
 
 TEST_CASE("OnlyAFewSealedSegmentsStayOpen") {

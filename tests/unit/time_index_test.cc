@@ -160,6 +160,25 @@ class CountingFileSystem : public FileSystem {
 
 }  // namespace
 
+TEST_CASE("FileSizeByDefaultOpensTheFileAndAMissingFileIsNotFoundAndNotCreated") {
+  // CountingFileSystem does not override file_size: it gets FileSystem's default.
+  TempDir dir;
+  CountingFileSystem counting;
+  const auto posix = make_posix_file_system();
+  const std::string path = dir.path() + "/f";
+  for (FileSystem* file_system : {static_cast<FileSystem*>(&counting), posix.get()}) {
+    CHECK(file_system->file_size(path).status().code() == ErrorCode::kNotFound);
+  }
+  CHECK_FALSE(fs::exists(path));
+  {
+    auto file = counting.open(path);
+    REQUIRE(file.ok());
+    REQUIRE((*file)->append("12345").ok());
+  }
+  CHECK(counting.file_size(path).value() == 5u);
+  CHECK(posix->file_size(path).value() == 5u);
+}
+
 TEST_CASE("ALookupByTimeAgreesWithAScanAcrossSegmentsRestartsAndARebuiltIndex") {
   TempDir dir;
   {

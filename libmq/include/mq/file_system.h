@@ -45,6 +45,9 @@ class MQ_EXPORT FileSystem {
   virtual Result<std::vector<std::string>> list_directory(const std::string& path) = 0;
   // True when `path` exists.
   virtual bool exists(const std::string& path) = 0;
+  // The size in bytes of the file `path` (a kNotFound error when it is missing). Opening a partition asks it
+  // of every sealed segment: the default opens the file; a real file system answers with one stat(2).
+  virtual Result<std::uint64_t> file_size(const std::string& path);
   // Removes the file `path`; ok when it did not exist.
   virtual Status remove(const std::string& path) = 0;
   // Atomically replaces `to` with `from` (rename(2)); sync the directory to make it durable.

@@ -31,6 +31,7 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
     return base_->list_directory(path);
   }
   bool exists(const std::string& path) override { return base_->exists(path); }
+  Result<std::uint64_t> file_size(const std::string& path) override { return base_->file_size(path); }
   Status remove(const std::string& path) override;
   Status rename(const std::string& from, const std::string& to) override;
 

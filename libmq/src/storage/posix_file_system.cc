@@ -130,6 +130,15 @@ class PosixFileSystem final : public FileSystem {
     return ::stat(path.c_str(), &st) == 0;
   }
 
+  Result<std::uint64_t> file_size(const std::string& path) override {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return Status::not_found(path + " does not exist");
+      return errno_status("stat", path);
+    }
+    return static_cast<std::uint64_t>(st.st_size);
+  }
+
   Status remove(const std::string& path) override {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) return errno_status("unlink", path);
     return {};
@@ -142,6 +151,13 @@ class PosixFileSystem final : public FileSystem {
 };
 
 }  // namespace
+
+Result<std::uint64_t> FileSystem::file_size(const std::string& path) {
+  if (!exists(path)) return Status::not_found(path + " does not exist");
+  auto file = open(path);
+  if (!file.ok()) return file.status();
+  return (*file)->size();
+}
 
 std::shared_ptr<FileSystem> make_posix_file_system() { return std::make_shared<PosixFileSystem>(); }
 

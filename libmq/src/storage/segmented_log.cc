@@ -158,9 +158,7 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
       sealed.bytes = newest->positions().written;
       sealed.largest_timestamp = newest->largest_timestamp();
     } else {
-      auto file = fs.open(d + "/" + sealed_stem(st, firsts[i]) + ".log");
-      if (!file.ok()) return file.status();
-      auto size = (*file)->size();
+      auto size = fs.file_size(d + "/" + sealed_stem(st, firsts[i]) + ".log");
       if (!size.ok()) return size.status();
       sealed.bytes = *size;
     }
