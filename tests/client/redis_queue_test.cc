@@ -699,7 +699,7 @@ TEST_CASE("Redis: a read whose offsets would not grow is refused, naming the bac
 }
 
 TEST_CASE(
-    "Redis: entry ids beyond 2^53 cannot be searched by offset, which says so; from the start and by time "
+    "Redis: entry ids beyond 2^53 cannot be searched by offset, which says so, from the start and by time "
     "they can") {
   RunningRedis redis;
   auto queue = open_queue(options_for(redis));
@@ -716,4 +716,58 @@ TEST_CASE(
   auto by_time = queue->read("t", 0, mq::ReadFrom{std::nullopt, 0}, 10);
   REQUIRE(by_time.ok());
   CHECK(by_time->messages.size() == 3);
+}
+
+TEST_CASE(
+    "Redis: a read or seek that would step over more than 10,000 entries of other clients is refused, naming "
+    "the backend, fewer are stepped over") {
+  // Redis runs one script at a time: stepping over 300,000 such entries kept it from every other
+  // client for 6.5 s before the budget.
+  RunningRedis redis;
+  auto queue = open_queue(options_for(redis));
+  RawRedis raw(redis.port());
+  auto add_foreign = [&](int count) {
+    raw.command({"EVAL",
+                 "for i = 1, tonumber(ARGV[1]) do redis.call('XADD', KEYS[1], '*', 'user', 'ann') end", "1",
+                 "t:0", std::to_string(count)});
+  };
+  auto refused = [](const mq::Status& status, const std::string& stream) {
+    CHECK(status.code() == ErrorCode::kConflict);
+    CHECK(status.message().find("the redis backend cannot read or seek stream " + stream +
+                                " past more than 10000 entries without an offset field") !=
+          std::string::npos);
+    CHECK(status.message().find("script:") == std::string::npos);  // Redis's "where" is cut off
+  };
+  REQUIRE(queue->produce("t", message("0"), 0).ok());
+  add_foreign(8000);
+  REQUIRE(queue->produce("t", message("1"), 0).ok());
+  auto page = queue->read("t", 0, {}, 10);
+  REQUIRE_MESSAGE(page.ok(), page.status().to_string());
+  REQUIRE(page->messages.size() == 2);
+  CHECK(page->messages[1].offset == 1);
+  auto second = queue->read("t", 0, at_offset(1), 10);
+  REQUIRE_MESSAGE(second.ok(), second.status().to_string());
+  CHECK(second->messages.size() == 1);
+  const std::int64_t after_first_run = second->messages[0].timestamp_ms;
+
+  add_foreign(3000);
+  REQUIRE(queue->produce("t", message("2"), 0).ok());
+  refused(queue->read("t", 0, {}, 10).status(), "t:0");  // 11,000 between offsets 0 and 2
+  // From a time after the first run of them there are 3,000 to step over: served.
+  auto by_time = queue->read("t", 0, mq::ReadFrom{std::nullopt, after_first_run + 1}, 10);
+  REQUIRE_MESSAGE(by_time.ok(), by_time.status().to_string());
+  REQUIRE(by_time->messages.size() == 1);
+  CHECK(by_time->messages[0].offset == 2);
+
+  // A stream that starts with more than the budget of them: its log start cannot be found.
+  raw.command(
+      {"EVAL", "for i = 1, 10001 do redis.call('XADD', KEYS[1], '*', 'user', 'bob') end", "1", "u:0"});
+  REQUIRE(queue->produce("u", message("0"), 0).ok());
+  refused(queue->read("u", 0, {}, 10).status(), "u:0");
+  refused(queue->seek("u", 0, "g", to_offset(0)).status(), "u:0");
+  const mq::SeekTarget earliest{std::nullopt, std::nullopt, mq::SeekTarget::Position::kEarliest};
+  refused(queue->seek("u", 0, "g", earliest).status(), "u:0");
+  // Redis itself is fine and so is everything that does not search.
+  REQUIRE(queue->produce("u", message("1"), 0).ok());
+  CHECK(std::string(raw.command({"PING"})->str) == "PONG");
 }

@@ -348,7 +348,7 @@ TEST_CASE("Concurrent appenders all get the full-disk error and none of their me
   CHECK(append_ok(p, message(R"({"n":9})")) == static_cast<std::uint64_t>(ok.load()));
 }
 
-TEST_CASE("A failed fdatasync stops the partition's writes; earlier messages stay readable") {
+TEST_CASE("A failed fdatasync stops the partition's writes, earlier messages stay readable") {
   TempDir dir;
   auto faults = std::make_shared<FaultFileSystem>();
   auto store = open_store(dir.path(), FsyncMode::kAlways, faults);

@@ -483,7 +483,7 @@ TEST_CASE("An address that does not answer is skipped for one that does") {
   CHECK(route->url == broker.url());
 }
 
-TEST_CASE("Refused credentials end the refresh at once; other refusals and bad answers try the next broker") {
+TEST_CASE("Refused credentials end the refresh at once, other refusals and bad answers try the next broker") {
   FakeBroker refusing;
   FakeBroker good;
   REQUIRE(refusing.port() > 0);
@@ -629,7 +629,7 @@ TEST_CASE("A broker unreachable at its BROKER_ADDRS address is used where it ans
   CHECK_FALSE(directory.try_other_address(0, broker.url()));
 }
 
-TEST_CASE("post sends a request and returns any answer; an address nobody listens on is unavailable") {
+TEST_CASE("post sends a request and returns any answer, an address nobody listens on is unavailable") {
   FakeBroker broker;
   REQUIRE(broker.port() > 0);
   broker.answer_posts(R"({"error":"not mine","owner":1,"owner_url":"http://mqd-1:8080"})", 421);

@@ -265,7 +265,7 @@ TEST_CASE("floor_entry agrees with a plain scan on random indexes") {
   }
 }
 
-TEST_CASE("Entries with equal timestamps are an index; an old index without timestamps is not") {
+TEST_CASE("Entries with equal timestamps are an index, an old index without timestamps is not") {
   const std::vector<IndexEntry> flat = {{10, 100, 5}, {20, 200, 5}, {30, 300, 9}};
   auto decoded = decode_index(encode(flat));
   REQUIRE(decoded.has_value());

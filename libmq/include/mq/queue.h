@@ -244,8 +244,9 @@ class MQ_EXPORT Queue {
   // write them. Entries other Redis clients wrote (no `offset` field) are skipped: a page could not
   // say where to continue after them. A page whose offsets would not grow (the counter key
   // "T:p:next-offset" was deleted, or another client wrote `offset` fields) fails with kCorruption,
-  // and a search by offset among entry ids beyond 2^53 (Lua counts in doubles) with
-  // kInvalidArgument, both saying "the redis backend cannot ...".
+  // a search by offset among entry ids beyond 2^53 (Lua counts in doubles) with kInvalidArgument,
+  // and a call that would step over more than 10,000 entries of other clients with kConflict (Redis
+  // serves nobody else while a script runs), all saying "the redis backend cannot ...".
   virtual Result<ReadPage> read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,
                                 std::size_t limit) = 0;
 
@@ -269,8 +270,8 @@ class MQ_EXPORT Queue {
   //     position (one at or above it comes back at once, as a new delivery with count 1).
   //   Every backend: messages a Consumer had taken from the server before the seek but not yet
   //   handed to the application may still come out of receive() once. On Redis the target entry is
-  //   found as for read() (the id-range refusal included; a stream whose offsets do not grow is not
-  //   noticed here).
+  //   found as for read() (the id-range and other-clients' refusals included; a stream whose
+  //   offsets do not grow is not noticed here).
   virtual Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
                                      const SeekTarget& target) = 0;
 

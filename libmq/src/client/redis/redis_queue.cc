@@ -84,8 +84,10 @@
 //          the target entry (earliest: 0, latest or past the end: $), or XGROUP CREATE when the
 //          group does not exist. The pending-entries list is left as it is (see queue.h).
 //   Both refuse, naming the backend, to search by offset among entry ids too large for Lua's
-//   doubles (kInvalidArgument); read refuses a page whose offsets do not grow (kCorruption: the
-//   counter key was deleted, or another client wrote `offset` fields), which the search assumes.
+//   doubles (kInvalidArgument) and to step over more than kForeignEntryBudget entries of other
+//   clients in one call (kConflict: Redis serves nobody else while a script runs); read refuses a page whose
+//   offsets do not grow (kCorruption: the counter key was deleted, or another client wrote `offset` fields),
+//   which the search assumes.
 //
 // Connections. The Queue keeps a mutex-protected stack of idle connections (at most 16), creates
 // one when the stack is empty, drops one after an I/O error, and checks a pooled one with a
@@ -172,14 +174,28 @@ return {string.format('%d', first), ids}
 // read_error() turns them into a Status.
 constexpr std::string_view kOffsetOrderError = "MQOFFSETORDER";  // -> kCorruption
 constexpr std::string_view kIdRangeError = "MQIDRANGE";          // -> kInvalidArgument
+constexpr std::string_view kForeignError = "MQFOREIGN";          // -> kConflict
+// The entries without an `offset` field (other clients') one read or seek steps over at most:
+// Redis runs one script at a time, so a stream made mostly of them must not make a script step
+// over hundreds of thousands (seconds during which Redis serves nobody else).
+constexpr int kForeignEntryBudget = 10000;
 
 // What the read and seek scripts share: finding entries by offset or by time. Offsets are decimal
 // strings throughout (Lua's numbers are doubles: exact only to 2^53). The produce script makes the
 // `offset` fields grow with the entry ids, so "the first entry whose offset is at least n" is found
 // by bisecting the entry ids: first over their milliseconds, then over the sequence numbers within
 // one millisecond (a batch shares one). Entries without an `offset` (other clients') are stepped
-// over. Each probe is an XRANGE of a few entries: some 60 probes for a stream of any length.
+// over, at most kForeignEntryBudget per call (ARGV[#ARGV]). Each probe is an XRANGE of a few
+// entries: some 60 probes for a stream of any length.
 constexpr const char* kSearchFunctions = R"lua(
+local foreign_left = tonumber(ARGV[#ARGV])
+local function step_over(key, count)
+  foreign_left = foreign_left - count
+  if foreign_left < 0 then
+    error(redis.error_reply('MQFOREIGN the redis backend cannot read or seek stream ' .. key ..
+      ' past more than ' .. ARGV[#ARGV] .. ' entries without an offset field (written by other clients) in one call'))
+  end
+end
 local function number_of(text)
   if type(text) ~= 'string' or not string.match(text, '^%d+$') then return nil end
   local n = string.gsub(text, '^0+(%d)', '%1')
@@ -217,40 +233,64 @@ local function id_before(id)
   if ms == '0' then return '0-0' end
   return decrement(ms) .. '-18446744073709551615'
 end
-local function at_or_after(key, from)
+-- The first entry with an offset at or after id `from` and, when `before` is given, before it.
+local function at_or_after(key, from, before)
+  local to = before and ('(' .. before) or '+'
   while true do
-    local entries = redis.call('XRANGE', key, from, '+', 'COUNT', 16)
+    local entries = redis.call('XRANGE', key, from, to, 'COUNT', 16)
     if #entries == 0 then return nil end
-    for _, entry in ipairs(entries) do
+    for i, entry in ipairs(entries) do
       local offset = offset_of(entry)
-      if offset then return entry, offset end
+      if offset then
+        step_over(key, i - 1)
+        return entry, offset
+      end
     end
+    step_over(key, #entries)
     from = '(' .. entries[#entries][1]
   end
 end
+-- The first entry with an offset of at least n, after `first` (whose offset is below n). Each probe
+-- looks only between its midpoint and the upper bound, and one that finds an offset below n moves
+-- the lower bound up to the entry it found: no entry is stepped over twice, so a run of other
+-- clients' entries costs its length once, not once per probe.
 local function find_offset(key, n, first)
   local too_big = redis.error_reply('MQIDRANGE the redis backend cannot search stream ' .. key ..
     ' by offset: its entry ids go beyond 2^53 (milliseconds or sequence numbers)')
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
   if not exact(string.match(last[1], '^%d+')) then return nil, nil, too_big end
-  local lo_ms = split(first[1])
+  -- Entry lo_ms-lo_seq has an offset below n; from hi (first over milliseconds, then over sequence
+  -- numbers within lo_ms) on, the first entry with an offset is `answer` (nil: none).
+  local lo_ms, lo_seq = split(first[1])
   local hi_ms = split(last[1]) + 1
+  local answer, answer_offset = nil, nil
   while hi_ms - lo_ms > 1 do
     local mid = math.floor((lo_ms + hi_ms) / 2)
-    local entry, offset = at_or_after(key, string.format('%d-0', mid))
-    if entry and less(offset, n) then lo_ms = mid else hi_ms = mid end
+    local entry, offset = at_or_after(key, string.format('%d-0', mid), string.format('%d-0', hi_ms))
+    if entry and less(offset, n) then
+      lo_ms, lo_seq = split(entry[1])
+    else
+      if entry then answer, answer_offset = entry, offset end
+      hi_ms = mid
+    end
   end
   local newest = redis.call('XREVRANGE', key, string.format('%d-18446744073709551615', lo_ms),
     string.format('%d-0', lo_ms), 'COUNT', 1)[1]
   if not exact(string.match(newest[1], '%d+$')) then return nil, nil, too_big end
   local _, newest_seq = split(newest[1])
-  local lo_seq, hi_seq = 0, newest_seq + 1
+  local hi_seq = newest_seq + 1
   while hi_seq - lo_seq > 1 do
     local mid = math.floor((lo_seq + hi_seq) / 2)
-    local entry, offset = at_or_after(key, string.format('%d-%d', lo_ms, mid))
-    if entry and less(offset, n) then lo_seq = mid else hi_seq = mid end
+    local entry, offset = at_or_after(key, string.format('%d-%d', lo_ms, mid), string.format('%d-%d', lo_ms, hi_seq))
+    if entry and less(offset, n) then
+      local _, seq = split(entry[1])
+      lo_seq = seq
+    else
+      if entry then answer, answer_offset = entry, offset end
+      hi_seq = mid
+    end
   end
-  return at_or_after(key, string.format('%d-%d', lo_ms, hi_seq))
+  return answer, answer_offset
 end
 local function check_type(key)
   local t = redis.call('TYPE', key).ok
@@ -265,8 +305,8 @@ end
 )lua";
 
 // KEYS[1] stream, KEYS[2] counter; ARGV[1] "offset" or "time", ARGV[2] the offset or the time in
-// ms, ARGV[3] the limit. Returns {log start, next offset, {entries with an offset, in order}}: the
-// log start is the first entry's offset (the counter when none is left).
+// ms, ARGV[3] the limit, ARGV[4] kForeignEntryBudget. Returns {log start, next offset, {entries with an
+// offset, in order}}: the log start is the first entry's offset (the counter when none is left).
 constexpr const char* kReadScript = R"lua(
 local function out_of_order(key, id, offset, before)
   return redis.error_reply('MQOFFSETORDER the redis backend cannot find offsets in stream ' .. key ..
@@ -292,6 +332,8 @@ while from and #page < limit do
       if before and not less(before, o) then return out_of_order(KEYS[1], e[1], o, before) end
       before = o
       page[#page + 1] = e
+    else
+      step_over(KEYS[1], 1)
     end
   end
   from = '(' .. batch[#batch][1]
@@ -300,9 +342,9 @@ return {log_start or next_offset, next_offset, page}
 )lua";
 
 // KEYS[1] stream, KEYS[2] counter; ARGV[1] the group, ARGV[2] "earliest", "latest", "offset" or
-// "time", ARGV[3] the offset or the time in ms. XGROUP SETID to the id just before the target
-// entry (earliest: 0, latest or no such entry: $), creating the group (XGROUP CREATE, MKSTREAM
-// when there is no stream) if it does not exist. Returns the offset the group reads next.
+// "time", ARGV[3] the offset or the time in ms, ARGV[4] kForeignEntryBudget. XGROUP SETID to the id just
+// before the target entry (earliest: 0, latest or no such entry: $), creating the group (XGROUP CREATE,
+// MKSTREAM when there is no stream) if it does not exist. Returns the offset the group reads next.
 constexpr const char* kSeekScript = R"lua(
 local t, wrong = check_type(KEYS[1])
 if wrong then return wrong end
@@ -344,11 +386,14 @@ const std::string& script_source(Script script) {
 // A refusal of the read or seek script ("MQOFFSETORDER <why>") as its Status; other errors as they are.
 Status read_error(const Status& status) {
   const std::string_view code = redis_error_code(status);
-  if (code != kOffsetOrderError && code != kIdRangeError) return status;
+  if (code != kOffsetOrderError && code != kIdRangeError && code != kForeignError) return status;
   const std::string& message = status.message();
   std::string why = message.substr(std::min(message.size(), message.find(code) + code.size() + 1));
-  return code == kOffsetOrderError ? Status::corruption(std::move(why))
-                                   : Status::invalid_argument(std::move(why));
+  // An error raised by error() rather than returned ends with where: " script: <sha>, on ...".
+  if (const auto where = why.rfind(" script: "); where != std::string::npos) why.resize(where);
+  if (code == kOffsetOrderError) return Status::corruption(std::move(why));
+  if (code == kForeignError) return Status::conflict(std::move(why));
+  return Status::invalid_argument(std::move(why));
 }
 
 std::string stream_key(std::string_view topic, std::uint32_t partition) {
@@ -395,7 +440,9 @@ std::optional<ReceivedMessage> parse_entry(const redisReply* entry, const std::s
   m.group = group;
   m.partition = partition;
   m.id = std::string(id);
-  m.timestamp_ms = static_cast<std::int64_t>(*ms);
+  // Ids another client chose may go beyond what a signed timestamp holds: the latest time there is.
+  m.timestamp_ms = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(*ms, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())));
   const redisReply* fields = entry->element[1];
   const redisReply* offset = nullptr;
   const redisReply* payload = nullptr;
@@ -885,7 +932,8 @@ class RedisQueue final : public Queue {
         counter_key(topic, partition),
         by_time ? "time" : "offset",
         by_time ? std::to_string(*from.timestamp_ms) : std::to_string(from.offset.value_or(0)),
-        std::to_string(limit)};
+        std::to_string(limit),
+        std::to_string(kForeignEntryBudget)};
     auto conn = lease();
     if (!conn.ok()) return conn.status();
     auto reply = run_script(*conn->connection, Script::kRead, args);
@@ -926,8 +974,8 @@ class RedisQueue final : public Queue {
       mode = *target.position == SeekTarget::Position::kEarliest ? "earliest" : "latest";
     }
     std::vector<std::string> args{
-        "EVALSHA",          "",   "2",  stream_key(topic, partition), counter_key(topic, partition),
-        std::string(group), mode, value};
+        "EVALSHA",          "",   "2",   stream_key(topic, partition),       counter_key(topic, partition),
+        std::string(group), mode, value, std::to_string(kForeignEntryBudget)};
     auto conn = lease();
     if (!conn.ok()) return conn.status();
     auto reply = run_script(*conn->connection, Script::kSeek, args);
