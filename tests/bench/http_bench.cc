@@ -12,6 +12,8 @@
 //   2. batch POST /produce (100 messages of 100 bytes) from 4 connections against mqd, FSYNC never/always;
 //   3. SSE delivery: N messages pre-produced, then 1 consumer (one partition) and 16 consumers (8
 //      partitions, 2 per partition) stream GET /consume and acknowledge in batches with POST /ack.
+//   4. GET /messages?timestamp= on a partition of G GB (written with libmq, then opened by mqd): the
+//      first lookup after mqd starts and 500 random ones, each answer checked.
 // Every answer is checked (status and body); mqd's own /stats must agree with the count of 200 answers.
 // Any failure is printed as a FAIL line and makes the exit status 1. Results go to stdout, progress to
 // stderr. Every number is the median over --repeat runs.
@@ -49,6 +51,7 @@
 #include <vector>
 
 #include "bench_support.h"
+#include "mq/mq.h"
 #include "mqd_process.h"
 
 namespace {
@@ -79,10 +82,11 @@ constexpr std::string_view kGroup = "bench";
 constexpr std::string_view kTrivialAnswer = R"({"id":"0-0","topic":"events","partition":0,"offset":0})";
 
 constexpr std::string_view kUsage =
-    "usage: http_bench [--seconds S] [--repeat R] [--events N] [--mqd PATH] [--dir PATH]\n"
+    "usage: http_bench [--seconds S] [--repeat R] [--events N] [--messages-gb G] [--mqd PATH] [--dir PATH]\n"
     "  --seconds S   measured seconds of every produce case, after a 0.5 s warm-up (default 3)\n"
     "  --repeat R    runs of every case; the median of each column is reported (default 3)\n"
     "  --events N    messages pre-produced for each SSE delivery case (default 200000)\n"
+    "  --messages-gb G  size of the partition GET /messages?timestamp= searches (default 2; 0 skips)\n"
     "  --mqd PATH    the mqd program (default: ../../mqd/mqd relative to this program, i.e.\n"
     "                build/main/mqd/mqd beside build/main/tests/bench/http_bench)\n"
     "  --dir PATH    where mqd's data goes; a fresh http_bench.XXXXXX directory is made inside it\n"
@@ -96,6 +100,7 @@ struct BenchOptions : CommonOptions {
   double seconds = 3;
   int repeat = 3;
   std::uint64_t events = 200000;
+  double messages_gb = 2;
   std::string mqd;
 };
 
@@ -103,9 +108,10 @@ BenchOptions parse_options(int argc, char** argv) {
   BenchOptions options;
   parse_flags(argc, argv, options,
               {number_flag("--seconds", options.seconds), number_flag("--repeat", options.repeat),
-               number_flag("--events", options.events),
+               number_flag("--events", options.events), number_flag("--messages-gb", options.messages_gb),
                Flag{"--mqd", [&options](std::string_view value) { options.mqd = std::string(value); }}});
   if (!(options.seconds > 0)) throw UsageError("--seconds must be more than 0");
+  if (!(options.messages_gb >= 0)) throw UsageError("--messages-gb must be 0 or more");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
   if (options.events < static_cast<std::uint64_t>(kStreamConsumers)) {
     throw UsageError("--events must be at least " + std::to_string(kStreamConsumers));
@@ -868,6 +874,100 @@ void print_progress(const std::string& label, int r, int repeat, const LoadRun& 
                run.p50_us, run.p99_us, run.min_per_connection);
 }
 
+// ---------------------------------------------------------------------------------------------
+// 4. GET /messages?timestamp= (libmq/docs/log_format.md "The time index")
+
+constexpr std::size_t kBrowsePayloadBytes = 1000;
+constexpr std::size_t kBrowseBatch = 1000;
+constexpr int kBrowseLookups = 500;
+
+// Partition 0 of kTopic in `data_dir`, written with libmq up to `bytes` (FSYNC never: only its
+// size matters); returns times every message is at or after (first) and some message is at or after
+// (last).
+std::pair<std::int64_t, std::int64_t> write_partition(const std::string& data_dir, std::uint64_t bytes) {
+  if (free_bytes(stdfs::path(data_dir).parent_path().string()) < bytes + (1ULL << 30)) {
+    throw std::runtime_error("not enough free space for a partition of " + std::to_string(bytes) +
+                             " bytes (use a smaller --messages-gb)");
+  }
+  std::string json = "{\"pad\":\"" + std::string(kBrowsePayloadBytes - 10, 'x') + "\"}";
+  auto payload = mq::Payload::parse(json);
+  if (!payload.ok()) throw std::runtime_error(payload.status().to_string());
+  const std::vector<mq::Message> batch(kBrowseBatch, mq::Message{*payload, std::nullopt});
+  mq::StoreOptions options;
+  options.data_dir = data_dir;
+  options.fsync = mq::FsyncMode::kNever;
+  auto store = mq::LogStore::open(options);
+  if (!store.ok()) throw std::runtime_error(store.status().to_string());
+  auto partition = (*store)->partition(kTopic, 0);
+  if (!partition.ok()) throw std::runtime_error(partition.status().to_string());
+  const auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const std::int64_t first = now_ms();
+  std::int64_t last = first;  // before the last append: its messages' timestamps are at least this
+  while ((*partition)->log_bytes() < bytes) {
+    last = now_ms();
+    if (auto appended = (*partition)->append(batch); !appended.ok()) {
+      throw std::runtime_error(appended.status().to_string());
+    }
+  }
+  return {first, last};
+}
+
+// The timestamp of the first message in a /messages answer, or nullopt when it has none.
+std::optional<std::int64_t> first_timestamp(const std::string& body) {
+  auto at = body.find("\"timestamp\":");
+  if (at == std::string::npos) return std::nullopt;
+  return static_cast<std::int64_t>(number_field(body.substr(at), "timestamp").value_or(0));
+}
+
+void run_messages_by_time(const BenchOptions& options, const std::string& mqd_program,
+                          ScratchDirectory& scratch, FailureLog& failures) {
+  const std::string data_dir = scratch.fresh_path("browse");
+  const auto bytes = static_cast<std::uint64_t>(options.messages_gb * kBytesPerGB);
+  std::fprintf(stderr, "writing a partition of %.2f GB for GET /messages?timestamp=\n", options.messages_gb);
+  const auto [first, last] = write_partition(data_dir, bytes);
+  MqdProcess mqd(mqd_program, data_dir, scratch.fresh_path("mqd-stderr"), "never", failures);
+  auto client = make_client(mqd.port());
+  std::uint64_t seed = 20261203;
+  const std::string where = "GET /messages?timestamp=";
+  auto lookup_ns = [&](std::int64_t t) -> std::int64_t {
+    const std::string target =
+        "/messages?topic=" + std::string(kTopic) + "&partition=0&limit=1&timestamp=" + std::to_string(t);
+    const Clock::time_point start = Clock::now();
+    auto result = client->Get(target);
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    if (auto problem = answer_problem(result, "\"messages\":[")) {
+      failures.add(where, *problem);
+    } else if (auto found = first_timestamp(result->body); !found || *found < t) {
+      failures.add(where, "the first message is not at or after " + std::to_string(t) + ": " +
+                              result->body.substr(0, 200));
+    }
+    return ns;
+  };
+  auto random_time = [&] {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return first + static_cast<std::int64_t>((seed >> 33) % static_cast<std::uint64_t>(last - first + 1));
+  };
+  // The connection is opened (and mqd's first request served) before the first lookup is timed.
+  if (auto problem = answer_problem(client->Get("/healthz"), "ok")) failures.add("GET /healthz", *problem);
+  const double first_ms = static_cast<double>(lookup_ns(random_time())) / 1e6;
+  std::vector<std::int64_t> latencies;
+  for (int i = 0; i < kBrowseLookups; ++i) latencies.push_back(lookup_ns(random_time()));
+  mqd.stop();
+  std::printf(
+      "\nGET /messages?timestamp=T&limit=1 on a partition of %.2f GB (%.1f s of timestamps), one "
+      "keep-alive connection\n",
+      options.messages_gb, static_cast<double>(last - first) / 1000.0);
+  std::printf("%-52s %10s %10s %10s  %s\n", "case", "ms", "p50_ms", "p99_ms", "goal");
+  std::printf("%-52s %10.3f %10s %10s  %s\n", "first lookup after mqd started (and a /healthz)", first_ms,
+              "-", "-", "< 5 ms");
+  std::printf("%-52s %10s %10.3f %10.3f  %s\n", (std::to_string(kBrowseLookups) + " random times").c_str(),
+              "-", percentile_us(latencies, 0.5) / 1000.0, percentile_us(latencies, 0.99) / 1000.0, "< 5 ms");
+}
+
 void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
   const std::string mqd_program = options.mqd.empty() ? mqd_beside_this_program() : options.mqd;
   if (::access(mqd_program.c_str(), X_OK) != 0) {
@@ -1008,6 +1108,8 @@ void run_http_benchmark(const BenchOptions& options, ScratchDirectory& scratch) 
   std::printf(
       "delivered/s: N / (streams opened -> last event received); min/max/cons: events one consumer received; "
       "ack reqs: POST /ack\nrequests per run; srv_cpu: mqd CPU us per event\n");
+
+  if (options.messages_gb > 0) run_messages_by_time(options, mqd_program, scratch, failures);
 
   // --- verdict
   std::printf(
