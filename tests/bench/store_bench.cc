@@ -13,11 +13,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <latch>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -559,8 +561,10 @@ void run_segments_open_benchmark(const BenchOptions& options, ScratchDirectory& 
 
 // Appends while retention deletes segments (goal: p99 within 10 % of the same appends without it):
 // 8 threads, one message per call, FSYNC=never (fast enough to roll tens of 1 MiB segments a
-// second; with always this disk rolls one every few seconds); with retention, a thread applies
-// max_bytes = 4 MiB every millisecond, so that a segment goes about as soon as one rolls.
+// second; with always this disk rolls one every few seconds). As in the Broker, an append that
+// rolls the log wakes one retention thread, which applies max_bytes = 4 MiB, so that a segment
+// goes about as soon as one rolls. Both cases run the same threads and wake-ups: "without" only
+// skips apply_retention, so the difference is the deleting itself.
 RunResult run_retention_case(bool with_retention, ScratchDirectory& scratch, Clock::duration duration,
                              const std::vector<std::vector<mq::Message>>& messages_per_thread,
                              std::uint64_t& deleted) {
@@ -570,26 +574,43 @@ RunResult run_retention_case(bool with_retention, ScratchDirectory& scratch, Clo
   options.segment_bytes = 1 << 20;
   auto store = check(mq::LogStore::open(options), "LogStore::open");
   mq::Partition* partition = check(store->partition(kTopic, 0), "LogStore::partition");
-  std::atomic<bool> done{false};
-  std::jthread retention;
-  if (with_retention) {
-    retention = std::jthread([&] {
-      mq::RetentionRule rule;
-      rule.max_bytes = 4 << 20;
-      while (!done) {
-        deleted += check(partition->apply_retention(rule), "Partition::apply_retention");
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a pace, not a wait for an event
-      }
-    });
-  }
+  std::mutex mutex;
+  std::condition_variable rolled;
+  bool pending = false;  // GUARDED_BY(mutex)
+  bool done = false;     // GUARDED_BY(mutex)
+  std::jthread retention([&] {
+    mq::RetentionRule rule;
+    rule.max_bytes = 4 << 20;
+    std::unique_lock lock(mutex);
+    while (true) {
+      rolled.wait(lock, [&] { return pending || done; });
+      if (done) return;
+      pending = false;
+      lock.unlock();
+      if (with_retention) deleted += check(partition->apply_retention(rule), "Partition::apply_retention");
+      lock.lock();
+    }
+  });
   RunResult run = run_timed(8, duration, [&](int thread, std::uint64_t iteration) {
     const std::vector<mq::Message>& messages = messages_per_thread[static_cast<std::size_t>(thread)];
+    const std::size_t segments = partition->segment_count();
     check(partition->append(std::span<const mq::Message>(&messages[iteration % messages.size()], 1)),
           "Partition::append");
+    if (partition->segment_count() > segments) {
+      {
+        std::lock_guard lock(mutex);
+        pending = true;
+      }
+      rolled.notify_one();
+    }
     return std::uint64_t{1};
   });
-  done = true;
-  if (retention.joinable()) retention.join();
+  {
+    std::lock_guard lock(mutex);
+    done = true;
+  }
+  rolled.notify_one();
+  retention.join();
   run.bytes = run.messages * kAppendPayloadBytes;
   store.reset();
   stdfs::remove_all(options.data_dir);

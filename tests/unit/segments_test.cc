@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -68,6 +69,11 @@ class KillingFileSystem : public FileSystem {
   bool killed() const { return steps_left_ < 0; }
   // How many times a segment's log (*.log) was opened.
   int log_opens() const { return log_opens_; }
+  // Removals ("remove <file name>") and directory syncs ("sync"), in order.
+  std::vector<std::string> steps() const {
+    std::lock_guard lock(steps_mutex_);
+    return steps_;
+  }
 
   Result<std::unique_ptr<File>> open(const std::string& path) override {
     if (!step()) return dead();
@@ -80,6 +86,7 @@ class KillingFileSystem : public FileSystem {
     return step() ? real_->create_directories(path) : dead();
   }
   Status sync_directory(const std::string& path) override {
+    record("sync");
     return step() ? real_->sync_directory(path) : dead();
   }
   Result<std::vector<std::string>> list_directory(const std::string& path) override {
@@ -87,7 +94,10 @@ class KillingFileSystem : public FileSystem {
   }
   bool exists(const std::string& path) override { return real_->exists(path); }
   Result<std::uint64_t> file_size(const std::string& path) override { return real_->file_size(path); }
-  Status remove(const std::string& path) override { return step() ? real_->remove(path) : dead(); }
+  Status remove(const std::string& path) override {
+    record("remove " + path.substr(path.rfind('/') + 1));
+    return step() ? real_->remove(path) : dead();
+  }
   Status rename(const std::string& from, const std::string& to) override {
     return step() ? real_->rename(from, to) : dead();
   }
@@ -112,12 +122,18 @@ class KillingFileSystem : public FileSystem {
   };
 
   static Status dead() { return Status::io_error("the process was killed"); }
+  void record(std::string step) {
+    std::lock_guard lock(steps_mutex_);
+    steps_.push_back(std::move(step));
+  }
   // False once the step count ran out (this step is the one killed).
   bool step() { return steps_left_.fetch_sub(1) > 0; }
 
   std::shared_ptr<FileSystem> real_;
   std::atomic<std::int64_t> steps_left_{INT64_MAX};
   std::atomic<int> log_opens_{0};
+  mutable std::mutex steps_mutex_;
+  std::vector<std::string> steps_;  // GUARDED_BY(steps_mutex_)
 };
 
 }  // namespace
@@ -342,6 +358,51 @@ TEST_CASE("RetentionDeletesWholeSealedSegmentsOldestFirstByEachRuleAndNeverTheAc
   CHECK(again.log_start_offset() == start);
   CHECK(again.next_offset() == end + 1);
   CHECK(append_ok(again, message(numbered(501))) == end + 1);
+}
+
+TEST_CASE("RetentionMakesEachRemovalDurableBeforeTheNextOneAndWritesNoMeta") {
+  // log_format.md "The log start": no gap may open at the bottom after a power cut, so a segment's
+  // files are removed only once every earlier removal is durable (a directory sync since), and
+  // retention itself writes no meta (its fsyncs stalled the appends beside it).
+  TempDir dir;
+  auto recording = std::make_shared<KillingFileSystem>(make_posix_file_system());
+  auto store = open_segmented(dir.path(), recording);
+  Partition& p = open_partition(*store);
+  RetentionRule rule;
+  rule.max_bytes = 2 * kSegmentBytes;
+  auto retention_pass = [&] {
+    const std::size_t before = recording->steps().size();
+    REQUIRE(p.apply_retention(rule).ok());
+    const std::vector<std::string> steps = recording->steps();
+    for (std::size_t i = before; i < steps.size(); ++i) CHECK(steps[i].find(".meta") == std::string::npos);
+  };
+  for (int i = 0; i < 150; ++i) {
+    append_ok(p, message(numbered(i)));
+    if (i % 40 == 39) retention_pass();  // several segments per pass
+  }
+  retention_pass();
+  REQUIRE(p.log_start_offset() > 0u);
+  bool unsynced_removal = false;
+  int removed_logs = 0;
+  for (const std::string& step : recording->steps()) {
+    CAPTURE(step);
+    if (step == "sync") {
+      unsynced_removal = false;
+    } else if (step.starts_with("remove partition-0.") && step.ends_with(".log")) {
+      CHECK_FALSE(unsynced_removal);
+      unsynced_removal = true;
+      ++removed_logs;
+    }
+  }
+  CHECK(removed_logs >= 5);
+  const std::uint64_t start = p.log_start_offset();
+  const std::uint64_t end = p.next_offset();
+  store.reset();
+  auto reopened = open_segmented(dir.path());
+  Partition& again = open_partition(*reopened);
+  CHECK(again.log_start_offset() == start);
+  CHECK(again.next_offset() == end);
+  CHECK(numbers_of(again).size() == end - start);
 }
 
 TEST_CASE("ReadersOfASegmentBeingDeletedFinishOrAreToldItIsGone") {

@@ -107,8 +107,8 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
   }
   auto meta = read_meta(fs, d + "/" + st + ".meta");
   if (!meta.ok()) return meta.status();
-  // Segments wholly below the recorded log start are what a crash left between retention's meta
-  // write and its deletion of the files: finish the deletion.
+  // Segments wholly below the recorded log start (a meta written by an older version between its
+  // log start moving up and the deletion of the files) are deleted now.
   if (*meta) {
     while (firsts.size() > 1 && firsts[1] <= (*meta)->log_start_offset) {
       for (const char* suffix : {".log", ".index"}) {
@@ -286,7 +286,7 @@ Status SegmentedLog::write_meta(std::uint64_t log_start, std::uint64_t active_fi
   if (auto s = (*file)->sync(); !s.ok()) return s;
   if (auto s = fs_.rename(tmp, path); !s.ok()) return s;
   if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
-  meta_active_first_ = active_first;
+  removed_synced_ = removed_;  // the sync covered every removal before it
   return {};
 }
 
@@ -392,9 +392,17 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
     }
     if (!goes) break;
     {
-      // The log start moves up, durably, before the segment's files go: offsets never go back.
+      // No meta write here (its two fsyncs stalled every append for as long: ext4 commits its
+      // journal): the files say where the log starts, and the meta written by the roll that
+      // started the active segment says where that starts once no sealed segment is left
+      // (log_format.md "The log start"). What must hold after a power cut is the order: segments
+      // go oldest first, so an earlier removal is made durable before the next one (the directory
+      // sync of a roll in between usually did it already), and no gap can open at the bottom.
       std::lock_guard meta(meta_mutex_);
-      if (auto s = write_meta(end, meta_active_first_); !s.ok()) return s;
+      if (removed_ != removed_synced_) {
+        if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+        removed_synced_ = removed_;
+      }
       std::lock_guard opening(open_mutex_);
       {
         std::unique_lock lock(segments_mutex_);
@@ -405,6 +413,7 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
       }
       // A reader that holds the segment keeps its open files and finishes its read.
       const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
+      ++removed_;
       if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
       if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
     }

@@ -118,8 +118,10 @@ class SegmentedLog {
   // One retention run at a time.
   std::mutex retention_mutex_;
   // Writes of partition-N.meta, each with the log start and active start of its moment.
+  // Also held while retention removes a segment's files.
   std::mutex meta_mutex_;
-  std::uint64_t meta_active_first_ = 0;  // GUARDED_BY(meta_mutex_): the active start the meta records
+  std::uint64_t removed_ = 0;         // GUARDED_BY(meta_mutex_): segments retention removed
+  std::uint64_t removed_synced_ = 0;  // GUARDED_BY(meta_mutex_): of those, how many a directory sync made durable
   // Held while a sealed segment is opened (which may create its files) and while retention deletes
   // one, so that a deleted segment is never recreated empty.
   mutable std::mutex open_mutex_;
