@@ -767,7 +767,11 @@ TEST_CASE(
   refused(queue->seek("u", 0, "g", to_offset(0)).status(), "u:0");
   const mq::SeekTarget earliest{std::nullopt, std::nullopt, mq::SeekTarget::Position::kEarliest};
   refused(queue->seek("u", 0, "g", earliest).status(), "u:0");
-  // Redis itself is fine and so is everything that does not search.
+  // Redis itself is fine and so is everything that does not search: latest needs no search.
+  const mq::SeekTarget latest{std::nullopt, std::nullopt, mq::SeekTarget::Position::kLatest};
+  auto at_latest = queue->seek("u", 0, "g", latest);
+  REQUIRE_MESSAGE(at_latest.ok(), at_latest.status().to_string());
+  CHECK(*at_latest == 1);
   REQUIRE(queue->produce("u", message("1"), 0).ok());
   CHECK(std::string(raw.command({"PING"})->str) == "PONG");
 }

@@ -147,6 +147,10 @@ TEST_CASE("SeekOverHttpReplaysSkipsRefusesBadBodiesAndSurvivesKill9") {
     auto refused = http_post(mqd.port(), seek, bad);
     CHECK(refused.status == 400);
   }
+  auto beyond_64_bits = http_post(mqd.port(), seek, R"({"offset":18446744073709551616})");
+  CHECK(beyond_64_bits.status == 400);
+  CHECK(beyond_64_bits.json()["error"] ==
+        "the request body holds a number beyond 64 bits, which no field of this route takes");
   CHECK(http_post(mqd.port(), "/seek?topic=events&partition=0&group=../x", R"({"offset":1})").status == 400);
   CHECK(http_post(mqd.port(), "/seek?topic=nope&partition=0&group=g", R"({"offset":1})").status == 404);
   CHECK(http_get(mqd.port(), seek).status == 405);

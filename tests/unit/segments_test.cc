@@ -405,6 +405,85 @@ TEST_CASE("RetentionMakesEachRemovalDurableBeforeTheNextOneAndWritesNoMeta") {
   CHECK(numbers_of(again).size() == end - start);
 }
 
+// A roll killed after its commit point (step 3), before its meta write (step 4): the next open
+// starts the active segment itself. If retention then deletes every sealed segment while the active
+// one is still empty, the meta alone says where it starts: it must not be the stale one.
+TEST_CASE("ARollCutAfterItsCommitPointThenRetentionDeletingEverySealedSegmentLosesNoOffset") {
+  for (const bool first_roll : {false, true}) {  // first roll: there is no meta at all
+    CAPTURE(first_roll);
+    TempDir dir;
+    const std::string events = dir.path() + "/events/";
+    std::uint64_t next = 0;
+    {
+      auto store = open_segmented(dir.path());
+      Partition& p = open_partition(*store);
+      const int count = first_roll ? 5 : 60;  // 5 fit in one segment
+      for (int i = 0; i < count; ++i) append_ok(p, message(numbered(i)));
+      if (first_roll) REQUIRE(p.segment_count() == 1u);
+      if (!first_roll) REQUIRE(p.segment_count() > 2u);
+      next = p.next_offset();
+    }
+    CHECK(fs::exists(events + "partition-0.meta") != first_roll);
+    // The roll's steps 2 and 3, by hand, as a process killed right after them leaves them.
+    const std::string first_line = split_lines(file_contents(events + "partition-0.log")).front();
+    std::string digits = std::to_string(std::stoull(first_line.substr(first_line.find(':') + 1)));
+    const std::string sealed = "partition-0." + std::string(20 - digits.size(), '0') + digits;
+    fs::rename(events + "partition-0.index", events + sealed + ".index");
+    fs::rename(events + "partition-0.log", events + sealed + ".log");
+    {
+      auto store = open_segmented(dir.path());
+      Partition& p = open_partition(*store);
+      CHECK(p.next_offset() == next);
+      RetentionRule rule;
+      rule.delete_below = next;  // every group acknowledged everything
+      REQUIRE(p.apply_retention(rule).ok());
+      CHECK(p.segment_count() == 1u);
+      CHECK(p.log_start_offset() == next);
+    }
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    CHECK(p.next_offset() == next);
+    CHECK(p.log_start_offset() == next);
+    CHECK(append_ok(p, message(numbered(999))) == next);
+  }
+}
+
+TEST_CASE("RecordsLongerThanTheRecoveryScansChunkRecoverInTheMiddleAtTheTailAndTorn") {
+  // Recovery reads 64 KiB at a time; a record may be up to MAX_PAYLOAD_BYTES and more.
+  for (int variant = 0; variant < 3; ++variant) {
+    CAPTURE(variant);  // 0: long records in the middle; 1: at the tail; 2: the last one torn
+    TempDir dir;
+    const std::string events = dir.path() + "/events/";
+    const std::string long_one = "{\"n\":1,\"pad\":\"" + std::string(900 * 1024, 'y') + "\"}";
+    const std::string long_two = "{\"n\":2,\"pad\":\"" + std::string(200 * 1024, 'z') + "\"}";
+    StoreOptions options;
+    options.data_dir = dir.path();
+    options.fsync = FsyncMode::kNever;
+    options.recovery_log = [](const std::string&) {};
+    {
+      auto store = LogStore::open(options);
+      REQUIRE(store.ok());
+      Partition& p = open_partition(**store);
+      append_ok(p, message(numbered(0)));
+      append_ok(p, message(long_one));
+      append_ok(p, message(long_two));
+      if (variant == 0) append_ok(p, message(numbered(3)));
+    }
+    fs::remove(events + "partition-0.index");  // the whole log is scanned
+    if (variant == 2)
+      fs::resize_file(events + "partition-0.log", fs::file_size(events + "partition-0.log") - 100 * 1024);
+    auto store = LogStore::open(options);
+    REQUIRE(store.ok());
+    Partition& p = open_partition(**store);
+    const std::uint64_t expected = variant == 0 ? 4 : variant == 1 ? 3 : 2;
+    CHECK(p.next_offset() == expected);
+    const std::vector<std::string> lines = read_all(p, 0);
+    REQUIRE(lines.size() == expected);
+    if (variant < 2) CHECK(lines[2].find(std::string(200 * 1024, 'z')) != std::string::npos);
+    CHECK(append_ok(p, message(numbered(9))) == expected);
+  }
+}
+
 TEST_CASE("ReadersOfASegmentBeingDeletedFinishOrAreToldItIsGone") {
   TempDir dir;
   auto store = open_segmented(dir.path());

@@ -146,6 +146,14 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
                                 " (libmq/docs/log_format.md \"Segments\")");
     }
   }
+  // A roll cut between its commit point and its meta write (step 4), or an older version's meta,
+  // leaves the meta behind the segments. Once retention deletes every sealed segment, the meta is
+  // what says where an empty active segment starts: bring it up to date before that segment exists.
+  if (!firsts.empty() && (!*meta || (*meta)->active_first_offset != active_first)) {
+    const std::uint64_t log_start = std::max(firsts.front(), *meta ? (*meta)->log_start_offset : 0);
+    std::lock_guard meta_lock(log->meta_mutex_);
+    if (auto s = log->write_meta(log_start, active_first); !s.ok()) return s;
+  }
   auto active = log->open_segment(st, active_first);
   if (!active.ok()) return active.status();
   log->report_ = (*active)->recovery_report();

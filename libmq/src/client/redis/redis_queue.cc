@@ -349,8 +349,10 @@ constexpr const char* kSeekScript = R"lua(
 local t, wrong = check_type(KEYS[1])
 if wrong then return wrong end
 local next_offset = number_of(redis.call('GET', KEYS[2])) or '0'
-local first, log_start = at_or_after(KEYS[1], '-')
 local id, position = '$', next_offset
+-- latest needs no search (and so no budget: other clients' entries do not stop it)
+local first, log_start = nil, nil
+if ARGV[2] ~= 'latest' then first, log_start = at_or_after(KEYS[1], '-') end
 if ARGV[2] == 'earliest' then
   id, position = '0', log_start or next_offset
 elseif ARGV[2] ~= 'latest' then
