@@ -93,6 +93,7 @@ PartitionLog::PartitionLog(std::string topic, std::uint32_t index, const StoreOp
 }
 
 PartitionLog::~PartitionLog() {
+  if (deleted_) return;
   (void)sync(/*only_if_behind=*/true);
   (void)index_file_->sync();  // the index is never synced on the append path; spare the next open a rebuild
 }

@@ -2,6 +2,7 @@
 // writes and syncs it, and reads by offset.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -59,6 +60,8 @@ class PartitionLog {
   std::uint64_t next_offset() const;
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   void interrupt_waiters();
+  // Retention is deleting this segment's files: closing it syncs nothing.
+  void mark_deleted() { deleted_ = true; }
   LogPositions positions() const;
   // The largest timestamp of this log's messages (kNoTimestamp when it has none). Appends a full
   // disk made fail may still count: it is an upper bound, exact otherwise.
@@ -138,6 +141,7 @@ class PartitionLog {
   bool waits_interrupted_ = false;      // GUARDED_BY(mutex_): sticky, for shutdown
 
   detail::AppendListeners listeners_;  // called after appends, with no other lock of this log held
+  std::atomic<bool> deleted_{false};
 };
 
 }  // namespace mq

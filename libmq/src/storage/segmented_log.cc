@@ -265,11 +265,12 @@ Status SegmentedLog::start_active_locked() {
   if (!fresh.ok()) return fail(fresh.status());
   old->remove_append_listener(active_listener_);
   bool interrupted = false;
+  std::vector<std::shared_ptr<PartitionLog>> evicted;  // closed after the lock is released
   {
     std::unique_lock lock(segments_mutex_);
     const std::uint64_t bytes = old->positions().written;
     sealed_.emplace(first, Sealed{bytes, old->largest_timestamp(), old});
-    keep_open_locked(first);
+    evicted = keep_open_locked(first);
     sealed_bytes_ += bytes;
     active_ = *fresh;
     interrupted = waits_interrupted_;
@@ -412,8 +413,11 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
         removed_synced_ = removed_;
       }
       std::lock_guard opening(open_mutex_);
+      // Closed after segments_mutex_ is released, syncing nothing: its files are going.
+      std::shared_ptr<PartitionLog> gone;
       {
         std::unique_lock lock(segments_mutex_);
+        if (auto it = sealed_.find(first); it != sealed_.end()) gone = std::move(it->second.log);
         sealed_.erase(first);
         std::erase(opened_, first);
         sealed_bytes_ -= bytes;
@@ -421,6 +425,7 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
       }
       // A reader that holds the segment keeps its open files and finishes its read.
       const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
+      if (gone) gone->mark_deleted();
       ++removed_;
       if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
       if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
@@ -472,24 +477,28 @@ Result<std::shared_ptr<PartitionLog>> SegmentedLog::segment_for(std::uint64_t of
                               std::to_string((*opened)->next_offset()) + " but the next segment starts at " +
                               std::to_string(end) + " (libmq/docs/log_format.md \"Segments\")");
   }
+  std::vector<std::shared_ptr<PartitionLog>> evicted;  // closed after the lock is released
   std::unique_lock lock(segments_mutex_);
   auto it = sealed_.find(first);
   if (it == sealed_.end()) return *opened;
   if (!it->second.log) {
     it->second.log = *opened;
-    keep_open_locked(first);
+    evicted = keep_open_locked(first);
   }
   return it->second.log;
 }
 
-void SegmentedLog::keep_open_locked(std::uint64_t first) const {
+std::vector<std::shared_ptr<PartitionLog>> SegmentedLog::keep_open_locked(std::uint64_t first) const {
   // Each open segment holds two descriptors: only the most recently opened few stay open (a reader
   // holding an evicted one keeps its files until it is done).
+  std::vector<std::shared_ptr<PartitionLog>> evicted;
   opened_.push_back(first);
   while (opened_.size() > kMaxOpenSealedSegments) {
-    if (auto it = sealed_.find(opened_.front()); it != sealed_.end()) it->second.log.reset();
+    if (auto it = sealed_.find(opened_.front()); it != sealed_.end())
+      evicted.push_back(std::move(it->second.log));
     opened_.pop_front();
   }
+  return evicted;
 }
 
 Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,

@@ -90,9 +90,10 @@ class SegmentedLog {
   Status roll_locked();
   // With roll_mutex_ held exclusively: starts the active segment after sealed_pending_.
   Status start_active_locked();
-  // With segments_mutex_ held exclusively: `first` was just opened; closes the least recently
-  // opened sealed segments beyond kMaxOpenSealedSegments.
-  void keep_open_locked(std::uint64_t first) const;
+  // With segments_mutex_ held exclusively: `first` was just opened; returns the least recently
+  // opened sealed segments beyond kMaxOpenSealedSegments, for the caller to close once it released
+  // segments_mutex_ (closing syncs an index: appends must not wait for that).
+  std::vector<std::shared_ptr<PartitionLog>> keep_open_locked(std::uint64_t first) const;
   static constexpr std::size_t kMaxOpenSealedSegments = 8;
   // With meta_mutex_ held.
   Status write_meta(std::uint64_t log_start, std::uint64_t active_first);
@@ -120,8 +121,9 @@ class SegmentedLog {
   // Writes of partition-N.meta, each with the log start and active start of its moment.
   // Also held while retention removes a segment's files.
   std::mutex meta_mutex_;
-  std::uint64_t removed_ = 0;         // GUARDED_BY(meta_mutex_): segments retention removed
-  std::uint64_t removed_synced_ = 0;  // GUARDED_BY(meta_mutex_): of those, how many a directory sync made durable
+  std::uint64_t removed_ = 0;  // GUARDED_BY(meta_mutex_): segments retention removed
+  std::uint64_t removed_synced_ =
+      0;  // GUARDED_BY(meta_mutex_): of those, how many a directory sync made durable
   // Held while a sealed segment is opened (which may create its files) and while retention deletes
   // one, so that a deleted segment is never recreated empty.
   mutable std::mutex open_mutex_;
