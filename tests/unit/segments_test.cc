@@ -484,6 +484,33 @@ TEST_CASE("RecordsLongerThanTheRecoveryScansChunkRecoverInTheMiddleAtTheTailAndT
   }
 }
 
+TEST_CASE("ARemovalThatFailsEndsTheRetentionRunAndLeavesNoGap") {
+  // A segment whose file cannot be removed (read-only, immutable) stays the log's start: deleting a
+  // newer one first would leave a gap that every later read of the start reports as corruption.
+  TempDir dir;
+  auto killing = std::make_shared<KillingFileSystem>(make_posix_file_system());
+  auto store = open_segmented(dir.path(), killing);
+  Partition& p = open_partition(*store);
+  for (int i = 0; i < 120; ++i) append_ok(p, message(numbered(i)));
+  const std::size_t segments = p.segment_count();
+  RetentionRule rule;
+  rule.max_bytes = 3 * kSegmentBytes;
+  killing->kill_at_step(0);  // the run's first file-system step, the oldest segment's removal, fails
+  CHECK_FALSE(p.apply_retention(rule).ok());
+  killing->kill_at_step(INT64_MAX);
+  CHECK(p.log_start_offset() == 0u);
+  CHECK(p.segment_count() == segments);
+  CHECK(numbers_of(p).size() == 120u);
+  REQUIRE(p.apply_retention(rule).ok());  // the next run deletes, oldest first
+  const std::uint64_t start = p.log_start_offset();
+  CHECK(start > 0u);
+  store.reset();
+  auto reopened = open_segmented(dir.path());
+  Partition& again = open_partition(*reopened);
+  CHECK(again.log_start_offset() == start);
+  CHECK(numbers_of(again).size() == 120u - start);
+}
+
 TEST_CASE("ReadersOfASegmentBeingDeletedFinishOrAreToldItIsGone") {
   TempDir dir;
   auto store = open_segmented(dir.path());

@@ -204,16 +204,23 @@ Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch) {
                                         segment->next_offset() == segment->first_offset()))
         return segment->append(batch);
     }
+    // Segments the roll evicts from the open set, closed (an index sync) once appends may go on.
+    std::vector<std::shared_ptr<PartitionLog>> evicted;
     std::unique_lock rolling(roll_mutex_);
+    const auto keep_evicted = [&] { evicted = std::move(evicted_by_roll_); };
     if (!failure_.ok()) return failure_;
     if (sealed_pending_) {
-      if (auto s = start_active_locked(); !s.ok()) return s;
+      Status started = start_active_locked();
+      keep_evicted();
+      if (!started.ok()) return started;
       continue;
     }
     std::shared_ptr<PartitionLog> segment = active();
     if (segment->positions().appended >= options_.segment_bytes &&
         segment->next_offset() > segment->first_offset()) {
-      if (auto s = roll_locked(); !s.ok()) return s;
+      Status rolled = roll_locked();
+      keep_evicted();
+      if (!rolled.ok()) return rolled;
     }
   }
 }
@@ -265,12 +272,11 @@ Status SegmentedLog::start_active_locked() {
   if (!fresh.ok()) return fail(fresh.status());
   old->remove_append_listener(active_listener_);
   bool interrupted = false;
-  std::vector<std::shared_ptr<PartitionLog>> evicted;  // closed after the lock is released
   {
     std::unique_lock lock(segments_mutex_);
     const std::uint64_t bytes = old->positions().written;
     sealed_.emplace(first, Sealed{bytes, old->largest_timestamp(), old});
-    evicted = keep_open_locked(first);
+    evicted_by_roll_ = keep_open_locked(first);
     sealed_bytes_ += bytes;
     active_ = *fresh;
     interrupted = waits_interrupted_;
@@ -413,7 +419,14 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
         removed_synced_ = removed_;
       }
       std::lock_guard opening(open_mutex_);
-      // Closed after segments_mutex_ is released, syncing nothing: its files are going.
+      // The log first, and only then the memory: when the removal fails (a read-only or immutable
+      // file), the segment stays the log's start and this run ends, so that no newer segment goes
+      // before it (that would leave a gap at the bottom, reported as corruption at every read).
+      // Held open_mutex_ keeps readers from opening it meanwhile; one that has it open reads on.
+      const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
+      if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
+      ++removed_;
+      // Closed after segments_mutex_ is released, syncing nothing: its files are gone.
       std::shared_ptr<PartitionLog> gone;
       {
         std::unique_lock lock(segments_mutex_);
@@ -423,11 +436,8 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
         sealed_bytes_ -= bytes;
         log_start_ = end;
       }
-      // A reader that holds the segment keeps its open files and finishes its read.
-      const std::string stem = dir_ + "/" + sealed_stem(stem_, first);
       if (gone) gone->mark_deleted();
-      ++removed_;
-      if (auto s = fs_.remove(stem + ".log"); !s.ok()) return s;
+      // An index left behind (this removal failing) is an orphan the next open deletes.
       if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
     }
     deleted += end - first;

@@ -116,6 +116,9 @@ class SegmentedLog {
 
   // Shared by appends, exclusive for a roll (which must find no append in flight).
   std::shared_mutex roll_mutex_;
+  // GUARDED_BY(roll_mutex_): what the last roll evicted from the open set, for append() to close
+  // after it released roll_mutex_.
+  std::vector<std::shared_ptr<PartitionLog>> evicted_by_roll_;
   // One retention run at a time.
   std::mutex retention_mutex_;
   // Writes of partition-N.meta, each with the log start and active start of its moment.
