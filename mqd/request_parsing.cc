@@ -167,7 +167,9 @@ mq::Result<SmallBody> small_object(std::string_view body) {
   simdjson::dom::element root;
   if (parser.parse(body.data(), body.size()).get(root)) {
     if (auto s = check_other_value(body, "the request body"); !s.ok()) return s;
-    return bad_request("the request body holds a number beyond 64 bits or beyond a double, which mqd reads only in payloads");
+    return bad_request(
+        "the request body holds a number beyond 64 bits or beyond a double, which mqd reads only in "
+        "payloads");
   }
   if (root.get_object().get(result.object)) return bad_request("the request body must be a JSON object");
   return result;

@@ -149,8 +149,9 @@ TEST_CASE("SeekOverHttpReplaysSkipsRefusesBadBodiesAndSurvivesKill9") {
   }
   auto beyond_64_bits = http_post(mqd.port(), seek, R"({"offset":18446744073709551616})");
   CHECK(beyond_64_bits.status == 400);
-  CHECK(beyond_64_bits.json()["error"] ==
-        "the request body holds a number beyond 64 bits or beyond a double, which mqd reads only in payloads");
+  CHECK(
+      beyond_64_bits.json()["error"] ==
+      "the request body holds a number beyond 64 bits or beyond a double, which mqd reads only in payloads");
   // Also in a field mqd does not know, which it otherwise ignores (docs/http-api.md).
   CHECK(http_post(mqd.port(), seek, R"({"offset":1,"note":1e400})").status == 400);
   CHECK(http_post(mqd.port(), "/seek?topic=events&partition=0&group=../x", R"({"offset":1})").status == 400);
