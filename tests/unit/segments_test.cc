@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "fault_file_system.h"
 #include "store_helpers.h"
 #include "temp_dir.h"
 
@@ -622,6 +623,45 @@ TEST_CASE("OpeningAPartitionOpensOnlyItsNewestSealedSegmentAndTheActiveOne") {
   CHECK(counting->log_opens() == 3);
   CHECK(p.log_bytes() == log_bytes);
   CHECK(numbers_of(p).size() == 400u);
+}
+
+TEST_CASE("ClosingALogSyncsItsIndexOnlyWhenSomethingWasWrittenToItSinceItsLastSync") {
+  // The index is not synced on the append path; closing syncs it so that the next open need not
+  // rebuild it. A sealed segment (synced when it rolled) closed after a read has nothing to sync:
+  // an fdatasync there stalled appends elsewhere on the disk.
+  TempDir dir;
+  auto faults = std::make_shared<FaultFileSystem>();
+  const std::string events = dir.path() + "/events/";
+  {
+    auto store = open_segmented(dir.path(), faults);
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 6; ++i) append_ok(p, message(numbered(i)));  // one segment, some index entries
+    REQUIRE(p.segment_count() == 1u);
+    REQUIRE(fs::file_size(events + "partition-0.index") > 8u);
+    const std::uint64_t before = faults->syncs(events + "partition-0.index");
+    store.reset();
+    CHECK(faults->syncs(events + "partition-0.index") == before + 1);  // written since: synced at close
+  }
+  for (int i = 6; i < 200; ++i) {
+    auto store = open_segmented(dir.path());
+    append_ok(open_partition(*store), message(numbered(i)));
+  }
+  auto store = open_segmented(dir.path(), faults);
+  Partition& p = open_partition(*store);
+  REQUIRE(p.segment_count() > 12u);
+  std::uint64_t before = 0;
+  std::vector<std::string> sealed_indexes;
+  for (const auto& entry : fs::directory_iterator(events)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("partition-0.") && name.ends_with(".index") && name != "partition-0.index") {
+      sealed_indexes.push_back(entry.path().string());
+      before += faults->syncs(entry.path().string());
+    }
+  }
+  CHECK(numbers_of(p).size() == 200u);  // opens every sealed segment; only 8 stay open
+  std::uint64_t after = 0;
+  for (const auto& path : sealed_indexes) after += faults->syncs(path);
+  CHECK(after == before);
 }
 
 TEST_CASE("OnlyAFewSealedSegmentsStayOpen") {

@@ -261,6 +261,7 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
   // The index is a shortcut that the next open can rebuild: failing to write it (a full disk) must
   // not keep the log from opening.
   recovered.report.index_write_failed = !write_index(index, to_write, rewrite_index || *index_size == 0).ok();
+  recovered.index_written = !to_write.empty() || rewrite_index || *index_size == 0;
 
   recovered.end_position = scan->good_position;
   recovered.next_offset = scan->good_offset;

@@ -18,6 +18,7 @@ struct RecoveredLog {
   std::uint64_t next_offset = 0;                  // the offset the next appended message gets
   std::vector<IndexEntry> index;                  // starts with {first_offset, 0, kNoTimestamp}
   std::int64_t largest_timestamp = kNoTimestamp;  // of every message in the log
+  bool index_written = false;                     // recovery wrote to the index file (unsynced)
   RecoveryReport report;
 };
 

@@ -142,6 +142,10 @@ class PartitionLog {
 
   detail::AppendListeners listeners_;  // called after appends, with no other lock of this log held
   std::atomic<bool> deleted_{false};
+  // Writes to the index file (recovery's counts as one), and how many of them a sync covered
+  // (GUARDED_BY(mutex_)): a log closes without syncing an index nothing was written to since.
+  std::atomic<std::uint64_t> index_writes_{0};
+  std::uint64_t index_writes_synced_ = 0;
 };
 
 }  // namespace mq
