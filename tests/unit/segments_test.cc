@@ -97,8 +97,11 @@ class KillingFileSystem : public FileSystem {
   Result<std::uint64_t> file_size(const std::string& path) override { return real_->file_size(path); }
   Status remove(const std::string& path) override {
     record("remove " + path.substr(path.rfind('/') + 1));
+    if (!refused_.empty() && path.ends_with(refused_)) return Status::io_error("Operation not permitted");
     return step() ? real_->remove(path) : dead();
   }
+  // Removing a file whose name ends with `suffix` fails, as for an immutable file.
+  void refuse_removal_of(std::string suffix) { refused_ = std::move(suffix); }
   Status rename(const std::string& from, const std::string& to) override {
     return step() ? real_->rename(from, to) : dead();
   }
@@ -133,6 +136,7 @@ class KillingFileSystem : public FileSystem {
   std::shared_ptr<FileSystem> real_;
   std::atomic<std::int64_t> steps_left_{INT64_MAX};
   std::atomic<int> log_opens_{0};
+  std::string refused_;  // set before use, then only read
   mutable std::mutex steps_mutex_;
   std::vector<std::string> steps_;  // GUARDED_BY(steps_mutex_)
 };
@@ -510,6 +514,45 @@ TEST_CASE("ARemovalThatFailsEndsTheRetentionRunAndLeavesNoGap") {
   Partition& again = open_partition(*reopened);
   CHECK(again.log_start_offset() == start);
   CHECK(numbers_of(again).size() == 120u - start);
+}
+
+TEST_CASE("AnIndexWithoutItsLogThatCannotBeRemovedIsReportedAndThePartitionOpens") {
+  // Retention removes a segment's log, then its index; when only the index resists, the next open
+  // finds it without its log. Harmless: it must not keep the partition from opening.
+  TempDir dir;
+  {
+    auto store = open_segmented(dir.path());
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 60; ++i) append_ok(p, message(numbered(i)));
+    REQUIRE(p.segment_count() > 3u);
+  }
+  auto killing = std::make_shared<KillingFileSystem>(make_posix_file_system());
+  killing->refuse_removal_of(".index");
+  std::uint64_t start = 0;
+  {
+    auto store = open_segmented(dir.path(), killing);
+    Partition& p = open_partition(*store);
+    RetentionRule rule;
+    rule.max_bytes = 2 * kSegmentBytes;
+    CHECK_FALSE(p.apply_retention(rule).ok());  // the first segment's log went, its index did not
+    start = p.log_start_offset();
+    CHECK(start > 0u);
+  }
+  std::vector<std::string> reported;
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.fsync = FsyncMode::kNever;
+  options.segment_bytes = kSegmentBytes;
+  options.file_system = killing;
+  options.recovery_log = [&](const std::string& line) { reported.push_back(line); };
+  auto store = LogStore::open(options);
+  REQUIRE(store.ok());
+  auto p = (*store)->partition("events", 0);
+  REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+  CHECK((*p)->log_start_offset() == start);
+  CHECK(numbers_of(**p).size() == 60u - start);
+  REQUIRE(reported.size() == 1u);
+  CHECK(reported[0].find("an index without its log") != std::string::npos);
 }
 
 TEST_CASE("ReadersOfASegmentBeingDeletedFinishOrAreToldItIsGone") {

@@ -98,11 +98,16 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
   }
   std::sort(firsts.begin(), firsts.end());
   // Index files of a sealed name without their log are what a roll interrupted before its commit
-  // point left behind: the active segment still owns those messages and rebuilds its index.
+  // point left behind (or retention, when removing the index failed): the active segment still
+  // owns those messages and rebuilds its index. Harmless where they are, so one that cannot be
+  // removed is reported, not a reason to refuse the partition (a roll renames over it).
   for (const auto& name : *names) {
     auto first = sealed_first_offset(name, st, ".index");
     if (first && !std::binary_search(firsts.begin(), firsts.end(), *first)) {
-      if (auto s = fs.remove(d + "/" + name); !s.ok()) return s;
+      if (auto s = fs.remove(d + "/" + name); !s.ok()) {
+        write_recovery_line(
+            options, "cannot remove " + d + "/" + name + ", an index without its log: " + s.to_string());
+      }
     }
   }
   auto meta = read_meta(fs, d + "/" + st + ".meta");
@@ -413,12 +418,15 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
       // (log_format.md "The log start"). What must hold after a power cut is the order: segments
       // go oldest first, so an earlier removal is made durable before the next one (the directory
       // sync of a roll in between usually did it already), and no gap can open at the bottom.
+      // open_mutex_ first: a reader may hold it through a segment's open (directory syncs,
+      // recovery), and a roll, which every append waits for, must not wait behind that for
+      // meta_mutex_.
+      std::lock_guard opening(open_mutex_);
       std::lock_guard meta(meta_mutex_);
       if (removed_ != removed_synced_) {
         if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
         removed_synced_ = removed_;
       }
-      std::lock_guard opening(open_mutex_);
       // The log first, and only then the memory: when the removal fails (a read-only or immutable
       // file), the segment stays the log's start and this run ends, so that no newer segment goes
       // before it (that would leave a gap at the bottom, reported as corruption at every read).
@@ -437,7 +445,8 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
         log_start_ = end;
       }
       if (gone) gone->mark_deleted();
-      // An index left behind (this removal failing) is an orphan the next open deletes.
+      // An index left behind (this removal failing) is an orphan the next open deletes (or
+      // reports, if it cannot).
       if (auto s = fs_.remove(stem + ".index"); !s.ok()) return s;
     }
     deleted += end - first;
