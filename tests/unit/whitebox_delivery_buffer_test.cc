@@ -262,12 +262,10 @@ TEST_CASE("When only stale messages are buffered, pop keeps waiting for a fresh 
   CHECK(buffer.pop(10, kLong).status().code() == mq::ErrorCode::kNotFound);
 }
 
-// Known defect (see the report of this test's author): pop() notifies the readers waiting for room
-// only when it returns, not when it drops stale messages. A reader whose partition was full of
-// stale messages stays blocked for the whole pop, and the redelivery it would fetch waits for the
-// next receive().
-TEST_CASE("Dropping stale messages lets the partition's reader fetch more during the same pop" *
-          doctest::skip()) {
+// pop() used to notify the readers waiting for room only when it returned, not when it dropped
+// stale messages: a reader whose partition was full of stale messages stayed blocked for the whole
+// pop, and the redelivery it would fetch waited for the next receive().
+TEST_CASE("Dropping stale messages lets the partition's reader fetch more during the same pop") {
   constexpr milliseconds kVisibility{50};
   DeliveryBuffer buffer(1, kVisibility);
   buffer.push({message(0, 1)});

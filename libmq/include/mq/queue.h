@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <span>
@@ -21,6 +23,10 @@
 #include "mq/status.h"
 
 namespace mq {
+
+namespace detail {
+class ProduceBatcher;
+}  // namespace detail
 
 // ReceivedMessage::offset of a message that has none: a Redis stream entry written by another client.
 inline constexpr std::uint64_t kNoOffset = UINT64_MAX;
@@ -85,6 +91,29 @@ class MQ_EXPORT Consumer {
                                                        std::chrono::milliseconds timeout) = 0;
 };
 
+// How a Queue batches the messages handed to produce_async and to the single-message produce (like
+// Kafka's producer: batch.size, linger.ms, max.in.flight.requests.per.connection, buffer.memory).
+// The defaults were chosen by measurement (README "Performance"): with linger 0 nothing waits that
+// need not, and batches still grow with load, because the messages that arrive while a
+// partition's batch is being stored go together as its next batch.
+struct ProducerOptions {
+  // How long a message may wait for more to join its batch before the batch is sent (linger.ms).
+  // 0: sent as soon as its partition has no batch in flight.
+  std::chrono::microseconds linger{0};
+  // A batch holds at most this many messages ...
+  std::size_t batch_max_messages = 1000;
+  // ... and about this many bytes (payloads and keys; a bigger message goes alone). Keep it under
+  // mqd's MAX_BODY_BYTES.
+  std::size_t batch_max_bytes = 1u << 20;
+  // Batches of one topic's keyless messages in flight at once (each partition's batches go one at
+  // a time, so that they are stored in the order they were handed in).
+  std::size_t max_in_flight = 2;
+  // Batches in flight at once in all: the producer's sender threads (started by the first message).
+  std::size_t max_requests = 8;
+  // produce_async blocks while this many messages are handed in and not yet answered.
+  std::size_t max_buffered_messages = 100000;
+};
+
 // Talks to one or more mqd brokers (routes: docs/http-api.md; README "Using mqd over HTTP").
 struct HttpQueueOptions {
   // Base URLs ("http://host:port", or "https://host:port" for brokers started with TLS_CERT_FILE)
@@ -111,6 +140,7 @@ struct HttpQueueOptions {
   // Reconnecting a dropped event stream waits this long, doubling up to reconnect_backoff_max.
   std::chrono::milliseconds reconnect_backoff_min{50};
   std::chrono::milliseconds reconnect_backoff_max{5000};
+  ProducerOptions producer;
 };
 
 // Talks to Redis (7.0 or newer) through hiredis. Topic T's partition p is the stream key "T:p"
@@ -129,6 +159,7 @@ struct RedisQueueOptions {
   std::chrono::milliseconds request_timeout{30000};
   // The default visibility timeout of consumers (ConsumeOptions::visibility_timeout wins).
   std::chrono::milliseconds visibility_timeout{30000};
+  ProducerOptions producer;
 };
 
 // What the environment configures (see Queue::from_env).
@@ -190,10 +221,12 @@ class MQ_EXPORT Queue {
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
 
-  // A queue on `broker`, in this process. Every Consumer must be destroyed before the broker.
-  static std::unique_ptr<Queue> in_process(std::shared_ptr<Broker> broker);
-  // A queue on mqd brokers; kInvalidArgument for an address that is not "http[s]://host:port" or
-  // a CA file that cannot be read.
+  // A queue on `broker`, in this process. Every Consumer must be destroyed before the broker, and
+  // the queue too when it produced asynchronously. Invalid `producer` options fail every
+  // produce_async and single-message produce with kInvalidArgument.
+  static std::unique_ptr<Queue> in_process(std::shared_ptr<Broker> broker, ProducerOptions producer = {});
+  // A queue on mqd brokers; kInvalidArgument for an address that is not "http[s]://host:port",
+  // a CA file that cannot be read, or invalid producer options.
   static Result<std::unique_ptr<Queue>> http(HttpQueueOptions options);
   // A queue on Redis Streams; kInvalidArgument for bad options.
   static Result<std::unique_ptr<Queue>> redis(RedisQueueOptions options);
@@ -210,9 +243,27 @@ class MQ_EXPORT Queue {
   // fsync setting) when it returns.
   virtual Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                         std::optional<std::uint32_t> partition = std::nullopt) = 0;
-  // One message.
+  // One message, sent in a batch with the messages other threads hand to produce_async or to this
+  // produce at the same time (see ProducerOptions): returns when the message is durable, with its
+  // own partition, offset and id. A message refused alone (too large, a bad key) fails alone.
   Result<ProduceResult> produce(std::string_view topic, const Message& message,
                                 std::optional<std::uint32_t> partition = std::nullopt);
+
+  // Called once with a message's result: its partition, offset and id (ProduceResult with one id)
+  // once it is durable, or the error of its batch. Runs on one of the queue's sender threads: it
+  // must be quick, must not throw, and must not wait for other produce_async calls.
+  using ProduceCallback = std::function<void(Result<ProduceResult>)>;
+  // Hands `message` to the queue's producer and returns at once (unless
+  // ProducerOptions::max_buffered_messages are unanswered: then it waits for room). The message goes
+  // in the next batch of its partition (`partition`, else its key's, else one the backend picks per
+  // batch, as produce() does), and `done` learns the outcome, with the same error codes as
+  // produce(). Messages to one partition (given, or by key) are stored in the order they were
+  // handed in from one thread. Destroying the queue waits until every message handed in is answered.
+  void produce_async(std::string_view topic, Message message, ProduceCallback done,
+                     std::optional<std::uint32_t> partition = std::nullopt);
+  // The same, with a future of the result.
+  std::future<Result<ProduceResult>> produce_async(std::string_view topic, Message message,
+                                                   std::optional<std::uint32_t> partition = std::nullopt);
   // One message given as JSON text (validated: kInvalidArgument when it is not one JSON value).
   Result<ProduceResult> produce_json(std::string_view topic, std::string_view payload_json,
                                      std::optional<std::string> key = std::nullopt);
@@ -279,7 +330,13 @@ class MQ_EXPORT Queue {
   virtual std::string_view backend_name() const = 0;
 
  protected:
+  friend class detail::ProduceBatcher;  // sends through produce() and maps keys by key_partition()
   Queue() = default;
+  // The producer of produce_async, owned by the backend as its last member, so that it is
+  // destroyed (sending what it holds through the backend's produce) before anything it uses.
+  virtual detail::ProduceBatcher& batcher() = 0;
+  // The partition `key` maps to in `topic` (partition_for_key with the topic's partition count).
+  virtual Result<std::uint32_t> key_partition(std::string_view topic, std::string_view key) = 0;
 };
 
 }  // namespace mq

@@ -74,6 +74,9 @@ class DeliveryBuffer {
         --unread_[entry.message.partition];
         if (entry.arrived >= stale_before) out.push_back(std::move(entry.message));
       }
+      // All stale: the readers of their partitions have room again now, not only when this
+      // pop returns, so the redeliveries they fetch can still reach this pop.
+      if (out.empty()) room_.notify_all();
     }
     lock.unlock();
     room_.notify_all();

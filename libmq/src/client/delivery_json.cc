@@ -57,7 +57,8 @@ Status DeliveryParser::parse(std::string_view json, ReceivedMessage& out) {
       std::uint64_t number = 0;
       error = value.get_uint64().get(number);
       if (!error && number > UINT32_MAX) error = simdjson::NUMBER_OUT_OF_RANGE;
-      if (!error) (name == field::kPartition ? out.partition : out.delivery) = static_cast<std::uint32_t>(number);
+      if (!error)
+        (name == field::kPartition ? out.partition : out.delivery) = static_cast<std::uint32_t>(number);
     } else if (name == field::kOffset) {
       error = value.get_uint64().get(out.offset);
     } else if (name == field::kTimestamp) {

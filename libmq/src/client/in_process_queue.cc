@@ -10,6 +10,7 @@
 #include "client/delivery_json.h"
 #include "client/queue_backends.h"
 #include "mq/broker.h"
+#include "mq/topic.h"
 
 namespace mq::detail {
 namespace {
@@ -91,7 +92,8 @@ class InProcessConsumer final : public Consumer {
 
 class InProcessQueue final : public Queue {
  public:
-  explicit InProcessQueue(std::shared_ptr<Broker> broker) : broker_(std::move(broker)) {}
+  InProcessQueue(std::shared_ptr<Broker> broker, ProducerOptions producer)
+      : broker_(std::move(broker)), batcher_(producer, *this) {}
 
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
@@ -184,16 +186,26 @@ class InProcessQueue final : public Queue {
     return it->second[sticky_.next(topic, static_cast<std::uint32_t>(it->second.size()))];
   }
 
+  ProduceBatcher& batcher() override { return batcher_; }
+
+  Result<std::uint32_t> key_partition(std::string_view topic, std::string_view key) override {
+    for (const auto& info : broker_->topics()) {
+      if (info.name == topic) return partition_for_key(key, info.partitions);
+    }
+    return Status::not_found("no topic \"" + std::string(topic) + "\"");
+  }
+
   std::shared_ptr<Broker> broker_;
   PartitionTurns sticky_{kStickyRun};
   std::mutex mutex_;
   std::map<std::string, std::vector<std::uint32_t>, std::less<>> owned_;  // GUARDED_BY(mutex_)
+  ProduceBatcher batcher_;  // last: destroyed first, while what it sends through still stands
 };
 
 }  // namespace
 
-std::unique_ptr<Queue> make_in_process_queue(std::shared_ptr<Broker> broker) {
-  return std::make_unique<InProcessQueue>(std::move(broker));
+std::unique_ptr<Queue> make_in_process_queue(std::shared_ptr<Broker> broker, ProducerOptions producer) {
+  return std::make_unique<InProcessQueue>(std::move(broker), producer);
 }
 
 }  // namespace mq::detail

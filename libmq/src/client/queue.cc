@@ -1,11 +1,12 @@
 #include "mq/queue.h"
 
+#include "client/produce_batcher.h"
 #include "client/queue_backends.h"
 
 namespace mq {
 
-std::unique_ptr<Queue> Queue::in_process(std::shared_ptr<Broker> broker) {
-  return detail::make_in_process_queue(std::move(broker));
+std::unique_ptr<Queue> Queue::in_process(std::shared_ptr<Broker> broker, ProducerOptions producer) {
+  return detail::make_in_process_queue(std::move(broker), producer);
 }
 
 Result<std::unique_ptr<Queue>> Queue::http(HttpQueueOptions options) {
@@ -30,7 +31,23 @@ Result<QueueFromEnv> Queue::from_env(const EnvLookup& lookup) {
 
 Result<ProduceResult> Queue::produce(std::string_view topic, const Message& message,
                                      std::optional<std::uint32_t> partition) {
-  return produce(topic, std::span(&message, 1), partition);
+  return produce_async(topic, message, partition).get();
+}
+
+void Queue::produce_async(std::string_view topic, Message message, ProduceCallback done,
+                          std::optional<std::uint32_t> partition) {
+  batcher().enqueue(topic, std::move(message), partition, std::move(done));
+}
+
+std::future<Result<ProduceResult>> Queue::produce_async(std::string_view topic, Message message,
+                                                        std::optional<std::uint32_t> partition) {
+  // std::function needs a copyable callable: the promise is shared.
+  auto promise = std::make_shared<std::promise<Result<ProduceResult>>>();
+  auto future = promise->get_future();
+  produce_async(
+      topic, std::move(message),
+      [promise](Result<ProduceResult> result) { promise->set_value(std::move(result)); }, partition);
+  return future;
 }
 
 Result<ProduceResult> Queue::produce_json(std::string_view topic, std::string_view payload_json,

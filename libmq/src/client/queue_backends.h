@@ -15,12 +15,13 @@
 #include <tuple>
 #include <vector>
 
+#include "client/produce_batcher.h"
 #include "common/partition_turns.h"
 #include "mq/queue.h"
 
 namespace mq::detail {
 
-std::unique_ptr<Queue> make_in_process_queue(std::shared_ptr<Broker> broker);
+std::unique_ptr<Queue> make_in_process_queue(std::shared_ptr<Broker> broker, ProducerOptions producer);
 Result<std::unique_ptr<Queue>> make_http_queue(HttpQueueOptions options);
 Result<std::unique_ptr<Queue>> make_redis_queue(RedisQueueOptions options);
 

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <iterator>
 
-#include "common/decimal.h"
 #include "client/queue_backends.h"
+#include "common/decimal.h"
 
 namespace mq {
 namespace {

@@ -89,8 +89,9 @@ bool is_json_number(std::string_view t) {
 }
 
 // JSON numbers have no size limit, but nlohmann refuses those beyond a double (an integer of 400
-// digits, 1e400): each such number (valid by JSON's grammar) is replaced by 0 for the walk. Its
-// text is what gets stored, untouched; only the validation sees the 0.
+// digits, 1e400): each such number (valid by JSON's grammar) is replaced by 0.5 for the walk. Its
+// text is what gets stored, untouched; only the validation sees the 0.5, a fraction so that a field
+// that must be an integer (a record's offset or batch_last) refuses it as it would the real number.
 std::string tame_huge_numbers(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -119,7 +120,7 @@ std::string tame_huge_numbers(std::string_view text) {
       ++end;
     const std::string token(text.substr(i, end - i));
     const double value = std::strtod(token.c_str(), nullptr);
-    out += is_json_number(token) && !std::isfinite(value) ? std::string("0") : token;
+    out += is_json_number(token) && !std::isfinite(value) ? std::string("0.5") : token;
     i = end;
   }
   return out;

@@ -200,19 +200,24 @@ std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(
     return std::nullopt;
   ProducedFields fields;
   bool has_payload = false;
+  bool has_source = false;
+  bool has_key = false;
   for (auto member : object) {
     std::string_view name;
     simdjson::ondemand::value value;
     if (member.unescaped_key().get(name) || member.value().get(value)) return std::nullopt;
-    if (name == "payload" || name == "source") {
+    // The first of duplicate keys counts, as in validate() (both of its paths): a later one is
+    // skipped unread, so the fields agree with what recovery accepted.
+    if ((name == "payload" && !has_payload) || (name == "source" && !has_source)) {
       std::string_view raw;
       if (simdjson::to_json_string(value).get(raw)) return std::nullopt;
       (name == "payload" ? fields.payload_json : fields.source_json.emplace()) = std::string(raw);
-      has_payload |= name == "payload";
-    } else if (name == "key") {
+      (name == "payload" ? has_payload : has_source) = true;
+    } else if (name == "key" && !has_key) {
       std::string_view key;
       if (value.get_string().get(key)) return std::nullopt;
       fields.key = std::string(key);
+      has_key = true;
     }
   }
   if (!has_payload) return std::nullopt;

@@ -325,7 +325,7 @@ class HttpConsumer final : public Consumer {
 class HttpQueue final : public Queue {
  public:
   explicit HttpQueue(HttpQueueOptions options)
-      : directory_(std::make_shared<BrokerDirectory>(std::move(options))) {}
+      : directory_(std::make_shared<BrokerDirectory>(options)), batcher_(options.producer, *this) {}
 
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
@@ -579,8 +579,18 @@ class HttpQueue final : public Queue {
     }
   }
 
+  ProduceBatcher& batcher() override { return batcher_; }
+
+  Result<std::uint32_t> key_partition(std::string_view topic, std::string_view key) override {
+    if (auto s = check_name("topic", topic); !s.ok()) return s;
+    auto layout = directory_->route(topic, std::nullopt);
+    if (!layout.ok()) return layout.status();
+    return partition_for_key(key, layout->partitions);
+  }
+
   std::shared_ptr<BrokerDirectory> directory_;
   PartitionTurns sticky_{kStickyRun};
+  ProduceBatcher batcher_;  // last: destroyed first, while what it sends through still stands
 };
 
 }  // namespace
@@ -598,6 +608,7 @@ Result<std::unique_ptr<Queue>> make_http_queue(HttpQueueOptions options) {
     if (!url.ok()) return url.status();
     addr = base_url(*url);
   }
+  if (auto s = ProduceBatcher::check(options.producer); !s.ok()) return s;
   return std::unique_ptr<Queue>(std::make_unique<HttpQueue>(std::move(options)));
 }
 

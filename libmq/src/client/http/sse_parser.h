@@ -2,6 +2,7 @@
 // as they arrive, split anywhere; each complete event's data comes out.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 
@@ -16,6 +17,7 @@ class SseParser {
   // event with several data lines is joined with "\n", as EventSource does.
   template <typename OnData>
   void feed(std::string_view chunk, OnData&& on_data) {
+    if (!past_byte_order_mark_ && !skip_byte_order_mark(chunk)) return;
     while (!chunk.empty()) {
       const auto newline = chunk.find('\n');
       if (newline == std::string_view::npos) {
@@ -48,8 +50,27 @@ class SseParser {
   }
 
  private:
-  std::string partial_;  // an incomplete line from the previous chunk
-  std::string data_;     // the data of the event being read
+  // The HTML standard drops one U+FEFF at the start of a stream. Removes it (or as much of it as
+  // `chunk` holds) from `chunk`; false while the stream's first bytes could still be one.
+  bool skip_byte_order_mark(std::string_view& chunk) {
+    static constexpr std::string_view kMark = "\xEF\xBB\xBF";
+    const std::size_t n = std::min(chunk.size(), kMark.size() - mark_bytes_seen_);
+    if (chunk.substr(0, n) != kMark.substr(mark_bytes_seen_, n)) {
+      // Not a mark after all: the bytes held back so far are the stream's first bytes.
+      past_byte_order_mark_ = true;
+      if (mark_bytes_seen_ > 0) partial_.assign(kMark.substr(0, mark_bytes_seen_));
+      return true;
+    }
+    mark_bytes_seen_ += n;
+    chunk.remove_prefix(n);
+    past_byte_order_mark_ = mark_bytes_seen_ == kMark.size();
+    return past_byte_order_mark_;
+  }
+
+  bool past_byte_order_mark_ = false;
+  std::size_t mark_bytes_seen_ = 0;  // of a possible mark at the start, held back
+  std::string partial_;              // an incomplete line from the previous chunk
+  std::string data_;                 // the data of the event being read
   bool has_data_ = false;
 };
 

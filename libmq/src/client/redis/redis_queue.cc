@@ -795,7 +795,8 @@ class RedisConsumer final : public Consumer {
 
 class RedisQueue final : public Queue {
  public:
-  explicit RedisQueue(RedisQueueOptions options) : options_(std::move(options)) {}
+  explicit RedisQueue(RedisQueueOptions options)
+      : options_(std::move(options)), batcher_(options_.producer, *this) {}
 
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
@@ -1126,6 +1127,13 @@ class RedisQueue final : public Queue {
   static Status invalid_name(std::string_view what, std::string_view name) {
     return Status::invalid_argument("invalid " + std::string(what) + " name \"" + std::string(name) + "\"");
   }
+  ProduceBatcher& batcher() override { return batcher_; }
+
+  Result<std::uint32_t> key_partition(std::string_view topic, std::string_view key) override {
+    if (!is_valid_name(topic)) return invalid_name("topic", topic);
+    return partition_for_key(key, options_.partitions);
+  }
+
   Status partition_not_found(std::string_view topic, std::uint32_t p) const {
     return Status::not_found("topic " + std::string(topic) + " has no partition " + std::to_string(p) +
                              " (it has " + std::to_string(options_.partitions) + ")");
@@ -1138,6 +1146,7 @@ class RedisQueue final : public Queue {
   std::array<std::string, kScripts> script_shas_;       // by Script; guarded by mutex_
   // "<topic>/<group>" -> the visibility timeout of the latest consumer made here; guarded by mutex_
   std::map<std::string, milliseconds, std::less<>> visibility_timeouts_;
+  ProduceBatcher batcher_;  // last: destroyed first, while what it sends through still stands
 };
 
 }  // namespace
@@ -1157,6 +1166,7 @@ Result<std::unique_ptr<Queue>> make_redis_queue(RedisQueueOptions options) {
   if (options.visibility_timeout <= milliseconds(0)) {
     return Status::invalid_argument("RedisQueueOptions::visibility_timeout must be positive");
   }
+  if (auto s = ProduceBatcher::check(options.producer); !s.ok()) return s;
   return std::unique_ptr<Queue>(std::make_unique<RedisQueue>(std::move(options)));
 }
 
