@@ -2,7 +2,8 @@
 // durability, in one run.
 //
 //   queue_bench [--messages N] [--single-messages N] [--single-producers C] [--batch-producers C]
-//               [--consumers K] [--repeat R] [--backends in-process,http,redis] [--mqd PATH]
+//               [--async-producers C] [--consumers K] [--repeat R] [--backends in-process,http,redis] [--mqd
+//               PATH]
 //               [--redis-server PATH] [--dir PATH]
 //
 // Backends, each started here and stopped at the end:
@@ -16,8 +17,10 @@
 //
 // One run: K consumers (each its own mq::Consumer in the group, one thread each) are opened, then C
 // producer threads and the consumers start together. Producers send N messages with 100-byte JSON
-// payloads {"t":<steady_clock ns at send>,"seq":<n>,"pad":"x..."}, one per produce call ("single") or
-// 100 per call ("batch=100"), to partitions in turn. Consumers receive(max 500, 100 ms), take the
+// payloads {"t":<steady_clock ns at send>,"seq":<n>,"pad":"x..."}, one per produce call ("single": the
+// single-message Queue::produce, which shares batches with the other threads), one per produce_async
+// call ("async": a callback per message, the producer done when the last has run) or 100 per call
+// ("batch=100"); keyless, so the queue picks the partitions. Consumers receive(max 500, 100 ms), take the
 // produce->delivery latency of each message (steady_clock is system-wide on Linux, so this holds across
 // processes), and acknowledge each received batch with one Queue::ack call. The run ends when every seq
 // has been received and its ack has returned; a seq received again is counted as a duplicate.
@@ -69,12 +72,14 @@ constexpr std::chrono::seconds kStallLimit{60};
 
 constexpr std::string_view kUsage =
     "usage: queue_bench [--messages N] [--single-messages N] [--single-producers C]\n"
-    "                   [--batch-producers C] [--consumers K] [--repeat R]\n"
+    "                   [--batch-producers C] [--async-producers C] [--consumers K] [--repeat R]\n"
     "                   [--backends in-process,http,redis] [--mqd PATH] [--redis-server PATH] [--dir PATH]\n"
     "  --messages N          messages per run of the batch=100 case (default 100000)\n"
     "  --single-messages N   messages per run of the single case (default 20000)\n"
     "  --single-producers C  producer threads of the single case (default 8)\n"
     "  --batch-producers C   producer threads of the batch=100 case (default 4)\n"
+    "  --async-producers C   producer threads of the async case, one produce_async per message, --messages\n"
+    "                        in all (default 2)\n"
     "  --consumers K         consumer threads, each its own mq::Consumer in one group (default 4)\n"
     "  --repeat R            runs of every backend and case, interleaved; medians reported (default 3)\n"
     "  --backends LIST       comma-separated subset of in-process,http,redis (default all three)\n"
@@ -94,6 +99,7 @@ struct BenchOptions : CommonOptions {
   std::uint64_t single_messages = 20000;
   int single_producers = 8;
   int batch_producers = 4;
+  int async_producers = 2;
   int consumers = 4;
   int repeat = 3;
   std::vector<std::string> backends = kAllBackends;
@@ -128,12 +134,14 @@ BenchOptions parse_options(int argc, char** argv) {
       {number_flag("--messages", options.messages), number_flag("--single-messages", options.single_messages),
        number_flag("--single-producers", options.single_producers),
        number_flag("--batch-producers", options.batch_producers),
+       number_flag("--async-producers", options.async_producers),
        number_flag("--consumers", options.consumers), number_flag("--repeat", options.repeat),
        Flag{"--backends", [&options](std::string_view v) { options.backends = parse_backends(v); }},
        Flag{"--mqd", [&options](std::string_view v) { options.mqd = std::string(v); }},
        Flag{"--redis-server", [&options](std::string_view v) { options.redis_server = std::string(v); }}});
   if (options.messages < 1 || options.single_messages < 1) throw UsageError("message counts must be >= 1");
-  if (options.single_producers < 1 || options.batch_producers < 1 || options.consumers < 1) {
+  if (options.single_producers < 1 || options.batch_producers < 1 || options.async_producers < 1 ||
+      options.consumers < 1) {
     throw UsageError("producer and consumer counts must be >= 1");
   }
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
@@ -291,6 +299,8 @@ struct Case {
   std::size_t batch;  // messages per produce call
   std::uint64_t messages;
   int producers;
+  // Queue::produce_async, one call per message, instead of Queue::produce (batch must be 1).
+  bool async = false;
 };
 
 struct RunResult {
@@ -435,6 +445,32 @@ RunResult run_once(Backend& backend, const Case& c, const BenchOptions& options,
         std::vector<mq::Message> batch;
         ++ready;
         while (!go) std::this_thread::yield();
+        if (c.async) {
+          // One produce_async per message; a callback per message records its latency. The producer
+          // is done when the last callback has run.
+          std::mutex calls_mutex;
+          std::atomic<std::uint64_t> unanswered{0};
+          for (std::uint64_t seq = first; seq < last && !failure.failed(); ++seq) {
+            const auto before = Clock::now();
+            mq::Message message{mq::detail::PayloadInternal::from_minified_json(make_payload(now_ns(), seq)),
+                                std::nullopt};
+            ++unanswered;
+            queue.produce_async(topic, std::move(message), [&, before](mq::Result<mq::ProduceResult> result) {
+              const auto after = Clock::now();
+              if (!result.ok()) {
+                failure.set("produce_async: " + result.status().to_string());
+              } else {
+                std::lock_guard lock(calls_mutex);
+                calls.push_back((after - before).count());
+              }
+              if (unanswered.fetch_sub(1) == 1) unanswered.notify_all();
+            });
+          }
+          // The callbacks use this frame: wait for every one handed in.
+          for (auto left = unanswered.load(); left != 0; left = unanswered.load()) unanswered.wait(left);
+          producer_end_ns[static_cast<std::size_t>(p)] = now_ns();
+          return;
+        }
         for (std::uint64_t seq = first; seq < last && !failure.failed();) {
           const std::uint64_t count = std::min<std::uint64_t>(c.batch, last - seq);
           batch.clear();
@@ -444,7 +480,8 @@ RunResult run_once(Backend& backend, const Case& c, const BenchOptions& options,
                 mq::detail::PayloadInternal::from_minified_json(make_payload(sent, seq + i)), std::nullopt});
           }
           const auto before = Clock::now();
-          auto result = queue.produce(topic, batch);
+          // One message goes through the single-message produce, which batches with other threads.
+          auto result = count == 1 ? queue.produce(topic, batch.front()) : queue.produce(topic, batch);
           const auto after = Clock::now();
           if (!result.ok()) return failure.set("produce: " + result.status().to_string());
           if (result->ids.size() != count) return failure.set("produce: wrong number of ids");
@@ -523,6 +560,7 @@ RunResult run_once(Backend& backend, const Case& c, const BenchOptions& options,
 void run_queue_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
   const std::vector<Case> cases = {
       {"single", 1, options.single_messages, options.single_producers},
+      {"async", 1, options.messages, options.async_producers, /*async=*/true},
       {"batch=" + std::to_string(kBatchMessages), kBatchMessages, options.messages, options.batch_producers}};
   const int topics = options.repeat * static_cast<int>(cases.size());
 
@@ -536,7 +574,8 @@ void run_queue_benchmark(const BenchOptions& options, ScratchDirectory& scratch)
       "  per run: fresh topic of %u partitions and fresh group; %zu-byte JSON payloads; producers "
       "round-robin "
       "over partitions;\n"
-      "  single: %llu msgs, %d producer threads, 1 msg/produce | batch=%zu: %llu msgs, %d producer threads, "
+      "  single: %llu msgs, %d producer threads, 1 msg/produce | async: %llu msgs, %d producer threads, 1 "
+      "msg/produce_async | batch=%zu: %llu msgs, %d producer threads, "
       "%zu msgs/produce;\n"
       "  %d consumer threads (one Consumer each, one group), concurrent with producers from the start, "
       "receive(max %zu, %lld ms),\n"
@@ -544,7 +583,8 @@ void run_queue_benchmark(const BenchOptions& options, ScratchDirectory& scratch)
       "%d "
       "runs, backends interleaved\n",
       backend_list.c_str(), kPartitions, kPayloadBytes,
-      static_cast<unsigned long long>(options.single_messages), options.single_producers, kBatchMessages,
+      static_cast<unsigned long long>(options.single_messages), options.single_producers,
+      static_cast<unsigned long long>(options.messages), options.async_producers, kBatchMessages,
       static_cast<unsigned long long>(options.messages), options.batch_producers, kBatchMessages,
       options.consumers, kReceiveMax, static_cast<long long>(kReceiveWait.count()),
       static_cast<long long>(kVisibilityTimeout.count()), kMaxInflight, options.repeat);

@@ -2,7 +2,10 @@
 // Streams (a real redis-server).
 #include <doctest/doctest.h>
 
+#include <condition_variable>
+#include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <type_traits>
@@ -536,4 +539,115 @@ TEST_CASE("OnRedisASeekLeavesThePendingEntriesAlone") {
   CHECK(offsets_of(late) == std::vector<std::uint64_t>{0});
   CHECK(late.at(0).delivery == 2);
   CHECK(ack_ok(*queue, late) == 1);
+}
+
+// Queue::produce_async (and the single-message produce, which goes the same way): every message is
+// answered with its own place, batches are shared between threads, and each partition stores a
+// thread's messages in the order it handed them in.
+TEST_CASE_TEMPLATE("ProduceAsyncAnswersEveryMessageWithItsPlaceAndKeepsEachThreadsOrderInAPartition", B,
+                   MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 100;
+  std::vector<std::vector<ProduceResult>> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<std::future<Result<ProduceResult>>> answers;
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string payload = "{\"t\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + "}";
+        answers.push_back(queue->produce_async("events", Message{*Payload::parse(payload), std::nullopt},
+                                               static_cast<std::uint32_t>(t % 2)));
+      }
+      for (auto& answer : answers) {
+        auto result = answer.get();
+        CHECK_MESSAGE(result.ok(), result.status().to_string());
+        if (result.ok()) results[t].push_back(*result);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  // Keyed messages with a callback, and the single-message produce from several threads at once.
+  std::mutex mutex;
+  std::condition_variable answered;
+  std::vector<std::pair<std::string, Result<ProduceResult>>> keyed;
+  for (int i = 0; i < 8; ++i) {
+    const std::string key = "user-" + std::to_string(i);
+    queue->produce_async("events", Message{*Payload::parse("{\"k\":" + std::to_string(i) + "}"), key},
+                         [&, key](Result<ProduceResult> result) {
+                           std::lock_guard lock(mutex);
+                           keyed.emplace_back(key, std::move(result));
+                           answered.notify_all();
+                         });
+  }
+  std::vector<std::thread> singles;
+  for (int t = 0; t < 4; ++t) {
+    singles.emplace_back([&, t] { produce_ok(*queue, "{\"single\":" + std::to_string(t) + "}"); });
+  }
+  for (auto& thread : singles) thread.join();
+  {
+    std::unique_lock lock(mutex);
+    REQUIRE(answered.wait_for(lock, 10s, [&] { return keyed.size() == 8; }));
+  }
+  for (const auto& [key, result] : keyed) {
+    REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+    CHECK(result->partition == partition_for_key(key, kTestPartitions));
+    CHECK(result->ids.size() == 1);
+  }
+
+  std::set<std::pair<std::uint32_t, std::uint64_t>> places;
+  for (int t = 0; t < kThreads; ++t) {
+    REQUIRE(results[t].size() == kPerThread);
+    for (std::size_t i = 0; i < results[t].size(); ++i) {
+      CHECK(results[t][i].partition == static_cast<std::uint32_t>(t % 2));
+      CHECK(results[t][i].ids.size() == 1);
+      if (i > 0) CHECK(results[t][i].first_offset > results[t][i - 1].first_offset);
+      places.emplace(results[t][i].partition, results[t][i].first_offset);
+    }
+  }
+  CHECK(places.size() == kThreads * kPerThread);  // no two messages at one place
+
+  const std::size_t total = kThreads * kPerThread + 8 + 4;
+  auto consumer = open_consumer(*queue, group_options("g", total));
+  auto got = receive_n(*consumer, total);
+  REQUIRE(got.size() == total);
+  std::map<std::pair<std::uint32_t, std::uint64_t>, std::string> stored;
+  for (const auto& m : got) stored[{m.partition, m.offset}] = m.payload;
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      const auto& r = results[t][static_cast<std::size_t>(i)];
+      CHECK(stored[{r.partition, r.first_offset}] ==
+            "{\"t\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + "}");
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("AnAsyncMessageTheServerRefusesFailsAloneAndTheOthersOfItsBatchAreStored", B,
+                   InProcessBackend, HttpBackend) {
+  B backend;
+  auto queue = backend.queue();
+  std::vector<std::future<Result<ProduceResult>>> answers;
+  const std::string too_long_key(70 * 1024, 'k');
+  for (int i = 0; i < 41; ++i) {
+    std::optional<std::string> key;
+    if (i == 20) key = too_long_key;
+    answers.push_back(
+        queue->produce_async("events", Message{*Payload::parse(std::to_string(i)), key}, std::uint32_t{1}));
+  }
+  std::size_t stored = 0;
+  for (int i = 0; i < 41; ++i) {
+    auto result = answers[static_cast<std::size_t>(i)].get();
+    if (i == 20) {
+      CHECK(result.status().code() == ErrorCode::kInvalidArgument);
+    } else {
+      CHECK_MESSAGE(result.ok(), result.status().to_string());
+      stored += result.ok();
+    }
+  }
+  CHECK(stored == 40);
+  auto consumer = open_consumer(*queue, group_options("g"));
+  CHECK(receive_n(*consumer, 40).size() == 40);
+  CHECK(receive_for(*consumer, 200ms).empty());
 }
