@@ -80,6 +80,8 @@ constexpr std::string_view kUsage =
     "  --batch-producers C   producer threads of the batch=100 case (default 4)\n"
     "  --async-producers C   producer threads of the async case, one produce_async per message, --messages\n"
     "                        in all (default 2)\n"
+    "  --max-in-flight N     ProducerOptions::max_in_flight of every backend (default: the library's)\n"
+    "  --linger-us N         ProducerOptions::linger of every backend, in microseconds (default: the library's)\n"
     "  --consumers K         consumer threads, each its own mq::Consumer in one group (default 4)\n"
     "  --repeat R            runs of every backend and case, interleaved; medians reported (default 3)\n"
     "  --backends LIST       comma-separated subset of in-process,http,redis (default all three)\n"
@@ -101,6 +103,7 @@ struct BenchOptions : CommonOptions {
   int batch_producers = 4;
   int async_producers = 2;
   int consumers = 4;
+  mq::ProducerOptions producer;  // every backend's
   int repeat = 3;
   std::vector<std::string> backends = kAllBackends;
   std::string mqd;
@@ -135,6 +138,14 @@ BenchOptions parse_options(int argc, char** argv) {
        number_flag("--single-producers", options.single_producers),
        number_flag("--batch-producers", options.batch_producers),
        number_flag("--async-producers", options.async_producers),
+       number_flag("--max-in-flight", options.producer.max_in_flight),
+       Flag{"--linger-us",
+            [&options](std::string_view v) {
+              std::uint64_t us = 0;
+              const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), us);
+              if (ec != std::errc() || end != v.data() + v.size()) throw UsageError("--linger-us: a number");
+              options.producer.linger = std::chrono::microseconds(us);
+            }},
        number_flag("--consumers", options.consumers), number_flag("--repeat", options.repeat),
        Flag{"--backends", [&options](std::string_view v) { options.backends = parse_backends(v); }},
        Flag{"--mqd", [&options](std::string_view v) { options.mqd = std::string(v); }},
@@ -227,7 +238,7 @@ std::unique_ptr<Backend> start_backend(const std::string& name, const BenchOptio
     config.store.fsync = mq::FsyncMode::kAlways;
     config.topics = check(mq::parse_topics(topics_setting(topics)), "parse_topics");
     backend->broker = check(mq::Broker::open(config), "Broker::open");
-    backend->queue = mq::Queue::in_process(backend->broker);
+    backend->queue = mq::Queue::in_process(backend->broker, options.producer);
   } else if (name == "http") {
     const int port = mq::testing::free_port();
     const std::string dir = scratch.fresh_path("mqd");
@@ -240,6 +251,7 @@ std::unique_ptr<Backend> start_backend(const std::string& name, const BenchOptio
         port, dir + ".stderr");
     mq::HttpQueueOptions http;
     http.addrs = {"http://127.0.0.1:" + std::to_string(port)};
+    http.producer = options.producer;
     backend->queue = check(mq::Queue::http(http), "Queue::http");
   } else {
     const int port = mq::testing::free_port();
@@ -254,6 +266,7 @@ std::unique_ptr<Backend> start_backend(const std::string& name, const BenchOptio
     mq::RedisQueueOptions redis;
     redis.port = static_cast<std::uint16_t>(port);
     redis.partitions = kPartitions;
+    redis.producer = options.producer;
     backend->queue = check(mq::Queue::redis(redis), "Queue::redis");
   }
   return backend;

@@ -58,6 +58,8 @@ TEST_CASE("TheDefaultsServeALocalMqdOrRedis") {
   CHECK(s->redis.host == "127.0.0.1");
   CHECK(s->redis.port == 6379);
   CHECK(s->redis.partitions == 1);
+  CHECK(s->http.producer.linger == ProducerOptions{}.linger);  // unset: the library's defaults
+  CHECK(s->redis.producer.batch_max_messages == ProducerOptions{}.batch_max_messages);
   CHECK(s->topic == "events");
   CHECK(s->group == "default");
   CHECK(is_valid_name(s->producer_name));  // "<host>-<pid>"
@@ -70,8 +72,16 @@ TEST_CASE("MsgQueueVariablesAreRead") {
                                         {"MSG_QUEUE_GROUP", "billing"},
                                         {"MSG_QUEUE_PRODUCER_NAME", "svc-7"},
                                         {"MSG_QUEUE_TOKEN", "t"},
-                                        {"MSG_QUEUE_PARTITIONS", "8"}}));
+                                        {"MSG_QUEUE_PARTITIONS", "8"},
+                                        {"MSG_QUEUE_LINGER_MS", "5"},
+                                        {"MSG_QUEUE_BATCH_MAX_MESSAGES", "200"},
+                                        {"MSG_QUEUE_BATCH_MAX_BYTES", " 65536 "}}));
   REQUIRE_MESSAGE(s.ok(), s.status().to_string());
+  for (const ProducerOptions& producer : {s->http.producer, s->redis.producer}) {
+    CHECK(producer.linger == std::chrono::milliseconds(5));
+    CHECK(producer.batch_max_messages == 200);
+    CHECK(producer.batch_max_bytes == 65536);
+  }
   CHECK(s->http.addrs == std::vector<std::string>{"http://a:1", "http://b:2/"});
   CHECK(s->topic == "orders");
   CHECK(s->group == "billing");
@@ -114,6 +124,10 @@ TEST_CASE("BadValuesAreErrorsNamingTheVariable") {
       {"MSG_QUEUE_PRODUCER_NAME", ".x"},
       {"MSG_QUEUE_PARTITIONS", "0"},
       {"MSG_QUEUE_PARTITIONS", "four"},
+      {"MSG_QUEUE_LINGER_MS", "-1"},
+      {"MSG_QUEUE_LINGER_MS", "60001"},
+      {"MSG_QUEUE_BATCH_MAX_MESSAGES", "0"},
+      {"MSG_QUEUE_BATCH_MAX_BYTES", "1k"},
       {"REDIS_URL", "http://h:1"},
       {"REDIS_URL", "redis://h:port"},
       {"REDIS_URL", "redis://h:1/db"},

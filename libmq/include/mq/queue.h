@@ -107,7 +107,7 @@ struct ProducerOptions {
   std::size_t batch_max_bytes = 1u << 20;
   // Batches of one topic's keyless messages in flight at once (each partition's batches go one at
   // a time, so that they are stored in the order they were handed in).
-  std::size_t max_in_flight = 2;
+  std::size_t max_in_flight = 1;
   // Batches in flight at once in all: the producer's sender threads (started by the first message).
   std::size_t max_requests = 8;
   // produce_async blocks while this many messages are handed in and not yet answered.
@@ -182,9 +182,11 @@ struct QueueSettings {
 // topics have their own, e.g. `events` has 8, and the HTTP backend ignores this variable), and for
 // Redis REDIS_URL ("redis://[[user]:password@]host[:port][/db]", user and password
 // percent-decoded, an IPv6 host in brackets; wins) or REDIS_ADDR ("host:port", "[v6]:port" or a
-// host alone, "::1" included; default 127.0.0.1:6379). Blanks (spaces, tabs, CR) around values are
-// ignored, except in MSG_QUEUE_TOKEN and MSG_QUEUE_CA_FILE. kInvalidArgument naming the variable and
-// quoting the value when one is bad.
+// host alone, "::1" included; default 127.0.0.1:6379), and for the producer of either backend
+// (ProducerOptions) MSG_QUEUE_LINGER_MS (0 to 60000), MSG_QUEUE_BATCH_MAX_MESSAGES (1 to 100000) and
+// MSG_QUEUE_BATCH_MAX_BYTES (1 to 16 MiB), the library's defaults when unset. Blanks (spaces, tabs, CR)
+// around values are ignored, except in MSG_QUEUE_TOKEN and MSG_QUEUE_CA_FILE. kInvalidArgument naming the
+// variable and quoting the value when one is bad.
 MQ_EXPORT Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup);
 
 class Queue;

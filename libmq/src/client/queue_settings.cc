@@ -253,6 +253,31 @@ Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup) {
     }
     settings.redis.partitions = static_cast<std::uint32_t>(*partitions);
   }
+  // The producer's batching (ProducerOptions), the same for both backends.
+  ProducerOptions producer;
+  struct NumberSetting {
+    const char* variable;
+    std::uint64_t min;
+    std::uint64_t max;
+    std::size_t* target;
+  };
+  std::size_t linger_ms = 0;
+  for (const NumberSetting& n :
+       {NumberSetting{"MSG_QUEUE_LINGER_MS", 0, 60000, &linger_ms},
+        NumberSetting{"MSG_QUEUE_BATCH_MAX_MESSAGES", 1, 100000, &producer.batch_max_messages},
+        NumberSetting{"MSG_QUEUE_BATCH_MAX_BYTES", 1, 16u << 20, &producer.batch_max_bytes}}) {
+    if (auto value = trimmed(n.variable)) {
+      auto number = detail::parse_decimal(*value, n.min, n.max);
+      if (!number) {
+        return bad_value(n.variable, *value,
+                         "expected a number from " + std::to_string(n.min) + " to " + std::to_string(n.max));
+      }
+      *n.target = static_cast<std::size_t>(*number);
+    }
+  }
+  producer.linger = std::chrono::milliseconds(linger_ms);
+  settings.http.producer = producer;
+  settings.redis.producer = producer;
   if (auto value = trimmed("REDIS_URL"); value && !value->empty()) {
     if (auto s = parse_redis_url(*value, settings.redis); !s.ok()) return s;
   } else if (auto addr = trimmed("REDIS_ADDR"); addr && !addr->empty()) {
