@@ -81,8 +81,8 @@ TEST_CASE("TruncatedTrailingRecordIsCutOffAndOffsetsContinue") {
 
 TEST_CASE("GarbageAppendedToTheLogIsCutOff") {
   const std::vector<std::string> garbage = {
-      std::string("\0\0\0\0\0\0", 6),                     // a zero-filled block after a power cut
       "{\"offset\":10,\"timest",                          // a torn record
+      std::string("{\"offset\":10,\"ti\0\0\0", 17),       // a torn record in preallocated space
       "not json at all\n",                                // a complete line that is not a record
       "{\"offset\":99,\"timestamp\":1,\"payload\":1}\n",  // a record with the wrong offset
       "\xff\xfe garbage \n with \n newlines",
@@ -96,9 +96,42 @@ TEST_CASE("GarbageAppendedToTheLogIsCutOff") {
     auto store = open_store(dir.path());
     Partition& p = open_partition(*store);
     expect_messages(p, 10);
-    CHECK(p.recovery_report().truncated_bytes == junk.size());
+    // Zeros after the torn part are preallocated space, cut without being counted as damage.
+    const auto torn = junk.find('\0') == std::string::npos ? junk.size() : junk.find('\0');
+    CHECK(p.recovery_report().truncated_bytes == torn);
     CHECK(fs::file_size(log_file(dir)) == good_size);
   }
+}
+
+TEST_CASE("ZerosAfterTheLastRecordArePreallocatedSpaceCutWithoutAReport") {
+  for (const std::size_t zeros : {std::size_t{1}, std::size_t{4096}, std::size_t{(1u << 20) + 7}}) {
+    CAPTURE(zeros);
+    TempDir dir;
+    fill(dir.path(), 10);
+    const auto good_size = fs::file_size(log_file(dir));
+    append_bytes(log_file(dir), std::string(zeros, '\0'));
+    {
+      auto store = open_store(dir.path());
+      Partition& p = open_partition(*store);
+      expect_messages(p, 10);
+      CHECK(p.recovery_report().truncated_bytes == 0);
+      CHECK(fs::file_size(log_file(dir)) == good_size);
+      REQUIRE(append_ok(p, message(payload_for(10))) == 10u);
+    }
+    auto store = open_store(dir.path());
+    expect_messages(open_partition(*store), 11);
+  }
+}
+
+TEST_CASE("ZerosInTheMiddleOfTheLogAreDamageNotPreallocatedSpace") {
+  TempDir dir;
+  fill(dir.path(), 10);
+  append_bytes(log_file(dir), std::string(100, '\0') + "\n{\"offset\":10,\"timestamp\":1,\"payload\":1}\n");
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  expect_messages(p, 10);
+  CHECK(p.recovery_report().truncated_bytes > 100);
+  CHECK(p.recovery_report().intact_records_dropped == 1);
 }
 
 TEST_CASE("HalfABatchIsDroppedWhole") {
@@ -270,4 +303,47 @@ TEST_CASE("OpeningScansOnlyTheTailAfterTheIndex") {
   Partition& p = open_partition(*store);
   CHECK(p.next_offset() == 20000);
   CHECK(p.recovery_report().scanned_bytes < 64 * 1024);  // the last entry's batch and what follows
+}
+
+// With fsync, the writer extends the log ahead of its appends (StoreOptions::preallocate_bytes), so
+// that the file holds zeros beyond the records while the partition is open. A copy taken then is
+// what a crash leaves: it opens with every record and no report. A clean close cuts the zeros.
+TEST_CASE("APreallocatedLogOpensWholeAfterACrashAndACleanCloseLeavesNoZeros") {
+  TempDir dir;
+  TempDir crashed;
+  std::uint64_t logical = 0;
+  {
+    auto store = open_store(dir.path(), FsyncMode::kAlways);
+    Partition& p = open_partition(*store);
+    for (int i = 0; i < 10; ++i) REQUIRE(append_ok(p, message(payload_for(i))) == std::uint64_t(i));
+    logical = p.log_bytes();
+    const auto on_disk = fs::file_size(log_file(dir));
+    CHECK(on_disk > logical + StoreOptions{}.preallocate_bytes / 2);  // zeros ahead of the records
+    fs::copy(dir.path(), crashed.path(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  }
+  CHECK(fs::file_size(log_file(dir)) == logical);  // closed: no zeros left
+  {
+    auto store = open_store(crashed.path(), FsyncMode::kAlways);
+    Partition& p = open_partition(*store);
+    expect_messages(p, 10);
+    CHECK(p.recovery_report().truncated_bytes == 0);
+    REQUIRE(append_ok(p, message(payload_for(10))) == 10u);
+  }
+  auto store = open_store(crashed.path());
+  expect_messages(open_partition(*store), 11);
+}
+
+TEST_CASE("WithFsyncNeverOrPreallocateBytesZeroNothingIsPreallocated") {
+  for (const bool never : {true, false}) {
+    TempDir dir;
+    StoreOptions options;
+    options.data_dir = dir.path();
+    options.fsync = never ? FsyncMode::kNever : FsyncMode::kAlways;
+    if (!never) options.preallocate_bytes = 0;
+    auto store = LogStore::open(options);
+    REQUIRE(store.ok());
+    Partition& p = open_partition(**store);
+    for (int i = 0; i < 5; ++i) REQUIRE(append_ok(p, message(payload_for(i))) == std::uint64_t(i));
+    CHECK(fs::file_size(log_file(dir)) == p.log_bytes());
+  }
 }

@@ -722,3 +722,27 @@ TEST_CASE("OnlyAFewSealedSegmentsStayOpen") {
   CHECK(read_all(p).size() == 600u);  // opens every sealed segment once
   CHECK(count_fds() <= before + 2 * 8 + 8);
 }
+
+// A sealed segment's file size is its records' size (segment sizes are read with stat at open):
+// the active segment's preallocated zeros are cut, durably, before the roll renames it.
+TEST_CASE("SealedSegmentsHoldNoPreallocatedZeros") {
+  TempDir dir;
+  auto store = open_segmented(dir.path(), nullptr, FsyncMode::kAlways);
+  Partition& p = open_partition(*store);
+  for (int i = 0; i < 100; ++i) REQUIRE(append_ok(p, message(numbered(i))) == std::uint64_t(i));
+  REQUIRE(p.segment_count() > 3u);
+  std::uint64_t sealed_files = 0;
+  for (const auto& name : segment_files(dir.path())) {
+    if (!name.ends_with(".log") || name == "partition-0.log") continue;
+    ++sealed_files;
+    std::ifstream in(dir.path() + "/events/" + name, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CAPTURE(name);
+    REQUIRE_FALSE(bytes.empty());
+    CHECK(bytes.back() == '\n');
+    CHECK(bytes.find('\0') == std::string::npos);
+  }
+  CHECK(sealed_files + 1 == p.segment_count());
+  // The active one is preallocated while open.
+  CHECK(fs::file_size(dir.path() + "/events/partition-0.log") > kSegmentBytes);
+}

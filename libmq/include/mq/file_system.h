@@ -29,6 +29,16 @@ class MQ_EXPORT File {
   virtual Result<std::uint64_t> size() const = 0;
   // Cuts the file to `length` bytes; later appends go on from there.
   virtual Status truncate(std::uint64_t length) = 0;
+  // Writes all of `data` at `position`, like append() (one thread at a time, a prefix may remain
+  // after a crash). Partition logs write this way, so that they can write into preallocated space.
+  // The default appends when `position` is the file's size and refuses any other position.
+  virtual Status write_at(std::uint64_t position, std::string_view data);
+  // Makes the file at least `length` bytes long, the new bytes reading as zero (fallocate(2)), so
+  // that writes below `length` change no file size and an fdatasync after them need not commit
+  // one (libmq/docs/log_format.md "Preallocated space"). append() still writes at the file's end,
+  // after the zeros. False when nothing was done (the file system cannot, or has no room); the
+  // default does nothing.
+  virtual bool preallocate(std::uint64_t length);
 };
 
 // Creates and finds files. Thread-safe.

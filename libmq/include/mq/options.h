@@ -45,6 +45,11 @@ struct StoreOptions {
   std::uint64_t segment_bytes = 128ull << 20;
   // Bytes of log between two entries of the sparse offset index (smaller: faster seeks, larger index).
   std::size_t index_interval_bytes = 4096;
+  // With FsyncMode kAlways or kInterval, a log's file is extended ahead of its appends by this many
+  // bytes that read as zero (fallocate), so that the fdatasync after an append commits no change of
+  // file size: a quarter less time and a third less CPU per sync on ext4 (libmq/docs/log_format.md
+  // "Preallocated space"). Group journals use 64 KiB at most. 0: never.
+  std::uint64_t preallocate_bytes = 1 << 20;
   // Largest accepted payload (minified JSON bytes).
   std::size_t max_payload_bytes = 1 << 20;
   // The file layer; nullptr means the real POSIX one. Tests inject faults through it.

@@ -40,6 +40,19 @@ class BoundedFileSystem::PooledFile final : public File {
       return f.truncate(length);
     });
   }
+  Status write_at(std::uint64_t position, std::string_view data) override {
+    return use([&](File& f) {
+      ++changes_;
+      return f.write_at(position, data);
+    });
+  }
+  bool preallocate(std::uint64_t length) override {
+    auto done = use([&](File& f) -> Result<bool> {
+      ++changes_;
+      return f.preallocate(length);
+    });
+    return done.ok() && *done;
+  }
 
   // Closes the descriptor if no operation uses it and what it wrote is synced (syncing it first if
   // needed). False when it stays open.

@@ -143,6 +143,27 @@ Result<TailScan> scan_tail(const File& log, std::uint64_t log_size, IndexEntry s
   return scan;
 }
 
+// The end of the log without the zero bytes that end it: preallocated space that no record reached
+// (log_format.md "Preallocated space"). A record never holds a zero byte, so every zero after the
+// last record's newline is such space, or part of a torn write.
+Result<std::uint64_t> end_before_zeros(const File& log, std::uint64_t size) {
+  std::string chunk;
+  std::uint64_t end = size;
+  // Most logs end in a record's newline: one byte tells, without reading a chunk at every open.
+  if (end == 0) return end;
+  if (auto s = log.read(end - 1, 1, chunk); !s.ok()) return s;
+  if (chunk.size() == 1 && chunk[0] != '\0') return end;
+  while (end > 0) {
+    const std::uint64_t from = end - std::min<std::uint64_t>(kScanChunkBytes, end);
+    if (auto s = log.read(from, static_cast<std::size_t>(end - from), chunk); !s.ok()) return s;
+    const auto last = chunk.find_last_not_of('\0');
+    if (last != std::string::npos) return from + last + 1;
+    if (chunk.size() < end - from) return end;  // the file shrank under us: leave it to the scan
+    end = from;
+  }
+  return end;
+}
+
 Status write_index(File& index, const std::vector<IndexEntry>& entries, bool rewrite) {
   std::string bytes;
   if (rewrite) {
@@ -188,6 +209,13 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
   RecoveredLog recovered;
   auto log_size = log.size();
   if (!log_size.ok()) return log_size.status();
+  // Preallocated space beyond the records is not damage: it is cut without a report.
+  auto records_end = end_before_zeros(log, *log_size);
+  if (!records_end.ok()) return records_end.status();
+  if (*records_end < *log_size) {
+    if (auto s = log.truncate(*records_end); !s.ok()) return s;
+    log_size = *records_end;
+  }
   auto index_size = index.size();
   if (!index_size.ok()) return index_size.status();
 

@@ -74,6 +74,9 @@ class PartitionLog {
   const RecoveryReport& recovery_report() const { return report_; }
   // Syncs what is written; with only_if_behind, skips the sync when nothing new was written.
   Status sync(bool only_if_behind = false);
+  // For a segment being sealed (no append may run): syncs, then cuts the preallocated zeros beyond
+  // the records and syncs that too, so that a sealed segment's file size is its records' size.
+  Status seal();
 
  private:
   // Where a group of appended bytes ends: a byte position and the offset after it.
@@ -84,7 +87,9 @@ class PartitionLog {
 
   Result<std::uint64_t> append_durably(std::span<const Message> batch);
   // Appends `data` to the log and `entries` to the index.
-  Status write_out(std::string_view data, const std::vector<detail::IndexEntry>& entries);
+  // Writes `data` at `position` (the written position) and the index `entries`, preallocating ahead.
+  Status write_out(std::uint64_t position, std::string_view data,
+                   const std::vector<detail::IndexEntry>& entries);
   // kNever/kInterval: writes everything pending without releasing mutex_.
   void write_pending_locked();
   // kAlways: writes and syncs everything pending with `lock` released; the caller holds `lock` and
@@ -146,6 +151,9 @@ class PartitionLog {
   // (GUARDED_BY(mutex_)): a log closes without syncing an index nothing was written to since.
   std::atomic<std::uint64_t> index_writes_{0};
   std::uint64_t index_writes_synced_ = 0;
+  // The log file's size when it was preallocated beyond written_ (else written_'s position). Used
+  // by the one writer (write_out, under mutex_ or as the round's writer) and at open, seal and close.
+  std::uint64_t preallocated_end_ = 0;
 };
 
 }  // namespace mq

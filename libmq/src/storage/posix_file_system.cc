@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "mq/file_system.h"
 
@@ -22,21 +23,30 @@ class PosixFile final : public File {
   ~PosixFile() override { ::close(fd_); }
 
   Status append(std::string_view data) override {
-    while (!data.empty()) {
-      const ssize_t n = ::write(fd_, data.data(), data.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        // A full disk is a state that passes, not a broken file: the caller cuts off what part of
-        // the write landed and tries again later.
-        if (errno == ENOSPC || errno == EDQUOT) {
-          return Status::no_space(std::string("no space left on device: write ") + path_ + ": " +
-                                  std::strerror(errno));
-        }
-        return errno_status("write", path_);
-      }
-      data.remove_prefix(static_cast<std::size_t>(n));
+    if (appending_) return write_all(data, std::nullopt);
+    // No longer O_APPEND (write_at into preallocated space): the end is the file's size.
+    auto end = size();
+    if (!end.ok()) return end.status();
+    return write_all(data, *end);
+  }
+
+  Status write_at(std::uint64_t position, std::string_view data) override {
+    if (appending_) {
+      auto end = size();
+      if (!end.ok()) return end.status();
+      if (position == *end) return write_all(data, std::nullopt);
+      // Below the end (into preallocated space): pwrite(2) on an O_APPEND descriptor would append.
+      if (auto s = stop_appending(); !s.ok()) return s;
     }
-    return {};
+    return write_all(data, position);
+  }
+
+  bool preallocate(std::uint64_t length) override {
+    auto end = size();
+    if (!end.ok()) return false;
+    if (length <= *end) return true;
+    if (::fallocate(fd_, 0, static_cast<off_t>(*end), static_cast<off_t>(length - *end)) != 0) return false;
+    return true;
   }
 
   Status sync() override {
@@ -74,8 +84,39 @@ class PosixFile final : public File {
   }
 
  private:
+  // write(2) at the end (O_APPEND) when `position` is nullopt, else pwrite(2) at it, until all of
+  // `data` is written.
+  Status write_all(std::string_view data, std::optional<std::uint64_t> position) {
+    while (!data.empty()) {
+      const ssize_t n = position ? ::pwrite(fd_, data.data(), data.size(), static_cast<off_t>(*position))
+                                 : ::write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        // A full disk is a state that passes, not a broken file: the caller cuts off what part of
+        // the write landed and tries again later.
+        if (errno == ENOSPC || errno == EDQUOT) {
+          return Status::no_space(std::string("no space left on device: write ") + path_ + ": " +
+                                  std::strerror(errno));
+        }
+        return errno_status("write", path_);
+      }
+      data.remove_prefix(static_cast<std::size_t>(n));
+      if (position) *position += static_cast<std::uint64_t>(n);
+    }
+    return {};
+  }
+
+  Status stop_appending() {
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_APPEND) != 0) return errno_status("fcntl", path_);
+    appending_ = false;
+    return {};
+  }
+
   int fd_;
   std::string path_;
+  // O_APPEND is set (until the first write_at below the end). Used by the one writing thread only.
+  bool appending_ = true;
 };
 
 class PosixFileSystem final : public FileSystem {
@@ -151,6 +192,18 @@ class PosixFileSystem final : public FileSystem {
 };
 
 }  // namespace
+
+Status File::write_at(std::uint64_t position, std::string_view data) {
+  auto end = size();
+  if (!end.ok()) return end.status();
+  if (position != *end) {
+    return Status::invalid_argument("this file can only be written at its end (" + std::to_string(*end) +
+                                    "), not at " + std::to_string(position));
+  }
+  return append(data);
+}
+
+bool File::preallocate(std::uint64_t) { return false; }
 
 Result<std::uint64_t> FileSystem::file_size(const std::string& path) {
   if (!exists(path)) return Status::not_found(path + " does not exist");

@@ -232,8 +232,8 @@ Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch) {
 
 Status SegmentedLog::roll_locked() {
   std::shared_ptr<PartitionLog> old = active();
-  // 1. A sealed segment is complete on disk, whatever FSYNC says.
-  if (auto s = old->sync(); !s.ok()) return s;
+  // 1. A sealed segment is complete on disk, whatever FSYNC says, without preallocated space.
+  if (auto s = old->seal(); !s.ok()) return s;
   const std::uint64_t first = old->first_offset();
   const std::uint64_t next = old->next_offset();
   const std::string sealed = sealed_stem(stem_, first);
