@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -79,6 +80,10 @@ class Connection {
   Clock::time_point deadline;
   // Requests served on this connection.
   std::size_t requests = 0;
+  // When its last answer was written, and whether its client sends its next request soon enough
+  // after an answer for a worker to wait for it (ConnectionServer::await_next_request).
+  std::optional<Clock::time_point> answered_at;
+  bool quick_client = false;
 
  private:
   // Drops the Range and If-Range lines of the head; false when it has too many header lines.

@@ -36,6 +36,9 @@ struct ConnectionOptions {
   // MAX_CONNECTIONS is decided from this, so that connections still sending their head, or idle
   // between requests, can never make a produce or ack of another client wait or be refused.
   std::shared_ptr<std::atomic<std::size_t>> busy_connections = std::make_shared<std::atomic<std::size_t>>(0);
+  // How long a worker waits for the next request of a connection it answered before handing the
+  // connection to the head reader (0: at once).
+  std::chrono::microseconds linger{2000};
 };
 
 class ConnectionServer : public httplib::Server {
@@ -55,6 +58,10 @@ class ConnectionServer : public httplib::Server {
   bool process_and_close_socket(socket_t socket) override;
   // Serves the requests whose heads are unread on `connection`, then hands it back to wait.
   void serve(const std::shared_ptr<Connection>& connection);
+  // After an answer, waits up to ConnectionOptions::linger for the next request on `connection`
+  // (plain HTTP only); true when a whole head arrived, which the caller serves at once. Bytes
+  // read otherwise stay in the connection for the head reader.
+  bool await_next_request(Connection& connection);
   void drain();  // after the accept loop ended
   bool stopping() const;
 

@@ -186,8 +186,8 @@ class Mqd {
     const int n = incarnation_.load() + 1;
     const auto began = Clock::now();
     incarnation_.store(n);
-    process_ = std::make_unique<testing::ServerProcess>(program_, std::vector<std::string>{}, env_,
-                                                        stderr_path(n));
+    process_ =
+        std::make_unique<testing::ServerProcess>(program_, std::vector<std::string>{}, env_, stderr_path(n));
     if (!process_->wait_until_listening(port_, 30s)) return false;
     if (took != nullptr) *took = Clock::now() - began;
     std::lock_guard lock(mutex_);
@@ -196,13 +196,22 @@ class Mqd {
     return true;
   }
 
+  // Whether the current incarnation exited, and how: a crash at start-up looks like no listening.
+  std::string how_it_ended() {
+    const auto ended = process_ ? process_->wait_exit(std::chrono::milliseconds(0)) : std::nullopt;
+    if (!ended) return "still running";
+    const int status = *ended;
+    if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+  }
+
   // Spawns the next incarnation and kills it with SIGKILL `after` the spawn, while it recovers or
   // has just begun to listen (it is never marked up); true once it has exited.
   bool start_and_kill(Clock::duration after) {
     const int n = incarnation_.load() + 1;
     incarnation_.store(n);
-    process_ = std::make_unique<testing::ServerProcess>(program_, std::vector<std::string>{}, env_,
-                                                        stderr_path(n));
+    process_ =
+        std::make_unique<testing::ServerProcess>(program_, std::vector<std::string>{}, env_, stderr_path(n));
     std::this_thread::sleep_for(after);  // the random moment of the fault
     return process_->stop(SIGKILL, 10s).has_value();
   }
@@ -328,7 +337,7 @@ class Run {
   std::atomic<bool> stop_consuming_{false};
 
   std::mutex history_mutex_;
-  History history_;                        // GUARDED_BY(history_mutex_) while workers run
+  History history_;                          // GUARDED_BY(history_mutex_) while workers run
   std::unordered_set<std::string> ok_uids_;  // GUARDED_BY(history_mutex_): produces answered 200
 
   struct Planted {
@@ -376,7 +385,8 @@ void Run::producer(int index) {
     ProduceOp op;
     op.style = kStyles[pick(0, 4)];
     const bool batch = op.style == ProduceOp::Style::kBatch || op.style == ProduceOp::Style::kBatchKeyed;
-    const bool keyed = op.style == ProduceOp::Style::kSingleKeyed || op.style == ProduceOp::Style::kBatchKeyed;
+    const bool keyed =
+        op.style == ProduceOp::Style::kSingleKeyed || op.style == ProduceOp::Style::kBatchKeyed;
     // One batch in forty is big (tens to hundreds of KiB in one write), so that a kill can land in
     // the middle of its write and leave a torn batch for recovery.
     const bool big = batch && chance(0.025);
@@ -449,8 +459,9 @@ void Run::consumer(int index, std::uint32_t partition) {
   auto pick = [&](int low, int high) { return std::uniform_int_distribution<int>(low, high)(rng); };
   const int visibility_ms = pick(300, 1000);
   const int max_inflight = pick(8, 32);
-  const std::string target = std::string("/consume?topic=") + kTopic + "&partition=" + std::to_string(partition) +
-                             "&group=" + kGroup + "&visibility_timeout_ms=" + std::to_string(visibility_ms) +
+  const std::string target = std::string("/consume?topic=") + kTopic +
+                             "&partition=" + std::to_string(partition) + "&group=" + kGroup +
+                             "&visibility_timeout_ms=" + std::to_string(visibility_ms) +
                              "&max_inflight=" + std::to_string(max_inflight);
   httplib::Client ack_client("127.0.0.1", port_);
   ack_client.set_keep_alive(true);
@@ -465,22 +476,24 @@ void Run::consumer(int index, std::uint32_t partition) {
   auto send_ack = [&](AckOp ack) {
     ack.as_list = ack.ids.size() > 1 || chance(0.3);
     const std::string body = ack.as_list ? json{{"ids", ack.ids}}.dump() : json{{"id", ack.ids[0]}}.dump();
-    const std::string ack_target = std::string("/ack?topic=") + kTopic + "&partition=" + std::to_string(partition) +
-                                   "&group=" + kGroup;
+    const std::string ack_target =
+        std::string("/ack?topic=") + kTopic + "&partition=" + std::to_string(partition) + "&group=" + kGroup;
     ack.epochs.lo = mqd_->incarnation();
     ack.sent = Clock::now();
     auto result = ack_client.Post(ack_target, body, "application/json");
     ack.answered = Clock::now();
     ack.epochs.hi = mqd_->incarnation();
     if (!result) {
-      ack.outcome = result.error() == httplib::Error::Connection ? Outcome::kRefused : Outcome::kIndeterminate;
+      ack.outcome =
+          result.error() == httplib::Error::Connection ? Outcome::kRefused : Outcome::kIndeterminate;
       ack.error = httplib::to_string(result.error());
     } else {
       ack.status = result->status;
       ack.outcome = result->status == 200 ? Outcome::kOk : Outcome::kRejected;
       if (result->status != 200) ack.error = result->body;
     }
-    if (ack.outcome == Outcome::kOk || ack.outcome == Outcome::kIndeterminate) acks_.add(partition, ack.offsets);
+    if (ack.outcome == Outcome::kOk || ack.outcome == Outcome::kIndeterminate)
+      acks_.add(partition, ack.offsets);
     acks.push_back(std::move(ack));
   };
   // Acknowledges what waits, in requests of 1 to 5 ids (up to 16 in the drain).
@@ -521,7 +534,8 @@ void Run::consumer(int index, std::uint32_t partition) {
       std::size_t start = 0;
       while (start < block.size()) {
         const auto nl = block.find('\n', start);
-        const std::string line = block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        const std::string line =
+            block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
         if (line.starts_with("data: ")) data = line.substr(6);
         if (nl == std::string::npos) break;
         start = nl + 1;
@@ -601,7 +615,8 @@ std::optional<std::map<std::uint32_t, GroupPosition>> Run::group_positions() {
 bool Run::drain() {
   draining_ = true;
   const auto began = Clock::now();
-  const auto idle = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
+  const auto idle =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
   const auto deadline = began + 15min;
   auto positions = group_positions();
   if (!positions) return false;
@@ -613,9 +628,10 @@ bool Run::drain() {
     const auto settled = std::min(deadline, Clock::now() + idle);
     while (Clock::now() < settled) {
       positions = group_positions();
-      drained = positions.has_value() && std::all_of(positions->begin(), positions->end(), [](const auto& entry) {
-                  return entry.second.committed_offset == entry.second.next_offset && entry.second.inflight == 0;
-                });
+      drained =
+          positions.has_value() && std::all_of(positions->begin(), positions->end(), [](const auto& entry) {
+            return entry.second.committed_offset == entry.second.next_offset && entry.second.inflight == 0;
+          });
       if (drained) break;
       acks_.await_change(std::min(settled, Clock::now() + 500ms));
     }
@@ -638,7 +654,8 @@ void Run::plant_drop_last_line() {
     std::size_t end = text.rfind('\n');  // complete lines end before here
     std::size_t lines = 0;
     while (end != std::string::npos && end > 0) {
-      const std::size_t begin = text.rfind('\n', end - 1) == std::string::npos ? 0 : text.rfind('\n', end - 1) + 1;
+      const std::size_t begin =
+          text.rfind('\n', end - 1) == std::string::npos ? 0 : text.rfind('\n', end - 1) + 1;
       ++lines;
       auto record = json::parse(text.substr(begin, end - begin), nullptr, false);
       std::string uid;
@@ -654,15 +671,16 @@ void Run::plant_drop_last_line() {
       if (answered) {
         std::filesystem::resize_file(path, begin);
         planted_ = Planted{p, record["offset"].get<std::uint64_t>(), uid, lines, 0};
-        std::cout << "  planted bug: cut partition " << p << " at offset " << planted_->offset << " (uid " << uid
-                  << ", answered 200), " << lines << " line(s) dropped" << std::endl;
+        std::cout << "  planted bug: cut partition " << p << " at offset " << planted_->offset << " (uid "
+                  << uid << ", answered 200), " << lines << " line(s) dropped" << std::endl;
         return;
       }
       if (begin == 0 || lines >= 1000) break;
       end = begin - 1;
     }
   }
-  std::cout << "  planted bug: no partition ends in a line answered 200 yet; trying at the next kill" << std::endl;
+  std::cout << "  planted bug: no partition ends in a line answered 200 yet; trying at the next kill"
+            << std::endl;
 }
 
 // Between a kill and the restart, the damage a kill in the middle of a write leaves (which real kills
@@ -676,13 +694,19 @@ void Run::tear_tail(std::mt19937_64& rng) {
   const double cut = std::uniform_real_distribution<double>(0, 1)(rng);
   const std::string path = data_dir_ + "/" + kTopic + "/partition-" + std::to_string(p) + ".log";
   std::ifstream in(path, std::ios::binary);
-  const std::string text(std::istreambuf_iterator<char>(in), {});
+  std::string text(std::istreambuf_iterator<char>(in), {});
   in.close();
+  // With FSYNC=always the log is preallocated: zeros follow its records (log_format.md
+  // "Preallocated space"). The tear goes where the next write would: over the first of them.
+  const auto records_end = text.find_last_not_of('\0');
+  text.resize(records_end == std::string::npos ? 0 : records_end + 1);
   if (text.empty() || text.back() != '\n') {  // empty, or already torn by the kill itself
-    std::cout << "  torn tail: not on partition " << p << " (" << text.size() << " bytes, torn already)" << std::endl;
+    std::cout << "  torn tail: not on partition " << p << " (" << text.size() << " bytes, torn already)"
+              << std::endl;
     return;
   }
-  const std::size_t begin = text.rfind('\n', text.size() - 2) == std::string::npos ? 0 : text.rfind('\n', text.size() - 2) + 1;
+  const std::size_t begin =
+      text.rfind('\n', text.size() - 2) == std::string::npos ? 0 : text.rfind('\n', text.size() - 2) + 1;
   auto last = json::parse(text.substr(begin), nullptr, false);
   if (!last.is_object() || !last.contains("offset")) {
     std::cout << "  torn tail: the last line of partition " << p << " is not a record" << std::endl;
@@ -695,8 +719,8 @@ void Run::tear_tail(std::mt19937_64& rng) {
   auto line = [&](std::uint64_t offset, std::optional<std::uint64_t> batch_last) {
     std::string out = "{\"offset\":" + std::to_string(offset) + ",\"timestamp\":" + timestamp;
     if (batch_last) out += ",\"batch_last\":" + std::to_string(*batch_last);
-    return out + ",\"payload\":{\"uid\":\"torn-" + std::to_string(torn_tails_) + "-" + std::to_string(offset) +
-           "\",\"pad\":\"" + std::string(40, 't') + "\"}}\n";
+    return out + ",\"payload\":{\"uid\":\"torn-" + std::to_string(torn_tails_) + "-" +
+           std::to_string(offset) + "\",\"pad\":\"" + std::string(40, 't') + "\"}}\n";
   };
   std::string tail;
   if (half_batch) {  // two complete lines and 0 to all but one byte of the third
@@ -707,10 +731,15 @@ void Run::tear_tail(std::mt19937_64& rng) {
     const std::string one = line(next, std::nullopt);
     tail = one.substr(0, 1 + static_cast<std::size_t>(cut * static_cast<double>(one.size() - 1)));
   }
-  std::ofstream(path, std::ios::binary | std::ios::app) << tail;
+  {
+    std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(static_cast<std::streamoff>(text.size()));
+    out << tail;
+  }
   ++torn_tails_;
-  std::cout << "  torn tail: " << tail.size() << " bytes (" << (half_batch ? "two thirds of a batch" : "part of a record")
-            << ") appended to partition " << p << " at offset " << next << std::endl;
+  std::cout << "  torn tail: " << tail.size() << " bytes ("
+            << (half_batch ? "two thirds of a batch" : "part of a record") << ") appended to partition " << p
+            << " at offset " << next << std::endl;
 }
 
 // Between a kill and the restart: delete everything of the data directory but the lock file and the
@@ -726,12 +755,13 @@ void Run::plant_forget_acks() {
   }
   for (const auto& entry : fs::directory_iterator(fs::path(data_dir_) / kTopic)) {
     const std::string name = entry.path().filename().string();
-    const bool partition_file =
-        entry.is_regular_file() && name.starts_with(prefix) && (name.ends_with(".log") || name.ends_with(".index"));
+    const bool partition_file = entry.is_regular_file() && name.starts_with(prefix) &&
+                                (name.ends_with(".log") || name.ends_with(".index"));
     if (!partition_file) deleted += static_cast<std::size_t>(fs::remove_all(entry.path()));
   }
   planted_ = Planted{0, 0, "", 0, deleted};
-  std::cout << "  planted bug: deleted " << deleted << " files and directories of the groups' state" << std::endl;
+  std::cout << "  planted bug: deleted " << deleted << " files and directories of the groups' state"
+            << std::endl;
 }
 
 int Run::execute() {
@@ -750,11 +780,12 @@ int Run::execute() {
   }
   data_dir_ = dir_ + "/data";
   port_ = testing::free_port();
-  std::map<std::string, std::string> env = {{"PORT", std::to_string(port_)},
-                                             {"DATA_DIR", data_dir_},
-                                             {"FSYNC", "always"},
-                                             {"TOPICS", std::string(kTopic) + ":" + std::to_string(options_.partitions)},
-                                             {"HEARTBEAT_MS", "200"}};
+  std::map<std::string, std::string> env = {
+      {"PORT", std::to_string(port_)},
+      {"DATA_DIR", data_dir_},
+      {"FSYNC", "always"},
+      {"TOPICS", std::string(kTopic) + ":" + std::to_string(options_.partitions)},
+      {"HEARTBEAT_MS", "200"}};
   for (const auto& [name, value] : options_.extra_env) env[name] = value;
   mqd_ = std::make_unique<Mqd>(options_.mqd_path, env, port_, dir_);
 
@@ -763,10 +794,10 @@ int Run::execute() {
             << options_.partitions << " --producers " << options_.producers << " --consumers-per-partition "
             << options_.consumers_per_partition
             << (options_.plant_bug.empty() ? "" : " --plant-bug " + options_.plant_bug) << "\n"
-            << "  mqd " << options_.mqd_path << " on port " << port_ << ", FSYNC=always, topic " << kTopic << " with "
-            << options_.partitions << " partitions, " << options_.producers << " producers, "
-            << options_.consumers_per_partition * static_cast<int>(options_.partitions) << " consumers of group "
-            << kGroup << std::endl;
+            << "  mqd " << options_.mqd_path << " on port " << port_ << ", FSYNC=always, topic " << kTopic
+            << " with " << options_.partitions << " partitions, " << options_.producers << " producers, "
+            << options_.consumers_per_partition * static_cast<int>(options_.partitions)
+            << " consumers of group " << kGroup << std::endl;
   if (!mqd_->start()) {
     std::cerr << "mqd did not start: " << mqd_->stderr_text(1) << std::endl;
     return 2;
@@ -805,8 +836,8 @@ int Run::execute() {
     }
     ++kills_done_;
     std::cout << "kill " << k << "/" << options_.kills << " at +" << fixed(seconds(Clock::now() - wall_start))
-              << "s, " << fixed(delay_s) << "s after the last start (" << answered << " messages answered 200 so far)"
-              << std::endl;
+              << "s, " << fixed(delay_s) << "s after the last start (" << answered
+              << " messages answered 200 so far)" << std::endl;
     if (std::uniform_real_distribution<double>(0, 1)(schedule) < 0.15) tear_tail(schedule);
     if (options_.plant_bug == "drop-last-line" && !planted_ && k >= plant_from) plant_drop_last_line();
     if (options_.plant_bug == "forget-acks" && !planted_ && k >= plant_from) plant_forget_acks();
@@ -826,13 +857,15 @@ int Run::execute() {
     Clock::duration took{};
     if (!mqd_->start(&took)) {
       const int n = mqd_->incarnation();
-      verdict.add("no-restart", "mqd incarnation " + std::to_string(n) + " did not listen within 30 s after kill " +
-                                    std::to_string(k) + "; stderr: " + mqd_->stderr_text(n));
+      verdict.add("no-restart", "mqd incarnation " + std::to_string(n) +
+                                    " did not listen within 30 s after kill " + std::to_string(k) + " (" +
+                                    mqd_->how_it_ended() + "); stderr: " + mqd_->stderr_text(n));
       std::cout << "  mqd did not come back; stopping the run" << std::endl;
       break;
     }
     restart_ms_.push_back(seconds(took) * 1000);
-    std::cout << "  listening again in " << fixed(seconds(took) * 1000, 0) << " ms" << startup_kill << std::endl;
+    std::cout << "  listening again in " << fixed(seconds(took) * 1000, 0) << " ms" << startup_kill
+              << std::endl;
   }
   if (verdict.passed()) {
     std::this_thread::sleep_for(std::chrono::duration<double>(gap_s));  // load on the last incarnation too
@@ -860,7 +893,8 @@ int Run::execute() {
     restart_max = std::max(restart_max, ms);
   }
   std::cout << "kills: " << kills_done_ << " under load and " << startup_kills_
-            << " during start-up (listening again after " << fixed(restart_ms_.empty() ? 0 : restart_sum / static_cast<double>(restart_ms_.size()), 0)
+            << " during start-up (listening again after "
+            << fixed(restart_ms_.empty() ? 0 : restart_sum / static_cast<double>(restart_ms_.size()), 0)
             << " ms on average, " << fixed(restart_max, 0) << " ms at most)\n";
   std::cout << "produce requests: " << f.produce_requests << " (";
   bool first = true;
@@ -868,12 +902,14 @@ int Run::execute() {
     std::cout << (first ? "" : ", ") << style << " " << count;
     first = false;
   }
-  std::cout << ")\nmessages sent: " << f.messages_sent << ": answered 200 " << f.messages_ok << ", indeterminate "
-            << f.messages_indeterminate << " (" << f.indeterminate_in_log << " of them in the log), refused "
-            << f.messages_refused << ", rejected " << f.messages_rejected << "\n";
+  std::cout << ")\nmessages sent: " << f.messages_sent << ": answered 200 " << f.messages_ok
+            << ", indeterminate " << f.messages_indeterminate << " (" << f.indeterminate_in_log
+            << " of them in the log), refused " << f.messages_refused << ", rejected " << f.messages_rejected
+            << "\n";
   std::cout << "log: " << f.log_messages << " messages in " << options_.partitions << " partitions\n";
-  std::cout << "deliveries: " << f.deliveries << " on " << f.streams << " streams; redeliveries (delivery > 1) "
-            << f.redeliveries << "; on streams opened after a restart " << f.deliveries_after_a_restart << "\n";
+  std::cout << "deliveries: " << f.deliveries << " on " << f.streams
+            << " streams; redeliveries (delivery > 1) " << f.redeliveries
+            << "; on streams opened after a restart " << f.deliveries_after_a_restart << "\n";
   std::cout << "acks: " << f.ack_requests << " requests (200 " << f.ack_requests_ok << ", indeterminate "
             << f.ack_requests_indeterminate << ", refused " << f.ack_requests_refused << ", rejected "
             << f.ack_requests_rejected << "), " << f.ids_acked_ok << " ids acknowledged by a 200\n";
@@ -922,15 +958,17 @@ int Run::conclude(const Verdict& verdict) {
     if (options_.plant_bug == "forget-acks") {
       const bool caught = std::any_of(violations.begin(), violations.end(),
                                       [&](const Violation& v) { return v.kind == "redelivered-after-ack"; });
-      std::cout << (caught ? "PASS: the planted bug was caught (acknowledged messages reported delivered again)\n"
-                           : "FAIL: the planted bug (acknowledgements deleted) was not reported\n");
+      std::cout
+          << (caught ? "PASS: the planted bug was caught (acknowledged messages reported delivered again)\n"
+                     : "FAIL: the planted bug (acknowledgements deleted) was not reported\n");
       return caught ? 0 : 1;
     }
     const bool caught = std::any_of(violations.begin(), violations.end(), [&](const Violation& v) {
       return v.kind == "lost-produce" && v.detail.find("uid " + planted_->uid + " ") != std::string::npos;
     });
     std::cout << (caught ? "PASS: the planted bug was caught (uid " + planted_->uid + " reported lost)\n"
-                         : "FAIL: the planted bug (uid " + planted_->uid + ") was not reported as a lost produce\n");
+                         : "FAIL: the planted bug (uid " + planted_->uid +
+                               ") was not reported as a lost produce\n");
     return caught ? 0 : 1;
   }
   std::cout << (verdict.passed() ? "PASS" : "FAIL") << " (seed " << options_.seed << ")\n";
