@@ -117,7 +117,11 @@ bool ConnectionServer::await_next_request(Connection& connection) {
   }
   pollfd fds[2] = {{connection.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   const timespec linger{0, static_cast<long>(std::chrono::nanoseconds(options_.linger).count())};
-  if (::ppoll(fds, 2, &linger, nullptr) <= 0 || (fds[0].revents & POLLIN) == 0 || stopping()) {
+  // Waiting is not serving: the connection does not count toward MAX_CONNECTIONS meanwhile.
+  --*options_.busy_connections;
+  const int ready = ::ppoll(fds, 2, &linger, nullptr);
+  ++*options_.busy_connections;
+  if (ready <= 0 || (fds[0].revents & POLLIN) == 0 || stopping()) {
     connection.quick_client = false;  // not this time: the head reader waits, and judges again
     return false;
   }

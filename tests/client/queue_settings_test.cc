@@ -128,6 +128,7 @@ TEST_CASE("BadValuesAreErrorsNamingTheVariable") {
       {"MSG_QUEUE_LINGER_MS", "60001"},
       {"MSG_QUEUE_BATCH_MAX_MESSAGES", "0"},
       {"MSG_QUEUE_BATCH_MAX_BYTES", "1k"},
+      {"MSG_QUEUE_BATCH_MAX_BYTES", "8388609"},  // over 8 MiB
       {"REDIS_URL", "http://h:1"},
       {"REDIS_URL", "redis://h:port"},
       {"REDIS_URL", "redis://h:1/db"},

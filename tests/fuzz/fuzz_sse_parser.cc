@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "fuzz_support.h"
 #include "client/http/sse_parser.h"
+#include "fuzz_support.h"
 
 namespace {
 
@@ -16,16 +16,18 @@ Events feed_in_chunks(std::string_view stream, const std::vector<std::size_t>& l
   Events events;
   std::size_t next = 0;
   while (!stream.empty()) {
-    const std::size_t length = lengths.empty() ? stream.size() : std::min(lengths[next++ % lengths.size()], stream.size());
+    const std::size_t length =
+        lengths.empty() ? stream.size() : std::min(lengths[next++ % lengths.size()], stream.size());
     parser.feed(stream.substr(0, length), [&](std::string_view data) { events.emplace_back(data); });
     stream.remove_prefix(length);
   }
   return events;
 }
 
-// The format read the obvious way: whole lines ending in "\n" (a "\r" before it dropped); the
-// unterminated last line is not a line yet.
+// The format read the obvious way: one byte order mark at the very start dropped, whole lines
+// ending in "\n" (a "\r" before it dropped); the unterminated last line is not a line yet.
 Events reference(std::string_view stream) {
+  if (stream.starts_with("\xEF\xBB\xBF")) stream.remove_prefix(3);
   Events events;
   std::string data;
   bool has_data = false;
@@ -60,7 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size > 0) {
     const std::size_t count = data[0] % 8;
     header = 1;
-    for (std::size_t i = 0; i < count && header < size; ++i) lengths.push_back(std::max<std::size_t>(1, data[header++]));
+    for (std::size_t i = 0; i < count && header < size; ++i)
+      lengths.push_back(std::max<std::size_t>(1, data[header++]));
   }
   const std::string_view stream = mq::fuzzing::as_text(data + header, size - header);
 

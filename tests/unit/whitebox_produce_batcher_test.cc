@@ -5,14 +5,18 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -249,7 +253,7 @@ TEST_CASE("A keyed message goes to its key's partition lane, and a key that maps
   CHECK(backend.calls().size() == 1);
 }
 
-TEST_CASE("A batch refused as a whole is sent again one message at a time, so only the bad message fails") {
+TEST_CASE("A batch refused as a whole is sent again in halves, so only the bad message fails") {
   FakeBackend backend;
   ProduceBatcher batcher({}, backend.send(), FakeBackend::key_partition());
   backend.close_gate();
@@ -355,4 +359,99 @@ TEST_CASE("Many threads producing one message each get every message stored once
   CHECK(messages == kThreads * kPerThread);
   for (const auto& o : offsets) CHECK(std::is_sorted(o.begin(), o.end()));
   CHECK(backend.calls().size() < kThreads * kPerThread);  // some batches held several
+}
+
+TEST_CASE("A callback may hand in more messages, also with the buffer full, without deadlocking") {
+  FakeBackend backend;
+  ProducerOptions options;
+  options.max_buffered_messages = 2;
+  options.max_requests = 1;
+  ProduceBatcher batcher(options, backend.send(), FakeBackend::key_partition());
+  std::promise<void> all_done;
+  std::atomic<int> answered{0};
+  constexpr int kChain = 50;
+  // Each answer hands in the next message from the sender thread: with one sender and room for
+  // two, waiting for room there would wait for itself.
+  std::function<void(Result<ProduceResult>)> next = [&](Result<ProduceResult> r) {
+    CHECK(r.ok());
+    const int n = ++answered;
+    if (n == kChain) return all_done.set_value();
+    batcher.enqueue("t", message(std::to_string(n)), 0, next);
+    batcher.enqueue("t", message("\"extra\""), 1, nullptr);  // beyond max_buffered_messages
+  };
+  batcher.enqueue("t", message("0"), 0, next);
+  CHECK(all_done.get_future().wait_for(kLong) == std::future_status::ready);
+}
+
+TEST_CASE("An empty callback is allowed and a throwing one does not keep the rest of its batch unanswered") {
+  FakeBackend backend;
+  ProduceBatcher batcher({}, backend.send(), FakeBackend::key_partition());
+  backend.close_gate();
+  auto first = enqueue(batcher, "t", message("0"), 0);
+  REQUIRE(backend.wait_for_calls(1));
+  batcher.enqueue("t", message("1"), 0, nullptr);
+  batcher.enqueue("t", message("2"), 0,
+                  [](Result<ProduceResult>) { throw std::runtime_error("callback bug"); });
+  auto last = enqueue(batcher, "t", message("3"), 0);
+  backend.open_gate();
+  CHECK(get(first).ok());
+  auto r = get(last);
+  REQUIRE(r.ok());
+  CHECK(r->first_offset == 3);
+}
+
+TEST_CASE("A callback handing in a message while the batcher is destroyed gets it sent, not a crash") {
+  FakeBackend backend;
+  std::atomic<int> answered{0};
+  std::thread opener;
+  {
+    ProduceBatcher batcher({}, backend.send(), FakeBackend::key_partition());
+    backend.close_gate();
+    batcher.enqueue("t", message("0"), 0, [&](Result<ProduceResult> r) {
+      CHECK(r.ok());
+      ++answered;
+      batcher.enqueue("t", message("1"), 0, [&](Result<ProduceResult> again) {
+        CHECK(again.ok());
+        ++answered;
+      });
+    });
+    REQUIRE(backend.wait_for_calls(1));
+    opener = std::thread([&] {
+      std::this_thread::sleep_for(kBlocked);  // the destructor is waiting by then
+      backend.open_gate();
+    });
+  }
+  opener.join();
+  CHECK(answered == 2);
+}
+
+TEST_CASE("Busy lanes take turns: with more busy partitions than senders none is starved") {
+  FakeBackend backend;
+  ProducerOptions options;
+  options.max_requests = 2;
+  ProduceBatcher batcher(options, backend.send(), FakeBackend::key_partition());
+  // Partitions 0 and 1 are refilled by each of their answers, 200 times; partition 7 has one
+  // message. Served from the start of the lanes every time, partition 7 would wait for the end.
+  constexpr int kChain = 200;
+  std::atomic<int> chain_answers{0};
+  std::promise<int> seventh;  // how many chain answers came before partition 7's
+  std::promise<void> chains_done;
+  std::function<void(std::uint32_t, Result<ProduceResult>)> refill = [&](std::uint32_t p,
+                                                                         Result<ProduceResult>) {
+    const int n = ++chain_answers;
+    if (n == 2 * kChain) chains_done.set_value();
+    if (n <= 2 * kChain - 2)
+      batcher.enqueue("t", message("1"), p, [&, p](Result<ProduceResult> r) { refill(p, r); });
+  };
+  backend.close_gate();
+  for (std::uint32_t p : {0u, 1u})
+    batcher.enqueue("t", message("1"), p, [&, p](Result<ProduceResult> r) { refill(p, r); });
+  REQUIRE(backend.wait_for_calls(2));
+  batcher.enqueue("t", message("7"), 7,
+                  [&](Result<ProduceResult>) { seventh.set_value(chain_answers.load()); });
+  backend.open_gate();
+  auto before_seventh = seventh.get_future();
+  REQUIRE(before_seventh.wait_for(kLong) == std::future_status::ready);
+  CHECK(before_seventh.get() < 10);
+  CHECK(chains_done.get_future().wait_for(kLong) == std::future_status::ready);
 }

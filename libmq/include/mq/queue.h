@@ -184,7 +184,8 @@ struct QueueSettings {
 // percent-decoded, an IPv6 host in brackets; wins) or REDIS_ADDR ("host:port", "[v6]:port" or a
 // host alone, "::1" included; default 127.0.0.1:6379), and for the producer of either backend
 // (ProducerOptions) MSG_QUEUE_LINGER_MS (0 to 60000), MSG_QUEUE_BATCH_MAX_MESSAGES (1 to 100000) and
-// MSG_QUEUE_BATCH_MAX_BYTES (1 to 16 MiB), the library's defaults when unset. Blanks (spaces, tabs, CR)
+// MSG_QUEUE_BATCH_MAX_BYTES (1 to 8 MiB, half of mqd's default MAX_BODY_BYTES), the library's
+// defaults when unset. Blanks (spaces, tabs, CR)
 // around values are ignored, except in MSG_QUEUE_TOKEN and MSG_QUEUE_CA_FILE. kInvalidArgument naming the
 // variable and quoting the value when one is bad.
 MQ_EXPORT Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup);
@@ -252,8 +253,12 @@ class MQ_EXPORT Queue {
                                 std::optional<std::uint32_t> partition = std::nullopt);
 
   // Called once with a message's result: its partition, offset and id (ProduceResult with one id)
-  // once it is durable, or the error of its batch. Runs on one of the queue's sender threads: it
-  // must be quick, must not throw, and must not wait for other produce_async calls.
+  // once it is durable, or the error of its batch. Runs on one of the queue's sender threads (an
+  // error found before sending, such as an unknown topic's key partition or invalid
+  // ProducerOptions, is answered at once on the calling thread): it must be quick and must not
+  // wait for other messages, so never call the single-message produce (which waits) from it. It
+  // may call produce_async (that never waits for room there). An empty callback is allowed; what
+  // one throws is swallowed.
   using ProduceCallback = std::function<void(Result<ProduceResult>)>;
   // Hands `message` to the queue's producer and returns at once (unless
   // ProducerOptions::max_buffered_messages are unanswered: then it waits for room). The message goes

@@ -40,20 +40,37 @@ ProduceBatcher::ProduceBatcher(ProducerOptions options, Queue& queue)
             return queue.key_partition(topic, key);
           }) {}
 
+namespace {
+// Set on the producer's own threads: a callback that hands in another message must not wait for
+// room that only its own thread could make (it would wait forever once every sender did).
+thread_local bool on_sender_thread = false;
+}  // namespace
+
 ProduceBatcher::~ProduceBatcher() {
-  std::vector<std::thread> senders;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    senders.swap(senders_);
   }
   work_.notify_all();
-  for (auto& sender : senders) sender.join();
+  // In place: a callback handing in a message meanwhile must see the senders, which go on until
+  // everything handed in is answered, and must not start new ones.
+  for (auto& sender : senders_) sender.join();
 }
 
 std::size_t ProduceBatcher::size_of(const Message& message) {
-  // What the message adds to a request body, near enough: its payload, its key and the framing.
-  return message.payload.json().size() + (message.key ? message.key->size() : 0) + 32;
+  // What the message adds to a request body, at most: its payload, its key (escaped, up to six
+  // bytes per byte) and the framing.
+  return message.payload.json().size() + (message.key ? 6 * message.key->size() : 0) + 64;
+}
+
+void ProduceBatcher::answer(Done& done, Result<ProduceResult> result) {
+  if (!done) return;  // nobody asked
+  try {
+    done(std::move(result));
+  } catch (...) {
+    // A callback must not throw (queue.h); one that does must not end the process or keep the
+    // rest of its batch unanswered.
+  }
 }
 
 std::size_t ProduceBatcher::max_in_flight(const LaneKey& key) const {
@@ -62,25 +79,31 @@ std::size_t ProduceBatcher::max_in_flight(const LaneKey& key) const {
 
 void ProduceBatcher::enqueue(std::string_view topic, Message message, std::optional<std::uint32_t> partition,
                              Done done) {
-  if (!invalid_options_.ok()) return done(invalid_options_);
+  if (!invalid_options_.ok()) return answer(done, invalid_options_);
   if (!partition && message.key) {
     // The key's partition now, so that a batch holds messages of one partition only.
     auto p = key_partition_(topic, *message.key);
-    if (!p.ok()) return done(p.status());
+    if (!p.ok()) return answer(done, p.status());
     partition = *p;
   }
   const std::size_t bytes = size_of(message);
   std::unique_lock lock(mutex_);
-  room_.wait(lock, [&] { return buffered_ < options_.max_buffered_messages; });
+  if (!on_sender_thread) room_.wait(lock, [&] { return buffered_ < options_.max_buffered_messages; });
   if (senders_.empty()) {
+    if (stopping_) {  // destroyed before anything was handed in: nothing will send it
+      lock.unlock();
+      return answer(done, Status::unavailable("the queue is being destroyed"));
+    }
     for (std::size_t i = 0; i < options_.max_requests; ++i) senders_.emplace_back([this] { run_sender(); });
   }
   ++buffered_;
-  Lane& lane = lanes_[LaneKey(std::string(topic), partition)];
+  LaneKey key(std::string(topic), partition);
+  const std::size_t limit = max_in_flight(key);
+  Lane& lane = lanes_[std::move(key)];
   if (lane.waiting.empty()) lane.oldest_since = Clock::now();
   lane.waiting.push_back({std::move(message), std::move(done)});
   lane.waiting_bytes += bytes;
-  const bool may_send = lane.in_flight < max_in_flight(LaneKey(std::string(topic), partition));
+  const bool may_send = lane.in_flight < limit;
   lock.unlock();
   if (may_send) work_.notify_one();
 }
@@ -88,16 +111,28 @@ void ProduceBatcher::enqueue(std::string_view topic, Message message, std::optio
 ProduceBatcher::Lane* ProduceBatcher::ready_lane(Clock::time_point now,
                                                  std::optional<Clock::time_point>& wake_at,
                                                  const LaneKey*& key) {
-  for (auto& [lane_key, lane] : lanes_) {
-    if (lane.waiting.empty() || lane.in_flight >= max_in_flight(lane_key)) continue;
+  // Round robin: the scan starts after the lane served last, so that every lane gets its turn
+  // however many more are busy than there are senders.
+  const auto start = last_served_ ? lanes_.upper_bound(*last_served_) : lanes_.begin();
+  auto consider = [&](std::map<LaneKey, Lane>::iterator it) -> Lane* {
+    auto& [lane_key, lane] = *it;
+    if (lane.waiting.empty() || lane.in_flight >= max_in_flight(lane_key)) return nullptr;
     const bool full =
         lane.waiting.size() >= options_.batch_max_messages || lane.waiting_bytes >= options_.batch_max_bytes;
     const auto due = lane.oldest_since + options_.linger;
     if (full || stopping_ || now >= due) {
       key = &lane_key;
+      last_served_ = lane_key;
       return &lane;
     }
     if (!wake_at || due < *wake_at) wake_at = due;
+    return nullptr;
+  };
+  for (auto it = start; it != lanes_.end(); ++it) {
+    if (Lane* lane = consider(it)) return lane;
+  }
+  for (auto it = lanes_.begin(); it != start; ++it) {
+    if (Lane* lane = consider(it)) return lane;
   }
   return nullptr;
 }
@@ -122,36 +157,42 @@ ProduceBatcher::Batch ProduceBatcher::take_batch(const LaneKey& key, Lane& lane)
   return batch;
 }
 
-void ProduceBatcher::send(Batch& batch) {
+std::vector<Result<ProduceResult>> ProduceBatcher::send(const Batch& batch) {
+  std::vector<Result<ProduceResult>> results;
+  results.reserve(batch.messages.size());
+  send_part(batch, 0, batch.messages.size(), results);
+  return results;
+}
+
+void ProduceBatcher::send_part(const Batch& batch, std::size_t begin, std::size_t end,
+                               std::vector<Result<ProduceResult>>& results) {
   const auto& [topic, partition] = batch.lane;
-  auto answer = [&](std::size_t i, const Result<ProduceResult>& result) {
-    if (!result.ok()) return batch.done[i](result.status());
+  auto result = send_(topic, std::span(batch.messages).subspan(begin, end - begin), partition);
+  const bool refused_whole = !result.ok() && (result.status().code() == ErrorCode::kInvalidArgument ||
+                                              result.status().code() == ErrorCode::kPayloadTooLarge);
+  if (refused_whole && end - begin > 1) {
+    // Nothing of it was stored: its halves are sent again, down to the message the server refuses
+    // alone (a few requests for one bad message, not one per message).
+    const std::size_t middle = begin + (end - begin) / 2;
+    send_part(batch, begin, middle, results);
+    send_part(batch, middle, end, results);
+    return;
+  }
+  for (std::size_t i = 0; i < end - begin; ++i) {
+    if (!result.ok()) {
+      results.push_back(result.status());
+      continue;
+    }
     ProduceResult one;
     one.partition = result->partition;
     one.first_offset = result->first_offset + i;
     if (i < result->ids.size()) one.ids.push_back(result->ids[i]);
-    batch.done[i](std::move(one));
-  };
-  auto result = send_(topic, batch.messages, partition);
-  const bool refused_whole = !result.ok() && (result.status().code() == ErrorCode::kInvalidArgument ||
-                                              result.status().code() == ErrorCode::kPayloadTooLarge);
-  if (refused_whole && batch.messages.size() > 1) {
-    // Nothing of the batch was stored: each message gets its own verdict.
-    for (std::size_t i = 0; i < batch.messages.size(); ++i) {
-      auto alone = send_(topic, std::span(&batch.messages[i], 1), partition);
-      if (alone.ok()) {
-        ProduceResult one = std::move(alone).value();
-        batch.done[i](std::move(one));
-      } else {
-        batch.done[i](alone.status());
-      }
-    }
-    return;
+    results.push_back(std::move(one));
   }
-  for (std::size_t i = 0; i < batch.messages.size(); ++i) answer(i, result);
 }
 
 void ProduceBatcher::run_sender() {
+  on_sender_thread = true;
   std::unique_lock lock(mutex_);
   while (true) {
     std::optional<Clock::time_point> wake_at;
@@ -159,12 +200,17 @@ void ProduceBatcher::run_sender() {
     if (Lane* lane = ready_lane(Clock::now(), wake_at, key)) {
       Batch batch = take_batch(*key, *lane);
       lock.unlock();
-      send(batch);
+      auto results = send(batch);
       lock.lock();
-      // Lanes are never erased while the batcher lives, so `lane` still stands.
+      // A lane is erased only with nothing waiting and nothing in flight, so `lane` still stands.
       --lane->in_flight;
+      if (lane->in_flight == 0 && lane->waiting.empty()) lanes_.erase(batch.lane);
+      // Room before the callbacks run: one that hands in another message must find it.
       buffered_ -= batch.messages.size();
+      lock.unlock();
       room_.notify_all();
+      for (std::size_t i = 0; i < results.size(); ++i) answer(batch.done[i], std::move(results[i]));
+      lock.lock();
       continue;
     }
     if (stopping_ && buffered_ == 0) {

@@ -35,11 +35,13 @@ namespace mq::detail {
 // while a batch is in flight are sent together as the next one: the busier the producers, the
 // bigger the batches, with no added latency when they are idle.
 //
-// Each message's `done` is called once, on a sender thread, with the message's own result (its
-// partition, offset and id) when its batch is durable, or with the batch's error. A batch the
-// server refused as a whole before storing anything (kInvalidArgument, kPayloadTooLarge: one bad
-// message, or a body over the server's limit) is sent again one message at a time, so that only
-// the bad message fails.
+// Each message's `done` is called once (if not empty), on a sender thread, with the message's own
+// result (its partition, offset and id) when its batch is durable, or with the batch's error; an
+// error found before anything is sent (invalid options, the key's partition unknown) is answered
+// at once on the calling thread. A batch the server refused as a whole before storing anything
+// (kInvalidArgument, kPayloadTooLarge: one bad message, or a body over the server's limit) is sent
+// again in halves, down to the message refused alone, so that only the bad message fails. A
+// callback may hand in more messages (it never waits for room); what it throws is swallowed.
 class ProduceBatcher {
  public:
   using Send = std::function<Result<ProduceResult>(std::string_view topic, std::span<const Message> messages,
@@ -90,7 +92,12 @@ class ProduceBatcher {
   // A lane ready to send, or nullptr; sets `wake_at` to when the next lingering lane is due.
   Lane* ready_lane(Clock::time_point now, std::optional<Clock::time_point>& wake_at, const LaneKey*& key);
   Batch take_batch(const LaneKey& key, Lane& lane);
-  void send(Batch& batch);
+  // Sends `batch`; one result per message.
+  std::vector<Result<ProduceResult>> send(const Batch& batch);
+  void send_part(const Batch& batch, std::size_t begin, std::size_t end,
+                 std::vector<Result<ProduceResult>>& results);
+  // Calls `done` (if any) with `result`, swallowing what it throws.
+  static void answer(Done& done, Result<ProduceResult> result);
   std::size_t max_in_flight(const LaneKey& key) const;
   static std::size_t size_of(const Message& message);
 
@@ -100,12 +107,16 @@ class ProduceBatcher {
   const KeyPartition key_partition_;
 
   std::mutex mutex_;
-  std::condition_variable work_;      // a lane may have become ready, or stopping_
-  std::condition_variable room_;      // buffered_ fell
-  std::map<LaneKey, Lane> lanes_;     // GUARDED_BY(mutex_)
-  std::size_t buffered_ = 0;          // GUARDED_BY(mutex_): handed in and not yet answered
-  bool stopping_ = false;             // GUARDED_BY(mutex_)
-  std::vector<std::thread> senders_;  // GUARDED_BY(mutex_): started with the first message
+  std::condition_variable work_;  // a lane may have become ready, or stopping_
+  std::condition_variable room_;  // buffered_ fell
+  // GUARDED_BY(mutex_). A lane with nothing waiting and nothing in flight is erased, so that a
+  // topic produced to once costs nothing afterwards.
+  std::map<LaneKey, Lane> lanes_;
+  std::optional<LaneKey> last_served_;  // GUARDED_BY(mutex_): the next scan for a ready lane starts after it
+  std::size_t buffered_ = 0;            // GUARDED_BY(mutex_): handed in and not yet answered
+  bool stopping_ = false;               // GUARDED_BY(mutex_)
+  // Started with the first message (under mutex_); never changed once stopping_ is set.
+  std::vector<std::thread> senders_;
 };
 
 }  // namespace mq::detail

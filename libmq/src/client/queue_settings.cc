@@ -265,7 +265,7 @@ Result<QueueSettings> queue_settings_from_env(const EnvLookup& lookup) {
   for (const NumberSetting& n :
        {NumberSetting{"MSG_QUEUE_LINGER_MS", 0, 60000, &linger_ms},
         NumberSetting{"MSG_QUEUE_BATCH_MAX_MESSAGES", 1, 100000, &producer.batch_max_messages},
-        NumberSetting{"MSG_QUEUE_BATCH_MAX_BYTES", 1, 16u << 20, &producer.batch_max_bytes}}) {
+        NumberSetting{"MSG_QUEUE_BATCH_MAX_BYTES", 1, 8u << 20, &producer.batch_max_bytes}}) {
     if (auto value = trimmed(n.variable)) {
       auto number = detail::parse_decimal(*value, n.min, n.max);
       if (!number) {

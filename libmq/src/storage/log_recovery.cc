@@ -209,13 +209,12 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
   RecoveredLog recovered;
   auto log_size = log.size();
   if (!log_size.ok()) return log_size.status();
-  // Preallocated space beyond the records is not damage: it is cut without a report.
-  auto records_end = end_before_zeros(log, *log_size);
+  // Preallocated space beyond the records is not damage: everything below reads the log as ending
+  // before it, and it is cut (without a report) where the log is cut, or alone at the end.
+  const std::uint64_t file_size = *log_size;
+  auto records_end = end_before_zeros(log, file_size);
   if (!records_end.ok()) return records_end.status();
-  if (*records_end < *log_size) {
-    if (auto s = log.truncate(*records_end); !s.ok()) return s;
-    log_size = *records_end;
-  }
+  log_size = *records_end;
   auto index_size = index.size();
   if (!index_size.ok()) return index_size.status();
 
@@ -282,6 +281,9 @@ Result<RecoveredLog> recover_log(File& log, File& index, const std::string& log_
     }
     if (auto s = log.truncate(scan->good_position); !s.ok()) return s;
     if (auto s = log.sync(); !s.ok()) return s;
+  } else if (file_size > *log_size) {
+    // Only preallocated zeros: cut, unsynced (if that is lost, the next open cuts them again).
+    if (auto s = log.truncate(*log_size); !s.ok()) return s;
   }
 
   std::vector<IndexEntry> to_write = rewrite_index ? entries : std::vector<IndexEntry>{};

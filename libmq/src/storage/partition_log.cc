@@ -98,8 +98,12 @@ PartitionLog::~PartitionLog() {
   if (deleted_) return;
   (void)sync(/*only_if_behind=*/true);
   // Zeros left beyond the records would only be cut by the next open (unsynced: if this is lost,
-  // that open still cuts them).
-  if (preallocated_end_ > written_.position) (void)log_->truncate(written_.position);
+  // that open still cuts them). The file's size decides, not preallocated_end_: a preallocation
+  // that failed half-way may have grown it anyway.
+  if (options_.fsync != FsyncMode::kNever && options_.preallocate_bytes > 0) {
+    if (auto size = log_->size(); size.ok() && *size > written_.position)
+      (void)log_->truncate(written_.position);
+  }
   // The index is never synced on the append path; spare the next open a rebuild. Only when
   // something was written since its last sync: a sealed segment closed after a read is not (its
   // fdatasync stalled appends elsewhere on the disk for nothing).
@@ -109,7 +113,11 @@ PartitionLog::~PartitionLog() {
 Status PartitionLog::seal() {
   if (auto s = sync(); !s.ok()) return s;
   std::lock_guard lock(mutex_);
-  if (preallocated_end_ <= written_.position) return {};
+  // The file's size decides, not preallocated_end_: a preallocation that failed half-way may have
+  // grown it anyway.
+  auto size = log_->size();
+  if (!size.ok()) return size.status();
+  if (*size <= written_.position) return {};
   if (auto s = log_->truncate(written_.position); !s.ok()) return s;
   preallocated_end_ = written_.position;
   return log_->sync();

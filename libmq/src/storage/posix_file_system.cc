@@ -45,7 +45,12 @@ class PosixFile final : public File {
     auto end = size();
     if (!end.ok()) return false;
     if (length <= *end) return true;
-    if (::fallocate(fd_, 0, static_cast<off_t>(*end), static_cast<off_t>(length - *end)) != 0) return false;
+    if (::fallocate(fd_, 0, static_cast<off_t>(*end), static_cast<off_t>(length - *end)) != 0) {
+      // ext4 keeps what it could allocate before running out of space (the file grew): give it
+      // back, so that a full disk stays recoverable and the size stays the records' size.
+      (void)::ftruncate(fd_, static_cast<off_t>(*end));
+      return false;
+    }
     return true;
   }
 
