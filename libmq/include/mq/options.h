@@ -97,6 +97,10 @@ struct GroupOptions {
   std::chrono::milliseconds visibility_timeout{30000};
   // A message whose this-many-th delivery ends without an ack goes to <topic>-dlq; 0: no limit.
   std::uint32_t max_deliveries = 0;
+  // The acknowledgements of every group and partition share group commits in one log, which is
+  // folded into the groups' own journals once it holds this many bytes (libmq/docs/log_format.md
+  // "The shared acknowledgement log"). Larger: fewer bursts of journal syncs, a longer start.
+  std::uint64_t ack_log_checkpoint_bytes = 8 << 20;
 };
 
 // Everything the environment configures for the library.

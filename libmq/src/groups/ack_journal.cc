@@ -1,5 +1,7 @@
 #include "groups/ack_journal.h"
 
+#include "groups/ack_wal.h"
+
 #include <algorithm>
 
 #include <simdjson.h>
@@ -90,17 +92,27 @@ namespace {
 // A broker may hold thousands of journals (groups times partitions), each written a little: a
 // smaller step of preallocated space keeps what they reserve on disk small.
 constexpr std::uint64_t kJournalPreallocateBytes = 64 << 10;
-
-StoreOptions journal_options(StoreOptions options) {
-  options.preallocate_bytes = std::min(options.preallocate_bytes, kJournalPreallocateBytes);
-  return options;
-}
 }  // namespace
 
-AckJournal::AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
-                       std::string label)
+StoreOptions ack_journal_options(StoreOptions options, bool shared_log) {
+  options.preallocate_bytes = std::min(options.preallocate_bytes, kJournalPreallocateBytes);
+  if (shared_log) options.fsync = FsyncMode::kInterval;  // nothing syncs on a timer: checkpoints do
+  return options;
+}
+
+bool is_ack_journal_record(std::string_view json) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element record;
+  GroupProgress scratch;
+  return !parser.parse(json).get(record) && apply_record(record, scratch);
+}
+
+AckJournal::AckJournal(FileSystem& fs, const StoreOptions& options, AckWal* shared_log, std::string key,
+                       std::string dir, std::string stem, std::string label)
     : fs_(fs),
-      options_(journal_options(options)),
+      options_(ack_journal_options(options, shared_log != nullptr)),
+      shared_log_(shared_log),
+      key_(std::move(key)),
       dir_(std::move(dir)),
       stem_(std::move(stem)),
       label_(std::move(label)) {}
@@ -115,13 +127,14 @@ Status AckJournal::open_log() {
 }
 
 Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const StoreOptions& options,
-                                                     std::string dir, std::string stem, std::string label,
+                                                     AckWal* shared_log, std::string key, std::string dir,
+                                                     std::string stem, std::string label,
                                                      GroupProgress& progress, bool& created) {
   const std::string log_path = dir + "/" + stem + ".log";
   const std::string snapshot_path = dir + "/" + stem + ".snapshot";
   created = !fs.exists(log_path) && !fs.exists(snapshot_path);
-  std::unique_ptr<AckJournal> journal(
-      new AckJournal(fs, options, std::move(dir), std::move(stem), std::move(label)));
+  std::unique_ptr<AckJournal> journal(new AckJournal(fs, options, shared_log, std::move(key), std::move(dir),
+                                                     std::move(stem), std::move(label)));
   progress = {};
   simdjson::dom::parser parser;
   if (fs.exists(snapshot_path)) {
@@ -159,9 +172,12 @@ Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const Store
 Status AckJournal::record(std::string payload_json) {
   if (!log_)
     return Status::io_error(label_ + ": the acknowledgement log could not be reopened after compaction");
-  const Message message{detail::PayloadInternal::from_minified_json(std::move(payload_json)), std::nullopt};
+  const Message message{detail::PayloadInternal::from_minified_json(payload_json), std::nullopt};
   auto offset = log_->append(std::span(&message, 1));
-  return offset.ok() ? Status() : offset.status();
+  if (!offset.ok()) return offset.status();
+  // Written to the journal first: a checkpoint's journal sync must cover every record in the
+  // shared logs it retires (AckWal::checkpoint).
+  return shared_log_ ? shared_log_->append(key_, payload_json) : Status();
 }
 
 Status AckJournal::record_start(std::uint64_t offset) {

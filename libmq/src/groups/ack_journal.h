@@ -1,8 +1,10 @@
 // The durable acknowledgement record of one consumer group on one partition:
-//   <dir>/<stem>.log       a record log (same format, group commit and recovery as a partition);
-//                          each record's payload is [offset, ...] (acks), {"start": N} or {"seek": N}
+//   <dir>/<stem>.log       a record log (same format and recovery as a partition); each record's
+//                          payload is [offset, ...] (acks), {"start": N} or {"seek": N}
 //   <dir>/<stem>.snapshot  {"committed": C, "acked": [offset, ...]} written by compaction
 // Progress = snapshot + every record of the log replayed over it (replaying is idempotent).
+// With a shared acknowledgement log (AckWal; FSYNC other than never), each record is written here
+// unsynced and made durable there (libmq/docs/log_format.md "The shared acknowledgement log").
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "mq/file_system.h"
 #include "mq/options.h"
@@ -17,7 +20,15 @@
 
 namespace mq {
 
+class AckWal;
 class PartitionLog;
+
+// The options a journal's log is opened with: with a shared log, written at once and synced only
+// when the shared log is checkpointed (FSYNC=interval's behaviour: directories synced at open,
+// space preallocated), since the shared log makes each record durable.
+StoreOptions ack_journal_options(StoreOptions options, bool shared_log);
+// True when `json` is a journal record's payload as libmq writes them.
+bool is_ack_journal_record(std::string_view json);
 
 // What a group has acknowledged on a partition.
 struct GroupProgress {
@@ -42,9 +53,11 @@ struct GroupProgress {
 class AckJournal {
  public:
   // Opens or creates the journal and recovers `progress` from it; `created` tells whether the group
-  // did not exist here before.
+  // did not exist here before. `shared_log` (may be null) makes records durable under the name
+  // `key` (ack_journal_key()); the broker folded what it held into the journals before.
   static Result<std::unique_ptr<AckJournal>> open(FileSystem& fs, const StoreOptions& options,
-                                                  std::string dir, std::string stem, std::string label,
+                                                  AckWal* shared_log, std::string key, std::string dir,
+                                                  std::string stem, std::string label,
                                                   GroupProgress& progress, bool& created);
   ~AckJournal();
   AckJournal(const AckJournal&) = delete;
@@ -64,16 +77,19 @@ class AckJournal {
   bool is_open() const { return log_ != nullptr; }
   // Bytes in the log since the last compaction.
   std::uint64_t log_bytes() const;
+  // Syncs the journal's own log if anything was written since its last sync.
   Status sync_if_behind();
 
  private:
-  AckJournal(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
-             std::string label);
+  AckJournal(FileSystem& fs, const StoreOptions& options, AckWal* shared_log, std::string key,
+             std::string dir, std::string stem, std::string label);
   Status open_log();
   Status record(std::string payload_json);
 
   FileSystem& fs_;
   const StoreOptions options_;
+  AckWal* const shared_log_;
+  const std::string key_;
   const std::string dir_;
   const std::string stem_;
   const std::string label_;

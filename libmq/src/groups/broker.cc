@@ -52,6 +52,9 @@ struct Broker::State : private Timer::Target {
   std::unique_ptr<LogStore> store;
   mutable std::shared_mutex topics_mutex;
   std::map<std::string, std::unique_ptr<TopicEntry>, std::less<>> topics;  // GUARDED_BY(topics_mutex)
+  // Shared by every group's journal (nullptr with FSYNC=never); declared before the groups so that
+  // it outlives them.
+  std::unique_ptr<AckWal> ack_log;
   mutable std::mutex groups_mutex;
   std::map<GroupKey, std::unique_ptr<ConsumerGroup>> groups;  // GUARDED_BY(groups_mutex)
   // Keyless produces: the owned partitions of a topic take turns, one message or batch each.
@@ -122,6 +125,8 @@ struct Broker::State : private Timer::Target {
     context.dead_letter = [this, topic = std::string(topic), partition](const Message& m) {
       return dead_letter(topic, partition, m);
     };
+    context.ack_log = ack_log.get();
+    context.checkpoint_acks = [this] { checkpoint_ack_log(); };
     auto opened = detail::GroupState::open(std::move(context), file_system(), store->options(),
                                            groups_dir(store->options().data_dir, topic), from);
     if (!opened.ok()) return opened.status();
@@ -132,16 +137,45 @@ struct Broker::State : private Timer::Target {
     return raw;
   }
 
+  // Folds the shared acknowledgement log into the journals once it is large enough (libmq/docs/
+  // log_format.md "The shared acknowledgement log"). Runs on the thread whose record passed the mark.
+  void checkpoint_ack_log() {
+    if (!ack_log || !ack_log->checkpoint_due()) return;
+    const Status s = ack_log->checkpoint([this] { return sync_journals(); });
+    if (!s.ok()) {
+      std::fprintf(stderr, "libmq: checkpointing the shared acknowledgement log failed (it is kept): %s\n",
+                   s.to_string().c_str());
+    }
+  }
+  // Syncs every group's journal; the first failure, after trying them all.
+  Status sync_journals() {
+    // Listed under groups_mutex, which a group's creation holds while it writes its first record:
+    // every group with a record written so far is listed.
+    std::vector<ConsumerGroup*> all;
+    {
+      std::lock_guard lock(groups_mutex);
+      for (auto& [key, g] : groups) all.push_back(g.get());
+    }
+    Status first_error;
+    for (ConsumerGroup* g : all) {
+      if (auto s = g->state_->sync_journal(); !s.ok() && first_error.ok()) first_error = s;
+    }
+    return first_error;
+  }
+
   // The groups' journals share a bounded number of open descriptors, so that the number of open
   // files does not grow with the number of groups.
   FileSystem& file_system() {
-    if (!fs) {
-      auto base = store->options().file_system ? store->options().file_system : make_posix_file_system();
-      fs = detail::BoundedFileSystem::make(std::move(base), kMaxOpenJournalFiles);
-    }
+    if (!fs) fs = detail::BoundedFileSystem::make(base_fs(), kMaxOpenJournalFiles);
     return *fs;
   }
   std::shared_ptr<FileSystem> fs;
+  // The store's file system itself (the shared acknowledgement log keeps its descriptors).
+  std::shared_ptr<FileSystem> base_fs() {
+    if (!base) base = store->options().file_system ? store->options().file_system : make_posix_file_system();
+    return base;
+  }
+  std::shared_ptr<FileSystem> base;
 
   // Appends to <topic>-dlq, creating it with the topic's partition count on first use.
   Status dead_letter(const std::string& topic, std::uint32_t partition, const Message& message) {
@@ -206,7 +240,7 @@ struct Broker::State : private Timer::Target {
   Result<ConsumerGroup*> existing_group(std::string_view topic, std::uint32_t partition,
                                         std::string_view group, std::string_view id);
 
-  // FSYNC=interval: the groups' acknowledgement logs are synced on the timer, every interval.
+  // FSYNC=interval: the shared acknowledgement log is synced on the timer, every interval.
   // The timer thread reschedules through this pointer, never through `timer`, which ~Broker resets
   // while that thread may still run a last callback (the Timer itself lives until it joined it).
   Timer* scheduler = nullptr;
@@ -229,17 +263,11 @@ struct Broker::State : private Timer::Target {
       (void)apply_retention();
       return;
     }
-    std::vector<ConsumerGroup*> all;
-    {
-      std::lock_guard lock(groups_mutex);
-      for (auto& [key, g] : groups) all.push_back(g.get());
-    }
     // Nobody waits for this sync to answer: a failure is reported, never dropped. The acks it
     // covered were answered already (FSYNC=interval promises no more than a killed process keeps).
-    for (ConsumerGroup* g : all) {
-      if (auto s = g->state_->sync_journal(); !s.ok())
-        std::fprintf(stderr, "libmq: syncing a group's acknowledgements failed: %s\n", s.to_string().c_str());
-    }
+    if (auto s = ack_log->sync_if_behind(); !s.ok())
+      std::fprintf(stderr, "libmq: syncing the shared acknowledgement log failed: %s\n",
+                   s.to_string().c_str());
     if (!stopping) schedule_journal_sync();
   }
 };
@@ -338,6 +366,13 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
   auto store = LogStore::open(config.store);
   if (!store.ok()) return store.status();
   state->store = std::move(store.value());
+  if (state->store->options().fsync != FsyncMode::kNever) {
+    // Before any group opens: it folds what an earlier run left into the journals.
+    auto ack_log =
+        AckWal::open(state->base_fs(), state->store->options(), config.groups.ack_log_checkpoint_bytes);
+    if (!ack_log.ok()) return ack_log.status();
+    state->ack_log = std::move(ack_log.value());
+  }
   state->timer = std::make_unique<Timer>(state->clock, real_time);
   state->scheduler = state->timer.get();
   state->config = std::move(config);

@@ -30,7 +30,9 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
   const std::string label =
       context.topic + "/" + std::to_string(context.partition_index) + " group " + context.group;
   auto journal =
-      AckJournal::open(fs, store_options, groups_dir + "/" + context.group,
+      AckJournal::open(fs, store_options, context.ack_log,
+                       ack_journal_key(context.topic, context.group, context.partition_index),
+                       groups_dir + "/" + context.group,
                        "partition-" + std::to_string(context.partition_index), label, progress, created);
   if (!journal.ok()) return journal.status();
   // A group is never ahead of its log: when recovery cut the log below what the group acknowledged,
@@ -157,9 +159,17 @@ void GroupState::wake_locked(std::uint64_t subscriber) {
 }
 
 Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
-  // Exclusive: no acknowledgement may be recorded between the seek's record and its effect, or a
-  // replay would apply them in another order than memory did.
-  std::unique_lock journal_lock(journal_mutex_);
+  auto result = [&] {
+    // Exclusive: no acknowledgement may be recorded between the seek's record and its effect, or
+    // a replay would apply them in another order than memory did.
+    std::unique_lock journal_lock(journal_mutex_);
+    return seek_locked(target);
+  }();
+  after_record();
+  return result;
+}
+
+Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
   if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
   target = std::clamp(target, context_.partition->log_start_offset(), context_.partition->next_offset());
   if (auto s = journal_->record_seek(target); !s.ok()) return s;
@@ -378,6 +388,7 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
     newly = apply_acks_locked(fresh, dead_lettered);
   }
   compact_if_large();
+  after_record();
   return {};
 }
 

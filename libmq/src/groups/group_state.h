@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "groups/ack_journal.h"
+#include "groups/ack_wal.h"
 #include "groups/timer.h"
 #include "mq/consumer_group.h"
 #include "mq/message.h"
@@ -37,6 +38,10 @@ struct GroupContext {
   Timer* timer = nullptr;
   // Appends a dead letter to the dead-letter topic's partition of the same number.
   std::function<Status(const Message&)> dead_letter;
+  // The broker's shared acknowledgement log (nullptr with FSYNC=never), and what checkpoints it
+  // when it is due; called after a record was answered durable, with no lock of the group held.
+  AckWal* ack_log = nullptr;
+  std::function<void()> checkpoint_acks;
 };
 
 // kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.
@@ -142,6 +147,12 @@ class GroupState : private Timer::Target {
   void dead_letter(const std::vector<DeadLetter>& dead);
   Status acknowledge_durably(std::span<const std::uint64_t> offsets, bool dead_lettered, std::size_t& newly);
   void compact_if_large();
+  // seek() with the journal lock and mutex_ held.
+  Result<std::uint64_t> seek_locked(std::uint64_t target);
+  // After a record was written, with no lock held: lets the broker checkpoint the shared log.
+  void after_record() const {
+    if (context_.checkpoint_acks) context_.checkpoint_acks();
+  }
   Result<std::vector<Delivery>> read_deliveries(const std::vector<Chosen>& chosen) const;
 
   const GroupContext context_;

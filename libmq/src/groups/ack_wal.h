@@ -1,0 +1,75 @@
+// The broker's shared acknowledgement log (libmq/docs/log_format.md "The shared acknowledgement
+// log"): every journal record is also appended here, and only this log is synced per FSYNC, so that
+// the acknowledgements of all groups and partitions of a broker share group commits.
+//   <data_dir>/.acks/wal-<G>.log   records {"journal":"<topic>/groups/<group>/partition-<N>","record":...}
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mq/file_system.h"
+#include "mq/options.h"
+#include "mq/status.h"
+
+namespace mq {
+
+class PartitionLog;
+
+// The name of a journal in the shared log: its path below the data directory, without extension.
+std::string ack_journal_key(std::string_view topic, std::string_view group, std::uint32_t partition);
+
+// Thread-safe.
+class AckWal {
+ public:
+  // Folds what earlier runs left in <data_dir>/.acks into the groups' journals (each written and
+  // synced once), removes those logs durably and starts a new one. Must run before any journal is
+  // opened. `fs` must not reopen files by path behind the log's back (not a BoundedFileSystem):
+  // a checkpoint removes a log appenders may still hold.
+  static Result<std::unique_ptr<AckWal>> open(std::shared_ptr<FileSystem> fs, const StoreOptions& options,
+                                              std::uint64_t checkpoint_bytes);
+  ~AckWal();
+  AckWal(const AckWal&) = delete;
+  AckWal& operator=(const AckWal&) = delete;
+
+  // Appends `record` (a journal record's payload, minified JSON) for the journal named `journal_key`,
+  // which the caller has written to the journal's own log already; returns once it is durable per
+  // FSYNC. Concurrent appends share syncs.
+  Status append(std::string_view journal_key, std::string_view record);
+  // The current log holds at least the checkpoint size.
+  bool checkpoint_due() const;
+  // Starts a new log, then calls `sync_journals`, which must make every journal record written so
+  // far durable, then removes the older logs. Does nothing when another checkpoint is under way or
+  // none is due. On failure the older logs stay, for the next checkpoint or the next start.
+  Status checkpoint(const std::function<Status()>& sync_journals);
+  // FSYNC=interval: syncs what was appended, if anything.
+  Status sync_if_behind();
+
+ private:
+  AckWal(std::shared_ptr<FileSystem> fs, const StoreOptions& options, std::uint64_t checkpoint_bytes);
+  Status fold_earlier_logs(const std::vector<std::uint64_t>& generations);
+  Result<std::shared_ptr<PartitionLog>> open_generation(std::uint64_t generation);
+  Status remove_generation(std::uint64_t generation);
+  std::shared_ptr<PartitionLog> current() const;
+
+  const std::shared_ptr<FileSystem> owned_fs_;
+  FileSystem& fs_;
+  const StoreOptions options_;  // the shared log's own: the store's, with room for the envelope
+  const StoreOptions store_options_;
+  const std::string dir_;
+  const std::uint64_t checkpoint_bytes_;
+
+  mutable std::shared_mutex mutex_;        // shared by appenders reading current_, exclusive to swap it
+  std::shared_ptr<PartitionLog> current_;  // GUARDED_BY(mutex_)
+  std::uint64_t generation_ = 0;           // GUARDED_BY(mutex_): current_'s
+
+  std::mutex checkpoint_mutex_;         // one checkpoint at a time
+  std::vector<std::uint64_t> retired_;  // GUARDED_BY(checkpoint_mutex_): logs to remove once synced
+};
+
+}  // namespace mq
