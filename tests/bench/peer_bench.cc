@@ -2,7 +2,7 @@
 // durability, with a small report (Markdown tables, SVG charts drawn by gnuplot).
 //
 //   peer_bench [--seconds S] [--repeat R] [--messages N] [--rate R] [--levels always,never]
-//              [--systems mqd,redis,nats] [--mqd PATH] [--redis-server PATH] [--nats-server PATH]
+//              [--systems mqd,redis,nats] [--shapes single,batch,e2e,latency] [--mqd PATH] [--redis-server PATH] [--nats-server PATH]
 //              [--dir PATH] [--report DIR]
 //
 // Every server is spawned here on 127.0.0.1, fresh for each repetition of a level:
@@ -128,7 +128,8 @@ const char* shape_name(Shape shape) {
 
 constexpr std::string_view kUsage =
     "usage: peer_bench [--seconds S] [--repeat R] [--messages N] [--rate R] [--levels always,never]\n"
-    "                  [--systems mqd,redis,nats] [--mqd PATH] [--redis-server PATH] [--nats-server PATH]\n"
+    "                  [--systems mqd,redis,nats] [--shapes single,batch,e2e,latency] [--mqd PATH]\n"
+    "                  [--redis-server PATH] [--nats-server PATH]\n"
     "                  [--dir PATH] [--report DIR]\n"
     "  --seconds S          measured seconds of single and batch (after a 0.5 s warm-up) and of latency\n"
     "                       (default 3)\n"
@@ -137,6 +138,7 @@ constexpr std::string_view kUsage =
     "  --rate R             messages/s of the latency shape (default 12000)\n"
     "  --levels LIST        durability levels: always (fsync per acknowledged write), never (default both)\n"
     "  --systems LIST       subset of mqd,redis,nats (default all; nats runs at level never only)\n"
+    "  --shapes LIST        subset of single,batch,e2e,latency (default all)\n"
     "  --mqd PATH           default: ../../mqd/mqd relative to this program\n"
     "  --redis-server PATH  default: $REDIS_SERVER, else /usr/bin/redis-server\n"
     "  --nats-server PATH   default: nats-server in $PATH, else /usr/sbin/nats-server (Debian's place)\n"
@@ -156,6 +158,7 @@ struct BenchOptions : CommonOptions {
   double rate = 12000;
   std::vector<std::string> levels = kAllLevels;
   std::vector<std::string> systems = kAllSystems;
+  std::vector<Shape> shapes{std::begin(kShapes), std::end(kShapes)};
   std::string mqd;
   std::string redis_server;
   std::string nats_server;
@@ -216,6 +219,17 @@ BenchOptions parse_options(int argc, char** argv) {
        Flag{"--levels", [&](std::string_view v) { options.levels = parse_list("--levels", v, kAllLevels); }},
        Flag{"--systems",
             [&](std::string_view v) { options.systems = parse_list("--systems", v, kAllSystems); }},
+       Flag{"--shapes",
+            [&](std::string_view v) {
+              std::vector<std::string> names;
+              for (const Shape shape : kShapes) names.push_back(shape_name(shape));
+              options.shapes.clear();
+              for (const auto& name : parse_list("--shapes", v, names)) {
+                for (const Shape shape : kShapes) {
+                  if (shape_name(shape) == name) options.shapes.push_back(shape);
+                }
+              }
+            }},
        Flag{"--mqd", text(options.mqd)}, Flag{"--redis-server", text(options.redis_server)},
        Flag{"--nats-server", text(options.nats_server)},
        Flag{"--report", [&](std::string_view v) { options.report = std::string(v); }}});
@@ -1703,7 +1717,7 @@ void run_peer_benchmark(const BenchOptions& given, ScratchDirectory& scratch) {
       std::vector<std::unique_ptr<System>> systems;
       for (const auto& name : systems_at(options, level))
         systems.push_back(start_system(name, level, options, scratch));
-      for (const Shape shape : kShapes) {
+      for (const Shape shape : options.shapes) {
         for (auto& system : systems) {
           RunContext run(key(level, shape, system->name()), failures);
           Measurement m;
@@ -1729,7 +1743,7 @@ void run_peer_benchmark(const BenchOptions& given, ScratchDirectory& scratch) {
   std::vector<LevelTable> tables;
   for (const auto& level : options.levels) {
     LevelTable table{level, {}};
-    for (const Shape shape : kShapes) {
+    for (const Shape shape : options.shapes) {
       const auto median_at = [&](const std::string& system) -> std::optional<Measurement> {
         const auto found = runs.find(key(level, shape, system));
         if (found == runs.end()) return std::nullopt;

@@ -223,10 +223,11 @@ TEST_CASE("Open files do not grow with the number of groups") {
   auto broker = open_broker(broker_config(dir.path(), "events:1"));
   produce_numbers(*broker, 1);
   const std::size_t before = open_descriptors();
+  // 300 journals, two files each, past the 256 descriptors they share.
   for (int g = 0; g < 300; ++g) {
     REQUIRE(broker->ack("events", 0, "g" + std::to_string(g), std::vector<std::string>{"0-0"}).ok());
   }
-  CHECK(open_descriptors() < before + 80);
+  CHECK(open_descriptors() < before + 256 + 20);
   // Every group still works after its files were closed and reopened.
   produce_numbers(*broker, 1, 1);
   for (int g = 0; g < 300; g += 37) {

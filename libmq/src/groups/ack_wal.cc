@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <map>
 
 #include <simdjson.h>
@@ -13,6 +14,7 @@
 namespace mq {
 namespace {
 
+constexpr std::string_view kDirectory = ".acks";
 constexpr std::string_view kLogPrefix = "wal-";
 constexpr std::string_view kLogExtension = ".log";
 constexpr std::size_t kReplayBatch = 4096;
@@ -75,27 +77,99 @@ AckWal::AckWal(std::shared_ptr<FileSystem> fs, const StoreOptions& options, std:
         own.max_payload_bytes += kEnvelopeBytes;  // whatever a journal accepts fits in its envelope
         return own;
       }()),
-      store_options_(options),
-      dir_(options.data_dir + "/.acks"),
-      checkpoint_bytes_(std::max<std::uint64_t>(checkpoint_bytes, 1)) {}
+      dir_(options.data_dir + "/" + std::string(kDirectory)),
+      checkpoint_bytes_(std::max<std::uint64_t>(checkpoint_bytes, 1)),
+      due_at_(checkpoint_bytes_) {}
 
 AckWal::~AckWal() = default;
 
-Result<std::unique_ptr<AckWal>> AckWal::open(std::shared_ptr<FileSystem> fs, const StoreOptions& options,
-                                             std::uint64_t checkpoint_bytes) {
-  std::unique_ptr<AckWal> wal(new AckWal(std::move(fs), options, checkpoint_bytes));
-  if (auto s = wal->fs_.create_directories(wal->dir_); !s.ok()) return s;
-  auto names = wal->fs_.list_directory(wal->dir_);
+Status AckWal::fold_earlier_logs(FileSystem& fs, const StoreOptions& options) {
+  const std::string dir = options.data_dir + "/" + std::string(kDirectory);
+  if (!fs.exists(dir)) return {};
+  auto names = fs.list_directory(dir);
   if (!names.ok()) return names.status();
   std::vector<std::uint64_t> generations;
   for (const std::string& name : *names) {
     if (auto generation = generation_of(name)) generations.push_back(*generation);
   }
+  if (generations.empty()) return {};
   std::sort(generations.begin(), generations.end());
-  if (auto s = wal->fold_earlier_logs(generations); !s.ok()) return s;
-  // Numbers are not reused within a start: a removal that a power cut undoes brings back a log older
-  // than the new ones, which is folded first, as it must be.
-  const std::uint64_t next = generations.empty() ? 0 : generations.back() + 1;
+  // Journals restored from the shared log are recovered tolerantly even under kStrict: their records
+  // since the last checkpoint were never synced, so a power cut may have damaged them in any order,
+  // and the shared log holds every one of them (libmq/docs/log_format.md).
+  StoreOptions journal_options = ack_journal_options(options, /*shared_log=*/true);
+  journal_options.recovery = RecoveryMode::kTolerateTornTail;
+  StoreOptions log_options = options;
+  log_options.max_payload_bytes += kEnvelopeBytes;
+  simdjson::dom::parser parser;
+  // One log at a time, oldest first, so that memory holds one log's records and every journal gets
+  // its records in the order they were written.
+  for (std::uint64_t generation : generations) {
+    const std::string label = dir + "/" + generation_stem(generation) + ".log";
+    std::map<std::string, std::vector<std::string>> records;  // by journal, in log order
+    {
+      auto log = PartitionLog::open(fs, log_options, dir, generation_stem(generation),
+                                    std::string(kDirectory), static_cast<std::uint32_t>(generation));
+      if (!log.ok()) return log.status();
+      for (std::uint64_t offset = 0;;) {
+        auto batch = (*log)->read(offset, kReplayBatch, 1 << 20);
+        if (!batch.ok()) return batch.status();
+        if (batch->empty()) break;
+        for (const StoredMessage& m : *batch) {
+          simdjson::dom::element line;
+          std::string_view key;
+          simdjson::dom::element record;
+          bool valid = !parser.parse(m.line.data(), m.line.size()).get(line) &&
+                       !line["payload"]["journal"].get_string().get(key) &&
+                       !line["payload"]["record"].get(record) &&
+                       journal_location(options.data_dir, key).has_value();
+          std::string text = valid ? simdjson::minify(record) : std::string();
+          if (!valid || !is_ack_journal_record(text)) {
+            return Status::corruption(label + ": record " + std::to_string(m.offset) +
+                                      " of the shared acknowledgement log is not one libmq wrote");
+          }
+          records[std::string(key)].push_back(std::move(text));
+        }
+        offset = batch->next_offset();
+      }
+    }
+    for (const auto& [key, payloads] : records) {
+      const auto location = journal_location(options.data_dir, key);
+      auto journal = PartitionLog::open(fs, journal_options, location->first, location->second, key, 0);
+      if (!journal.ok()) return journal.status();
+      std::vector<Message> messages;
+      messages.reserve(payloads.size());
+      for (const std::string& payload : payloads)
+        messages.push_back(Message{detail::PayloadInternal::from_minified_json(payload), std::nullopt});
+      if (auto appended = (*journal)->append(messages); !appended.ok()) return appended.status();
+      if (auto s = (*journal)->sync(); !s.ok()) return s;
+    }
+  }
+  for (std::uint64_t generation : generations) {
+    const std::string base = dir + "/" + generation_stem(generation);
+    if (auto s = fs.remove(base + ".log"); !s.ok()) return s;
+    if (auto s = fs.remove(base + ".index"); !s.ok()) return s;
+  }
+  // Durably gone before any group opens: a group may forget acknowledgements beyond a log that
+  // recovery cut, and these records must not come back after a power cut to acknowledge them again.
+  return fs.sync_directory(dir);
+}
+
+Result<std::unique_ptr<AckWal>> AckWal::open(std::shared_ptr<FileSystem> fs, const StoreOptions& options,
+                                             std::uint64_t checkpoint_bytes) {
+  std::unique_ptr<AckWal> wal(new AckWal(std::move(fs), options, checkpoint_bytes));
+  // The generation numbers left there, if any: new ones follow them, so that a removal that a power
+  // cut undid brings back a log older than the new ones, which is folded first, as it must be.
+  std::uint64_t next = 0;
+  if (wal->fs_.exists(wal->dir_)) {
+    auto names = wal->fs_.list_directory(wal->dir_);
+    if (!names.ok()) return names.status();
+    for (const std::string& name : *names) {
+      if (auto generation = generation_of(name)) next = std::max(next, *generation + 1);
+    }
+  }
+  if (auto s = fold_earlier_logs(wal->fs_, options); !s.ok()) return s;
+  if (auto s = wal->fs_.create_directories(wal->dir_); !s.ok()) return s;
   auto log = wal->open_generation(next);
   if (!log.ok()) return log.status();
   wal->current_ = std::move(log.value());
@@ -104,7 +178,8 @@ Result<std::unique_ptr<AckWal>> AckWal::open(std::shared_ptr<FileSystem> fs, con
 }
 
 Result<std::shared_ptr<PartitionLog>> AckWal::open_generation(std::uint64_t generation) {
-  auto log = PartitionLog::open(fs_, options_, dir_, generation_stem(generation), "acknowledgements", 0);
+  auto log = PartitionLog::open(fs_, options_, dir_, generation_stem(generation), std::string(kDirectory),
+                                static_cast<std::uint32_t>(generation));
   if (!log.ok()) return log.status();
   return std::shared_ptr<PartitionLog>(std::move(log.value()));
 }
@@ -113,58 +188,6 @@ Status AckWal::remove_generation(std::uint64_t generation) {
   const std::string base = dir_ + "/" + generation_stem(generation);
   if (auto s = fs_.remove(base + ".log"); !s.ok()) return s;
   return fs_.remove(base + ".index");
-}
-
-Status AckWal::fold_earlier_logs(const std::vector<std::uint64_t>& generations) {
-  if (generations.empty()) return {};
-  // Each journal's records in the order they were written (generations ascending, then offsets).
-  std::map<std::string, std::vector<std::string>> records;
-  simdjson::dom::parser parser;
-  for (std::uint64_t generation : generations) {
-    const std::string label = dir_ + "/" + generation_stem(generation) + ".log";
-    auto log = open_generation(generation);
-    if (!log.ok()) return log.status();
-    for (std::uint64_t offset = 0;;) {
-      auto batch = (*log)->read(offset, kReplayBatch, 1 << 20);
-      if (!batch.ok()) return batch.status();
-      if (batch->empty()) break;
-      for (const StoredMessage& m : *batch) {
-        simdjson::dom::element line;
-        std::string_view key;
-        simdjson::dom::element record;
-        std::optional<std::pair<std::string, std::string>> location;
-        if (!parser.parse(m.line.data(), m.line.size()).get(line) &&
-            !line["payload"]["journal"].get_string().get(key) && !line["payload"]["record"].get(record)) {
-          location = journal_location(store_options_.data_dir, key);
-        }
-        std::string text = location ? simdjson::minify(record) : std::string();
-        if (!location || !is_ack_journal_record(text)) {
-          return Status::corruption(label + ": record " + std::to_string(m.offset) +
-                                    " of the shared acknowledgement log is not one libmq wrote");
-        }
-        records[std::string(key)].push_back(std::move(text));
-      }
-      offset = batch->next_offset();
-    }
-  }
-  const StoreOptions journal_options = ack_journal_options(store_options_, /*shared_log=*/true);
-  for (const auto& [key, payloads] : records) {
-    const auto location = journal_location(store_options_.data_dir, key);
-    auto journal = PartitionLog::open(fs_, journal_options, location->first, location->second, key, 0);
-    if (!journal.ok()) return journal.status();
-    std::vector<Message> messages;
-    messages.reserve(payloads.size());
-    for (const std::string& payload : payloads)
-      messages.push_back(Message{detail::PayloadInternal::from_minified_json(payload), std::nullopt});
-    if (auto appended = (*journal)->append(messages); !appended.ok()) return appended.status();
-    if (auto s = (*journal)->sync(); !s.ok()) return s;
-  }
-  for (std::uint64_t generation : generations) {
-    if (auto s = remove_generation(generation); !s.ok()) return s;
-  }
-  // Durably gone before any group opens: a group may forget acknowledgements beyond a log that
-  // recovery cut, and these records must not come back after a power cut to acknowledge them again.
-  return fs_.sync_directory(dir_);
 }
 
 std::shared_ptr<PartitionLog> AckWal::current() const {
@@ -183,30 +206,62 @@ Status AckWal::append(std::string_view journal_key, std::string_view record) {
   const Message message{detail::PayloadInternal::from_minified_json(std::move(envelope)), std::nullopt};
   // A checkpoint may swap the log meanwhile: this append then goes to the older one, whose records
   // that checkpoint's journal sync covers (the caller wrote the journal before calling).
-  auto offset = current()->append(std::span(&message, 1));
-  return offset.ok() ? Status() : offset.status();
+  const std::shared_ptr<PartitionLog> log = current();
+  auto offset = log->append(std::span(&message, 1));
+  if (offset.ok()) return {};
+  // A failed write or sync leaves a log that refuses every later append: one failure must not stop
+  // the acknowledgements of every group until a restart.
+  if (offset.status().code() == ErrorCode::kStorageFailed) {
+    if (auto s = replace_failed(log); !s.ok()) {
+      std::fprintf(stderr, "libmq: replacing the failed shared acknowledgement log failed: %s\n",
+                   s.to_string().c_str());
+    }
+  }
+  return offset.status();
 }
 
-bool AckWal::checkpoint_due() const { return current()->positions().written >= checkpoint_bytes_; }
-
-Status AckWal::checkpoint(const std::function<Status()>& sync_journals) {
+Status AckWal::replace_failed(const std::shared_ptr<PartitionLog>& failed) {
+  // Not waiting: the caller holds its journal's lock, which a running checkpoint may be waiting
+  // for. Whoever holds checkpoint_mutex_ is replacing the log or checkpointing (which starts by
+  // replacing it); failing that, the next failed append tries again.
   std::unique_lock running(checkpoint_mutex_, std::try_to_lock);
-  if (!running.owns_lock() || !checkpoint_due()) return {};
+  if (!running.owns_lock() || current() != failed) return {};
+  return start_next_generation_locked();
+}
+
+Status AckWal::start_next_generation_locked() {
   std::uint64_t generation = 0;
   {
     std::shared_lock lock(mutex_);
     generation = generation_;
   }
   auto next = open_generation(generation + 1);
-  if (!next.ok()) return next.status();
+  if (!next.ok()) {
+    std::unique_lock lock(mutex_);
+    due_at_ = current_->positions().written + checkpoint_bytes_;  // not again at the next append
+    return next.status();
+  }
   {
     std::unique_lock lock(mutex_);
     current_ = std::move(next.value());
     generation_ = generation + 1;
+    due_at_ = checkpoint_bytes_;
   }
   retired_.push_back(generation);
+  return {};
+}
+
+bool AckWal::checkpoint_due() const {
+  std::shared_lock lock(mutex_);
+  return current_->positions().written >= due_at_;
+}
+
+Status AckWal::checkpoint(const std::function<Status()>& sync_journals) {
+  std::unique_lock running(checkpoint_mutex_, std::try_to_lock);
+  if (!running.owns_lock() || !checkpoint_due()) return {};
+  if (auto s = start_next_generation_locked(); !s.ok()) return s;
   // Every record of a retired log was written to its journal before it was appended there, so
-  // before the swap above: this sync covers them all.
+  // before the swap: this sync covers them all.
   if (auto s = sync_journals(); !s.ok()) return s;
   while (!retired_.empty()) {
     if (auto s = remove_generation(retired_.front()); !s.ok()) return s;

@@ -28,9 +28,12 @@ std::string ack_journal_key(std::string_view topic, std::string_view group, std:
 class AckWal {
  public:
   // Folds what earlier runs left in <data_dir>/.acks into the groups' journals (each written and
-  // synced once), removes those logs durably and starts a new one. Must run before any journal is
-  // opened. `fs` must not reopen files by path behind the log's back (not a BoundedFileSystem):
-  // a checkpoint removes a log appenders may still hold.
+  // synced once per log), then removes those logs durably. Must run at every start before any
+  // journal is opened, whatever the FSYNC mode (a run with FSYNC=never writes no shared log, but
+  // must not leave an older one to be replayed over its records later).
+  static Status fold_earlier_logs(FileSystem& fs, const StoreOptions& options);
+  // fold_earlier_logs(), then starts a new log. `fs` must not reopen files by path behind the log's
+  // back (not a BoundedFileSystem): a checkpoint removes a log appenders may still hold.
   static Result<std::unique_ptr<AckWal>> open(std::shared_ptr<FileSystem> fs, const StoreOptions& options,
                                               std::uint64_t checkpoint_bytes);
   ~AckWal();
@@ -39,7 +42,8 @@ class AckWal {
 
   // Appends `record` (a journal record's payload, minified JSON) for the journal named `journal_key`,
   // which the caller has written to the journal's own log already; returns once it is durable per
-  // FSYNC. Concurrent appends share syncs.
+  // FSYNC. Concurrent appends share syncs. When the log fails (a failed write or fdatasync), this
+  // append fails and the next ones go to a new log; the failed one stays until a checkpoint.
   Status append(std::string_view journal_key, std::string_view record);
   // The current log holds at least the checkpoint size.
   bool checkpoint_due() const;
@@ -52,23 +56,30 @@ class AckWal {
 
  private:
   AckWal(std::shared_ptr<FileSystem> fs, const StoreOptions& options, std::uint64_t checkpoint_bytes);
-  Status fold_earlier_logs(const std::vector<std::uint64_t>& generations);
   Result<std::shared_ptr<PartitionLog>> open_generation(std::uint64_t generation);
   Status remove_generation(std::uint64_t generation);
   std::shared_ptr<PartitionLog> current() const;
+  // Replaces `failed` (if it is still the current log) with a new generation; the failed one is
+  // retired. Does nothing while a checkpoint or another replacement runs.
+  Status replace_failed(const std::shared_ptr<PartitionLog>& failed);
+  // With checkpoint_mutex_ held: opens the next generation and makes it current; the old one is
+  // retired.
+  Status start_next_generation_locked();
 
   const std::shared_ptr<FileSystem> owned_fs_;
   FileSystem& fs_;
   const StoreOptions options_;  // the shared log's own: the store's, with room for the envelope
-  const StoreOptions store_options_;
   const std::string dir_;
   const std::uint64_t checkpoint_bytes_;
 
   mutable std::shared_mutex mutex_;        // shared by appenders reading current_, exclusive to swap it
   std::shared_ptr<PartitionLog> current_;  // GUARDED_BY(mutex_)
   std::uint64_t generation_ = 0;           // GUARDED_BY(mutex_): current_'s
+  // GUARDED_BY(mutex_): the written size of current_ at which a checkpoint is due; raised past a
+  // checkpoint that could not start a new log, so that not every later append retries at once.
+  std::uint64_t due_at_ = 0;
 
-  std::mutex checkpoint_mutex_;         // one checkpoint at a time
+  std::mutex checkpoint_mutex_;         // one checkpoint (or replacement of a failed log) at a time
   std::vector<std::uint64_t> retired_;  // GUARDED_BY(checkpoint_mutex_): logs to remove once synced
 };
 

@@ -22,7 +22,10 @@ namespace {
 
 constexpr std::string_view kDeadLetterSuffix = "-dlq";
 // Descriptors the acknowledgement journals of all groups keep open between uses (two per journal).
-constexpr std::size_t kMaxOpenJournalFiles = 64;
+// Closing a journal with unsynced writes (all of them, between checkpoints of the shared
+// acknowledgement log) syncs it first: a broker acking on more journals at once than fit pays a sync
+// per reopening. 256 is a quarter of the usual soft limit of 1024 a library user runs under.
+constexpr std::size_t kMaxOpenJournalFiles = 256;
 
 Status invalid_name(std::string_view what, std::string_view name) {
   return detail::invalid_name(std::string(what) + " name", name);
@@ -366,12 +369,15 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
   auto store = LogStore::open(config.store);
   if (!store.ok()) return store.status();
   state->store = std::move(store.value());
+  // Before any group opens, whatever the FSYNC mode: what an earlier run left in the shared
+  // acknowledgement log is folded into the journals.
   if (state->store->options().fsync != FsyncMode::kNever) {
-    // Before any group opens: it folds what an earlier run left into the journals.
     auto ack_log =
         AckWal::open(state->base_fs(), state->store->options(), config.groups.ack_log_checkpoint_bytes);
     if (!ack_log.ok()) return ack_log.status();
     state->ack_log = std::move(ack_log.value());
+  } else if (auto s = AckWal::fold_earlier_logs(*state->base_fs(), state->store->options()); !s.ok()) {
+    return s;
   }
   state->timer = std::make_unique<Timer>(state->clock, real_time);
   state->scheduler = state->timer.get();

@@ -54,21 +54,29 @@ class BoundedFileSystem::PooledFile final : public File {
     return done.ok() && *done;
   }
 
-  // Closes the descriptor if no operation uses it and what it wrote is synced (syncing it first if
-  // needed). False when it stays open.
+  // Closes the descriptor if no operation uses it and what it wrote is synced (an index need not
+  // be). False when it stays open.
   bool try_close() {
     std::unique_lock lock(use_mutex_, std::try_to_lock);
     if (!lock.owns_lock() || !inner_) return false;
-    const std::uint64_t covered = changes_.load();
     // An index is a shortcut that every open checks and rebuilds when wrong: losing its unsynced
-    // bytes (or a write error on them) costs nothing, so it is closed without a sync.
-    if (synced_.load() != covered && !path_.ends_with(".index")) {
-      // Closing an unsynced descriptor could lose a write error with it (a later descriptor's
-      // fsync does not report it): sync now, and keep it open if that fails, so the error surfaces.
-      if (!inner_->sync().ok()) return false;
-      raise_synced(covered);
-    }
+    // bytes (or a write error on them) costs nothing, so it is closed without a sync. Closing any
+    // other unsynced descriptor could lose a write error with it (a later descriptor's fsync does
+    // not report it): sync_for_close() first.
+    if (dirty()) return false;
     inner_.reset();
+    return true;
+  }
+  bool dirty() const { return synced_.load() != changes_.load() && !path_.ends_with(".index"); }
+  // Syncs what was written through the open descriptor, for try_close(); false when the sync
+  // failed (the file then stays open, so that the error surfaces at its owner's next sync).
+  bool sync_for_close() {
+    std::shared_lock lock(use_mutex_);
+    if (!inner_) return true;
+    const std::uint64_t covered = changes_.load();
+    if (synced_.load() == covered) return true;
+    if (!inner_->sync().ok()) return false;
+    raise_synced(covered);
     return true;
   }
 
@@ -110,6 +118,7 @@ class BoundedFileSystem::PooledFile final : public File {
  public:
   std::list<PooledFile*>::iterator lru_position;  // in owner_->open_, while open; GUARDED_BY(owner_->mutex_)
   bool listed = false;                            // GUARDED_BY(owner_->mutex_)
+  bool syncing_to_close = false;                  // GUARDED_BY(owner_->mutex_)
 };
 
 std::shared_ptr<BoundedFileSystem> BoundedFileSystem::make(std::shared_ptr<FileSystem> base,
@@ -179,9 +188,10 @@ Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {
 
 void BoundedFileSystem::touched(PooledFile* file, bool newly_open) {
   // Closing happens under mutex_, so that a file cannot be destroyed (forget() waits for mutex_)
-  // while it is being closed. A dirty file is synced first, which is slow but rare: with
-  // FSYNC=always a journal is synced on every write and only its index is ever dirty.
-  std::lock_guard lock(mutex_);
+  // while it is being closed. A dirty file (group journals are written unsynced between
+  // checkpoints of the broker's shared acknowledgement log) is synced first with mutex_ released
+  // and `syncing_to_close` set, which forget() waits for.
+  std::unique_lock lock(mutex_);
   if (file->listed) {
     open_.splice(open_.begin(), open_, file->lru_position);
   } else if (newly_open) {
@@ -189,19 +199,36 @@ void BoundedFileSystem::touched(PooledFile* file, bool newly_open) {
     file->lru_position = open_.begin();
     file->listed = true;
   }
-  // From the least recently used on; a busy or unsyncable file stays open and is passed over.
+  // From the least recently used on; a busy file stays open and is passed over.
+  PooledFile* dirty_victim = nullptr;
   auto candidate = open_.end();
   while (open_.size() > max_open_ && candidate != open_.begin()) {
     --candidate;
     PooledFile* victim = *candidate;
-    if (victim == file || !victim->try_close()) continue;
-    victim->listed = false;
-    candidate = open_.erase(candidate);
+    if (victim == file || victim->syncing_to_close) continue;
+    if (victim->try_close()) {
+      victim->listed = false;
+      candidate = open_.erase(candidate);
+    } else if (dirty_victim == nullptr && victim->dirty()) {
+      dirty_victim = victim;
+    }
+  }
+  if (open_.size() <= max_open_ || dirty_victim == nullptr) return;
+  dirty_victim->syncing_to_close = true;
+  lock.unlock();
+  const bool synced = dirty_victim->sync_for_close();
+  lock.lock();
+  dirty_victim->syncing_to_close = false;
+  sync_done_.notify_all();
+  if (synced && dirty_victim->listed && dirty_victim->try_close()) {
+    dirty_victim->listed = false;
+    open_.erase(dirty_victim->lru_position);
   }
 }
 
 void BoundedFileSystem::forget(PooledFile* file) {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
+  sync_done_.wait(lock, [&] { return !file->syncing_to_close; });
   if (file->listed) open_.erase(file->lru_position);
   file->listed = false;
 }

@@ -5,6 +5,7 @@
 // files stays fixed however many groups there are.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <list>
 #include <memory>
@@ -45,7 +46,8 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
       : base_(std::move(base)), max_open_(max_open) {}
 
   // `file` just opened its descriptor (or used it): it becomes the most recent; closes idle ones
-  // beyond the bound.
+  // beyond the bound. A file with unsynced writes is synced before it is closed, with mutex_
+  // released, at most one per call, so that callers reopening many files sync them in parallel.
   void touched(PooledFile* file, bool newly_open);
   void forget(PooledFile* file);
   // The directory holding `path` may have new entries: its next sync_directory is not skipped.
@@ -54,7 +56,8 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   const std::shared_ptr<FileSystem> base_;
   const std::size_t max_open_;
   mutable std::mutex mutex_;
-  std::list<PooledFile*> open_;  // GUARDED_BY(mutex_): files holding a descriptor, most recent first
+  std::condition_variable sync_done_;  // a file being synced to be closed is no longer (forget waits)
+  std::list<PooledFile*> open_;        // GUARDED_BY(mutex_): files holding a descriptor, most recent first
   std::set<std::string> synced_directories_;  // GUARDED_BY(mutex_): with no change since their sync
 };
 
