@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <numeric>
 #include <random>
@@ -13,6 +14,7 @@
 #include "broker_helpers.h"
 #include "fault_file_system.h"
 #include "groups/message_ids.h"
+#include "storage/bounded_file_system.h"
 #include "storage/internal_access.h"
 #include "storage/partition_log.h"
 #include "temp_dir.h"
@@ -51,6 +53,67 @@ std::set<std::uint64_t> unacknowledged(Broker& broker, std::uint32_t partition, 
   for (const Delivery& d : take_now(*sub, 100000)) offsets.insert(d.offset);
   return offsets;
 }
+
+// Posix underneath; syncs of paths containing `fail_path` fail once when armed; syncs of paths
+// containing `gate_path` block while the gate is closed.
+class ControlledFs : public FileSystem {
+ public:
+  std::shared_ptr<FileSystem> real = make_posix_file_system();
+  std::mutex m;
+  std::condition_variable cv;
+  std::string fail_path, gate_path;
+  bool fail_armed = false, gate_closed = false;
+  int blocked = 0;
+
+  Status before_sync(const std::string& path) {
+    std::unique_lock lock(m);
+    if (fail_armed && !fail_path.empty() && path.find(fail_path) != std::string::npos) {
+      fail_armed = false;
+      return Status::io_error("injected fdatasync EIO on " + path);
+    }
+    if (!gate_path.empty() && path.find(gate_path) != std::string::npos) {
+      ++blocked;
+      cv.notify_all();
+      cv.wait(lock, [&] { return !gate_closed; });
+      --blocked;
+    }
+    return {};
+  }
+  class F : public File {
+   public:
+    F(ControlledFs* fs, std::unique_ptr<File> f, std::string p)
+        : fs_(fs), f_(std::move(f)), p_(std::move(p)) {}
+    Status append(std::string_view d) override { return f_->append(d); }
+    Status sync() override {
+      if (auto s = fs_->before_sync(p_); !s.ok()) return s;
+      return f_->sync();
+    }
+    Status read(std::uint64_t pos, std::size_t len, std::string& out) const override {
+      return f_->read(pos, len, out);
+    }
+    Result<std::uint64_t> size() const override { return f_->size(); }
+    Status truncate(std::uint64_t l) override { return f_->truncate(l); }
+    Status write_at(std::uint64_t pos, std::string_view d) override { return f_->write_at(pos, d); }
+    bool preallocate(std::uint64_t l) override { return f_->preallocate(l); }
+    ControlledFs* fs_;
+    std::unique_ptr<File> f_;
+    std::string p_;
+  };
+  Result<std::unique_ptr<File>> open(const std::string& path) override {
+    auto f = real->open(path);
+    if (!f.ok()) return f.status();
+    return std::unique_ptr<File>(std::make_unique<F>(this, std::move(f.value()), path));
+  }
+  Status create_directories(const std::string& p) override { return real->create_directories(p); }
+  Status sync_directory(const std::string& p) override { return real->sync_directory(p); }
+  Result<std::vector<std::string>> list_directory(const std::string& p) override {
+    return real->list_directory(p);
+  }
+  bool exists(const std::string& p) override { return real->exists(p); }
+  Result<std::uint64_t> file_size(const std::string& p) override { return real->file_size(p); }
+  Status remove(const std::string& p) override { return real->remove(p); }
+  Status rename(const std::string& a, const std::string& b) override { return real->rename(a, b); }
+};
 
 std::vector<std::string> shared_logs(const std::string& data_dir) {
   std::vector<std::string> names;
@@ -349,4 +412,88 @@ TEST_CASE("WithFsyncNeverThereIsNoSharedLog") {
   const std::vector<std::string> id{message_id(0, 0)};
   REQUIRE(broker->ack("events", 0, "g", id).ok());
   CHECK_FALSE(std::filesystem::exists(dir / ".acks"));
+}
+
+TEST_CASE("AFailedSyncToCloseAPooledFileIsReportedByEveryLaterSyncOfIt") {
+  TempDir dir;
+  auto fault = std::make_shared<FaultFileSystem>();
+  auto pool = detail::BoundedFileSystem::make(fault, 2);
+  auto a = pool->open(dir / "a.log");
+  REQUIRE(a.ok());
+  REQUIRE((*a)->append("x").ok());
+  auto b = pool->open(dir / "b.log");
+  REQUIRE(b.ok());
+  REQUIRE((*b)->append("y").ok());
+  fault->fail_next_sync();
+  auto c = pool->open(dir / "c.log");  // over the bound: a (dirty) is synced to be closed, and that fails
+  REQUIRE(c.ok());
+  // Linux reports a failed fdatasync once: a second one on the descriptor would say ok.
+  CHECK_FALSE((*a)->sync().ok());
+  CHECK_FALSE((*a)->sync().ok());
+  CHECK((*b)->sync().ok());
+}
+
+TEST_CASE("AJournalThatCannotBeSyncedHasItsRecordsCarriedForwardNotEveryOldLogKept") {
+  TempDir dir;
+  auto fs = std::make_shared<ControlledFs>();
+  Config config = ack_log_config(dir.path(), fs);
+  config.groups.ack_log_checkpoint_bytes = 2048;
+  {
+    auto broker = open_broker(config, std::make_shared<ManualClock>());
+    produce_everywhere(*broker);
+    REQUIRE(broker->ack("events", 0, "bad", std::vector<std::string>{message_id(0, 7)}).ok());
+    {
+      std::lock_guard lock(fs->m);
+      fs->fail_path = "/bad/partition-0.log";
+      fs->fail_armed = true;  // its next sync fails, and its log refuses everything after
+    }
+    for (std::uint64_t o = 0; o < kMessages; ++o)
+      REQUIRE(broker->ack("events", 1, "h", std::vector<std::string>{message_id(1, o)}).ok());
+    const auto logs = shared_logs(dir.path());
+    MESSAGE(logs.size() << " shared logs kept after a journal failed its sync");
+    CHECK(logs.size() == 1);
+  }
+  // What the failed journal never made durable (here: all of it) comes back from the shared log.
+  std::filesystem::remove_all(dir / "events/groups/bad");
+  auto broker = open_broker(ack_log_config(dir.path(), nullptr), std::make_shared<ManualClock>());
+  CHECK(unacknowledged(*broker, 0, "bad").count(7) == 0);
+  CHECK(unacknowledged(*broker, 0, "bad").size() == kMessages - 1);
+  CHECK(unacknowledged(*broker, 1, "h").empty());
+}
+
+TEST_CASE("AFailedSharedLogIsReplacedEvenWhileACheckpointWaitsForAJournal") {
+  TempDir dir;
+  auto fs = std::make_shared<ControlledFs>();
+  Config config = ack_log_config(dir.path(), fs);
+  config.groups.ack_log_checkpoint_bytes = 4096;
+  auto broker = open_broker(config, std::make_shared<ManualClock>());
+  produce_everywhere(*broker);
+  REQUIRE(broker->ack("events", 0, "slow", std::vector<std::string>{message_id(0, 0)}).ok());
+  {
+    std::lock_guard lock(fs->m);
+    fs->gate_path = "/slow/partition-0.log";
+    fs->gate_closed = true;
+  }
+  // Acks until its record passes the mark; its checkpoint then waits at the gate.
+  std::thread acker([&] {
+    for (std::uint64_t o = 0; o < kMessages; ++o)
+      (void)broker->ack("events", 2, "h", std::vector<std::string>{message_id(2, o)});
+  });
+  {
+    std::unique_lock lock(fs->m);
+    REQUIRE(fs->cv.wait_for(lock, std::chrono::seconds(30), [&] { return fs->blocked > 0; }));
+    fs->fail_path = ".acks/wal-";
+    fs->fail_armed = true;
+  }
+  int failed = 0;
+  for (std::uint64_t o = 0; o < 20; ++o) {
+    if (!broker->ack("events", 1, "k", std::vector<std::string>{message_id(1, o)}).ok()) ++failed;
+  }
+  {
+    std::lock_guard lock(fs->m);
+    fs->gate_closed = false;
+    fs->cv.notify_all();
+  }
+  acker.join();
+  CHECK(failed == 1);
 }

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <cstdio>
 #include <map>
+#include <set>
+#include <utility>
 
 #include <simdjson.h>
 
@@ -221,11 +223,8 @@ Status AckWal::append(std::string_view journal_key, std::string_view record) {
 }
 
 Status AckWal::replace_failed(const std::shared_ptr<PartitionLog>& failed) {
-  // Not waiting: the caller holds its journal's lock, which a running checkpoint may be waiting
-  // for. Whoever holds checkpoint_mutex_ is replacing the log or checkpointing (which starts by
-  // replacing it); failing that, the next failed append tries again.
-  std::unique_lock running(checkpoint_mutex_, std::try_to_lock);
-  if (!running.owns_lock() || current() != failed) return {};
+  std::lock_guard swap(swap_mutex_);
+  if (current() != failed) return {};  // another append or a checkpoint replaced it already
   return start_next_generation_locked();
 }
 
@@ -241,13 +240,14 @@ Status AckWal::start_next_generation_locked() {
     due_at_ = current_->positions().written + checkpoint_bytes_;  // not again at the next append
     return next.status();
   }
+  std::shared_ptr<PartitionLog> old;
   {
     std::unique_lock lock(mutex_);
-    current_ = std::move(next.value());
+    old = std::exchange(current_, std::move(next.value()));
     generation_ = generation + 1;
     due_at_ = checkpoint_bytes_;
   }
-  retired_.push_back(generation);
+  retired_.push_back({generation, std::move(old)});
   return {};
 }
 
@@ -256,16 +256,53 @@ bool AckWal::checkpoint_due() const {
   return current_->positions().written >= due_at_;
 }
 
-Status AckWal::checkpoint(const std::function<Status()>& sync_journals) {
+Status AckWal::carry_forward(const std::vector<Retired>& logs, const std::vector<std::string>& journals) {
+  const std::set<std::string, std::less<>> wanted(journals.begin(), journals.end());
+  std::vector<Message> carried;
+  simdjson::dom::parser parser;
+  for (const Retired& retired : logs) {
+    for (std::uint64_t offset = retired.log->first_offset();;) {
+      // What a reader sees: with FSYNC=always the synced records, every answered one among them.
+      auto batch = retired.log->read(offset, kReplayBatch, 1 << 20);
+      if (!batch.ok()) return batch.status();
+      if (batch->empty()) break;
+      for (const StoredMessage& m : *batch) {
+        simdjson::dom::element payload;
+        std::string_view key;
+        if (parser.parse(m.line.data(), m.line.size())["payload"].get(payload) ||
+            payload["journal"].get_string().get(key) || !wanted.contains(key))
+          continue;
+        carried.push_back(
+            Message{detail::PayloadInternal::from_minified_json(simdjson::minify(payload)), std::nullopt});
+      }
+      offset = batch->next_offset();
+    }
+  }
+  if (carried.empty()) return {};
+  const std::shared_ptr<PartitionLog> log = current();
+  if (auto appended = log->append(carried); !appended.ok()) return appended.status();
+  return log->sync(/*only_if_behind=*/true);  // FSYNC=interval: durable before the old logs go
+}
+
+Status AckWal::checkpoint(const SyncJournals& sync_journals) {
   std::unique_lock running(checkpoint_mutex_, std::try_to_lock);
   if (!running.owns_lock() || !checkpoint_due()) return {};
-  if (auto s = start_next_generation_locked(); !s.ok()) return s;
-  // Every record of a retired log was written to its journal before it was appended there, so
-  // before the swap: this sync covers them all.
-  if (auto s = sync_journals(); !s.ok()) return s;
-  while (!retired_.empty()) {
-    if (auto s = remove_generation(retired_.front()); !s.ok()) return s;
-    retired_.erase(retired_.begin());
+  std::vector<Retired> covered;
+  {
+    std::lock_guard swap(swap_mutex_);
+    if (auto s = start_next_generation_locked(); !s.ok()) return s;
+    covered = retired_;  // logs retired later (a failure) may hold records written after the sync
+  }
+  // Every record of a covered log was written to its journal before it was appended there, so
+  // before the swap: this sync covers them all, but for the journals it could not sync, whose
+  // records stay durable in the current log instead (they would otherwise keep every old log).
+  if (const auto unsynced = sync_journals(); !unsynced.empty()) {
+    if (auto s = carry_forward(covered, unsynced); !s.ok()) return s;
+  }
+  for (const Retired& retired : covered) {
+    if (auto s = remove_generation(retired.generation); !s.ok()) return s;
+    std::lock_guard swap(swap_mutex_);
+    std::erase_if(retired_, [&](const Retired& r) { return r.generation == retired.generation; });
   }
   return {};
 }

@@ -47,10 +47,13 @@ class AckWal {
   Status append(std::string_view journal_key, std::string_view record);
   // The current log holds at least the checkpoint size.
   bool checkpoint_due() const;
-  // Starts a new log, then calls `sync_journals`, which must make every journal record written so
-  // far durable, then removes the older logs. Does nothing when another checkpoint is under way or
-  // none is due. On failure the older logs stay, for the next checkpoint or the next start.
-  Status checkpoint(const std::function<Status()>& sync_journals);
+  // Syncs every journal record written so far; returns the keys of the journals it could not sync.
+  using SyncJournals = std::function<std::vector<std::string>()>;
+  // Starts a new log, then calls `sync_journals`, copies the records of the journals it could not
+  // sync from the older logs to the new one, then removes the older logs. Does nothing when another
+  // checkpoint is under way or none is due. On failure the older logs stay, for the next checkpoint
+  // or the next start.
+  Status checkpoint(const SyncJournals& sync_journals);
   // FSYNC=interval: syncs what was appended, if anything.
   Status sync_if_behind();
 
@@ -59,12 +62,17 @@ class AckWal {
   Result<std::shared_ptr<PartitionLog>> open_generation(std::uint64_t generation);
   Status remove_generation(std::uint64_t generation);
   std::shared_ptr<PartitionLog> current() const;
+  struct Retired {
+    std::uint64_t generation;
+    std::shared_ptr<PartitionLog> log;  // read (not reopened) to carry records forward
+  };
   // Replaces `failed` (if it is still the current log) with a new generation; the failed one is
-  // retired. Does nothing while a checkpoint or another replacement runs.
-  Status replace_failed(const std::shared_ptr<PartitionLog>& failed);
-  // With checkpoint_mutex_ held: opens the next generation and makes it current; the old one is
   // retired.
+  Status replace_failed(const std::shared_ptr<PartitionLog>& failed);
+  // With swap_mutex_ held: opens the next generation and makes it current; the old one is retired.
   Status start_next_generation_locked();
+  // Appends the records of `journals` held by `logs` to the current log, durably.
+  Status carry_forward(const std::vector<Retired>& logs, const std::vector<std::string>& journals);
 
   const std::shared_ptr<FileSystem> owned_fs_;
   FileSystem& fs_;
@@ -79,8 +87,10 @@ class AckWal {
   // checkpoint that could not start a new log, so that not every later append retries at once.
   std::uint64_t due_at_ = 0;
 
-  std::mutex checkpoint_mutex_;         // one checkpoint (or replacement of a failed log) at a time
-  std::vector<std::uint64_t> retired_;  // GUARDED_BY(checkpoint_mutex_): logs to remove once synced
+  std::mutex checkpoint_mutex_;  // one checkpoint at a time (held while it syncs every journal)
+  // Starting a new log, by a checkpoint or after a failure; never held while waiting for a journal.
+  std::mutex swap_mutex_;
+  std::vector<Retired> retired_;  // GUARDED_BY(swap_mutex_): logs to remove once their journals synced
 };
 
 }  // namespace mq

@@ -150,20 +150,25 @@ struct Broker::State : private Timer::Target {
                    s.to_string().c_str());
     }
   }
-  // Syncs every group's journal; the first failure, after trying them all.
-  Status sync_journals() {
+  // Syncs every group's journal; returns the keys of those whose sync failed (each reported).
+  std::vector<std::string> sync_journals() {
     // Listed under groups_mutex, which a group's creation holds while it writes its first record:
     // every group with a record written so far is listed.
-    std::vector<ConsumerGroup*> all;
+    std::vector<std::pair<GroupKey, ConsumerGroup*>> all;
     {
       std::lock_guard lock(groups_mutex);
-      for (auto& [key, g] : groups) all.push_back(g.get());
+      for (auto& [key, g] : groups) all.emplace_back(key, g.get());
     }
-    Status first_error;
-    for (ConsumerGroup* g : all) {
-      if (auto s = g->state_->sync_journal(); !s.ok() && first_error.ok()) first_error = s;
+    std::vector<std::string> failed;
+    for (const auto& [key, g] : all) {
+      if (auto s = g->state_->sync_journal(); !s.ok()) {
+        const auto& [topic, partition, name] = key;
+        failed.push_back(ack_journal_key(topic, name, partition));
+        std::fprintf(stderr, "libmq: syncing the acknowledgements of %s failed: %s\n", failed.back().c_str(),
+                     s.to_string().c_str());
+      }
     }
-    return first_error;
+    return failed;
   }
 
   // The groups' journals share a bounded number of open descriptors, so that the number of open

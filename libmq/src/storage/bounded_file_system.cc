@@ -16,15 +16,23 @@ class BoundedFileSystem::PooledFile final : public File {
 
   Status append(std::string_view data) override {
     return use([&](File& f) {
-      ++changes_;
-      return f.append(data);
+      auto result = f.append(data);
+      ++changes_;  // after: a sync that reads it must come after the write
+      return result;
     });
   }
   Status sync() override {
     return use([&](File& f) {
       const std::uint64_t covered = changes_.load();
+      // After a failed fdatasync the next one on the same descriptor reports success, the failed
+      // pages possibly gone: the first failure is this file's answer from then on.
+      if (Status failed = sync_failure(); !failed.ok()) return failed;
       Status s = f.sync();
-      if (s.ok()) raise_synced(covered);
+      if (s.ok()) {
+        raise_synced(covered);
+      } else {
+        remember_sync_failure(s);
+      }
       return s;
     });
   }
@@ -36,20 +44,23 @@ class BoundedFileSystem::PooledFile final : public File {
   }
   Status truncate(std::uint64_t length) override {
     return use([&](File& f) {
-      ++changes_;
-      return f.truncate(length);
+      auto result = f.truncate(length);
+      ++changes_;  // after: a sync that reads it must come after the write
+      return result;
     });
   }
   Status write_at(std::uint64_t position, std::string_view data) override {
     return use([&](File& f) {
-      ++changes_;
-      return f.write_at(position, data);
+      auto result = f.write_at(position, data);
+      ++changes_;  // after: a sync that reads it must come after the write
+      return result;
     });
   }
   bool preallocate(std::uint64_t length) override {
     auto done = use([&](File& f) -> Result<bool> {
-      ++changes_;
-      return f.preallocate(length);
+      auto result = f.preallocate(length);
+      ++changes_;  // after: a sync that reads it must come after the write
+      return result;
     });
     return done.ok() && *done;
   }
@@ -69,13 +80,16 @@ class BoundedFileSystem::PooledFile final : public File {
   }
   bool dirty() const { return synced_.load() != changes_.load() && !path_.ends_with(".index"); }
   // Syncs what was written through the open descriptor, for try_close(); false when the sync
-  // failed (the file then stays open, so that the error surfaces at its owner's next sync).
+  // failed: the file then stays open and dirty, and every later sync() reports the failure.
   bool sync_for_close() {
     std::shared_lock lock(use_mutex_);
-    if (!inner_) return true;
+    if (!inner_ || !sync_failure().ok()) return !inner_;
     const std::uint64_t covered = changes_.load();
     if (synced_.load() == covered) return true;
-    if (!inner_->sync().ok()) return false;
+    if (Status s = inner_->sync(); !s.ok()) {
+      remember_sync_failure(s);
+      return false;
+    }
     raise_synced(covered);
     return true;
   }
@@ -102,6 +116,14 @@ class BoundedFileSystem::PooledFile final : public File {
       owner_->touched(const_cast<PooledFile*>(this), /*newly_open=*/true);
     }
   }
+  Status sync_failure() const {
+    std::lock_guard lock(failure_mutex_);
+    return sync_failure_;
+  }
+  void remember_sync_failure(const Status& status) {
+    std::lock_guard lock(failure_mutex_);
+    if (sync_failure_.ok()) sync_failure_ = status;
+  }
   void raise_synced(std::uint64_t covered) {
     std::uint64_t seen = synced_.load();
     while (seen < covered && !synced_.compare_exchange_weak(seen, covered)) {
@@ -114,6 +136,8 @@ class BoundedFileSystem::PooledFile final : public File {
   mutable std::unique_ptr<File> inner_;            // GUARDED_BY(use_mutex_): null while closed
   mutable std::atomic<std::uint64_t> changes_{0};  // appends and truncates so far
   std::atomic<std::uint64_t> synced_{0};           // changes_ covered by the last successful sync
+  mutable std::mutex failure_mutex_;
+  Status sync_failure_;  // GUARDED_BY(failure_mutex_): the first failed sync, reported by every later one
 
  public:
   std::list<PooledFile*>::iterator lru_position;  // in owner_->open_, while open; GUARDED_BY(owner_->mutex_)
