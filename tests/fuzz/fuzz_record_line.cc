@@ -21,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto fields = validator().produced_fields(line);
   if (!header) return 0;
 
-  FUZZ_CHECK(!header->batch_last || *header->batch_last >= header->offset, "batch_last is never before offset");
+  FUZZ_CHECK(!header->batch_last || *header->batch_last >= header->offset,
+             "batch_last is never before offset");
   FUZZ_CHECK(!prefix || *prefix == header->offset, "the read path and recovery read the same offset");
   auto again = validator().validate(line);
   FUZZ_CHECK(again && again->offset == header->offset && again->batch_last == header->batch_last,
@@ -32,7 +33,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto payload = mq::Payload::parse(fields->payload_json);
   FUZZ_CHECK(payload.ok(), "a valid record's payload is valid JSON");
   if (fields->key) FUZZ_CHECK(mq::detail::is_valid_utf8(*fields->key), "a valid record's key is UTF-8");
-  mq::Message message{std::move(payload.value()), fields->key};
+  for (const auto& [name, value] : fields->headers) {
+    FUZZ_CHECK(mq::detail::is_valid_utf8(name) && mq::detail::is_valid_utf8(value),
+               "a valid record's headers are UTF-8");
+  }
+  mq::Message message{std::move(payload.value()), fields->key, std::nullopt, fields->headers};
   std::string dead_letter;
   mq::detail::append_record_line(dead_letter, 7, 1, std::nullopt, message);
   dead_letter.pop_back();

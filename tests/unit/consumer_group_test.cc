@@ -301,7 +301,9 @@ TEST_CASE("AMessageDeliveredMaxDeliveriesTimesWithoutAnAckIsDeadLettered") {
   auto clock = std::make_shared<ManualClock>();
   {
     auto broker = open_broker(config, clock);
-    REQUIRE(broker->produce("events", std::vector<Message>{message("{\"poison\":true}", "k1")}, 1).ok());
+    Message poison = message("{\"poison\":true}", "k1");
+    poison.headers = {{"trace", "t-1"}};
+    REQUIRE(broker->produce("events", std::vector<Message>{poison}, 1).ok());
     produce_numbers(*broker, 1, 7, 1);
     auto sub = subscribe(*broker, "g", with_timeout(100), 1);
     auto first = take_now(*sub);
@@ -341,6 +343,7 @@ TEST_CASE("AMessageDeliveredMaxDeliveriesTimesWithoutAnAckIsDeadLettered") {
   const json letter = json::parse(letters[0].record);
   CHECK(letter["payload"] == json{{"poison", true}});
   CHECK(letter["key"] == "k1");
+  CHECK(letter["headers"] == json{{"trace", "t-1"}});  // a dead letter keeps its headers
   CHECK(letter["source"] ==
         json{{"topic", "events"}, {"partition", 1}, {"offset", 0}, {"group", "g"}, {"deliveries", 2}});
   // And the original group never sees it again.

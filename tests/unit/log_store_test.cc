@@ -246,3 +246,38 @@ TEST_CASE("PayloadNumbersKeepTheDigitsTheyWereProducedWith") {
   CHECK_FALSE(Payload::parse("01").ok());
   CHECK_FALSE(Payload::parse("[1, 2").ok());
 }
+
+TEST_CASE("HeadersAreStoredReadBackAfterARestartAndBadOnesAreRefusedWithNothingStored") {
+  TempDir dir;
+  {
+    auto store = open_store(dir.path());
+    Partition& p = open_partition(*store);
+    Message m = message(R"({"n":1})");
+    m.headers = {{"a", "1"}, {"content-type", "application/json"}};
+    REQUIRE(p.append(std::vector<Message>{m}).ok());
+    const auto refuse = [&](std::vector<std::pair<std::string, std::string>> headers) {
+      Message bad = message("2");
+      bad.headers = std::move(headers);
+      auto appended = p.append(std::vector<Message>{message("3"), bad});
+      REQUIRE_FALSE(appended.ok());
+      CHECK(appended.status().code() == ErrorCode::kInvalidArgument);
+      CHECK(appended.status().message().find("headers") != std::string::npos);
+    };
+    refuse({{"", "v"}});
+    refuse({{"bad name", "v"}});
+    refuse({{std::string(129, 'n'), "v"}});
+    refuse({{"dup", "1"}, {"dup", "2"}});
+    refuse({{"v", std::string(4097, 'x')}});
+    refuse({{"v", "\xff"}});
+    std::vector<std::pair<std::string, std::string>> many;
+    for (int i = 0; i < 33; ++i) many.emplace_back("h" + std::to_string(i), "v");
+    refuse(many);
+    CHECK(p.next_offset() == 1);  // nothing of a refused batch was stored
+  }
+  auto store = open_store(dir.path());
+  Partition& p = open_partition(*store);
+  const auto lines = read_all(p);
+  REQUIRE(lines.size() == 1);
+  const auto line = nlohmann::json::parse(lines[0]);
+  CHECK(line["headers"] == nlohmann::json({{"a", "1"}, {"content-type", "application/json"}}));
+}

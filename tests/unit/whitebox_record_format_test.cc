@@ -497,3 +497,31 @@ TEST_CASE("Of duplicate fields the first counts for produced_fields too, on both
     CHECK(fields->payload_json == big);
   }
 }
+
+TEST_CASE("Headers are written after the key, read back in order by produced_fields, and validated") {
+  mq::Message m = message(R"({"n":1})", std::string("k"));
+  m.headers = {{"trace-id", "abc"}, {"b.x_1", "line\nbreak \"q\" \xc3\xa9"}};
+  const std::string line = without_newline(line_of(4, 5, std::nullopt, m));
+  CHECK(
+      line ==
+      R"({"offset":4,"timestamp":5,"key":"k","headers":{"trace-id":"abc","b.x_1":"line\nbreak \"q\" é"},"payload":{"n":1}})");
+  RecordValidator validator;
+  REQUIRE(validator.validate(line).has_value());
+  const auto fields = validator.produced_fields(line);
+  REQUIRE(fields.has_value());
+  CHECK(fields->headers == m.headers);
+  CHECK(fields->key == std::optional<std::string>("k"));
+  // A line without headers (every log written before them) has none.
+  const auto plain = validator.produced_fields(without_newline(line_of(1, 2, std::nullopt, message("1"))));
+  REQUIRE(plain.has_value());
+  CHECK(plain->headers.empty());
+  // What the writer never writes is damage: headers that are not an object of strings.
+  for (const std::string_view bad : {R"({"offset":1,"timestamp":2,"headers":[],"payload":1})",
+                                     R"({"offset":1,"timestamp":2,"headers":"h","payload":1})",
+                                     R"({"offset":1,"timestamp":2,"headers":{"a":1},"payload":1})",
+                                     R"({"offset":1,"timestamp":2,"headers":{"a":null},"payload":1})"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(validator.validate(bad).has_value());
+  }
+  CHECK(validator.validate(R"({"offset":1,"timestamp":2,"headers":{},"payload":1})").has_value());
+}

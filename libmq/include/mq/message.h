@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mq/export.h"
@@ -42,6 +43,10 @@ struct Message {
   // Dead letters only, set by the broker: where the message came from ({"topic", "partition",
   // "offset", "group", "deliveries"}), stored as the record's "source" field. Producers leave it empty.
   std::optional<Payload> source = std::nullopt;
+  // Headers (API.md "Message options"): at most 32, names of 1-128 characters of [A-Za-z0-9._-],
+  // each once, values valid UTF-8 of at most 4096 bytes; stored in this order as the record's
+  // "headers" (libmq/docs/log_format.md). kInvalidArgument at append otherwise.
+  std::vector<std::pair<std::string, std::string>> headers = {};
 };
 
 // Where a produced batch went: its partition, the offset of its first message and one id per message,

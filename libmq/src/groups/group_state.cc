@@ -323,7 +323,8 @@ void GroupState::dead_letter(const std::vector<DeadLetter>& dead) {
         if (fields->source_json) source += ",\"source\":" + *fields->source_json;
         source += "}";
         const Message letter{PayloadInternal::from_minified_json(std::move(fields->payload_json)),
-                             std::move(fields->key), PayloadInternal::from_minified_json(std::move(source))};
+                             std::move(fields->key), PayloadInternal::from_minified_json(std::move(source)),
+                             std::move(fields->headers)};
         status = context_.dead_letter(letter);
       }
     }

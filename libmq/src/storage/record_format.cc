@@ -78,6 +78,16 @@ void append_record_line(std::string& out, std::uint64_t offset, std::int64_t tim
     out += R"(,"key":)";
     append_json_string(out, *message.key);
   }
+  if (!message.headers.empty()) {
+    out += R"(,"headers":{)";
+    for (std::size_t i = 0; i < message.headers.size(); ++i) {
+      if (i > 0) out += ',';
+      append_json_string(out, message.headers[i].first);
+      out += ':';
+      append_json_string(out, message.headers[i].second);
+    }
+    out += '}';
+  }
   if (message.source) {
     out += R"(,"source":)";
     out += message.source->json();
@@ -157,6 +167,13 @@ std::optional<RecordHeader> validate_slowly(std::string_view line) {
   if (const TopLevelValue* key = field("key"); key != nullptr && !std::holds_alternative<std::string>(*key)) {
     return std::nullopt;
   }
+  // The slow parser does not look inside containers: a scalar where the headers object goes is all
+  // it can refuse (the fast path below checks every value; the slow one runs only for payloads
+  // with numbers beyond 64 bits, which the write path formats like any other).
+  if (const TopLevelValue* headers = field("headers");
+      headers != nullptr && !std::holds_alternative<std::monostate>(*headers)) {
+    return std::nullopt;
+  }
   if (field("batch_last") != nullptr) {
     auto last = unsigned_field("batch_last");
     if (!last || *last < header.offset) return std::nullopt;
@@ -182,6 +199,13 @@ std::optional<RecordHeader> RecordValidator::validate(std::string_view line) {
   if (object["timestamp"].get(field) || !field.is_number()) return std::nullopt;
   if (object["payload"].get(field)) return std::nullopt;
   if (!object["key"].get(field) && !field.is_string()) return std::nullopt;
+  if (!object["headers"].get(field)) {
+    simdjson::dom::object headers;
+    if (field.get_object().get(headers)) return std::nullopt;
+    for (auto member : headers) {
+      if (!member.value.is_string()) return std::nullopt;
+    }
+  }
   if (!object["batch_last"].get(field)) {
     std::uint64_t last = 0;
     if (field.get_uint64().get(last) || last < header.offset) return std::nullopt;
@@ -202,6 +226,7 @@ std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(
   bool has_payload = false;
   bool has_source = false;
   bool has_key = false;
+  bool has_headers = false;
   for (auto member : object) {
     std::string_view name;
     simdjson::ondemand::value value;
@@ -218,6 +243,17 @@ std::optional<RecordValidator::ProducedFields> RecordValidator::produced_fields(
       if (value.get_string().get(key)) return std::nullopt;
       fields.key = std::string(key);
       has_key = true;
+    } else if (name == "headers" && !has_headers) {
+      simdjson::ondemand::object headers;
+      if (value.get_object().get(headers)) return std::nullopt;
+      for (auto header : headers) {
+        std::string_view header_name;
+        std::string_view header_value;
+        if (header.unescaped_key().get(header_name) || header.value().get_string().get(header_value))
+          return std::nullopt;
+        fields.headers.emplace_back(header_name, header_value);
+      }
+      has_headers = true;
     }
   }
   if (!has_payload) return std::nullopt;

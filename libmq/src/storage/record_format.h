@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "mq/message.h"
 
@@ -26,7 +28,7 @@ bool is_valid_utf8(std::string_view s);
 void append_json_string(std::string& out, std::string_view s);
 
 // Appends one record line, newline included:
-// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"][,"source":S],"payload":P}\n
+// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"][,"headers":{..}][,"source":S],"payload":P}\n
 void append_record_line(std::string& out, std::uint64_t offset, std::int64_t timestamp_ms,
                         std::optional<std::uint64_t> batch_last, const Message& message);
 
@@ -51,6 +53,7 @@ class RecordValidator {
     std::string payload_json;  // minified
     std::optional<std::string> key;
     std::optional<std::string> source_json;  // a dead letter's own source, minified
+    std::vector<std::pair<std::string, std::string>> headers;
   };
   std::optional<ProducedFields> produced_fields(std::string_view line);
 
