@@ -476,7 +476,8 @@ class HttpServer::Impl {
                             {"delivered", g.delivered},
                             {"acked", g.acked},
                             {"redelivered", g.redelivered},
-                            {"dead_lettered", g.dead_lettered}});
+                            {"dead_lettered", g.dead_lettered},
+                            {"delayed", g.delayed}});
         }
         partitions.push_back({{"partition", p.partition},
                               {"next_offset", p.next_offset},

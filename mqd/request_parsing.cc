@@ -88,12 +88,75 @@ mq::Result<std::optional<std::string>> read_key(simdjson::ondemand::value value,
   return std::optional<std::string>(std::string(text));
 }
 
-// The payload and key of one message object; other fields are validated and ignored.
+// The fields of one message object; unknown fields are validated and ignored.
 struct MessageFields {
   std::optional<mq::Payload> payload;
   std::optional<std::string> key;
   mq::Status key_error;  // a "key" that is not a string, which only the single form refuses
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<std::int64_t> deliver_at_ms;
+  std::optional<std::chrono::milliseconds> delay;
+  std::optional<std::string> dedup_id;
+
+  // The message, once every field was read; 400 without a payload.
+  mq::Result<mq::Message> take(std::string_view where) {
+    if (!key_error.ok()) return key_error;
+    if (!payload) return bad_request("\"payload\" is required in " + std::string(where));
+    mq::Message m{std::move(*payload), std::move(key)};
+    m.headers = std::move(headers);
+    m.deliver_at_ms = deliver_at_ms;
+    m.delay = delay;
+    m.dedup_id = std::move(dedup_id);
+    return m;
+  }
 };
+
+bool is_null(simdjson::ondemand::value& value) {
+  bool null = false;
+  return !value.is_null().get(null) && null;
+}
+
+// "headers": an object of strings (the rules on names and values are the log's, checked at append).
+mq::Status read_headers(simdjson::ondemand::value value, std::string_view where, MessageFields& fields) {
+  const auto refuse = [&] {
+    return bad_request("\"headers\" must be an object of string values in " + std::string(where));
+  };
+  fields.headers.clear();
+  if (is_null(value)) return {};
+  simdjson::ondemand::object object;
+  if (value.get_object().get(object)) return refuse();
+  for (auto header : object) {
+    std::string_view name;
+    std::string_view text;
+    if (header.unescaped_key().get(name) || header.value().get_string().get(text)) return refuse();
+    // More than the log keeps is refused there too; stop copying a hostile body's millions here.
+    if (fields.headers.size() > 32)
+      return bad_request("headers: at most 32 per message in " + std::string(where));
+    fields.headers.emplace_back(name, text);
+  }
+  return {};
+}
+
+// "delay_ms" and "deliver_at": whole numbers (the ranges are the log's, checked at append).
+mq::Status read_time(std::string_view name, simdjson::ondemand::value value, std::string_view where,
+                     MessageFields& fields) {
+  const bool delay = name == field::kDelayMs;
+  if (is_null(value)) {
+    (delay ? fields.delay.reset() : fields.deliver_at_ms.reset());
+    return {};
+  }
+  std::int64_t number = 0;
+  if (value.get_int64().get(number) || number < 0) {
+    return bad_request("\"" + std::string(name) + "\" must be a whole number of milliseconds" +
+                       (delay ? " from 0 to 604800000" : " since the epoch") + " in " + std::string(where));
+  }
+  if (delay) {
+    fields.delay = std::chrono::milliseconds(number);
+  } else {
+    fields.deliver_at_ms = number;
+  }
+  return {};
+}
 
 // One field of a message object (or of the single form's body): "payload" is validated once, by
 // Payload::parse (libmq's JSON rule, with the payload depth limit), and minified.
@@ -105,6 +168,19 @@ mq::Status read_message_field(std::string_view name, simdjson::ondemand::value v
     auto parsed = mq::Payload::parse(*raw);
     if (!parsed.ok()) return parsed.status();
     fields.payload = std::move(parsed.value());
+    return {};
+  }
+  if (name == field::kHeaders) return read_headers(value, where, fields);
+  if (name == field::kDelayMs || name == field::kDeliverAt) return read_time(name, value, where, fields);
+  if (name == field::kDedupId) {
+    std::string_view id;
+    if (is_null(value)) {
+      fields.dedup_id.reset();
+      return {};
+    }
+    if (value.get_string().get(id))
+      return bad_request("\"dedup_id\" must be a string in " + std::string(where));
+    fields.dedup_id = std::string(id);
     return {};
   }
   if (name == field::kKey) {
@@ -130,9 +206,7 @@ mq::Result<mq::Message> read_message(simdjson::ondemand::object object, std::str
     if (field.value().get(value)) return bad_request("malformed value in " + std::string(where));
     if (auto s = read_message_field(name, value, where, fields); !s.ok()) return s;
   }
-  if (!fields.key_error.ok()) return fields.key_error;
-  if (!fields.payload) return bad_request("\"payload\" is required in " + std::string(where));
-  return mq::Message{std::move(*fields.payload), std::move(fields.key)};
+  return fields.take(where);
 }
 
 // The "id" field of a small body, which must be a non-empty string.
@@ -318,9 +392,9 @@ mq::Result<ProduceBody> parse_produce_body(std::string_view body) {
   if (document.current_location().get(after) != simdjson::OUT_OF_BOUNDS)
     return bad_request("the request body is not valid JSON: text after the object");
   if (!result.batch) {
-    if (!single.key_error.ok()) return single.key_error;
-    if (!single.payload) return bad_request("\"payload\" is required in the request body");
-    result.messages.push_back(mq::Message{std::move(*single.payload), std::move(single.key)});
+    auto message = single.take("the request body");
+    if (!message.ok()) return message.status();
+    result.messages.push_back(std::move(message.value()));
   }
   return result;
 }

@@ -92,6 +92,7 @@ std::string prometheus_text(const std::vector<mq::TopicStats>& stats) {
       {"mq_redelivered_total", "counter", "Deliveries after the first.", &mq::GroupStats::redelivered},
       {"mq_dead_lettered_total", "counter", "Messages moved to the dead-letter topic.",
        &mq::GroupStats::dead_lettered},
+      {"mq_delayed", "gauge", "Delayed messages (deliver_at) not yet due.", &mq::GroupStats::delayed},
       {"mq_inflight", "gauge", "Messages delivered and not yet acknowledged.", &mq::GroupStats::inflight},
       {"mq_lag", "gauge", "Next offset minus committed offset.", &mq::GroupStats::lag},
       {"mq_committed_offset", "gauge", "First offset not yet acknowledged.",

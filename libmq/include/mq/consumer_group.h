@@ -53,11 +53,14 @@ struct GroupStats {
   std::string group;
   std::uint64_t committed_offset = 0;  // every offset below it is acknowledged
   std::uint64_t inflight = 0;          // delivered, not yet acknowledged, not yet timed out
-  std::uint64_t lag = 0;               // the partition's next offset minus committed_offset
-  std::uint64_t delivered = 0;         // deliveries, redeliveries included (since start)
-  std::uint64_t acked = 0;             // messages acknowledged (since start)
-  std::uint64_t redelivered = 0;       // deliveries after the first (since start)
-  std::uint64_t dead_lettered = 0;     // messages moved to the dead-letter topic (since start)
+  // The partition's next offset minus committed_offset. A delayed message not yet due counts in
+  // it (the committed offset cannot pass a message until it is acknowledged) and in `delayed`.
+  std::uint64_t lag = 0;
+  std::uint64_t delivered = 0;      // deliveries, redeliveries included (since start)
+  std::uint64_t acked = 0;          // messages acknowledged (since start)
+  std::uint64_t redelivered = 0;    // deliveries after the first (since start)
+  std::uint64_t dead_lettered = 0;  // messages moved to the dead-letter topic (since start)
+  std::uint64_t delayed = 0;        // delayed messages (deliver_at) waiting for their time
 };
 
 // One group on one partition: which messages are in flight with which subscription, which wait to

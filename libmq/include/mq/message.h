@@ -1,6 +1,7 @@
 // What a producer hands in (Message) and what a reader gets back (StoredMessage, ReadBatch).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -47,14 +48,32 @@ struct Message {
   // each once, values valid UTF-8 of at most 4096 bytes; stored in this order as the record's
   // "headers" (libmq/docs/log_format.md). kInvalidArgument at append otherwise.
   std::vector<std::pair<std::string, std::string>> headers = {};
+  // Delayed delivery (API.md "Message options"): no group gets the message before `deliver_at_ms`
+  // (ms since the Unix epoch, at most a week after it is stored), or before `delay` (0 to one week)
+  // has passed since it was stored; never both. It is stored at once, at its offset, and the record
+  // keeps the time it is due as "deliver_at". kInvalidArgument at append otherwise.
+  std::optional<std::int64_t> deliver_at_ms = std::nullopt;
+  std::optional<std::chrono::milliseconds> delay = std::nullopt;
+  // Idempotent append: a message whose dedup_id (1 to 128 bytes of valid UTF-8) the partition stored
+  // within its deduplication window is not stored again (AppendOutcome names the stored one).
+  std::optional<std::string> dedup_id = std::nullopt;
 };
 
-// Where a produced batch went: its partition, the offset of its first message and one id per message,
-// in order (ids are opaque; hand them back to ack, nack or touch).
+// The longest delay a message may have (one week, as API.md "Message options" says).
+inline constexpr std::chrono::milliseconds kMaxDeliveryDelay{7LL * 24 * 3600 * 1000};
+// The longest dedup_id.
+inline constexpr std::size_t kMaxDedupIdBytes = 128;
+
+// Where a produced batch went: its partition, the offset of its first message and one id and one
+// offset per message, in order (ids are opaque; hand them back to ack, nack or touch). A message that
+// was a duplicate (Message::dedup_id) has the id and offset of the one stored before, and its index
+// in `duplicates`; first_offset is offsets[0] then too.
 struct ProduceResult {
   std::uint32_t partition = 0;
   std::uint64_t first_offset = 0;
   std::vector<std::string> ids;
+  std::vector<std::uint64_t> offsets = {};
+  std::vector<std::size_t> duplicates = {};
 };
 
 // One stored message as read back: its offset and its line from the log, without the newline.

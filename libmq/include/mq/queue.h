@@ -47,6 +47,10 @@ struct ReceivedMessage {
   std::int64_t timestamp_ms = 0;  // when it was produced (ms since the Unix epoch)
   std::optional<std::string> key;
   std::string payload;  // the JSON value as produced, minified
+  // The message's headers as produced, in order (on Redis: its "header:<name>" fields).
+  std::vector<std::pair<std::string, std::string>> headers;
+  // When a delayed message became due (ms since the epoch); nullopt for one due when stored.
+  std::optional<std::int64_t> deliver_at_ms;
 };
 
 // One page of a partition read without a group (Queue::read). Copyable.
@@ -159,6 +163,8 @@ struct RedisQueueOptions {
   std::chrono::milliseconds request_timeout{30000};
   // The default visibility timeout of consumers (ConsumeOptions::visibility_timeout wins).
   std::chrono::milliseconds visibility_timeout{30000};
+  // How long a produced Message::dedup_id is remembered (mqd's DEDUP_WINDOW_MS).
+  std::chrono::milliseconds dedup_window{120000};
   ProducerOptions producer;
 };
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +22,11 @@ MQ_EXPORT std::int32_t murmur2(std::string_view bytes);
 
 // The partition Kafka's default partitioner picks for `key`: (murmur2(key) & 0x7fffffff) % partitions.
 MQ_EXPORT std::uint32_t partition_for_key(std::string_view key, std::uint32_t partitions);
+
+// What picks a message's partition when none is given: its key, else its dedup_id (so that a retry
+// of a keyless message lands where the first try did and is found to be a duplicate), else nothing
+// (the producer picks one). A batch goes where its first message's partition key says.
+MQ_EXPORT std::optional<std::string_view> partition_key(const Message& message);
 
 // Thread-safe. Holds the partitions this broker owns; the others are absent.
 class MQ_EXPORT Topic {

@@ -53,6 +53,22 @@ Status DeliveryParser::parse(std::string_view json, ReceivedMessage& out) {
       std::string_view text;
       error = value.get_string().get(text);
       if (!error) out.key.emplace(text);
+    } else if (name == field::kHeaders) {
+      simdjson::ondemand::object headers;
+      error = value.get_object().get(headers);
+      out.headers.clear();
+      for (auto header : headers) {
+        if (error) break;
+        std::string_view header_name;
+        std::string_view header_value;
+        error = header.unescaped_key().get(header_name);
+        if (!error) error = header.value().get_string().get(header_value);
+        if (!error) out.headers.emplace_back(header_name, header_value);
+      }
+    } else if (name == field::kDeliverAt) {
+      std::int64_t due = 0;
+      error = value.get_int64().get(due);
+      if (!error) out.deliver_at_ms = due;
     } else if (name == field::kPartition || name == field::kDelivery) {
       std::uint64_t number = 0;
       error = value.get_uint64().get(number);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "mq/topic.h"
+
 namespace mq::detail {
 
 Status ProduceBatcher::check(const ProducerOptions& options) {
@@ -60,7 +62,11 @@ ProduceBatcher::~ProduceBatcher() {
 std::size_t ProduceBatcher::size_of(const Message& message) {
   // What the message adds to a request body, at most: its payload, its key (escaped, up to six
   // bytes per byte) and the framing.
-  return message.payload.json().size() + (message.key ? 6 * message.key->size() : 0) + 64;
+  std::size_t bytes = message.payload.json().size() + (message.key ? 6 * message.key->size() : 0) + 64;
+  for (const auto& [name, value] : message.headers) bytes += name.size() + 6 * value.size() + 6;
+  if (message.dedup_id) bytes += 6 * message.dedup_id->size() + 16;
+  if (message.delay || message.deliver_at_ms) bytes += 40;
+  return bytes;
 }
 
 void ProduceBatcher::answer(Done& done, Result<ProduceResult> result) {
@@ -80,9 +86,9 @@ std::size_t ProduceBatcher::max_in_flight(const LaneKey& key) const {
 void ProduceBatcher::enqueue(std::string_view topic, Message message, std::optional<std::uint32_t> partition,
                              Done done) {
   if (!invalid_options_.ok()) return answer(done, invalid_options_);
-  if (!partition && message.key) {
-    // The key's partition now, so that a batch holds messages of one partition only.
-    auto p = key_partition_(topic, *message.key);
+  if (auto partition_by = partition_key(message); !partition && partition_by) {
+    // The key's (or dedup id's) partition now, so that a batch holds messages of one partition only.
+    auto p = key_partition_(topic, *partition_by);
     if (!p.ok()) return answer(done, p.status());
     partition = *p;
   }
@@ -185,8 +191,11 @@ void ProduceBatcher::send_part(const Batch& batch, std::size_t begin, std::size_
     }
     ProduceResult one;
     one.partition = result->partition;
-    one.first_offset = result->first_offset + i;
+    one.first_offset = i < result->offsets.size() ? result->offsets[i] : result->first_offset + i;
+    one.offsets.push_back(one.first_offset);
     if (i < result->ids.size()) one.ids.push_back(result->ids[i]);
+    if (std::find(result->duplicates.begin(), result->duplicates.end(), i) != result->duplicates.end())
+      one.duplicates.push_back(0);
     results.push_back(std::move(one));
   }
 }

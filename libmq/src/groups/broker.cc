@@ -424,8 +424,8 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   std::uint32_t chosen = 0;
   if (partition) {
     chosen = *partition;
-  } else if (messages.front().key) {
-    chosen = t.partition_for(*messages.front().key);
+  } else if (auto key = partition_key(messages.front())) {
+    chosen = t.partition_for(*key);
   } else {
     const auto owned = t.owned_partitions();
     if (owned.empty()) {
@@ -440,8 +440,11 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   if (!first.ok()) return first.status();
   ProduceResult result{chosen, *first, {}};
   result.ids.reserve(messages.size());
-  for (std::size_t i = 0; i < messages.size(); ++i)
+  result.offsets.reserve(messages.size());
+  for (std::size_t i = 0; i < messages.size(); ++i) {
     result.ids.push_back(detail::message_id(chosen, *first + i));
+    result.offsets.push_back(*first + i);
+  }
   return result;
 }
 

@@ -117,7 +117,16 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
     bool timed_out = false;
     while (true) {
       if (stopping_) return Status::shutting_down("the broker is stopping");
-      choose_locked(subscriber, sub, std::min(max_messages, sub.room()), chosen);
+      choose_locked(subscriber, sub, std::min(max_messages - chosen.size(), sub.room()), chosen);
+      // New messages are chosen from records read ahead; read more while this take wants more.
+      if (chosen.size() < max_messages && sub.room() > 0 && !reading_ahead_ && read_ahead_.empty() &&
+          next_new_ < context_.partition->next_offset()) {
+        if (auto s = read_ahead(lock); !s.ok()) {
+          if (!chosen.empty()) break;  // they are in flight: hand them out; the next take fails
+          return s;
+        }
+        continue;
+      }
       if (!chosen.empty()) {
         if (deliverable_locked()) wake_one_locked();  // more than we took: pass the wake-up on
         break;
@@ -137,6 +146,51 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
 
 bool GroupState::deliverable_locked() const {
   return !ready_.empty() || next_new_ < context_.partition->next_offset();
+}
+
+Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
+  // A few hundred records at a time: enough to fill any take, little memory per group.
+  constexpr std::size_t kReadAheadMessages = 256;
+  constexpr std::size_t kReadAheadBytes = 1 << 20;
+  const std::uint64_t from = next_new_;
+  const std::uint64_t epoch = read_ahead_epoch_;
+  reading_ahead_ = true;
+  lock.unlock();
+  std::vector<ReadAhead> records;
+  Status status;
+  auto batch = context_.partition->read(from, kReadAheadMessages, kReadAheadBytes);
+  if (batch.ok()) {
+    records.reserve(batch->size());
+    for (const StoredMessage& m : *batch) {
+      auto options = parse_record_options(m.line);
+      if (!options) {
+        status = Status::corruption("a stored record of " + context_.topic + "/" +
+                                    std::to_string(context_.partition_index) + " cannot be read");
+        break;
+      }
+      records.push_back({m.offset, options->deliver_at_ms});
+    }
+  } else if (!(batch.status().code() == ErrorCode::kNotFound &&
+               from < context_.partition->log_start_offset())) {
+    status = batch.status();  // (retention deleted `from` meanwhile: the next choice moves past it)
+  }
+  lock.lock();
+  reading_ahead_ = false;
+  if (!status.ok()) return status;
+  // Kept only if nothing moved the group meanwhile (a seek, retention, another reader).
+  if (epoch == read_ahead_epoch_ && next_new_ == from && read_ahead_.empty()) {
+    read_ahead_.assign(records.begin(), records.end());
+  }
+  return {};
+}
+
+void GroupState::schedule_due_locked(std::uint64_t offset, Tracked& tracked, std::int64_t due_ms) {
+  const Clock& clock = context_.timer->clock();
+  tracked.due_ms = due_ms;
+  cancel_timer_locked(tracked);
+  tracked.token = ++next_token_;
+  const auto wait = std::chrono::milliseconds(std::max<std::int64_t>(due_ms - clock.system_ms(), 0));
+  tracked.timer = context_.timer->schedule(clock.now() + wait, this, offset, tracked.token);
 }
 
 void GroupState::wake_one_locked() {
@@ -180,7 +234,10 @@ Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
   ready_.clear();
   for (auto& [id, sub] : subscribers_) sub.inflight = 0;
   inflight_ = 0;
+  delayed_ = 0;
   next_new_ = target;
+  read_ahead_.clear();
+  ++read_ahead_epoch_;
   // Every waiting subscriber has room now: wake them all (each wake takes one off waiters_).
   for (std::size_t before = waiters_.size(); before > 0; before = waiters_.size()) {
     wake_one_locked();
@@ -196,10 +253,15 @@ void GroupState::forget_below(std::uint64_t log_start) {
 
 void GroupState::forget_below_locked(std::uint64_t log_start) {
   if (progress_.committed < log_start) progress_.start_at(log_start);
-  next_new_ = std::max(next_new_, log_start);
+  if (next_new_ < log_start) {
+    next_new_ = log_start;
+    read_ahead_.clear();
+    ++read_ahead_epoch_;
+  }
   for (auto it = tracked_.begin(); it != tracked_.end() && it->first < log_start;) {
     Tracked& tracked = it->second;
     cancel_timer_locked(tracked);
+    if (tracked.state == State::kDelayed && tracked.deliveries == 0) --delayed_;
     if (tracked.state == State::kInFlight) {
       if (auto sub = subscribers_.find(tracked.holder);
           sub != subscribers_.end() && sub->second.inflight > 0) {
@@ -226,11 +288,21 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
     --count;
   }
   if (count == 0) return;
-  const std::uint64_t end = context_.partition->next_offset();
-  while (count > 0 && next_new_ < end) {
-    const std::uint64_t offset = next_new_++;
-    if (progress_.is_acknowledged(offset)) continue;  // acknowledged before it was ever delivered
-    start_delivery_locked(offset, tracked_[offset], subscriber, sub, chosen);
+  const std::int64_t now_ms = context_.timer->clock().system_ms();
+  while (count > 0 && !read_ahead_.empty()) {
+    const ReadAhead next = read_ahead_.front();
+    read_ahead_.pop_front();
+    next_new_ = next.offset + 1;
+    if (progress_.is_acknowledged(next.offset)) continue;  // acknowledged before it was ever delivered
+    Tracked& tracked = tracked_[next.offset];
+    if (next.deliver_at_ms && *next.deliver_at_ms > now_ms) {
+      // Not due: it waits on the timer, neither in flight nor holding up the messages after it.
+      tracked.state = State::kDelayed;
+      schedule_due_locked(next.offset, tracked, *next.deliver_at_ms);
+      ++delayed_;
+      continue;
+    }
+    start_delivery_locked(next.offset, tracked, subscriber, sub, chosen);
     --count;
   }
 }
@@ -291,6 +363,14 @@ void GroupState::on_timer(std::uint64_t offset, std::uint64_t token) {
     if (it->second.state == State::kInFlight) {
       end_delivery_locked(it, {}, dead);
     } else if (it->second.state == State::kDelayed) {
+      if (it->second.deliveries == 0) {
+        // A delayed message: due by the wall clock, which the steady timer only approximates.
+        if (it->second.due_ms > context_.timer->clock().system_ms()) {
+          schedule_due_locked(offset, it->second, it->second.due_ms);
+          return;
+        }
+        --delayed_;
+      }
       it->second.state = State::kReady;
       it->second.timer = {};
       it->second.token = 0;
@@ -401,6 +481,7 @@ std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets
     ++newly;
     if (auto it = tracked_.find(offset); it != tracked_.end()) {
       cancel_timer_locked(it->second);
+      if (it->second.state == State::kDelayed && it->second.deliveries == 0) --delayed_;
       if (it->second.state == State::kInFlight) {
         if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end())
           --sub->second.inflight;
@@ -506,6 +587,7 @@ GroupStats GroupState::stats() const {
   stats.inflight = inflight_;
   const std::uint64_t end = context_.partition->next_offset();
   stats.lag = end > progress_.committed ? end - progress_.committed : 0;
+  stats.delayed = delayed_;
   return stats;
 }
 

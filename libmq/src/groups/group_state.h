@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <span>
@@ -88,11 +89,13 @@ class GroupState : private Timer::Target {
   Status sync_journal();
 
  private:
+  // kDelayed: nacked with a delay, or a delayed message (deliver_at) not yet due.
   enum class State { kInFlight, kReady, kDelayed, kDeadLettering };
-  // A message delivered at least once and not acknowledged.
+  // A message handed out at least once, or waiting for its deliver_at, and not acknowledged.
   struct Tracked {
     std::uint32_t deliveries = 0;
     State state = State::kReady;
+    std::int64_t due_ms = 0;   // deliver_at (wall clock): its timer re-checks it against system_ms()
     std::uint64_t holder = 0;  // the subscriber, while in flight
     std::uint64_t token = 0;   // identifies the timer entry that still applies
     Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies
@@ -120,6 +123,11 @@ class GroupState : private Timer::Target {
     std::uint64_t offset;
     std::uint32_t deliveries;
   };
+  // A message beyond next_new_ read ahead of its delivery, for what decides when it may go.
+  struct ReadAhead {
+    std::uint64_t offset;
+    std::optional<std::int64_t> deliver_at_ms;
+  };
 
   GroupState(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
 
@@ -138,6 +146,11 @@ class GroupState : private Timer::Target {
   void forget_below_locked(std::uint64_t log_start);
   // True when a message may be deliverable now (a redelivery, or offsets not yet handed out).
   bool deliverable_locked() const;
+  // Reads the records from next_new_ on into read_ahead_, with mutex_ released meanwhile (`lock`
+  // holds it on entry and on return). Only one thread reads ahead at a time.
+  Status read_ahead(std::unique_lock<std::mutex>& lock);
+  // Puts a message that is not due before `due_ms` (wall clock) on the timer.
+  void schedule_due_locked(std::uint64_t offset, Tracked& tracked, std::int64_t due_ms);
   // Wakes the longest-waiting subscriber that has room, if any.
   void wake_one_locked();
   // Wakes `subscriber` if it is waiting (its room grew).
@@ -168,6 +181,11 @@ class GroupState : private Timer::Target {
   std::uint64_t next_new_ = 0;                // GUARDED_BY(mutex_): first never-delivered offset
   std::map<std::uint64_t, Tracked> tracked_;  // GUARDED_BY(mutex_)
   std::set<std::uint64_t> ready_;             // GUARDED_BY(mutex_): redeliverable, by offset
+  // GUARDED_BY(mutex_): the records from next_new_ on, consecutive, read ahead of their delivery.
+  std::deque<ReadAhead> read_ahead_;
+  bool reading_ahead_ = false;          // GUARDED_BY(mutex_)
+  std::uint64_t read_ahead_epoch_ = 0;  // GUARDED_BY(mutex_): bumped when next_new_ jumps
+  std::uint64_t delayed_ = 0;           // GUARDED_BY(mutex_): delayed messages not yet due
   std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_): nodes never move
   std::deque<std::uint64_t> waiters_;  // GUARDED_BY(mutex_): waiting subscribers, oldest first
   std::uint64_t next_subscriber_ = 0;  // GUARDED_BY(mutex_)

@@ -76,12 +76,18 @@ inline constexpr std::string_view kKey = "key";
 inline constexpr std::string_view kMessages = "messages";
 inline constexpr std::string_view kId = "id";
 inline constexpr std::string_view kIds = "ids";
-inline constexpr std::string_view kDelayMs = "delay_ms";
+inline constexpr std::string_view kDelayMs = "delay_ms";  // /nack and /produce
+// Message options of /produce (API.md "Message options"), also in events and /messages.
+inline constexpr std::string_view kHeaders = "headers";
+inline constexpr std::string_view kDeliverAt = "deliver_at";
+inline constexpr std::string_view kDedupId = "dedup_id";
 // Answers and events.
 inline constexpr std::string_view kTopic = "topic";
 inline constexpr std::string_view kPartition = "partition";
 inline constexpr std::string_view kOffset = "offset";
 inline constexpr std::string_view kOffsets = "offsets";
+inline constexpr std::string_view kDuplicate = "duplicate";    // single produce: already stored
+inline constexpr std::string_view kDuplicates = "duplicates";  // batch produce: their indexes
 inline constexpr std::string_view kDelivery = "delivery";
 inline constexpr std::string_view kTimestamp = "timestamp";
 inline constexpr std::string_view kAcked = "acked";

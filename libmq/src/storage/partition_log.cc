@@ -7,6 +7,7 @@
 #include <set>
 #include <string_view>
 
+#include "common/message_rules.h"
 #include "storage/internal_access.h"
 #include "storage/record_format.h"
 
@@ -15,37 +16,8 @@ namespace {
 
 constexpr std::size_t kReadChunkBytes = 64 * 1024;
 constexpr std::size_t kMaxSpareBufferBytes = 4 << 20;  // don't hoard memory after a huge batch
-constexpr std::size_t kMaxKeyBytes = 64 * 1024;
 // Batches of at least this many messages are formatted outside the partition's lock.
 constexpr std::size_t kFormatOutsideLockMessages = 64;
-
-constexpr std::size_t kMaxHeaders = 32;
-constexpr std::size_t kMaxHeaderNameBytes = 128;
-constexpr std::size_t kMaxHeaderValueBytes = 4096;
-
-// The headers rules (libmq/docs/log_format.md "Message options"), checked at append like a key's:
-// what the log holds must read back as written.
-Status check_headers(const std::vector<std::pair<std::string, std::string>>& headers) {
-  if (headers.size() > kMaxHeaders)
-    return Status::invalid_argument("headers: at most " + std::to_string(kMaxHeaders) + " per message");
-  std::set<std::string_view> names;
-  for (const auto& [name, value] : headers) {
-    const bool name_ok =
-        !name.empty() && name.size() <= kMaxHeaderNameBytes &&
-        std::all_of(name.begin(), name.end(), [](char c) {
-          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-        });
-    if (!name_ok) {
-      return Status::invalid_argument("headers: a name must be 1 to 128 characters of [A-Za-z0-9._-]");
-    }
-    if (!names.insert(name).second) return Status::invalid_argument("headers: '" + name + "' appears twice");
-    if (value.size() > kMaxHeaderValueBytes || !detail::is_valid_utf8(value)) {
-      return Status::invalid_argument("headers: the value of '" + name +
-                                      "' must be valid UTF-8 of at most 4096 bytes");
-    }
-  }
-  return {};
-}
 
 std::int64_t now_ms() {
   using namespace std::chrono;
@@ -155,6 +127,7 @@ Status PartitionLog::seal() {
 }
 
 Status PartitionLog::check_payloads(std::span<const Message> batch) const {
+  const std::int64_t now = now_ms();
   for (const Message& m : batch) {
     const std::string& json = m.payload.json();
     if (json.empty()) return Status::invalid_argument("a payload must be a JSON value");
@@ -168,13 +141,7 @@ Status PartitionLog::check_payloads(std::span<const Message> batch) const {
     if (json.find('\n') != std::string::npos) {
       return Status::invalid_argument("a payload must be minified JSON (it contains a raw newline)");
     }
-    if (m.key) {
-      if (m.key->size() > kMaxKeyBytes) {
-        return Status::invalid_argument("a key may have at most " + std::to_string(kMaxKeyBytes) + " bytes");
-      }
-      if (!detail::is_valid_utf8(*m.key)) return Status::invalid_argument("a key must be valid UTF-8");
-    }
-    if (auto s = check_headers(m.headers); !s.ok()) return s;
+    if (auto s = detail::check_message_options(m, now); !s.ok()) return s;
   }
   return {};
 }

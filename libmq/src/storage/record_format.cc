@@ -64,6 +64,12 @@ void append_number(std::string& out, std::uint64_t value) {
 constexpr std::string_view kOffsetPrefix = R"({"offset":)";
 }  // namespace
 
+std::int64_t due_time(const Message& message, std::int64_t timestamp_ms) {
+  if (message.delay) return timestamp_ms + message.delay->count();
+  if (message.deliver_at_ms) return *message.deliver_at_ms;
+  return timestamp_ms;
+}
+
 void append_record_line(std::string& out, std::uint64_t offset, std::int64_t timestamp_ms,
                         std::optional<std::uint64_t> batch_last, const Message& message) {
   out += kOffsetPrefix;
@@ -87,6 +93,14 @@ void append_record_line(std::string& out, std::uint64_t offset, std::int64_t tim
       append_json_string(out, message.headers[i].second);
     }
     out += '}';
+  }
+  if (auto due = due_time(message, timestamp_ms); due > timestamp_ms) {
+    out += R"(,"deliver_at":)";
+    append_number(out, due);
+  }
+  if (message.dedup_id) {
+    out += R"(,"dedup_id":)";
+    append_json_string(out, *message.dedup_id);
   }
   if (message.source) {
     out += R"(,"source":)";
@@ -121,6 +135,120 @@ std::optional<std::int64_t> parse_timestamp_prefix(std::string_view line) {
       (*end != ',' && *end != '}'))
     return std::nullopt;
   return timestamp;
+}
+
+namespace {
+
+// Reads the record's prefix as append_record_line writes it, field by field in its order, up to
+// "source" or "payload"; false for anything else (the caller then parses the whole line).
+class PrefixScanner {
+ public:
+  explicit PrefixScanner(std::string_view line) : rest_(line) {}
+
+  bool scan(RecordOptions& out) {
+    if (!literal(kOffsetPrefix) || !number(out.offset) || !literal(R"(,"timestamp":)") ||
+        !number(out.timestamp_ms))
+      return false;
+    std::uint64_t batch_last = 0;
+    if (literal(R"(,"batch_last":)") && !number(batch_last)) return false;
+    if (literal(R"(,"key":)")) {
+      auto key = string();
+      if (!key) return false;
+      out.raw_key = std::string(*key);
+    }
+    if (literal(R"(,"headers":{)") && !skip_headers()) return false;
+    if (literal(R"(,"deliver_at":)")) {
+      std::int64_t due = 0;
+      if (!number(due)) return false;
+      out.deliver_at_ms = due;
+    }
+    if (literal(R"(,"dedup_id":)")) {
+      auto id = string();
+      if (!id) return false;
+      if (id->find('\\') != std::string_view::npos) return false;  // escapes: the parser unescapes
+      out.dedup_id = std::string(id->substr(1, id->size() - 2));
+    }
+    return rest_.starts_with(R"(,"source":)") || rest_.starts_with(R"(,"payload":)");
+  }
+
+ private:
+  bool literal(std::string_view text) {
+    if (!rest_.starts_with(text)) return false;
+    rest_.remove_prefix(text.size());
+    return true;
+  }
+  template <typename T>
+  bool number(T& value) {
+    auto [end, ec] = std::from_chars(rest_.data(), rest_.data() + rest_.size(), value);
+    if (ec != std::errc() || end == rest_.data()) return false;
+    rest_.remove_prefix(static_cast<std::size_t>(end - rest_.data()));
+    return true;
+  }
+  // A JSON string with its quotes, as written.
+  std::optional<std::string_view> string() {
+    if (rest_.empty() || rest_[0] != '"') return std::nullopt;
+    for (std::size_t i = 1; i < rest_.size(); ++i) {
+      if (rest_[i] == '\\') {
+        ++i;
+      } else if (rest_[i] == '"') {
+        const std::string_view text = rest_.substr(0, i + 1);
+        rest_.remove_prefix(i + 1);
+        return text;
+      }
+    }
+    return std::nullopt;
+  }
+  bool skip_headers() {
+    if (literal("}")) return true;
+    while (true) {
+      if (!string() || !literal(":") || !string()) return false;
+      if (literal("}")) return true;
+      if (!literal(",")) return false;
+    }
+  }
+  std::string_view rest_;
+};
+
+}  // namespace
+
+std::optional<RecordOptions> parse_record_options(std::string_view line) {
+  RecordOptions out;
+  if (PrefixScanner(line).scan(out)) return out;
+  // Written some other way (or a dedup id with escapes): the fields wherever they are.
+  simdjson::padded_string padded(line);
+  simdjson::ondemand::parser parser;
+  simdjson::ondemand::document document;
+  simdjson::ondemand::object object;
+  if (parser.iterate(padded).get(document) || document.get_object().get(object)) return std::nullopt;
+  out = {};
+  bool has_offset = false;
+  for (auto member : object) {
+    std::string_view name;
+    simdjson::ondemand::value value;
+    if (member.unescaped_key().get(name) || member.value().get(value)) return std::nullopt;
+    if (name == "offset") {
+      if (value.get_uint64().get(out.offset)) return std::nullopt;
+      has_offset = true;
+    } else if (name == "timestamp") {
+      double ms = 0;
+      if (value.get_double().get(ms)) return std::nullopt;
+      out.timestamp_ms = static_cast<std::int64_t>(ms);
+    } else if (name == "key" && !out.raw_key) {
+      std::string_view key;
+      if (value.get_string().get(key)) return std::nullopt;
+      append_json_string(out.raw_key.emplace(), key);  // as the writer would have written it
+    } else if (name == "deliver_at" && !out.deliver_at_ms) {
+      std::int64_t due = 0;
+      if (value.get_int64().get(due)) return std::nullopt;
+      out.deliver_at_ms = due;
+    } else if (name == "dedup_id" && !out.dedup_id) {
+      std::string_view id;
+      if (value.get_string().get(id)) return std::nullopt;
+      out.dedup_id = std::string(id);
+    }
+  }
+  if (!has_offset) return std::nullopt;
+  return out;
 }
 
 struct RecordValidator::Parser {
@@ -174,6 +302,15 @@ std::optional<RecordHeader> validate_slowly(std::string_view line) {
       headers != nullptr && !std::holds_alternative<std::monostate>(*headers)) {
     return std::nullopt;
   }
+  if (const TopLevelValue* due = field("deliver_at"); due != nullptr) {
+    // What the fast path's is_int64() accepts: a whole number within int64.
+    const auto* u = std::get_if<std::uint64_t>(due);
+    if (!std::holds_alternative<std::int64_t>(*due) && !(u && *u <= INT64_MAX)) return std::nullopt;
+  }
+  if (const TopLevelValue* id = field("dedup_id");
+      id != nullptr && !std::holds_alternative<std::string>(*id)) {
+    return std::nullopt;
+  }
   if (field("batch_last") != nullptr) {
     auto last = unsigned_field("batch_last");
     if (!last || *last < header.offset) return std::nullopt;
@@ -206,6 +343,8 @@ std::optional<RecordHeader> RecordValidator::validate(std::string_view line) {
       if (!member.value.is_string()) return std::nullopt;
     }
   }
+  if (!object["deliver_at"].get(field) && !field.is_int64()) return std::nullopt;
+  if (!object["dedup_id"].get(field) && !field.is_string()) return std::nullopt;
   if (!object["batch_last"].get(field)) {
     std::uint64_t last = 0;
     if (field.get_uint64().get(last) || last < header.offset) return std::nullopt;

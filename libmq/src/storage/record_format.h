@@ -27,8 +27,13 @@ bool is_valid_utf8(std::string_view s);
 // Appends `s` to `out` as a JSON string literal (quotes included), escaping what JSON requires.
 void append_json_string(std::string& out, std::string_view s);
 
+// When `message`, stored at `timestamp_ms`, is due: its deliver_at, or the timestamp plus its
+// delay, or the timestamp itself.
+std::int64_t due_time(const Message& message, std::int64_t timestamp_ms);
+
 // Appends one record line, newline included:
-// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"][,"headers":{..}][,"source":S],"payload":P}\n
+// {"offset":N,"timestamp":T[,"batch_last":L][,"key":"k"][,"headers":{..}][,"deliver_at":D]
+//  [,"dedup_id":"d"][,"source":S],"payload":P}\n  (deliver_at only when it is after T)
 void append_record_line(std::string& out, std::uint64_t offset, std::int64_t timestamp_ms,
                         std::optional<std::uint64_t> batch_last, const Message& message);
 
@@ -36,6 +41,22 @@ void append_record_line(std::string& out, std::uint64_t offset, std::int64_t tim
 std::optional<std::uint64_t> parse_offset_prefix(std::string_view line);
 // The timestamp of such a line ({"offset":N,"timestamp":T,...}); nullopt when it does not start so.
 std::optional<std::int64_t> parse_timestamp_prefix(std::string_view line);
+
+// The fields of a stored line that decide when and in which order groups get it, and whether a
+// later message is its duplicate.
+struct RecordOptions {
+  std::uint64_t offset = 0;
+  std::int64_t timestamp_ms = 0;
+  // The key as it is written in the line (a JSON string with its quotes and escapes): the writer
+  // escapes every key the same way, so equal keys are equal texts.
+  std::optional<std::string> raw_key;
+  std::optional<std::int64_t> deliver_at_ms;
+  std::optional<std::string> dedup_id;  // unescaped
+};
+// Reads them from a line recovery accepted: from the prefix that append_record_line writes when
+// the line has it, else (a line written some other way) by parsing it. nullopt for a line that is
+// not a record.
+std::optional<RecordOptions> parse_record_options(std::string_view line);
 
 // Fully checks `line` (without its newline): one JSON object with an unsigned "offset", a numeric
 // "timestamp", a "payload", a string "key" if any and an unsigned "batch_last" >= offset if any.

@@ -38,6 +38,12 @@ std::int32_t murmur2(std::string_view bytes) {
   return static_cast<std::int32_t>(h);
 }
 
+std::optional<std::string_view> partition_key(const Message& message) {
+  if (message.key) return std::string_view(*message.key);
+  if (message.dedup_id) return std::string_view(*message.dedup_id);
+  return std::nullopt;
+}
+
 std::uint32_t partition_for_key(std::string_view key, std::uint32_t partitions) {
   const auto positive = static_cast<std::uint32_t>(murmur2(key)) & 0x7fffffffu;
   return positive % partitions;

@@ -335,8 +335,8 @@ class HttpQueue final : public Queue {
     if (!layout.ok()) return layout.status();
     const std::uint32_t partitions = layout->partitions;
     const std::string body = produce_body(messages);
-    if (partition || messages.front().key) {
-      const std::uint32_t p = partition ? *partition : partition_for_key(*messages.front().key, partitions);
+    if (auto key = partition_key(messages.front()); partition || key) {
+      const std::uint32_t p = partition ? *partition : partition_for_key(*key, partitions);
       return produce_to(topic, p, body, messages.size());
     }
     // The sticky partitioner's choice; a partition whose broker cannot be reached is skipped for the
@@ -465,6 +465,33 @@ class HttpQueue final : public Queue {
         append_json_key(body, field::kKey);
         append_json_string(body, *m.key);
       }
+      if (!m.headers.empty()) {
+        body += ',';
+        append_json_key(body, field::kHeaders);
+        body += '{';
+        for (std::size_t i = 0; i < m.headers.size(); ++i) {
+          if (i > 0) body += ',';
+          append_json_string(body, m.headers[i].first);
+          body += ':';
+          append_json_string(body, m.headers[i].second);
+        }
+        body += '}';
+      }
+      if (m.delay) {
+        body += ',';
+        append_json_key(body, field::kDelayMs);
+        body += std::to_string(m.delay->count());
+      }
+      if (m.deliver_at_ms) {
+        body += ',';
+        append_json_key(body, field::kDeliverAt);
+        body += std::to_string(*m.deliver_at_ms);
+      }
+      if (m.dedup_id) {
+        body += ',';
+        append_json_key(body, field::kDedupId);
+        append_json_string(body, *m.dedup_id);
+      }
       body += "}";
     };
     if (messages.size() == 1) {
@@ -504,12 +531,18 @@ class HttpQueue final : public Queue {
       result.partition = answer.at(field::kPartition).get<std::uint32_t>();
       if (count == 1) {
         result.first_offset = answer.at(field::kOffset).get<std::uint64_t>();
+        result.offsets.push_back(result.first_offset);
         result.ids.push_back(answer.at(field::kId).get<std::string>());
+        if (answer.value(field::kDuplicate, false)) result.duplicates.push_back(0);
       } else {
-        result.first_offset = answer.at(field::kOffsets).at(0).get<std::uint64_t>();
+        result.offsets = answer.at(field::kOffsets).get<std::vector<std::uint64_t>>();
         result.ids = answer.at(field::kIds).get<std::vector<std::string>>();
+        if (auto d = answer.find(field::kDuplicates); d != answer.end())
+          result.duplicates = d->get<std::vector<std::size_t>>();
+        if (result.offsets.size() != count || result.ids.size() != count) throw std::out_of_range("count");
+        result.first_offset = result.offsets.at(0);
       }
-    } catch (const nlohmann::json::exception& e) {
+    } catch (const std::exception& e) {
       return Status::io_error("unexpected /produce answer: " + reply->body);
     }
     return result;

@@ -122,6 +122,7 @@
 #include "client/queue_backends.h"
 #include "client/redis/redis_connection.h"
 #include "common/decimal.h"
+#include "common/message_rules.h"
 #include "mq/options.h"
 #include "mq/topic.h"
 
@@ -148,26 +149,59 @@ constexpr std::size_t kPoolMax = 16;
 constexpr std::size_t kHandBackPage = 1000;
 // The offset of an entry that has no `offset` field (written by a foreign producer).
 
-// KEYS[1] stream, KEYS[2] counter; ARGV[1] the message count n, then per message: "1" or "0" (has
-// a key), the payload, the key (empty when none). Returns {first offset, {entry ids}}.
+// KEYS[1] stream, KEYS[2] counter; ARGV[1] the message count n, ARGV[2] the deduplication window
+// in ms, then per message: the payload, "1" or "0" (has a key), the key (empty when none), "1" or
+// "0" (has a dedup id), the dedup id, the header count h, then h name/value pairs. A dedup id is
+// remembered as the string key "<stream>:dedup:<id>" = "<offset> <entry id>" for the window; a
+// message whose id is remembered is not added. Returns {{offsets}, {entry ids}, {duplicate indexes}}.
 constexpr const char* kProduceScript = R"lua(
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'stream' and t ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is not a stream')
 end
 local n = tonumber(ARGV[1])
-local first = redis.call('INCRBY', KEYS[2], n) - n
-local ids = {}
-for m = 0, n - 1 do
-  local i = 2 + 3 * m
-  local offset = string.format('%d', first + m)
-  if ARGV[i] == '1' then
-    ids[m + 1] = redis.call('XADD', KEYS[1], '*', 'offset', offset, 'payload', ARGV[i + 1], 'key', ARGV[i + 2])
-  else
-    ids[m + 1] = redis.call('XADD', KEYS[1], '*', 'offset', offset, 'payload', ARGV[i + 1])
+local window = ARGV[2]
+local next = redis.call('INCRBY', KEYS[2], 0)
+local first = next
+local offsets, ids, dups = {}, {}, {}
+local i = 3
+for m = 1, n do
+  local h = tonumber(ARGV[i + 5])
+  local dedup_key = nil
+  local stored = nil
+  if ARGV[i + 3] == '1' then
+    dedup_key = KEYS[1] .. ':dedup:' .. ARGV[i + 4]
+    stored = redis.call('GET', dedup_key)
   end
+  if stored then
+    local space = string.find(stored, ' ', 1, true)
+    offsets[m] = string.sub(stored, 1, space - 1)
+    ids[m] = string.sub(stored, space + 1)
+    dups[#dups + 1] = tostring(m - 1)
+  else
+    local offset = string.format('%d', next)
+    next = next + 1
+    local add = {'XADD', KEYS[1], '*', 'offset', offset, 'payload', ARGV[i]}
+    if ARGV[i + 1] == '1' then
+      add[#add + 1] = 'key'
+      add[#add + 1] = ARGV[i + 2]
+    end
+    for j = 0, h - 1 do
+      add[#add + 1] = 'header:' .. ARGV[i + 6 + 2 * j]
+      add[#add + 1] = ARGV[i + 7 + 2 * j]
+    end
+    if dedup_key then
+      add[#add + 1] = 'dedup_id'
+      add[#add + 1] = ARGV[i + 4]
+    end
+    offsets[m] = offset
+    ids[m] = redis.call(unpack(add))
+    if dedup_key then redis.call('SET', dedup_key, offset .. ' ' .. ids[m], 'PX', window) end
+  end
+  i = i + 6 + 2 * h
 end
-return {string.format('%d', first), ids}
+if next > first then redis.call('INCRBY', KEYS[2], next - first) end
+return {offsets, ids, dups}
 )lua";
 
 // The error codes the read and seek scripts answer with when they cannot serve a call faithfully;
@@ -430,6 +464,14 @@ std::string dump_json(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A header's field in a stream entry: "header:<name>".
+constexpr std::string_view kHeaderFieldPrefix = "header:";
+
 // The message in a stream entry reply [id, [field, value, ...]]; nullopt for a nil (deleted) entry.
 std::optional<ReceivedMessage> parse_entry(const redisReply* entry, const std::string& topic,
                                            const std::string& group, std::uint32_t partition) {
@@ -454,6 +496,9 @@ std::optional<ReceivedMessage> parse_entry(const redisReply* entry, const std::s
       if (name == "offset") offset = fields->element[i + 1];
       if (name == "payload") payload = fields->element[i + 1];
       if (name == "key") m.key = std::string(text_of(fields->element[i + 1]));
+      if (name.starts_with(kHeaderFieldPrefix)) {
+        m.headers.emplace_back(name.substr(kHeaderFieldPrefix.size()), text_of(fields->element[i + 1]));
+      }
     }
   }
   const auto parsed_offset = offset != nullptr ? parse_u64(text_of(offset)) : std::nullopt;
@@ -806,35 +851,62 @@ class RedisQueue final : public Queue {
     if (partition) {
       if (*partition >= options_.partitions) return partition_not_found(topic, *partition);
       p = *partition;
-    } else if (messages.front().key) {
-      p = partition_for_key(*messages.front().key, options_.partitions);
+    } else if (auto key = partition_key(messages.front())) {
+      p = partition_for_key(*key, options_.partitions);
     } else {
       p = round_robin_.fetch_add(1, std::memory_order_relaxed) % options_.partitions;
     }
-    std::vector<std::string> args{
-        "EVALSHA", "", "2", stream_key(topic, p), counter_key(topic, p), std::to_string(messages.size())};
-    args.reserve(args.size() + 3 * messages.size());
+    std::vector<std::string> args{"EVALSHA",
+                                  "",
+                                  "2",
+                                  stream_key(topic, p),
+                                  counter_key(topic, p),
+                                  std::to_string(messages.size()),
+                                  std::to_string(options_.dedup_window.count())};
+    args.reserve(args.size() + 6 * messages.size());
     for (const auto& m : messages) {
-      args.push_back(m.key ? "1" : "0");
+      if (m.delay || m.deliver_at_ms) {
+        return Status::invalid_argument(
+            "the redis backend cannot delay messages (delay, deliver_at_ms): Redis Streams deliver every "
+            "entry to a group in order as soon as it is added");
+      }
+      if (auto s = check_message_options(m, now_ms()); !s.ok()) return s;
       args.push_back(m.payload.json());
+      args.push_back(m.key ? "1" : "0");
       args.push_back(m.key.value_or(""));
+      args.push_back(m.dedup_id ? "1" : "0");
+      args.push_back(m.dedup_id.value_or(""));
+      args.push_back(std::to_string(m.headers.size()));
+      for (const auto& [name, value] : m.headers) {
+        args.push_back(name);
+        args.push_back(value);
+      }
     }
     auto conn = lease();
     if (!conn.ok()) return conn.status();
     auto reply = run_script(*conn->connection, Script::kProduce, args);
     if (!reply.ok()) return reply.status();
     const redisReply* r = reply->get();
-    if (!is_array(r) || r->elements != 2 || !is_array(r->element[1]) ||
+    if (!is_array(r) || r->elements != 3 || !is_array(r->element[0]) || !is_array(r->element[1]) ||
+        !is_array(r->element[2]) || r->element[0]->elements != messages.size() ||
         r->element[1]->elements != messages.size()) {
       return Status::io_error("unexpected reply from Redis to the produce script");
     }
-    auto first = parse_u64(text_of(r->element[0]));
-    if (!first) return Status::io_error("unexpected first offset from the produce script");
     ProduceResult result;
     result.partition = p;
-    result.first_offset = *first;
-    for (std::size_t i = 0; i < messages.size(); ++i)
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      auto offset = parse_u64(text_of(r->element[0]->element[i]));
+      if (!offset) return Status::io_error("unexpected offset from the produce script");
+      result.offsets.push_back(*offset);
       result.ids.emplace_back(text_of(r->element[1]->element[i]));
+    }
+    for (std::size_t i = 0; i < r->element[2]->elements; ++i) {
+      auto index = parse_u64(text_of(r->element[2]->element[i]));
+      if (!index || *index >= messages.size())
+        return Status::io_error("unexpected duplicate from the produce script");
+      result.duplicates.push_back(static_cast<std::size_t>(*index));
+    }
+    result.first_offset = result.offsets.front();
     return result;
   }
 

@@ -1,0 +1,73 @@
+#include "common/message_rules.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace mq::detail {
+namespace {
+
+bool valid_utf8(std::string_view s) { return simdjson::validate_utf8(s.data(), s.size()); }
+
+// Names need no escaping in the log, so a reader can find them without a JSON parser.
+bool valid_header_name(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxHeaderNameBytes &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+         });
+}
+
+Status check_headers(const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (headers.size() > kMaxHeaders)
+    return Status::invalid_argument("headers: at most " + std::to_string(kMaxHeaders) + " per message");
+  std::set<std::string_view> names;
+  for (const auto& [name, value] : headers) {
+    if (!valid_header_name(name)) {
+      return Status::invalid_argument("headers: a name must be 1 to 128 characters of [A-Za-z0-9._-]");
+    }
+    if (!names.insert(name).second) return Status::invalid_argument("headers: '" + name + "' appears twice");
+    if (value.size() > kMaxHeaderValueBytes || !valid_utf8(value)) {
+      return Status::invalid_argument("headers: the value of '" + name +
+                                      "' must be valid UTF-8 of at most 4096 bytes");
+    }
+  }
+  return {};
+}
+
+Status check_delivery_time(const Message& m, std::int64_t now_ms) {
+  if (m.delay && m.deliver_at_ms) return Status::invalid_argument("give delay_ms or deliver_at, not both");
+  if (m.delay && (m.delay->count() < 0 || *m.delay > kMaxDeliveryDelay)) {
+    return Status::invalid_argument("delay_ms: 0 to " + std::to_string(kMaxDeliveryDelay.count()) +
+                                    " (one week)");
+  }
+  if (m.deliver_at_ms && (*m.deliver_at_ms < 0 || *m.deliver_at_ms > now_ms + kMaxDeliveryDelay.count())) {
+    return Status::invalid_argument(
+        "deliver_at: milliseconds since the epoch, at most one week (604800000 ms) from now");
+  }
+  return {};
+}
+
+}  // namespace
+
+Status check_message_options(const Message& m, std::int64_t now_ms) {
+  if (m.key) {
+    if (m.key->size() > kMaxKeyBytes) {
+      return Status::invalid_argument("a key may have at most " + std::to_string(kMaxKeyBytes) + " bytes");
+    }
+    if (!valid_utf8(*m.key)) return Status::invalid_argument("a key must be valid UTF-8");
+  }
+  if (auto s = check_headers(m.headers); !s.ok()) return s;
+  if (auto s = check_delivery_time(m, now_ms); !s.ok()) return s;
+  if (m.dedup_id &&
+      (m.dedup_id->empty() || m.dedup_id->size() > kMaxDedupIdBytes || !valid_utf8(*m.dedup_id))) {
+    return Status::invalid_argument("dedup_id: 1 to " + std::to_string(kMaxDedupIdBytes) +
+                                    " bytes of valid UTF-8");
+  }
+  return {};
+}
+
+}  // namespace mq::detail
