@@ -256,15 +256,24 @@ class HttpServer::Impl {
         "\"topic\":\"" + *topic + "\",\"partition\":" + std::to_string(result->partition);
     if (!parsed->batch) {
       out = "{\"id\":\"" + result->ids[0] + "\"," + head +
-            ",\"offset\":" + std::to_string(result->first_offset) + "}";
+            ",\"offset\":" + std::to_string(result->first_offset);
+      out += result->duplicates.empty() ? "}" : ",\"duplicate\":true}";
     } else {
       out = "{" + head + ",\"ids\":[";
       for (std::size_t i = 0; i < result->ids.size(); ++i) out += (i ? ",\"" : "\"") + result->ids[i] + "\"";
       out += "],\"offsets\":[";
-      for (std::size_t i = 0; i < result->ids.size(); ++i) {
-        out += (i ? "," : "") + std::to_string(result->first_offset + i);
+      for (std::size_t i = 0; i < result->offsets.size(); ++i) {
+        out += (i ? "," : "") + std::to_string(result->offsets[i]);
       }
-      out += "]}";
+      out += "]";
+      if (!result->duplicates.empty()) {
+        out += ",\"duplicates\":[";
+        for (std::size_t i = 0; i < result->duplicates.size(); ++i) {
+          out += (i ? "," : "") + std::to_string(result->duplicates[i]);
+        }
+        out += "]";
+      }
+      out += "}";
     }
     send_json(res, 200, std::move(out));
   }

@@ -52,6 +52,10 @@ struct StoreOptions {
   std::uint64_t preallocate_bytes = 1 << 20;
   // Largest accepted payload (minified JSON bytes).
   std::size_t max_payload_bytes = 1 << 20;
+  // How long a partition remembers a stored Message::dedup_id (DEDUP_WINDOW_MS, as NATS
+  // JetStream's duplicate window): a message with an id stored this recently is not stored again.
+  // Found again at open by reading the partition's last `dedup_window` of log. 0: no deduplication.
+  std::chrono::milliseconds dedup_window{120000};
   // The file layer; nullptr means the real POSIX one. Tests inject faults through it.
   std::shared_ptr<FileSystem> file_system;
   // Receives one line for every log that recovery had to cut (how many bytes from where, how many

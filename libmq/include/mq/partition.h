@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "mq/export.h"
 #include "mq/message.h"
@@ -32,6 +33,14 @@ struct RecoveryReport {
   bool index_rebuilt = false;         // the offset index was missing or untrustworthy
   bool index_write_failed = false;    // it could not be written (full disk): rebuilt at the next open
   std::uint64_t scanned_bytes = 0;    // log bytes read to recover (the tail after the index)
+};
+
+// Where each message of an append went (Partition::append_messages).
+struct AppendResult {
+  // The offset of each message, in order; a duplicate's is the offset it was stored at before.
+  std::vector<std::uint64_t> offsets;
+  // The indexes in the batch of the duplicates (not stored again), ascending.
+  std::vector<std::size_t> duplicates;
 };
 
 // Byte positions in the log, in the order appended >= written >= synced.
@@ -69,6 +78,11 @@ class MQ_EXPORT Partition {
   // (and every later append fails too) when the disk refused.
   Result<std::uint64_t> append(std::span<const Message> batch);
   Result<std::uint64_t> append(const Message& message) { return append(std::span(&message, 1)); }
+  // The same, saying where each message went: with Message::dedup_id, a message whose id the
+  // partition stored within StoreOptions::dedup_window (or earlier in the batch) is not stored
+  // again; the others are stored atomically, in order. Once it returns, what the duplicates name
+  // is as durable as the append would have made them.
+  Result<AppendResult> append_messages(std::span<const Message> batch);
 
   // Reads stored lines from `offset` on: at most `max_messages`, and no more than `max_bytes` of
   // lines unless the first line alone is larger (it is returned anyway). Empty at the end of the

@@ -213,6 +213,9 @@ Result<Config> config_from_env(const EnvLookup& lookup, const HostNameLookup& ho
   std::uint64_t max_payload = config.store.max_payload_bytes;
   if (auto s = read_number(lookup, "MAX_PAYLOAD_BYTES", 1, 1ull << 30, max_payload); !s.ok()) return s;
   config.store.max_payload_bytes = static_cast<std::size_t>(max_payload);
+  std::uint64_t dedup_window = static_cast<std::uint64_t>(config.store.dedup_window.count());
+  if (auto s = read_number(lookup, "DEDUP_WINDOW_MS", 0, 86'400'000ull * 7, dedup_window); !s.ok()) return s;
+  config.store.dedup_window = std::chrono::milliseconds(dedup_window);
   std::uint64_t visibility = static_cast<std::uint64_t>(config.groups.visibility_timeout.count());
   if (auto s = read_number(lookup, "VISIBILITY_TIMEOUT_MS", 1, 86'400'000ull * 7, visibility); !s.ok())
     return s;

@@ -209,11 +209,11 @@ struct Broker::State : private Timer::Target {
 
   // Partition::append, and retention soon after when the append rolled a segment (API.md: retention
   // runs every RETENTION_CHECK_MS and after every roll) — on the timer thread, not the producer's.
-  Result<std::uint64_t> append(Partition& partition, std::span<const Message> messages) {
+  Result<AppendResult> append(Partition& partition, std::span<const Message> messages) {
     const std::size_t segments = partition.segment_count();
-    auto first = partition.append(messages);
-    if (first.ok() && partition.segment_count() > segments) retention_after_roll();
-    return first;
+    auto appended = partition.append_messages(messages);
+    if (appended.ok() && partition.segment_count() > segments) retention_after_roll();
+    return appended;
   }
   std::atomic<bool> retention_after_roll_pending{false};
   void retention_after_roll() {
@@ -436,15 +436,13 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   }
   auto p = state_->resolve(**entry, chosen);
   if (!p.ok()) return p.status();
-  auto first = state_->append(**p, messages);
-  if (!first.ok()) return first.status();
-  ProduceResult result{chosen, *first, {}};
+  auto appended = state_->append(**p, messages);
+  if (!appended.ok()) return appended.status();
+  ProduceResult result{chosen, appended->offsets.front(), {}};
   result.ids.reserve(messages.size());
-  result.offsets.reserve(messages.size());
-  for (std::size_t i = 0; i < messages.size(); ++i) {
-    result.ids.push_back(detail::message_id(chosen, *first + i));
-    result.offsets.push_back(*first + i);
-  }
+  for (std::uint64_t offset : appended->offsets) result.ids.push_back(detail::message_id(chosen, offset));
+  result.offsets = std::move(appended->offsets);
+  result.duplicates = std::move(appended->duplicates);
   return result;
 }
 

@@ -10,6 +10,13 @@ Partition::~Partition() = default;
 const std::string& Partition::topic() const { return log_->topic(); }
 std::uint32_t Partition::index() const { return log_->index(); }
 Result<std::uint64_t> Partition::append(std::span<const Message> batch) { return log_->append(batch); }
+
+Result<AppendResult> Partition::append_messages(std::span<const Message> batch) {
+  AppendResult result;
+  auto first = log_->append(batch, &result);
+  if (!first.ok()) return first.status();
+  return result;
+}
 Result<ReadBatch> Partition::read(std::uint64_t offset, std::size_t max_messages,
                                   std::size_t max_bytes) const {
   return log_->read(offset, max_messages, max_bytes);

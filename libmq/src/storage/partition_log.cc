@@ -6,6 +6,7 @@
 #include <limits>
 #include <set>
 #include <string_view>
+#include <unordered_map>
 
 #include "common/message_rules.h"
 #include "storage/internal_access.h"
@@ -146,10 +147,58 @@ Status PartitionLog::check_payloads(std::span<const Message> batch) const {
   return {};
 }
 
-Result<std::uint64_t> PartitionLog::append(std::span<const Message> batch) {
-  auto first = append_durably(batch);
+Result<std::uint64_t> PartitionLog::append(std::span<const Message> batch, AppendResult* result) {
+  auto first = append_durably(batch, result);
   if (first.ok()) listeners_.notify();
   return first;
+}
+
+void PartitionLog::deduplicate_with(detail::DedupWindow* window) {
+  std::lock_guard lock(mutex_);
+  dedup_ = window;
+}
+
+std::pair<std::size_t, std::size_t> PartitionLog::dedup_stats() const {
+  std::lock_guard lock(mutex_);
+  if (dedup_ == nullptr) return {0, 0};
+  return {dedup_->size(), dedup_->memory_bytes()};
+}
+
+void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64_t now_ms,
+                                      AppendResult& result, std::vector<Message>& kept) {
+  result.offsets.resize(batch.size());
+  std::unordered_map<std::string_view, std::uint64_t> in_batch;  // ids stored by this batch
+  std::vector<std::size_t> stored;
+  std::uint64_t next = appended_.offset;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const auto& id = batch[i].dedup_id;
+    std::optional<std::uint64_t> earlier;
+    if (id && dedup_ != nullptr) {
+      if (auto it = in_batch.find(*id); it != in_batch.end()) {
+        earlier = it->second;
+      } else {
+        earlier = dedup_->find(*id, now_ms);
+      }
+    }
+    if (earlier) {
+      result.offsets[i] = *earlier;
+      result.duplicates.push_back(i);
+      continue;
+    }
+    result.offsets[i] = next++;
+    stored.push_back(i);
+    if (id && dedup_ != nullptr) in_batch.emplace(*id, result.offsets[i]);
+  }
+  // Remembered now, before the write: a concurrent append of the same id must find it. A write that
+  // a full disk drops forgets them again (roll_back_locked); a failed one fails the partition.
+  for (std::size_t i : stored) {
+    if (batch[i].dedup_id && dedup_ != nullptr)
+      dedup_->remember(*batch[i].dedup_id, result.offsets[i], now_ms);
+  }
+  if (!result.duplicates.empty()) {
+    kept.reserve(stored.size());
+    for (std::size_t i : stored) kept.push_back(batch[i]);
+  }
 }
 
 std::uint64_t PartitionLog::add_append_listener(std::function<void()> on_append) {
@@ -158,10 +207,13 @@ std::uint64_t PartitionLog::add_append_listener(std::function<void()> on_append)
 
 void PartitionLog::remove_append_listener(std::uint64_t id) { listeners_.remove(id); }
 
-Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batch) {
-  if (batch.empty()) return Status::invalid_argument("an append needs at least one message");
-  if (auto s = check_payloads(batch); !s.ok()) return s;
+Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all, AppendResult* result) {
+  if (all.empty()) return Status::invalid_argument("an append needs at least one message");
+  if (auto s = check_payloads(all); !s.ok()) return s;
   const std::int64_t timestamp = now_ms();
+  const bool has_dedup_ids = std::any_of(all.begin(), all.end(), [](const Message& m) { return m.dedup_id; });
+  std::span<const Message> batch = all;  // what is stored: all but the duplicates
+  std::vector<Message> kept;
   auto format = [&](std::string& out, std::uint64_t first) {
     const std::optional<std::uint64_t> batch_last =
         batch.size() > 1 ? std::optional(first + batch.size() - 1) : std::nullopt;
@@ -175,7 +227,8 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
   // it does not hold up the partition's other appenders (1.2 M tiny messages took 0.38 s to
   // format); if another append took that offset meanwhile, it is formatted again.
   std::string formatted;
-  for (int attempt = 0; batch.size() >= kFormatOutsideLockMessages && attempt < 3; ++attempt) {
+  for (int attempt = 0; !has_dedup_ids && batch.size() >= kFormatOutsideLockMessages && attempt < 3;
+       ++attempt) {
     const std::uint64_t guess = appended_.offset;
     lock.unlock();
     formatted.clear();
@@ -186,6 +239,32 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> batc
   }
   if (!error_.ok()) return error_;
   const std::uint64_t epoch = epoch_;
+  AppendResult local;
+  AppendResult& outcome = result != nullptr ? *result : local;
+  if (has_dedup_ids) {
+    deduplicate_locked(all, timestamp, outcome, kept);
+    if (!outcome.duplicates.empty()) batch = kept;
+  } else if (result != nullptr) {
+    result->offsets.resize(all.size());
+    for (std::size_t i = 0; i < all.size(); ++i) result->offsets[i] = appended_.offset + i;
+  }
+  if (batch.empty()) {
+    // Every message was a duplicate: answer once what they name is as visible (durable, with
+    // kAlways) as the append would have made itself, waiting for the round under way if need be.
+    const Mark mine = appended_;
+    while (visible_locked().position < mine.position) {
+      if (epoch_ != epoch) return rollback_status_;
+      if (!error_.ok()) return failure_for_locked(mine.position);
+      if (options_.fsync != FsyncMode::kAlways) {
+        write_pending_locked();
+      } else if (!writer_active_) {
+        write_and_sync_pending(lock);
+      } else {
+        round_done_[(round_ + (mine.position <= round_target_ ? 0 : 1)) % 2].wait(lock);
+      }
+    }
+    return outcome.offsets.front();
+  }
   const std::uint64_t first = appended_.offset;
   const std::uint64_t batch_position = appended_.position;
   const std::size_t before = pending_.size();
@@ -276,6 +355,7 @@ bool PartitionLog::roll_back_locked(const Status& status) {
   if (!log_->truncate(written_.position).ok()) return false;
   preallocated_end_ = written_.position;
   appended_ = written_;
+  if (dedup_ != nullptr) dedup_->forget_from(appended_.offset);
   pending_.clear();
   pending_entries_.clear();
   pending_appends_ = 0;

@@ -19,6 +19,7 @@
 #include "mq/options.h"
 #include "mq/partition.h"
 #include "storage/append_listeners.h"
+#include "storage/dedup_window.h"
 #include "storage/log_recovery.h"
 #include "storage/offset_index.h"
 
@@ -53,7 +54,14 @@ class PartitionLog {
   // The offset of this log's first message (also when it has none yet).
   std::uint64_t first_offset() const { return first_offset_; }
 
-  Result<std::uint64_t> append(std::span<const Message> batch);
+  // Appends `batch` (see mq::Partition::append_messages) and returns the offset of its first
+  // message (of the first one stored, or the first duplicate's when none was); `result`, when
+  // given, learns every message's offset and which were duplicates.
+  Result<std::uint64_t> append(std::span<const Message> batch, AppendResult* result = nullptr);
+  // Appends deduplicate with `window` (nullptr: not at all); set while no append runs.
+  void deduplicate_with(detail::DedupWindow* window);
+  // The window's ids and their memory.
+  std::pair<std::size_t, std::size_t> dedup_stats() const;
   std::uint64_t add_append_listener(std::function<void()> on_append);
   void remove_append_listener(std::uint64_t id);
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
@@ -85,7 +93,11 @@ class PartitionLog {
     std::uint64_t offset = 0;
   };
 
-  Result<std::uint64_t> append_durably(std::span<const Message> batch);
+  Result<std::uint64_t> append_durably(std::span<const Message> batch, AppendResult* result);
+  // With mutex_ held: which messages of `batch` are duplicates (fills `result`), and the rest, to
+  // store, in `kept` (left empty when every message is to be stored).
+  void deduplicate_locked(std::span<const Message> batch, std::int64_t now_ms, AppendResult& result,
+                          std::vector<Message>& kept);
   // Appends `data` to the log and `entries` to the index.
   // Writes `data` at `position` (the written position) and the index `entries`, preallocating ahead.
   Status write_out(std::uint64_t position, std::string_view data,
@@ -140,10 +152,11 @@ class PartitionLog {
   std::int64_t largest_timestamp_ = detail::kNoTimestamp;  // GUARDED_BY(mutex_): of every message appended
   std::vector<detail::IndexEntry> entries_;  // GUARDED_BY(mutex_): starts with {first_offset_, 0}
   Status error_;                             // GUARDED_BY(mutex_): sticky once a write fails
-  std::uint64_t failed_round_end_ = 0;  // GUARDED_BY(mutex_): appends up to here were in the failed round
-  std::uint64_t epoch_ = 0;             // GUARDED_BY(mutex_): bumped when unwritten appends are dropped
-  Status rollback_status_;              // GUARDED_BY(mutex_): why they were dropped
-  bool waits_interrupted_ = false;      // GUARDED_BY(mutex_): sticky, for shutdown
+  std::uint64_t failed_round_end_ = 0;    // GUARDED_BY(mutex_): appends up to here were in the failed round
+  std::uint64_t epoch_ = 0;               // GUARDED_BY(mutex_): bumped when unwritten appends are dropped
+  Status rollback_status_;                // GUARDED_BY(mutex_): why they were dropped
+  bool waits_interrupted_ = false;        // GUARDED_BY(mutex_): sticky, for shutdown
+  detail::DedupWindow* dedup_ = nullptr;  // GUARDED_BY(mutex_): owned by the SegmentedLog
 
   detail::AppendListeners listeners_;  // called after appends, with no other lock of this log held
   std::atomic<bool> deleted_{false};

@@ -68,7 +68,9 @@ SegmentedLog::SegmentedLog(FileSystem& fs, const StoreOptions& options, std::str
       dir_(std::move(dir)),
       stem_(std::move(stem)),
       topic_(std::move(topic)),
-      index_(index) {}
+      index_(index),
+      dedup_(options.dedup_window.count() > 0 ? std::make_unique<DedupWindow>(options.dedup_window)
+                                              : nullptr) {}
 
 SegmentedLog::~SegmentedLog() {
   std::shared_ptr<PartitionLog> segment = active();
@@ -182,7 +184,41 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
   const std::uint64_t oldest = firsts.empty() ? active_first : firsts.front();
   log->log_start_ = std::max(oldest, *meta ? (*meta)->log_start_offset : 0);
   log->attach_listener(*log->active_);
+  if (auto s = log->rebuild_dedup_window(); !s.ok()) return s;
   return log;
+}
+
+Status SegmentedLog::rebuild_dedup_window() {
+  if (!dedup_) return {};
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  // The first message within the window (the time index finds it), then every one after it.
+  auto from = offset_for_time(now - options_.dedup_window.count());
+  if (!from.ok()) return from.status();
+  std::uint64_t offset = std::max(*from, log_start_offset());
+  const std::uint64_t end = next_offset();
+  while (offset < end) {
+    auto batch = read(offset, 4096, 4 << 20);
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) break;
+    for (const StoredMessage& m : *batch) {
+      auto options = parse_record_options(m.line);
+      if (options && options->dedup_id) dedup_->remember(*options->dedup_id, m.offset, options->timestamp_ms);
+    }
+    offset = batch->next_offset();
+  }
+  return {};
+}
+
+std::size_t SegmentedLog::dedup_ids() const {
+  auto segment = active();
+  return segment->dedup_stats().first;
+}
+
+std::size_t SegmentedLog::dedup_memory_bytes() const {
+  auto segment = active();
+  return segment->dedup_stats().second;
 }
 
 std::shared_ptr<PartitionLog> SegmentedLog::active() const {
@@ -191,12 +227,13 @@ std::shared_ptr<PartitionLog> SegmentedLog::active() const {
 }
 
 void SegmentedLog::attach_listener(PartitionLog& segment) {
+  segment.deduplicate_with(dedup_.get());
   const std::uint64_t id = segment.add_append_listener([this] { listeners_.notify(); });
   std::unique_lock lock(segments_mutex_);
   active_listener_ = id;
 }
 
-Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch) {
+Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch, AppendResult* result) {
   while (true) {
     {
       std::shared_lock appending(roll_mutex_);
@@ -207,7 +244,7 @@ Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch) {
       // append (and stores nothing) rather than one that was already answered.
       if (!sealed_without_successor && (segment->positions().appended < options_.segment_bytes ||
                                         segment->next_offset() == segment->first_offset()))
-        return segment->append(batch);
+        return segment->append(batch, result);
     }
     // Segments the roll evicts from the open set, closed (an index sync) once appends may go on.
     std::vector<std::shared_ptr<PartitionLog>> evicted;

@@ -22,6 +22,7 @@
 #include "mq/options.h"
 #include "mq/partition.h"
 #include "storage/append_listeners.h"
+#include "storage/dedup_window.h"
 #include "storage/partition_log.h"
 
 namespace mq::detail {
@@ -50,7 +51,10 @@ class SegmentedLog {
   std::uint32_t index() const { return index_; }
 
   // PartitionLog::append on the active segment, which is rolled first when it reached segment_bytes.
-  Result<std::uint64_t> append(std::span<const Message> batch);
+  Result<std::uint64_t> append(std::span<const Message> batch, AppendResult* result = nullptr);
+  // Ids in the deduplication window (0 without one) and about what they cost in memory.
+  std::size_t dedup_ids() const;
+  std::size_t dedup_memory_bytes() const;
   // Reads from the segment holding `offset` (a batch never spans two segments: read on from
   // next_offset()). kNotFound beyond the end and below the log start.
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
@@ -104,7 +108,10 @@ class SegmentedLog {
   // The segment holding `offset`: the active one, or a sealed one (opened if needed).
   Result<std::shared_ptr<PartitionLog>> segment_for(std::uint64_t offset) const;
   std::shared_ptr<PartitionLog> active() const;
+  // Makes `segment` the one appends go to: listened to, deduplicating with dedup_.
   void attach_listener(PartitionLog& segment);
+  // At open: remembers the dedup ids of the last dedup_window of log.
+  Status rebuild_dedup_window();
 
   FileSystem& fs_;
   const StoreOptions options_;
@@ -148,6 +155,9 @@ class SegmentedLog {
   bool waits_interrupted_ = false;         // GUARDED_BY(segments_mutex_)
 
   AppendListeners listeners_;
+  // The partition's deduplication window (nullptr when StoreOptions::dedup_window is 0), used by
+  // the active segment under its append lock.
+  const std::unique_ptr<DedupWindow> dedup_;
   std::uint64_t active_listener_ = 0;  // GUARDED_BY(segments_mutex_): ours on the active segment
 };
 

@@ -1,0 +1,329 @@
+// API.md "Message options" in the library: headers, delayed delivery (with the hand-driven clock)
+// and deduplication, through the Broker, across restarts and segments; the record options reader.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "broker_helpers.h"
+#include "storage/dedup_window.h"
+#include "storage/record_format.h"
+#include "temp_dir.h"
+
+using namespace mq;
+using namespace mq::testing;
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+namespace {
+
+Message delayed_until(std::string_view payload, std::int64_t deliver_at_ms) {
+  Message m = message(payload);
+  m.deliver_at_ms = deliver_at_ms;
+  return m;
+}
+
+Message with_dedup_id(std::string_view payload, std::string id) {
+  Message m = message(payload);
+  m.dedup_id = std::move(id);
+  return m;
+}
+
+ProduceResult produce(Broker& broker, std::vector<Message> messages, std::optional<std::uint32_t> partition = 0) {
+  auto result = broker.produce("events", messages, partition);
+  REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+  return std::move(result.value());
+}
+
+GroupStats group_stats(Broker& broker, const std::string& group, std::uint32_t partition = 0) {
+  auto stats = broker.stats("events");
+  REQUIRE(stats.ok());
+  for (const auto& g : (*stats)[0].partitions[partition].groups) {
+    if (g.group == group) return g;
+  }
+  FAIL("no stats for group " << group);
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("ADelayedMessageWaitsForItsTimeWhileTheMessagesAfterItFlow") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(broker_config(dir.path()), clock);
+  const std::int64_t due = clock->system_ms() + 10'000;
+  produce(*broker, {delayed_until(R"({"n":0})", due)});
+  produce_numbers(*broker, 2, 1);
+  auto sub = subscribe(*broker, "g");
+  auto first = take_now(*sub);
+  CHECK(offsets_of(first) == std::vector<std::uint64_t>{1, 2});
+  ack_all(*broker, first, "g");
+  GroupStats stats = group_stats(*broker, "g");
+  CHECK(stats.delayed == 1);
+  CHECK(stats.inflight == 0);
+  CHECK(stats.committed_offset == 0);  // cannot pass a message that is not acknowledged
+  CHECK(stats.lag == 3);
+
+  clock->advance(milliseconds(9'999));
+  broker->fire_due_timers();
+  CHECK(take_now(*sub).empty());
+  clock->advance(milliseconds(1));
+  broker->fire_due_timers();
+  auto late = take_now(*sub);
+  REQUIRE(late.size() == 1);
+  CHECK(late[0].offset == 0);
+  CHECK(late[0].delivery == 1);
+  CHECK(json::parse(late[0].record)["deliver_at"] == due);
+  CHECK(group_stats(*broker, "g").delayed == 0);
+  ack_all(*broker, late, "g");
+  stats = group_stats(*broker, "g");
+  CHECK(stats.committed_offset == 3);
+  CHECK(stats.lag == 0);
+}
+
+TEST_CASE("ADelayCountsFromWhenTheMessageIsStoredAndEveryGroupWaits") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(broker_config(dir.path()), clock);
+  Message m = message(R"({"n":0})");
+  m.delay = milliseconds(60'000);
+  produce(*broker, {m});
+  auto a = subscribe(*broker, "a");
+  auto b = subscribe(*broker, "b");
+  CHECK(take_now(*a).empty());
+  CHECK(take_now(*b).empty());
+  // The record's time is the real one; the clock's wall time started from it a moment earlier.
+  clock->advance(milliseconds(59'000));
+  broker->fire_due_timers();
+  CHECK(take_now(*a).empty());
+  clock->advance(milliseconds(2'000));
+  broker->fire_due_timers();
+  CHECK(take_now(*a).size() == 1);
+  CHECK(take_now(*b).size() == 1);
+}
+
+TEST_CASE("ADelayedMessageStaysDelayedAcrossARestartAndAnAckBeforeItsTimeDropsIt") {
+  TempDir dir;
+  const Config config = broker_config(dir.path());
+  std::int64_t due = 0;
+  {
+    auto clock = std::make_shared<ManualClock>();
+    auto broker = open_broker(config, clock);
+    due = clock->system_ms() + 5'000;
+    auto produced = produce(*broker, {delayed_until(R"({"n":0})", due), delayed_until(R"({"n":1})", due)});
+    auto sub = subscribe(*broker, "g");
+    CHECK(take_now(*sub).empty());
+    CHECK(group_stats(*broker, "g").delayed == 2);
+    // Acknowledged before it is due (a consumer that knows its id): it is never delivered.
+    CHECK(*broker->ack("events", 0, "g", std::vector<std::string>{produced.ids[1]}) == 1);
+    CHECK(group_stats(*broker, "g").delayed == 1);
+  }
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(config, clock);
+  auto sub = subscribe(*broker, "g");
+  CHECK(take_now(*sub).empty());
+  CHECK(group_stats(*broker, "g").delayed == 1);
+  clock->advance(milliseconds(due - clock->system_ms()));
+  broker->fire_due_timers();
+  auto got = take_now(*sub);
+  REQUIRE(got.size() == 1);
+  CHECK(number_of(got[0]) == 0);
+}
+
+TEST_CASE("ASeekForgetsWhatWaitedAndFindsTheDelayedMessagesAgain") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(broker_config(dir.path()), clock);
+  produce(*broker, {delayed_until(R"({"n":0})", clock->system_ms() + 1'000)});
+  produce_numbers(*broker, 1, 1);
+  auto sub = subscribe(*broker, "g");
+  ack_all(*broker, take_now(*sub), "g");
+  REQUIRE(broker->seek("events", 0, "g", SeekTarget{0, std::nullopt, std::nullopt}).ok());
+  auto again = take_now(*sub);
+  CHECK(offsets_of(again) == std::vector<std::uint64_t>{1});
+  CHECK(group_stats(*broker, "g").delayed == 1);
+  clock->advance(milliseconds(1'000));
+  broker->fire_due_timers();
+  CHECK(offsets_of(take_now(*sub)) == std::vector<std::uint64_t>{0});
+}
+
+TEST_CASE("DelayAndDeliverAtAreChecked") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  auto refused = [&](Message m, std::string_view words) {
+    auto result = broker->produce("events", std::vector<Message>{message("1"), m}, 0);
+    REQUIRE_FALSE(result.ok());
+    CHECK(result.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(result.status().message().find(words) != std::string::npos);
+  };
+  Message both = message("1");
+  both.delay = milliseconds(1);
+  both.deliver_at_ms = 1;
+  refused(both, "not both");
+  Message too_long = message("1");
+  too_long.delay = kMaxDeliveryDelay + milliseconds(1);
+  refused(too_long, "delay_ms");
+  Message negative = message("1");
+  negative.delay = milliseconds(-1);
+  refused(negative, "delay_ms");
+  refused(delayed_until("1", -5), "deliver_at");
+  const auto now = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+  refused(delayed_until("1", (now + kMaxDeliveryDelay + milliseconds(60'000)).count()), "deliver_at");
+  CHECK(broker->stats("events")->front().partitions[0].next_offset == 0);  // nothing of a refused batch
+  // A deliver_at in the past is due at once, and is not written.
+  auto past = produce(*broker, {delayed_until(R"({"n":0})", 1)});
+  auto read = broker->read("events", 0, ReadFrom{}, 10);
+  REQUIRE(read.ok());
+  CHECK(json::parse(read->messages[0].line).contains("deliver_at") == false);
+}
+
+TEST_CASE("ADuplicateIsNotStoredAgainAndItsAnswerNamesTheStoredMessage") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  auto first = produce(*broker, {with_dedup_id(R"({"n":0})", "order-1")});
+  CHECK(first.duplicates.empty());
+  auto again = produce(*broker, {with_dedup_id(R"({"n":99})", "order-1")});
+  CHECK(again.duplicates == std::vector<std::size_t>{0});
+  CHECK(again.ids == first.ids);
+  CHECK(again.first_offset == first.first_offset);
+  // In a batch: earlier ones, and repeats within the batch itself.
+  auto batch = produce(*broker, {with_dedup_id("1", "order-2"), with_dedup_id("2", "order-1"), message("3"),
+                                 with_dedup_id("4", "order-2")});
+  CHECK(batch.duplicates == std::vector<std::size_t>{1, 3});
+  CHECK(batch.offsets == std::vector<std::uint64_t>{1, 0, 2, 1});
+  auto read = broker->read("events", 0, ReadFrom{}, 10);
+  REQUIRE(read.ok());
+  REQUIRE(read->messages.size() == 3);
+  CHECK(json::parse(read->messages[0].line)["payload"]["n"] == 0);
+  CHECK(json::parse(read->messages[1].line)["dedup_id"] == "order-2");
+  // Another partition has its own window.
+  auto elsewhere = produce(*broker, {with_dedup_id("5", "order-1")}, 1);
+  CHECK(elsewhere.duplicates.empty());
+  // A batch of nothing but duplicates stores nothing.
+  auto all_dups = produce(*broker, {with_dedup_id("6", "order-1"), with_dedup_id("7", "order-2")});
+  CHECK(all_dups.duplicates == std::vector<std::size_t>{0, 1});
+  CHECK(broker->stats("events")->front().partitions[0].next_offset == 3);
+}
+
+TEST_CASE("AKeylessMessageWithADedupIdGoesWhereItsIdHashes") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path(), "events:8"));
+  for (const std::string id : {"a", "b", "c", "order-17", "x-y-z"}) {
+    auto first = produce(*broker, {with_dedup_id("1", id)}, std::nullopt);
+    CHECK(first.partition == partition_for_key(id, 8));
+    auto retry = produce(*broker, {with_dedup_id("1", id)}, std::nullopt);
+    CHECK(retry.partition == first.partition);
+    CHECK(retry.duplicates.size() == 1);
+  }
+}
+
+TEST_CASE("TheDedupWindowIsFoundAgainAfterARestartAcrossSegmentsAndForgetsWhatIsOlder") {
+  TempDir dir;
+  Config config = broker_config(dir.path());
+  config.store.segment_bytes = 1024;  // many segments: the window spans them
+  std::vector<std::uint64_t> offsets;
+  {
+    auto broker = open_broker(config);
+    for (int i = 0; i < 100; ++i) {
+      offsets.push_back(produce(*broker, {with_dedup_id(R"({"n":)" + std::to_string(i) + "}", "id-" + std::to_string(i))})
+                            .first_offset);
+    }
+    CHECK(broker->stats("events")->front().partitions[0].segments > 3);
+  }
+  {
+    auto broker = open_broker(config);
+    for (int i = 0; i < 100; i += 7) {
+      auto retry = produce(*broker, {with_dedup_id("0", "id-" + std::to_string(i))});
+      CHECK(retry.duplicates.size() == 1);
+      CHECK(retry.first_offset == offsets[i]);
+    }
+    CHECK(broker->stats("events")->front().partitions[0].next_offset == 100);
+  }
+  // Reopened with a window shorter than the messages' age: they are forgotten and stored again.
+  config.store.dedup_window = milliseconds(1);
+  std::this_thread::sleep_for(milliseconds(5));  // the messages must be older than the window
+  auto broker = open_broker(config);
+  auto stored = produce(*broker, {with_dedup_id("0", "id-3")});
+  CHECK(stored.duplicates.empty());
+  CHECK(stored.first_offset == 100);
+}
+
+TEST_CASE("WithoutAWindowDedupIdsAreKeptButNothingIsDeduplicated") {
+  TempDir dir;
+  Config config = broker_config(dir.path());
+  config.store.dedup_window = milliseconds(0);
+  auto broker = open_broker(config);
+  produce(*broker, {with_dedup_id("1", "same")});
+  auto second = produce(*broker, {with_dedup_id("2", "same")});
+  CHECK(second.duplicates.empty());
+  CHECK(second.first_offset == 1);
+}
+
+TEST_CASE("TheDedupWindowExpiresInArrivalOrderAndForgetsDroppedAppends") {
+  detail::DedupWindow window(milliseconds(100));
+  window.remember("a", 0, 1'000);
+  window.remember("b", 1, 1'050);
+  CHECK(window.find("a", 1'100) == 0u);
+  CHECK(window.find("a", 1'101) == std::nullopt);  // older than the window
+  CHECK(window.find("b", 1'101) == 1u);
+  CHECK(window.size() == 1);
+  window.remember("a", 2, 1'120);
+  window.remember("c", 3, 1'130);
+  window.forget_from(3);  // a full disk dropped offset 3
+  CHECK(window.find("c", 1'130) == std::nullopt);
+  CHECK(window.find("a", 1'130) == 2u);
+  window.forget_from(2);
+  CHECK(window.find("a", 1'130) == std::nullopt);
+  CHECK(window.memory_bytes() > 0);
+}
+
+TEST_CASE("HeadersComeBackWithTheMessageAndItsDeadLetter") {
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:1,events-dlq:1");
+  config.groups.max_deliveries = 1;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(config, clock);
+  Message m = message(R"({"n":0})");
+  m.headers = {{"trace-id", "t-1"}, {"content.type", "application/json"}};
+  produce(*broker, {m});
+  auto sub = subscribe(*broker, "g");
+  auto got = take_now(*sub);
+  REQUIRE(got.size() == 1);
+  const json record = json::parse(got[0].record);
+  CHECK(record["headers"] == json{{"trace-id", "t-1"}, {"content.type", "application/json"}});
+  REQUIRE((*broker->group("events", 0, "g"))->nack(got[0].id).ok());  // its one delivery ends
+  auto dead = broker->read("events-dlq", 0, ReadFrom{}, 10);
+  REQUIRE(dead.ok());
+  REQUIRE(dead->messages.size() == 1);
+  CHECK(json::parse(dead->messages[0].line)["headers"]["trace-id"] == "t-1");
+}
+
+TEST_CASE("TheRecordOptionsReaderReadsTheWritersPrefixAndAnyOtherOrder") {
+  Message m = message(R"({"n":1})", std::string("k\"ey"));
+  m.headers = {{"a", "x\"}y"}, {"b", ""}};
+  m.deliver_at_ms = 2'000;
+  m.dedup_id = "d-1";
+  std::string line;
+  detail::append_record_line(line, 7, 1'000, std::nullopt, m);
+  line.pop_back();
+  auto options = detail::parse_record_options(line);
+  REQUIRE(options);
+  CHECK(options->offset == 7);
+  CHECK(options->timestamp_ms == 1'000);
+  CHECK(options->raw_key == R"("k\"ey")");
+  CHECK(options->deliver_at_ms == 2'000);
+  CHECK(options->dedup_id == "d-1");
+  // Written by something else, in another order, with an escaped id: the same fields.
+  auto other = detail::parse_record_options(
+      R"({"payload":{"n":1},"dedup_id":"d\u002d1","key":"k\"ey","deliver_at":2000,"timestamp":1000,"offset":7})");
+  REQUIRE(other);
+  CHECK(other->raw_key == options->raw_key);
+  CHECK(other->deliver_at_ms == 2'000);
+  CHECK(other->dedup_id == "d-1");
+  // Old records have none of them.
+  auto old = detail::parse_record_options(R"({"offset":3,"timestamp":5,"key":"k","payload":1})");
+  REQUIRE(old);
+  CHECK_FALSE(old->deliver_at_ms);
+  CHECK_FALSE(old->dedup_id);
+  CHECK_FALSE(detail::parse_record_options("not json"));
+}
