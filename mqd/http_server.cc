@@ -304,11 +304,18 @@ class HttpServer::Impl {
   void consume(const httplib::Request& req, httplib::Response& res) {
     auto target = group_target(req);
     if (!target.ok()) return fail(res, target.status());
-    auto options =
-        subscribe_options(param(req, mq::http::param::kVisibilityTimeoutMs),
-                          param(req, mq::http::param::kMaxInflight), param(req, mq::http::param::kFrom));
+    auto options = subscribe_options(
+        param(req, mq::http::param::kVisibilityTimeoutMs), param(req, mq::http::param::kMaxInflight),
+        param(req, mq::http::param::kFrom), param(req, mq::http::param::kOrdering));
     if (!options.ok()) return fail(res, options.status());
     auto subscription = broker_.subscribe(target->topic, target->partition, target->group, *options);
+    if (!subscription.ok() && subscription.status().code() == mq::ErrorCode::kConflict) {
+      // Another ordering than the group's: the answer says which one it has (API.md).
+      auto group = broker_.group(target->topic, target->partition, target->group);
+      json body = json::parse(error_json(subscription.status(), config_.broker_addrs));
+      if (group.ok()) body[mq::http::field::kOrdering] = mq::to_string((*group)->ordering());
+      return send_json(res, 409, body.dump());
+    }
     if (!subscription.ok()) return fail(res, subscription.status());
     auto stream =
         std::make_shared<Stream>(Stream{std::move(subscription.value()), target->topic, Clock::now()});
@@ -486,7 +493,8 @@ class HttpServer::Impl {
                             {"acked", g.acked},
                             {"redelivered", g.redelivered},
                             {"dead_lettered", g.dead_lettered},
-                            {"delayed", g.delayed}});
+                            {"delayed", g.delayed},
+                            {"ordering", mq::to_string(g.ordering)}});
         }
         partitions.push_back({{"partition", p.partition},
                               {"next_offset", p.next_offset},

@@ -281,7 +281,10 @@ mq::Result<std::uint32_t> required_partition(const Param& value) {
 }
 
 mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeout_ms,
-                                                   const Param& max_inflight, const Param& from) {
+                                                   const Param& max_inflight, const Param& from,
+                                                   const Param& ordering) {
+  if (ordering && *ordering != "none" && *ordering != "key")
+    return bad_request("ordering must be none or key, not '" + *ordering + "'");
   mq::SubscribeOptions options;
   if (visibility_timeout_ms) {
     auto ms = whole_number(*visibility_timeout_ms, 7ull * 24 * 3600 * 1000);
@@ -306,6 +309,7 @@ mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeo
       return bad_request("from must be earliest or latest, not '" + *from + "'");
     }
   }
+  if (ordering) options.ordering = *ordering == "key" ? mq::Ordering::kKey : mq::Ordering::kNone;
   return options;
 }
 

@@ -24,9 +24,10 @@ mq::Result<std::string> required_name(std::string_view what, const Param& value)
 // nullopt when absent.
 mq::Result<std::optional<std::uint32_t>> optional_partition(const Param& value);
 mq::Result<std::uint32_t> required_partition(const Param& value);
-// /consume's optional visibility_timeout_ms, max_inflight and from.
+// /consume's optional visibility_timeout_ms, max_inflight, from and ordering.
 mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeout_ms,
-                                                   const Param& max_inflight, const Param& from);
+                                                   const Param& max_inflight, const Param& from,
+                                                   const Param& ordering = std::nullopt);
 
 // GET /messages: where to start (offset or timestamp, never both) and how many (1 to 1000, default 100).
 mq::Result<mq::ReadFrom> read_from(const Param& offset, const Param& timestamp);

@@ -1,6 +1,6 @@
 // A randomized model test of one consumer group on one partition: thousands of random operations
-// (produce, subscribe, take, ack, nack, touch, time passing, ending subscriptions, restarts, seeks,
-// retention deleting segments by size or once acknowledged) run
+// (produce, with keys and delays, subscribe, take, ack, nack, touch, time passing, ending
+// subscriptions, restarts, seeks, retention deleting segments by size or once acknowledged) run
 // against the real Broker with a hand-driven clock, and every answer is checked against a small
 // reference model written here from the contract. Fixed seeds; the seed and the step are printed
 // on a failure.
@@ -23,10 +23,23 @@ namespace {
 constexpr std::uint32_t kMaxDeliveries = 3;
 
 struct ModelMessage {
-  enum class State { kNew, kInFlight, kReady, kDelayed, kDone } state = State::kNew;
+  // kWaiting: passed over by the group's new messages, never delivered: not due yet (deliver_at),
+  // or (ordering=key) behind an earlier message of its key.
+  enum class State { kNew, kInFlight, kReady, kDelayed, kWaiting, kDone } state = State::kNew;
   std::uint32_t deliveries = 0;
   int holder = -1;
   std::int64_t due = 0;  // in-flight deadline or end of a nack delay, in model ms
+  // What the producer gave it, kept across restarts and seeks.
+  int key = -1;                 // -1: none
+  std::int64_t deliver_at = 0;  // in model ms; 0: due at once
+
+  // Back to never delivered, as a restart or a seek leaves it.
+  void reset() {
+    state = State::kNew;
+    deliveries = 0;
+    holder = -1;
+    due = 0;
+  }
 };
 
 struct ModelSubscriber {
@@ -38,7 +51,13 @@ struct ModelSubscriber {
 // The contract of /consume and /ack (docs/http-api.md) for one group on one partition.
 class Model {
  public:
-  void produce(std::size_t count) { messages_.resize(messages_.size() + count); }
+  explicit Model(bool ordering_key) : ordering_key_(ordering_key) {}
+  void produce(int key, std::int64_t deliver_at) {
+    ModelMessage& m = messages_.emplace_back();
+    m.key = key;
+    m.deliver_at = deliver_at;
+  }
+  std::int64_t now() const { return now_; }
   std::size_t size() const { return messages_.size(); }
 
   void subscribe(int id, std::int64_t timeout, std::size_t max_inflight) {
@@ -49,18 +68,36 @@ class Model {
     ModelSubscriber& sub = subscribers_.at(id);
     std::size_t count = std::min(max, sub.max_inflight - sub.inflight);
     std::vector<std::pair<std::uint64_t, std::uint32_t>> taken;
-    for (std::uint64_t o = 0; o < messages_.size() && count > 0; ++o) {  // redeliveries first
-      if (messages_[o].state == ModelMessage::State::kReady) {
+    // Redeliveries first, and the messages passed over that may go now, in offset order.
+    for (std::uint64_t o = 0; o < messages_.size() && count > 0; ++o) {
+      const auto state = messages_[o].state;
+      if (state == ModelMessage::State::kReady || (state == ModelMessage::State::kWaiting && may_go(o))) {
         deliver(o, id, sub, taken);
         --count;
       }
     }
     for (; next_new_ < messages_.size() && count > 0; ++next_new_) {
-      if (messages_[next_new_].state != ModelMessage::State::kNew) continue;  // acknowledged early
+      ModelMessage& m = messages_[next_new_];
+      if (m.state != ModelMessage::State::kNew) continue;  // acknowledged early
+      if (!may_go(next_new_)) {
+        m.state = ModelMessage::State::kWaiting;  // the group goes on past it
+        continue;
+      }
       deliver(next_new_, id, sub, taken);
       --count;
     }
     return taken;
+  }
+
+  // Delayed messages not yet due that the group passed over (GroupStats::delayed counts those not
+  // also behind their key).
+  std::uint64_t delayed() const {
+    std::uint64_t n = 0;
+    for (std::uint64_t o = 0; o < messages_.size(); ++o) {
+      n += messages_[o].state == ModelMessage::State::kWaiting && messages_[o].deliver_at > now_ &&
+           first_of_key(o);
+    }
+    return n;
   }
 
   // Returns how many were newly acknowledged.
@@ -114,7 +151,7 @@ class Model {
       if (o < target) {
         messages_[o].state = ModelMessage::State::kDone;
       } else {
-        messages_[o] = ModelMessage{};
+        messages_[o].reset();
       }
     }
     for (auto& [id, sub] : subscribers_) sub.inflight = 0;
@@ -135,7 +172,7 @@ class Model {
   // In-flight state is not durable: after a restart every unacknowledged message is new again.
   void restart() {
     for (auto& m : messages_) {
-      if (m.state != ModelMessage::State::kDone) m = ModelMessage{};
+      if (m.state != ModelMessage::State::kDone) m.reset();
     }
     next_new_ = committed();
   }
@@ -158,6 +195,19 @@ class Model {
   }
 
  private:
+  // The contract: due (deliver_at passed), and with ordering=key no earlier message of its key
+  // that is not done (in flight, waiting for redelivery, delayed, or itself waiting).
+  bool may_go(std::uint64_t o) const { return messages_[o].deliver_at <= now_ && first_of_key(o); }
+  bool first_of_key(std::uint64_t o) const {
+    if (!ordering_key_ || messages_[o].key < 0) return true;
+    for (std::uint64_t earlier = 0; earlier < o; ++earlier) {
+      if (messages_[earlier].key == messages_[o].key &&
+          messages_[earlier].state != ModelMessage::State::kDone)
+        return false;
+    }
+    return true;
+  }
+
   void deliver(std::uint64_t o, int id, ModelSubscriber& sub,
                std::vector<std::pair<std::uint64_t, std::uint32_t>>& out) {
     ModelMessage& m = messages_[o];
@@ -183,6 +233,7 @@ class Model {
     }
   }
 
+  const bool ordering_key_;
   std::vector<ModelMessage> messages_;
   std::map<int, ModelSubscriber> subscribers_;
   std::uint64_t next_new_ = 0;
@@ -192,7 +243,13 @@ class Model {
 
 enum class Retention { kNone, kBySize, kAcknowledged };
 
-void run_model(unsigned seed, int steps, Retention retention) {
+// What the producer gives messages: nothing, or keys (4 of them, or none) and delays.
+struct Producing {
+  bool keys_and_delays = false;
+  Ordering ordering = Ordering::kNone;
+};
+
+void run_model(unsigned seed, int steps, Retention retention, Producing producing = {}) {
   TempDir dir;
   Config config = broker_config(dir.path(), "events:1");
   config.groups.max_deliveries = kMaxDeliveries;
@@ -206,7 +263,13 @@ void run_model(unsigned seed, int steps, Retention retention) {
   auto broker = open_broker(config, clock);
   std::mt19937 random(seed);
   auto chance = [&](int percent) { return static_cast<int>(random() % 100) < percent; };
-  Model model;
+  Model model(producing.ordering == Ordering::kKey);
+  {
+    // The group comes into being with its ordering (an ack or a seek would create it with none).
+    SubscribeOptions options;
+    options.ordering = producing.ordering;
+    subscribe(*broker, "g", options);
+  }
   std::map<int, std::unique_ptr<Subscription>> subs;
   int next_sub = 0;
   std::uint64_t log_start = 0;
@@ -220,8 +283,18 @@ void run_model(unsigned seed, int steps, Retention retention) {
     if (op < 15) {                                              // produce a batch of 1..3
       const std::size_t count = 1 + random() % 3;
       std::vector<Message> batch(count, message("{\"x\":1}"));
+      for (auto& m : batch) {
+        int key = -1;
+        std::int64_t delay = 0;
+        if (producing.keys_and_delays) {
+          key = static_cast<int>(random() % 5) - 1;
+          if (chance(20)) delay = 1 + static_cast<std::int64_t>(random() % 300);
+        }
+        if (key >= 0) m.key = std::string(1, static_cast<char>('a' + key));
+        if (delay > 0) m.deliver_at_ms = clock->system_ms() + delay;
+        model.produce(key, delay > 0 ? model.now() + delay : 0);
+      }
       REQUIRE(broker->produce("events", batch, 0).ok());
-      model.produce(count);
       // A roll scheduled a retention run for now: let it run before time passes, as a timer thread
       // would (nothing else is due now), so that the model sees it before any visibility timeout.
       broker->fire_due_timers();
@@ -231,6 +304,7 @@ void run_model(unsigned seed, int steps, Retention retention) {
       SubscribeOptions options;
       options.visibility_timeout = milliseconds(timeout);
       options.max_inflight = max_inflight;
+      options.ordering = producing.ordering;
       subs[next_sub] = subscribe(*broker, "g", options);
       model.subscribe(next_sub++, timeout, max_inflight);
     } else if (op < 50 && !subs.empty()) {  // take
@@ -315,8 +389,12 @@ void run_model(unsigned seed, int steps, Retention retention) {
     if (!groups.empty()) {
       CHECK(groups[0].committed_offset == model.committed());
       CHECK(groups[0].inflight == model.inflight());
+      CHECK(groups[0].delayed == model.delayed());
+      CHECK(groups[0].ordering == producing.ordering);
     }
   }
+  // Ending the subscriptions ends their deliveries: one at its last delivery is dead-lettered.
+  for (const int id : model.subscriber_ids()) model.unsubscribe(id);
   subs.clear();
   // Every dead letter reached the dead-letter topic exactly once.
   auto stats = broker->stats("events-dlq");
@@ -339,4 +417,18 @@ TEST_CASE("ConsumerGroupMatchesTheReferenceModelWhileRetentionDeletesBySize") {
 
 TEST_CASE("ConsumerGroupMatchesTheReferenceModelWhileRetentionDeletesWhatWasAcknowledged") {
   for (unsigned seed : {21u, 22u, 23u, 24u}) run_model(seed, 2500, Retention::kAcknowledged);
+}
+
+TEST_CASE("ConsumerGroupMatchesTheReferenceModelWithKeysAndDelayedMessages") {
+  for (unsigned seed : {31u, 32u, 33u, 34u}) run_model(seed, 2500, Retention::kNone, {true, Ordering::kNone});
+}
+
+TEST_CASE("ConsumerGroupMatchesTheReferenceModelWithOrderingByKey") {
+  for (unsigned seed : {41u, 42u, 43u, 44u, 45u, 46u})
+    run_model(seed, 2500, Retention::kNone, {true, Ordering::kKey});
+}
+
+TEST_CASE("ConsumerGroupMatchesTheReferenceModelWithOrderingByKeyWhileRetentionDeletes") {
+  for (unsigned seed : {51u, 52u}) run_model(seed, 2500, Retention::kBySize, {true, Ordering::kKey});
+  for (unsigned seed : {53u, 54u}) run_model(seed, 2500, Retention::kAcknowledged, {true, Ordering::kKey});
 }

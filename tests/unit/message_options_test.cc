@@ -29,7 +29,8 @@ Message with_dedup_id(std::string_view payload, std::string id) {
   return m;
 }
 
-ProduceResult produce(Broker& broker, std::vector<Message> messages, std::optional<std::uint32_t> partition = 0) {
+ProduceResult produce(Broker& broker, std::vector<Message> messages,
+                      std::optional<std::uint32_t> partition = 0) {
   auto result = broker.produce("events", messages, partition);
   REQUIRE_MESSAGE(result.ok(), result.status().to_string());
   return std::move(result.value());
@@ -167,7 +168,8 @@ TEST_CASE("DelayAndDeliverAtAreChecked") {
   negative.delay = milliseconds(-1);
   refused(negative, "delay_ms");
   refused(delayed_until("1", -5), "deliver_at");
-  const auto now = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+  const auto now =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch());
   refused(delayed_until("1", (now + kMaxDeliveryDelay + milliseconds(60'000)).count()), "deliver_at");
   CHECK(broker->stats("events")->front().partitions[0].next_offset == 0);  // nothing of a refused batch
   // A deliver_at in the past is due at once, and is not written.
@@ -225,8 +227,9 @@ TEST_CASE("TheDedupWindowIsFoundAgainAfterARestartAcrossSegmentsAndForgetsWhatIs
   {
     auto broker = open_broker(config);
     for (int i = 0; i < 100; ++i) {
-      offsets.push_back(produce(*broker, {with_dedup_id(R"({"n":)" + std::to_string(i) + "}", "id-" + std::to_string(i))})
-                            .first_offset);
+      offsets.push_back(
+          produce(*broker, {with_dedup_id(R"({"n":)" + std::to_string(i) + "}", "id-" + std::to_string(i))})
+              .first_offset);
     }
     CHECK(broker->stats("events")->front().partitions[0].segments > 3);
   }
@@ -326,4 +329,99 @@ TEST_CASE("TheRecordOptionsReaderReadsTheWritersPrefixAndAnyOtherOrder") {
   CHECK_FALSE(old->deliver_at_ms);
   CHECK_FALSE(old->dedup_id);
   CHECK_FALSE(detail::parse_record_options("not json"));
+}
+
+namespace {
+SubscribeOptions ordered_by_key(std::size_t max_inflight = 100, int timeout_ms = 1000) {
+  SubscribeOptions options;
+  options.ordering = Ordering::kKey;
+  options.max_inflight = max_inflight;
+  options.visibility_timeout = milliseconds(timeout_ms);
+  return options;
+}
+
+std::vector<Message> keyed(std::initializer_list<const char*> keys) {
+  std::vector<Message> batch;
+  int n = 0;
+  for (const char* key : keys) {
+    batch.push_back(message(R"({"n":)" + std::to_string(n++) + "}",
+                            *key ? std::optional<std::string>(key) : std::nullopt));
+  }
+  return batch;
+}
+}  // namespace
+
+TEST_CASE("OrderingByKeyHandsOutOneMessageOfAKeyAtATimeAndOtherKeysInParallel") {
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:1,events-dlq:1");
+  config.groups.max_deliveries = 2;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(config, clock);
+  //                           0    1    2    3    4   5    6
+  produce(*broker, keyed({"a", "a", "b", "a", "b", "", "c"}));
+  auto one = subscribe(*broker, "g", ordered_by_key());
+  auto two = subscribe(*broker, "g", ordered_by_key());
+  CHECK(offsets_of(take_now(*one, 2)) == std::vector<std::uint64_t>{0, 2});
+  CHECK(offsets_of(take_now(*two)) == std::vector<std::uint64_t>{5, 6});  // 1, 3, 4 wait for 0 and 2
+  CHECK(take_now(*one).empty());
+  CHECK(group_stats(*broker, "g").ordering == Ordering::kKey);
+
+  // Done with 0: 1 goes (and 3 still waits for it).
+  CHECK(*broker->ack("events", 0, "g", std::vector<std::string>{"0-0"}) == 1);
+  CHECK(offsets_of(take_now(*two)) == std::vector<std::uint64_t>{1});
+  // 1 comes back (nack): it is again the only one of "a" that may go, before 3.
+  REQUIRE(broker->nack("events", 0, "g", "0-1").ok());
+  auto again = take_now(*one);
+  REQUIRE(offsets_of(again) == std::vector<std::uint64_t>{1});
+  CHECK(again[0].delivery == 2);
+  // Its second delivery times out: dead-lettered (max_deliveries 2), which releases "a" for 3.
+  clock->advance(milliseconds(1000));
+  broker->fire_due_timers();
+  CHECK(broker->stats("events-dlq")->front().partitions[0].next_offset == 1);
+  // 2, 5 and 6 timed out too: they come again; "b" goes on with 2, not 4.
+  CHECK(offsets_of(take_now(*two)) == std::vector<std::uint64_t>{2, 3, 5, 6});
+  CHECK(take_now(*one).empty());
+  CHECK(*broker->ack("events", 0, "g", std::vector<std::string>{"0-2"}) == 1);
+  CHECK(offsets_of(take_now(*one)) == std::vector<std::uint64_t>{4});
+}
+
+TEST_CASE("ADelayedMessageHoldsTheLaterMessagesOfItsKey") {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  auto broker = open_broker(broker_config(dir.path(), "events:1"), clock);
+  Message first = message("1", std::string("k"));
+  first.deliver_at_ms = clock->system_ms() + 500;
+  produce(*broker, {first, message("2", std::string("k")), message("3", std::string("other"))});
+  auto sub = subscribe(*broker, "g", ordered_by_key());
+  CHECK(offsets_of(take_now(*sub)) == std::vector<std::uint64_t>{2});
+  clock->advance(milliseconds(500));
+  broker->fire_due_timers();
+  auto due = take_now(*sub);
+  CHECK(offsets_of(due) == std::vector<std::uint64_t>{0});
+  ack_all(*broker, due, "g");
+  CHECK(offsets_of(take_now(*sub)) == std::vector<std::uint64_t>{1});
+}
+
+TEST_CASE("AGroupsOrderingIsFixedWhenItComesIntoBeingDurablyAndAnotherOneIsAConflict") {
+  TempDir dir;
+  const Config config = broker_config(dir.path(), "events:2");
+  {
+    auto broker = open_broker(config);
+    subscribe(*broker, "keyed", ordered_by_key());
+    SubscribeOptions none;
+    none.ordering = Ordering::kNone;
+    auto refused = broker->subscribe("events", 0, "keyed", none);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.status().code() == ErrorCode::kConflict);
+    CHECK(refused.status().message().find("ordering=key") != std::string::npos);
+    CHECK(broker->subscribe("events", 0, "keyed", SubscribeOptions{}).ok());  // joins as it is
+    // Per partition: on partition 1 the group comes into being without ordering.
+    subscribe(*broker, "keyed", {}, 1);
+    CHECK(group_stats(*broker, "keyed", 1).ordering == Ordering::kNone);
+    CHECK_FALSE(broker->subscribe("events", 1, "keyed", ordered_by_key()).ok());
+  }
+  auto broker = open_broker(config);
+  CHECK(group_stats(*broker, "keyed").ordering == Ordering::kKey);
+  CHECK(broker->subscribe("events", 0, "keyed", ordered_by_key()).ok());
+  CHECK_FALSE(broker->subscribe("events", 1, "keyed", ordered_by_key()).ok());
 }

@@ -27,6 +27,18 @@ enum class StartPosition {
   kLatest,    // after the last message: the backlog counts as already consumed
 };
 
+// Which messages of a group on a partition wait for others (API.md "Message options").
+enum class Ordering {
+  kNone,  // none: competing consumers get any message that is due
+  // kKey: a message is not delivered while an earlier message with the same key is in flight,
+  // waiting for redelivery or delayed and not yet due, for the group on that partition: each key's
+  // messages are processed one at a time in offset order, different keys in parallel (as SQS FIFO
+  // message groups). Messages without a key are not held back.
+  kKey,
+};
+// "none" or "key".
+MQ_EXPORT std::string_view to_string(Ordering ordering);
+
 // How one subscription consumes (ConsumeOptions, the Queue's, adds what a whole topic needs).
 struct SubscribeOptions {
   // Time a delivered message may stay unacknowledged before it is delivered again; nullopt takes
@@ -37,6 +49,10 @@ struct SubscribeOptions {
   std::size_t max_inflight = 100;
   // Where a group that does not exist yet starts.
   StartPosition from = StartPosition::kEarliest;
+  // The group's ordering. It is fixed, durably, when the group comes into being on a partition
+  // (nullopt then means kNone); for an existing group nullopt joins it as it is, and another
+  // ordering than the group's is refused with kConflict.
+  std::optional<Ordering> ordering = std::nullopt;
 };
 
 // Where ConsumerGroup::seek moves a group: exactly one of an offset, the first message whose
@@ -61,6 +77,7 @@ struct GroupStats {
   std::uint64_t redelivered = 0;    // deliveries after the first (since start)
   std::uint64_t dead_lettered = 0;  // messages moved to the dead-letter topic (since start)
   std::uint64_t delayed = 0;        // delayed messages (deliver_at) waiting for their time
+  Ordering ordering = Ordering::kNone;
 };
 
 // One group on one partition: which messages are in flight with which subscription, which wait to
@@ -77,7 +94,8 @@ class MQ_EXPORT ConsumerGroup {
   const std::string& name() const;
 
   // A new consumer in this group. kInvalidArgument for max_inflight 0 or a visibility timeout
-  // below 1 ms; kShuttingDown once the broker stops. `options.from` is ignored: the group exists.
+  // below 1 ms; kConflict for an `options.ordering` other than the group's; kShuttingDown once the
+  // broker stops. `options.from` is ignored: the group exists.
   Result<std::unique_ptr<Subscription>> subscribe(const SubscribeOptions& options = {});
 
   // Acknowledges the messages `ids` durably before returning and returns how many were not
@@ -90,6 +108,7 @@ class MQ_EXPORT ConsumerGroup {
   Status touch(std::string_view id);
 
   GroupStats stats() const;
+  Ordering ordering() const;
 
   // Replays or skips (POST /seek): the group's committed offset becomes the target, clamped to the
   // partition's [log start, next offset]; every message below counts as acknowledged, every one

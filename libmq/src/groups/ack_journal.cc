@@ -37,6 +37,11 @@ bool apply_record(simdjson::dom::element record, GroupProgress& progress) {
     progress.seek_to(seek);
     return true;
   }
+  std::string_view ordering;
+  if (!record["ordering"].get_string().get(ordering) && ordering == "key") {
+    progress.ordering_key = true;
+    return true;
+  }
   return false;
 }
 
@@ -46,6 +51,11 @@ bool apply_snapshot(simdjson::dom::element snapshot, GroupProgress& progress) {
   if (snapshot["committed"].get_uint64().get(committed) || snapshot["acked"].get_array().get(acked))
     return false;
   progress.start_at(committed);
+  std::string_view ordering;
+  if (!snapshot["ordering"].get_string().get(ordering)) {
+    if (ordering != "key") return false;
+    progress.ordering_key = true;
+  }
   for (auto element : acked) {
     std::uint64_t offset = 0;
     if (element.get_uint64().get(offset)) return false;
@@ -184,6 +194,8 @@ Status AckJournal::record_start(std::uint64_t offset) {
   return record("{\"start\":" + std::to_string(offset) + "}");
 }
 
+Status AckJournal::record_ordering_key() { return record(R"({"ordering":"key"})"); }
+
 Status AckJournal::record_seek(std::uint64_t offset) {
   return record("{\"seek\":" + std::to_string(offset) + "}");
 }
@@ -206,7 +218,7 @@ Status AckJournal::compact(const GroupProgress& progress) {
     first = false;
     snapshot += std::to_string(offset);
   }
-  snapshot += "]}";
+  snapshot += progress.ordering_key ? R"(],"ordering":"key"})" : "]}";
   // 1. The new snapshot replaces the old one atomically (write a temp file, sync, rename, sync the
   //    directory). A crash before the rename keeps the old snapshot and the whole log.
   const std::string base = dir_ + "/" + stem_;

@@ -1,7 +1,9 @@
 // The durable acknowledgement record of one consumer group on one partition:
 //   <dir>/<stem>.log       a record log (same format and recovery as a partition); each record's
-//                          payload is [offset, ...] (acks), {"start": N} or {"seek": N}
-//   <dir>/<stem>.snapshot  {"committed": C, "acked": [offset, ...]} written by compaction
+//                          payload is [offset, ...] (acks), {"start": N}, {"seek": N} or
+//                          {"ordering": "key"}
+//   <dir>/<stem>.snapshot  {"committed": C, "acked": [offset, ...][, "ordering": "key"]} written
+//                          by compaction
 // Progress = snapshot + every record of the log replayed over it (replaying is idempotent).
 // With a shared acknowledgement log (AckWal; FSYNC other than never), each record is written here
 // unsynced and made durable there (libmq/docs/log_format.md "The shared acknowledgement log").
@@ -34,6 +36,7 @@ bool is_ack_journal_record(std::string_view json);
 struct GroupProgress {
   std::uint64_t committed = 0;    // every offset below is acknowledged
   std::set<std::uint64_t> acked;  // acknowledged offsets >= committed
+  bool ordering_key = false;      // the group orders by key ({"ordering":"key"}, never undone)
 
   // Marks `offset` acknowledged; false when it already was.
   bool acknowledge(std::uint64_t offset);
@@ -68,6 +71,8 @@ class AckJournal {
   Status record_acks(std::span<const std::uint64_t> offsets);
   // Durably records a seek of the group to `offset` (GroupProgress::seek_to).
   Status record_seek(std::uint64_t offset);
+  // Durably records that the group orders by key (written when it comes into being so).
+  Status record_ordering_key();
   // Replaces the log with a snapshot of `progress`, which must include every record written so
   // far; no record may be written meanwhile. Crash-safe at every step.
   Status compact(const GroupProgress& progress);

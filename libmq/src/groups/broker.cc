@@ -110,7 +110,7 @@ struct Broker::State : private Timer::Target {
   // The group, opened (and created at `from` if new) on first use.
   // `create` false: only a group that exists (every group on disk is opened at start), else nullptr.
   Result<ConsumerGroup*> group(std::string_view topic, std::uint32_t partition, std::string_view name,
-                               StartPosition from, bool create = true) {
+                               StartPosition from, bool create = true, Ordering ordering = Ordering::kNone) {
     if (!is_valid_name(name)) return invalid_name("group", name);
     auto p = resolve(topic, partition);
     if (!p.ok()) return p.status();
@@ -130,6 +130,7 @@ struct Broker::State : private Timer::Target {
     };
     context.ack_log = ack_log.get();
     context.checkpoint_acks = [this] { checkpoint_ack_log(); };
+    context.ordering_if_new = ordering;
     auto opened = detail::GroupState::open(std::move(context), file_system(), store->options(),
                                            groups_dir(store->options().data_dir, topic), from);
     if (!opened.ok()) return opened.status();
@@ -494,7 +495,8 @@ Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, 
   if (state_->stopping) return Status::shutting_down("the broker is stopping");
   // Checked before the group is looked up, so that a refused subscription creates no group.
   if (auto s = detail::check_subscribe_options(options); !s.ok()) return s;
-  auto g = state_->group(topic, partition, group, options.from);
+  auto g =
+      state_->group(topic, partition, group, options.from, true, options.ordering.value_or(Ordering::kNone));
   if (!g.ok()) return g.status();
   return (*g)->subscribe(options);
 }

@@ -9,6 +9,8 @@
 
 namespace mq {
 
+std::string_view to_string(Ordering ordering) { return ordering == Ordering::kKey ? "key" : "none"; }
+
 ConsumerGroup::ConsumerGroup(std::unique_ptr<detail::GroupState> state) : state_(std::move(state)) {}
 
 ConsumerGroup::~ConsumerGroup() = default;
@@ -19,6 +21,12 @@ const std::string& ConsumerGroup::name() const { return state_->context().group;
 
 Result<std::unique_ptr<Subscription>> ConsumerGroup::subscribe(const SubscribeOptions& options) {
   if (auto s = detail::check_subscribe_options(options); !s.ok()) return s;
+  if (const Ordering mine = ordering(); options.ordering && *options.ordering != mine) {
+    return Status::conflict("group " + name() + " has ordering=" + std::string(to_string(mine)) + " on " +
+                            topic() + "/" + std::to_string(partition()) + ", not " +
+                            std::string(to_string(*options.ordering)) +
+                            " (a group's ordering is fixed when it comes into being)");
+  }
   const auto timeout = options.visibility_timeout.value_or(state_->context().options.visibility_timeout);
   auto id = state_->subscribe(timeout, options.max_inflight);
   if (!id.ok()) return id.status();
@@ -51,6 +59,8 @@ Status ConsumerGroup::touch(std::string_view id) {
 }
 
 GroupStats ConsumerGroup::stats() const { return state_->stats(); }
+
+Ordering ConsumerGroup::ordering() const { return state_->ordering(); }
 
 Result<std::uint64_t> ConsumerGroup::seek(const SeekTarget& target) {
   const int given = int(target.offset.has_value()) + int(target.timestamp_ms.has_value()) +

@@ -49,6 +49,10 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
     if (auto s = (*journal)->record_start(start); !s.ok()) return s;
     progress.start_at(start);
   }
+  if (created && context.ordering_if_new == Ordering::kKey) {
+    if (auto s = (*journal)->record_ordering_key(); !s.ok()) return s;
+    progress.ordering_key = true;
+  }
   std::unique_ptr<GroupState> group(
       new GroupState(std::move(context), std::move(journal.value()), std::move(progress)));
   GroupState* self = group.get();
@@ -154,6 +158,7 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
   constexpr std::size_t kReadAheadBytes = 1 << 20;
   const std::uint64_t from = next_new_;
   const std::uint64_t epoch = read_ahead_epoch_;
+  const bool ordering_key = progress_.ordering_key;
   reading_ahead_ = true;
   lock.unlock();
   std::vector<ReadAhead> records;
@@ -168,7 +173,8 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
                                     std::to_string(context_.partition_index) + " cannot be read");
         break;
       }
-      records.push_back({m.offset, options->deliver_at_ms});
+      records.push_back(
+          {m.offset, options->deliver_at_ms, ordering_key ? std::move(options->raw_key) : std::nullopt});
     }
   } else if (!(batch.status().code() == ErrorCode::kNotFound &&
                from < context_.partition->log_start_offset())) {
@@ -235,6 +241,7 @@ Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
   for (auto& [id, sub] : subscribers_) sub.inflight = 0;
   inflight_ = 0;
   delayed_ = 0;
+  key_queues_.clear();
   next_new_ = target;
   read_ahead_.clear();
   ++read_ahead_epoch_;
@@ -270,7 +277,10 @@ void GroupState::forget_below_locked(std::uint64_t log_start) {
       if (inflight_ > 0) --inflight_;
     }
     ready_.erase(it->first);
+    const std::uint64_t offset = it->first;
+    const Tracked done = std::move(it->second);
     it = tracked_.erase(it);
+    release_key_locked(offset, done);
   }
 }
 
@@ -295,15 +305,54 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
     next_new_ = next.offset + 1;
     if (progress_.is_acknowledged(next.offset)) continue;  // acknowledged before it was ever delivered
     Tracked& tracked = tracked_[next.offset];
-    if (next.deliver_at_ms && *next.deliver_at_ms > now_ms) {
+    tracked.due_ms = next.deliver_at_ms.value_or(0);
+    if (next.key) {
+      // ordering=key: behind an earlier message of its key, it waits until that one is done.
+      auto& queue = key_queues_[*next.key];
+      queue.push_back(next.offset);
+      tracked.key = std::move(next.key);
+      if (queue.front() != next.offset) {
+        tracked.state = State::kBlocked;
+        continue;
+      }
+    }
+    if (tracked.due_ms > now_ms) {
       // Not due: it waits on the timer, neither in flight nor holding up the messages after it.
-      tracked.state = State::kDelayed;
-      schedule_due_locked(next.offset, tracked, *next.deliver_at_ms);
-      ++delayed_;
+      release_locked(next.offset, tracked, now_ms);
       continue;
     }
     start_delivery_locked(next.offset, tracked, subscriber, sub, chosen);
     --count;
+  }
+}
+
+void GroupState::release_locked(std::uint64_t offset, Tracked& tracked, std::int64_t now_ms) {
+  if (tracked.due_ms > now_ms) {
+    tracked.state = State::kDelayed;
+    schedule_due_locked(offset, tracked, tracked.due_ms);
+    ++delayed_;
+  } else {
+    tracked.state = State::kReady;
+    ready_.insert(offset);
+    wake_one_locked();
+  }
+}
+
+void GroupState::release_key_locked(std::uint64_t offset, const Tracked& tracked) {
+  if (!tracked.key) return;
+  auto queue = key_queues_.find(*tracked.key);
+  if (queue == key_queues_.end()) return;
+  auto& offsets = queue->second;
+  const bool was_first = !offsets.empty() && offsets.front() == offset;
+  if (auto at = std::find(offsets.begin(), offsets.end(), offset); at != offsets.end()) offsets.erase(at);
+  if (offsets.empty()) {
+    key_queues_.erase(queue);
+    return;
+  }
+  if (!was_first) return;
+  const std::uint64_t next = offsets.front();
+  if (auto it = tracked_.find(next); it != tracked_.end() && it->second.state == State::kBlocked) {
+    release_locked(next, it->second, context_.timer->clock().system_ms());
   }
 }
 
@@ -489,7 +538,9 @@ std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets
         holders.push_back(it->second.holder);
       }
       ready_.erase(offset);
+      const Tracked done = std::move(it->second);
       tracked_.erase(it);
+      release_key_locked(offset, done);
     }
   }
   (dead_lettered ? counters_.dead_lettered : counters_.acked) += newly;
@@ -580,6 +631,11 @@ Result<std::vector<Delivery>> GroupState::read_deliveries(const std::vector<Chos
   return deliveries;
 }
 
+Ordering GroupState::ordering() const {
+  std::lock_guard lock(mutex_);
+  return progress_.ordering_key ? Ordering::kKey : Ordering::kNone;
+}
+
 GroupStats GroupState::stats() const {
   std::lock_guard lock(mutex_);
   GroupStats stats = counters_;
@@ -588,6 +644,7 @@ GroupStats GroupState::stats() const {
   const std::uint64_t end = context_.partition->next_offset();
   stats.lag = end > progress_.committed ? end - progress_.committed : 0;
   stats.delayed = delayed_;
+  stats.ordering = progress_.ordering_key ? Ordering::kKey : Ordering::kNone;
   return stats;
 }
 

@@ -43,6 +43,8 @@ struct GroupContext {
   // when it is due; called after a record was answered durable, with no lock of the group held.
   AckWal* ack_log = nullptr;
   std::function<void()> checkpoint_acks;
+  // The ordering the group gets if it does not exist yet (fixed then, durably).
+  Ordering ordering_if_new = Ordering::kNone;
 };
 
 // kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.
@@ -78,6 +80,7 @@ class GroupState : private Timer::Target {
   Status touch(std::uint64_t offset);
 
   GroupStats stats() const;
+  Ordering ordering() const;
   // Moves the group to `target` (clamped to [log start, next offset]), durably: everything below
   // counts as acknowledged, everything from it on is delivered again in offset order with delivery
   // counts from 1, and nothing is in flight. Returns the new committed offset.
@@ -90,12 +93,15 @@ class GroupState : private Timer::Target {
 
  private:
   // kDelayed: nacked with a delay, or a delayed message (deliver_at) not yet due.
-  enum class State { kInFlight, kReady, kDelayed, kDeadLettering };
+  // kBlocked (ordering=key): behind an earlier message of its key; never delivered yet.
+  enum class State { kInFlight, kReady, kDelayed, kDeadLettering, kBlocked };
   // A message handed out at least once, or waiting for its deliver_at, and not acknowledged.
   struct Tracked {
     std::uint32_t deliveries = 0;
     State state = State::kReady;
-    std::int64_t due_ms = 0;   // deliver_at (wall clock): its timer re-checks it against system_ms()
+    std::int64_t due_ms = 0;  // deliver_at (wall clock): its timer re-checks it against system_ms()
+    // ordering=key: its key as written in the record (key_queues_), when it has one.
+    std::optional<std::string> key;
     std::uint64_t holder = 0;  // the subscriber, while in flight
     std::uint64_t token = 0;   // identifies the timer entry that still applies
     Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies
@@ -127,6 +133,7 @@ class GroupState : private Timer::Target {
   struct ReadAhead {
     std::uint64_t offset;
     std::optional<std::int64_t> deliver_at_ms;
+    std::optional<std::string> key;  // only with ordering=key
   };
 
   GroupState(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
@@ -151,6 +158,11 @@ class GroupState : private Timer::Target {
   Status read_ahead(std::unique_lock<std::mutex>& lock);
   // Puts a message that is not due before `due_ms` (wall clock) on the timer.
   void schedule_due_locked(std::uint64_t offset, Tracked& tracked, std::int64_t due_ms);
+  // A never-delivered message may go: it waits for its time if it is not due yet, else it is ready.
+  void release_locked(std::uint64_t offset, Tracked& tracked, std::int64_t now_ms);
+  // `offset` leaves the tracked messages (acknowledged, dead-lettered, forgotten): the next message
+  // of its key, if any, may go.
+  void release_key_locked(std::uint64_t offset, const Tracked& tracked);
   // Wakes the longest-waiting subscriber that has room, if any.
   void wake_one_locked();
   // Wakes `subscriber` if it is waiting (its room grew).
@@ -186,6 +198,9 @@ class GroupState : private Timer::Target {
   bool reading_ahead_ = false;          // GUARDED_BY(mutex_)
   std::uint64_t read_ahead_epoch_ = 0;  // GUARDED_BY(mutex_): bumped when next_new_ jumps
   std::uint64_t delayed_ = 0;           // GUARDED_BY(mutex_): delayed messages not yet due
+  // GUARDED_BY(mutex_), ordering=key: per key, the tracked messages with it in offset order; only
+  // the first may be delivered.
+  std::unordered_map<std::string, std::deque<std::uint64_t>> key_queues_;
   std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_): nodes never move
   std::deque<std::uint64_t> waiters_;  // GUARDED_BY(mutex_): waiting subscribers, oldest first
   std::uint64_t next_subscriber_ = 0;  // GUARDED_BY(mutex_)

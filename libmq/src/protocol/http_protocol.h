@@ -63,6 +63,7 @@ inline constexpr std::string_view kMaxInflight = "max_inflight";                
 inline constexpr std::string_view kFrom = "from";                                  // /consume
 inline constexpr std::string_view kFromEarliest = "earliest";                      // kFrom's values
 inline constexpr std::string_view kFromLatest = "latest";
+inline constexpr std::string_view kOrdering = "ordering";    // /consume: "none" or "key"
 inline constexpr std::string_view kOffset = "offset";        // /messages
 inline constexpr std::string_view kTimestamp = "timestamp";  // /messages
 inline constexpr std::string_view kLimit = "limit";          // /messages
@@ -95,6 +96,7 @@ inline constexpr std::string_view kLogStartOffset = "log_start_offset";
 inline constexpr std::string_view kNextOffset = "next_offset";
 inline constexpr std::string_view kCommittedOffset = "committed_offset";
 inline constexpr std::string_view kPosition = "position";  // /seek: "earliest" or "latest"
+inline constexpr std::string_view kOrdering = "ordering";  // 409 of /consume, /stats: "none" or "key"
 // GET /topics: {"broker":{"index":i,"count":n},"brokers":[url...],"visibility_timeout_ms":ms,
 //               "topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
 inline constexpr std::string_view kBroker = "broker";

@@ -147,6 +147,8 @@ class HttpConsumer final : public Consumer {
       stream_params_.emplace_back(param::kVisibilityTimeoutMs,
                                   std::to_string(options.visibility_timeout->count()));
     if (options.from == StartPosition::kLatest) stream_params_.emplace_back(param::kFrom, param::kFromLatest);
+    if (options.ordering)
+      stream_params_.emplace_back(param::kOrdering, std::string(to_string(*options.ordering)));
     {
       std::lock_guard lock(mutex_);
       for (std::uint32_t p : partitions) start_stream_locked(p);
@@ -279,7 +281,9 @@ class HttpConsumer final : public Consumer {
           const Status status = status_of_reply(refused, route->url);
           // A 404 here is a topic this broker does not have yet (a dead-letter topic is made where
           // it is needed): wait for it like for a broker that is down.
-          if (status.code() == ErrorCode::kInvalidArgument || status.code() == ErrorCode::kUnauthenticated) {
+          // A 409 is another ordering than the group's (ConsumeOptions::ordering): retrying cannot help.
+          if (status.code() == ErrorCode::kInvalidArgument || status.code() == ErrorCode::kUnauthenticated ||
+              status.code() == ErrorCode::kConflict) {
             return buffer_.fail(status);
           }
           if (status.code() == ErrorCode::kNotFound) directory_->mark_stale();

@@ -925,6 +925,11 @@ class RedisQueue final : public Queue {
     const milliseconds vt = options.visibility_timeout.value_or(options_.visibility_timeout);
     if (vt <= milliseconds(0)) return Status::invalid_argument("the visibility timeout must be positive");
     if (options.max_inflight == 0) return Status::invalid_argument("max_inflight must be at least 1");
+    if (options.ordering == Ordering::kKey) {
+      return Status::invalid_argument(
+          "the redis backend cannot order by key (ordering=key): a Redis consumer group hands any "
+          "pending entry to any consumer");
+    }
     std::string name = options.consumer_name;
     if (name.empty()) name = default_client_name() + "-" + std::to_string(++unnamed_consumers);
     {
