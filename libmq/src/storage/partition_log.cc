@@ -158,6 +158,12 @@ void PartitionLog::deduplicate_with(detail::DedupWindow* window) {
   dedup_ = window;
 }
 
+void PartitionLog::remember_dedup_ids(const std::vector<StoredDedupId>& ids) {
+  std::lock_guard lock(mutex_);
+  if (dedup_ == nullptr) return;
+  for (const auto& stored : ids) dedup_->remember(stored.id, stored.offset, stored.timestamp_ms);
+}
+
 std::pair<std::size_t, std::size_t> PartitionLog::dedup_stats() const {
   std::lock_guard lock(mutex_);
   if (dedup_ == nullptr) return {0, 0};

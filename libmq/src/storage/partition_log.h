@@ -60,6 +60,13 @@ class PartitionLog {
   Result<std::uint64_t> append(std::span<const Message> batch, AppendResult* result = nullptr);
   // Appends deduplicate with `window` (nullptr: not at all); set while no append runs.
   void deduplicate_with(detail::DedupWindow* window);
+  // Ids the log holds, found again (SegmentedLog::rebuild_dedup_window), in offset order.
+  struct StoredDedupId {
+    std::string id;
+    std::uint64_t offset;
+    std::int64_t timestamp_ms;
+  };
+  void remember_dedup_ids(const std::vector<StoredDedupId>& ids);
   // The window's ids and their memory.
   std::pair<std::size_t, std::size_t> dedup_stats() const;
   std::uint64_t add_append_listener(std::function<void()> on_append);

@@ -184,7 +184,6 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
   const std::uint64_t oldest = firsts.empty() ? active_first : firsts.front();
   log->log_start_ = std::max(oldest, *meta ? (*meta)->log_start_offset : 0);
   log->attach_listener(*log->active_);
-  if (auto s = log->rebuild_dedup_window(); !s.ok()) return s;
   return log;
 }
 
@@ -198,16 +197,19 @@ Status SegmentedLog::rebuild_dedup_window() {
   if (!from.ok()) return from.status();
   std::uint64_t offset = std::max(*from, log_start_offset());
   const std::uint64_t end = next_offset();
+  std::vector<PartitionLog::StoredDedupId> found;
   while (offset < end) {
     auto batch = read(offset, 4096, 4 << 20);
     if (!batch.ok()) return batch.status();
     if (batch->empty()) break;
     for (const StoredMessage& m : *batch) {
       auto options = parse_record_options(m.line);
-      if (options && options->dedup_id) dedup_->remember(*options->dedup_id, m.offset, options->timestamp_ms);
+      if (options && options->dedup_id)
+        found.push_back({std::move(*options->dedup_id), m.offset, options->timestamp_ms});
     }
     offset = batch->next_offset();
   }
+  active()->remember_dedup_ids(found);  // under the segment's lock, which guards the window
   return {};
 }
 
@@ -234,6 +236,16 @@ void SegmentedLog::attach_listener(PartitionLog& segment) {
 }
 
 Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch, AppendResult* result) {
+  if (dedup_ && !dedup_rebuilt_.load(std::memory_order_acquire) &&
+      std::any_of(batch.begin(), batch.end(), [](const Message& m) { return m.dedup_id.has_value(); })) {
+    // The first append that needs the window finds it again in the log, with no append in flight
+    // (a partition nobody deduplicates on opens without reading it).
+    std::unique_lock rolling(roll_mutex_);
+    if (!dedup_rebuilt_.load(std::memory_order_relaxed)) {
+      if (auto s = rebuild_dedup_window(); !s.ok()) return s;
+      dedup_rebuilt_.store(true, std::memory_order_release);
+    }
+  }
   while (true) {
     {
       std::shared_lock appending(roll_mutex_);

@@ -3,6 +3,7 @@
 // offsets see one log across them. Each segment is a PartitionLog.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -110,7 +111,8 @@ class SegmentedLog {
   std::shared_ptr<PartitionLog> active() const;
   // Makes `segment` the one appends go to: listened to, deduplicating with dedup_.
   void attach_listener(PartitionLog& segment);
-  // At open: remembers the dedup ids of the last dedup_window of log.
+  // With roll_mutex_ held exclusively, before the first append with a dedup id: remembers the
+  // dedup ids of the last dedup_window of log.
   Status rebuild_dedup_window();
 
   FileSystem& fs_;
@@ -158,6 +160,7 @@ class SegmentedLog {
   // The partition's deduplication window (nullptr when StoreOptions::dedup_window is 0), used by
   // the active segment under its append lock.
   const std::unique_ptr<DedupWindow> dedup_;
+  std::atomic<bool> dedup_rebuilt_{false};
   std::uint64_t active_listener_ = 0;  // GUARDED_BY(segments_mutex_): ours on the active segment
 };
 
