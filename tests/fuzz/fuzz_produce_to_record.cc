@@ -9,10 +9,11 @@
 #include <limits>
 #include <vector>
 
+#include "common/message_rules.h"
 #include "fuzz_support.h"
+#include "request_parsing.h"
 #include "storage/log_recovery.h"
 #include "storage/record_format.h"
-#include "request_parsing.h"
 
 namespace {
 
@@ -22,7 +23,8 @@ mq::detail::RecordValidator& validator() {
 }
 
 // Writes the batch at `base`, checks each line; returns the bytes written.
-std::string write_and_check(const std::vector<mq::Message>& messages, std::uint64_t base, std::int64_t timestamp) {
+std::string write_and_check(const std::vector<mq::Message>& messages, std::uint64_t base,
+                            std::int64_t timestamp) {
   std::string log;
   const std::uint64_t last = base + messages.size() - 1;
   for (std::size_t i = 0; i < messages.size(); ++i) {
@@ -46,6 +48,14 @@ std::string write_and_check(const std::vector<mq::Message>& messages, std::uint6
     FUZZ_CHECK(fields.has_value(), "dead-lettering can read back an accepted record");
     FUZZ_CHECK(fields->key == message.key, "dead-lettering keeps the key");
     FUZZ_CHECK(mq::Payload::parse(fields->payload_json).ok(), "dead-lettering reads a valid payload");
+    FUZZ_CHECK(fields->headers == message.headers, "dead-lettering keeps the headers");
+    auto options = mq::detail::parse_record_options(line);
+    FUZZ_CHECK(options && options->offset == offset && options->timestamp_ms == timestamp,
+               "groups read the offset and time written");
+    FUZZ_CHECK(options->dedup_id == message.dedup_id, "the dedup window reads the dedup_id written");
+    const std::int64_t due = mq::detail::due_time(message, timestamp);
+    FUZZ_CHECK(options->deliver_at_ms == (due > timestamp ? std::optional(due) : std::nullopt),
+               "groups read the delivery time written");
     log += line;
     log += '\n';
   }
@@ -58,6 +68,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto produce = mqd::parse_produce_body(mq::fuzzing::as_text(data, size));
   if (!produce.ok()) return 0;
   const auto& messages = produce->messages;
+  // The append path's rules on keys and message options (check_payloads), which close the rest.
+  for (const auto& m : messages) {
+    if (!mq::detail::check_message_options(m, 1'700'000'000'000).ok()) return 0;
+  }
 
   // Offsets and timestamps at both ends of their ranges.
   const std::uint64_t high_base = std::numeric_limits<std::uint64_t>::max() - messages.size();
@@ -67,8 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // A restart finds every message: nothing cut, nothing reported.
   mq::fuzzing::MemoryFile log_file(log);
   mq::fuzzing::MemoryFile index_file;
-  auto recovered = mq::detail::recover_log(log_file, index_file, "fuzz/partition-0.log",
-                                           mq::RecoveryMode::kStrict, 64);
+  auto recovered =
+      mq::detail::recover_log(log_file, index_file, "fuzz/partition-0.log", mq::RecoveryMode::kStrict, 64);
   FUZZ_CHECK(recovered.ok(), "recovery opens a log of accepted records");
   FUZZ_CHECK(recovered->end_position == log.size(), "recovery keeps every accepted record");
   FUZZ_CHECK(recovered->next_offset == messages.size(), "recovery counts every accepted record");

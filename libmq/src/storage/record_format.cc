@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <charconv>
+#include <limits>
 
 #include "common/json_validation.h"
 
@@ -65,7 +66,13 @@ constexpr std::string_view kOffsetPrefix = R"({"offset":)";
 }  // namespace
 
 std::int64_t due_time(const Message& message, std::int64_t timestamp_ms) {
-  if (message.delay) return timestamp_ms + message.delay->count();
+  if (message.delay) {
+    // Saturating: a clock at the end of time must not wrap around to a time long past.
+    const std::int64_t delay = message.delay->count();
+    return timestamp_ms > std::numeric_limits<std::int64_t>::max() - delay
+               ? std::numeric_limits<std::int64_t>::max()
+               : timestamp_ms + delay;
+  }
   if (message.deliver_at_ms) return *message.deliver_at_ms;
   return timestamp_ms;
 }
@@ -153,7 +160,8 @@ class PrefixScanner {
     if (literal(R"(,"batch_last":)") && !number(batch_last)) return false;
     if (literal(R"(,"key":)")) {
       auto key = string();
-      if (!key) return false;
+      // With escapes, the text may not be the writer's (\/ for /): the parser makes it so.
+      if (!key || key->find('\\') != std::string_view::npos) return false;
       out.raw_key = std::string(*key);
     }
     if (literal(R"(,"headers":{)") && !skip_headers()) return false;
@@ -211,6 +219,16 @@ class PrefixScanner {
 
 }  // namespace
 
+namespace {
+// A token without the blanks after it.
+std::string_view trimmed(std::string_view text) {
+  while (!text.empty() &&
+         (text.back() == ' ' || text.back() == '\t' || text.back() == '\n' || text.back() == '\r'))
+    text.remove_suffix(1);
+  return text;
+}
+}  // namespace
+
 std::optional<RecordOptions> parse_record_options(std::string_view line) {
   RecordOptions out;
   if (PrefixScanner(line).scan(out)) return out;
@@ -222,17 +240,40 @@ std::optional<RecordOptions> parse_record_options(std::string_view line) {
   if (parser.iterate(padded).get(document) || document.get_object().get(object)) return std::nullopt;
   out = {};
   bool has_offset = false;
+  bool has_timestamp = false;
   for (auto member : object) {
     std::string_view name;
     simdjson::ondemand::value value;
     if (member.unescaped_key().get(name) || member.value().get(value)) return std::nullopt;
-    if (name == "offset") {
-      if (value.get_uint64().get(out.offset)) return std::nullopt;
+    // The first of duplicate names counts, as in RecordValidator (both of its paths).
+    if (name == "offset" && !has_offset) {
+      // As recovery reads it: an unsigned whole number, "-0" included.
+      std::string_view text = trimmed(value.raw_json_token());
+      if (text.starts_with("-") && text.find_first_not_of('0', 1) == std::string_view::npos &&
+          text.size() > 1) {
+        out.offset = 0;
+      } else if (auto [at, ec] = std::from_chars(text.data(), text.data() + text.size(), out.offset);
+                 ec != std::errc() || at != text.data() + text.size()) {
+        return std::nullopt;
+      }
       has_offset = true;
-    } else if (name == "timestamp") {
-      double ms = 0;
-      if (value.get_double().get(ms)) return std::nullopt;
-      out.timestamp_ms = static_cast<std::int64_t>(ms);
+    } else if (name == "timestamp" && !has_timestamp) {
+      has_timestamp = true;
+      // Any number recovery accepts (beyond 64 bits too), clamped to what a timestamp holds.
+      const std::string_view text = trimmed(value.raw_json_token());
+      const char* end = text.data() + text.size();
+      if (auto [at, ec] = std::from_chars(text.data(), end, out.timestamp_ms);
+          ec != std::errc() || at != end) {
+        double ms = 0;
+        auto [dat, dec] = std::from_chars(text.data(), end, ms);
+        if (dec == std::errc::result_out_of_range)
+          ms = text.starts_with('-') ? -1e300 : 1e300;
+        else if (dec != std::errc())
+          return std::nullopt;
+        out.timestamp_ms = ms >= 9.2e18    ? std::numeric_limits<std::int64_t>::max()
+                           : ms <= -9.2e18 ? std::numeric_limits<std::int64_t>::min()
+                                           : static_cast<std::int64_t>(ms);
+      }
     } else if (name == "key" && !out.raw_key) {
       std::string_view key;
       if (value.get_string().get(key)) return std::nullopt;
@@ -266,6 +307,29 @@ RecordValidator::~RecordValidator() = default;
 
 namespace {
 
+// True when the line's first "headers" member is an object of strings.
+bool first_headers_are_strings(std::string_view line) {
+  simdjson::padded_string padded(line);
+  simdjson::ondemand::parser parser;
+  simdjson::ondemand::document document;
+  simdjson::ondemand::object object;
+  if (parser.iterate(padded).get(document) || document.get_object().get(object)) return false;
+  for (auto member : object) {
+    std::string_view name;
+    simdjson::ondemand::value value;
+    if (member.unescaped_key().get(name) || member.value().get(value)) return false;
+    if (name != "headers") continue;
+    simdjson::ondemand::object headers;
+    if (value.get_object().get(headers)) return false;
+    for (auto header : headers) {
+      std::string_view text;
+      if (header.value().get_string().get(text)) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
 // The header fields of a record that only the slow parser could read (a number beyond 64 bits in
 // the payload): the same checks as the fast path below.
 std::optional<RecordHeader> validate_slowly(std::string_view line) {
@@ -295,13 +359,10 @@ std::optional<RecordHeader> validate_slowly(std::string_view line) {
   if (const TopLevelValue* key = field("key"); key != nullptr && !std::holds_alternative<std::string>(*key)) {
     return std::nullopt;
   }
-  // The slow parser does not look inside containers: a scalar where the headers object goes is all
-  // it can refuse (the fast path below checks every value; the slow one runs only for payloads
-  // with numbers beyond 64 bits, which the write path formats like any other).
-  if (const TopLevelValue* headers = field("headers");
-      headers != nullptr && !std::holds_alternative<std::monostate>(*headers)) {
-    return std::nullopt;
-  }
+  // The slow parser does not look inside containers: the headers (the first of that name, as on
+  // the fast path) are checked by the on-demand parser, which reads numbers beyond 64 bits
+  // elsewhere in the line without complaint.
+  if (field("headers") != nullptr && !first_headers_are_strings(line)) return std::nullopt;
   if (const TopLevelValue* due = field("deliver_at"); due != nullptr) {
     // What the fast path's is_int64() accepts: a whole number within int64.
     const auto* u = std::get_if<std::uint64_t>(due);
