@@ -15,6 +15,16 @@ void DedupWindow::remember(std::string_view id, std::uint64_t offset, std::int64
   index_.insert_or_assign(std::string_view(stored.id), &stored);
 }
 
+std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, std::uint64_t offset,
+                                                           std::int64_t now_ms) {
+  expire(now_ms);
+  const Stored& stored = stored_.emplace_back(Stored{std::string(id), offset, now_ms});
+  auto [it, inserted] = index_.try_emplace(std::string_view(stored.id), &stored);
+  if (inserted) return std::nullopt;
+  stored_.pop_back();  // what expire() left is within the window: a duplicate
+  return it->second->offset;
+}
+
 void DedupWindow::expire(std::int64_t now_ms) {
   // Timestamps are taken a moment before offsets, so they may step back a little from one entry to
   // the next: an entry stays until every one before it expired, at most that moment longer.

@@ -23,6 +23,8 @@ class DedupWindow {
   std::optional<std::uint64_t> find(std::string_view id, std::int64_t now_ms);
   // `id` was stored at `offset` at `timestamp_ms` (offsets only grow from call to call).
   void remember(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms);
+  // find(id, now_ms), and when it finds nothing remember(id, offset, now_ms): one hash lookup.
+  std::optional<std::uint64_t> find_or_remember(std::string_view id, std::uint64_t offset, std::int64_t now_ms);
   // Appends from `offset` on were dropped (a full disk): their ids are not stored.
   void forget_from(std::uint64_t offset);
 

@@ -173,19 +173,15 @@ std::pair<std::size_t, std::size_t> PartitionLog::dedup_stats() const {
 void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64_t now_ms,
                                       AppendResult& result, std::vector<Message>& kept) {
   result.offsets.resize(batch.size());
-  std::unordered_map<std::string_view, std::uint64_t> in_batch;  // ids stored by this batch
   std::vector<std::size_t> stored;
   std::uint64_t next = appended_.offset;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& id = batch[i].dedup_id;
+    // Remembered now, before the write: a later message of this batch or a concurrent append of
+    // the same id must find it. A write that a full disk drops forgets them again
+    // (roll_back_locked); a failed one fails the partition.
     std::optional<std::uint64_t> earlier;
-    if (id && dedup_ != nullptr) {
-      if (auto it = in_batch.find(*id); it != in_batch.end()) {
-        earlier = it->second;
-      } else {
-        earlier = dedup_->find(*id, now_ms);
-      }
-    }
+    if (id && dedup_ != nullptr) earlier = dedup_->find_or_remember(*id, next, now_ms);
     if (earlier) {
       result.offsets[i] = *earlier;
       result.duplicates.push_back(i);
@@ -193,13 +189,6 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
     }
     result.offsets[i] = next++;
     stored.push_back(i);
-    if (id && dedup_ != nullptr) in_batch.emplace(*id, result.offsets[i]);
-  }
-  // Remembered now, before the write: a concurrent append of the same id must find it. A write that
-  // a full disk drops forgets them again (roll_back_locked); a failed one fails the partition.
-  for (std::size_t i : stored) {
-    if (batch[i].dedup_id && dedup_ != nullptr)
-      dedup_->remember(*batch[i].dedup_id, result.offsets[i], now_ms);
   }
   if (!result.duplicates.empty()) {
     kept.reserve(stored.size());
@@ -233,8 +222,8 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
   // it does not hold up the partition's other appenders (1.2 M tiny messages took 0.38 s to
   // format); if another append took that offset meanwhile, it is formatted again.
   std::string formatted;
-  for (int attempt = 0; !has_dedup_ids && batch.size() >= kFormatOutsideLockMessages && attempt < 3;
-       ++attempt) {
+  // (With dedup ids it is formatted as if none were a duplicate, as is most likely.)
+  for (int attempt = 0; batch.size() >= kFormatOutsideLockMessages && attempt < 3; ++attempt) {
     const std::uint64_t guess = appended_.offset;
     lock.unlock();
     formatted.clear();
@@ -249,7 +238,10 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
   AppendResult& outcome = result != nullptr ? *result : local;
   if (has_dedup_ids) {
     deduplicate_locked(all, timestamp, outcome, kept);
-    if (!outcome.duplicates.empty()) batch = kept;
+    if (!outcome.duplicates.empty()) {
+      batch = kept;
+      formatted.clear();  // formatted with the duplicates: formatted again below, without them
+    }
   } else if (result != nullptr) {
     result->offsets.resize(all.size());
     for (std::size_t i = 0; i < all.size(); ++i) result->offsets[i] = appended_.offset + i;

@@ -1,0 +1,246 @@
+// options_bench: what the message options of issue 14 cost, in-process through the Broker (FSYNC=never,
+// so that their CPU cost is not hidden behind fdatasync), each beside the same work without them:
+//
+//   options_bench [--dir PATH] [--messages N] [--delayed N] [--dedup-ids N] [--repeat R]
+//
+//   produce      4 threads, each producing N/4 messages to its own partition in batches of 100:
+//                plain, then with 3 headers and a unique 36-byte dedup_id on every message.
+//   end to end   1 producer (batches of 100) to one partition, 4 consumers in one group taking up to
+//                64 at a time and acknowledging each batch: plain, then with headers and dedup ids.
+//   ordering     the same end to end with a key on every message (1,000 keys): ordering=none, then
+//                ordering=key.
+//   delayed      --delayed messages produced one per call with delay_ms of one hour (then a group
+//                passes over them all: it holds each on the timer), beside as many plain ones:
+//                produce latency p50/p99 and the heap memory the pending ones add.
+//   dedup window --dedup-ids ids of 36 bytes remembered by a DedupWindow: its estimate and the
+//                heap memory they add.
+// Every number is the median over --repeat runs (cases interleaved). Results go to stdout.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <malloc.h>
+#include <vector>
+
+#include "bench_support.h"
+#include "mq/mq.h"
+#include "storage/dedup_window.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace mq::bench;
+
+constexpr std::size_t kBatch = 100;
+constexpr int kProducers = 4;
+constexpr int kConsumers = 4;
+constexpr std::size_t kKeys = 1000;
+
+constexpr std::string_view kUsage =
+    "usage: options_bench [--dir PATH] [--messages N] [--delayed N] [--dedup-ids N] [--repeat R]\n"
+    "  --messages N    messages per run of the produce, end-to-end and ordering cases (default 200000)\n"
+    "  --delayed N     delayed messages pending in the delayed case (default 100000)\n"
+    "  --dedup-ids N   ids in the dedup window case (default 1000000)\n"
+    "  --repeat R      runs per case; medians reported (default 3)\n";
+
+struct Options : CommonOptions {
+  std::uint64_t messages = 200000;
+  std::uint64_t delayed = 100000;
+  std::uint64_t dedup_ids = 1000000;
+  int repeat = 3;
+};
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  parse_flags(argc, argv, options,
+              {number_flag("--messages", options.messages), number_flag("--delayed", options.delayed),
+               number_flag("--dedup-ids", options.dedup_ids), number_flag("--repeat", options.repeat)});
+  if (options.messages < kBatch * kProducers) throw UsageError("--messages must be at least 400");
+  if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
+  return options;
+}
+
+// Heap bytes in use (glibc's count, which freed memory kept for reuse does not blur as RSS does).
+std::size_t heap_bytes() { return ::mallinfo2().uordblks; }
+
+std::unique_ptr<mq::Broker> open_broker(const std::string& dir) {
+  mq::Config config;
+  config.store.data_dir = dir;
+  config.store.fsync = mq::FsyncMode::kNever;
+  config.topics = {{"bench", static_cast<std::uint32_t>(kProducers)}};
+  return check(mq::Broker::open(config), "open the broker");
+}
+
+// One message: a 100-byte payload, and with `options` 3 headers and a unique dedup id.
+mq::Message make_message(std::uint64_t n, bool options, std::optional<std::string> key = std::nullopt) {
+  std::string json = R"({"n":)" + std::to_string(n) + R"(,"pad":")";
+  json.resize(97, 'x');
+  json += "\"}";
+  mq::Message m{check(mq::Payload::parse(json), "payload"), std::move(key)};
+  if (options) {
+    char id[40];
+    std::snprintf(id, sizeof id, "%08llx-0000-4000-8000-%012llx", static_cast<unsigned long long>(n >> 32),
+                  static_cast<unsigned long long>(n));
+    m.dedup_id = std::string(id);
+    m.headers = {{"trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"},
+                 {"content-type", "application/json"},
+                 {"source", "checkout-service"}};
+  }
+  return m;
+}
+
+double produce_case(const std::string& dir, std::uint64_t messages, bool options) {
+  auto broker = open_broker(dir);
+  const std::uint64_t per_thread = messages / kProducers / kBatch * kBatch;
+  // Built before the clock starts: what is measured is the library's work, not the benchmark's.
+  std::vector<std::vector<mq::Message>> prepared(kProducers);
+  for (int t = 0; t < kProducers; ++t) {
+    for (std::uint64_t i = 0; i < per_thread; ++i) prepared[t].push_back(make_message(t * per_thread + i, options));
+  }
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kProducers; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::uint64_t i = 0; i < per_thread; i += kBatch) {
+        check(broker->produce("bench", std::span(prepared[t]).subspan(i, kBatch), static_cast<std::uint32_t>(t)),
+              "produce");
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return static_cast<double>(per_thread * kProducers) / seconds_between(start, Clock::now());
+}
+
+// One producer to partition 0, kConsumers consumers acknowledging what they take.
+double end_to_end_case(const std::string& dir, std::uint64_t messages, bool options, bool keyed,
+                       mq::Ordering ordering) {
+  auto broker = open_broker(dir);
+  mq::SubscribeOptions subscribe;
+  subscribe.max_inflight = 1000;
+  subscribe.ordering = ordering;
+  std::vector<std::unique_ptr<mq::Subscription>> subs;
+  for (int c = 0; c < kConsumers; ++c) subs.push_back(check(broker->subscribe("bench", 0, "g", subscribe), "subscribe"));
+  std::vector<mq::Message> prepared;
+  for (std::uint64_t n = 0; n < messages; ++n) {
+    prepared.push_back(make_message(n, options, keyed ? std::optional("key-" + std::to_string(n % kKeys)) : std::nullopt));
+  }
+  std::atomic<std::uint64_t> acked{0};
+  const auto start = Clock::now();
+  std::vector<std::thread> consumers;
+  for (auto& sub : subs) {
+    consumers.emplace_back([&, s = sub.get()] {
+      std::vector<std::string> ids;
+      while (acked.load() < messages) {
+        auto got = check(s->next(64, std::chrono::milliseconds(50)), "next");
+        if (got.empty()) continue;
+        ids.clear();
+        for (const auto& d : got) ids.push_back(d.id);
+        acked += check(broker->ack("bench", 0, "g", ids), "ack");
+      }
+    });
+  }
+  for (std::uint64_t i = 0; i < messages; i += kBatch) {
+    check(broker->produce("bench", std::span(prepared).subspan(i, std::min<std::uint64_t>(kBatch, messages - i)), 0u),
+          "produce");
+  }
+  for (auto& t : consumers) t.join();
+  return static_cast<double>(messages) / seconds_between(start, Clock::now());
+}
+
+struct DelayedRun {
+  double p50_us, p99_us;
+  double added_mib;  // heap memory the pending messages added once a group passed over them
+};
+
+DelayedRun delayed_case(const std::string& dir, std::uint64_t messages, bool delayed) {
+  auto broker = open_broker(dir);
+  std::vector<std::int64_t> latencies;
+  latencies.reserve(messages);
+  for (std::uint64_t n = 0; n < messages; ++n) {
+    mq::Message m = make_message(n, false);
+    if (delayed) m.delay = std::chrono::hours(1);
+    const auto before = Clock::now();
+    check(broker->produce("bench", std::span(&m, 1), 0u), "produce");
+    latencies.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - before).count());
+  }
+  const std::size_t resident_before = heap_bytes();
+  auto sub = check(broker->subscribe("bench", 0, "g", mq::SubscribeOptions{}), "subscribe");
+  // The group reads past every message: delayed ones wait on the timer, plain ones are delivered.
+  std::uint64_t seen = 0;
+  while (true) {
+    auto got = check(sub->next(1000, std::chrono::milliseconds(0)), "next");
+    if (got.empty() && (delayed || seen >= messages)) break;
+    seen += got.size();
+    if (!got.empty()) {
+      std::vector<std::string> ids;
+      for (const auto& d : got) ids.push_back(d.id);
+      check(broker->ack("bench", 0, "g", ids), "ack");
+    }
+  }
+  if (delayed) {
+    const auto stats = check(broker->stats("bench"), "stats");
+    if (stats[0].partitions[0].groups[0].delayed != messages) throw std::runtime_error("not every message is pending");
+  }
+  const double added = static_cast<double>(heap_bytes()) - static_cast<double>(resident_before);
+  return {percentile_us(latencies, 0.50), percentile_us(latencies, 0.99), added / (1 << 20)};
+}
+
+void run(const Options& options, ScratchDirectory& scratch) {
+  print_machine(scratch.path());
+  std::vector<double> plain, with_options, e2e_plain, e2e_options, none, key;
+  std::vector<DelayedRun> plain_single, delayed;
+  for (int r = 0; r < options.repeat; ++r) {
+    std::fprintf(stderr, "run %d/%d\n", r + 1, options.repeat);
+    plain.push_back(produce_case(scratch.fresh_path("p"), options.messages, false));
+    with_options.push_back(produce_case(scratch.fresh_path("p"), options.messages, true));
+    e2e_plain.push_back(end_to_end_case(scratch.fresh_path("e"), options.messages, false, false, mq::Ordering::kNone));
+    e2e_options.push_back(end_to_end_case(scratch.fresh_path("e"), options.messages, true, false, mq::Ordering::kNone));
+    none.push_back(end_to_end_case(scratch.fresh_path("o"), options.messages, false, true, mq::Ordering::kNone));
+    key.push_back(end_to_end_case(scratch.fresh_path("o"), options.messages, false, true, mq::Ordering::kKey));
+    plain_single.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, false));
+    delayed.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, true));
+  }
+  auto ratio = [](double a, double b) { return 100.0 * a / b; };
+  std::printf("\nmessage options, in-process Broker, FSYNC=never, 100-byte payloads; median of %d runs\n",
+              options.repeat);
+  std::printf("%-52s %12s %12s %8s\n", "case", "without", "with", "with/without");
+  const double p0 = median(plain), p1 = median(with_options);
+  std::printf("%-52s %12.0f %12.0f %7.1f%%\n", "produce msgs/s (4 threads, batch 100): +3 headers +dedup_id", p0, p1,
+              ratio(p1, p0));
+  const double e0 = median(e2e_plain), e1 = median(e2e_options);
+  std::printf("%-52s %12.0f %12.0f %7.1f%%\n", "end to end msgs/s (4 consumers): +3 headers +dedup_id", e0, e1,
+              ratio(e1, e0));
+  const double o0 = median(none), o1 = median(key);
+  std::printf("%-52s %12.0f %12.0f %7.1f%%\n", "end to end msgs/s, 1000 keys, 4 consumers: ordering=key", o0, o1,
+              ratio(o1, o0));
+  auto med = [](const std::vector<DelayedRun>& runs, double DelayedRun::*field) {
+    std::vector<double> values;
+    for (const auto& r : runs) values.push_back(r.*field);
+    return median(values);
+  };
+  std::printf("%-52s %12.1f %12.1f\n", "single produce p50 us, plain vs delay 1 h",
+              med(plain_single, &DelayedRun::p50_us), med(delayed, &DelayedRun::p50_us));
+  std::printf("%-52s %12.1f %12.1f\n", "single produce p99 us, plain vs delay 1 h",
+              med(plain_single, &DelayedRun::p99_us), med(delayed, &DelayedRun::p99_us));
+  std::printf("%-52s %12s %12.1f\n",
+              ("heap MiB added by " + std::to_string(options.delayed) + " pending delayed").c_str(), "",
+              med(delayed, &DelayedRun::added_mib));
+
+  const std::size_t before = heap_bytes();
+  mq::detail::DedupWindow window(std::chrono::hours(1));
+  for (std::uint64_t n = 0; n < options.dedup_ids; ++n) {
+    window.remember(make_message(n, true).dedup_id.value(), n, 1);
+  }
+  const double added = static_cast<double>(heap_bytes() - before) / (1 << 20);
+  std::printf("%-52s %12.1f %12.1f\n",
+              (std::to_string(options.dedup_ids) + " dedup ids (36 B): MiB estimated, heap").c_str(),
+              static_cast<double>(window.memory_bytes()) / (1 << 20), added);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return mq::bench::run_main("options_bench", kUsage, argc, argv, parse_options, run); }
