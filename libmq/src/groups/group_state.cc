@@ -119,6 +119,7 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
     std::unique_lock lock(mutex_);
     Subscriber& sub = subscribers_.at(subscriber);
     bool timed_out = false;
+    int empty_reads = 0;
     while (true) {
       if (stopping_) return Status::shutting_down("the broker is stopping");
       choose_locked(subscriber, sub, std::min(max_messages - chosen.size(), sub.room()), chosen);
@@ -129,7 +130,9 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
           if (!chosen.empty()) break;  // they are in flight: hand them out; the next take fails
           return s;
         }
-        continue;
+        // Read nothing (retention deleted it meanwhile: the next choice moves past it, or another
+        // thread moved the group): look again; a read that keeps finding nothing waits instead.
+        if (!read_ahead_.empty() || ++empty_reads < 3) continue;
       }
       if (!chosen.empty()) {
         if (deliverable_locked()) wake_one_locked();  // more than we took: pass the wake-up on
