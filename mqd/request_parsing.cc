@@ -179,7 +179,7 @@ mq::Status read_message_field(std::string_view name, simdjson::ondemand::value v
       return {};
     }
     if (value.get_string().get(id))
-      return bad_request("\"dedup_id\" must be a string in " + std::string(where));
+      return bad_request("\"dedup_id\" must be a string of valid UTF-8 in " + std::string(where));
     fields.dedup_id = std::string(id);
     return {};
   }

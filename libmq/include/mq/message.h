@@ -54,15 +54,15 @@ struct Message {
   // keeps the time it is due as "deliver_at". kInvalidArgument at append otherwise.
   std::optional<std::int64_t> deliver_at_ms = std::nullopt;
   std::optional<std::chrono::milliseconds> delay = std::nullopt;
-  // Idempotent append: a message whose dedup_id (1 to 128 bytes of valid UTF-8) the partition stored
+  // Idempotent append: a message whose dedup_id (1 to 128 characters of valid UTF-8) the partition stored
   // within its deduplication window is not stored again (AppendOutcome names the stored one).
   std::optional<std::string> dedup_id = std::nullopt;
 };
 
 // The longest delay a message may have (one week, as API.md "Message options" says).
 inline constexpr std::chrono::milliseconds kMaxDeliveryDelay{7LL * 24 * 3600 * 1000};
-// The longest dedup_id.
-inline constexpr std::size_t kMaxDedupIdBytes = 128;
+// The longest dedup_id, in characters (code points).
+inline constexpr std::size_t kMaxDedupIdCharacters = 128;
 
 // Where a produced batch went: its partition, the offset of its first message and one id and one
 // offset per message, in order (ids are opaque; hand them back to ack, nack or touch). A message that

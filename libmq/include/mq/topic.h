@@ -25,8 +25,10 @@ MQ_EXPORT std::uint32_t partition_for_key(std::string_view key, std::uint32_t pa
 
 // What picks a message's partition when none is given: its key, else its dedup_id (so that a retry
 // of a keyless message lands where the first try did and is found to be a duplicate), else nothing
-// (the producer picks one). A batch goes where its first message's partition key says.
+// (the producer picks one).
 MQ_EXPORT std::optional<std::string_view> partition_key(const Message& message);
+// The same for a batch: its first message's key, else the first dedup_id in it, else nothing.
+MQ_EXPORT std::optional<std::string_view> partition_key(std::span<const Message> batch);
 
 // Thread-safe. Holds the partitions this broker owns; the others are absent.
 class MQ_EXPORT Topic {

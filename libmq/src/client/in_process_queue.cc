@@ -97,7 +97,7 @@ class InProcessQueue final : public Queue {
 
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
-    if (!partition && !messages.empty() && !partition_key(messages.front())) {
+    if (!partition && !messages.empty() && !partition_key(messages)) {
       // The sticky partitioner over the partitions this broker owns (see PartitionTurns).
       partition = sticky_partition(topic);
     }

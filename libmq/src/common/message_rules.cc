@@ -12,6 +12,12 @@ namespace {
 
 bool valid_utf8(std::string_view s) { return simdjson::validate_utf8(s.data(), s.size()); }
 
+// Code points of valid UTF-8: the bytes that do not continue a sequence.
+std::size_t characters(std::string_view s) {
+  return static_cast<std::size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
 // Names need no escaping in the log, so a reader can find them without a JSON parser.
 bool valid_header_name(std::string_view name) {
   return !name.empty() && name.size() <= kMaxHeaderNameBytes &&
@@ -65,9 +71,9 @@ Status check_message_options(const Message& m, std::int64_t now_ms) {
   if (auto s = check_headers(m.headers); !s.ok()) return s;
   if (auto s = check_delivery_time(m, now_ms); !s.ok()) return s;
   if (m.dedup_id &&
-      (m.dedup_id->empty() || m.dedup_id->size() > kMaxDedupIdBytes || !valid_utf8(*m.dedup_id))) {
-    return Status::invalid_argument("dedup_id: 1 to " + std::to_string(kMaxDedupIdBytes) +
-                                    " bytes of valid UTF-8");
+      (m.dedup_id->empty() || !valid_utf8(*m.dedup_id) || characters(*m.dedup_id) > kMaxDedupIdCharacters)) {
+    return Status::invalid_argument("dedup_id: 1 to " + std::to_string(kMaxDedupIdCharacters) +
+                                    " characters of valid UTF-8");
   }
   return {};
 }

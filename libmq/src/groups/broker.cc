@@ -425,7 +425,7 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   std::uint32_t chosen = 0;
   if (partition) {
     chosen = *partition;
-  } else if (auto key = partition_key(messages.front())) {
+  } else if (auto key = partition_key(messages)) {
     chosen = t.partition_for(*key);
   } else {
     const auto owned = t.owned_partitions();

@@ -125,7 +125,7 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
       choose_locked(subscriber, sub, std::min(max_messages - chosen.size(), sub.room()), chosen);
       // New messages are chosen from records read ahead; read more while this take wants more.
       if (chosen.size() < max_messages && sub.room() > 0 && !reading_ahead_ && read_ahead_.empty() &&
-          next_new_ < context_.partition->next_offset()) {
+          may_read_on_locked() && next_new_ < context_.partition->next_offset()) {
         if (auto s = read_ahead(lock); !s.ok()) {
           if (!chosen.empty()) break;  // they are in flight: hand them out; the next take fails
           return s;
@@ -244,6 +244,7 @@ Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
   for (auto& [id, sub] : subscribers_) sub.inflight = 0;
   inflight_ = 0;
   delayed_ = 0;
+  blocked_ = 0;
   key_queues_.clear();
   next_new_ = target;
   read_ahead_.clear();
@@ -272,6 +273,7 @@ void GroupState::forget_below_locked(std::uint64_t log_start) {
     Tracked& tracked = it->second;
     cancel_timer_locked(tracked);
     if (tracked.state == State::kDelayed && tracked.deliveries == 0) --delayed_;
+    if (tracked.state == State::kBlocked) --blocked_;
     if (tracked.state == State::kInFlight) {
       if (auto sub = subscribers_.find(tracked.holder);
           sub != subscribers_.end() && sub->second.inflight > 0) {
@@ -302,7 +304,7 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
   }
   if (count == 0) return;
   const std::int64_t now_ms = context_.timer->clock().system_ms();
-  while (count > 0 && !read_ahead_.empty()) {
+  while (count > 0 && !read_ahead_.empty() && may_read_on_locked()) {
     const ReadAhead next = read_ahead_.front();
     read_ahead_.pop_front();
     next_new_ = next.offset + 1;
@@ -316,6 +318,7 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
       tracked.key = std::move(next.key);
       if (queue.front() != next.offset) {
         tracked.state = State::kBlocked;
+        ++blocked_;
         continue;
       }
     }
@@ -330,6 +333,7 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
 }
 
 void GroupState::release_locked(std::uint64_t offset, Tracked& tracked, std::int64_t now_ms) {
+  if (tracked.state == State::kBlocked) --blocked_;
   if (tracked.due_ms > now_ms) {
     tracked.state = State::kDelayed;
     schedule_due_locked(offset, tracked, tracked.due_ms);
@@ -534,6 +538,7 @@ std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets
     if (auto it = tracked_.find(offset); it != tracked_.end()) {
       cancel_timer_locked(it->second);
       if (it->second.state == State::kDelayed && it->second.deliveries == 0) --delayed_;
+      if (it->second.state == State::kBlocked) --blocked_;
       if (it->second.state == State::kInFlight) {
         if (auto sub = subscribers_.find(it->second.holder); sub != subscribers_.end())
           --sub->second.inflight;

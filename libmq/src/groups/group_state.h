@@ -153,6 +153,9 @@ class GroupState : private Timer::Target {
   void forget_below_locked(std::uint64_t log_start);
   // True when a message may be deliverable now (a redelivery, or offsets not yet handed out).
   bool deliverable_locked() const;
+  // False once the group holds GroupOptions::max_held_messages back (delayed or blocked): it
+  // reads no further until some of them go.
+  bool may_read_on_locked() const { return delayed_ + blocked_ < context_.options.max_held_messages; }
   // Reads the records from next_new_ on into read_ahead_, with mutex_ released meanwhile (`lock`
   // holds it on entry and on return). Only one thread reads ahead at a time.
   Status read_ahead(std::unique_lock<std::mutex>& lock);
@@ -198,6 +201,7 @@ class GroupState : private Timer::Target {
   bool reading_ahead_ = false;          // GUARDED_BY(mutex_)
   std::uint64_t read_ahead_epoch_ = 0;  // GUARDED_BY(mutex_): bumped when next_new_ jumps
   std::uint64_t delayed_ = 0;           // GUARDED_BY(mutex_): delayed messages not yet due
+  std::uint64_t blocked_ = 0;           // GUARDED_BY(mutex_): messages in State::kBlocked
   // GUARDED_BY(mutex_), ordering=key: per key, the tracked messages with it in offset order; only
   // the first may be delivered.
   std::unordered_map<std::string, std::deque<std::uint64_t>> key_queues_;

@@ -11,8 +11,11 @@ std::optional<std::uint64_t> DedupWindow::find(std::string_view id, std::int64_t
 
 void DedupWindow::remember(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms) {
   const Stored& stored = stored_.emplace_back(Stored{std::string(id), offset, timestamp_ms});
-  // A later store of the same id (after its window passed, or recovery reading both) wins.
-  index_.insert_or_assign(std::string_view(stored.id), &stored);
+  // A later store of the same id (after its window passed, or recovery reading both) wins. The
+  // entry is replaced whole, so that its key always views the string of the Stored it names (the
+  // older one goes away first at expiry).
+  index_.erase(std::string_view(stored.id));
+  index_.emplace(std::string_view(stored.id), &stored);
 }
 
 std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, std::uint64_t offset,
@@ -42,7 +45,8 @@ void DedupWindow::forget_from(std::uint64_t offset) {
     stored_.pop_back();
   }
   // An id whose newest store was dropped may have an older one still inside the window.
-  for (auto it = stored_.rbegin(); it != stored_.rend(); ++it) index_.try_emplace(std::string_view(it->id), &*it);
+  for (auto it = stored_.rbegin(); it != stored_.rend(); ++it)
+    index_.try_emplace(std::string_view(it->id), &*it);
 }
 
 std::size_t DedupWindow::memory_bytes() const {

@@ -24,9 +24,13 @@ class DedupWindow {
   // `id` was stored at `offset` at `timestamp_ms` (offsets only grow from call to call).
   void remember(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms);
   // find(id, now_ms), and when it finds nothing remember(id, offset, now_ms): one hash lookup.
-  std::optional<std::uint64_t> find_or_remember(std::string_view id, std::uint64_t offset, std::int64_t now_ms);
+  std::optional<std::uint64_t> find_or_remember(std::string_view id, std::uint64_t offset,
+                                                std::int64_t now_ms);
   // Appends from `offset` on were dropped (a full disk): their ids are not stored.
   void forget_from(std::uint64_t offset);
+
+  // Drops what is older than the window at `now_ms` (find does it too).
+  void expire(std::int64_t now_ms);
 
   std::size_t size() const { return index_.size(); }
   // About how many bytes of memory the ids take (for the figures README quotes).
@@ -38,8 +42,6 @@ class DedupWindow {
     std::uint64_t offset;
     std::int64_t timestamp_ms;
   };
-  void expire(std::int64_t now_ms);
-
   const std::int64_t window_ms_;
   // In arrival order; a deque's elements stay in place as it grows and shrinks at its ends, so the
   // index below can point into them.

@@ -142,7 +142,12 @@ Status PartitionLog::check_payloads(std::span<const Message> batch) const {
     if (json.find('\n') != std::string::npos) {
       return Status::invalid_argument("a payload must be minified JSON (it contains a raw newline)");
     }
-    if (auto s = detail::check_message_options(m, now); !s.ok()) return s;
+    if (auto s = detail::check_message_options(m, now); !s.ok()) {
+      if (batch.size() == 1) return s;
+      // Which message of the batch, as the request parser says for what it refuses.
+      return Status::invalid_argument(s.message() + " in messages[" + std::to_string(&m - batch.data()) +
+                                      "]");
+    }
   }
   return {};
 }
@@ -234,6 +239,7 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
   }
   if (!error_.ok()) return error_;
   const std::uint64_t epoch = epoch_;
+  if (dedup_ != nullptr) dedup_->expire(timestamp);  // every append trims it, not only those with ids
   AppendResult local;
   AppendResult& outcome = result != nullptr ? *result : local;
   if (has_dedup_ids) {

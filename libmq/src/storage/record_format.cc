@@ -65,6 +65,17 @@ void append_number(std::string& out, std::uint64_t value) {
 constexpr std::string_view kOffsetPrefix = R"({"offset":)";
 }  // namespace
 
+void append_json_headers(std::string& out, const std::vector<std::pair<std::string, std::string>>& headers) {
+  out += '{';
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, headers[i].first);
+    out += ':';
+    append_json_string(out, headers[i].second);
+  }
+  out += '}';
+}
+
 std::int64_t due_time(const Message& message, std::int64_t timestamp_ms) {
   if (message.delay) {
     // Saturating: a clock at the end of time must not wrap around to a time long past.
@@ -92,14 +103,8 @@ void append_record_line(std::string& out, std::uint64_t offset, std::int64_t tim
     append_json_string(out, *message.key);
   }
   if (!message.headers.empty()) {
-    out += R"(,"headers":{)";
-    for (std::size_t i = 0; i < message.headers.size(); ++i) {
-      if (i > 0) out += ',';
-      append_json_string(out, message.headers[i].first);
-      out += ':';
-      append_json_string(out, message.headers[i].second);
-    }
-    out += '}';
+    out += R"(,"headers":)";
+    append_json_headers(out, message.headers);
   }
   if (auto due = due_time(message, timestamp_ms); due > timestamp_ms) {
     out += R"(,"deliver_at":)";

@@ -27,6 +27,9 @@ bool is_valid_utf8(std::string_view s);
 // Appends `s` to `out` as a JSON string literal (quotes included), escaping what JSON requires.
 void append_json_string(std::string& out, std::string_view s);
 
+// Appends `headers` as a JSON object of strings, in order ({"name":"value",...}).
+void append_json_headers(std::string& out, const std::vector<std::pair<std::string, std::string>>& headers);
+
 // When `message`, stored at `timestamp_ms`, is due: its deliver_at, or the timestamp plus its
 // delay, or the timestamp itself.
 std::int64_t due_time(const Message& message, std::int64_t timestamp_ms);

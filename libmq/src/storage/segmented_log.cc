@@ -200,6 +200,10 @@ Status SegmentedLog::rebuild_dedup_window() {
   std::vector<PartitionLog::StoredDedupId> found;
   while (offset < end) {
     auto batch = read(offset, 4096, 4 << 20);
+    if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound && offset < log_start_offset()) {
+      offset = log_start_offset();  // retention deleted it meanwhile (it takes no roll lock)
+      continue;
+    }
     if (!batch.ok()) return batch.status();
     if (batch->empty()) break;
     for (const StoredMessage& m : *batch) {

@@ -44,6 +44,15 @@ std::optional<std::string_view> partition_key(const Message& message) {
   return std::nullopt;
 }
 
+std::optional<std::string_view> partition_key(std::span<const Message> batch) {
+  if (batch.empty()) return std::nullopt;
+  if (batch.front().key) return std::string_view(*batch.front().key);
+  for (const Message& m : batch) {
+    if (m.dedup_id) return std::string_view(*m.dedup_id);
+  }
+  return std::nullopt;
+}
+
 std::uint32_t partition_for_key(std::string_view key, std::uint32_t partitions) {
   const auto positive = static_cast<std::uint32_t>(murmur2(key)) & 0x7fffffffu;
   return positive % partitions;

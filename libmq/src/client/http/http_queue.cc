@@ -339,7 +339,7 @@ class HttpQueue final : public Queue {
     if (!layout.ok()) return layout.status();
     const std::uint32_t partitions = layout->partitions;
     const std::string body = produce_body(messages);
-    if (auto key = partition_key(messages.front()); partition || key) {
+    if (auto key = partition_key(messages); partition || key) {
       const std::uint32_t p = partition ? *partition : partition_for_key(*key, partitions);
       return produce_to(topic, p, body, messages.size());
     }
@@ -472,14 +472,7 @@ class HttpQueue final : public Queue {
       if (!m.headers.empty()) {
         body += ',';
         append_json_key(body, field::kHeaders);
-        body += '{';
-        for (std::size_t i = 0; i < m.headers.size(); ++i) {
-          if (i > 0) body += ',';
-          append_json_string(body, m.headers[i].first);
-          body += ':';
-          append_json_string(body, m.headers[i].second);
-        }
-        body += '}';
+        append_json_headers(body, m.headers);
       }
       if (m.delay) {
         body += ',';

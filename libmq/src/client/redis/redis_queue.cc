@@ -150,10 +150,13 @@ constexpr std::size_t kHandBackPage = 1000;
 // The offset of an entry that has no `offset` field (written by a foreign producer).
 
 // KEYS[1] stream, KEYS[2] counter; ARGV[1] the message count n, ARGV[2] the deduplication window
-// in ms, then per message: the payload, "1" or "0" (has a key), the key (empty when none), "1" or
-// "0" (has a dedup id), the dedup id, the header count h, then h name/value pairs. A dedup id is
+// in ms (> 0), then per message: the payload, "1" or "0" (has a key), the key (empty when none), "1"
+// or "0" (has a dedup id), the dedup id, the header count h, then h name/value pairs. A dedup id is
 // remembered as the string key "<stream>:dedup:<id>" = "<offset> <entry id>" for the window; a
-// message whose id is remembered is not added. Returns {{offsets}, {entry ids}, {duplicate indexes}}.
+// message whose id is remembered (or repeats one earlier in the batch) is not added. Everything
+// that can fail is checked before the first write (Redis does not undo a script's writes when it
+// fails half-way). Returns {{offsets}, {entry ids}, {duplicate indexes}}. The dedup keys are not
+// declared in KEYS: the script is for a single Redis, not Redis Cluster.
 constexpr const char* kProduceScript = R"lua(
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'stream' and t ~= 'none' then
@@ -163,20 +166,41 @@ local n = tonumber(ARGV[1])
 local window = ARGV[2]
 local next = redis.call('INCRBY', KEYS[2], 0)
 local first = next
-local offsets, ids, dups = {}, {}, {}
+-- Pass 1, reading only: where each message starts in ARGV, and which are duplicates.
+local starts, stored, earlier, seen = {}, {}, {}, {}
 local i = 3
 for m = 1, n do
-  local h = tonumber(ARGV[i + 5])
-  local dedup_key = nil
-  local stored = nil
+  starts[m] = i
   if ARGV[i + 3] == '1' then
-    dedup_key = KEYS[1] .. ':dedup:' .. ARGV[i + 4]
-    stored = redis.call('GET', dedup_key)
+    local id = ARGV[i + 4]
+    if seen[id] then
+      earlier[m] = seen[id]
+    else
+      local value = redis.call('GET', KEYS[1] .. ':dedup:' .. id)
+      if value then
+        local space = string.find(value, ' ', 1, true)
+        if not space then
+          return redis.error_reply('ERR ' .. KEYS[1] .. ':dedup:' .. id .. ' is not "<offset> <entry id>"')
+        end
+        stored[m] = {string.sub(value, 1, space - 1), string.sub(value, space + 1)}
+      else
+        seen[id] = m
+      end
+    end
   end
-  if stored then
-    local space = string.find(stored, ' ', 1, true)
-    offsets[m] = string.sub(stored, 1, space - 1)
-    ids[m] = string.sub(stored, space + 1)
+  i = i + 6 + 2 * tonumber(ARGV[i + 5])
+end
+-- Pass 2: add the new ones.
+local offsets, ids, dups = {}, {}, {}
+for m = 1, n do
+  local i = starts[m]
+  if stored[m] then
+    offsets[m] = stored[m][1]
+    ids[m] = stored[m][2]
+    dups[#dups + 1] = tostring(m - 1)
+  elseif earlier[m] then
+    offsets[m] = offsets[earlier[m]]
+    ids[m] = ids[earlier[m]]
     dups[#dups + 1] = tostring(m - 1)
   else
     local offset = string.format('%d', next)
@@ -186,19 +210,20 @@ for m = 1, n do
       add[#add + 1] = 'key'
       add[#add + 1] = ARGV[i + 2]
     end
-    for j = 0, h - 1 do
+    for j = 0, tonumber(ARGV[i + 5]) - 1 do
       add[#add + 1] = 'header:' .. ARGV[i + 6 + 2 * j]
       add[#add + 1] = ARGV[i + 7 + 2 * j]
     end
-    if dedup_key then
+    if ARGV[i + 3] == '1' then
       add[#add + 1] = 'dedup_id'
       add[#add + 1] = ARGV[i + 4]
     end
     offsets[m] = offset
     ids[m] = redis.call(unpack(add))
-    if dedup_key then redis.call('SET', dedup_key, offset .. ' ' .. ids[m], 'PX', window) end
+    if ARGV[i + 3] == '1' then
+      redis.call('SET', KEYS[1] .. ':dedup:' .. ARGV[i + 4], offset .. ' ' .. ids[m], 'PX', window)
+    end
   end
-  i = i + 6 + 2 * h
 end
 if next > first then redis.call('INCRBY', KEYS[2], next - first) end
 return {offsets, ids, dups}
@@ -851,7 +876,7 @@ class RedisQueue final : public Queue {
     if (partition) {
       if (*partition >= options_.partitions) return partition_not_found(topic, *partition);
       p = *partition;
-    } else if (auto key = partition_key(messages.front())) {
+    } else if (auto key = partition_key(messages)) {
       p = partition_for_key(*key, options_.partitions);
     } else {
       p = round_robin_.fetch_add(1, std::memory_order_relaxed) % options_.partitions;
@@ -874,7 +899,9 @@ class RedisQueue final : public Queue {
       args.push_back(m.payload.json());
       args.push_back(m.key ? "1" : "0");
       args.push_back(m.key.value_or(""));
-      args.push_back(m.dedup_id ? "1" : "0");
+      // A window of 0 (or less) turns deduplication off, as StoreOptions::dedup_window does.
+      const bool deduplicate = m.dedup_id && options_.dedup_window.count() > 0;
+      args.push_back(deduplicate ? "1" : "0");
       args.push_back(m.dedup_id.value_or(""));
       args.push_back(std::to_string(m.headers.size()));
       for (const auto& [name, value] : m.headers) {
