@@ -193,6 +193,10 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
   return {};
 }
 
+void GroupState::wake_if_read_resumes_locked(bool could_read_on) {
+  if (!could_read_on && may_read_on_locked() && deliverable_locked()) wake_one_locked();
+}
+
 void GroupState::schedule_due_locked(std::uint64_t offset, Tracked& tracked, std::int64_t due_ms) {
   const Clock& clock = context_.timer->clock();
   tracked.due_ms = due_ms;
@@ -263,6 +267,7 @@ void GroupState::forget_below(std::uint64_t log_start) {
 }
 
 void GroupState::forget_below_locked(std::uint64_t log_start) {
+  const bool could_read_on = may_read_on_locked();
   if (progress_.committed < log_start) progress_.start_at(log_start);
   if (next_new_ < log_start) {
     next_new_ = log_start;
@@ -287,6 +292,7 @@ void GroupState::forget_below_locked(std::uint64_t log_start) {
     it = tracked_.erase(it);
     release_key_locked(offset, done);
   }
+  wake_if_read_resumes_locked(could_read_on);
 }
 
 void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
@@ -530,6 +536,7 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
 }
 
 std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered) {
+  const bool could_read_on = may_read_on_locked();
   std::size_t newly = 0;
   std::vector<std::uint64_t> holders;  // subscribers whose room grew
   for (std::uint64_t offset : offsets) {
@@ -552,6 +559,7 @@ std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets
     }
   }
   (dead_lettered ? counters_.dead_lettered : counters_.acked) += newly;
+  wake_if_read_resumes_locked(could_read_on);
   if (!holders.empty() && deliverable_locked()) {
     for (std::uint64_t holder : holders) wake_locked(holder);
   }

@@ -155,7 +155,12 @@ class GroupState : private Timer::Target {
   bool deliverable_locked() const;
   // False once the group holds GroupOptions::max_held_messages back (delayed or blocked): it
   // reads no further until some of them go.
-  bool may_read_on_locked() const { return delayed_ + blocked_ < context_.options.max_held_messages; }
+  bool may_read_on_locked() const {
+    return context_.options.max_held_messages == 0 ||
+           delayed_ + blocked_ < context_.options.max_held_messages;
+  }
+  // After held messages went: wakes a waiting subscriber if the group may read on again.
+  void wake_if_read_resumes_locked(bool could_read_on);
   // Reads the records from next_new_ on into read_ahead_, with mutex_ released meanwhile (`lock`
   // holds it on entry and on return). Only one thread reads ahead at a time.
   Status read_ahead(std::unique_lock<std::mutex>& lock);

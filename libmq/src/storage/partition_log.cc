@@ -169,12 +169,6 @@ void PartitionLog::remember_dedup_ids(const std::vector<StoredDedupId>& ids) {
   for (const auto& stored : ids) dedup_->remember(stored.id, stored.offset, stored.timestamp_ms);
 }
 
-std::pair<std::size_t, std::size_t> PartitionLog::dedup_stats() const {
-  std::lock_guard lock(mutex_);
-  if (dedup_ == nullptr) return {0, 0};
-  return {dedup_->size(), dedup_->memory_bytes()};
-}
-
 void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64_t now_ms,
                                       AppendResult& result, std::vector<Message>& kept) {
   result.offsets.resize(batch.size());

@@ -67,8 +67,6 @@ class PartitionLog {
     std::int64_t timestamp_ms;
   };
   void remember_dedup_ids(const std::vector<StoredDedupId>& ids);
-  // The window's ids and their memory.
-  std::pair<std::size_t, std::size_t> dedup_stats() const;
   std::uint64_t add_append_listener(std::function<void()> on_append);
   void remove_append_listener(std::uint64_t id);
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;

@@ -217,16 +217,6 @@ Status SegmentedLog::rebuild_dedup_window() {
   return {};
 }
 
-std::size_t SegmentedLog::dedup_ids() const {
-  auto segment = active();
-  return segment->dedup_stats().first;
-}
-
-std::size_t SegmentedLog::dedup_memory_bytes() const {
-  auto segment = active();
-  return segment->dedup_stats().second;
-}
-
 std::shared_ptr<PartitionLog> SegmentedLog::active() const {
   std::shared_lock lock(segments_mutex_);
   return active_;

@@ -53,9 +53,6 @@ class SegmentedLog {
 
   // PartitionLog::append on the active segment, which is rolled first when it reached segment_bytes.
   Result<std::uint64_t> append(std::span<const Message> batch, AppendResult* result = nullptr);
-  // Ids in the deduplication window (0 without one) and about what they cost in memory.
-  std::size_t dedup_ids() const;
-  std::size_t dedup_memory_bytes() const;
   // Reads from the segment holding `offset` (a batch never spans two segments: read on from
   // next_offset()). kNotFound beyond the end and below the log start.
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
