@@ -1,10 +1,15 @@
-// options_bench: what the message options of issue 14 cost, in-process through the Broker (FSYNC=never,
-// so that their CPU cost is not hidden behind fdatasync), each beside the same work without them:
+// options_bench: what the message options of issue 14 cost, in-process through the Broker, each beside
+// the same work without them. Produce and end to end run with FSYNC=always (mqd's default, what
+// users get) and FSYNC=never (where fdatasync hides nothing: the options' CPU cost alone); the
+// other cases with FSYNC=never.
 //
-//   options_bench [--dir PATH] [--messages N] [--delayed N] [--dedup-ids N] [--repeat R]
+//   options_bench [--dir PATH] [--messages N] [--delayed N] [--dedup-ids N] [--payload-bytes N] [--repeat R]
 //
-//   produce      4 threads, each producing N/4 messages to its own partition in batches of 100:
-//                plain, then with 3 headers and a unique 36-byte dedup_id on every message.
+//   produce      4 threads, each producing N/4 messages (payloads of --payload-bytes, default 100;
+//                the other cases use 100) to its own partition in batches of 100:
+//                plain, then with 3 headers and a unique 36-byte dedup_id on every message, then
+//                each of the two alone. Each run opens a new broker, so the dedup windows grow
+//                from empty as they would in the first minutes after a start.
 //   end to end   1 producer (batches of 100) to one partition, 4 consumers in one group taking up to
 //                64 at a time and acknowledging each batch: plain, then with headers and dedup ids.
 //   ordering     the same end to end with a key on every message (1,000 keys): ordering=none, then
@@ -23,8 +28,9 @@
 #include <memory>
 #include <string>
 #include <thread>
-#include <malloc.h>
 #include <vector>
+
+#include <malloc.h>
 
 #include "bench_support.h"
 #include "mq/mq.h"
@@ -45,20 +51,24 @@ constexpr std::string_view kUsage =
     "  --messages N    messages per run of the produce, end-to-end and ordering cases (default 200000)\n"
     "  --delayed N     delayed messages pending in the delayed case (default 100000)\n"
     "  --dedup-ids N   ids in the dedup window case (default 1000000)\n"
+    "  --payload-bytes N  payload size of the produce and end-to-end cases (default 100)\n"
     "  --repeat R      runs per case; medians reported (default 3)\n";
 
 struct Options : CommonOptions {
   std::uint64_t messages = 200000;
   std::uint64_t delayed = 100000;
   std::uint64_t dedup_ids = 1000000;
+  std::uint64_t payload_bytes = 100;
   int repeat = 3;
 };
 
 Options parse_options(int argc, char** argv) {
   Options options;
-  parse_flags(argc, argv, options,
-              {number_flag("--messages", options.messages), number_flag("--delayed", options.delayed),
-               number_flag("--dedup-ids", options.dedup_ids), number_flag("--repeat", options.repeat)});
+  parse_flags(
+      argc, argv, options,
+      {number_flag("--messages", options.messages), number_flag("--delayed", options.delayed),
+       number_flag("--dedup-ids", options.dedup_ids), number_flag("--payload-bytes", options.payload_bytes),
+       number_flag("--repeat", options.repeat)});
   if (options.messages < kBatch * kProducers) throw UsageError("--messages must be at least 400");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
   return options;
@@ -67,25 +77,35 @@ Options parse_options(int argc, char** argv) {
 // Heap bytes in use (glibc's count, which freed memory kept for reuse does not blur as RSS does).
 std::size_t heap_bytes() { return ::mallinfo2().uordblks; }
 
-std::unique_ptr<mq::Broker> open_broker(const std::string& dir) {
+std::unique_ptr<mq::Broker> open_broker(const std::string& dir, mq::FsyncMode fsync = mq::FsyncMode::kNever) {
   mq::Config config;
   config.store.data_dir = dir;
-  config.store.fsync = mq::FsyncMode::kNever;
+  config.store.fsync = fsync;
   config.topics = {{"bench", static_cast<std::uint32_t>(kProducers)}};
   return check(mq::Broker::open(config), "open the broker");
 }
 
-// One message: a 100-byte payload, and with `options` 3 headers and a unique dedup id.
-mq::Message make_message(std::uint64_t n, bool options, std::optional<std::string> key = std::nullopt) {
+// Which options a message carries.
+struct Extras {
+  bool headers = false;
+  bool dedup_id = false;
+  std::size_t payload_bytes = 100;
+};
+constexpr Extras kPlain{}, kBoth{true, true};
+
+// One message: a payload of extras.payload_bytes, with 3 headers and a unique dedup id as `extras` asks.
+mq::Message make_message(std::uint64_t n, Extras extras, std::optional<std::string> key = std::nullopt) {
   std::string json = R"({"n":)" + std::to_string(n) + R"(,"pad":")";
-  json.resize(97, 'x');
+  json.resize(std::max<std::size_t>(extras.payload_bytes, json.size() + 3) - 3, 'x');
   json += "\"}";
   mq::Message m{check(mq::Payload::parse(json), "payload"), std::move(key)};
-  if (options) {
+  if (extras.dedup_id) {
     char id[40];
     std::snprintf(id, sizeof id, "%08llx-0000-4000-8000-%012llx", static_cast<unsigned long long>(n >> 32),
                   static_cast<unsigned long long>(n));
     m.dedup_id = std::string(id);
+  }
+  if (extras.headers) {
     m.headers = {{"trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"},
                  {"content-type", "application/json"},
                  {"source", "checkout-service"}};
@@ -93,20 +113,22 @@ mq::Message make_message(std::uint64_t n, bool options, std::optional<std::strin
   return m;
 }
 
-double produce_case(const std::string& dir, std::uint64_t messages, bool options) {
-  auto broker = open_broker(dir);
+double produce_case(const std::string& dir, std::uint64_t messages, Extras extras, mq::FsyncMode fsync) {
+  auto broker = open_broker(dir, fsync);
   const std::uint64_t per_thread = messages / kProducers / kBatch * kBatch;
   // Built before the clock starts: what is measured is the library's work, not the benchmark's.
   std::vector<std::vector<mq::Message>> prepared(kProducers);
   for (int t = 0; t < kProducers; ++t) {
-    for (std::uint64_t i = 0; i < per_thread; ++i) prepared[t].push_back(make_message(t * per_thread + i, options));
+    for (std::uint64_t i = 0; i < per_thread; ++i)
+      prepared[t].push_back(make_message(t * per_thread + i, extras));
   }
   const auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int t = 0; t < kProducers; ++t) {
     threads.emplace_back([&, t] {
       for (std::uint64_t i = 0; i < per_thread; i += kBatch) {
-        check(broker->produce("bench", std::span(prepared[t]).subspan(i, kBatch), static_cast<std::uint32_t>(t)),
+        check(broker->produce("bench", std::span(prepared[t]).subspan(i, kBatch),
+                              static_cast<std::uint32_t>(t)),
               "produce");
       }
     });
@@ -116,17 +138,19 @@ double produce_case(const std::string& dir, std::uint64_t messages, bool options
 }
 
 // One producer to partition 0, kConsumers consumers acknowledging what they take.
-double end_to_end_case(const std::string& dir, std::uint64_t messages, bool options, bool keyed,
-                       mq::Ordering ordering) {
-  auto broker = open_broker(dir);
+double end_to_end_case(const std::string& dir, std::uint64_t messages, Extras extras, bool keyed,
+                       mq::Ordering ordering, mq::FsyncMode fsync = mq::FsyncMode::kNever) {
+  auto broker = open_broker(dir, fsync);
   mq::SubscribeOptions subscribe;
   subscribe.max_inflight = 1000;
   subscribe.ordering = ordering;
   std::vector<std::unique_ptr<mq::Subscription>> subs;
-  for (int c = 0; c < kConsumers; ++c) subs.push_back(check(broker->subscribe("bench", 0, "g", subscribe), "subscribe"));
+  for (int c = 0; c < kConsumers; ++c)
+    subs.push_back(check(broker->subscribe("bench", 0, "g", subscribe), "subscribe"));
   std::vector<mq::Message> prepared;
   for (std::uint64_t n = 0; n < messages; ++n) {
-    prepared.push_back(make_message(n, options, keyed ? std::optional("key-" + std::to_string(n % kKeys)) : std::nullopt));
+    prepared.push_back(
+        make_message(n, extras, keyed ? std::optional("key-" + std::to_string(n % kKeys)) : std::nullopt));
   }
   std::atomic<std::uint64_t> acked{0};
   const auto start = Clock::now();
@@ -144,7 +168,8 @@ double end_to_end_case(const std::string& dir, std::uint64_t messages, bool opti
     });
   }
   for (std::uint64_t i = 0; i < messages; i += kBatch) {
-    check(broker->produce("bench", std::span(prepared).subspan(i, std::min<std::uint64_t>(kBatch, messages - i)), 0u),
+    check(broker->produce("bench",
+                          std::span(prepared).subspan(i, std::min<std::uint64_t>(kBatch, messages - i)), 0u),
           "produce");
   }
   for (auto& t : consumers) t.join();
@@ -161,7 +186,7 @@ DelayedRun delayed_case(const std::string& dir, std::uint64_t messages, bool del
   std::vector<std::int64_t> latencies;
   latencies.reserve(messages);
   for (std::uint64_t n = 0; n < messages; ++n) {
-    mq::Message m = make_message(n, false);
+    mq::Message m = make_message(n, kPlain);
     if (delayed) m.delay = std::chrono::hours(1);
     const auto before = Clock::now();
     check(broker->produce("bench", std::span(&m, 1), 0u), "produce");
@@ -183,40 +208,71 @@ DelayedRun delayed_case(const std::string& dir, std::uint64_t messages, bool del
   }
   if (delayed) {
     const auto stats = check(broker->stats("bench"), "stats");
-    if (stats[0].partitions[0].groups[0].delayed != messages) throw std::runtime_error("not every message is pending");
+    if (stats[0].partitions[0].groups[0].delayed != messages)
+      throw std::runtime_error("not every message is pending");
   }
   const double added = static_cast<double>(heap_bytes()) - static_cast<double>(resident_before);
   return {percentile_us(latencies, 0.50), percentile_us(latencies, 0.99), added / (1 << 20)};
 }
 
+// The produce and end-to-end series of one FSYNC mode.
+struct Throughputs {
+  std::vector<double> plain, both, headers_only, dedup_only, e2e_plain, e2e_both;
+};
+
+void measure_throughputs(const Options& options, ScratchDirectory& scratch, mq::FsyncMode fsync,
+                         Throughputs& out) {
+  out.plain.push_back(produce_case(scratch.fresh_path("p"), options.messages, kPlain, fsync));
+  out.both.push_back(produce_case(scratch.fresh_path("p"), options.messages, kBoth, fsync));
+  out.headers_only.push_back(
+      produce_case(scratch.fresh_path("p"), options.messages, Extras{true, false}, fsync));
+  out.dedup_only.push_back(
+      produce_case(scratch.fresh_path("p"), options.messages, Extras{false, true}, fsync));
+  out.e2e_plain.push_back(
+      end_to_end_case(scratch.fresh_path("e"), options.messages, kPlain, false, mq::Ordering::kNone, fsync));
+  out.e2e_both.push_back(
+      end_to_end_case(scratch.fresh_path("e"), options.messages, kBoth, false, mq::Ordering::kNone, fsync));
+}
+
+double ratio(double with, double without) { return 100.0 * with / without; }
+
+void print_row(const std::string& name, double without, double with) {
+  std::printf("%-58s %12.0f %12.0f %7.1f%%\n", name.c_str(), without, with, ratio(with, without));
+}
+
+void print_throughputs(const char* mode, const Throughputs& t) {
+  const double p0 = median(t.plain);
+  print_row(std::string("produce msgs/s, ") + mode + ": +3 headers +dedup_id", p0, median(t.both));
+  print_row("  +3 headers only", p0, median(t.headers_only));
+  print_row("  +dedup_id only", p0, median(t.dedup_only));
+  print_row(std::string("end to end msgs/s, ") + mode + ": +3 headers +dedup_id", median(t.e2e_plain),
+            median(t.e2e_both));
+}
+
 void run(const Options& options, ScratchDirectory& scratch) {
   print_machine(scratch.path());
-  std::vector<double> plain, with_options, e2e_plain, e2e_options, none, key;
+  Throughputs always, never;
+  std::vector<double> none, key;
   std::vector<DelayedRun> plain_single, delayed;
   for (int r = 0; r < options.repeat; ++r) {
     std::fprintf(stderr, "run %d/%d\n", r + 1, options.repeat);
-    plain.push_back(produce_case(scratch.fresh_path("p"), options.messages, false));
-    with_options.push_back(produce_case(scratch.fresh_path("p"), options.messages, true));
-    e2e_plain.push_back(end_to_end_case(scratch.fresh_path("e"), options.messages, false, false, mq::Ordering::kNone));
-    e2e_options.push_back(end_to_end_case(scratch.fresh_path("e"), options.messages, true, false, mq::Ordering::kNone));
-    none.push_back(end_to_end_case(scratch.fresh_path("o"), options.messages, false, true, mq::Ordering::kNone));
-    key.push_back(end_to_end_case(scratch.fresh_path("o"), options.messages, false, true, mq::Ordering::kKey));
+    measure_throughputs(options, scratch, mq::FsyncMode::kAlways, always);
+    measure_throughputs(options, scratch, mq::FsyncMode::kNever, never);
+    none.push_back(
+        end_to_end_case(scratch.fresh_path("o"), options.messages, kPlain, true, mq::Ordering::kNone));
+    key.push_back(
+        end_to_end_case(scratch.fresh_path("o"), options.messages, kPlain, true, mq::Ordering::kKey));
     plain_single.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, false));
     delayed.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, true));
   }
-  auto ratio = [](double a, double b) { return 100.0 * a / b; };
-  std::printf("\nmessage options, in-process Broker, FSYNC=never, 100-byte payloads; median of %d runs\n",
-              options.repeat);
-  std::printf("%-52s %12s %12s %8s\n", "case", "without", "with", "with/without");
-  const double p0 = median(plain), p1 = median(with_options);
-  std::printf("%-52s %12.0f %12.0f %7.1f%%\n", "produce msgs/s (4 threads, batch 100): +3 headers +dedup_id", p0, p1,
-              ratio(p1, p0));
-  const double e0 = median(e2e_plain), e1 = median(e2e_options);
-  std::printf("%-52s %12.0f %12.0f %7.1f%%\n", "end to end msgs/s (4 consumers): +3 headers +dedup_id", e0, e1,
-              ratio(e1, e0));
-  const double o0 = median(none), o1 = median(key);
-  std::printf("%-52s %12.0f %12.0f %7.1f%%\n", "end to end msgs/s, 1000 keys, 4 consumers: ordering=key", o0, o1,
-              ratio(o1, o0));
+  std::printf(
+      "\nmessage options, in-process Broker, %llu-byte payloads, produce: 4 threads to 4 partitions in\n"
+      "batches of 100, end to end: 1 producer and 4 consumers on one partition; median of %d runs\n",
+      static_cast<unsigned long long>(options.payload_bytes), options.repeat);
+  std::printf("%-58s %12s %12s %8s\n", "case", "without", "with", "with/without");
+  print_throughputs("FSYNC=always (the default)", always);
+  print_throughputs("FSYNC=never (CPU cost alone)", never);
+  print_row("end to end msgs/s, FSYNC=never, 1000 keys: ordering=key", median(none), median(key));
   auto med = [](const std::vector<DelayedRun>& runs, double DelayedRun::*field) {
     std::vector<double> values;
     for (const auto& r : runs) values.push_back(r.*field);
@@ -233,7 +289,7 @@ void run(const Options& options, ScratchDirectory& scratch) {
   const std::size_t before = heap_bytes();
   mq::detail::DedupWindow window(std::chrono::hours(1));
   for (std::uint64_t n = 0; n < options.dedup_ids; ++n) {
-    window.remember(make_message(n, true).dedup_id.value(), n, 1);
+    window.remember(make_message(n, kBoth).dedup_id.value(), n, 1);
   }
   const double added = static_cast<double>(heap_bytes() - before) / (1 << 20);
   std::printf("%-52s %12.1f %12.1f\n",
@@ -243,4 +299,6 @@ void run(const Options& options, ScratchDirectory& scratch) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return mq::bench::run_main("options_bench", kUsage, argc, argv, parse_options, run); }
+int main(int argc, char** argv) {
+  return mq::bench::run_main("options_bench", kUsage, argc, argv, parse_options, run);
+}

@@ -2,7 +2,10 @@
 // and deduplication, through the Broker, across restarts and segments; the record options reader.
 #include <doctest/doctest.h>
 
+#include <deque>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <set>
 #include <thread>
 
 #include "broker_helpers.h"
@@ -314,6 +317,80 @@ TEST_CASE("AnIdRememberedTwiceIsFoundAtItsNewerOffsetAndOutlivesTheOlderOne") {
   CHECK(window.find_or_remember(std::string(40, 'x'), 9, 1'450) == 1u);
   CHECK(window.find(std::string(40, 'x'), 1'501) == std::nullopt);
   CHECK(window.size() == 0);
+}
+
+TEST_CASE("TheDedupWindowAgreesWithAPlainListThroughRandomStoresExpiriesAndRollbacks") {
+  // The window is an open-addressing table with backward-shift deletion over a deque of entries:
+  // easy to get subtly wrong. A list of (id, offset, time) in arrival order says what it must
+  // answer. Ids are drawn from a small pool (repeats), some longer than the 40 bytes kept inline;
+  // time mostly moves on, sometimes a little back; enough ids come and go that the index grows,
+  // shrinks and wraps around.
+  struct Stored {
+    std::string id;
+    std::uint64_t offset;
+    std::int64_t timestamp_ms;
+  };
+  for (std::uint32_t seed = 1; seed <= 4; ++seed) {
+    CAPTURE(seed);
+    std::mt19937 random(seed);
+    auto below = [&](std::uint32_t n) { return static_cast<std::uint32_t>(random() % n); };
+    constexpr std::int64_t kWindow = 200;
+    detail::DedupWindow window{milliseconds(kWindow)};
+    std::deque<Stored> model;
+    auto model_expire = [&](std::int64_t now) {
+      while (!model.empty() && model.front().timestamp_ms < now - kWindow) model.pop_front();
+    };
+    auto model_find = [&](const std::string& id) -> std::optional<std::uint64_t> {
+      for (auto it = model.rbegin(); it != model.rend(); ++it) {
+        if (it->id == id) return it->offset;
+      }
+      return std::nullopt;
+    };
+    std::vector<std::string> pool;
+    for (int i = 0; i < 3000; ++i) {
+      std::string id = "id-" + std::to_string(i);
+      if (i % 7 == 0) id += std::string(40, 'L');  // kept on the heap
+      pool.push_back(id);
+    }
+    std::uint64_t next_offset = 0;
+    std::int64_t now = 1'000;
+    for (int step = 0; step < 40'000; ++step) {
+      now += below(10) == 0 ? -static_cast<std::int64_t>(below(3)) : static_cast<std::int64_t>(below(2));
+      const std::string& id = pool[below(static_cast<std::uint32_t>(pool.size()))];
+      const std::uint32_t action = below(100);
+      if (action < 60) {
+        model_expire(now);
+        const auto expected = model_find(id);
+        const auto got = window.find_or_remember(id, next_offset, now);
+        REQUIRE(got == expected);
+        if (!expected) model.push_back({id, next_offset++, now});
+      } else if (action < 80) {
+        model_expire(now);
+        REQUIRE(window.find(id, now) == model_find(id));
+      } else if (action < 95) {
+        // Recovery's way in: stores the model keeps as they come, repeats included.
+        window.remember(id, next_offset, now);
+        model.push_back({id, next_offset++, now});
+      } else if (!model.empty()) {
+        // A full disk dropped the last few appends.
+        const std::uint64_t from =
+            model.back().offset - std::min<std::uint64_t>(below(5), model.back().offset);
+        window.forget_from(from);
+        while (!model.empty() && model.back().offset >= from) model.pop_back();
+        next_offset = from;
+      }
+      if (step % 1000 == 0) {
+        std::set<std::string> distinct;
+        for (const auto& stored : model) distinct.insert(stored.id);
+        REQUIRE(window.size() == distinct.size());
+      }
+    }
+    // Everything goes once time passes the window: the index empties and shrinks.
+    model_expire(now + kWindow + 10);
+    CHECK(model.empty());
+    CHECK(window.find("id-1", now + kWindow + 10) == std::nullopt);
+    CHECK(window.size() == 0);
+  }
 }
 
 TEST_CASE("HeadersComeBackWithTheMessageAndItsDeadLetter") {

@@ -170,7 +170,7 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
   if (batch.ok()) {
     records.reserve(batch->size());
     for (const StoredMessage& m : *batch) {
-      auto options = parse_record_options(m.line);
+      auto options = parse_record_options(m.line, DedupIdField::kSkip);
       if (!options) {
         status = Status::corruption("a stored record of " + context_.topic + "/" +
                                     std::to_string(context_.partition_index) + " cannot be read");

@@ -14,9 +14,15 @@ bool is_valid_utf8(std::string_view s) { return simdjson::validate_utf8(s.data()
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
+  // Most strings (header names and values, keys, ids) need no escape: copy the runs between
+  // escapes whole rather than byte by byte.
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto u = static_cast<unsigned char>(s[i]);
+    if (u >= 0x20 && u != '"' && u != '\\') continue;  // UTF-8 passes through unchanged
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (u) {
       case '"':
         out += "\\\"";
         break;
@@ -39,15 +45,12 @@ void append_json_string(std::string& out, std::string_view s) {
         out += "\\f";
         break;
       default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[u >> 4]);
-          out.push_back(kHex[u & 0xf]);
-        } else {
-          out.push_back(c);  // UTF-8 passes through unchanged
-        }
+        out += "\\u00";
+        out.push_back(kHex[u >> 4]);
+        out.push_back(kHex[u & 0xf]);
     }
   }
+  out.append(s.data() + run, s.size() - run);
   out.push_back('"');
 }
 
@@ -155,7 +158,7 @@ namespace {
 // "source" or "payload"; false for anything else (the caller then parses the whole line).
 class PrefixScanner {
  public:
-  explicit PrefixScanner(std::string_view line) : rest_(line) {}
+  PrefixScanner(std::string_view line, DedupIdField dedup_id) : rest_(line), dedup_id_(dedup_id) {}
 
   bool scan(RecordOptions& out) {
     if (!literal(kOffsetPrefix) || !number(out.offset) || !literal(R"(,"timestamp":)") ||
@@ -178,8 +181,10 @@ class PrefixScanner {
     if (literal(R"(,"dedup_id":)")) {
       auto id = string();
       if (!id) return false;
-      if (id->find('\\') != std::string_view::npos) return false;  // escapes: the parser unescapes
-      out.dedup_id = std::string(id->substr(1, id->size() - 2));
+      if (dedup_id_ == DedupIdField::kRead) {
+        if (id->find('\\') != std::string_view::npos) return false;  // escapes: the parser unescapes
+        out.dedup_id = std::string(id->substr(1, id->size() - 2));
+      }
     }
     return rest_.starts_with(R"(,"source":)") || rest_.starts_with(R"(,"payload":)");
   }
@@ -220,6 +225,7 @@ class PrefixScanner {
     }
   }
   std::string_view rest_;
+  const DedupIdField dedup_id_;
 };
 
 }  // namespace
@@ -234,9 +240,9 @@ std::string_view trimmed(std::string_view text) {
 }
 }  // namespace
 
-std::optional<RecordOptions> parse_record_options(std::string_view line) {
+std::optional<RecordOptions> parse_record_options(std::string_view line, DedupIdField dedup_id) {
   RecordOptions out;
-  if (PrefixScanner(line).scan(out)) return out;
+  if (PrefixScanner(line, dedup_id).scan(out)) return out;
   // Written some other way (or a dedup id with escapes): the fields wherever they are.
   simdjson::padded_string padded(line);
   simdjson::ondemand::parser parser;
@@ -287,7 +293,7 @@ std::optional<RecordOptions> parse_record_options(std::string_view line) {
       std::int64_t due = 0;
       if (value.get_int64().get(due)) return std::nullopt;
       out.deliver_at_ms = due;
-    } else if (name == "dedup_id" && !out.dedup_id) {
+    } else if (name == "dedup_id" && !out.dedup_id && dedup_id == DedupIdField::kRead) {
       std::string_view id;
       if (value.get_string().get(id)) return std::nullopt;
       out.dedup_id = std::string(id);

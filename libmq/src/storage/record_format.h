@@ -58,8 +58,11 @@ struct RecordOptions {
 };
 // Reads them from a line recovery accepted: from the prefix that append_record_line writes when
 // the line has it, else (a line written some other way) by parsing it. nullopt for a line that is
-// not a record.
-std::optional<RecordOptions> parse_record_options(std::string_view line);
+// not a record. With DedupIdField::kSkip, dedup_id is left out (groups have no use for it, and copying
+// it cost every delivery an allocation).
+enum class DedupIdField { kSkip, kRead };
+std::optional<RecordOptions> parse_record_options(std::string_view line,
+                                                  DedupIdField dedup_id = DedupIdField::kRead);
 
 // Fully checks `line` (without its newline): one JSON object with an unsigned "offset", a numeric
 // "timestamp", a "payload", a string "key" if any and an unsigned "batch_last" >= offset if any.
