@@ -9,7 +9,7 @@
 # ends with one ctest summary over everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash cmake/install-deps.sh redis-server python3-yaml clang libclang-rt-14-dev libnats-dev
+bash cmake/install-deps.sh redis-server python3-yaml clang libclang-rt-14-dev libnats-dev chromium prometheus libcli11-dev
 
 root=$(realpath -m "${MQ_BUILD_ROOT:-build}")
 jobs=$(nproc)

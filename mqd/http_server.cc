@@ -10,6 +10,7 @@
 
 #include "connection_server.h"
 #include "error_responses.h"
+#include "mqd_assets.h"
 #include "protocol/http_protocol.h"
 #include "request_parsing.h"
 #include "wire_format.h"
@@ -108,6 +109,9 @@ class HttpServer::Impl {
     post(path::kNack, &HttpServer::Impl::nack);
     post(path::kTouch, &HttpServer::Impl::touch);
     post(path::kSeek, &HttpServer::Impl::seek);
+    post(path::kRedrive, &HttpServer::Impl::redrive);
+    server_.Delete(std::string(path::kGroup),
+                   [this](const httplib::Request& req, httplib::Response& res) { delete_group(req, res); });
     get(path::kConsume, [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
     get(path::kTopics, [this](const httplib::Request&, httplib::Response& res) { topics(res); });
     get(path::kStats, [this](const httplib::Request& req, httplib::Response& res) { stats(req, res); });
@@ -115,6 +119,10 @@ class HttpServer::Impl {
         [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, R"({"status":"ok"})"); });
     get(path::kMetrics, [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
     get(path::kMessages, [this](const httplib::Request& req, httplib::Response& res) { messages(req, res); });
+    serve_asset(path::kUi, mqd::assets::kConsolePage, "text/html; charset=utf-8");
+    serve_asset(path::kUiScript, mqd::assets::kConsoleScript, "text/javascript; charset=utf-8");
+    serve_asset(path::kUiStyle, mqd::assets::kConsoleStyle, "text/css; charset=utf-8");
+    serve_asset(path::kOpenApi, mqd::assets::kOpenApiDocument, "application/json");
 
     // The library's own error responses (404 for unknown paths, 413, 400 for unparsable requests)
     // have empty bodies; every error here is JSON.
@@ -152,6 +160,16 @@ class HttpServer::Impl {
   void get(std::string_view path, httplib::Server::Handler handler) {
     server_.Get(std::string(path), std::move(handler));
   }
+  // A file compiled into mqd (mqd_assets.h). No caching headers beyond a revalidation: a new mqd
+  // serves its own console at once.
+  void serve_asset(std::string_view path, std::string_view content, const char* content_type) {
+    get(path, [content, content_type](const httplib::Request&, httplib::Response& res) {
+      res.status = 200;
+      res.set_header("Cache-Control", "no-cache");
+      res.set_header("X-Content-Type-Options", "nosniff");
+      res.set_content(content.data(), content.size(), content_type);
+    });
+  }
 
   // The connection cap, the method and the token, checked once before any route.
   bool admit(const httplib::Request& req, httplib::Response& res) {
@@ -171,7 +189,7 @@ class HttpServer::Impl {
     }
     // Auth before anything that depends on the request: an unauthenticated client learns nothing,
     // not even which methods a route takes.
-    if (config_.auth_token && req.path != mq::http::path::kHealthz && !authenticated(req)) {
+    if (config_.auth_token && !mq::http::is_public(req.path) && !authenticated(req)) {
       res.set_header("WWW-Authenticate", "Bearer");
       res.set_header("Connection", "close");  // the request body, if any, was not read
       send_json(res, 401, error_json("missing or wrong bearer token (Authorization: Bearer <token>)"));
@@ -342,7 +360,9 @@ class HttpServer::Impl {
     if (!deliveries.ok()) {
       // The broker is stopping: end the stream cleanly. Anything else (a damaged log) ends it too,
       // but never silently.
-      if (deliveries.status().code() != mq::ErrorCode::kShuttingDown) {
+      // (kNotFound: DELETE /group removed the group, which ends its streams on purpose.)
+      if (deliveries.status().code() != mq::ErrorCode::kShuttingDown &&
+          deliveries.status().code() != mq::ErrorCode::kNotFound) {
         std::fprintf(stderr, "mqd: event stream of %s ended: %s\n", stream.topic.c_str(),
                      deliveries.status().to_string().c_str());
       }
@@ -401,6 +421,44 @@ class HttpServer::Impl {
                  if (!committed.ok()) return committed.status();
                  return "{\"committed_offset\":" + std::to_string(*committed) + "}";
                });
+  }
+
+  // POST /redrive?topic=<T>-dlq&partition=P: dead letters back to their source (API.md "Operating it").
+  void redrive(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    namespace param = mq::http::param;
+    auto body = read_body(reader, res);
+    if (!body.ok()) return fail(res, body.status());
+    auto topic = required_name(param::kTopic, mqd::param(req, param::kTopic));
+    if (!topic.ok()) return fail(res, topic.status());
+    auto partition = required_partition(mqd::param(req, param::kPartition));
+    if (!partition.ok()) return fail(res, partition.status());
+    auto limit = parse_redrive_body(*body);
+    if (!limit.ok()) return fail(res, limit.status());
+    auto redriven = broker_.redrive(*topic, *partition, *limit);
+    if (!redriven.ok()) return fail(res, redriven.status());
+    std::string out = "{";
+    mq::http::append_json_key(out, mq::http::field::kRedriven);
+    out += std::to_string(*redriven) + "}";
+    send_json(res, 200, std::move(out));
+  }
+
+  // DELETE /group?topic=T&group=G (API.md "Operating it"); a body, if any, is not read.
+  void delete_group(const httplib::Request& req, httplib::Response& res) {
+    namespace param = mq::http::param;
+    auto topic = required_name(param::kTopic, mqd::param(req, param::kTopic));
+    if (!topic.ok()) return fail(res, topic.status());
+    auto group = required_name(param::kGroup, mqd::param(req, param::kGroup));
+    if (!group.ok()) return fail(res, group.status());
+    auto deleted = broker_.delete_group(*topic, *group);
+    if (!deleted.ok()) return fail(res, deleted.status());
+    if (!*deleted) {
+      return fail(res, mq::Status::not_found("consumer group '" + *group +
+                                             "' has no state on this broker for topic '" + *topic + "'"));
+    }
+    std::string out = "{";
+    mq::http::append_json_key(out, mq::http::field::kDeleted);
+    out += "true}";
+    send_json(res, 200, std::move(out));
   }
 
   void nack(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {

@@ -494,4 +494,16 @@ mq::Result<mq::SeekTarget> parse_seek_body(std::string_view body) {
   return target;
 }
 
+mq::Result<std::optional<std::uint64_t>> parse_redrive_body(std::string_view body) {
+  if (body.empty()) return std::optional<std::uint64_t>();  // `curl -X POST` sends none
+  auto parsed = small_object(body);
+  if (!parsed.ok()) return parsed.status();
+  simdjson::dom::element element;
+  if (parsed->object[field::kLimit].get(element)) return std::optional<std::uint64_t>();
+  std::uint64_t limit = 0;
+  if (element.get_uint64().get(limit) || limit == 0)
+    return bad_request("\"limit\" must be a whole number from 1 up");
+  return std::optional<std::uint64_t>(limit);
+}
+
 }  // namespace mqd

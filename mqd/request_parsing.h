@@ -53,5 +53,7 @@ mq::Result<NackBody> parse_nack_body(std::string_view body);
 mq::Result<std::string> parse_touch_body(std::string_view body);
 // POST /seek: exactly one of {"offset": n}, {"timestamp": ms}, {"position": "earliest"|"latest"}.
 mq::Result<mq::SeekTarget> parse_seek_body(std::string_view body);
+// POST /redrive: {} or {"limit": n} (n >= 1); an empty body counts as {}. nullopt: no limit.
+mq::Result<std::optional<std::uint64_t>> parse_redrive_body(std::string_view body);
 
 }  // namespace mqd

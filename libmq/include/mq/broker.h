@@ -114,6 +114,21 @@ class MQ_EXPORT Broker {
   Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
                              const SeekTarget& target);
 
+  // POST /redrive: appends the dead letters of `partition` of the dead-letter topic `topic`
+  // ("<T>-dlq") from its redrive position on, at most `limit` of them (nullopt: all), to their
+  // source topic and partition, with their payload, key and headers (each at a new offset there),
+  // and moves the position past them, durably: a dead letter goes back at most once, across
+  // restarts and concurrent calls. Messages produced to the dead-letter topic by hand (no source)
+  // are stepped over. Returns how many went back. kInvalidArgument when `topic` is not a
+  // dead-letter topic of a configured topic.
+  Result<std::uint64_t> redrive(std::string_view topic, std::uint32_t partition,
+                                std::optional<std::uint64_t> limit = std::nullopt);
+  // DELETE /group: removes group `group` from every partition of `topic` this broker owns (its
+  // position, acknowledgements, in-flight and delayed messages), durably; its subscriptions end
+  // (Subscription::next fails with kNotFound). Returns false when the group had no state here. A
+  // ConsumerGroup* taken before stays valid but refuses every call with kNotFound; a later group()
+  // or subscribe() of that name starts a new group (where StartPosition says).
+  Result<bool> delete_group(std::string_view topic, std::string_view group);
   std::vector<TopicInfo> topics() const;
   // Statistics of every topic, or of `topic` alone (kNotFound when unknown).
   Result<std::vector<TopicStats>> stats(std::optional<std::string_view> topic = std::nullopt) const;

@@ -339,6 +339,25 @@ class MQ_EXPORT Queue {
   virtual Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
                                      const SeekTarget& target) = 0;
 
+  // Sends the dead letters of `partition` of the dead-letter topic `topic` ("<T>-dlq") back to
+  // their source topic and partition, from the partition's redrive position on, at most `limit`
+  // (nullopt: all), and returns how many went (Broker::redrive, POST /redrive). Each dead letter
+  // goes back at most once, so retrying is safe. kInvalidArgument when `topic` is not a
+  // dead-letter topic; on Redis, which keeps no dead letters, always, naming the backend.
+  virtual Result<std::uint64_t> redrive(std::string_view topic, std::uint32_t partition,
+                                        std::optional<std::uint64_t> limit = std::nullopt) = 0;
+
+  // Removes consumer group `group` of `topic` from every partition (on HTTP, from every broker):
+  // its position, acknowledgements and in-flight messages, durably; its consumers' receive() then
+  // fails with kNotFound, and a later consume() of that name starts a new group. Returns false
+  // when the group existed nowhere. On Redis: XGROUP DESTROY on each partition's stream.
+  virtual Result<bool> delete_group(std::string_view topic, std::string_view group) = 0;
+
+  // Statistics of every topic, or of `topic` alone (kNotFound when unknown), as GET /stats gives
+  // them; on HTTP, every broker's partitions together, in partition order. On Redis, which keeps
+  // none of them, kInvalidArgument naming the backend.
+  virtual Result<std::vector<TopicStats>> stats(std::optional<std::string_view> topic = std::nullopt) = 0;
+
   // "in-process", "http" or "redis".
   virtual std::string_view backend_name() const = 0;
 

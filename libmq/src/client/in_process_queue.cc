@@ -163,6 +163,19 @@ class InProcessQueue final : public Queue {
     return page;
   }
 
+  Result<std::uint64_t> redrive(std::string_view topic, std::uint32_t partition,
+                                std::optional<std::uint64_t> limit) override {
+    return broker_->redrive(topic, partition, limit);
+  }
+
+  Result<bool> delete_group(std::string_view topic, std::string_view group) override {
+    return broker_->delete_group(topic, group);
+  }
+
+  Result<std::vector<TopicStats>> stats(std::optional<std::string_view> topic) override {
+    return broker_->stats(topic);
+  }
+
   Result<std::uint64_t> seek(std::string_view topic, std::uint32_t partition, std::string_view group,
                              const SeekTarget& target) override {
     if (auto s = check_seek_target(target); !s.ok()) return s;

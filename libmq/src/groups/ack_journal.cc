@@ -6,6 +6,7 @@
 
 #include <simdjson.h>
 
+#include "storage/file_replace.h"
 #include "storage/internal_access.h"
 #include "storage/partition_log.h"
 
@@ -111,6 +112,7 @@ StoreOptions ack_journal_options(StoreOptions options, bool shared_log) {
 }
 
 bool is_ack_journal_record(std::string_view json) {
+  if (json == kRemovedRecord) return true;
   simdjson::dom::parser parser;
   simdjson::dom::element record;
   GroupProgress scratch;
@@ -222,29 +224,32 @@ Status AckJournal::compact(const GroupProgress& progress) {
   // 1. The new snapshot replaces the old one atomically (write a temp file, sync, rename, sync the
   //    directory). A crash before the rename keeps the old snapshot and the whole log.
   const std::string base = dir_ + "/" + stem_;
-  const std::string temp = base + ".snapshot.tmp";
-  if (auto s = fs_.remove(temp); !s.ok()) return s;
   // With FSYNC=never nothing is promised across a power cut, so the syncs are skipped; the rename
   // alone keeps a killed process safe.
   const bool durable = options_.fsync != FsyncMode::kNever;
-  {
-    auto file = fs_.open(temp);
-    if (!file.ok()) return file.status();
-    if (auto s = (*file)->append(snapshot); !s.ok()) return s;
-    if (durable) {
-      if (auto s = (*file)->sync(); !s.ok()) return s;
-    }
-  }
-  if (auto s = fs_.rename(temp, base + ".snapshot"); !s.ok()) return s;
-  if (durable) {
-    if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
-  }
+  if (auto s = detail::replace_file(fs_, dir_, stem_ + ".snapshot", snapshot, durable); !s.ok()) return s;
   // 2. The log's records are all in the snapshot now. A crash from here on leaves some of them to
   //    be replayed over it, which changes nothing.
   log_.reset();
   if (auto s = fs_.remove(base + ".log"); !s.ok()) return s;
   if (auto s = fs_.remove(base + ".index"); !s.ok()) return s;
   return open_log();
+}
+
+Status AckJournal::remove() {
+  if (shared_log_ != nullptr) {
+    if (auto s = shared_log_->append(key_, kRemovedRecord); !s.ok()) return s;
+    // FSYNC=interval does not sync on append: the removal must be durable before the files go,
+    // or a crash could leave older records of the shared log to be folded into a new journal.
+    if (auto s = shared_log_->sync_if_behind(); !s.ok()) return s;
+  }
+  log_.reset();
+  const std::string base = dir_ + "/" + stem_;
+  for (const char* extension : {".log", ".index", ".snapshot", ".snapshot.tmp"}) {
+    if (auto s = fs_.remove(base + extension); !s.ok()) return s;
+  }
+  if (options_.fsync == FsyncMode::kNever && shared_log_ == nullptr) return {};
+  return fs_.sync_directory(dir_);
 }
 
 Status AckJournal::reopen_if_closed() {

@@ -29,8 +29,12 @@ class PartitionLog;
 // when the shared log is checkpointed (FSYNC=interval's behaviour: directories synced at open,
 // space preallocated), since the shared log makes each record durable.
 StoreOptions ack_journal_options(StoreOptions options, bool shared_log);
-// True when `json` is a journal record's payload as libmq writes them.
+// True when `json` is a journal record's payload as libmq writes them (kRemovedRecord included).
 bool is_ack_journal_record(std::string_view json);
+// The record of the shared acknowledgement log that says a group was deleted on a partition
+// (DELETE /group): folding the log removes the journal's files there and applies only the records
+// after it. It is never written to a journal itself.
+inline constexpr std::string_view kRemovedRecord = R"({"removed":true})";
 
 // What a group has acknowledged on a partition.
 struct GroupProgress {
@@ -73,6 +77,10 @@ class AckJournal {
   Status record_seek(std::uint64_t offset);
   // Durably records that the group orders by key (written when it comes into being so).
   Status record_ordering_key();
+  // Deletes the journal (its log, index and snapshot) durably per FSYNC: with a shared log, the
+  // removal is recorded there first (and synced), so that folding that log after a crash cannot
+  // bring older records of this journal back. No record may be written meanwhile or afterwards.
+  Status remove();
   // Replaces the log with a snapshot of `progress`, which must include every record written so
   // far; no record may be written meanwhile. Crash-safe at every step.
   Status compact(const GroupProgress& progress);

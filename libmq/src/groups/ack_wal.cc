@@ -137,12 +137,26 @@ Status AckWal::fold_earlier_logs(FileSystem& fs, const StoreOptions& options) {
     }
     for (const auto& [key, payloads] : records) {
       const auto location = journal_location(options.data_dir, key);
+      // A group deleted on the partition (kRemovedRecord): its journal goes, and only the records
+      // after the deletion (a new group of the same name) are applied, to a new journal.
+      auto removal = std::find(payloads.rbegin(), payloads.rend(), kRemovedRecord);
+      if (removal != payloads.rend()) {
+        const std::string base = location->first + "/" + location->second;
+        for (const char* extension : {".log", ".index", ".snapshot", ".snapshot.tmp"}) {
+          if (auto s = fs.remove(base + extension); !s.ok()) return s;
+        }
+        if (fs.exists(location->first)) {
+          if (auto s = fs.sync_directory(location->first); !s.ok()) return s;
+        }
+      }
+      const auto after_removal = removal.base();  // payloads.begin() when there was none
+      if (after_removal == payloads.end()) continue;
       auto journal = PartitionLog::open(fs, journal_options, location->first, location->second, key, 0);
       if (!journal.ok()) return journal.status();
       std::vector<Message> messages;
-      messages.reserve(payloads.size());
-      for (const std::string& payload : payloads)
-        messages.push_back(Message{detail::PayloadInternal::from_minified_json(payload), std::nullopt});
+      messages.reserve(static_cast<std::size_t>(payloads.end() - after_removal));
+      for (auto it = after_removal; it != payloads.end(); ++it)
+        messages.push_back(Message{detail::PayloadInternal::from_minified_json(*it), std::nullopt});
       if (auto appended = (*journal)->append(messages); !appended.ok()) return appended.status();
       if (auto s = (*journal)->sync(); !s.ok()) return s;
     }

@@ -12,6 +12,7 @@
 #include "common/partition_turns.h"
 #include "groups/group_state.h"
 #include "groups/message_ids.h"
+#include "groups/redriver.h"
 #include "groups/timer.h"
 #include "mq/log_store.h"
 #include "mq/topic.h"
@@ -60,8 +61,43 @@ struct Broker::State : private Timer::Target {
   std::unique_ptr<AckWal> ack_log;
   mutable std::mutex groups_mutex;
   std::map<GroupKey, std::unique_ptr<ConsumerGroup>> groups;  // GUARDED_BY(groups_mutex)
+  // Deleted groups, kept until the broker goes: Broker::group() handed out pointers to them.
+  std::vector<std::unique_ptr<ConsumerGroup>> deleted_groups;  // GUARDED_BY(groups_mutex)
   // Keyless produces: the owned partitions of a topic take turns, one message or batch each.
   detail::PartitionTurns turns{1};
+  // The redrive position of each dead-letter partition, opened on first use.
+  std::mutex redrivers_mutex;
+  std::map<std::pair<std::string, std::uint32_t>, std::unique_ptr<detail::Redriver>> redrivers;  // GUARDED_BY
+
+  // nullptr when the dead-letter topic has no letters yet (it is created by the first).
+  Result<detail::Redriver*> redriver(std::string_view topic, std::uint32_t partition) {
+    if (!is_valid_name(topic)) return invalid_name("topic", topic);
+    const std::string_view source =
+        topic.substr(0, topic.size() - std::min(topic.size(), kDeadLetterSuffix.size()));
+    if (!topic.ends_with(kDeadLetterSuffix) || !find_topic(source).ok()) {
+      return Status::invalid_argument("'" + std::string(topic) + "' is not a dead-letter topic (<topic>" +
+                                      std::string(kDeadLetterSuffix) + " of a topic of this broker)");
+    }
+    auto entry = find_topic(topic);
+    if (!entry.ok()) {
+      auto p = resolve(source, partition);  // the partitions it will have
+      if (!p.ok()) return p.status();
+      return static_cast<detail::Redriver*>(nullptr);
+    }
+    auto p = resolve(**entry, partition);
+    if (!p.ok()) return p.status();
+    std::lock_guard lock(redrivers_mutex);
+    auto& slot = redrivers[{std::string(topic), partition}];
+    if (!slot) {
+      slot = std::make_unique<detail::Redriver>(
+          file_system(), store->options().data_dir + "/" + std::string(topic) + "/redrive", partition, **p,
+          store->options().fsync != FsyncMode::kNever,
+          [this](std::string_view t, std::uint32_t q) { return resolve(t, q); },
+          [this](Partition& log, std::span<const Message> messages) { return append(log, messages); });
+    }
+    return slot.get();
+  }
+
   // Declared last so that it is destroyed first: its callbacks use the groups and topics.
   std::unique_ptr<Timer> timer;
   std::atomic<bool> stopping{false};
@@ -445,6 +481,41 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   result.offsets = std::move(appended->offsets);
   result.duplicates = std::move(appended->duplicates);
   return result;
+}
+
+Result<std::uint64_t> Broker::redrive(std::string_view topic, std::uint32_t partition,
+                                      std::optional<std::uint64_t> limit) {
+  auto redriver = state_->redriver(topic, partition);
+  if (!redriver.ok()) return redriver.status();
+  if (*redriver == nullptr) return std::uint64_t{0};
+  return (*redriver)->redrive(limit);
+}
+
+Result<bool> Broker::delete_group(std::string_view topic, std::string_view group) {
+  if (!is_valid_name(group)) return invalid_name("group", group);
+  auto entry = state_->find_topic(topic);
+  if (!entry.ok()) return entry.status();
+  bool deleted = false;
+  for (std::uint32_t partition : (*entry)->topic->owned_partitions()) {
+    const State::GroupKey key{std::string(topic), partition, std::string(group)};
+    ConsumerGroup* doomed = nullptr;
+    {
+      std::lock_guard lock(state_->groups_mutex);
+      auto it = state_->groups.find(key);
+      if (it == state_->groups.end()) continue;
+      doomed = it->second.get();
+    }
+    // Not under groups_mutex: removal writes to the shared acknowledgement log, whose checkpoint
+    // lists the groups under that mutex. Meanwhile, calls that find the group fail with kNotFound.
+    if (auto s = doomed->state_->remove(); !s.ok()) return s;
+    std::lock_guard lock(state_->groups_mutex);
+    if (auto it = state_->groups.find(key); it != state_->groups.end() && it->second.get() == doomed) {
+      state_->deleted_groups.push_back(std::move(it->second));
+      state_->groups.erase(it);
+    }
+    deleted = true;
+  }
+  return deleted;
 }
 
 Result<PartitionRead> Broker::read(std::string_view topic, std::uint32_t partition, const ReadFrom& from,

@@ -77,6 +77,7 @@ Result<std::uint64_t> GroupState::subscribe(std::chrono::milliseconds visibility
                                             std::size_t max_inflight) {
   std::lock_guard lock(mutex_);
   if (stopping_) return Status::shutting_down("the broker is stopping");
+  if (removed_) return deleted_status();
   const std::uint64_t id = ++next_subscriber_;
   subscribers_.try_emplace(id, visibility_timeout, max_inflight);
   return id;
@@ -122,6 +123,7 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
     int empty_reads = 0;
     while (true) {
       if (stopping_) return Status::shutting_down("the broker is stopping");
+      if (removed_) return deleted_status();
       choose_locked(subscriber, sub, std::min(max_messages - chosen.size(), sub.room()), chosen);
       // New messages are chosen from records read ahead; read more while this take wants more.
       if (chosen.size() < max_messages && sub.room() > 0 && !reading_ahead_ && read_ahead_.empty() &&
@@ -141,8 +143,8 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
       if (timed_out || sub.cancelled) return std::vector<Delivery>{};
       sub.waiting = true;
       waiters_.push_back(subscriber);
-      timed_out =
-          !sub.wake.wait_until(lock, give_up_at, [&] { return sub.woken || sub.cancelled || stopping_; });
+      timed_out = !sub.wake.wait_until(lock, give_up_at,
+                                       [&] { return sub.woken || sub.cancelled || stopping_ || removed_; });
       sub.waiting = false;
       sub.woken = false;
       std::erase(waiters_, subscriber);
@@ -237,6 +239,7 @@ Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
 }
 
 Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
+  if (is_removed()) return deleted_status();
   if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
   target = std::clamp(target, context_.partition->log_start_offset(), context_.partition->next_offset());
   if (auto s = journal_->record_seek(target); !s.ok()) return s;
@@ -420,6 +423,7 @@ void GroupState::on_timer(std::uint64_t offset, std::uint64_t token) {
   std::vector<DeadLetter> dead;
   {
     std::lock_guard lock(mutex_);
+    if (removed_) return;
     auto it = tracked_.find(offset);
     if (it == tracked_.end() || it->second.token != token) return;  // acknowledged, touched or ended since
     if (it->second.state == State::kInFlight) {
@@ -516,15 +520,18 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
   bool closed = false;
   {
     std::shared_lock journal_lock(journal_mutex_);
+    if (is_removed()) return deleted_status();
     closed = !journal_->is_open();
   }
   if (closed) {
     // A failed compaction left no log: open a new one rather than fail every ack until a restart.
     std::unique_lock journal_lock(journal_mutex_);
+    if (is_removed()) return deleted_status();  // (its journal is gone on purpose)
     if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
   }
   {
     std::shared_lock journal_lock(journal_mutex_);
+    if (is_removed()) return deleted_status();
     // Durable first: an acknowledgement that is answered must survive a crash.
     if (auto s = journal_->record_acks(fresh); !s.ok()) return s;
     std::lock_guard lock(mutex_);
@@ -591,6 +598,7 @@ Status GroupState::nack(std::uint64_t offset, std::chrono::milliseconds delay) {
   std::vector<DeadLetter> dead;
   {
     std::lock_guard lock(mutex_);
+    if (removed_) return deleted_status();
     auto it = tracked_.find(offset);
     if (it == tracked_.end() || it->second.state != State::kInFlight) {
       return Status::conflict("message " + message_id(context_.partition_index, offset) +
@@ -607,6 +615,7 @@ Status GroupState::touch(std::uint64_t offset) {
     return Status::not_found("id " + message_id(context_.partition_index, offset) + " names no message");
   }
   std::lock_guard lock(mutex_);
+  if (removed_) return deleted_status();
   auto it = tracked_.find(offset);
   if (it == tracked_.end() || it->second.state != State::kInFlight) {
     return Status::conflict("message " + message_id(context_.partition_index, offset) +
@@ -668,6 +677,27 @@ void GroupState::shutdown() {
   std::lock_guard lock(mutex_);
   stopping_ = true;
   for (auto& [id, sub] : subscribers_) sub.wake.notify_all();
+}
+
+Status GroupState::deleted_status() const {
+  return Status::not_found("consumer group '" + context_.group + "' of " + context_.topic + "/" +
+                           std::to_string(context_.partition_index) + " was deleted");
+}
+
+Status GroupState::remove() {
+  // Exclusive: no record is being written while the journal goes, and none after (each writer
+  // checks removed_ under the journal lock).
+  std::unique_lock journal_lock(journal_mutex_);
+  if (is_removed()) return {};
+  if (auto s = journal_->remove(); !s.ok()) return s;
+  std::lock_guard lock(mutex_);
+  removed_ = true;
+  for (auto& [offset, tracked] : tracked_) cancel_timer_locked(tracked);
+  tracked_.clear();
+  ready_.clear();
+  read_ahead_.clear();
+  for (auto& [id, sub] : subscribers_) sub.wake.notify_all();  // their take() ends with kNotFound
+  return {};
 }
 
 Status GroupState::sync_journal() {

@@ -90,8 +90,18 @@ class GroupState : private Timer::Target {
   void forget_below(std::uint64_t log_start);
   void shutdown();
   Status sync_journal();
+  // DELETE /group: deletes the group's journal durably (AckJournal::remove), ends its
+  // subscriptions and cancels its timers. Every later call fails with kNotFound (the broker makes
+  // a new GroupState for a group of the same name); idempotent.
+  Status remove();
 
  private:
+  Status deleted_status() const;
+  bool is_removed() const {
+    std::lock_guard lock(mutex_);
+    return removed_;
+  }
+
   // kDelayed: nacked with a delay, or a delayed message (deliver_at) not yet due.
   // kBlocked (ordering=key): behind an earlier message of its key; never delivered yet.
   enum class State { kInFlight, kReady, kDelayed, kDeadLettering, kBlocked };
@@ -216,6 +226,7 @@ class GroupState : private Timer::Target {
   std::uint64_t next_token_ = 0;       // GUARDED_BY(mutex_)
   std::uint64_t inflight_ = 0;         // GUARDED_BY(mutex_)
   bool stopping_ = false;              // GUARDED_BY(mutex_)
+  bool removed_ = false;               // GUARDED_BY(mutex_): remove() deleted the group
   GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
 };
 

@@ -2,7 +2,22 @@
 
 namespace mq::http {
 
-std::string_view to_string(Method method) { return method == Method::kGet ? "GET" : "POST"; }
+std::string_view to_string(Method method) {
+  switch (method) {
+    case Method::kGet:
+      return "GET";
+    case Method::kPost:
+      return "POST";
+    case Method::kDelete:
+      return "DELETE";
+  }
+  return "GET";
+}
+
+bool is_public(std::string_view path) {
+  return path == path::kHealthz || path == path::kUi || path == path::kUiScript || path == path::kUiStyle ||
+         path == path::kOpenApi;
+}
 
 std::optional<Method> method_of(std::string_view path) {
   for (const auto& route : kRoutes)

@@ -15,7 +15,7 @@
 
 namespace mq::http {
 
-enum class Method { kGet, kPost };
+enum class Method { kGet, kPost, kDelete };
 std::string_view to_string(Method method);
 
 // Routes (paths) and the one method each takes. HEAD is answered like GET except on /consume.
@@ -31,13 +31,21 @@ inline constexpr std::string_view kHealthz = "/healthz";  // never needs the bea
 inline constexpr std::string_view kMetrics = "/metrics";
 inline constexpr std::string_view kMessages = "/messages";  // read without a group
 inline constexpr std::string_view kSeek = "/seek";          // replay or skip
+inline constexpr std::string_view kRedrive = "/redrive";    // dead letters back to their source
+inline constexpr std::string_view kGroup = "/group";        // DELETE: remove a consumer group
+// The operator console and its assets, and the API's description: no bearer token needed (the
+// console asks for it and sends it with every call it makes).
+inline constexpr std::string_view kUi = "/ui";
+inline constexpr std::string_view kUiScript = "/ui/console.js";
+inline constexpr std::string_view kUiStyle = "/ui/console.css";
+inline constexpr std::string_view kOpenApi = "/openapi.json";
 }  // namespace path
 
 struct Route {
   std::string_view path;
   Method method;
 };
-inline constexpr std::array<Route, 11> kRoutes{{
+inline constexpr std::array<Route, 17> kRoutes{{
     {path::kProduce, Method::kPost},
     {path::kConsume, Method::kGet},
     {path::kAck, Method::kPost},
@@ -49,7 +57,15 @@ inline constexpr std::array<Route, 11> kRoutes{{
     {path::kMetrics, Method::kGet},
     {path::kMessages, Method::kGet},
     {path::kSeek, Method::kPost},
+    {path::kRedrive, Method::kPost},
+    {path::kGroup, Method::kDelete},
+    {path::kUi, Method::kGet},
+    {path::kUiScript, Method::kGet},
+    {path::kUiStyle, Method::kGet},
+    {path::kOpenApi, Method::kGet},
 }};
+// Whether `path` is served without the bearer token (/healthz, the console's files, /openapi.json).
+bool is_public(std::string_view path);
 // The method `path` takes; nullopt for a path that is no route.
 std::optional<Method> method_of(std::string_view path);
 
@@ -97,6 +113,9 @@ inline constexpr std::string_view kNextOffset = "next_offset";
 inline constexpr std::string_view kCommittedOffset = "committed_offset";
 inline constexpr std::string_view kPosition = "position";  // /seek: "earliest" or "latest"
 inline constexpr std::string_view kOrdering = "ordering";  // 409 of /consume, /stats: "none" or "key"
+inline constexpr std::string_view kLimit = "limit";        // /redrive request: at most this many
+inline constexpr std::string_view kRedriven = "redriven";  // /redrive answer: how many went back
+inline constexpr std::string_view kDeleted = "deleted";    // DELETE /group answer
 // GET /topics: {"broker":{"index":i,"count":n},"brokers":[url...],"visibility_timeout_ms":ms,
 //               "topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
 inline constexpr std::string_view kBroker = "broker";

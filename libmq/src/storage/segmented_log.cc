@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "storage/file_replace.h"
 #include "storage/record_format.h"
 
 namespace mq::detail {
@@ -338,17 +339,9 @@ Status SegmentedLog::start_active_locked() {
 }
 
 Status SegmentedLog::write_meta(std::uint64_t log_start, std::uint64_t active_first) {
-  const std::string path = dir_ + "/" + stem_ + ".meta";
-  const std::string tmp = path + ".tmp";
-  if (auto s = fs_.remove(tmp); !s.ok()) return s;
-  auto file = fs_.open(tmp);
-  if (!file.ok()) return file.status();
   const std::string text = "{\"log_start_offset\":" + std::to_string(log_start) +
                            ",\"active_first_offset\":" + std::to_string(active_first) + "}\n";
-  if (auto s = (*file)->append(text); !s.ok()) return s;
-  if (auto s = (*file)->sync(); !s.ok()) return s;
-  if (auto s = fs_.rename(tmp, path); !s.ok()) return s;
-  if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+  if (auto s = replace_file(fs_, dir_, stem_ + ".meta", text, /*durable=*/true); !s.ok()) return s;
   removed_synced_ = removed_;  // the sync covered every removal before it
   return {};
 }

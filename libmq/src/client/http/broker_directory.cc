@@ -132,8 +132,9 @@ std::string describe(httplib::Error error) {
 Result<HttpReply> BrokerDirectory::send(http::Method method, const std::string& url, const std::string& path,
                                         const std::string& body) {
   auto client = acquire(url);
-  auto result = method == http::Method::kGet ? client->Get(path.c_str())
-                                             : client->Post(path.c_str(), body, "application/json");
+  auto result = method == http::Method::kGet      ? client->Get(path.c_str())
+                : method == http::Method::kDelete ? client->Delete(path.c_str(), body, "application/json")
+                                                  : client->Post(path.c_str(), body, "application/json");
   if (!result) {
     const std::string error = describe(result.error());
     if (never_sent(result.error()))
@@ -333,6 +334,27 @@ Result<BrokerDirectory::Route> BrokerDirectory::route(std::string_view topic,
   // A topic or partition the map does not have: the brokers may have it by now.
   if (Status s = refresh(Clock::now()); !s.ok()) return s;
   return lookup(topic, partition);
+}
+
+Result<std::vector<std::string>> BrokerDirectory::brokers() {
+  if (stale()) {
+    if (Status s = refresh(Clock::now()); !s.ok()) {
+      std::lock_guard lock(mutex_);
+      if (broker_count_ == 0) return s;
+    }
+  }
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> urls;
+  for (std::uint32_t index = 0; index < broker_count_; ++index) {
+    auto url = url_of_locked(index);
+    if (!url) {
+      return Status::unavailable(
+          "the address of broker " + std::to_string(index) +
+          " is unknown: set BROKER_ADDRS on the brokers or give the client every address");
+    }
+    urls.push_back(*url);
+  }
+  return urls;
 }
 
 void BrokerDirectory::mark_stale() {

@@ -57,6 +57,9 @@ class BrokerDirectory {
   // kNotFound for an unknown topic or a partition beyond its count (after asking again);
   // kUnavailable when no broker answers.
   Result<Route> route(std::string_view topic, std::optional<std::uint32_t> partition);
+  // The base URL of every broker of the deployment, in index order (reading the map first when it
+  // is stale). kUnavailable when no broker answers, or some broker's address is unknown.
+  Result<std::vector<std::string>> brokers();
   // A 421 named the owner of a partition: remember its URL (or ask the brokers again when none was
   // given or it is not a valid base URL). The rest of the map is read again soon too.
   void learn_owner(std::uint32_t owner, std::optional<std::string> url);

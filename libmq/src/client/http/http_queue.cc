@@ -326,6 +326,56 @@ class HttpConsumer final : public Consumer {
   std::thread watcher_;
 };
 
+// GET /stats answered by one broker (API.md; docs/http-api.md for the fields beyond it).
+Result<std::vector<TopicStats>> parse_stats(const std::string& body) {
+  const auto answer = nlohmann::json::parse(body, nullptr, false);
+  const Status unexpected = Status::io_error("unexpected /stats answer: " + body.substr(0, 200));
+  if (!answer.is_object() || !answer.contains(field::kTopics) || !answer[field::kTopics].is_array())
+    return unexpected;
+  auto number = [](const nlohmann::json& object, std::string_view name) -> std::uint64_t {
+    auto it = object.find(name);
+    return it != object.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
+  };
+  std::vector<TopicStats> topics;
+  for (const auto& t : answer[field::kTopics]) {
+    if (!t.is_object() || !t.contains(field::kName) || !t[field::kName].is_string() ||
+        !t.contains(field::kPartitions) || !t[field::kPartitions].is_array())
+      return unexpected;
+    TopicStats topic{t[field::kName].get<std::string>(), {}};
+    for (const auto& p : t[field::kPartitions]) {
+      if (!p.is_object()) return unexpected;
+      PartitionStats partition;
+      partition.partition = static_cast<std::uint32_t>(number(p, field::kPartition));
+      partition.next_offset = number(p, field::kNextOffset);
+      partition.log_start_offset = number(p, field::kLogStartOffset);
+      partition.segments = number(p, "segments");
+      partition.retention_deleted = number(p, "retention_deleted");
+      partition.log_bytes = number(p, "log_bytes");
+      if (auto groups = p.find("groups"); groups != p.end() && groups->is_array()) {
+        for (const auto& g : *groups) {
+          if (!g.is_object() || !g.contains("group") || !g["group"].is_string()) return unexpected;
+          GroupStats group;
+          group.group = g["group"].get<std::string>();
+          group.committed_offset = number(g, field::kCommittedOffset);
+          group.inflight = number(g, "inflight");
+          group.lag = number(g, "lag");
+          group.delivered = number(g, "delivered");
+          group.acked = number(g, field::kAcked);
+          group.redelivered = number(g, "redelivered");
+          group.dead_lettered = number(g, "dead_lettered");
+          group.delayed = number(g, "delayed");
+          group.ordering =
+              g.value(field::kOrdering, std::string("none")) == "key" ? Ordering::kKey : Ordering::kNone;
+          partition.groups.push_back(std::move(group));
+        }
+      }
+      topic.partitions.push_back(std::move(partition));
+    }
+    topics.push_back(std::move(topic));
+  }
+  return topics;
+}
+
 class HttpQueue final : public Queue {
  public:
   explicit HttpQueue(HttpQueueOptions options)
@@ -453,6 +503,79 @@ class HttpQueue final : public Queue {
       return Status::io_error("unexpected " + std::string(http::path::kSeek) + " answer: " + reply->body);
     }
     return answer[field::kCommittedOffset].get<std::uint64_t>();
+  }
+
+  Result<std::uint64_t> redrive(std::string_view topic, std::uint32_t partition,
+                                std::optional<std::uint64_t> limit) override {
+    if (limit && *limit == 0) return Status::invalid_argument("a redrive limit must be at least 1");
+    std::string body = "{";
+    if (limit) {
+      append_json_key(body, field::kLimit);
+      body += std::to_string(*limit);
+    }
+    body += "}";
+    auto reply = send_to_owner(topic, partition, http::path::kRedrive, "", body);
+    if (!reply.ok()) return reply.status();
+    const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
+    if (!answer.is_object() || !answer.contains(field::kRedriven) ||
+        !answer[field::kRedriven].is_number_unsigned())
+      return Status::io_error("unexpected " + std::string(http::path::kRedrive) + " answer: " + reply->body);
+    return answer[field::kRedriven].get<std::uint64_t>();
+  }
+
+  // Every broker: each removes the group from the partitions it owns.
+  Result<bool> delete_group(std::string_view topic, std::string_view group) override {
+    if (auto s = check_name("topic", topic); !s.ok()) return s;
+    if (auto s = check_name("group", group); !s.ok()) return s;
+    if (auto known = directory_->route(topic, std::nullopt); !known.ok()) return known.status();
+    auto brokers = directory_->brokers();
+    if (!brokers.ok()) return brokers.status();
+    std::string path(http::path::kGroup);
+    append_query_param(path, param::kTopic, topic);
+    append_query_param(path, param::kGroup, group);
+    bool deleted = false;
+    for (const std::string& url : *brokers) {
+      auto reply = directory_->send(http::Method::kDelete, url, path, "");
+      if (!reply.ok()) return reply.status();
+      if (reply->status == 200) {
+        deleted = true;
+      } else if (reply->status != 404) {  // 404: no state of the group there
+        return status_of_reply(*reply, url);
+      }
+    }
+    return deleted;
+  }
+
+  // Every broker's /stats, its partitions merged per topic in partition order.
+  Result<std::vector<TopicStats>> stats(std::optional<std::string_view> topic) override {
+    if (topic) {
+      if (auto s = check_name("topic", *topic); !s.ok()) return s;
+      if (auto known = directory_->route(*topic, std::nullopt); !known.ok()) return known.status();
+    }
+    auto brokers = directory_->brokers();
+    if (!brokers.ok()) return brokers.status();
+    std::string path(http::path::kStats);
+    if (topic) append_query_param(path, param::kTopic, *topic);
+    std::map<std::string, TopicStats, std::less<>> merged;
+    for (const std::string& url : *brokers) {
+      auto reply = directory_->send(http::Method::kGet, url, path, "");
+      if (!reply.ok()) return reply.status();
+      if (reply->status != 200) return status_of_reply(*reply, url);
+      auto parsed = parse_stats(reply->body);
+      if (!parsed.ok()) return parsed.status();
+      for (TopicStats& t : *parsed) {
+        TopicStats& into = merged[t.name];
+        into.name = t.name;
+        for (PartitionStats& p : t.partitions) into.partitions.push_back(std::move(p));
+      }
+    }
+    std::vector<TopicStats> out;
+    for (auto& [name, t] : merged) {
+      std::sort(t.partitions.begin(), t.partitions.end(),
+                [](const PartitionStats& a, const PartitionStats& b) { return a.partition < b.partition; });
+      out.push_back(std::move(t));
+    }
+    return out;
   }
 
   std::string_view backend_name() const override { return "http"; }

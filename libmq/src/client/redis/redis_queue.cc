@@ -1092,6 +1092,36 @@ class RedisQueue final : public Queue {
     return *position;
   }
 
+  Result<std::uint64_t> redrive(std::string_view, std::uint32_t, std::optional<std::uint64_t>) override {
+    return Status::invalid_argument(
+        "the redis backend keeps no dead letters (messages are retried until acknowledged): nothing to "
+        "redrive");
+  }
+
+  Result<bool> delete_group(std::string_view topic, std::string_view group) override {
+    if (!is_valid_name(topic)) return invalid_name("topic", topic);
+    if (!is_valid_name(group)) return invalid_name("group", group);
+    auto conn = lease();
+    if (!conn.ok()) return conn.status();
+    bool deleted = false;
+    for (std::uint32_t partition = 0; partition < options_.partitions; ++partition) {
+      // A stream nobody produced to has no groups: Redis refuses XGROUP on a missing key.
+      auto exists = conn->connection->command({"EXISTS", stream_key(topic, partition)});
+      if (!exists.ok()) return exists.status();
+      if (integer_of(exists->get()).value_or(0) == 0) continue;
+      auto reply =
+          conn->connection->command({"XGROUP", "DESTROY", stream_key(topic, partition), std::string(group)});
+      if (!reply.ok()) return reply.status();
+      deleted = deleted || integer_of(reply->get()).value_or(0) == 1;
+    }
+    return deleted;
+  }
+
+  Result<std::vector<TopicStats>> stats(std::optional<std::string_view>) override {
+    return Status::invalid_argument(
+        "the redis backend keeps no statistics of topics and groups (see /stats of mqd)");
+  }
+
   std::string_view backend_name() const override { return "redis"; }
 
  private:

@@ -1,0 +1,223 @@
+#include "groups/redriver.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "common/names.h"
+#include "storage/file_replace.h"
+#include "storage/internal_access.h"
+#include "storage/record_format.h"
+
+namespace mq::detail {
+namespace {
+
+// Letters are read this many at a time (a run is at most one read).
+constexpr std::size_t kReadMessages = 1000;
+constexpr std::size_t kReadBytes = 8 << 20;
+
+std::string file_name(std::uint32_t partition) { return "partition-" + std::to_string(partition) + ".json"; }
+
+// A dead letter as it goes back: the message as it was stored before it was dead-lettered, and
+// where to.
+struct Letter {
+  Message message;
+  std::string topic;
+  std::uint32_t partition = 0;
+};
+
+class LetterReader {
+ public:
+  explicit LetterReader(std::uint32_t dead_letter_partition) : partition_(dead_letter_partition) {}
+
+  // nullopt for a message without a readable source (produced to the dead-letter topic by hand).
+  std::optional<Letter> read(const StoredMessage& stored) {
+    auto fields = records_.produced_fields(stored.line);
+    if (!fields || !fields->source_json) return std::nullopt;
+    simdjson::dom::element source;
+    std::string_view topic;
+    std::uint64_t partition = 0;
+    if (parser_.parse(*fields->source_json).get(source) || source["topic"].get_string().get(topic) ||
+        source["partition"].get_uint64().get(partition) ||
+        partition > std::numeric_limits<std::uint32_t>::max() || !is_valid_name(topic))
+      return std::nullopt;
+    Letter letter{
+        Message{PayloadInternal::from_minified_json(std::move(fields->payload_json)), std::move(fields->key)},
+        std::string(topic), static_cast<std::uint32_t>(partition)};
+    letter.message.headers = std::move(fields->headers);
+    // The dead letter of a dead letter goes back as the dead letter it was, source and all.
+    simdjson::dom::element earlier;
+    if (!source["source"].get(earlier))
+      letter.message.source = PayloadInternal::from_minified_json(simdjson::minify(earlier));
+    letter.message.dedup_id = Redriver::marker(partition_, stored.offset);
+    return letter;
+  }
+
+ private:
+  const std::uint32_t partition_;
+  RecordValidator records_;
+  simdjson::dom::parser parser_;
+};
+
+}  // namespace
+
+Redriver::Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Partition& letters, bool durable,
+                   ResolveSource resolve, Append append)
+    : fs_(fs),
+      dir_(std::move(dir)),
+      partition_(partition),
+      letters_(letters),
+      durable_(durable),
+      resolve_(std::move(resolve)),
+      append_(std::move(append)) {}
+
+std::string Redriver::marker(std::uint32_t partition, std::uint64_t letter_offset) {
+  return "mq-redrive:" + std::to_string(partition) + ":" + std::to_string(letter_offset);
+}
+
+Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
+  std::lock_guard lock(mutex_);
+  if (!loaded_) {
+    if (auto s = load_locked(); !s.ok()) return s;
+    loaded_ = true;
+  }
+  std::uint64_t remaining = limit.value_or(std::numeric_limits<std::uint64_t>::max());
+  std::uint64_t redriven = 0;
+  LetterReader reader(partition_);
+  while (remaining > 0) {
+    const std::uint64_t from = std::max(position_, letters_.log_start_offset());
+    if (from >= letters_.next_offset()) break;
+    auto batch = letters_.read(
+        from, static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kReadMessages)), kReadBytes);
+    if (!batch.ok()) {
+      if (batch.status().code() == ErrorCode::kNotFound && from < letters_.log_start_offset()) continue;
+      return batch.status();  // (retention deleted `from` meanwhile: the next read starts past it)
+    }
+    // One run: the letters from `from` on that go to the same source partition, and any without a
+    // source among them (stepped over).
+    std::vector<Message> run;
+    std::optional<std::uint64_t> first;  // the run's first letter that goes back
+    std::string topic;
+    std::uint32_t partition = 0;
+    std::uint64_t end = from;
+    for (const StoredMessage& stored : *batch) {
+      if (run.size() == remaining) break;
+      auto letter = reader.read(stored);
+      if (letter) {
+        if (!first) {
+          first = stored.offset;
+          topic = letter->topic;
+          partition = letter->partition;
+        } else if (letter->topic != topic || letter->partition != partition) {
+          break;
+        }
+        run.push_back(std::move(letter->message));
+      }
+      end = stored.offset + 1;
+    }
+    if (run.empty()) {  // only letters without a source
+      if (auto s = save_locked(end, std::nullopt); !s.ok()) return s;
+      position_ = end;
+      continue;
+    }
+    auto source = resolve_(topic, partition);
+    if (!source.ok()) return source.status();
+    const Pending pending{end, topic, partition, (*source)->next_offset(), *first};
+    if (auto s = save_locked(position_, pending); !s.ok()) return s;
+    if (auto appended = append_(**source, run); !appended.ok()) {
+      // Stored or not (a failed fdatasync leaves it open), the next call settles the pending run
+      // from the file.
+      loaded_ = false;
+      return appended.status();
+    }
+    if (auto s = save_locked(end, std::nullopt); !s.ok()) {
+      loaded_ = false;  // the file still says pending: the next call finds the run appended
+      return s;
+    }
+    position_ = end;
+    redriven += run.size();
+    remaining -= run.size();
+  }
+  return redriven;
+}
+
+Status Redriver::load_locked() {
+  const std::string path = dir_ + "/" + file_name(partition_);
+  position_ = 0;
+  if (!fs_.exists(path)) return {};
+  auto file = fs_.open(path);
+  if (!file.ok()) return file.status();
+  auto size = (*file)->size();
+  if (!size.ok()) return size.status();
+  std::string text;
+  if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
+  simdjson::dom::parser parser;
+  simdjson::dom::element state;
+  simdjson::dom::element pending_json;
+  Pending pending;
+  std::string_view topic;
+  std::uint64_t partition = 0;
+  // Replaced whole (by rename): anything but what save_locked writes is damage, not a torn write.
+  const Status corrupt = Status::corruption(path + " is not a valid redrive position");
+  if (parser.parse(text).get(state) || state["position"].get_uint64().get(position_)) return corrupt;
+  if (state["pending"].get(pending_json)) return {};
+  if (pending_json["to"].get_uint64().get(pending.to) || pending_json["topic"].get_string().get(topic) ||
+      pending_json["partition"].get_uint64().get(partition) ||
+      pending_json["from"].get_uint64().get(pending.from) ||
+      pending_json["first"].get_uint64().get(pending.first) ||
+      partition > std::numeric_limits<std::uint32_t>::max())
+    return corrupt;
+  pending.topic = std::string(topic);
+  pending.partition = static_cast<std::uint32_t>(partition);
+  return settle_locked(pending);
+}
+
+Status Redriver::settle_locked(const Pending& pending) {
+  auto source = resolve_(pending.topic, pending.partition);
+  if (!source.ok()) return source.status();
+  Partition& log = **source;
+  const std::string wanted = marker(partition_, pending.first);
+  // Appended at or after `from`, if at all. Retention may have deleted some of what came after
+  // `from` meanwhile: then the run may be among what went, and counts as appended (at most once).
+  bool appended = log.log_start_offset() > pending.from;
+  for (std::uint64_t offset = pending.from; !appended && offset < log.next_offset();) {
+    offset = std::max(offset, log.log_start_offset());
+    auto batch = log.read(offset, kReadMessages, kReadBytes);
+    if (!batch.ok()) {
+      if (batch.status().code() == ErrorCode::kNotFound && offset < log.log_start_offset()) {
+        appended = true;
+        break;
+      }
+      return batch.status();
+    }
+    if (batch->empty()) break;
+    for (const StoredMessage& stored : *batch) {
+      auto options = parse_record_options(stored.line);
+      if (options && options->dedup_id == wanted) {
+        appended = true;
+        break;
+      }
+      offset = stored.offset + 1;
+    }
+  }
+  if (appended) position_ = pending.to;
+  return save_locked(position_, std::nullopt);
+}
+
+Status Redriver::save_locked(std::uint64_t position, const std::optional<Pending>& pending) {
+  if (auto s = fs_.create_directories(dir_); !s.ok()) return s;
+  std::string text = "{\"position\":" + std::to_string(position);
+  if (pending) {
+    text += ",\"pending\":{\"to\":" + std::to_string(pending->to) + ",\"topic\":";
+    append_json_string(text, pending->topic);
+    text += ",\"partition\":" + std::to_string(pending->partition) +
+            ",\"from\":" + std::to_string(pending->from) + ",\"first\":" + std::to_string(pending->first) +
+            "}";
+  }
+  text += "}\n";
+  return replace_file(fs_, dir_, file_name(partition_), text, durable_);
+}
+
+}  // namespace mq::detail
