@@ -794,3 +794,52 @@ TEST_CASE("TheRedisBackendRefusesWhatRedisCannotDoAndNamesItself") {
   REQUIRE_FALSE(consumer.ok());
   CHECK(consumer.status().message().find("redis backend") != std::string::npos);
 }
+
+TEST_CASE_TEMPLATE("ADeletedGroupStartsAnewOnEveryBackendAndStatsShowGroups", B, MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  for (int i = 0; i < 3; ++i) produce_ok(*queue, std::to_string(i), std::nullopt, 0u);
+  {
+    auto consumer = open_consumer(*queue, one_partition("g", 0));
+    CHECK(ack_ok(*queue, receive_n(*consumer, 3)) == 3);
+  }
+  if constexpr (std::is_same_v<B, RedisBackend>) {
+    auto stats = queue->stats();
+    REQUIRE_FALSE(stats.ok());
+    CHECK(stats.status().code() == ErrorCode::kInvalidArgument);
+    CHECK(stats.status().message().find("redis backend") != std::string::npos);
+  } else {
+    auto stats = queue->stats("events");
+    REQUIRE_MESSAGE(stats.ok(), stats.status().to_string());
+    REQUIRE(stats->size() == 1);
+    REQUIRE((*stats)[0].partitions.size() == 4);
+    const PartitionStats& p0 = (*stats)[0].partitions[0];
+    CHECK(p0.next_offset == 3);
+    REQUIRE(p0.groups.size() == 1);
+    CHECK(p0.groups[0].group == "g");
+    CHECK(p0.groups[0].committed_offset == 3);
+    CHECK(queue->stats("nothing").status().code() == ErrorCode::kNotFound);
+  }
+  auto deleted = queue->delete_group("events", "g");
+  REQUIRE_MESSAGE(deleted.ok(), deleted.status().to_string());
+  CHECK(*deleted);
+  auto again = queue->delete_group("events", "g");
+  REQUIRE(again.ok());
+  CHECK_FALSE(*again);
+  CHECK(queue->delete_group("events", "..").status().code() == ErrorCode::kInvalidArgument);
+  // Consumed again, the group starts anew (from the earliest message).
+  auto consumer = open_consumer(*queue, one_partition("g", 0));
+  CHECK(offsets_of(receive_n(*consumer, 3)) == range(0, 3));
+}
+
+TEST_CASE_TEMPLATE("RedriveRefusesWhatIsNotADeadLetterTopicOnEveryBackend", B, MQ_BACKENDS) {
+  B backend;
+  auto queue = backend.queue();
+  produce_ok(*queue, "1", std::nullopt, 0u);
+  auto refused = queue->redrive("events", 0);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == ErrorCode::kInvalidArgument);
+  if constexpr (std::is_same_v<B, RedisBackend>) {
+    CHECK(refused.status().message().find("redis backend") != std::string::npos);
+  }
+}

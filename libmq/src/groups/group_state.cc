@@ -509,6 +509,7 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
   std::vector<std::uint64_t> fresh;
   {
     std::lock_guard lock(mutex_);
+    if (removed_) return deleted_status();
     for (std::uint64_t offset : offsets) {
       if (!progress_.is_acknowledged(offset)) fresh.push_back(offset);
     }
