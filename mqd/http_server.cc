@@ -199,6 +199,7 @@ class HttpServer::Impl {
       const auto method = mq::http::to_string(*route_method);
       if (req.method == method || head_allowed(req, method)) return true;
       res.set_header("Allow", std::string(method));
+      res.set_header("Connection", "close");  // the request body, if any, was not read
       send_json(res, 405, error_json("method " + req.method + " is not allowed on " + req.path));
       return false;
     }

@@ -7,7 +7,8 @@
   binaries need; the broker stage keeps /root/data as a volume, exposes 8080, checks /healthz and
   runs mqd as PID 1 in exec form so that docker stop's SIGTERM reaches it.
 - docker-compose.yml: the brokers agree on BROKER_COUNT and BROKER_ADDRS, have distinct indexes and
-  volumes; the templates point at services that exist.
+  volumes; the templates point at services that exist; the prometheus service runs
+  examples/monitoring/prometheus.yml (and its rule files), whose mqd job scrapes exactly the brokers.
 - examples/kubernetes: a StatefulSet with BROKER_INDEX=auto, BROKER_COUNT = replicas, BROKER_ADDRS
   from the headless Service's stable names, a volume claim per pod at /root/data, probes on /healthz.
 """
@@ -173,7 +174,9 @@ def check_compose(repo):
     volumes = [v for s in brokers.values() for v in s.get("volumes", [])]
     check(len(set(volumes)) == len(volumes), "compose: brokers share a volume")
     check("redis" in services, "compose: no redis service")
-    templates = {n: s for n, s in services.items() if s.get("build", {}) != "." and n not in brokers and n != "redis"}
+    check_compose_prometheus(repo, services.get("prometheus"), brokers)
+    templates = {n: s for n, s in services.items()
+                 if s.get("build", {}) != "." and n not in brokers and n not in ("redis", "prometheus")}
     check(len(templates) >= 2, "compose: expected the integration templates")
     known = {"USE_HTTP_QUEUE", "MSG_QUEUE_ADDR", "MSG_QUEUE_TOPIC", "MSG_QUEUE_GROUP", "MSG_QUEUE_PRODUCER_NAME",
              "MSG_QUEUE_TOKEN", "MSG_QUEUE_PARTITIONS", "REDIS_URL", "REDIS_ADDR"}
@@ -187,6 +190,39 @@ def check_compose(repo):
         else:
             target = env.get("REDIS_URL", env.get("REDIS_ADDR", ""))
             check("redis" in target, f"compose: {name} uses Redis but points at {target!r}")
+
+
+def check_compose_prometheus(repo, service, brokers):
+    """The prometheus service mounts examples/monitoring/prometheus.yml and its rule files, and the
+    configuration's mqd job scrapes every broker of the compose file at its PORT, and nothing else."""
+    if not check(service is not None, "compose: no prometheus service (examples/monitoring)"):
+        return
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, _, target = volume.partition(":")
+        mounts[target.split(":")[0]] = source
+    config_file = "/etc/prometheus/prometheus.yml"
+    for argument in service.get("command", []):
+        if argument.startswith("--config.file="):
+            config_file = argument.split("=", 1)[1]
+    source = mounts.get(config_file)
+    if not check(source == "./examples/monitoring/prometheus.yml",
+                 f"compose: prometheus reads {config_file}, mounted from {source}, not examples/monitoring/prometheus.yml"):
+        return
+    config = yaml.safe_load(read(os.path.join(repo, source)))
+    for rule_file in config.get("rule_files", []):
+        mounted = mounts.get(os.path.join(os.path.dirname(config_file), rule_file))
+        check(mounted and os.path.exists(os.path.join(repo, mounted)),
+              f"compose: prometheus's rule file {rule_file} is not mounted from the repository")
+    jobs = {job["job_name"]: job for job in config.get("scrape_configs", [])}
+    if not check("mqd" in jobs, "examples/monitoring/prometheus.yml: no job mqd"):
+        return
+    job = jobs["mqd"]
+    check(job.get("metrics_path", "/metrics") == "/metrics", "examples/monitoring/prometheus.yml: mqd's metrics are at /metrics")
+    targets = sorted(t for c in job.get("static_configs", []) for t in c.get("targets", []))
+    expected = sorted(f"{name}:{broker['_port']}" for name, broker in brokers.items())
+    check(targets == expected, f"examples/monitoring/prometheus.yml: the mqd job scrapes {targets}, the brokers are {expected}")
+    check(set(service.get("depends_on", [])) >= set(brokers), "compose: prometheus does not depend on the brokers")
 
 
 # ---------------------------------------------------------------- Kubernetes

@@ -73,5 +73,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(touch.status().code() == mq::ErrorCode::kInvalidArgument, "a refused body is a 400");
     FUZZ_CHECK(!nack.ok(), "a body /touch refuses for its id, /nack refuses too");
   }
+
+  auto redrive = mqd::parse_redrive_body(body);
+  if (redrive.ok()) {
+    FUZZ_CHECK(!*redrive || **redrive >= 1, "an accepted redrive limit is at least 1");
+  } else {
+    FUZZ_CHECK(redrive.status().code() == mq::ErrorCode::kInvalidArgument, "a refused body is a 400");
+  }
   return 0;
 }
