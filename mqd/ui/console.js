@@ -7,7 +7,7 @@
 // page only as text nodes or attribute values set through the DOM, never as HTML.
 
 const REFRESH_MS = 1000;
-const WINDOW_MS = 5 * 60 * 1000; // what the charts show
+const WINDOW_MS = 5 * 60 * 1000; // what the charts show at most (less while the page is young)
 const TOKEN_KEY = 'mqd.token';
 const SERIES_COLORS = ['--c-produce', '--c-deliver', '--c-ack', '--c-dead', '--c-5', '--c-6'];
 
@@ -373,7 +373,7 @@ async function api(method, path, { query, body, lossless = false } = {}) {
   }
   const text = await res.text();
   if (res.status === 401) {
-    askForToken(token ? 'mqd refused the token kept in this tab. Enter the current AUTH_TOKEN.' : '');
+    askForToken(token ? 'mqd refused this token (401). Enter the AUTH_TOKEN mqd was started with.' : '');
     throw new ApiError(401, 'mqd needs a token');
   }
   if (!res.ok) {
@@ -417,10 +417,16 @@ const live = { topics: null, stats: null, error: null, paused: false, history: [
 let gate = null; // {reason} while the token prompt is shown
 let tickTimer = 0;
 let ticking = false;
+let tickAgain = false; // a refresh was asked for while one was under way
 
+// One refresh, then the next in REFRESH_MS; a call while one runs makes the next one come at once.
 async function tick() {
+  if (ticking) {
+    tickAgain = true;
+    return;
+  }
   clearTimeout(tickTimer);
-  if (!ticking && !live.paused && !gate) {
+  if (!live.paused && !gate) {
     ticking = true;
     try {
       const [topics, stats] = await Promise.all([api('GET', '/topics'), api('GET', '/stats')]);
@@ -443,7 +449,8 @@ async function tick() {
       }
     }
   }
-  tickTimer = setTimeout(tick, REFRESH_MS);
+  tickTimer = setTimeout(tick, tickAgain ? 0 : REFRESH_MS);
+  tickAgain = false;
 }
 
 function record(stats, t) {
@@ -469,9 +476,9 @@ function record(stats, t) {
     }
     sample.topics.set(topic.name, v);
   }
-  const h = live.history;
-  h.push(sample);
-  while (h.length > 2 && h[0].t < t - WINDOW_MS - 10e3) h.shift();
+  const hist = live.history;
+  hist.push(sample);
+  while (hist.length > 2 && hist[0].t < t - WINDOW_MS - 10e3) hist.shift();
 }
 
 const groupKey = (topic, group) => topic + '\u0000' + group;
@@ -492,24 +499,24 @@ function topicRate(a, b, field, filter) {
 
 // The sample about `ago` ms before the newest one (the oldest one when the history is shorter).
 function sampleAgo(ago) {
-  const h = live.history;
-  if (h.length < 2) return null;
-  const end = h[h.length - 1].t;
-  for (let i = h.length - 2; i >= 0; i--) if (end - h[i].t >= ago) return h[i];
-  return h[0];
+  const hist = live.history;
+  if (hist.length < 2) return null;
+  const end = hist[hist.length - 1].t;
+  for (let i = hist.length - 2; i >= 0; i--) if (end - hist[i].t >= ago) return hist[i];
+  return hist[0];
 }
 
+const newest = () => live.history[live.history.length - 1];
+
 function rateNow(field, filter) {
-  const h = live.history;
   const a = sampleAgo(5000);
-  return a ? topicRate(a, h[h.length - 1], field, filter) : null;
+  return a ? topicRate(a, newest(), field, filter) : null;
 }
 
 function groupAckRate(key) {
-  const h = live.history;
   const a = sampleAgo(5000);
   if (!a) return null;
-  const b = h[h.length - 1];
+  const b = newest();
   const va = a.groups.get(key);
   const vb = b.groups.get(key);
   const dt = (b.t - a.t) / 1000;
@@ -518,21 +525,30 @@ function groupAckRate(key) {
   return d < 0 ? null : d / dt;
 }
 
-// How a lag reads: calm at zero, 'growing' when it grew over the last 15 s, 'high' when it also
-// grew over the last minute.
-function lagTrend(key, lag, partition) {
+// How a lag reads: calm at zero; 'growing' when it grew clearly over the last 15 s or the last
+// minute, 'high' when over both (a group that falls further behind); a lag that wobbles by a few
+// messages is neither. `of(sample)` is the lag in a past sample.
+function trendOf(of, lag) {
   const at = (ago) => {
     const s = sampleAgo(ago);
-    if (!s) return undefined;
-    return partition === undefined ? s.groups.get(key)?.lag : s.parts.get(key + '\u0000' + partition);
+    return s && live.history[live.history.length - 1].t - s.t >= ago * 0.8 ? of(s) : undefined;
   };
   const before15 = at(15e3);
   const before60 = at(60e3);
   const delta = before15 === undefined ? 0 : lag - before15;
+  const clearly = (before, min, share) => before !== undefined && lag - before >= Math.max(min, before * share);
+  const up15 = clearly(before15, 3, 0.02);
+  const up60 = clearly(before60, 10, 0.05);
   let cls = '';
   if (lag === 0) cls = 'zero';
-  else if (delta > 0) cls = before60 !== undefined && lag > before60 && live.history.length > 45 ? 'high' : 'growing';
-  return { delta, cls };
+  else if (up15 && up60) cls = 'high';
+  else if (up15 || up60) cls = 'growing';
+  const shown = up15 || (before15 !== undefined && before15 - lag >= Math.max(3, before15 * 0.02));
+  return { delta: shown ? delta : 0, cls };
+}
+
+function lagTrend(key, lag, partition) {
+  return trendOf((s) => (partition === undefined ? s.groups.get(key)?.lag : s.parts.get(key + '\u0000' + partition)), lag);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,9 +616,9 @@ function card(title, { hint, actions, key } = {}, ...body) {
     body);
 }
 
-function table(headers, rows) {
+function table(headers, rows, cls) {
   return h('div', { class: 'table-wrap' },
-    h('table', null,
+    h('table', { class: cls },
       h('thead', null, h('tr', null, headers.map((c) => {
         const [text, cls] = Array.isArray(c) ? c : [c, ''];
         return h('th', { class: cls || null, scope: 'col' }, text);
@@ -661,6 +677,9 @@ class LineChart {
     this.times = times;
     this.series = series;
     this.more = more;
+    // The window: the history there is, in whole minutes, from one minute to WINDOW_MS.
+    const span = times.length ? times[times.length - 1] - times[0] : 0;
+    this.window = Math.min(WINDOW_MS, Math.max(60e3, Math.ceil(span / 60e3) * 60e3));
     this.draw();
   }
 
@@ -681,19 +700,22 @@ class LineChart {
     const color = (v) => css.getPropertyValue(v).trim() || '#888';
     const font = css.getPropertyValue('--font');
     const end = this.times.length ? this.times[this.times.length - 1] : Date.now();
-    const start = end - WINDOW_MS;
+    const span = this.window ?? WINDOW_MS;
+    const start = end - span;
     let max = 0;
-    for (const s of this.series) for (const v of s.values) if (v != null && v > max) max = v;
-    let step = niceStep(max / 4);
+    for (const s of this.series) s.values.forEach((v, i) => {
+      if (v != null && v > max && this.times[i] >= start) max = v;
+    });
+    let step = max > 0 ? niceStep(max / 4) : this.integer ? 1 : 0.25;
     if (this.integer) step = Math.max(1, step);
-    const top = Math.max(step, Math.ceil(max / step) * step);
+    const top = max > 0 ? Math.max(step, Math.ceil(max / step) * step) : step * 4;
     ctx.font = `11px ${font}`;
     const labelW = Math.max(...[0, 1, 2, 3, 4].map((k) => ctx.measureText(fmtCompact((top * k) / 4)).width));
     const L = Math.ceil(labelW) + 10;
     const R = 6;
     const T = 8;
     const B = 20;
-    const x = (t) => L + ((t - start) / WINDOW_MS) * (w - L - R);
+    const x = (t) => L + ((t - start) / span) * (w - L - R);
     const y = (v) => T + (1 - v / top) * (ht - T - B);
     // grid and axes
     ctx.lineWidth = 1;
@@ -713,13 +735,14 @@ class LineChart {
     }
     ctx.textAlign = 'center';
     ctx.textBaseline = 'alphabetic';
-    const minutes = WINDOW_MS / 60e3;
-    const every = w < 420 ? 2 : 1;
-    for (let m = 0; m <= minutes; m += every) {
-      const xx = x(end - m * 60e3);
-      const label = m === 0 ? 'now' : `−${m} min`;
-      ctx.textAlign = m === 0 ? 'right' : m === minutes ? 'left' : 'center';
-      ctx.fillText(label, m === 0 ? w - R : xx, ht - 5);
+    // Time labels: at most one per 70 px, on whole minutes, half minutes or 15 s.
+    const ticks = span >= 180e3 ? [60e3, 120e3, 300e3] : [15e3, 30e3, 60e3, 120e3, 300e3];
+    const tick = ticks.find((t) => (t / span) * (w - L - R) >= 70) ?? 300e3;
+    for (let ago = 0; ago <= span + 1; ago += tick) {
+      const label = ago === 0 ? 'now' : ago % 60e3 === 0 ? `−${ago / 60e3} min` : `−${ago / 1e3} s`;
+      const xx = x(end - ago);
+      ctx.textAlign = ago === 0 ? 'right' : xx - L < 30 ? 'left' : 'center';
+      ctx.fillText(label, ago === 0 ? w - R : Math.max(L, xx), ht - 5);
     }
     // lines, broken where a value is missing
     ctx.lineJoin = 'round';
@@ -744,7 +767,7 @@ class LineChart {
     // the hovered moment
     let at = this.times.length - 1;
     if (this.hover != null && this.times.length) {
-      const t = start + ((this.hover - L) / (w - L - R)) * WINDOW_MS;
+      const t = start + ((this.hover - L) / (w - L - R)) * span;
       let best = 0;
       this.times.forEach((ti, i) => {
         if (Math.abs(ti - t) < Math.abs(this.times[best] - t)) best = i;
@@ -922,17 +945,17 @@ function topicsCard(all) {
     return h('tr', { 'data-key': 'topic:' + t.name },
       h('td', { class: 'name' }, h('a', { href: topicHref(t.name) }, t.name), ' ',
         t.source && h('a', { class: 'tag dlq', href: dlqHref({ topic: t.name }), title: `dead letters of ${t.source}` }, 'dead letters')),
-      h('td', { class: 'num' }, info.count > 1 ? `${t.partitions} of ${total}` : fmtInt(total)),
+      h('td', { class: 'num hide-narrow' }, info.count > 1 ? `${t.partitions} of ${total}` : fmtInt(total)),
       h('td', { class: 'num' }, fmtInt(t.messages)),
       h('td', { class: 'num hide-narrow' }, fmtBytes(t.bytes)),
       h('td', { class: 'num hide-narrow' }, fmtInt(t.segments)),
       h('td', { class: 'num' }, fmtInt(t.groups.size)),
-      h('td', { class: 'num' }, h('span', { class: `lag ${t.lag === 0 ? 'zero' : ''}` }, fmtInt(t.lag))),
+      lagCell(t.lag, trendOf((s) => s.topics.get(t.name)?.lag, t.lag)),
       h('td', { class: 'num' }, fmtRate(rateNow('produced', isTopic))),
       h('td', { class: 'num hide-narrow' }, fmtRate(rateNow('acked', isTopic))));
   });
   return card('Topics', { hint: 'partitions → groups: open a topic' },
-    table(['Topic', ['Partitions', 'num'], ['Messages', 'num'], ['Size', 'num hide-narrow'], ['Segments', 'num hide-narrow'],
+    table(['Topic', ['Partitions', 'num hide-narrow'], ['Messages', 'num'], ['Size', 'num hide-narrow'], ['Segments', 'num hide-narrow'],
       ['Groups', 'num'], ['Lag', 'num'], ['Produced/s', 'num'], ['Acked/s', 'num hide-narrow']], rows));
 }
 
@@ -949,16 +972,16 @@ function groupsCard(all) {
     return h('tr', { 'data-key': 'group:' + g.topic + '/' + g.group },
       h('td', { class: 'name' }, h('a', { href: topicHref(g.topic) + '/group/' + encodeURIComponent(g.group) }, g.group)),
       h('td', null, h('a', { href: topicHref(g.topic) }, g.topic)),
-      h('td', { class: 'num' }, fmtInt(g.parts.length)),
+      lagCell(g.lag, lagTrend(key, g.lag), { max, meter: true }),
       h('td', { class: 'num' }, fmtInt(g.inflight)),
       h('td', { class: 'num hide-narrow' }, fmtInt(g.delayed)),
-      lagCell(g.lag, lagTrend(key, g.lag), { max, meter: true }),
+      h('td', { class: 'num hide-narrow' }, fmtInt(g.parts.length)),
       h('td', { class: 'num hide-narrow' }, fmtRate(groupAckRate(key))),
       h('td', { class: 'hide-narrow' }, orderingTag([...g.orderings].join(', '))));
   });
   return card('Consumer groups', { hint: 'most behind first' },
-    table(['Group', 'Topic', ['Partitions', 'num'], ['In flight', 'num'], ['Delayed', 'num hide-narrow'], ['Lag', 'num'],
-      ['', 'hide-narrow'], ['Acked/s', 'num hide-narrow'], ['Ordering', 'hide-narrow']], rows));
+    table(['Group', 'Topic', ['Lag', 'num'], ['', 'hide-narrow'], ['In flight', 'num'], ['Delayed', 'num hide-narrow'],
+      ['Partitions', 'num hide-narrow'], ['Acked/s', 'num hide-narrow'], ['Ordering', 'hide-narrow']], rows));
 }
 
 const orderingTag = (o) => h('span', { class: `tag ${o === 'key' ? 'key' : ''}`, title: o === 'key' ? 'one message per key at a time' : 'no ordering constraint' }, o);
@@ -1029,13 +1052,13 @@ function topicGroupsCard(t, s, focusGroup) {
   for (const g of groups) {
     const key = groupKey(t.name, g.group);
     rows.push(h('tr', { class: 'part', 'data-key': 'g:' + g.group, id: g.group === focusGroup ? 'focus' : null },
-      h('td', { class: 'name' }, g.group),
-      h('td', { class: 'num faint' }, g.parts.length === 1 ? '' : `${g.parts.length} partitions`),
+      h('td', { class: 'name' }, g.group, g.parts.length > 1 && h('span', { class: 'faint small' }, ` · ${g.parts.length} partitions`)),
+      lagCell(g.lag, lagTrend(key, g.lag)),
+      h('td', { class: 'hide-narrow' }),
+      h('td', { class: 'num committed' }),
       h('td', { class: 'num hide-narrow' }),
       h('td', { class: 'num' }, fmtInt(g.inflight)),
       h('td', { class: 'num hide-narrow' }, fmtInt(g.delayed)),
-      lagCell(g.lag, lagTrend(key, g.lag)),
-      h('td', { class: 'hide-narrow' }),
       h('td', { class: 'hide-narrow' }, orderingTag([...g.orderings].join(', '))),
       h('td', { class: 'actions' },
         h('button', { type: 'button', class: 'btn small', onclick: () => seekDialog(t.name, g.group, g.parts.map((p) => p.partition)) }, 'Seek…'),
@@ -1043,11 +1066,11 @@ function topicGroupsCard(t, s, focusGroup) {
     for (const p of [...g.parts].sort((a, b) => a.partition - b.partition)) {
       rows.push(h('tr', { class: 'sub', 'data-key': `gp:${g.group}/${p.partition}` },
         h('td', null, `partition ${p.partition}`),
-        h('td', { class: 'num' }, fmtInt(p.committed_offset)),
+        lagCell(p.lag, lagTrend(key, p.lag, p.partition), { max, meter: true }),
+        h('td', { class: 'num committed' }, fmtInt(p.committed_offset)),
         h('td', { class: 'num hide-narrow faint' }, fmtInt(p.next_offset)),
         h('td', { class: 'num' }, fmtInt(p.inflight)),
         h('td', { class: 'num hide-narrow' }, fmtInt(p.delayed ?? 0)),
-        lagCell(p.lag, lagTrend(key, p.lag, p.partition), { max, meter: true }),
         h('td', { class: 'hide-narrow' }, orderingTag(p.ordering ?? 'none')),
         h('td', { class: 'actions' },
           h('a', {
@@ -1057,9 +1080,9 @@ function topicGroupsCard(t, s, focusGroup) {
           h('button', { type: 'button', class: 'btn small', onclick: () => seekDialog(t.name, g.group, [p.partition], p.partition) }, 'Seek…'))));
     }
   }
-  return card('Consumer groups', { hint: 'per partition: committed offset (everything below it is acknowledged), in flight, lag' },
-    table(['Group / partition', ['Committed', 'num'], ['Next offset', 'num hide-narrow'], ['In flight', 'num'], ['Delayed', 'num hide-narrow'],
-      ['Lag', 'num'], ['', 'hide-narrow'], ['Ordering', 'hide-narrow'], ['', 'actions']], rows));
+  return card('Consumer groups', { hint: 'lag = next offset − committed offset; everything below the committed offset is acknowledged' },
+    table(['Group / partition', ['Lag', 'num'], ['', 'hide-narrow'], ['Committed', 'num'], ['Next offset', 'num hide-narrow'], ['In flight', 'num'],
+      ['Delayed', 'num hide-narrow'], ['Ordering', 'hide-narrow'], ['', 'actions']], rows));
 }
 
 function partitionsCard(t, st, s) {
@@ -1071,7 +1094,7 @@ function partitionsCard(t, st, s) {
       h('td', { class: 'name' }, String(p.partition)),
       h('td', { class: 'num' }, fmtInt(start)),
       h('td', { class: 'num' }, fmtInt(p.next_offset)),
-      h('td', { class: 'num' }, fmtInt(p.next_offset - start)),
+      h('td', { class: 'num hide-narrow' }, fmtInt(p.next_offset - start)),
       h('td', { class: 'num hide-narrow' }, fmtBytes(p.log_bytes)),
       h('td', { class: 'num hide-narrow' }, fmtInt(p.segments ?? 1)),
       h('td', { class: 'num' }, fmtInt(groups)),
@@ -1092,7 +1115,7 @@ function partitionsCard(t, st, s) {
     `Partition${ps.length === 1 ? '' : 's'} ${listShort(ps)} ${ps.length === 1 ? 'is' : 'are'} on broker ${b}`,
     brokerUrl(b) ? [': ', h('a', { href: `${brokerUrl(b)}/ui${topicHref(t.name)}` }, 'open its console ↗')] : '.'));
   return card('Partitions', { hint: info.count > 1 ? 'the ones this broker owns' : null },
-    rows.length ? table([['Partition', ''], ['Log start', 'num'], ['Next offset', 'num'], ['Messages', 'num'], ['Size', 'num hide-narrow'],
+    rows.length ? table([['Partition', ''], ['Log start', 'num'], ['Next offset', 'num'], ['Messages', 'num hide-narrow'], ['Size', 'num hide-narrow'],
       ['Segments', 'num hide-narrow'], ['Groups', 'num'], ['', 'actions']], rows)
       : emptyState('No partition of this topic is on this broker', ''),
     notes);
@@ -1185,14 +1208,14 @@ class MessagePage {
     const atEnd = last === null ? true : last + 1 >= next;
     const from = first ?? q.offset ?? next;
     const range = msgs.length
-      ? `offsets ${fmtInt(first)}–${fmtInt(last)} of ${fmtInt(start)}–${fmtInt(Math.max(start, next - 1))}`
+      ? `${first === last ? `offset ${fmtInt(first)}` : `offsets ${fmtInt(first)}–${fmtInt(last)}`} of ${fmtInt(start)}–${fmtInt(Math.max(start, next - 1))}`
       : next > start ? `no message at or after ${q.timestamp ? fmtTime(q.timestamp) : `offset ${fmtInt(q.offset ?? start)}`}; the log holds ${fmtInt(start)}–${fmtInt(next - 1)}` : 'the partition is empty';
     const pager = h('div', { class: 'pager' },
       h('span', { class: 'range' }, range),
       h('button', { type: 'button', class: 'btn small', 'data-go': 'first', disabled: atStart, onclick: () => go(start), title: 'the log start' }, '⇤ First'),
       h('button', { type: 'button', class: 'btn small', 'data-go': 'older', disabled: atStart, onclick: () => go(Math.max(start, from - limit)) }, '← Older'),
       h('button', { type: 'button', class: 'btn small', 'data-go': 'newer', disabled: atEnd, onclick: () => go(last + 1) }, 'Newer →'),
-      h('button', { type: 'button', class: 'btn small', 'data-go': 'latest', disabled: atEnd && msgs.length > 0, onclick: () => this.nav({ topic: q.topic, partition: q.partition, from: 'latest', limit }) }, 'Latest ⇥'),
+      h('button', { type: 'button', class: 'btn small', 'data-go': 'latest', onclick: () => this.nav({ topic: q.topic, partition: q.partition, from: 'latest', limit }) }, 'Latest ⇥'),
       h('button', { type: 'button', class: 'btn small', 'data-go': 'reload', onclick: () => this.load(q), title: 'read again' }, '⟳'));
     patch(this.el,
       h('div', { class: 'card-head' }, h('h2', null, `${q.topic} · partition ${q.partition}`), pager),
@@ -1371,7 +1394,7 @@ function dlqView(params) {
       const hasPending = st.partitions.some((p) => (p.redrive_position ?? p.redrive_offset) !== undefined);
       return card(t.name, { key: 'dlq:' + t.name, hint: `dead letters of ${t.source}` },
         table([['Partition', ''], ['Dead letters', 'num'], hasPending ? ['Not redriven', 'num'] : null, ['Next offset', 'num hide-narrow'],
-          ['Redrives to', 'hide-narrow'], ['', 'actions']].filter(Boolean), rows));
+          ['Redrives to', 'hide-narrow'], ['', 'actions']].filter(Boolean), rows, 'fixed'));
     }));
   }
   function route(p) {
