@@ -110,8 +110,13 @@ class HttpServer::Impl {
     post(path::kTouch, &HttpServer::Impl::touch);
     post(path::kSeek, &HttpServer::Impl::seek);
     post(path::kRedrive, &HttpServer::Impl::redrive);
-    server_.Delete(std::string(path::kGroup),
-                   [this](const httplib::Request& req, httplib::Response& res) { delete_group(req, res); });
+    // With a content reader, so that a body is read through read_body (MAX_BODY_BYTES) and thrown
+    // away rather than read whole into memory by the library.
+    server_.Delete(std::string(path::kGroup), [this](const httplib::Request& req, httplib::Response& res,
+                                                     const httplib::ContentReader& reader) {
+      if (auto body = read_body(reader, res); !body.ok()) return fail(res, body.status());
+      delete_group(req, res);
+    });
     get(path::kConsume, [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
     get(path::kTopics, [this](const httplib::Request&, httplib::Response& res) { topics(res); });
     get(path::kStats, [this](const httplib::Request& req, httplib::Response& res) { stats(req, res); });
@@ -443,7 +448,7 @@ class HttpServer::Impl {
     send_json(res, 200, std::move(out));
   }
 
-  // DELETE /group?topic=T&group=G (API.md "Operating it"); a body, if any, is not read.
+  // DELETE /group?topic=T&group=G (API.md "Operating it"); a body, if any, is ignored.
   void delete_group(const httplib::Request& req, httplib::Response& res) {
     namespace param = mq::http::param;
     auto topic = required_name(param::kTopic, mqd::param(req, param::kTopic));

@@ -180,6 +180,11 @@ mq::Status read_message_field(std::string_view name, simdjson::ondemand::value v
     }
     if (value.get_string().get(id))
       return bad_request("\"dedup_id\" must be a string of valid UTF-8 in " + std::string(where));
+    // Reserved: a planted id would make a redrive take its letter for one already sent back.
+    if (id.starts_with(mq::kRedriveDedupIdPrefix)) {
+      return bad_request("\"dedup_id\" may not start with \"" + std::string(mq::kRedriveDedupIdPrefix) +
+                         "\" (reserved for redriven messages) in " + std::string(where));
+    }
     fields.dedup_id = std::string(id);
     return {};
   }

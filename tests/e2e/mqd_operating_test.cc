@@ -119,6 +119,11 @@ TEST_CASE("RedriveAnswersItsErrorsAsTheContractSays") {
   CHECK(post("/redrive?topic=events-dlq&partition=2").status == 404);
   CHECK(post("/redrive?topic=events-dlq&partition=0").json()["redriven"] == 0);  // none yet
   CHECK(http_get(mqd.port(), "/redrive?topic=events-dlq&partition=0").status == 405);
+  // The redrive marker is reserved: a planted one would make a letter count as sent back.
+  const auto planted =
+      post("/produce?topic=events&partition=0", R"({"payload": 1, "dedup_id": "mq-redrive:0:1"})");
+  CHECK(planted.status == 400);
+  CHECK(planted.json()["error"].get<std::string>().find("reserved") != std::string::npos);
   const auto refused = post("/redrive?topic=events&partition=0");
   CHECK(refused.json()["error"].get<std::string>().find("dead-letter") != std::string::npos);
 }
@@ -148,7 +153,14 @@ TEST_CASE("DeletingAGroupEndsItsStreamsAndIsDurableAcrossKill9") {
 }
 
 TEST_CASE("GroupDeletionAnswersItsErrorsAsTheContractSays") {
-  RunningMqd mqd;
+  RunningMqd mqd(RunningMqd::Env{{"MAX_BODY_BYTES", "1024"}});
+  {
+    // A body is read within MAX_BODY_BYTES and thrown away, never held whole.
+    httplib::Client client("127.0.0.1", mqd.port());
+    auto big = client.Delete("/group?topic=events&group=g", std::string(1 << 20, 'x'), "application/json");
+    REQUIRE(big);
+    CHECK(big->status == 413);
+  }
   CHECK(http_delete(mqd.port(), "/group?topic=events&group=nobody").status == 404);
   CHECK(http_delete(mqd.port(), "/group?topic=unknown&group=g").status == 404);
   CHECK(http_delete(mqd.port(), "/group?topic=events&group=..").status == 400);

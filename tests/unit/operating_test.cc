@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -303,4 +304,46 @@ TEST_CASE("AGroupDeletedBeforeACrashStaysDeletedWhenTheSharedLogIsFolded") {
   }
   auto broker = open_broker(config);
   CHECK((*broker->stats("events"))[0].partitions[0].groups.empty());
+}
+
+TEST_CASE("ALateAckDoesNotBringADeletedGroupBackButAConsumeMakesItAgain") {
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path(), "events:1"));
+  produce_numbers(*broker, 3);
+  auto sub = subscribe(*broker, "g");
+  auto got = take_now(*sub);
+  REQUIRE(got.size() == 3);
+  REQUIRE(*broker->delete_group("events", "g"));
+  // A consumer that still holds a delivery from before acknowledges it: no group to go to.
+  CHECK(broker->ack("events", 0, "g", std::vector<std::string>{got[0].id}).status().code() ==
+        ErrorCode::kNotFound);
+  CHECK((*broker->stats("events"))[0].partitions[0].groups.empty());
+  // A consume makes it again (where `from` says), and then acks go to the new group.
+  SubscribeOptions latest;
+  latest.from = StartPosition::kLatest;
+  auto again = subscribe(*broker, "g", latest);
+  produce_numbers(*broker, 1, 3);
+  auto fresh = take_now(*again);
+  CHECK(offsets_of(fresh) == std::vector<std::uint64_t>{3});
+  CHECK(ack_all(*broker, fresh, "g") == 1);
+}
+
+TEST_CASE("ADeletionACrashCutShortIsFinishedAtTheNextStart") {
+  // The marker partition-<N>.removed is written before the journal's files go and removed after:
+  // found at a start with the files (or some of them) still there, the deletion is finished.
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:1");
+  {
+    auto broker = open_broker(config);
+    produce_numbers(*broker, 2);
+    auto sub = subscribe(*broker, "g");
+    ack_all(*broker, take_now(*sub), "g");
+  }
+  const std::filesystem::path journal_dir = dir.path() + "/events/groups/g";
+  REQUIRE(std::filesystem::exists(journal_dir / "partition-0.log"));
+  { std::ofstream marker(journal_dir / "partition-0.removed"); }
+  auto broker = open_broker(config);
+  CHECK((*broker->stats("events"))[0].partitions[0].groups.empty());
+  CHECK_FALSE(std::filesystem::exists(journal_dir / "partition-0.log"));
+  CHECK_FALSE(std::filesystem::exists(journal_dir / "partition-0.removed"));
 }

@@ -348,9 +348,11 @@ class MQ_EXPORT Queue {
                                         std::optional<std::uint64_t> limit = std::nullopt) = 0;
 
   // Removes consumer group `group` of `topic` from every partition (on HTTP, from every broker):
-  // its position, acknowledgements and in-flight messages, durably; its consumers' receive() then
-  // fails with kNotFound, and a later consume() of that name starts a new group. Returns false
-  // when the group existed nowhere. On Redis: XGROUP DESTROY on each partition's stream.
+  // its position, acknowledgements and in-flight messages, durably, and a later consume() of that
+  // name starts a new group. Returns false when the group existed nowhere. Its open consumers: on
+  // the in-process backend receive() fails with kNotFound; on HTTP their streams end and they
+  // connect again, which starts the new group at once (close them first); on Redis (XGROUP DESTROY
+  // on each partition's stream) their next read fails. Acks of earlier deliveries get kNotFound.
   virtual Result<bool> delete_group(std::string_view topic, std::string_view group) = 0;
 
   // Statistics of every topic, or of `topic` alone (kNotFound when unknown), as GET /stats gives

@@ -244,12 +244,35 @@ Status AckJournal::remove() {
     if (auto s = shared_log_->sync_if_behind(); !s.ok()) return s;
   }
   log_.reset();
+  // A marker first, removed last: a crash between the files' removals (a snapshot left without
+  // its log would bring the group back) is finished at the next start (remove_if_marked).
   const std::string base = dir_ + "/" + stem_;
-  for (const char* extension : {".log", ".index", ".snapshot", ".snapshot.tmp"}) {
-    if (auto s = fs_.remove(base + extension); !s.ok()) return s;
+  {
+    auto marker = fs_.open(base + ".removed");
+    if (!marker.ok()) return marker.status();
   }
-  if (options_.fsync == FsyncMode::kNever && shared_log_ == nullptr) return {};
-  return fs_.sync_directory(dir_);
+  if (options_.fsync != FsyncMode::kNever || shared_log_ != nullptr) {
+    if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+  }
+  return remove_if_marked(fs_, dir_, stem_, options_.fsync != FsyncMode::kNever || shared_log_ != nullptr)
+      .status();
+}
+
+Result<bool> AckJournal::remove_if_marked(FileSystem& fs, const std::string& dir, const std::string& stem,
+                                          bool durable) {
+  const std::string base = dir + "/" + stem;
+  if (!fs.exists(base + ".removed")) return false;
+  for (const char* extension : {".log", ".index", ".snapshot", ".snapshot.tmp"}) {
+    if (auto s = fs.remove(base + extension); !s.ok()) return s;
+  }
+  if (durable) {
+    if (auto s = fs.sync_directory(dir); !s.ok()) return s;
+  }
+  if (auto s = fs.remove(base + ".removed"); !s.ok()) return s;
+  if (durable) {
+    if (auto s = fs.sync_directory(dir); !s.ok()) return s;
+  }
+  return true;
 }
 
 Status AckJournal::reopen_if_closed() {

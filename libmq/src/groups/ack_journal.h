@@ -81,6 +81,10 @@ class AckJournal {
   // removal is recorded there first (and synced), so that folding that log after a crash cannot
   // bring older records of this journal back. No record may be written meanwhile or afterwards.
   Status remove();
+  // Finishes a removal a crash interrupted (the marker <stem>.removed is there): removes the
+  // journal's files, then the marker. True when there was one.
+  static Result<bool> remove_if_marked(FileSystem& fs, const std::string& dir, const std::string& stem,
+                                       bool durable);
   // Replaces the log with a snapshot of `progress`, which must include every record written so
   // far; no record may be written meanwhile. Crash-safe at every step.
   Status compact(const GroupProgress& progress);

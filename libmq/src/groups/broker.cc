@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <tuple>
 
@@ -63,6 +64,9 @@ struct Broker::State : private Timer::Target {
   std::map<GroupKey, std::unique_ptr<ConsumerGroup>> groups;  // GUARDED_BY(groups_mutex)
   // Deleted groups, kept until the broker goes: Broker::group() handed out pointers to them.
   std::vector<std::unique_ptr<ConsumerGroup>> deleted_groups;  // GUARDED_BY(groups_mutex)
+  // Groups deleted since start and not made again (by a consume or a seek): a late ack of a
+  // delivery from before the deletion must not bring one back at the earliest message.
+  std::set<GroupKey> deleted_names;  // GUARDED_BY(groups_mutex)
   // Keyless produces: the owned partitions of a topic take turns, one message or batch each.
   detail::PartitionTurns turns{1};
   // The redrive position of each dead-letter partition, opened on first use.
@@ -154,6 +158,7 @@ struct Broker::State : private Timer::Target {
     GroupKey key{std::string(topic), partition, std::string(name)};
     if (auto it = groups.find(key); it != groups.end()) return it->second.get();
     if (!create) return static_cast<ConsumerGroup*>(nullptr);
+    deleted_names.erase(key);  // made again
     detail::GroupContext context;
     context.partition = *p;
     context.topic = std::string(topic);
@@ -275,11 +280,42 @@ struct Broker::State : private Timer::Target {
       for (const auto& name : *names) {
         if (!is_valid_name(name)) continue;
         const std::string stem = dir + "/" + name + "/partition-" + std::to_string(p);
+        auto interrupted =
+            AckJournal::remove_if_marked(file_system(), dir + "/" + name, "partition-" + std::to_string(p),
+                                         store->options().fsync != FsyncMode::kNever);
+        if (!interrupted.ok()) return interrupted.status();
+        if (*interrupted) continue;  // a deletion a crash cut short, finished now
         if (!file_system().exists(stem + ".log") && !file_system().exists(stem + ".snapshot")) continue;
         if (auto g = group(topic, p, name, StartPosition::kEarliest); !g.ok()) return g.status();
       }
     }
     return {};
+  }
+
+  // A redrive run left pending by a crash is settled before retention runs: retention could delete
+  // the records that tell whether it was stored (it would then count as stored, at most once).
+  void settle_redrives() {
+    std::vector<std::pair<std::string, std::uint32_t>> partitions;
+    {
+      std::shared_lock lock(topics_mutex);
+      for (const auto& [name, entry] : topics) {
+        if (!name.ends_with(kDeadLetterSuffix)) continue;
+        for (std::uint32_t p : entry->topic->owned_partitions()) partitions.emplace_back(name, p);
+      }
+    }
+    for (const auto& [topic, p] : partitions) {
+      const std::string file =
+          store->options().data_dir + "/" + topic + "/redrive/partition-" + std::to_string(p) + ".json";
+      if (!file_system().exists(file)) continue;
+      auto r = redriver(topic, p);
+      Status s = r.ok() ? (*r == nullptr ? Status() : (*r)->settle()) : r.status();
+      if (!s.ok()) {
+        std::fprintf(
+            stderr,
+            "libmq: the redrive position of %s/%u could not be read (the next redrive tries again): %s\n",
+            topic.c_str(), p, s.to_string().c_str());
+      }
+    }
   }
 
   Result<ConsumerGroup*> existing_group(std::string_view topic, std::uint32_t partition,
@@ -447,6 +483,7 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
     }
   }
   if (auto s = state->open_groups_on_disk(); !s.ok()) return s;
+  state->settle_redrives();
   if (state->config.store.fsync == FsyncMode::kInterval) state->schedule_journal_sync();
   state->schedule_retention();
   return std::unique_ptr<Broker>(new Broker(std::move(state)));
@@ -512,6 +549,7 @@ Result<bool> Broker::delete_group(std::string_view topic, std::string_view group
     if (auto it = state_->groups.find(key); it != state_->groups.end() && it->second.get() == doomed) {
       state_->deleted_groups.push_back(std::move(it->second));
       state_->groups.erase(it);
+      state_->deleted_names.insert(key);
     }
     deleted = true;
   }
@@ -591,6 +629,14 @@ Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition,
                                std::to_string(partition));
     }
     offsets.push_back(*offset);
+  }
+  {
+    std::lock_guard lock(state_->groups_mutex);
+    if (state_->deleted_names.contains({std::string(topic), partition, std::string(group)})) {
+      return Status::not_found("consumer group '" + std::string(group) + "' of " + std::string(topic) + "/" +
+                               std::to_string(partition) +
+                               " was deleted: acknowledgements of its deliveries have no group to go to");
+    }
   }
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
   if (!g.ok()) return g.status();

@@ -71,7 +71,9 @@ GroupState::GroupState(GroupContext context, std::unique_ptr<AckJournal> journal
   counters_.group = context_.group;
 }
 
-GroupState::~GroupState() { PartitionInternal::remove_append_listener(*context_.partition, listener_id_); }
+GroupState::~GroupState() {
+  if (listener_id_ != 0) PartitionInternal::remove_append_listener(*context_.partition, listener_id_);
+}
 
 Result<std::uint64_t> GroupState::subscribe(std::chrono::milliseconds visibility_timeout,
                                             std::size_t max_inflight) {
@@ -691,13 +693,21 @@ Status GroupState::remove() {
   std::unique_lock journal_lock(journal_mutex_);
   if (is_removed()) return {};
   if (auto s = journal_->remove(); !s.ok()) return s;
-  std::lock_guard lock(mutex_);
-  removed_ = true;
-  for (auto& [offset, tracked] : tracked_) cancel_timer_locked(tracked);
-  tracked_.clear();
-  ready_.clear();
-  read_ahead_.clear();
-  for (auto& [id, sub] : subscribers_) sub.wake.notify_all();  // their take() ends with kNotFound
+  {
+    std::lock_guard lock(mutex_);
+    removed_ = true;
+    for (auto& [offset, tracked] : tracked_) cancel_timer_locked(tracked);
+    tracked_.clear();
+    ready_.clear();
+    read_ahead_.clear();
+    key_queues_.clear();
+    for (auto& [id, sub] : subscribers_) sub.wake.notify_all();  // their take() ends with kNotFound
+  }
+  // The broker keeps the object (pointers to it were handed out) but it need hear of no append:
+  // without this, every produce would wake every group ever deleted on the partition. (Not under
+  // mutex_, which the listener takes: removal waits for a call under way.)
+  PartitionInternal::remove_append_listener(*context_.partition, listener_id_);
+  listener_id_ = 0;
   return {};
 }
 

@@ -74,7 +74,7 @@ Redriver::Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Par
       append_(std::move(append)) {}
 
 std::string Redriver::marker(std::uint32_t partition, std::uint64_t letter_offset) {
-  return "mq-redrive:" + std::to_string(partition) + ":" + std::to_string(letter_offset);
+  return std::string(kRedriveDedupIdPrefix) + std::to_string(partition) + ":" + std::to_string(letter_offset);
 }
 
 Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
@@ -126,21 +126,36 @@ Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
     if (!source.ok()) return source.status();
     const Pending pending{end, topic, partition, (*source)->next_offset(), *first};
     if (auto s = save_locked(position_, pending); !s.ok()) return s;
-    if (auto appended = append_(**source, run); !appended.ok()) {
-      // Stored or not (a failed fdatasync leaves it open), the next call settles the pending run
-      // from the file.
+    auto appended = append_(**source, run);
+    // The new position is written only once the run is as durable as it (with FSYNC=interval an
+    // append returns before its sync: a power cut must not leave the position past letters the
+    // source lost).
+    Status stored = appended.ok() && durable_ ? (*source)->sync() : appended.status();
+    if (!stored.ok()) {
+      // Stored or not (a failed fdatasync leaves it open): settled now if the log can be read,
+      // else by the next call (or the next start), from the pending file.
       loaded_ = false;
-      return appended.status();
+      if (load_locked().ok()) loaded_ = true;
+      return stored;
     }
     if (auto s = save_locked(end, std::nullopt); !s.ok()) {
       loaded_ = false;  // the file still says pending: the next call finds the run appended
       return s;
     }
     position_ = end;
-    redriven += run.size();
-    remaining -= run.size();
+    // A duplicate is a message whose marker the source holds already: this letter went back before.
+    redriven += run.size() - appended->duplicates.size();
+    remaining -= std::min<std::uint64_t>(remaining, run.size());
   }
   return redriven;
+}
+
+Status Redriver::settle() {
+  std::lock_guard lock(mutex_);
+  if (loaded_) return {};
+  if (auto s = load_locked(); !s.ok()) return s;
+  loaded_ = true;
+  return {};
 }
 
 Status Redriver::load_locked() {

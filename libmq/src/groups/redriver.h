@@ -47,6 +47,10 @@ class Redriver {
   // concurrent calls take turns. On an error, the letters redriven before it stay redriven.
   Result<std::uint64_t> redrive(std::optional<std::uint64_t> limit);
 
+  // Reads the position and settles a run left pending (a crash): done by the broker at start,
+  // before retention can delete what settling reads; redrive() does it too when it was not done.
+  Status settle();
+
   // The dedup_id a redriven message carries.
   static std::string marker(std::uint32_t partition, std::uint64_t letter_offset);
 
