@@ -11,3 +11,7 @@ pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 if(MQ_BUILD_TESTS)
   find_package(doctest CONFIG REQUIRED)
 endif()
+# mqctl's argument parsing (libcli11-dev, header-only).
+if(MQ_BUILD_DAEMON)
+  find_package(CLI11 CONFIG REQUIRED)
+endif()
