@@ -169,3 +169,34 @@ TEST_CASE("ABrokerDownFailsOnlyItsPartitionsNamingItAndLosesNothingWhenItReturns
   CHECK(payloads_of(got_after) == std::multiset<std::string>(expected.begin(), expected.end()));
   CHECK(ack_ok(*queue, got_after) == expected.size());
 }
+
+TEST_CASE("StatsOfATopicOnlySomeBrokersHaveAreThoseBrokersPartitions") {
+  // As a dead-letter topic, which a broker creates at its own first dead letter: the others answer
+  // 404 for it meanwhile, which must not fail the whole call.
+  const int port0 = free_port();
+  const int port1 = free_port();
+  const std::string addrs = url_of(port0) + "," + url_of(port1);
+  RunningMqd b0(RunningMqd::Env{{"PORT", std::to_string(port0)},
+                                {"BROKER_INDEX", "0"},
+                                {"BROKER_COUNT", "2"},
+                                {"BROKER_ADDRS", addrs},
+                                {"TOPICS", "events:2,extra:2"}});
+  RunningMqd b1(RunningMqd::Env{{"PORT", std::to_string(port1)},
+                                {"BROKER_INDEX", "1"},
+                                {"BROKER_COUNT", "2"},
+                                {"BROKER_ADDRS", addrs},
+                                {"TOPICS", "events:2"}});
+  HttpQueueOptions options;
+  options.addrs = {url_of(port1)};
+  auto queue = Queue::http(options);
+  REQUIRE(queue.ok());
+  auto stats = (*queue)->stats("extra");
+  REQUIRE_MESSAGE(stats.ok(), stats.status().to_string());
+  REQUIRE(stats->size() == 1);
+  REQUIRE((*stats)[0].partitions.size() == 1);
+  CHECK((*stats)[0].partitions[0].partition == 0);
+  auto both = (*queue)->stats("events");
+  REQUIRE(both.ok());
+  CHECK((*both)[0].partitions.size() == 2);
+  CHECK((*queue)->stats("nowhere").status().code() == ErrorCode::kNotFound);
+}

@@ -557,10 +557,19 @@ class HttpQueue final : public Queue {
     std::string path(http::path::kStats);
     if (topic) append_query_param(path, param::kTopic, *topic);
     std::map<std::string, TopicStats, std::less<>> merged;
+    std::optional<Status> unknown;  // a 404: that broker does not have the topic (yet)
+    bool answered = false;
     for (const std::string& url : *brokers) {
       auto reply = directory_->send(http::Method::kGet, url, path, "");
       if (!reply.ok()) return reply.status();
+      // A dead-letter topic exists on a broker from its first dead letter there: the others
+      // answer 404 until then, which says nothing about the brokers that have it.
+      if (topic && reply->status == 404) {
+        unknown = status_of_reply(*reply, url);
+        continue;
+      }
       if (reply->status != 200) return status_of_reply(*reply, url);
+      answered = true;
       auto parsed = parse_stats(reply->body);
       if (!parsed.ok()) return parsed.status();
       for (TopicStats& t : *parsed) {
@@ -569,6 +578,7 @@ class HttpQueue final : public Queue {
         for (PartitionStats& p : t.partitions) into.partitions.push_back(std::move(p));
       }
     }
+    if (!answered && unknown) return *unknown;
     std::vector<TopicStats> out;
     for (auto& [name, t] : merged) {
       std::sort(t.partitions.begin(), t.partitions.end(),
