@@ -205,6 +205,10 @@ TEST_CASE("RedriveRefusesATopicThatIsNotADeadLetterTopic") {
   CHECK(broker->redrive("../x-dlq", 0).status().code() == ErrorCode::kInvalidArgument);
   CHECK(redrive(*broker, 1) == 0);  // no dead letter yet: nothing to do
   CHECK(broker->redrive("events-dlq", 2).status().code() == ErrorCode::kNotFound);
+  // The redrive marker is reserved in the library too (a planted one makes a letter count as back).
+  Message planted = message("1");
+  planted.dedup_id = detail::Redriver::marker(0, 0);
+  CHECK(broker->produce("events", std::span(&planted, 1), 0u).status().code() == ErrorCode::kInvalidArgument);
 }
 
 TEST_CASE("ADeletedGroupIsGoneEndsItsSubscriptionsAndComesBackNewWhenUsedAgain") {

@@ -39,8 +39,7 @@ class MQ_EXPORT Payload {
 // One message to append: a payload and an optional key (valid UTF-8, at most 64 KiB; it picks the
 // partition).
 // The dedup_id prefix of the messages POST /redrive sends back (Broker::redrive), by which a redrive
-// cut short by a crash recognises what it stored: mqd refuses it in /produce, and an application
-// must not use it.
+// cut short by a crash recognises what it stored: Broker::produce (and so /produce) refuses it.
 inline constexpr std::string_view kRedriveDedupIdPrefix = "mq-redrive:";
 
 struct Message {

@@ -149,8 +149,10 @@ struct Broker::State : private Timer::Target {
 
   // The group, opened (and created at `from` if new) on first use.
   // `create` false: only a group that exists (every group on disk is opened at start), else nullptr.
+  // `revive_deleted` false (an ack): a group deleted since start is not made again.
   Result<ConsumerGroup*> group(std::string_view topic, std::uint32_t partition, std::string_view name,
-                               StartPosition from, bool create = true, Ordering ordering = Ordering::kNone) {
+                               StartPosition from, bool create = true, Ordering ordering = Ordering::kNone,
+                               bool revive_deleted = true) {
     if (!is_valid_name(name)) return invalid_name("group", name);
     auto p = resolve(topic, partition);
     if (!p.ok()) return p.status();
@@ -158,7 +160,14 @@ struct Broker::State : private Timer::Target {
     GroupKey key{std::string(topic), partition, std::string(name)};
     if (auto it = groups.find(key); it != groups.end()) return it->second.get();
     if (!create) return static_cast<ConsumerGroup*>(nullptr);
-    deleted_names.erase(key);  // made again
+    if (deleted_names.contains(key)) {
+      if (!revive_deleted) {
+        return Status::not_found("consumer group '" + std::string(name) + "' of " + std::string(topic) + "/" +
+                                 std::to_string(partition) +
+                                 " was deleted: acknowledgements of its deliveries have no group to go to");
+      }
+      deleted_names.erase(key);  // made again (a consume or a seek)
+    }
     detail::GroupContext context;
     context.partition = *p;
     context.topic = std::string(topic);
@@ -492,6 +501,12 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
 Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Message> messages,
                                       std::optional<std::uint32_t> partition) {
   if (messages.empty()) return Status::invalid_argument("nothing to produce: no messages");
+  for (const Message& m : messages) {
+    if (m.dedup_id && m.dedup_id->starts_with(kRedriveDedupIdPrefix)) {
+      return Status::invalid_argument("dedup_id: the prefix \"" + std::string(kRedriveDedupIdPrefix) +
+                                      "\" is reserved for redriven messages");
+    }
+  }
   auto entry = state_->find_topic(topic);
   if (!entry.ok()) return entry.status();
   const Topic& t = *(*entry)->topic;
@@ -630,15 +645,10 @@ Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition,
     }
     offsets.push_back(*offset);
   }
-  {
-    std::lock_guard lock(state_->groups_mutex);
-    if (state_->deleted_names.contains({std::string(topic), partition, std::string(group)})) {
-      return Status::not_found("consumer group '" + std::string(group) + "' of " + std::string(topic) + "/" +
-                               std::to_string(partition) +
-                               " was deleted: acknowledgements of its deliveries have no group to go to");
-    }
-  }
-  auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
+  // Not a group deleted since start (under the lock that creates groups: a deletion racing this
+  // ack cannot be undone by it).
+  auto g = state_->group(topic, partition, group, StartPosition::kEarliest, /*create=*/true, Ordering::kNone,
+                         /*revive_deleted=*/false);
   if (!g.ok()) return g.status();
   return (*g)->state_->ack(offsets);
 }

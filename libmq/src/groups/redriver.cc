@@ -132,10 +132,9 @@ Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
     // source lost).
     Status stored = appended.ok() && durable_ ? (*source)->sync() : appended.status();
     if (!stored.ok()) {
-      // Stored or not (a failed fdatasync leaves it open): settled now if the log can be read,
-      // else by the next call (or the next start), from the pending file.
+      // Stored or not (a failed fdatasync leaves it open): the next call (or the next start)
+      // settles the pending run from the file, counting it only once the source syncs.
       loaded_ = false;
-      if (load_locked().ok()) loaded_ = true;
       return stored;
     }
     if (auto s = save_locked(end, std::nullopt); !s.ok()) {
@@ -217,7 +216,12 @@ Status Redriver::settle_locked(const Pending& pending) {
       offset = stored.offset + 1;
     }
   }
-  if (appended) position_ = pending.to;
+  if (appended) {
+    // Found in the page cache is not found on disk: after a failed fdatasync the run stays pending
+    // until the source syncs (a partition whose sync failed refuses until recovery has read it).
+    if (auto s = log.sync(); !s.ok()) return s;
+    position_ = pending.to;
+  }
   return save_locked(position_, std::nullopt);
 }
 
