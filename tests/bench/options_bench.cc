@@ -52,7 +52,10 @@ constexpr std::string_view kUsage =
     "  --delayed N     delayed messages pending in the delayed case (default 100000)\n"
     "  --dedup-ids N   ids in the dedup window case (default 1000000)\n"
     "  --payload-bytes N  payload size of the produce and end-to-end cases (default 100)\n"
-    "  --repeat R      runs per case; medians reported (default 3)\n";
+    "  --repeat R      runs per case; medians reported (default 3)\n"
+    "  --only CASE     only the produce case CASE (plain, headers, dedup or both), R times, printing\n"
+    "                  msgs/s of each run: for a profiler\n"
+    "  --fsync MODE    FSYNC mode of --only: always (default) or never\n";
 
 struct Options : CommonOptions {
   std::uint64_t messages = 200000;
@@ -60,6 +63,8 @@ struct Options : CommonOptions {
   std::uint64_t dedup_ids = 1000000;
   std::uint64_t payload_bytes = 100;
   int repeat = 3;
+  std::string only;  // empty: every case
+  mq::FsyncMode only_fsync = mq::FsyncMode::kAlways;
 };
 
 Options parse_options(int argc, char** argv) {
@@ -68,7 +73,16 @@ Options parse_options(int argc, char** argv) {
       argc, argv, options,
       {number_flag("--messages", options.messages), number_flag("--delayed", options.delayed),
        number_flag("--dedup-ids", options.dedup_ids), number_flag("--payload-bytes", options.payload_bytes),
-       number_flag("--repeat", options.repeat)});
+       number_flag("--repeat", options.repeat),
+       Flag{"--only", [&options](std::string_view value) {
+              if (value != "plain" && value != "headers" && value != "dedup" && value != "both")
+                throw UsageError("--only takes plain, headers, dedup or both");
+              options.only = value;
+            }},
+       Flag{"--fsync", [&options](std::string_view value) {
+              if (value != "always" && value != "never") throw UsageError("--fsync takes always or never");
+              options.only_fsync = value == "always" ? mq::FsyncMode::kAlways : mq::FsyncMode::kNever;
+            }}});
   if (options.messages < kBatch * kProducers) throw UsageError("--messages must be at least 400");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
   return options;
@@ -222,16 +236,18 @@ struct Throughputs {
 
 void measure_throughputs(const Options& options, ScratchDirectory& scratch, mq::FsyncMode fsync,
                          Throughputs& out) {
-  out.plain.push_back(produce_case(scratch.fresh_path("p"), options.messages, kPlain, fsync));
-  out.both.push_back(produce_case(scratch.fresh_path("p"), options.messages, kBoth, fsync));
+  const std::size_t bytes = options.payload_bytes;
+  const Extras plain{false, false, bytes}, both{true, true, bytes};
+  out.plain.push_back(produce_case(scratch.fresh_path("p"), options.messages, plain, fsync));
+  out.both.push_back(produce_case(scratch.fresh_path("p"), options.messages, both, fsync));
   out.headers_only.push_back(
-      produce_case(scratch.fresh_path("p"), options.messages, Extras{true, false}, fsync));
+      produce_case(scratch.fresh_path("p"), options.messages, Extras{true, false, bytes}, fsync));
   out.dedup_only.push_back(
-      produce_case(scratch.fresh_path("p"), options.messages, Extras{false, true}, fsync));
+      produce_case(scratch.fresh_path("p"), options.messages, Extras{false, true, bytes}, fsync));
   out.e2e_plain.push_back(
-      end_to_end_case(scratch.fresh_path("e"), options.messages, kPlain, false, mq::Ordering::kNone, fsync));
+      end_to_end_case(scratch.fresh_path("e"), options.messages, plain, false, mq::Ordering::kNone, fsync));
   out.e2e_both.push_back(
-      end_to_end_case(scratch.fresh_path("e"), options.messages, kBoth, false, mq::Ordering::kNone, fsync));
+      end_to_end_case(scratch.fresh_path("e"), options.messages, both, false, mq::Ordering::kNone, fsync));
 }
 
 double ratio(double with, double without) { return 100.0 * with / without; }
@@ -249,7 +265,19 @@ void print_throughputs(const char* mode, const Throughputs& t) {
             median(t.e2e_both));
 }
 
+// --only: one produce case, each run printed, so that a profiler sees nothing else.
+void run_only(const Options& options, ScratchDirectory& scratch) {
+  const Extras extras{options.only == "headers" || options.only == "both",
+                      options.only == "dedup" || options.only == "both", options.payload_bytes};
+  for (int r = 0; r < options.repeat; ++r) {
+    std::printf("produce msgs/s, FSYNC=%s, %s: %.0f\n",
+                options.only_fsync == mq::FsyncMode::kAlways ? "always" : "never", options.only.c_str(),
+                produce_case(scratch.fresh_path("p"), options.messages, extras, options.only_fsync));
+  }
+}
+
 void run(const Options& options, ScratchDirectory& scratch) {
+  if (!options.only.empty()) return run_only(options, scratch);
   print_machine(scratch.path());
   Throughputs always, never;
   std::vector<double> none, key;
