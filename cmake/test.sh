@@ -9,7 +9,7 @@
 # ends with one ctest summary over everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash cmake/install-deps.sh redis-server python3-yaml clang libclang-rt-14-dev libnats-dev chromium prometheus libcli11-dev
+bash cmake/install-deps.sh redis-server python3-yaml clang libclang-rt-14-dev libnats-dev chromium prometheus libcli11-dev etcd-server
 # The browser test and the OpenAPI validator run on Node.js (20 or later) with npm: machines of this
 # project's kind have them; Debian's are the fallback.
 command -v npm >/dev/null || bash cmake/install-deps.sh nodejs npm

@@ -117,6 +117,26 @@ class MQ_EXPORT Partition {
   // binary search over the segments, then about one index interval of one segment's log.
   Result<std::uint64_t> offset_for_time(std::int64_t timestamp_ms) const;
 
+  // Replicated partitions (libmq/docs/replication.md): what a follower does to keep its log a copy
+  // of its leader's. None of the three may run while anything reads or waits on the partition (a
+  // follower's partition serves nothing).
+  //
+  // Stores another replica's lines exactly as they are: `lines` are whole batches of records, each
+  // line ending in '\n', the first at `first_offset`, which must be next_offset() (else
+  // kConflict). Every line is checked as recovery checks it, offsets must follow one another and
+  // batches be whole (else kInvalidArgument, nothing stored). Durable per FsyncMode on return, like
+  // append(); returns the first offset stored (next_offset() for no lines). The lines' dedup ids
+  // join the deduplication window.
+  Result<std::uint64_t> append_copied(std::string lines, std::uint64_t first_offset);
+  // Cuts the log back so that `offset` is its next offset (nothing when it already ends there or
+  // before): later segments go, the one holding `offset` is cut at its line, durably (file and
+  // directory synced). A crash half-way leaves a shorter prefix of the log, and truncating again
+  // finishes the work. kInvalidArgument below log_start_offset() or inside a batch.
+  Status truncate_to(std::uint64_t offset);
+  // Drops the whole log and starts it empty at `offset` (>= log_start_offset()), durably: for a
+  // follower whose log ends below its leader's log start.
+  Status reset_to(std::uint64_t offset);
+
   // Deletes sealed segments, oldest first, while `rule` says so; never the active segment. The log
   // start moves up durably before any file goes, and readers of a deleted segment finish their
   // reads. Returns how many messages were deleted.

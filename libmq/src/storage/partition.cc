@@ -35,6 +35,14 @@ Status Partition::sync() { return log_->sync(); }
 Result<std::uint64_t> Partition::offset_for_time(std::int64_t timestamp_ms) const {
   return log_->offset_for_time(timestamp_ms);
 }
+Result<std::uint64_t> Partition::append_copied(std::string lines, std::uint64_t first_offset) {
+  auto copied = detail::check_copied_lines(std::move(lines), first_offset);
+  if (!copied.ok()) return copied.status();
+  if (copied->count == 0) return next_offset();
+  return log_->append_copied(*copied);
+}
+Status Partition::truncate_to(std::uint64_t offset) { return log_->truncate_to(offset); }
+Status Partition::reset_to(std::uint64_t offset) { return log_->reset_to(offset); }
 Result<std::uint64_t> Partition::apply_retention(const RetentionRule& rule) {
   return log_->apply_retention(rule);
 }

@@ -284,7 +284,11 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
     last_indexed_position_ = batch_position;
   }
   largest_timestamp_ = std::max(largest_timestamp_, timestamp);
+  return finish_append_locked(lock, first, epoch);
+}
 
+Result<std::uint64_t> PartitionLog::finish_append_locked(std::unique_lock<std::mutex>& lock,
+                                                         std::uint64_t first, std::uint64_t epoch) {
   if (options_.fsync != FsyncMode::kAlways) {
     // Nothing to wait for but write(2), which costs about a microsecond for a small batch: doing it
     // under the lock is cheaper than handing the bytes to another thread (measured: with 8 threads
@@ -312,6 +316,39 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
       round_done_[(round_ + (in_this_round ? 0 : 1)) % 2].wait(lock);
     }
   }
+}
+
+Result<std::uint64_t> PartitionLog::append_copied(const detail::CopiedLines& copied) {
+  if (copied.count == 0) return Status::invalid_argument("an append needs at least one message");
+  std::unique_lock lock(mutex_);
+  if (!error_.ok()) return error_;
+  if (copied.first_offset != appended_.offset) {
+    return Status::conflict("copied lines start at offset " + std::to_string(copied.first_offset) +
+                            ", the log at " + std::to_string(appended_.offset));
+  }
+  const std::uint64_t epoch = epoch_;
+  if (dedup_ != nullptr) {
+    // A follower keeps the window as its leader does, so that it deduplicates the same way once it leads.
+    dedup_->expire(now_ms());
+    for (const auto& id : copied.dedup_ids) dedup_->remember(id.id, id.offset, id.timestamp_ms);
+  }
+  const std::uint64_t first = appended_.offset;
+  const std::uint64_t base = appended_.position;
+  pending_ += copied.text;
+  for (const auto& batch : copied.batches) {
+    const std::uint64_t position = base + batch.position;
+    if (position > 0 && position - last_indexed_position_ >= options_.index_interval_bytes) {
+      pending_entries_.push_back(
+          {batch.offset, position, std::max(largest_timestamp_, batch.largest_timestamp_before)});
+      last_indexed_position_ = position;
+    }
+  }
+  appended_.position += copied.text.size();
+  appended_.offset += copied.count;
+  ++pending_appends_;
+  if (gathering_) gathered_.notify_one();
+  largest_timestamp_ = std::max(largest_timestamp_, copied.largest_timestamp);
+  return finish_append_locked(lock, first, epoch);
 }
 
 Status PartitionLog::write_out(std::uint64_t position, std::string_view data,
@@ -532,6 +569,31 @@ Result<std::uint64_t> PartitionLog::offset_for_time(std::int64_t timestamp_ms) c
       if (timestamp && *timestamp >= timestamp_ms) return message.offset;
     }
   }
+}
+
+Result<std::uint64_t> PartitionLog::position_of(std::uint64_t offset) const {
+  detail::IndexEntry start;
+  Mark visible;
+  {
+    std::lock_guard lock(mutex_);
+    visible = visible_locked();
+    start = detail::floor_entry(entries_, offset);
+  }
+  if (offset == visible.offset) return visible.position;
+  std::uint64_t at = start.offset;
+  std::uint64_t position = start.position;
+  while (true) {
+    auto batch = read(at, 4096, 4 << 20);
+    if (!batch.ok()) return batch.status();
+    if (batch->empty()) break;
+    for (const StoredMessage& m : *batch) {
+      if (m.offset == offset) return position;
+      position += m.line.size() + 1;
+    }
+    at = batch->next_offset();
+  }
+  return Status::not_found("offset " + std::to_string(offset) + " is not in this log of " + topic_ + "/" +
+                           std::to_string(index_));
 }
 
 Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messages,

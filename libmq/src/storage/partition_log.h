@@ -19,6 +19,7 @@
 #include "mq/options.h"
 #include "mq/partition.h"
 #include "storage/append_listeners.h"
+#include "storage/copied_lines.h"
 #include "storage/dedup_window.h"
 #include "storage/log_recovery.h"
 #include "storage/offset_index.h"
@@ -58,6 +59,9 @@ class PartitionLog {
   // message (of the first one stored, or the first duplicate's when none was); `result`, when
   // given, learns every message's offset and which were duplicates.
   Result<std::uint64_t> append(std::span<const Message> batch, AppendResult* result = nullptr);
+  // Appends lines of another replica's log as they are (checked by detail::check_copied_lines),
+  // durably per FSYNC like append(); kConflict when they do not start at the log's next offset.
+  Result<std::uint64_t> append_copied(const detail::CopiedLines& copied);
   // Appends deduplicate with `window` (nullptr: not at all); set while no append runs.
   void deduplicate_with(detail::DedupWindow* window);
   // Ids the log holds, found again (SegmentedLog::rebuild_dedup_window), in offset order.
@@ -70,6 +74,8 @@ class PartitionLog {
   std::uint64_t add_append_listener(std::function<void()> on_append);
   void remove_append_listener(std::uint64_t id);
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
+  // The byte position in the log file where the line of `offset` starts (next_offset(): the end).
+  Result<std::uint64_t> position_of(std::uint64_t offset) const;
   std::uint64_t next_offset() const;
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   void interrupt_waiters();
@@ -99,6 +105,10 @@ class PartitionLog {
   };
 
   Result<std::uint64_t> append_durably(std::span<const Message> batch, AppendResult* result);
+  // With `lock` held and the append's bytes in pending_: writes them (and syncs, with kAlways,
+  // sharing the round with other appenders), returning `first` once they are durable per FSYNC.
+  Result<std::uint64_t> finish_append_locked(std::unique_lock<std::mutex>& lock, std::uint64_t first,
+                                             std::uint64_t epoch);
   // With mutex_ held: which messages of `batch` are duplicates (fills `result`), and the rest, to
   // store, in `kept` (left empty when every message is to be stored).
   void deduplicate_locked(std::span<const Message> batch, std::int64_t now_ms, AppendResult& result,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "storage/file_replace.h"
@@ -230,17 +231,35 @@ void SegmentedLog::attach_listener(PartitionLog& segment) {
   active_listener_ = id;
 }
 
-Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch, AppendResult* result) {
-  if (dedup_ && !dedup_rebuilt_.load(std::memory_order_acquire) &&
-      std::any_of(batch.begin(), batch.end(), [](const Message& m) { return m.dedup_id.has_value(); })) {
-    // The first append that needs the window finds it again in the log, with no append in flight
-    // (a partition nobody deduplicates on opens without reading it).
-    std::unique_lock rolling(roll_mutex_);
-    if (!dedup_rebuilt_.load(std::memory_order_relaxed)) {
-      if (auto s = rebuild_dedup_window(); !s.ok()) return s;
-      dedup_rebuilt_.store(true, std::memory_order_release);
-    }
+Status SegmentedLog::ensure_dedup_window() {
+  if (!dedup_ || dedup_rebuilt_.load(std::memory_order_acquire)) return {};
+  // Found again in the log with no append in flight; the window then follows every append in
+  // offset order (forget_from() relies on that order).
+  std::unique_lock rolling(roll_mutex_);
+  if (!dedup_rebuilt_.load(std::memory_order_relaxed)) {
+    if (auto s = rebuild_dedup_window(); !s.ok()) return s;
+    dedup_rebuilt_.store(true, std::memory_order_release);
   }
+  return {};
+}
+
+Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch, AppendResult* result) {
+  // The first append that needs the window finds it (a partition nobody deduplicates on opens
+  // without reading it).
+  if (std::any_of(batch.begin(), batch.end(), [](const Message& m) { return m.dedup_id.has_value(); })) {
+    if (auto s = ensure_dedup_window(); !s.ok()) return s;
+  }
+  return append_rolling([&](PartitionLog& segment) { return segment.append(batch, result); });
+}
+
+Result<std::uint64_t> SegmentedLog::append_copied(const CopiedLines& copied) {
+  // A copy remembers its lines' ids as it goes: the window must hold what came before them first.
+  if (auto s = ensure_dedup_window(); !s.ok()) return s;
+  return append_rolling([&](PartitionLog& segment) { return segment.append_copied(copied); });
+}
+
+Result<std::uint64_t> SegmentedLog::append_rolling(
+    const std::function<Result<std::uint64_t>(PartitionLog&)>& append_to) {
   while (true) {
     {
       std::shared_lock appending(roll_mutex_);
@@ -251,7 +270,7 @@ Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch, Appen
       // append (and stores nothing) rather than one that was already answered.
       if (!sealed_without_successor && (segment->positions().appended < options_.segment_bytes ||
                                         segment->next_offset() == segment->first_offset()))
-        return segment->append(batch, result);
+        return append_to(*segment);
     }
     // Segments the roll evicts from the open set, closed (an index sync) once appends may go on.
     std::vector<std::shared_ptr<PartitionLog>> evicted;
@@ -272,6 +291,160 @@ Result<std::uint64_t> SegmentedLog::append(std::span<const Message> batch, Appen
       if (!rolled.ok()) return rolled;
     }
   }
+}
+
+Status SegmentedLog::truncate_to(std::uint64_t offset) {
+  std::unique_lock rolling(roll_mutex_);
+  std::lock_guard retention(retention_mutex_);
+  return truncate_locked(offset);
+}
+
+Status SegmentedLog::truncate_locked(std::uint64_t offset) {
+  if (!failure_.ok()) return failure_;
+  if (sealed_pending_) {  // a roll that could not start its successor: finish it first
+    if (auto s = start_active_locked(); !s.ok()) return s;
+    evicted_by_roll_.clear();
+  }
+  if (offset >= next_offset()) return {};
+  const std::string where = topic_ + "/" + std::to_string(index_);
+  if (offset < log_start_offset()) {
+    return Status::invalid_argument("cannot truncate " + where + " to offset " + std::to_string(offset) +
+                                    ", below its log start " + std::to_string(log_start_offset()));
+  }
+  // Recovery keeps batches whole: a cut inside one would be cut further back at the next open.
+  if (offset > log_start_offset()) {
+    auto before = read(offset - 1, 1, std::numeric_limits<std::size_t>::max());
+    if (!before.ok()) return before.status();
+    if (before->empty())
+      return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
+    RecordValidator validator;
+    const auto header = validator.validate((*before)[0].line);
+    if (!header)
+      return Status::corruption("the line at offset " + std::to_string(offset - 1) + " of " + where +
+                                " is damaged");
+    if (header->batch_last && *header->batch_last >= offset) {
+      return Status::invalid_argument("cannot truncate " + where + " to offset " + std::to_string(offset) +
+                                      ": inside the batch ending at " + std::to_string(*header->batch_last));
+    }
+  }
+  auto holder = segment_for(offset);
+  if (!holder.ok()) return holder.status();
+  const std::shared_ptr<PartitionLog> cut = *holder;
+  auto position = cut->position_of(offset);
+  if (!position.ok()) return position.status();
+
+  // Every step leaves a log that opens as a prefix of this one, so that a crash anywhere is
+  // finished by truncating again (libmq/docs/replication.md "Files"): the active segment goes
+  // first (the newest sealed one then says where the log ends), then sealed segments newest first,
+  // then the cut of the segment holding `offset`.
+  failure_ =
+      Status::unavailable("a truncation of " + where + " failed half-way; it is refused until opened again");
+  std::lock_guard opening(open_mutex_);
+  std::lock_guard meta(meta_mutex_);
+  std::shared_ptr<PartitionLog> old_active;
+  std::vector<std::shared_ptr<PartitionLog>> dropped;  // closed once segments_mutex_ is released
+  {
+    std::unique_lock segments(segments_mutex_);
+    const bool cut_is_active = cut == active_;
+    const std::uint64_t new_active_first = cut_is_active ? cut->first_offset() : offset;
+    // Where an empty log starts if every segment below goes (open() reads the meta then).
+    if (auto s = write_meta(log_start_, new_active_first); !s.ok()) return s;
+    old_active = active_;
+    old_active->remove_append_listener(active_listener_);
+    const std::string base = dir_ + "/";
+    if (!cut_is_active) {
+      old_active->mark_deleted();
+      for (const char* suffix : {".log", ".index"})
+        if (auto s = fs_.remove(base + stem_ + suffix); !s.ok()) return s;
+      while (!sealed_.empty() && std::prev(sealed_.end())->first >= offset) {
+        auto newest = std::prev(sealed_.end());
+        const std::string stem = base + sealed_stem(stem_, newest->first);
+        if (newest->second.log) {
+          newest->second.log->mark_deleted();
+          dropped.push_back(std::move(newest->second.log));
+        }
+        for (const char* suffix : {".log", ".index"})
+          if (auto s = fs_.remove(stem + suffix); !s.ok()) return s;
+        sealed_bytes_ -= newest->second.bytes;
+        std::erase(opened_, newest->first);
+        sealed_.erase(newest);
+      }
+    }
+    if (cut_is_active || offset > cut->first_offset()) {
+      // The segment holding the cut is closed first: its index is rebuilt past the cut at the next
+      // open (entries past a log's end are dropped, log_format.md "Recovery").
+      const std::string path =
+          base + (cut_is_active ? stem_ : sealed_stem(stem_, cut->first_offset())) + ".log";
+      if (!cut_is_active) {
+        auto it = sealed_.find(cut->first_offset());
+        if (it != sealed_.end()) {
+          dropped.push_back(std::move(it->second.log));
+          sealed_bytes_ -= it->second.bytes;
+          it->second.bytes = *position;
+          sealed_bytes_ += *position;
+          it->second.largest_timestamp.reset();
+          std::erase(opened_, it->first);
+        }
+      }
+      auto file = fs_.open(path);
+      if (!file.ok()) return file.status();
+      if (auto s = (*file)->truncate(*position); !s.ok()) return s;
+      if (auto s = (*file)->sync(); !s.ok()) return s;
+    }
+    if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+    if (cut_is_active) {
+      old_active->mark_deleted();  // its file was cut under it: closing must not write to it
+    }
+    active_.reset();
+    // The old active segment's object is closed before its file name is opened again.
+    old_active.reset();
+    auto fresh = open_segment(stem_, new_active_first);
+    if (!fresh.ok()) return fresh.status();
+    active_ = std::move(*fresh);
+  }
+  attach_listener(*active_);
+  if (dedup_) {
+    // The window must not find ids the cut removed; the ids below it stay.
+    dedup_->forget_from(offset);
+  }
+  failure_ = {};
+  return {};
+}
+
+Status SegmentedLog::reset_to(std::uint64_t offset) {
+  std::unique_lock rolling(roll_mutex_);
+  std::lock_guard retention(retention_mutex_);
+  const std::string where = topic_ + "/" + std::to_string(index_);
+  if (offset < log_start_offset()) {
+    return Status::invalid_argument("cannot reset " + where + " to offset " + std::to_string(offset) +
+                                    ", below its log start " + std::to_string(log_start_offset()));
+  }
+  // Everything goes: first by truncation, which leaves an empty active segment at the log start.
+  if (auto s = truncate_locked(log_start_offset()); !s.ok()) return s;
+  if (offset == log_start_offset() && next_offset() == offset) return {};
+  failure_ =
+      Status::unavailable("a reset of " + where + " failed half-way; it is refused until opened again");
+  std::lock_guard opening(open_mutex_);
+  std::lock_guard meta(meta_mutex_);
+  {
+    std::unique_lock segments(segments_mutex_);
+    // The meta first: with the empty active segment gone, it alone says where the log starts.
+    if (auto s = write_meta(offset, offset); !s.ok()) return s;
+    active_->remove_append_listener(active_listener_);
+    active_->mark_deleted();
+    for (const char* suffix : {".log", ".index"})
+      if (auto s = fs_.remove(dir_ + "/" + stem_ + suffix); !s.ok()) return s;
+    if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
+    active_.reset();
+    auto fresh = open_segment(stem_, offset);
+    if (!fresh.ok()) return fresh.status();
+    active_ = std::move(*fresh);
+    log_start_ = offset;
+  }
+  attach_listener(*active_);
+  if (dedup_) dedup_->forget_from(0);
+  failure_ = {};
+  return {};
 }
 
 Status SegmentedLog::roll_locked() {

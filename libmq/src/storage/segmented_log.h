@@ -23,6 +23,7 @@
 #include "mq/options.h"
 #include "mq/partition.h"
 #include "storage/append_listeners.h"
+#include "storage/copied_lines.h"
 #include "storage/dedup_window.h"
 #include "storage/partition_log.h"
 
@@ -53,6 +54,11 @@ class SegmentedLog {
 
   // PartitionLog::append on the active segment, which is rolled first when it reached segment_bytes.
   Result<std::uint64_t> append(std::span<const Message> batch, AppendResult* result = nullptr);
+  // Partition::append_copied: the lines, checked, on the active segment (rolled first when full).
+  Result<std::uint64_t> append_copied(const CopiedLines& copied);
+  // Partition::truncate_to and Partition::reset_to.
+  Status truncate_to(std::uint64_t offset);
+  Status reset_to(std::uint64_t offset);
   // Reads from the segment holding `offset` (a batch never spans two segments: read on from
   // next_offset()). kNotFound beyond the end and below the log start.
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
@@ -88,6 +94,10 @@ class SegmentedLog {
 
   SegmentedLog(FileSystem& fs, const StoreOptions& options, std::string dir, std::string stem,
                std::string topic, std::uint32_t index);
+  // append() and append_copied(): `append_to` on the active segment, rolling it first when full.
+  Result<std::uint64_t> append_rolling(const std::function<Result<std::uint64_t>(PartitionLog&)>& append_to);
+  // truncate_to() with roll_mutex_ and retention_mutex_ held.
+  Status truncate_locked(std::uint64_t offset);
   // With roll_mutex_ held exclusively: seals the active segment and starts a new one.
   Status roll_locked();
   // With roll_mutex_ held exclusively: starts the active segment after sealed_pending_.
@@ -108,6 +118,9 @@ class SegmentedLog {
   std::shared_ptr<PartitionLog> active() const;
   // Makes `segment` the one appends go to: listened to, deduplicating with dedup_.
   void attach_listener(PartitionLog& segment);
+  // Before the first append with a dedup id, and before the first copy: rebuild_dedup_window()
+  // once, with roll_mutex_ held exclusively.
+  Status ensure_dedup_window();
   // With roll_mutex_ held exclusively, before the first append with a dedup id: remembers the
   // dedup ids of the last dedup_window of log.
   Status rebuild_dedup_window();
