@@ -97,9 +97,11 @@ TEST_CASE("epoch cache: where an epoch ends (KIP-101, KIP-279)") {
   CHECK(cache.end_of(3, log_end) == EpochEnd{2, 25});
   // Older than all: nothing at or past the oldest entry belongs to it.
   CHECK(cache.end_of(1, log_end) == EpochEnd{1, 10});
-  CHECK(cache.entries_from(26) == std::vector<Entry>{{6, 30}});
+  CHECK(cache.entries_from(31) == std::vector<Entry>{{6, 30}});
+  CHECK(cache.entries_from(26) == std::vector<Entry>{{4, 25}, {6, 30}});
   CHECK(cache.entries_from(25) == std::vector<Entry>{{4, 25}, {6, 30}});
-  CHECK(cache.entries_from(43).empty());
+  CHECK(cache.entries_from(3) == std::vector<Entry>{{2, 10}, {4, 25}, {6, 30}});  // before all: all
+  CHECK(cache.entries_from(43) == std::vector<Entry>{{6, 30}});
 }
 
 TEST_CASE("epoch cache: a damaged file is refused, not guessed at") {

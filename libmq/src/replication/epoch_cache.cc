@@ -111,10 +111,10 @@ std::optional<EpochCache::Entry> EpochCache::newest() const {
 }
 
 std::vector<EpochCache::Entry> EpochCache::entries_from(std::uint64_t offset) const {
-  std::vector<Entry> out;
-  for (const auto& e : entries_)
-    if (e.start >= offset) out.push_back(e);
-  return out;
+  auto later = std::upper_bound(entries_.begin(), entries_.end(), offset,
+                                [](std::uint64_t o, const Entry& e) { return o < e.start; });
+  if (later != entries_.begin()) --later;  // the one `offset` falls in
+  return {later, entries_.end()};
 }
 
 }  // namespace mq::replication

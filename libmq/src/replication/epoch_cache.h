@@ -55,7 +55,8 @@ class EpochCache {
 
   std::optional<Entry> newest() const;
   const std::vector<Entry>& entries() const { return entries_; }
-  // The entries that start at or after `offset` (what a fetch answer from `offset` carries).
+  // The entries that cover the offsets from `offset` on: the one `offset` falls in (the newest
+  // starting at or before it) and every later one. What a fetch answer from `offset` carries.
   std::vector<Entry> entries_from(std::uint64_t offset) const;
 
  private:
