@@ -43,7 +43,7 @@ struct Replica {
   // Elected leader of `epoch`: the epoch starts at its log's end.
   void lead(std::uint64_t new_epoch) {
     epoch = new_epoch;
-    REQUIRE(epochs->assign(epoch, log->next_offset()).ok());
+    REQUIRE(epochs->assign(epoch, log->log_end_offset()).ok());
   }
   // Produces `batches` batches of 1 to 3 messages as leader.
   void produce(int batches) {
@@ -61,7 +61,7 @@ struct Replica {
   FetchAnswer fetch_from(const Replica& leader, std::size_t max_bytes = 1 << 20) {
     FetchRequest request;
     request.leader_epoch = leader.epoch;
-    request.offset = log->next_offset();
+    request.offset = log->log_end_offset();
     request.log_start = log->log_start_offset();
     if (auto newest = epochs->newest()) request.last_epoch = newest->epoch;
     request.max_bytes = max_bytes;

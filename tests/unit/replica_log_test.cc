@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mq/log_store.h"
@@ -366,4 +367,41 @@ TEST_CASE("replica log: a truncation killed at any step leaves a prefix, and tru
       REQUIRE(steps < 100);
     }
   }
+}
+
+TEST_CASE("replica log: a read limit caps what readers see, not what replication copies") {
+  mq::testing::TempDir dir;
+  auto store = open_store(dir.path());
+  auto& log = partition_of(*store);
+  fill(log, 30);
+  const auto lines = read_all(log);
+  const std::uint64_t end = lines.size();
+  const std::uint64_t limit = batch_start_at_or_after(lines, end / 2);
+  log.set_read_limit(limit);
+  CHECK(log.next_offset() == limit);
+  CHECK(log.log_end_offset() == end);
+  CHECK(read_all(log) == std::vector<std::string>(lines.begin(), lines.begin() + static_cast<long>(limit)));
+  auto at_limit = log.read(limit, 10, 1 << 20);
+  REQUIRE(at_limit.ok());
+  CHECK(at_limit->empty());
+  CHECK(at_limit->next_offset() == limit);
+  CHECK(log.read(limit + 1, 10, 1 << 20).status().code() == mq::ErrorCode::kNotFound);
+  auto past = log.read_past_limit(limit, 1000, 1 << 20);
+  REQUIRE(past.ok());
+  REQUIRE_FALSE(past->empty());  // (from one segment: a read never spans two)
+  CHECK((*past)[0].offset == limit);
+  CHECK(std::string((*past)[0].line) == lines[limit]);
+  // A waiter beyond the limit wakes when the limit rises, though nothing was appended.
+  CHECK(log.wait_beyond(limit, std::chrono::milliseconds(0)) == limit);
+  std::thread raiser([&] { log.set_read_limit(end); });
+  CHECK(log.wait_beyond(limit, std::chrono::seconds(30)) == end);
+  raiser.join();
+  CHECK(read_all(log) == lines);
+  // Appends above the limit stay hidden from readers until it moves; lifted, everything shows.
+  log.set_read_limit(end);
+  mq::testing::append_ok(log, message(R"({"late":true})"));
+  CHECK(log.next_offset() == end);
+  CHECK(log.wait_beyond_end(end, std::chrono::milliseconds(0)) == end + 1);
+  log.set_read_limit(std::nullopt);
+  CHECK(log.next_offset() == end + 1);
 }

@@ -117,15 +117,26 @@ class MQ_EXPORT Partition {
   // binary search over the segments, then about one index interval of one segment's log.
   Result<std::uint64_t> offset_for_time(std::int64_t timestamp_ms) const;
 
-  // Replicated partitions (libmq/docs/replication.md): what a follower does to keep its log a copy
-  // of its leader's. None of the three may run while anything reads or waits on the partition (a
-  // follower's partition serves nothing).
+  // Replicated partitions (libmq/docs/replication.md).
+  //
+  // Caps what readers see at `limit` (the high watermark: below it every in-sync replica has the
+  // log): next_offset(), read() and wait_beyond() act as if the log ended there; raising it wakes
+  // waiters and append listeners as an append would. nullopt (the default): no cap.
+  void set_read_limit(std::optional<std::uint64_t> limit);
+  // The log's own end and reads of it, the read limit notwithstanding: what replication copies.
+  std::uint64_t log_end_offset() const;
+  Result<ReadBatch> read_past_limit(std::uint64_t offset, std::size_t max_messages,
+                                    std::size_t max_bytes) const;
+  std::uint64_t wait_beyond_end(std::uint64_t offset, std::chrono::milliseconds timeout) const;
+  //
+  // What a follower does to keep its log a copy of its leader's. None of the three may run while
+  // anything reads or waits on the partition (a follower's partition serves nothing).
   //
   // Stores another replica's lines exactly as they are: `lines` are whole batches of records, each
-  // line ending in '\n', the first at `first_offset`, which must be next_offset() (else
+  // line ending in '\n', the first at `first_offset`, which must be log_end_offset() (else
   // kConflict). Every line is checked as recovery checks it, offsets must follow one another and
   // batches be whole (else kInvalidArgument, nothing stored). Durable per FsyncMode on return, like
-  // append(); returns the first offset stored (next_offset() for no lines). The lines' dedup ids
+  // append(); returns the first offset stored (log_end_offset() for no lines). The lines' dedup ids
   // join the deduplication window.
   Result<std::uint64_t> append_copied(std::string lines, std::uint64_t first_offset);
   // Cuts the log back so that `offset` is its next offset (nothing when it already ends there or

@@ -33,7 +33,7 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
   answer.leader_epoch = leader_epoch;
   answer.high_watermark = high_watermark;
   answer.log_start = log.log_start_offset();
-  const std::uint64_t end = log.next_offset();
+  const std::uint64_t end = log.log_end_offset();
   // Divergence first (KIP-101, KIP-279): where the follower's newest epoch ends in this log. A
   // follower without epochs counts as epoch 0, older than every leader's; an empty one has nothing
   // to part from.
@@ -58,7 +58,7 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
   while (offset < end) {
     const std::size_t budget =
         answer.lines.size() < request.max_bytes ? request.max_bytes - answer.lines.size() : 1;
-    auto batch = log.read(offset, kReadMessages, budget);
+    auto batch = log.read_past_limit(offset, kReadMessages, budget);
     if (!batch.ok()) return batch.status();
     if (batch->empty()) break;  // the rest is not durable yet
     for (const StoredMessage& m : *batch) {
@@ -86,20 +86,20 @@ Result<std::uint64_t> apply_fetch_answer(Partition& log, EpochCache& epochs, Fet
   if (answer.truncate_to) {
     // Below its log start, everything it holds goes; the next fetch, from an empty log, is not
     // checked for divergence.
-    const std::uint64_t to = std::clamp(*answer.truncate_to, log.log_start_offset(), log.next_offset());
+    const std::uint64_t to = std::clamp(*answer.truncate_to, log.log_start_offset(), log.log_end_offset());
     if (auto s = log.truncate_to(to); !s.ok()) return s;
     if (auto s = epochs.truncate_from(to); !s.ok()) return s;
-    return log.next_offset();
+    return log.log_end_offset();
   }
   if (answer.reset_to) {
     if (auto s = log.reset_to(*answer.reset_to); !s.ok()) return s;
     if (auto s = epochs.truncate_from(0); !s.ok()) return s;
-    return log.next_offset();
+    return log.log_end_offset();
   }
-  if (answer.line_count == 0) return log.next_offset();
-  if (answer.first_offset != log.next_offset()) {
+  if (answer.line_count == 0) return log.log_end_offset();
+  if (answer.first_offset != log.log_end_offset()) {
     return Status::invalid_argument("fetch answer: lines from offset " + std::to_string(answer.first_offset) +
-                                    " for a log ending at " + std::to_string(log.next_offset()));
+                                    " for a log ending at " + std::to_string(log.log_end_offset()));
   }
   const std::uint64_t end = answer.first_offset + answer.line_count;
   // The epochs first, those that cover the lines: a crash between the two leaves an entry whose
@@ -114,7 +114,7 @@ Result<std::uint64_t> apply_fetch_answer(Partition& log, EpochCache& epochs, Fet
   }
   auto stored = log.append_copied(std::move(answer.lines), answer.first_offset);
   if (!stored.ok()) return stored.status();
-  return log.next_offset();
+  return log.log_end_offset();
 }
 
 std::string encode_fetch_answer(const FetchAnswer& answer) {

@@ -43,15 +43,15 @@ struct FetchAnswer {
 };
 
 // The leader's side: answers `request` from `log` (its partition) and `epochs` (its cache), as the
-// leader of `leader_epoch` with high watermark `high_watermark`. Lines are read as the log shows
-// them to readers (durable per FSYNC), whole batches only: up to request.max_bytes, or the first
-// batch whole when it alone is larger. kConflict when the request names another leader epoch.
+// leader of `leader_epoch` with high watermark `high_watermark`. Lines are read past the read limit
+// (the high watermark) as far as they are durable per FSYNC, whole batches only: up to request.max_bytes, or
+// the first batch whole when it alone is larger. kConflict when the request names another leader epoch.
 Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs, std::uint64_t leader_epoch,
                                  std::uint64_t high_watermark, const FetchRequest& request);
 
 // The follower's side: applies `answer` to its `log` and `epochs`: truncates or resets (durably),
 // or stores the lines as they are and adds the leader's epoch entries that cover them. Returns the
-// log's next offset afterwards. kInvalidArgument for an answer that does not fit the log (lines
+// log's end (log_end_offset) afterwards. kInvalidArgument for an answer that does not fit the log (lines
 // not starting at its end, epochs going backwards): the follower fetches again.
 Result<std::uint64_t> apply_fetch_answer(Partition& log, EpochCache& epochs, FetchAnswer answer);
 

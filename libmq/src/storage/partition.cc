@@ -38,10 +38,19 @@ Result<std::uint64_t> Partition::offset_for_time(std::int64_t timestamp_ms) cons
 Result<std::uint64_t> Partition::append_copied(std::string lines, std::uint64_t first_offset) {
   auto copied = detail::check_copied_lines(std::move(lines), first_offset);
   if (!copied.ok()) return copied.status();
-  if (copied->count == 0) return next_offset();
+  if (copied->count == 0) return log_end_offset();
   return log_->append_copied(*copied);
 }
 Status Partition::truncate_to(std::uint64_t offset) { return log_->truncate_to(offset); }
+void Partition::set_read_limit(std::optional<std::uint64_t> limit) { log_->set_read_limit(limit); }
+std::uint64_t Partition::log_end_offset() const { return log_->log_end_offset(); }
+Result<ReadBatch> Partition::read_past_limit(std::uint64_t offset, std::size_t max_messages,
+                                             std::size_t max_bytes) const {
+  return log_->read_past_limit(offset, max_messages, max_bytes);
+}
+std::uint64_t Partition::wait_beyond_end(std::uint64_t offset, std::chrono::milliseconds timeout) const {
+  return log_->wait_beyond_end(offset, timeout);
+}
 Status Partition::reset_to(std::uint64_t offset) { return log_->reset_to(offset); }
 Result<std::uint64_t> Partition::apply_retention(const RetentionRule& rule) {
   return log_->apply_retention(rule);

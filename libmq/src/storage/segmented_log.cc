@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "storage/file_replace.h"
+#include "storage/internal_access.h"
 #include "storage/record_format.h"
 
 namespace mq::detail {
@@ -198,10 +199,10 @@ Status SegmentedLog::rebuild_dedup_window() {
   auto from = offset_for_time(now - options_.dedup_window.count());
   if (!from.ok()) return from.status();
   std::uint64_t offset = std::max(*from, log_start_offset());
-  const std::uint64_t end = next_offset();
+  const std::uint64_t end = log_end_offset();  // every stored id, the read limit notwithstanding
   std::vector<PartitionLog::StoredDedupId> found;
   while (offset < end) {
-    auto batch = read(offset, 4096, 4 << 20);
+    auto batch = read_past_limit(offset, 4096, 4 << 20);
     if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound && offset < log_start_offset()) {
       offset = log_start_offset();  // retention deleted it meanwhile (it takes no roll lock)
       continue;
@@ -305,7 +306,7 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
     if (auto s = start_active_locked(); !s.ok()) return s;
     evicted_by_roll_.clear();
   }
-  if (offset >= next_offset()) return {};
+  if (offset >= log_end_offset()) return {};
   const std::string where = topic_ + "/" + std::to_string(index_);
   if (offset < log_start_offset()) {
     return Status::invalid_argument("cannot truncate " + where + " to offset " + std::to_string(offset) +
@@ -313,7 +314,7 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
   }
   // Recovery keeps batches whole: a cut inside one would be cut further back at the next open.
   if (offset > log_start_offset()) {
-    auto before = read(offset - 1, 1, std::numeric_limits<std::size_t>::max());
+    auto before = read_past_limit(offset - 1, 1, std::numeric_limits<std::size_t>::max());
     if (!before.ok()) return before.status();
     if (before->empty())
       return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
@@ -421,7 +422,7 @@ Status SegmentedLog::reset_to(std::uint64_t offset) {
   }
   // Everything goes: first by truncation, which leaves an empty active segment at the log start.
   if (auto s = truncate_locked(log_start_offset()); !s.ok()) return s;
-  if (offset == log_start_offset() && next_offset() == offset) return {};
+  if (offset == log_start_offset() && log_end_offset() == offset) return {};
   failure_ =
       Status::unavailable("a reset of " + where + " failed half-way; it is refused until opened again");
   std::lock_guard opening(open_mutex_);
@@ -729,14 +730,43 @@ std::vector<std::shared_ptr<PartitionLog>> SegmentedLog::keep_open_locked(std::u
   return evicted;
 }
 
-Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,
-                                     std::size_t max_bytes) const {
+Result<ReadBatch> SegmentedLog::read_past_limit(std::uint64_t offset, std::size_t max_messages,
+                                                std::size_t max_bytes) const {
   auto segment = segment_for(offset);
   if (!segment.ok()) return segment.status();
   return (*segment)->read(offset, max_messages, max_bytes);
 }
 
-std::uint64_t SegmentedLog::next_offset() const { return active()->next_offset(); }
+Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,
+                                     std::size_t max_bytes) const {
+  const std::uint64_t limit = read_limit_.load(std::memory_order_acquire);
+  if (limit == kNoLimit) return read_past_limit(offset, max_messages, max_bytes);
+  if (offset > limit) {
+    return Status::not_found("offset " + std::to_string(offset) + " is beyond the end of " + topic_ + "/" +
+                             std::to_string(index_) + " (next offset " + std::to_string(limit) + ")");
+  }
+  auto batch = read_past_limit(offset, offset == limit ? 0 : max_messages, max_bytes);
+  if (!batch.ok()) return batch;
+  auto& messages = ReadBatchInternal::messages(*batch);
+  while (!messages.empty() && messages.back().offset >= limit) messages.pop_back();
+  ReadBatchInternal::set_next_offset(*batch, std::min(batch->next_offset(), limit));
+  return batch;
+}
+
+std::uint64_t SegmentedLog::log_end_offset() const { return active()->next_offset(); }
+
+std::uint64_t SegmentedLog::next_offset() const {
+  return std::min(log_end_offset(), read_limit_.load(std::memory_order_acquire));
+}
+
+void SegmentedLog::set_read_limit(std::optional<std::uint64_t> limit) {
+  {
+    std::lock_guard lock(limit_mutex_);
+    read_limit_.store(limit.value_or(kNoLimit), std::memory_order_release);
+  }
+  limit_changed_.notify_all();
+  listeners_.notify();  // what groups see may have grown, as after an append
+}
 
 std::uint64_t SegmentedLog::log_start_offset() const {
   std::shared_lock lock(segments_mutex_);
@@ -763,6 +793,35 @@ LogPositions SegmentedLog::positions() const {
 }
 
 std::uint64_t SegmentedLog::wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const {
+  if (read_limit_.load(std::memory_order_acquire) == kNoLimit) {
+    const std::uint64_t end = wait_beyond_end(offset, timeout);
+    // A limit set meanwhile still holds.
+    return std::min(end, read_limit_.load(std::memory_order_acquire));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    const std::uint64_t end = log_end_offset();
+    const std::uint64_t visible = next_offset();
+    if (visible > offset) return visible;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return visible;
+    {
+      std::shared_lock lock(segments_mutex_);
+      if (waits_interrupted_) return visible;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    if (end > offset) {
+      // Stored but above the limit: wait for the limit to move (or be lifted).
+      std::unique_lock lock(limit_mutex_);
+      limit_changed_.wait_for(lock, left,
+                              [&] { return read_limit_.load() > offset || waits_interrupted_flag(); });
+    } else {
+      (void)wait_beyond_end(offset, left);
+    }
+  }
+}
+
+std::uint64_t SegmentedLog::wait_beyond_end(std::uint64_t offset, std::chrono::milliseconds timeout) const {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     std::shared_ptr<PartitionLog> segment = active();
@@ -778,8 +837,13 @@ std::uint64_t SegmentedLog::wait_beyond(std::uint64_t offset, std::chrono::milli
       interrupted = waits_interrupted_;
     }
     // A roll interrupted the wait on the segment it sealed: wait on the new one for the time left.
-    if (!rolled || interrupted || std::chrono::steady_clock::now() >= deadline) return next_offset();
+    if (!rolled || interrupted || std::chrono::steady_clock::now() >= deadline) return log_end_offset();
   }
+}
+
+bool SegmentedLog::waits_interrupted_flag() const {
+  std::shared_lock lock(segments_mutex_);
+  return waits_interrupted_;
 }
 
 void SegmentedLog::interrupt_waiters() {
@@ -790,6 +854,8 @@ void SegmentedLog::interrupt_waiters() {
     segment = active_;
   }
   segment->interrupt_waiters();
+  { std::lock_guard lock(limit_mutex_); }
+  limit_changed_.notify_all();
 }
 
 Status SegmentedLog::sync(bool only_if_behind) { return active()->sync(only_if_behind); }

@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,7 +64,14 @@ class SegmentedLog {
   // Reads from the segment holding `offset` (a batch never spans two segments: read on from
   // next_offset()). kNotFound beyond the end and below the log start.
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
+  // The end readers see: the log's end, or the read limit when one is set and lower.
   std::uint64_t next_offset() const;
+  // Partition::set_read_limit, log_end_offset, read_past_limit, wait_beyond_end.
+  void set_read_limit(std::optional<std::uint64_t> limit);
+  std::uint64_t log_end_offset() const;
+  Result<ReadBatch> read_past_limit(std::uint64_t offset, std::size_t max_messages,
+                                    std::size_t max_bytes) const;
+  std::uint64_t wait_beyond_end(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   // The first offset still stored (the oldest segment's first offset).
   std::uint64_t log_start_offset() const;
   std::size_t segment_count() const;
@@ -72,6 +81,7 @@ class SegmentedLog {
   LogPositions positions() const;
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   void interrupt_waiters();
+  bool waits_interrupted_flag() const;
   // What opening the active segment found and repaired.
   const RecoveryReport& recovery_report() const { return report_; }
   Status sync(bool only_if_behind = false);
@@ -165,6 +175,12 @@ class SegmentedLog {
   };
   std::optional<Sealing> sealed_pending_;  // GUARDED_BY(roll_mutex_): sealed, its successor not started yet
   bool waits_interrupted_ = false;         // GUARDED_BY(segments_mutex_)
+
+  // The read limit (none: kNoLimit); raised or cleared, its waiters are woken.
+  static constexpr std::uint64_t kNoLimit = std::numeric_limits<std::uint64_t>::max();
+  std::atomic<std::uint64_t> read_limit_{kNoLimit};
+  mutable std::mutex limit_mutex_;
+  mutable std::condition_variable limit_changed_;
 
   AppendListeners listeners_;
   // The partition's deduplication window (nullptr when StoreOptions::dedup_window is 0), used by
