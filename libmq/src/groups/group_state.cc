@@ -37,8 +37,9 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
   if (!journal.ok()) return journal.status();
   // A group is never ahead of its log: when recovery cut the log below what the group acknowledged,
   // the offsets from the cut on will name new messages, which the group has not seen. Made durable
-  // at once, or a replay of the journal would acknowledge them again at the next start.
-  if (const std::uint64_t end = context.partition->next_offset(); progress.truncate_to(end)) {
+  // at once, or a replay of the journal would acknowledge them again at the next start. The log's
+  // own end, not what readers see: a read limit (a replica's high watermark) is no cut.
+  if (const std::uint64_t end = context.partition->log_end_offset(); progress.truncate_to(end)) {
     detail::write_recovery_line(store_options,
                                 label + ": acknowledgements beyond the recovered log (next offset " +
                                     std::to_string(end) + ") were forgotten");

@@ -124,7 +124,8 @@ Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
     }
     auto source = resolve_(topic, partition);
     if (!source.ok()) return source.status();
-    const Pending pending{end, topic, partition, (*source)->next_offset(), *first};
+    // Where the run will land: the source log's own end (a read limit hides the newest lines).
+    const Pending pending{end, topic, partition, (*source)->log_end_offset(), *first};
     if (auto s = save_locked(position_, pending); !s.ok()) return s;
     auto appended = append_(**source, run);
     // The new position is written only once the run is as durable as it (with FSYNC=interval an
@@ -196,9 +197,10 @@ Status Redriver::settle_locked(const Pending& pending) {
   // Appended at or after `from`, if at all. Retention may have deleted some of what came after
   // `from` meanwhile: then the run may be among what went, and counts as appended (at most once).
   bool appended = log.log_start_offset() > pending.from;
-  for (std::uint64_t offset = pending.from; !appended && offset < log.next_offset();) {
+  // The whole stored log, past any read limit: a run stored above a replica's high watermark is stored.
+  for (std::uint64_t offset = pending.from; !appended && offset < log.log_end_offset();) {
     offset = std::max(offset, log.log_start_offset());
-    auto batch = log.read(offset, kReadMessages, kReadBytes);
+    auto batch = log.read_past_limit(offset, kReadMessages, kReadBytes);
     if (!batch.ok()) {
       if (batch.status().code() == ErrorCode::kNotFound && offset < log.log_start_offset()) {
         appended = true;
