@@ -33,6 +33,7 @@ void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t du
   if (follower == leader_) return;
   std::lock_guard lock(mutex_);
   Follower& f = followers_[follower];
+  f.gone = false;
   f.durable = std::max(f.durable, durable);
   // Caught up: durable to where the leader ended at this follower's previous fetch (Kafka's
   // lastCaughtUpTime), or to the leader's end now.
@@ -69,6 +70,11 @@ std::vector<ReplicaId> InSyncTracker::isr() const {
 bool InSyncTracker::enough_in_sync() const {
   std::lock_guard lock(mutex_);
   return isr_.size() >= options_.min_insync;
+}
+
+Status InSyncTracker::writable() const {
+  std::lock_guard lock(mutex_);
+  return isr_.size() >= options_.min_insync ? Status{} : not_enough_locked();
 }
 
 Status InSyncTracker::not_enough_locked() const {
@@ -116,6 +122,18 @@ std::optional<std::vector<ReplicaId>> InSyncTracker::proposed_isr() {
   }
   if (proposal == isr_) return std::nullopt;
   return proposal;
+}
+
+void InSyncTracker::mark_gone(const std::vector<ReplicaId>& gone) {
+  std::lock_guard lock(mutex_);
+  for (const auto& id : gone) {
+    if (id == leader_) continue;
+    auto it = followers_.find(id);
+    if (it == followers_.end()) continue;
+    it->second.gone = true;
+    it->second.joining = false;
+  }
+  advance_locked();
 }
 
 void InSyncTracker::isr_committed(std::vector<ReplicaId> isr) {

@@ -59,6 +59,8 @@ class InSyncTracker {
   // The committed ISR (members in the order given).
   std::vector<ReplicaId> isr() const;
   bool enough_in_sync() const;
+  // ok, or kUnavailable "not enough in-sync replicas (n of m)".
+  Status writable() const;
   // Waits until a write ending at `end` is acknowledged (ok), the ISR is below min_insync
   // (kUnavailable "not enough in-sync replicas (n of m)"), stop() was called (kShuttingDown), or
   // `timeout` passed (kUnavailable).
@@ -68,6 +70,9 @@ class InSyncTracker {
   // nullopt when it is right as it is. Evaluated at the clock's now; a joiner that fell behind
   // for replica_lag stops joining (writes no longer wait for it).
   std::optional<std::vector<ReplicaId>> proposed_isr();
+  // Replicas known gone (their broker's lease lapsed, or it came back on another disk): not caught
+  // up any more, so proposed_isr() drops them at once instead of after replica_lag.
+  void mark_gone(const std::vector<ReplicaId>& gone);
   // The ISR etcd now holds (after the leader's transaction succeeded).
   void isr_committed(std::vector<ReplicaId> isr);
   // Wakes every waiter with kShuttingDown (the lease lapsed, the leader steps down).
@@ -79,6 +84,7 @@ class InSyncTracker {
     std::uint64_t leader_end_at_last_fetch = 0;
     Clock::TimePoint caught_up_at{};
     bool joining = false;
+    bool gone = false;  // mark_gone(), until it fetches again
   };
   // With mutex_ held: recomputes the high watermark and wakes waiters when it rose.
   void advance_locked();

@@ -1,0 +1,548 @@
+#include "replication/replica_manager.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace mq::replication {
+namespace {
+constexpr std::uint64_t kUnpublished = UINT64_MAX;
+}  // namespace
+
+struct ReplicaManager::Replica {
+  std::string topic;
+  std::uint32_t partition = 0;
+  std::vector<std::uint32_t> replicas;  // placement, preferred leader first
+  Partition* log = nullptr;
+  std::unique_ptr<PartitionCoordinator> coordinator;
+
+  // Exclusive for a role change (control thread); shared for appends as leader and role reads.
+  mutable std::shared_mutex role_mutex;
+  bool leading = false;                     // GUARDED_BY(role_mutex)
+  std::uint64_t epoch = 0;                  // GUARDED_BY(role_mutex): led or followed
+  std::optional<std::uint32_t> leader;      // GUARDED_BY(role_mutex): as etcd names it
+  std::int64_t leader_create_revision = 0;  // GUARDED_BY(role_mutex): of our leader key, leading
+  PartitionCoordinator::View view;          // GUARDED_BY(role_mutex): the latest read, leading
+  std::shared_ptr<InSyncTracker> tracker;   // GUARDED_BY(role_mutex): leading
+
+  std::mutex epochs_mutex;
+  std::unique_ptr<EpochCache> epochs;                  // GUARDED_BY(epochs_mutex)
+  std::atomic<std::uint64_t> known_high_watermark{0};  // learnt as a follower
+  std::atomic<std::uint64_t> published_limit{kUnpublished};
+
+  // Control thread only.
+  bool leaderless_seen = false;
+  Clock::TimePoint leaderless_since{};
+  std::uint32_t fetch_leader = 0;
+  std::uint64_t fetch_epoch = 0;
+
+  // The fetch thread and how to stop it.
+  std::thread fetcher;
+  std::mutex fetch_mutex;
+  std::condition_variable fetch_wake;
+  bool fetch_stop = false;  // GUARDED_BY(fetch_mutex)
+
+  Status not_leading() const {  // with role_mutex held
+    const std::uint32_t owner = leader.value_or(replicas.front());
+    return Status::not_owned("partition " + std::to_string(partition) + " of topic '" + topic +
+                                 "' is led by broker " + std::to_string(owner) + " (leader epoch " +
+                                 std::to_string(epoch) + ")",
+                             owner);
+  }
+};
+
+ReplicaManager::ReplicaManager(ReplicaManagerOptions options, std::shared_ptr<EtcdClient> etcd,
+                               std::shared_ptr<FetchTransport> transport, std::shared_ptr<Clock> clock)
+    : options_(std::move(options)),
+      keys_(options_.prefix),
+      me_{options_.self, options_.disk_id},
+      etcd_(std::move(etcd)),
+      transport_(std::move(transport)),
+      clock_(std::move(clock)),
+      fs_(make_posix_file_system()) {}
+
+Result<std::unique_ptr<ReplicaManager>> ReplicaManager::start(ReplicaManagerOptions options,
+                                                              std::vector<TopicPartitions> topics,
+                                                              PartitionLookup lookup,
+                                                              std::shared_ptr<EtcdClient> etcd,
+                                                              std::shared_ptr<FetchTransport> transport,
+                                                              std::shared_ptr<Clock> clock) {
+  if (options.broker_count == 0 || options.self >= options.broker_count)
+    return Status::invalid_argument("the broker index must be below the broker count");
+  if (options.replication_factor == 0 || options.replication_factor > options.broker_count)
+    return Status::invalid_argument("the replication factor must be 1 to the broker count");
+  if (options.min_insync == 0 || options.min_insync > options.replication_factor)
+    return Status::invalid_argument("the minimum of in-sync replicas must be 1 to the replication factor");
+  std::unique_ptr<ReplicaManager> manager(
+      new ReplicaManager(std::move(options), std::move(etcd), std::move(transport), std::move(clock)));
+  const auto& o = manager->options_;
+  for (const auto& t : topics) {
+    for (std::uint32_t p = 0; p < t.partitions; ++p) {
+      auto replicas = replicas_of(p, o.broker_count, o.replication_factor);
+      if (std::find(replicas.begin(), replicas.end(), o.self) == replicas.end()) continue;
+      auto r = std::make_unique<Replica>();
+      r->topic = t.topic;
+      r->partition = p;
+      r->replicas = std::move(replicas);
+      auto log = lookup(t.topic, p);
+      if (!log.ok()) return log.status();
+      r->log = *log;
+      auto epochs = EpochCache::open(*manager->fs_, o.data_dir + "/" + t.topic,
+                                     "partition-" + std::to_string(p) + ".epochs");
+      if (!epochs.ok()) return epochs.status();
+      r->epochs = std::make_unique<EpochCache>(std::move(*epochs));
+      r->coordinator = std::make_unique<PartitionCoordinator>(*manager->etcd_, manager->keys_, t.topic, p);
+      // Nothing is visible until this replica leads and its followers confirm (section 5).
+      r->log->set_read_limit(0);
+      r->published_limit = 0;
+      manager->replicas_[{t.topic, p}] = std::move(r);
+    }
+  }
+  LeaseKeeper::Options lease_options{o.lease_ttl, [m = manager.get()] {
+                                       m->lease_lost_ = true;
+                                       m->wake_control();
+                                     }};
+  auto lease = LeaseKeeper::start(*manager->etcd_, lease_options, manager->clock_);
+  if (!lease.ok()) return lease.status();
+  manager->lease_ = std::move(*lease);
+  if (auto s = manager->register_broker(); !s.ok()) return s;
+  manager->watch_ = manager->etcd_->watch_prefix(
+      manager->keys_.partitions(), 0, [m = manager.get()](const auto&) { m->wake_control(); },
+      [m = manager.get()](const auto&) { m->wake_control(); });
+  manager->control_ = std::thread([m = manager.get()] { m->control_loop(); });
+  manager->wake_control();
+  return manager;
+}
+
+ReplicaManager::~ReplicaManager() { stop(/*hand_over=*/false); }
+
+Status ReplicaManager::register_broker() {
+  std::lock_guard lock(lease_mutex_);
+  if (!lease_) return Status::unavailable("no lease");
+  auto put = etcd_->put(keys_.broker(options_.self), encode(BrokerValue{options_.self_url, options_.disk_id}),
+                        lease_->id());
+  return put.ok() ? Status{} : put.status();
+}
+
+std::int64_t ReplicaManager::lease_id() const {
+  std::lock_guard lock(lease_mutex_);
+  return lease_ ? lease_->id() : 0;
+}
+
+bool ReplicaManager::lease_valid() const {
+  std::lock_guard lock(lease_mutex_);
+  return lease_ && !lease_lost_ && lease_->valid();
+}
+
+void ReplicaManager::wake_control() {
+  std::lock_guard lock(control_mutex_);
+  control_pending_ = true;
+  control_wake_.notify_all();
+}
+
+void ReplicaManager::stop(bool hand_over) {
+  stopped_ = true;
+  {
+    std::lock_guard lock(control_mutex_);
+    if (stopping_ && !control_.joinable()) return;
+    stopping_ = true;
+    control_wake_.notify_all();
+  }
+  if (control_.joinable()) control_.join();
+  if (watch_) watch_->stop();
+  for (auto& [key, r] : replicas_) {
+    if (hand_over) {
+      std::int64_t revision = 0;
+      {
+        std::shared_lock lock(r->role_mutex);
+        if (r->leading) revision = r->leader_create_revision;
+      }
+      if (revision != 0) (void)r->coordinator->step_down(revision);
+    }
+    stop_leading(*r);
+    stop_fetching(*r);
+  }
+  std::lock_guard lock(lease_mutex_);
+  if (lease_) lease_->stop(/*revoke=*/hand_over);
+}
+
+Result<ReplicaManager::Replica*> ReplicaManager::find(const std::string& topic,
+                                                      std::uint32_t partition) const {
+  auto it = replicas_.find({topic, partition});
+  if (it == replicas_.end()) {
+    const auto replicas = replicas_of(partition, options_.broker_count, options_.replication_factor);
+    return Status::not_owned("broker " + std::to_string(options_.self) + " holds no replica of partition " +
+                                 std::to_string(partition) + " of topic '" + topic + "'",
+                             replicas.front());
+  }
+  return it->second.get();
+}
+
+Result<ReplicaManager::Role> ReplicaManager::role(const std::string& topic, std::uint32_t partition) const {
+  auto r = find(topic, partition);
+  if (!r.ok()) return r.status();
+  std::shared_lock lock((*r)->role_mutex);
+  Role role;
+  role.leading = (*r)->leading;
+  role.epoch = (*r)->epoch;
+  role.leader = (*r)->leader;
+  if ((*r)->tracker) {
+    role.high_watermark = (*r)->tracker->high_watermark();
+    role.isr = (*r)->tracker->isr();
+  } else {
+    role.high_watermark = (*r)->known_high_watermark;
+  }
+  return role;
+}
+
+Result<std::uint64_t> ReplicaManager::append_as_leader(const std::string& topic, std::uint32_t partition,
+                                                       const std::function<Result<std::uint64_t>()>& append) {
+  auto found = find(topic, partition);
+  if (!found.ok()) return found.status();
+  Replica& r = **found;
+  std::shared_lock lock(r.role_mutex);
+  if (!r.leading) return r.not_leading();
+  if (!lease_valid())
+    return Status::unavailable("this broker's etcd lease lapsed; it leads nothing until it has a new one");
+  // Too few in sync: refused before anything is stored (nothing acknowledged, nothing kept).
+  if (auto s = r.tracker->writable(); !s.ok()) return s;
+  auto end = append();
+  if (!end.ok()) return end.status();
+  r.tracker->leader_appended(*end, *end);
+  publish_high_watermark(r);
+  return end;
+}
+
+Status ReplicaManager::await_replicated(const std::string& topic, std::uint32_t partition, std::uint64_t end,
+                                        std::chrono::milliseconds timeout) {
+  auto found = find(topic, partition);
+  if (!found.ok()) return found.status();
+  Replica& r = **found;
+  std::shared_ptr<InSyncTracker> tracker;
+  {
+    std::shared_lock lock(r.role_mutex);
+    if (!r.leading) return r.not_leading();
+    tracker = r.tracker;
+  }
+  Status s = tracker->wait_acknowledged(end, timeout);
+  publish_high_watermark(r);
+  if (s.code() == ErrorCode::kShuttingDown)
+    return Status::unavailable("this broker stopped leading the partition before the write was confirmed");
+  if (!s.ok()) return s;
+  if (!lease_valid())
+    return Status::unavailable("this broker's etcd lease lapsed before the write was confirmed");
+  return {};
+}
+
+void ReplicaManager::publish_high_watermark(Replica& r) {
+  std::shared_ptr<InSyncTracker> tracker;
+  {
+    std::shared_lock lock(r.role_mutex);
+    if (!r.leading) return;
+    tracker = r.tracker;
+  }
+  // Readers see the log up to the high watermark; published only upwards (kUnpublished: anything).
+  const std::uint64_t hw = tracker->high_watermark();
+  std::uint64_t published = r.published_limit.load();
+  while (published == kUnpublished || published < hw) {
+    if (r.published_limit.compare_exchange_weak(published, hw)) {
+      r.log->set_read_limit(hw);
+      return;
+    }
+  }
+}
+
+Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::uint32_t partition,
+                                                const FetchRequest& request, const ReplicaId& follower,
+                                                std::chrono::milliseconds wait) {
+  auto found = find(topic, partition);
+  if (!found.ok()) return found.status();
+  Replica& r = **found;
+  std::shared_ptr<InSyncTracker> tracker;
+  std::uint64_t epoch = 0;
+  {
+    std::shared_lock lock(r.role_mutex);
+    if (!r.leading) return r.not_leading();
+    tracker = r.tracker;
+    epoch = r.epoch;
+  }
+  auto answer_now = [&]() -> Result<FetchAnswer> {
+    if (stopped_) return Status::unavailable("this broker is stopping");
+    std::unique_ptr<EpochCache> epochs;
+    {
+      std::lock_guard lock(r.epochs_mutex);
+      epochs = std::make_unique<EpochCache>(*r.epochs);
+    }
+    auto answer = answer_fetch(*r.log, *epochs, epoch, tracker->high_watermark(), request);
+    // The follower's progress counts only once its log is known to be a prefix of this one (the
+    // divergence check passed): a returning old leader claims offsets whose lines differ.
+    if (answer.ok() && !answer->truncate_to && !answer->reset_to) {
+      tracker->follower_fetched(follower,
+                                std::min({request.durable, request.offset, r.log->log_end_offset()}));
+      publish_high_watermark(r);
+      answer->high_watermark = tracker->high_watermark();
+    }
+    return answer;
+  };
+  auto answer = answer_now();
+  if (!answer.ok() || answer->truncate_to || answer->reset_to || answer->line_count > 0 || wait.count() == 0)
+    return answer;
+  // Nothing new: a long poll, woken by the next append.
+  r.log->wait_beyond_end(request.offset, wait);
+  return answer_now();
+}
+
+void ReplicaManager::control_loop() {
+  while (true) {
+    {
+      std::unique_lock lock(control_mutex_);
+      control_wake_.wait_for(lock, options_.tick, [&] { return control_pending_ || stopping_; });
+      if (stopping_) return;
+      control_pending_ = false;
+    }
+    if (lease_lost_) {
+      // Lost: lead nothing, then start over with a new lease.
+      for (auto& [key, r] : replicas_) stop_leading(*r);
+      LeaseKeeper::Options lease_options{options_.lease_ttl, [this] {
+                                           lease_lost_ = true;
+                                           wake_control();
+                                         }};
+      auto lease = LeaseKeeper::start(*etcd_, lease_options, clock_);
+      if (!lease.ok()) continue;  // etcd unreachable: the next tick tries again
+      {
+        std::lock_guard lock(lease_mutex_);
+        if (lease_) lease_->stop(/*revoke=*/false);
+        lease_ = std::move(*lease);
+        lease_lost_ = false;
+      }
+      if (!register_broker().ok()) continue;
+    }
+    // Which brokers are alive, on which disk: their keys live as long as their leases.
+    std::optional<std::vector<ReplicaId>> alive;
+    if (auto brokers = etcd_->get_prefix(keys_.brokers()); brokers.ok()) {
+      alive.emplace();
+      for (const auto& kv : brokers->kvs) {
+        auto index = keys_.parse_broker_key(kv.key);
+        auto value = decode_broker(kv.value);
+        if (index && value.ok()) alive->push_back({*index, value->disk_id});
+      }
+    }
+    for (auto& [key, r] : replicas_) {
+      evaluate(*r, alive);
+      keep_isr(*r, alive);
+    }
+  }
+}
+
+void ReplicaManager::evaluate(Replica& r, const std::optional<std::vector<ReplicaId>>& alive) {
+  auto view = r.coordinator->read();
+  if (!view.ok()) return;  // etcd unreachable: leaders go on while their lease holds
+  if (!view->state) {
+    if (r.replicas.front() != options_.self) return;  // the preferred leader creates it
+    view = r.coordinator->create_state(me_);
+    if (!view.ok() || !view->state) return;
+  }
+  bool leading = false;
+  std::int64_t mine = 0;
+  {
+    std::shared_lock lock(r.role_mutex);
+    leading = r.leading;
+    mine = r.leader_create_revision;
+  }
+  if (view->leader) {
+    r.leaderless_seen = false;
+    if (leading && view->leader->broker == options_.self && view->leader_create_revision == mine) {
+      std::unique_lock lock(r.role_mutex);
+      r.view = *view;
+      return;
+    }
+    if (leading) stop_leading(r);
+    if (view->leader->broker == options_.self) return;  // a key of an earlier lease of ours: it lapses
+    {
+      std::unique_lock lock(r.role_mutex);
+      r.leader = view->leader->broker;
+      r.epoch = view->leader->epoch;
+    }
+    become_follower(r, view->leader->broker, view->leader->epoch);
+    return;
+  }
+  // Nobody leads.
+  if (leading) stop_leading(r);
+  {
+    std::unique_lock lock(r.role_mutex);
+    r.leader.reset();
+  }
+  const auto& isr = view->state->isr;
+  if (std::find(isr.begin(), isr.end(), me_) == isr.end() || !lease_valid()) return;
+  // The preferred live in-sync replica first: each later one in placement order waits 300 ms
+  // more, so that a live preferred leader is not pre-empted, and a dead one delays nobody.
+  std::uint32_t rank = 0;
+  for (std::uint32_t b : r.replicas) {
+    if (b == options_.self) break;
+    const auto member =
+        std::find_if(isr.begin(), isr.end(), [b](const ReplicaId& m) { return m.broker == b; });
+    if (member == isr.end()) continue;
+    if (alive && std::find(alive->begin(), alive->end(), *member) == alive->end()) continue;
+    ++rank;
+  }
+  const auto now = clock_->now();
+  if (!r.leaderless_seen) {
+    r.leaderless_seen = true;
+    r.leaderless_since = now;
+  }
+  if (now < r.leaderless_since + rank * std::chrono::milliseconds(300)) return;
+  auto election = r.coordinator->try_lead(*view, me_, lease_id());
+  if (!election.ok()) return;
+  if (election->won) {
+    r.leaderless_seen = false;
+    become_leader(r, election->view);
+  }
+}
+
+void ReplicaManager::become_leader(Replica& r, const PartitionCoordinator::View& view) {
+  stop_fetching(r);
+  const std::uint64_t end = r.log->log_end_offset();
+  {
+    std::lock_guard lock(r.epochs_mutex);
+    if (!r.epochs->assign(view.state->epoch, end).ok()) {
+      // Without its epoch on disk it cannot lead safely (R4): hand the leadership back.
+      (void)r.coordinator->step_down(view.leader_create_revision);
+      return;
+    }
+  }
+  auto tracker = std::make_shared<InSyncTracker>(
+      me_, view.state->isr, InSyncTracker::Options{options_.min_insync, options_.replica_lag}, clock_,
+      std::min(r.known_high_watermark.load(), end));
+  tracker->leader_appended(end, end);
+  {
+    std::unique_lock lock(r.role_mutex);
+    r.leading = true;
+    r.epoch = view.state->epoch;
+    r.leader = options_.self;
+    r.leader_create_revision = view.leader_create_revision;
+    r.view = view;
+    r.tracker = std::move(tracker);
+  }
+  r.published_limit = kUnpublished;  // publish whatever this epoch's tracker says
+  publish_high_watermark(r);
+}
+
+void ReplicaManager::stop_leading(Replica& r) {
+  std::shared_ptr<InSyncTracker> tracker;
+  {
+    std::unique_lock lock(r.role_mutex);
+    if (!r.leading) return;
+    r.leading = false;
+    r.leader_create_revision = 0;
+    tracker = std::move(r.tracker);
+  }
+  if (tracker) {
+    r.known_high_watermark = tracker->high_watermark();
+    tracker->stop();
+  }
+}
+
+void ReplicaManager::stop_fetching(Replica& r) {
+  if (!r.fetcher.joinable()) return;
+  {
+    std::lock_guard lock(r.fetch_mutex);
+    r.fetch_stop = true;
+    r.fetch_wake.notify_all();
+  }
+  r.fetcher.join();
+}
+
+void ReplicaManager::become_follower(Replica& r, std::uint32_t leader, std::uint64_t epoch) {
+  if (r.fetcher.joinable() && r.fetch_leader == leader && r.fetch_epoch == epoch) return;
+  stop_fetching(r);
+  {
+    std::lock_guard lock(r.fetch_mutex);
+    r.fetch_stop = false;
+  }
+  r.fetch_leader = leader;
+  r.fetch_epoch = epoch;
+  r.fetcher = std::thread([this, &r, leader, epoch] { fetch_loop(r, leader, epoch); });
+}
+
+void ReplicaManager::fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t epoch) {
+  auto backoff = std::chrono::milliseconds(50);
+  const auto pause = [&](std::chrono::milliseconds how_long) {
+    std::unique_lock lock(r.fetch_mutex);
+    return !r.fetch_wake.wait_for(lock, how_long, [&] { return r.fetch_stop; });
+  };
+  while (true) {
+    {
+      std::lock_guard lock(r.fetch_mutex);
+      if (r.fetch_stop) return;
+    }
+    FetchRequest request;
+    request.leader_epoch = epoch;
+    request.offset = r.log->log_end_offset();
+    request.log_start = r.log->log_start_offset();
+    request.durable = request.offset;  // append_copied returns once durable per FSYNC
+    request.max_bytes = options_.fetch_max_bytes;
+    {
+      std::lock_guard lock(r.epochs_mutex);
+      if (auto newest = r.epochs->newest()) request.last_epoch = newest->epoch;
+    }
+    auto answer = transport_->fetch(leader, r.topic, r.partition, request, me_, options_.fetch_wait);
+    if (!answer.ok() || answer->leader_epoch != epoch) {
+      // Another leader, or none reachable: the control thread looks at etcd again.
+      if (answer.ok() || answer.status().code() == ErrorCode::kConflict ||
+          answer.status().code() == ErrorCode::kNotOwned)
+        wake_control();
+      if (!pause(backoff)) return;
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      continue;
+    }
+    backoff = std::chrono::milliseconds(50);
+    const std::uint64_t hw = answer->high_watermark;
+    Result<std::uint64_t> applied = Status{};
+    {
+      std::lock_guard lock(r.epochs_mutex);
+      applied = apply_fetch_answer(*r.log, *r.epochs, std::move(*answer));
+    }
+    if (!applied.ok()) {
+      if (!pause(std::chrono::milliseconds(200))) return;
+      continue;
+    }
+    r.known_high_watermark = std::min(hw, *applied);
+  }
+}
+
+void ReplicaManager::keep_isr(Replica& r, const std::optional<std::vector<ReplicaId>>& alive) {
+  std::shared_ptr<InSyncTracker> tracker;
+  PartitionCoordinator::View view;
+  std::int64_t mine = 0;
+  {
+    std::shared_lock lock(r.role_mutex);
+    if (!r.leading) return;
+    tracker = r.tracker;
+    view = r.view;
+    mine = r.leader_create_revision;
+  }
+  if (alive) {
+    // A member whose broker is gone (or back on another disk) leaves the ISR now: waiting
+    // replica_lag for it would hold every write back that long after a failover.
+    std::vector<ReplicaId> gone;
+    for (const auto& member : view.state ? view.state->isr : std::vector<ReplicaId>{}) {
+      if (std::find(alive->begin(), alive->end(), member) == alive->end()) gone.push_back(member);
+    }
+    if (!gone.empty()) tracker->mark_gone(gone);
+  }
+  auto proposal = tracker->proposed_isr();
+  if (!proposal || !lease_valid()) return;
+  auto changed = r.coordinator->change_isr(view, mine, *proposal);
+  if (!changed.ok() || !*changed) {
+    wake_control();  // the state moved: read it again
+    return;
+  }
+  tracker->isr_committed(*proposal);
+  publish_high_watermark(r);
+  auto now = r.coordinator->read();
+  if (now.ok()) {
+    std::unique_lock lock(r.role_mutex);
+    if (r.leading && r.leader_create_revision == mine) r.view = *now;
+  }
+}
+
+}  // namespace mq::replication
