@@ -8,4 +8,5 @@ set(MQ_FUZZ_TARGETS
   fuzz_log_recovery      # libmq: recover_log over an in-memory log and index
   fuzz_sse_parser        # libmq: SseParser, fed whole and in fuzz-chosen chunks
   fuzz_config_env        # libmq: parse_topics, config_from_env; mqd: daemon_config_from_env
+  fuzz_copied_lines      # differential: what a follower accepts from its leader, recovery keeps whole; fetch answers
 )

@@ -42,9 +42,10 @@ TEST_CASE("in sync: a write is acknowledged once every in-sync replica has it du
   CHECK(tracker.high_watermark() == 10);
   CHECK(tracker.wait_acknowledged(10, 0ms).ok());
   // The leader's own durability counts as well.
+  tracker.leader_appended(15, 12);
   tracker.follower_fetched(kF1, 15);
   tracker.follower_fetched(kF2, 15);
-  CHECK(tracker.high_watermark() == 10);
+  CHECK(tracker.high_watermark() == 12);
   tracker.leader_appended(15, 15);
   CHECK(tracker.high_watermark() == 15);
   // Never down: a late, smaller report changes nothing.
@@ -131,6 +132,26 @@ TEST_CASE("in sync: a joiner that falls behind stops holding writes back") {
   CHECK(tracker.high_watermark() == 20);
 }
 
+TEST_CASE("in sync: a member that never reported holds the watermark; reports are the latest, within the log") {
+  auto clock = std::make_shared<mq::testing::ManualClock>();
+  auto tracker = make_tracker(clock, {kLeader, kF1});
+  tracker.leader_appended(20, 20);
+  tracker.isr_committed({kLeader, kF1, kF2});  // F2 in the ISR, never fetched
+  tracker.follower_fetched(kF1, 20);
+  CHECK(tracker.high_watermark() == 0);
+  tracker.follower_fetched(kF2, 1000);  // beyond the leader's log: counted as the log's end
+  CHECK(tracker.high_watermark() == 20);
+  tracker.leader_appended(30, 30);
+  tracker.follower_fetched(kF1, 30);
+  tracker.follower_fetched(kF2, 25);  // less than before (its recovery cut lines): the latest counts
+  CHECK(tracker.high_watermark() == 25);
+  // A member known gone is dropped at once, not after replica_lag.
+  tracker.mark_gone({kF2});
+  const auto proposal = tracker.proposed_isr();
+  REQUIRE(proposal.has_value());
+  CHECK(*proposal == std::vector<ReplicaId>{kLeader, kF1});
+}
+
 TEST_CASE("in sync: waiters wake on progress from other threads, and on stop") {
   auto clock = std::make_shared<mq::testing::ManualClock>();
   auto tracker = make_tracker(clock, {kLeader, kF1, kF2});
@@ -153,6 +174,9 @@ TEST_CASE("in sync: waiters wake on progress from other threads, and on stop") {
   leader.join();
   f1.join();
   f2.join();
+  // Reports ahead of the leader's log were not believed: the followers report once more.
+  tracker.follower_fetched(kF1, 800);
+  tracker.follower_fetched(kF2, 800);
   for (auto& t : producers) t.join();
   CHECK(acknowledged == 8);
   std::thread waiting(

@@ -141,8 +141,9 @@ class MQ_EXPORT Partition {
   Result<std::uint64_t> append_copied(std::string lines, std::uint64_t first_offset);
   // Cuts the log back so that `offset` is its next offset (nothing when it already ends there or
   // before): later segments go, the one holding `offset` is cut at its line, durably (file and
-  // directory synced). A crash half-way leaves a shorter prefix of the log, and truncating again
-  // finishes the work. kInvalidArgument below log_start_offset() or inside a batch.
+  // directory synced). A cut inside a batch goes back to the batch's first line (batches stay
+  // whole). A crash half-way leaves a shorter prefix of the log, and truncating again finishes the
+  // work. kInvalidArgument below log_start_offset().
   Status truncate_to(std::uint64_t offset);
   // Drops the whole log and starts it empty at `offset` (>= log_start_offset()), durably: for a
   // follower whose log ends below its leader's log start.

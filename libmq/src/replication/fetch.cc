@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <limits>
+#include <optional>
 #include <utility>
 
 #include "storage/record_format.h"
@@ -20,6 +22,8 @@ Result<std::uint64_t> batch_last_of(detail::RecordValidator& validator, std::str
 }
 
 constexpr std::size_t kReadMessages = 65536;
+// Whatever a follower asks for, an answer holds at most this much (plus the rest of one batch).
+constexpr std::size_t kMaxAnswerBytes = std::size_t{8} << 20;
 
 }  // namespace
 
@@ -34,12 +38,19 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
   answer.high_watermark = high_watermark;
   answer.log_start = log.log_start_offset();
   const std::uint64_t end = log.log_end_offset();
-  // Divergence first (KIP-101, KIP-279): where the follower's newest epoch ends in this log. A
-  // follower without epochs counts as epoch 0, older than every leader's; an empty one has nothing
-  // to part from.
+  // Divergence first (KIP-101, KIP-279): where the follower's newest epoch ends in this log. It
+  // parts from it when that end is below its own, or when this log does not know that epoch (the
+  // answer then names the newest epoch this log has below it, and the follower cuts where its own
+  // copy of that epoch ends too). A follower without epochs has nothing to compare: everything it
+  // holds goes. An empty one has nothing to part from.
   if (request.offset > request.log_start) {
-    const auto epoch_end = epochs.end_of(request.last_epoch.value_or(0), end);
-    if (epoch_end.end_offset < request.offset) {
+    if (!request.last_epoch) {
+      answer.truncate_to = request.log_start;
+      answer.truncate_epoch = 0;
+      return answer;
+    }
+    const auto epoch_end = epochs.end_of(*request.last_epoch, end);
+    if (epoch_end.epoch < *request.last_epoch || epoch_end.end_offset < request.offset) {
       answer.truncate_to = epoch_end.end_offset;
       answer.truncate_epoch = epoch_end.epoch;
       return answer;
@@ -52,13 +63,18 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
   answer.first_offset = request.offset;
   answer.epochs = epochs.entries_from(request.offset);
   detail::RecordValidator validator;
+  const std::size_t max_bytes = std::min(request.max_bytes, kMaxAnswerBytes);
   std::uint64_t offset = request.offset;
   std::uint64_t whole_end = offset;  // lines before this are whole batches in answer.lines
   std::size_t whole_bytes = 0;
+  std::optional<std::uint64_t> open_batch_last;  // the batch the last line read belongs to, if unfinished
   while (offset < end) {
-    const std::size_t budget =
-        answer.lines.size() < request.max_bytes ? request.max_bytes - answer.lines.size() : 1;
-    auto batch = log.read_past_limit(offset, kReadMessages, budget);
+    // Within the budget; past it only to finish the batch under way, which is read whole at once.
+    const bool finishing = answer.lines.size() >= max_bytes;
+    if (finishing && !open_batch_last) break;
+    auto batch = finishing ? log.read_past_limit(offset, *open_batch_last - offset + 1,
+                                                 std::numeric_limits<std::size_t>::max())
+                           : log.read_past_limit(offset, kReadMessages, max_bytes - answer.lines.size());
     if (!batch.ok()) return batch.status();
     if (batch->empty()) break;  // the rest is not durable yet
     for (const StoredMessage& m : *batch) {
@@ -69,12 +85,12 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
       if (*last == m.offset) {
         whole_end = m.offset + 1;
         whole_bytes = answer.lines.size();
+        open_batch_last.reset();
+      } else {
+        open_batch_last = *last;
       }
     }
     offset = batch->next_offset();
-    // Enough once a whole batch is in and the budget is used; a batch larger than the budget is
-    // read on to its end.
-    if (answer.lines.size() >= request.max_bytes && whole_end > request.offset) break;
   }
   answer.lines.resize(whole_bytes);  // a batch the budget cut goes in the next answer
   answer.line_count = whole_end - request.offset;
@@ -84,11 +100,15 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
 
 Result<std::uint64_t> apply_fetch_answer(Partition& log, EpochCache& epochs, FetchAnswer answer) {
   if (answer.truncate_to) {
-    // Below its log start, everything it holds goes; the next fetch, from an empty log, is not
-    // checked for divergence.
-    const std::uint64_t to = std::clamp(*answer.truncate_to, log.log_start_offset(), log.log_end_offset());
+    // Where the leader's copy of truncate_epoch ends, or this log's own copy of it if that ends
+    // sooner (the leader did not know this log's newest epoch, KIP-279). Below its log start,
+    // everything it holds goes; the next fetch, from an empty log, is not checked for divergence.
+    const std::uint64_t own_end = epochs.end_of(answer.truncate_epoch, log.log_end_offset()).end_offset;
+    const std::uint64_t to =
+        std::clamp(std::min(*answer.truncate_to, own_end), log.log_start_offset(), log.log_end_offset());
     if (auto s = log.truncate_to(to); !s.ok()) return s;
-    if (auto s = epochs.truncate_from(to); !s.ok()) return s;
+    // (The log may have cut further back, to the start of the batch holding `to`.)
+    if (auto s = epochs.truncate_from(log.log_end_offset()); !s.ok()) return s;
     return log.log_end_offset();
   }
   if (answer.reset_to) {

@@ -34,7 +34,9 @@ void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t du
   std::lock_guard lock(mutex_);
   Follower& f = followers_[follower];
   f.gone = false;
-  f.durable = std::max(f.durable, durable);
+  // Its latest report, never beyond this log's end: a follower whose own recovery cut lines has
+  // less than it said before, and one claiming more than the leader has is not believed.
+  f.durable = std::min(durable, leader_end_);
   // Caught up: durable to where the leader ended at this follower's previous fetch (Kafka's
   // lastCaughtUpTime), or to the leader's end now.
   if (f.durable >= f.leader_end_at_last_fetch || f.durable >= leader_end_) f.caught_up_at = clock_->now();
@@ -48,8 +50,14 @@ void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t du
 
 void InSyncTracker::advance_locked() {
   std::uint64_t hw = leader_durable_;
+  // Every in-sync member counts, one that never reported as having nothing.
+  for (const auto& member : isr_) {
+    if (member == leader_) continue;
+    const auto it = followers_.find(member);
+    hw = std::min(hw, it == followers_.end() ? 0 : it->second.durable);
+  }
   for (const auto& [id, f] : followers_) {
-    if (in_isr_locked(id) || f.joining) hw = std::min(hw, f.durable);
+    if (f.joining) hw = std::min(hw, f.durable);
   }
   if (hw > high_watermark_) {
     high_watermark_ = hw;
@@ -113,7 +121,7 @@ std::optional<std::vector<ReplicaId>> InSyncTracker::proposed_isr() {
       continue;
     }
     const auto it = followers_.find(member);
-    if (it != followers_.end() && now - it->second.caught_up_at <= options_.replica_lag)
+    if (it != followers_.end() && !it->second.gone && now - it->second.caught_up_at <= options_.replica_lag)
       proposal.push_back(member);
   }
   for (const auto& [id, f] : followers_) {
@@ -137,6 +145,8 @@ void InSyncTracker::mark_gone(const std::vector<ReplicaId>& gone) {
 }
 
 void InSyncTracker::isr_committed(std::vector<ReplicaId> isr) {
+  // Given the latest proposed_isr() (no call in between): a member it added was joining then, so
+  // every write acknowledged since waited for it.
   std::lock_guard lock(mutex_);
   isr_ = std::move(isr);
   for (auto& [id, f] : followers_) {

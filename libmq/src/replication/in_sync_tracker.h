@@ -45,8 +45,8 @@ class InSyncTracker {
     std::chrono::milliseconds replica_lag{5000};
   };
 
-  // The leader `leader` (in `isr`) at epoch start: its own log ends at `leader_end`, durable up to
-  // `leader_durable`; the high watermark starts at `high_watermark` (what it learnt as a follower).
+  // The leader `leader` (in `isr`) at epoch start; the high watermark starts at `high_watermark`
+  // (what it learnt as a follower), which the caller keeps at or below the leader's log end.
   InSyncTracker(ReplicaId leader, std::vector<ReplicaId> isr, Options options, std::shared_ptr<Clock> clock,
                 std::uint64_t high_watermark);
 
@@ -73,7 +73,8 @@ class InSyncTracker {
   // Replicas known gone (their broker's lease lapsed, or it came back on another disk): not caught
   // up any more, so proposed_isr() drops them at once instead of after replica_lag.
   void mark_gone(const std::vector<ReplicaId>& gone);
-  // The ISR etcd now holds (after the leader's transaction succeeded).
+  // The ISR etcd now holds, after the leader's transaction with the latest proposed_isr() succeeded
+  // (no other proposed_isr() call in between).
   void isr_committed(std::vector<ReplicaId> isr);
   // Wakes every waiter with kShuttingDown (the lease lapsed, the leader steps down).
   void stop();

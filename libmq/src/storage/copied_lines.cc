@@ -1,7 +1,6 @@
 #include "storage/copied_lines.h"
 
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "storage/record_format.h"
@@ -20,9 +19,14 @@ Result<CopiedLines> check_copied_lines(std::string text, std::uint64_t first_off
   copied.first_offset = first_offset;
   if (text.empty()) return copied;
   if (text.back() != '\n') return bad_line(first_offset, "the last line has no newline");
-  // A zero byte is preallocated space to recovery: a line holding one would be cut at the next open.
-  if (std::memchr(text.data(), '\0', text.size()) != nullptr)
-    return Status::invalid_argument("copied lines hold a zero byte");
+  // No control byte but the newlines: a zero is preallocated space to recovery (a line holding one
+  // would be cut at the next open), and libmq writes no other (minified JSON escapes them; a raw
+  // CR would end a line of an event stream).
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x20 && byte != '\n')
+      return Status::invalid_argument("copied lines hold a control byte at " + std::to_string(i));
+  }
   RecordValidator validator;
   std::uint64_t expected = first_offset;
   bool in_batch = false;        // a batch of several lines is under way
@@ -35,11 +39,17 @@ Result<CopiedLines> check_copied_lines(std::string text, std::uint64_t first_off
     if (!header) return bad_line(expected, "not a valid record");
     if (header->offset != expected)
       return bad_line(expected, "it says offset " + std::to_string(header->offset));
+    // Reads find a line by the prefix libmq writes ({"offset":N,"timestamp":T,...}): a valid
+    // record in another shape would be stored and then be unreadable.
+    if (parse_offset_prefix(line) != expected || !parse_timestamp_prefix(line))
+      return bad_line(expected, "it does not start as libmq writes records");
     const auto options = parse_record_options(line);
     if (!options) return bad_line(expected, "its options do not parse");
     const std::uint64_t last = header->batch_last.value_or(expected);
     if (in_batch) {
-      if (last != batch_end) return bad_line(expected, "it leaves its batch before the batch's last line");
+      // As recovery checks it: every line of a batch of several names the batch's last line.
+      if (!header->batch_last || last != batch_end)
+        return bad_line(expected, "it leaves its batch before the batch's last line");
     } else {
       copied.batches.push_back({expected, line_start, copied.largest_timestamp});
       batch_end = last;

@@ -1,5 +1,7 @@
 #include "mq/partition.h"
 
+#include <algorithm>
+
 #include "storage/segmented_log.h"
 
 namespace mq {
@@ -33,7 +35,9 @@ LogPositions Partition::positions() const { return log_->positions(); }
 const RecoveryReport& Partition::recovery_report() const { return log_->recovery_report(); }
 Status Partition::sync() { return log_->sync(); }
 Result<std::uint64_t> Partition::offset_for_time(std::int64_t timestamp_ms) const {
-  return log_->offset_for_time(timestamp_ms);
+  auto offset = log_->offset_for_time(timestamp_ms);
+  if (!offset.ok()) return offset;
+  return std::min(*offset, log_->next_offset());  // what readers see: a read limit counts
 }
 Result<std::uint64_t> Partition::append_copied(std::string lines, std::uint64_t first_offset) {
   auto copied = detail::check_copied_lines(std::move(lines), first_offset);

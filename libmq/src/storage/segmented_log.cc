@@ -312,21 +312,16 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
     return Status::invalid_argument("cannot truncate " + where + " to offset " + std::to_string(offset) +
                                     ", below its log start " + std::to_string(log_start_offset()));
   }
-  // Recovery keeps batches whole: a cut inside one would be cut further back at the next open.
-  if (offset > log_start_offset()) {
+  // Recovery keeps batches whole: a cut inside one goes back to the batch's first line.
+  RecordValidator validator;
+  while (offset > log_start_offset()) {
     auto before = read_past_limit(offset - 1, 1, std::numeric_limits<std::size_t>::max());
     if (!before.ok()) return before.status();
-    if (before->empty())
-      return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
-    RecordValidator validator;
+    if (before->empty()) return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
     const auto header = validator.validate((*before)[0].line);
-    if (!header)
-      return Status::corruption("the line at offset " + std::to_string(offset - 1) + " of " + where +
-                                " is damaged");
-    if (header->batch_last && *header->batch_last >= offset) {
-      return Status::invalid_argument("cannot truncate " + where + " to offset " + std::to_string(offset) +
-                                      ": inside the batch ending at " + std::to_string(*header->batch_last));
-    }
+    if (!header) return Status::corruption("the line at offset " + std::to_string(offset - 1) + " of " + where + " is damaged");
+    if (!header->batch_last || *header->batch_last < offset) break;
+    --offset;
   }
   auto holder = segment_for(offset);
   if (!holder.ok()) return holder.status();
@@ -353,10 +348,13 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
     old_active = active_;
     old_active->remove_append_listener(active_listener_);
     const std::string base = dir_ + "/";
+    // Each removal is made durable before the next (as retention does, oldest first there): a power
+    // cut must not keep a later removal and lose an earlier one, which would leave a gap.
     if (!cut_is_active) {
       old_active->mark_deleted();
       for (const char* suffix : {".log", ".index"})
         if (auto s = fs_.remove(base + stem_ + suffix); !s.ok()) return s;
+      if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
       while (!sealed_.empty() && std::prev(sealed_.end())->first >= offset) {
         auto newest = std::prev(sealed_.end());
         const std::string stem = base + sealed_stem(stem_, newest->first);
@@ -366,6 +364,7 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
         }
         for (const char* suffix : {".log", ".index"})
           if (auto s = fs_.remove(stem + suffix); !s.ok()) return s;
+        if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
         sealed_bytes_ -= newest->second.bytes;
         std::erase(opened_, newest->first);
         sealed_.erase(newest);
@@ -397,7 +396,9 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
       old_active->mark_deleted();  // its file was cut under it: closing must not write to it
     }
     active_.reset();
-    // The old active segment's object is closed before its file name is opened again.
+    // Waits on it end (they go on on the new segment); its object is closed before its file name is
+    // opened again.
+    old_active->interrupt_waiters();
     old_active.reset();
     auto fresh = open_segment(stem_, new_active_first);
     if (!fresh.ok()) return fresh.status();
@@ -613,6 +614,9 @@ Result<std::uint64_t> SegmentedLog::apply_retention(const RetentionRule& rule) {
       bytes = oldest->second.bytes;
       total = sealed_bytes_ + active_->positions().written;
     }
+    // Never what readers cannot see yet (a replica's lines above its high watermark may still
+    // become visible, and followers may still need them).
+    if (end > read_limit_.load(std::memory_order_acquire)) break;
     bool goes =
         (rule.max_bytes > 0 && total > rule.max_bytes) || (rule.delete_below && end <= *rule.delete_below);
     if (!goes && rule.max_age.count() > 0) {
@@ -739,8 +743,8 @@ Result<ReadBatch> SegmentedLog::read_past_limit(std::uint64_t offset, std::size_
 
 Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,
                                      std::size_t max_bytes) const {
-  const std::uint64_t limit = read_limit_.load(std::memory_order_acquire);
-  if (limit == kNoLimit) return read_past_limit(offset, max_messages, max_bytes);
+  if (read_limit_.load(std::memory_order_acquire) == kNoLimit) return read_past_limit(offset, max_messages, max_bytes);
+  const std::uint64_t limit = effective_limit();
   if (offset > limit) {
     return Status::not_found("offset " + std::to_string(offset) + " is beyond the end of " + topic_ + "/" +
                              std::to_string(index_) + " (next offset " + std::to_string(limit) + ")");
@@ -755,9 +759,13 @@ Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messa
 
 std::uint64_t SegmentedLog::log_end_offset() const { return active()->next_offset(); }
 
-std::uint64_t SegmentedLog::next_offset() const {
-  return std::min(log_end_offset(), read_limit_.load(std::memory_order_acquire));
+std::uint64_t SegmentedLog::effective_limit() const {
+  // Never below the log start: what retention or a reset removed is not "beyond the end".
+  const std::uint64_t limit = read_limit_.load(std::memory_order_acquire);
+  return limit == kNoLimit ? kNoLimit : std::max(limit, log_start_offset());
 }
+
+std::uint64_t SegmentedLog::next_offset() const { return std::min(log_end_offset(), effective_limit()); }
 
 void SegmentedLog::set_read_limit(std::optional<std::uint64_t> limit) {
   {
@@ -814,7 +822,7 @@ std::uint64_t SegmentedLog::wait_beyond(std::uint64_t offset, std::chrono::milli
       // Stored but above the limit: wait for the limit to move (or be lifted).
       std::unique_lock lock(limit_mutex_);
       limit_changed_.wait_for(lock, left,
-                              [&] { return read_limit_.load() > offset || waits_interrupted_flag(); });
+                              [&] { return effective_limit() > offset || waits_interrupted_flag(); });
     } else {
       (void)wait_beyond_end(offset, left);
     }

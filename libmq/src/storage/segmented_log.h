@@ -82,6 +82,8 @@ class SegmentedLog {
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   void interrupt_waiters();
   bool waits_interrupted_flag() const;
+  // The read limit, never below the log start (kNoLimit: none).
+  std::uint64_t effective_limit() const;
   // What opening the active segment found and repaired.
   const RecoveryReport& recovery_report() const { return report_; }
   Status sync(bool only_if_behind = false);
