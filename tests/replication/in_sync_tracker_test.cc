@@ -132,7 +132,8 @@ TEST_CASE("in sync: a joiner that falls behind stops holding writes back") {
   CHECK(tracker.high_watermark() == 20);
 }
 
-TEST_CASE("in sync: a member that never reported holds the watermark; reports are the latest, within the log") {
+TEST_CASE(
+    "in sync: a member that never reported holds the watermark; reports are the latest, within the log") {
   auto clock = std::make_shared<mq::testing::ManualClock>();
   auto tracker = make_tracker(clock, {kLeader, kF1});
   tracker.leader_appended(20, 20);

@@ -152,21 +152,26 @@ TEST_CASE("replica log: bad copied lines are refused whole, nothing stored") {
       // Each of these a valid record that recovery or reads would not keep (found by review and
       // by fuzz_copied_lines): a batch's last line without batch_last, other shapes than libmq's
       // prefix, a raw carriage return.
-      {"a batch's last line without batch_last", R"({"offset":1,"timestamp":1,"batch_last":2,"payload":1})"
-                                                 "\n"
-                                                 R"({"offset":2,"timestamp":1,"payload":2})"
-                                                 "\n",
+      {"a batch's last line without batch_last",
+       R"({"offset":1,"timestamp":1,"batch_last":2,"payload":1})"
+       "\n"
+       R"({"offset":2,"timestamp":1,"payload":2})"
+       "\n",
        1, mq::ErrorCode::kInvalidArgument},
-      {"a space after the brace", R"({ "offset":1,"timestamp":1,"payload":1})"
-                                  "\n",
+      {"a space after the brace",
+       R"({ "offset":1,"timestamp":1,"payload":1})"
+       "\n",
        1, mq::ErrorCode::kInvalidArgument},
-      {"fields reordered", R"({"timestamp":1,"offset":1,"payload":1})"
-                           "\n",
+      {"fields reordered",
+       R"({"timestamp":1,"offset":1,"payload":1})"
+       "\n",
        1, mq::ErrorCode::kInvalidArgument},
-      {"minus zero", R"({"offset":-0,"timestamp":1,"payload":1})"
-                     "\n",
+      {"minus zero",
+       R"({"offset":-0,"timestamp":1,"payload":1})"
+       "\n",
        0, mq::ErrorCode::kInvalidArgument},
-      {"a carriage return", "{\"offset\":1,\"timestamp\":1,\"payload\":1}\r\n", 1, mq::ErrorCode::kInvalidArgument},
+      {"a carriage return", "{\"offset\":1,\"timestamp\":1,\"payload\":1}\r\n", 1,
+       mq::ErrorCode::kInvalidArgument},
       {"a line of another offset", joined(lines, 1, 3).replace(10, 1, "9"), 1,
        mq::ErrorCode::kInvalidArgument},
   };

@@ -317,9 +317,12 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
   while (offset > log_start_offset()) {
     auto before = read_past_limit(offset - 1, 1, std::numeric_limits<std::size_t>::max());
     if (!before.ok()) return before.status();
-    if (before->empty()) return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
+    if (before->empty())
+      return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
     const auto header = validator.validate((*before)[0].line);
-    if (!header) return Status::corruption("the line at offset " + std::to_string(offset - 1) + " of " + where + " is damaged");
+    if (!header)
+      return Status::corruption("the line at offset " + std::to_string(offset - 1) + " of " + where +
+                                " is damaged");
     if (!header->batch_last || *header->batch_last < offset) break;
     --offset;
   }
@@ -743,7 +746,8 @@ Result<ReadBatch> SegmentedLog::read_past_limit(std::uint64_t offset, std::size_
 
 Result<ReadBatch> SegmentedLog::read(std::uint64_t offset, std::size_t max_messages,
                                      std::size_t max_bytes) const {
-  if (read_limit_.load(std::memory_order_acquire) == kNoLimit) return read_past_limit(offset, max_messages, max_bytes);
+  if (read_limit_.load(std::memory_order_acquire) == kNoLimit)
+    return read_past_limit(offset, max_messages, max_bytes);
   const std::uint64_t limit = effective_limit();
   if (offset > limit) {
     return Status::not_found("offset " + std::to_string(offset) + " is beyond the end of " + topic_ + "/" +
