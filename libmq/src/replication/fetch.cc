@@ -67,12 +67,14 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
   std::uint64_t offset = request.offset;
   std::uint64_t whole_end = offset;  // lines before this are whole batches in answer.lines
   std::size_t whole_bytes = 0;
-  std::optional<std::uint64_t> open_batch_last;  // the batch the last line read belongs to, if unfinished
+  // The batch the last line read belongs to, when unfinished (no optional: gcc -O1 warns falsely).
+  bool batch_open = false;
+  std::uint64_t open_batch_last = 0;
   while (offset < end) {
     // Within the budget; past it only to finish the batch under way, which is read whole at once.
     const bool finishing = answer.lines.size() >= max_bytes;
-    if (finishing && !open_batch_last) break;
-    auto batch = finishing ? log.read_past_limit(offset, *open_batch_last - offset + 1,
+    if (finishing && !batch_open) break;
+    auto batch = finishing ? log.read_past_limit(offset, open_batch_last - offset + 1,
                                                  std::numeric_limits<std::size_t>::max())
                            : log.read_past_limit(offset, kReadMessages, max_bytes - answer.lines.size());
     if (!batch.ok()) return batch.status();
@@ -85,8 +87,9 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
       if (*last == m.offset) {
         whole_end = m.offset + 1;
         whole_bytes = answer.lines.size();
-        open_batch_last.reset();
+        batch_open = false;
       } else {
+        batch_open = true;
         open_batch_last = *last;
       }
     }
