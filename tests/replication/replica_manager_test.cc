@@ -77,7 +77,8 @@ struct Broker {
 
 class Cluster {
  public:
-  explicit Cluster(std::uint32_t min_insync = 2) : min_insync_(min_insync) {
+  // `existing`: messages broker 0 (partition 0's preferred replica) holds from before replication.
+  explicit Cluster(std::uint32_t min_insync = 2, int existing = 0) : min_insync_(min_insync) {
     auto client = EtcdClient::create({etcd_.url()});
     REQUIRE_MESSAGE(client.ok(), client.status().to_string());
     etcd_client_ = std::shared_ptr<EtcdClient>(std::move(*client));
@@ -86,6 +87,11 @@ class Cluster {
       brokers_.push_back(std::make_unique<Broker>());
       brokers_.back()->index = i;
       open_store(i);
+      for (int n = 0; i == 0 && n < existing; ++n)
+        REQUIRE(brokers_.back()
+                    ->log()
+                    .append(mq::testing::message(R"({"before":)" + std::to_string(n) + "}"))
+                    .ok());
       start(i);
     }
   }
@@ -276,4 +282,14 @@ TEST_CASE("replica manager: with too few replicas in sync, writes are refused an
   CHECK(refused.status().code() == mq::ErrorCode::kUnavailable);
   CHECK(refused.status().message() == "not enough in-sync replicas (1 of 2)");
   CHECK(cluster.broker(leader).log().log_end_offset() == end);
+}
+
+TEST_CASE("replica manager: lines from before replication are copied to the followers") {
+  // Found by review: they belonged to no epoch, and followers were told to cut them over and over.
+  Cluster cluster(2, 25);
+  const std::uint32_t leader = cluster.await_leader(3);
+  CHECK(leader == 0);
+  REQUIRE(cluster.produce(leader, 0).ok());
+  for (std::uint32_t f : {1u, 2u}) cluster.await_copy(f, leader);
+  CHECK(cluster.lines(1).size() == 26);
 }

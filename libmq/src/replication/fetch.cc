@@ -63,7 +63,8 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
   answer.first_offset = request.offset;
   answer.epochs = epochs.entries_from(request.offset);
   detail::RecordValidator validator;
-  const std::size_t max_bytes = std::min(request.max_bytes, kMaxAnswerBytes);
+  // At least one batch whatever is asked (0 would answer nothing forever, as if caught up).
+  const std::size_t max_bytes = std::clamp<std::size_t>(request.max_bytes, 1, kMaxAnswerBytes);
   std::uint64_t offset = request.offset;
   std::uint64_t whole_end = offset;  // lines before this are whole batches in answer.lines
   std::size_t whole_bytes = 0;

@@ -403,7 +403,10 @@ void ReplicaManager::become_leader(Replica& r, const PartitionCoordinator::View&
   const std::uint64_t end = r.log->log_end_offset();
   {
     std::lock_guard lock(r.epochs_mutex);
-    if (!r.epochs->assign(view.state->epoch, end).ok()) {
+    // A log with no epoch at all (data from before replication, or a lost epoch file): its lines
+    // count as this epoch's, so that followers can compare them (else they could never copy them).
+    const std::uint64_t start = r.epochs->newest() ? end : r.log->log_start_offset();
+    if (!r.epochs->assign(view.state->epoch, start).ok()) {
       // Without its epoch on disk it cannot lead safely (R4): hand the leadership back.
       (void)r.coordinator->step_down(view.leader_create_revision);
       return;
@@ -506,6 +509,8 @@ void ReplicaManager::fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t 
       continue;
     }
     r.known_high_watermark = std::min(hw, *applied);
+    // Retention keeps what lies above the read limit: a follower's is its leader's high watermark.
+    r.log->set_read_limit(r.known_high_watermark.load());
   }
 }
 
