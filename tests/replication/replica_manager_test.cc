@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -126,6 +127,11 @@ class Cluster {
     options.data_dir = brokers_[i]->dir.path();
     options.fetch_wait = 100ms;
     options.tick = 50ms;
+    options.on_change = [this] {
+      std::lock_guard lock(change_mutex_);
+      ++changes_;
+      change_cv_.notify_all();
+    };
     Broker& b = *brokers_[i];
     auto manager = ReplicaManager::start(
         options, {{"events", 1}},
@@ -148,13 +154,14 @@ class Cluster {
   // Waits until some broker leads with an ISR of `isr_size`; returns its index.
   std::uint32_t await_leader(std::size_t isr_size, std::chrono::milliseconds timeout = 15s) {
     const auto deadline = SteadyClock::now() + timeout;
-    while (SteadyClock::now() < deadline) {
+    while (true) {
+      const std::uint64_t seen = change_count();
       for (auto& b : brokers_) {
         if (!b->manager) continue;
         auto role = b->manager->role("events", 0);
         if (role.ok() && role->leading && role->isr.size() == isr_size) return b->index;
       }
-      std::this_thread::sleep_for(10ms);  // polled: roles change on the managers' own threads
+      if (!await_change(seen, deadline)) break;
     }
     FAIL("no leader with an ISR of " << isr_size << " within " << timeout.count() << " ms");
     return 0;
@@ -190,13 +197,30 @@ class Cluster {
   // Waits until broker i's log equals the leader's.
   void await_copy(std::uint32_t i, std::uint32_t leader, std::chrono::milliseconds timeout = 10s) {
     const auto deadline = SteadyClock::now() + timeout;
-    while (SteadyClock::now() < deadline && lines(i) != lines(leader)) std::this_thread::sleep_for(10ms);
+    while (true) {
+      const std::uint64_t seen = change_count();
+      if (lines(i) == lines(leader) || !await_change(seen, deadline)) break;
+    }
     REQUIRE(lines(i) == lines(leader));
   }
 
   Broker& broker(std::uint32_t i) { return *brokers_[i]; }
 
  private:
+  // Changes the managers reported (on_change): awaited instead of polling their roles.
+  std::uint64_t change_count() {
+    std::lock_guard lock(change_mutex_);
+    return changes_;
+  }
+  // Waits until a change after `seen`; false once `deadline` passed.
+  bool await_change(std::uint64_t seen, SteadyClock::time_point deadline) {
+    std::unique_lock lock(change_mutex_);
+    return change_cv_.wait_until(lock, deadline, [&] { return changes_ != seen; });
+  }
+  std::mutex change_mutex_;
+  std::condition_variable change_cv_;
+  std::uint64_t changes_ = 0;
+
   mq::testing::RunningEtcd etcd_;
   std::shared_ptr<EtcdClient> etcd_client_;
   std::shared_ptr<LocalTransport> transport_;

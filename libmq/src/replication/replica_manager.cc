@@ -427,6 +427,7 @@ void ReplicaManager::become_leader(Replica& r, const PartitionCoordinator::View&
   }
   r.published_limit = kUnpublished;  // publish whatever this epoch's tracker says
   publish_high_watermark(r);
+  notify_changed();
 }
 
 void ReplicaManager::stop_leading(Replica& r) {
@@ -442,6 +443,7 @@ void ReplicaManager::stop_leading(Replica& r) {
     r.known_high_watermark = tracker->high_watermark();
     tracker->stop();
   }
+  notify_changed();
 }
 
 void ReplicaManager::stop_fetching(Replica& r) {
@@ -509,6 +511,7 @@ void ReplicaManager::fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t 
       continue;
     }
     r.known_high_watermark = std::min(hw, *applied);
+    notify_changed();
     // Retention keeps what lies above the read limit: a follower's is its leader's high watermark.
     r.log->set_read_limit(r.known_high_watermark.load());
   }
@@ -543,6 +546,7 @@ void ReplicaManager::keep_isr(Replica& r, const std::optional<std::vector<Replic
   }
   tracker->isr_committed(*proposal);
   publish_high_watermark(r);
+  notify_changed();
   auto now = r.coordinator->read();
   if (now.ok()) {
     std::unique_lock lock(r.role_mutex);

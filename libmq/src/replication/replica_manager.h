@@ -49,6 +49,10 @@ struct ReplicaManagerOptions {
   std::chrono::milliseconds fetch_wait{500};
   std::size_t fetch_max_bytes = std::size_t{1} << 20;
   std::chrono::milliseconds tick{100};  // how often the control thread looks again without a watch event
+  // Called (on the manager's threads, with none of its locks held) after a partition's role, ISR or
+  // log changed here: something to await instead of polling role(). Must not call back into it
+  // but for role().
+  std::function<void()> on_change;
 };
 
 // How a follower reaches its leader: one fetch (mqd's: GET /replica/fetch).
@@ -134,6 +138,9 @@ class ReplicaManager {
   void keep_isr(Replica& r, const std::optional<std::vector<ReplicaId>>& alive);
   void fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t epoch);
   void publish_high_watermark(Replica& r);
+  void notify_changed() const {
+    if (options_.on_change) options_.on_change();
+  }
   bool lease_valid() const;
   void wake_control();
 
