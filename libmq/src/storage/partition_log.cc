@@ -571,7 +571,7 @@ Result<std::uint64_t> PartitionLog::offset_for_time(std::int64_t timestamp_ms) c
   }
 }
 
-Result<std::uint64_t> PartitionLog::position_of(std::uint64_t offset) const {
+Result<PartitionLog::LineStart> PartitionLog::batch_start_of(std::uint64_t offset) const {
   detail::IndexEntry start;
   Mark visible;
   {
@@ -579,18 +579,28 @@ Result<std::uint64_t> PartitionLog::position_of(std::uint64_t offset) const {
     visible = visible_locked();
     start = detail::floor_entry(entries_, offset);
   }
-  if (offset == visible.offset) return visible.position;
+  if (offset == visible.offset) return LineStart{offset, visible.position};
+  // One scan forward from the index entry at or below `offset` (entries are at batch starts),
+  // keeping where the batch under way began.
+  detail::RecordValidator validator;
+  LineStart batch{start.offset, start.position};
   std::uint64_t at = start.offset;
   std::uint64_t position = start.position;
   while (true) {
-    auto batch = read(at, 4096, 4 << 20);
-    if (!batch.ok()) return batch.status();
-    if (batch->empty()) break;
-    for (const StoredMessage& m : *batch) {
-      if (m.offset == offset) return position;
+    auto lines = read(at, 4096, 4 << 20);
+    if (!lines.ok()) return lines.status();
+    if (lines->empty()) break;
+    for (const StoredMessage& m : *lines) {
+      const auto header = validator.validate(m.line);
+      if (!header) {
+        return Status::corruption("the line at offset " + std::to_string(m.offset) + " of " + topic_ + "/" +
+                                  std::to_string(index_) + " is damaged");
+      }
+      if (m.offset == offset) return batch;
       position += m.line.size() + 1;
+      if (header->batch_last.value_or(m.offset) == m.offset) batch = {m.offset + 1, position};
     }
-    at = batch->next_offset();
+    at = lines->next_offset();
   }
   return Status::not_found("offset " + std::to_string(offset) + " is not in this log of " + topic_ + "/" +
                            std::to_string(index_));

@@ -74,8 +74,13 @@ class PartitionLog {
   std::uint64_t add_append_listener(std::function<void()> on_append);
   void remove_append_listener(std::uint64_t id);
   Result<ReadBatch> read(std::uint64_t offset, std::size_t max_messages, std::size_t max_bytes) const;
-  // The byte position in the log file where the line of `offset` starts (next_offset(): the end).
-  Result<std::uint64_t> position_of(std::uint64_t offset) const;
+  // Where the batch holding `offset` starts: its first offset and byte position in the log file
+  // (for next_offset(): the end). One scan from the index entry below it.
+  struct LineStart {
+    std::uint64_t offset = 0;
+    std::uint64_t position = 0;
+  };
+  Result<LineStart> batch_start_of(std::uint64_t offset) const;
   std::uint64_t next_offset() const;
   std::uint64_t wait_beyond(std::uint64_t offset, std::chrono::milliseconds timeout) const;
   void interrupt_waiters();

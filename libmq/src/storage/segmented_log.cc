@@ -312,25 +312,15 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
     return Status::invalid_argument("cannot truncate " + where + " to offset " + std::to_string(offset) +
                                     ", below its log start " + std::to_string(log_start_offset()));
   }
-  // Recovery keeps batches whole: a cut inside one goes back to the batch's first line.
-  RecordValidator validator;
-  while (offset > log_start_offset()) {
-    auto before = read_past_limit(offset - 1, 1, std::numeric_limits<std::size_t>::max());
-    if (!before.ok()) return before.status();
-    if (before->empty())
-      return Status::corruption("no line at offset " + std::to_string(offset - 1) + " of " + where);
-    const auto header = validator.validate((*before)[0].line);
-    if (!header)
-      return Status::corruption("the line at offset " + std::to_string(offset - 1) + " of " + where +
-                                " is damaged");
-    if (!header->batch_last || *header->batch_last < offset) break;
-    --offset;
-  }
+  // Recovery keeps batches whole: a cut inside one goes back to the batch's first line (a batch
+  // never spans two segments).
   auto holder = segment_for(offset);
   if (!holder.ok()) return holder.status();
   const std::shared_ptr<PartitionLog> cut = *holder;
-  auto position = cut->position_of(offset);
-  if (!position.ok()) return position.status();
+  auto batch_start = cut->batch_start_of(offset);
+  if (!batch_start.ok()) return batch_start.status();
+  offset = batch_start->offset;
+  const std::uint64_t cut_position = batch_start->position;
 
   // Every step leaves a log that opens as a prefix of this one, so that a crash anywhere is
   // finished by truncating again (libmq/docs/replication.md "Files"): the active segment goes
@@ -383,15 +373,15 @@ Status SegmentedLog::truncate_locked(std::uint64_t offset) {
         if (it != sealed_.end()) {
           dropped.push_back(std::move(it->second.log));
           sealed_bytes_ -= it->second.bytes;
-          it->second.bytes = *position;
-          sealed_bytes_ += *position;
+          it->second.bytes = cut_position;
+          sealed_bytes_ += cut_position;
           it->second.largest_timestamp.reset();
           std::erase(opened_, it->first);
         }
       }
       auto file = fs_.open(path);
       if (!file.ok()) return file.status();
-      if (auto s = (*file)->truncate(*position); !s.ok()) return s;
+      if (auto s = (*file)->truncate(cut_position); !s.ok()) return s;
       if (auto s = (*file)->sync(); !s.ok()) return s;
     }
     if (auto s = fs_.sync_directory(dir_); !s.ok()) return s;
