@@ -58,6 +58,54 @@ mq::Status read_tls(const mq::EnvLookup& lookup, DaemonConfig& config) {
 
 }  // namespace
 
+namespace {
+
+// ETCD_ENDPOINTS and the variables that only mean something with it.
+mq::Status read_replication(const mq::EnvLookup& lookup, DaemonConfig& config) {
+  auto endpoints = lookup("ETCD_ENDPOINTS");
+  if (!endpoints || endpoints->empty()) {
+    for (const char* name : {"REPLICATION_FACTOR", "MIN_INSYNC_REPLICAS"}) {
+      if (auto v = lookup(name); v && *v != "1") {
+        return bad(name, *v,
+                   "needs ETCD_ENDPOINTS (replicated partitions); without it each partition has one copy");
+      }
+    }
+    return {};
+  }
+  ReplicationConfig r;
+  r.etcd_endpoints = split_commas(*endpoints);
+  for (auto& e : r.etcd_endpoints) {
+    if (!e.starts_with("http://") && !e.starts_with("https://")) {
+      return bad("ETCD_ENDPOINTS", *endpoints, "each endpoint must be a URL such as http://127.0.0.1:2379");
+    }
+    while (e.ends_with('/')) e.pop_back();
+  }
+  if (config.broker_addrs.empty()) {
+    return bad("ETCD_ENDPOINTS", *endpoints,
+               "replicated partitions need BROKER_ADDRS (how the brokers reach each other)");
+  }
+  if (auto prefix = lookup("ETCD_PREFIX")) {
+    if (prefix->empty() || !prefix->starts_with('/') || prefix->find_first_of(" \t\n") != std::string::npos)
+      return bad("ETCD_PREFIX", *prefix, "expected a key prefix starting with '/', such as /mq");
+    r.prefix = *prefix;
+  }
+  const std::uint32_t brokers = config.library.broker.count;
+  std::uint64_t factor = 1;
+  if (auto s = read_number(lookup, "REPLICATION_FACTOR", 1, brokers, factor); !s.ok()) return s;
+  r.factor = static_cast<std::uint32_t>(factor);
+  std::uint64_t min_insync = std::min<std::uint64_t>(2, factor);
+  if (auto s = read_number(lookup, "MIN_INSYNC_REPLICAS", 1, factor, min_insync); !s.ok()) return s;
+  r.min_insync = static_cast<std::uint32_t>(min_insync);
+  std::uint64_t ttl = static_cast<std::uint64_t>(r.lease_ttl.count());
+  if (auto s = read_number(lookup, "LEASE_TTL_S", 2, 3600, ttl); !s.ok()) return s;
+  r.lease_ttl = std::chrono::seconds(ttl);
+  config.library.broker.replicas = r.factor;
+  config.replication = std::move(r);
+  return {};
+}
+
+}  // namespace
+
 mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
   auto library = mq::config_from_env(lookup);
   if (!library.ok()) return library.status();
@@ -107,6 +155,7 @@ mq::Result<DaemonConfig> daemon_config_from_env(const mq::EnvLookup& lookup) {
       while (addr.ends_with('/')) addr.pop_back();
     }
   }
+  if (auto s = read_replication(lookup, config); !s.ok()) return s;
   return config;
 }
 

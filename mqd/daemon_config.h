@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +13,15 @@
 #include "tls_context.h"
 
 namespace mqd {
+
+// Replicated partitions (API.md "Replicated partitions"): set by ETCD_ENDPOINTS.
+struct ReplicationConfig {
+  std::vector<std::string> etcd_endpoints;  // ETCD_ENDPOINTS
+  std::string prefix = "/mq";               // ETCD_PREFIX
+  std::uint32_t factor = 1;                 // REPLICATION_FACTOR (also library.broker.replicas)
+  std::uint32_t min_insync = 1;             // MIN_INSYNC_REPLICAS: default min(2, factor)
+  std::chrono::seconds lease_ttl{5};        // LEASE_TTL_S
+};
 
 struct DaemonConfig {
   mq::Config library;                          // TOPICS, DATA_DIR, BROKER_*, FSYNC*, MAX_PAYLOAD_BYTES, ...
@@ -26,6 +36,7 @@ struct DaemonConfig {
   std::optional<std::string> tls_cert_file;          // TLS_CERT_FILE
   std::optional<std::string> tls_key_file;           // TLS_KEY_FILE
   TlsContext tls;  // both files, loaded and checked: mqd serves HTTPS only; null: plain HTTP
+  std::optional<ReplicationConfig> replication;  // unset: one copy, static ownership
 };
 
 // Reads every variable of docs/http-api.md's configuration table; an error names the variable and value.

@@ -12,6 +12,7 @@
 #include "error_responses.h"
 #include "mqd_assets.h"
 #include "protocol/http_protocol.h"
+#include "replication/replicated_leadership.h"
 #include "request_parsing.h"
 #include "wire_format.h"
 
@@ -55,9 +56,10 @@ void send_json(httplib::Response& res, int status, std::string body) {
 
 class HttpServer::Impl {
  public:
-  Impl(const DaemonConfig& config, mq::Broker& broker)
+  Impl(const DaemonConfig& config, mq::Broker& broker, mq::replication::ReplicatedLeadership* leadership)
       : config_(config),
         broker_(broker),
+        leadership_(leadership),
         open_connections_(std::make_shared<std::atomic<std::size_t>>(0)),
         server_(ConnectionOptions{config.request_timeout, config.max_connections + kSpareThreads,
                                   std::make_shared<std::atomic<std::size_t>>(0), config.tls,
@@ -114,7 +116,7 @@ class HttpServer::Impl {
     // away rather than read whole into memory by the library.
     server_.Delete(std::string(path::kGroup), [this](const httplib::Request& req, httplib::Response& res,
                                                      const httplib::ContentReader& reader) {
-      if (auto body = read_body(reader, res); !body.ok()) return fail(res, body.status());
+      if (auto body = read_body(reader, res); !body.ok()) return fail(req, res, body.status());
       delete_group(req, res);
     });
     get(path::kConsume, [this](const httplib::Request& req, httplib::Response& res) { consume(req, res); });
@@ -124,6 +126,8 @@ class HttpServer::Impl {
         [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, R"({"status":"ok"})"); });
     get(path::kMetrics, [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
     get(path::kMessages, [this](const httplib::Request& req, httplib::Response& res) { messages(req, res); });
+    get(path::kReplicaFetch,
+        [this](const httplib::Request& req, httplib::Response& res) { replica_fetch(req, res); });
     serve_asset(path::kUi, mqd::assets::kConsolePage, "text/html; charset=utf-8");
     serve_asset(path::kUiScript, mqd::assets::kConsoleScript, "text/javascript; charset=utf-8");
     serve_asset(path::kUiStyle, mqd::assets::kConsoleStyle, "text/css; charset=utf-8");
@@ -232,6 +236,87 @@ class HttpServer::Impl {
     }
     send_json(res, http_status_of(status.code()), error_json(status, config_.broker_addrs));
   }
+  // The same for a request naming a partition: replicated, a 421 also names the leader epoch.
+  void fail(const httplib::Request& req, httplib::Response& res, const mq::Status& status) {
+    if (status.code() != mq::ErrorCode::kNotOwned || leadership_ == nullptr) return fail(res, status);
+    const auto epoch =
+        leader_epoch(param(req, mq::http::param::kTopic), param(req, mq::http::param::kPartition));
+    if (!epoch) return fail(res, status);
+    auto body = json::parse(error_json(status, config_.broker_addrs));
+    body[mq::http::field::kLeaderEpoch] = *epoch;
+    send_json(res, 421, body.dump());
+  }
+  std::optional<std::uint64_t> leader_epoch(const Param& topic, const Param& partition) const {
+    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
+    if (manager == nullptr || !topic || !partition) return std::nullopt;
+    auto p = required_partition(partition);
+    if (!p.ok()) return std::nullopt;
+    auto role = manager->role(*topic, *p);
+    if (!role.ok()) return std::nullopt;
+    return role->epoch;
+  }
+
+  // GET /replica/fetch: a follower's long poll (libmq/docs/replication.md section 4).
+  void replica_fetch(const httplib::Request& req, httplib::Response& res) {
+    namespace param_name = mq::http::param;
+    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
+    if (manager == nullptr) {
+      return fail(res,
+                  mq::Status::not_found("this broker does not replicate partitions (ETCD_ENDPOINTS unset)"));
+    }
+    auto topic = required_name(param_name::kTopic, param(req, param_name::kTopic));
+    if (!topic.ok()) return fail(req, res, topic.status());
+    auto partition = required_partition(param(req, param_name::kPartition));
+    if (!partition.ok()) return fail(req, res, partition.status());
+    mq::replication::FetchRequest request;
+    mq::replication::ReplicaId follower;
+    std::uint64_t wait_ms = 0, broker = 0, max_bytes = request.max_bytes;
+    struct Number {
+      std::string_view name;
+      std::uint64_t* target;
+      bool required;
+    };
+    std::uint64_t last_epoch = 0;
+    for (const Number& n :
+         {Number{param_name::kEpoch, &request.leader_epoch, true},
+          Number{param_name::kOffset, &request.offset, true},
+          Number{param_name::kLogStart, &request.log_start, true},
+          Number{param_name::kDurable, &request.durable, true}, Number{param_name::kBroker, &broker, true},
+          Number{param_name::kWaitMs, &wait_ms, false}, Number{param_name::kMaxBytes, &max_bytes, false},
+          Number{param_name::kLastEpoch, &last_epoch, false}}) {
+      const Param value = param(req, n.name);
+      if (!value) {
+        if (n.required) return fail(res, mq::Status::invalid_argument(std::string(n.name) + " is required"));
+        continue;
+      }
+      auto parsed = parse_unsigned(n.name, *value);
+      if (!parsed.ok()) return fail(res, parsed.status());
+      *n.target = *parsed;
+      if (n.name == param_name::kLastEpoch) request.last_epoch = *parsed;
+    }
+    if (broker >= broker_.config().broker.count)
+      return fail(res, mq::Status::invalid_argument("broker: no such broker index"));
+    follower.broker = static_cast<std::uint32_t>(broker);
+    const Param disk = param(req, param_name::kDiskId);
+    if (!disk || disk->empty() || disk->size() > 64)
+      return fail(res, mq::Status::invalid_argument("disk_id is required (1 to 64 characters)"));
+    follower.disk_id = *disk;
+    request.max_bytes = static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, std::size_t{8} << 20));
+    // A long poll holds a worker: bounded so that a follower cannot hold one for long.
+    const auto wait = std::chrono::milliseconds(std::min<std::uint64_t>(wait_ms, 5000));
+    auto answer = manager->serve_fetch(*topic, *partition, request, follower, wait);
+    if (!answer.ok()) {
+      if (answer.status().code() == mq::ErrorCode::kConflict) {
+        auto role = manager->role(*topic, *partition);
+        json body{{mq::http::field::kError, answer.status().message()}};
+        if (role.ok()) body[mq::http::field::kLeaderEpoch] = role->epoch;
+        return send_json(res, 409, body.dump());
+      }
+      return fail(req, res, answer.status());
+    }
+    res.status = 200;
+    res.set_content(mq::replication::encode_fetch_answer(*answer), "application/x-ndjson");
+  }
 
   // Reads the body, keeping at most MAX_BODY_BYTES: past that it goes on reading but throws the rest
   // away (nothing large is held in memory, chunked bodies included) and answers 413. Reading to
@@ -265,15 +350,15 @@ class HttpServer::Impl {
 
   void produce(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     auto body = read_body(reader, res);
-    if (!body.ok()) return fail(res, body.status());
+    if (!body.ok()) return fail(req, res, body.status());
     auto topic = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
-    if (!topic.ok()) return fail(res, topic.status());
+    if (!topic.ok()) return fail(req, res, topic.status());
     auto partition = optional_partition(param(req, mq::http::param::kPartition));
-    if (!partition.ok()) return fail(res, partition.status());
+    if (!partition.ok()) return fail(req, res, partition.status());
     auto parsed = parse_produce_body(*body);
-    if (!parsed.ok()) return fail(res, parsed.status());
+    if (!parsed.ok()) return fail(req, res, parsed.status());
     auto result = broker_.produce(*topic, parsed->messages, *partition);
-    if (!result.ok()) return fail(res, result.status());
+    if (!result.ok()) return fail(req, res, result.status());
     // Built by hand on the hot path; names and ids never need escaping.
     std::string out;
     const std::string head =
@@ -327,11 +412,11 @@ class HttpServer::Impl {
 
   void consume(const httplib::Request& req, httplib::Response& res) {
     auto target = group_target(req);
-    if (!target.ok()) return fail(res, target.status());
+    if (!target.ok()) return fail(req, res, target.status());
     auto options = subscribe_options(
         param(req, mq::http::param::kVisibilityTimeoutMs), param(req, mq::http::param::kMaxInflight),
         param(req, mq::http::param::kFrom), param(req, mq::http::param::kOrdering));
-    if (!options.ok()) return fail(res, options.status());
+    if (!options.ok()) return fail(req, res, options.status());
     auto subscription = broker_.subscribe(target->topic, target->partition, target->group, *options);
     if (!subscription.ok() && subscription.status().code() == mq::ErrorCode::kConflict) {
       // Another ordering than the group's: the answer says which one it has (API.md).
@@ -340,7 +425,7 @@ class HttpServer::Impl {
       if (group.ok()) body[mq::http::field::kOrdering] = mq::to_string((*group)->ordering());
       return send_json(res, 409, body.dump());
     }
-    if (!subscription.ok()) return fail(res, subscription.status());
+    if (!subscription.ok()) return fail(req, res, subscription.status());
     auto stream =
         std::make_shared<Stream>(Stream{std::move(subscription.value()), target->topic, Clock::now()});
     res.set_header("Cache-Control", "no-cache");
@@ -396,13 +481,13 @@ class HttpServer::Impl {
   void group_call(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
                   Parse parse, Act act) {
     auto body = read_body(reader, res);
-    if (!body.ok()) return fail(res, body.status());
+    if (!body.ok()) return fail(req, res, body.status());
     auto target = group_target(req);
-    if (!target.ok()) return fail(res, target.status());
+    if (!target.ok()) return fail(req, res, target.status());
     auto parsed = parse(*body);
-    if (!parsed.ok()) return fail(res, parsed.status());
+    if (!parsed.ok()) return fail(req, res, parsed.status());
     mq::Result<std::string> answer = act(*target, *parsed);
-    if (!answer.ok()) return fail(res, answer.status());
+    if (!answer.ok()) return fail(req, res, answer.status());
     send_json(res, 200, std::move(answer.value()));
   }
 
@@ -433,15 +518,15 @@ class HttpServer::Impl {
   void redrive(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     namespace param = mq::http::param;
     auto body = read_body(reader, res);
-    if (!body.ok()) return fail(res, body.status());
+    if (!body.ok()) return fail(req, res, body.status());
     auto topic = required_name(param::kTopic, mqd::param(req, param::kTopic));
-    if (!topic.ok()) return fail(res, topic.status());
+    if (!topic.ok()) return fail(req, res, topic.status());
     auto partition = required_partition(mqd::param(req, param::kPartition));
-    if (!partition.ok()) return fail(res, partition.status());
+    if (!partition.ok()) return fail(req, res, partition.status());
     auto limit = parse_redrive_body(*body);
-    if (!limit.ok()) return fail(res, limit.status());
+    if (!limit.ok()) return fail(req, res, limit.status());
     auto redriven = broker_.redrive(*topic, *partition, *limit);
-    if (!redriven.ok()) return fail(res, redriven.status());
+    if (!redriven.ok()) return fail(req, res, redriven.status());
     std::string out = "{";
     mq::http::append_json_key(out, mq::http::field::kRedriven);
     out += std::to_string(*redriven) + "}";
@@ -452,14 +537,15 @@ class HttpServer::Impl {
   void delete_group(const httplib::Request& req, httplib::Response& res) {
     namespace param = mq::http::param;
     auto topic = required_name(param::kTopic, mqd::param(req, param::kTopic));
-    if (!topic.ok()) return fail(res, topic.status());
+    if (!topic.ok()) return fail(req, res, topic.status());
     auto group = required_name(param::kGroup, mqd::param(req, param::kGroup));
-    if (!group.ok()) return fail(res, group.status());
+    if (!group.ok()) return fail(req, res, group.status());
     auto deleted = broker_.delete_group(*topic, *group);
-    if (!deleted.ok()) return fail(res, deleted.status());
+    if (!deleted.ok()) return fail(req, res, deleted.status());
     if (!*deleted) {
-      return fail(res, mq::Status::not_found("consumer group '" + *group +
-                                             "' has no state on this broker for topic '" + *topic + "'"));
+      return fail(req, res,
+                  mq::Status::not_found("consumer group '" + *group +
+                                        "' has no state on this broker for topic '" + *topic + "'"));
     }
     std::string out = "{";
     mq::http::append_json_key(out, mq::http::field::kDeleted);
@@ -482,9 +568,12 @@ class HttpServer::Impl {
   void topics(httplib::Response& res) {
     namespace field = mq::http::field;
     json topics = json::array();
+    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
     for (const mq::TopicInfo& topic : broker_.topics()) {
-      topics.push_back(
-          {{field::kName, topic.name}, {field::kPartitions, topic.partitions}, {field::kOwned, topic.owned}});
+      json entry{
+          {field::kName, topic.name}, {field::kPartitions, topic.partitions}, {field::kOwned, topic.owned}};
+      if (manager != nullptr) entry[field::kPlacement] = placement(*manager, topic);
+      topics.push_back(std::move(entry));
     }
     const mq::BrokerIdentity identity = broker_.config().broker;
     send_json(res, 200,
@@ -496,21 +585,45 @@ class HttpServer::Impl {
                   .dump());
   }
 
+  // Replicated: who leads each partition of `topic` and which replicas hold it, as this broker
+  // knows it (its own copies; a partition it keeps no copy of shows its replicas only).
+  json placement(const mq::replication::ReplicaManager& manager, const mq::TopicInfo& topic) const {
+    namespace field = mq::http::field;
+    const mq::BrokerIdentity identity = broker_.config().broker;
+    json list = json::array();
+    for (std::uint32_t p = 0; p < topic.partitions; ++p) {
+      json replicas = json::array();
+      for (std::uint32_t i = 0; i < identity.replicas; ++i) replicas.push_back((p + i) % identity.count);
+      json entry{{field::kPartition, p}, {field::kReplicas, replicas}};
+      auto role = manager.role(topic.name, p);
+      if (role.ok()) {
+        entry[field::kLeader] = role->leader ? json(*role->leader) : json(nullptr);
+        entry[field::kLeaderEpoch] = role->epoch;
+        json isr = json::array();
+        for (const auto& member : role->isr) isr.push_back(member.broker);
+        if (role->leading) entry[field::kIsr] = isr;
+        entry[field::kHighWatermark] = role->high_watermark;
+      }
+      list.push_back(std::move(entry));
+    }
+    return list;
+  }
+
   // GET /messages: a page of a partition read without a group; each stored record is spliced in
   // as it is, after its id.
   void messages(const httplib::Request& req, httplib::Response& res) {
     namespace field = mq::http::field;
     using mq::http::append_json_key;
     auto topic = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
-    if (!topic.ok()) return fail(res, topic.status());
+    if (!topic.ok()) return fail(req, res, topic.status());
     auto partition = required_partition(param(req, mq::http::param::kPartition));
-    if (!partition.ok()) return fail(res, partition.status());
+    if (!partition.ok()) return fail(req, res, partition.status());
     auto from = read_from(param(req, mq::http::param::kOffset), param(req, mq::http::param::kTimestamp));
-    if (!from.ok()) return fail(res, from.status());
+    if (!from.ok()) return fail(req, res, from.status());
     auto limit = read_limit(param(req, mq::http::param::kLimit));
-    if (!limit.ok()) return fail(res, limit.status());
+    if (!limit.ok()) return fail(req, res, limit.status());
     auto read = broker_.read(*topic, *partition, *from, *limit);
-    if (!read.ok()) return fail(res, read.status());
+    if (!read.ok()) return fail(req, res, read.status());
     std::string body = "{";
     append_json_key(body, field::kTopic);
     body += json(*topic).dump() + ",";
@@ -538,11 +651,11 @@ class HttpServer::Impl {
     std::optional<std::string> topic;
     if (req.has_param(std::string(mq::http::param::kTopic))) {
       auto name = required_name(mq::http::param::kTopic, param(req, mq::http::param::kTopic));
-      if (!name.ok()) return fail(res, name.status());
+      if (!name.ok()) return fail(req, res, name.status());
       topic = *name;
     }
     auto all = broker_.stats(topic ? std::optional<std::string_view>(*topic) : std::nullopt);
-    if (!all.ok()) return fail(res, all.status());
+    if (!all.ok()) return fail(req, res, all.status());
     json topics = json::array();
     for (const auto& t : *all) {
       json partitions = json::array();
@@ -581,14 +694,16 @@ class HttpServer::Impl {
 
   const DaemonConfig& config_;
   mq::Broker& broker_;
+  mq::replication::ReplicatedLeadership* const leadership_;           // nullptr: not replicated
   const std::shared_ptr<std::atomic<std::size_t>> open_connections_;  // busy ones: see ConnectionOptions
   std::atomic<bool> stopping_{false};
   socket_t listen_socket_ = -1;
   ConnectionServer server_;  // connections, timeouts, pipelining, TLS
 };
 
-HttpServer::HttpServer(const DaemonConfig& config, mq::Broker& broker)
-    : impl_(std::make_unique<Impl>(config, broker)) {}
+HttpServer::HttpServer(const DaemonConfig& config, mq::Broker& broker,
+                       mq::replication::ReplicatedLeadership* leadership)
+    : impl_(std::make_unique<Impl>(config, broker, leadership)) {}
 HttpServer::~HttpServer() = default;
 bool HttpServer::run() { return impl_->run(); }
 void HttpServer::stop() { impl_->stop(); }

@@ -7,13 +7,20 @@
 #include "daemon_config.h"
 #include "mq/broker.h"
 
+namespace mq::replication {
+class ReplicatedLeadership;
+}
+
 namespace mqd {
 
 // Owns the listening server. run() blocks serving until stop() is called from another thread.
 // The broker must outlive the server.
 class HttpServer {
  public:
-  HttpServer(const DaemonConfig& config, mq::Broker& broker);
+  // `leadership`: the replication layer the broker was opened with (nullptr: not replicated); it
+  // must outlive the server.
+  HttpServer(const DaemonConfig& config, mq::Broker& broker,
+             mq::replication::ReplicatedLeadership* leadership = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -19,6 +19,7 @@
 #include "http_server.h"
 #include "mq/mq.h"
 #include "open_file_limit.h"
+#include "replication_setup.h"
 
 namespace {
 
@@ -117,7 +118,13 @@ int main(int argc, char** argv) {
 
   auto config = mqd::daemon_config_from_env(mq::process_environment);
   if (!config.ok()) return fail("invalid configuration: " + config.status().message());
-  auto broker = mq::Broker::open(config->library);
+  std::shared_ptr<mq::replication::ReplicatedLeadership> leadership;
+  if (config->replication) {
+    auto made = mqd::make_leadership(*config);
+    if (!made.ok()) return fail("cannot start replication: " + made.status().message());
+    leadership = std::move(made.value());
+  }
+  auto broker = mq::Broker::open(config->library, nullptr, leadership);
   if (!broker.ok()) {
     // A TOPICS entry that would orphan data is a configuration error; so is an unusable DATA_DIR,
     // whose message names it.
@@ -126,7 +133,7 @@ int main(int argc, char** argv) {
                 broker.status().message());
   }
 
-  mqd::HttpServer server(*config, **broker);
+  mqd::HttpServer server(*config, **broker, leadership.get());
   // The signal thread keeps asking the server to stop until run() has returned: a signal that
   // arrives before the server has started listening must not be lost.
   std::mutex run_mutex;
@@ -137,6 +144,8 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &signal);
     std::unique_lock lock(run_mutex);
     if (!run_returned) std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
+    // Replicated: its leaderships go to other replicas at once rather than when its lease lapses.
+    if (leadership) leadership->stop(/*hand_over=*/true);
     (*broker)->shutdown();  // open event streams end now
     while (!run_returned) {
       server.stop();

@@ -1,4 +1,5 @@
 #include "request_parsing.h"
+#include <limits>
 
 #include <simdjson.h>
 
@@ -276,6 +277,13 @@ mq::Result<std::optional<std::uint32_t>> optional_partition(const Param& value) 
     return bad_request("partition must be a non-negative whole number, not '" + *value + "'");
   }
   return std::optional<std::uint32_t>(static_cast<std::uint32_t>(*number));
+}
+
+mq::Result<std::uint64_t> parse_unsigned(std::string_view name, std::string_view value) {
+  auto number = whole_number(value, std::numeric_limits<std::int64_t>::max());
+  if (!number)
+    return bad_request(std::string(name) + " must be a whole number, not '" + std::string(value) + "'");
+  return *number;
 }
 
 mq::Result<std::uint32_t> required_partition(const Param& value) {

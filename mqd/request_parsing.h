@@ -24,6 +24,8 @@ mq::Result<std::string> required_name(std::string_view what, const Param& value)
 // nullopt when absent.
 mq::Result<std::optional<std::uint32_t>> optional_partition(const Param& value);
 mq::Result<std::uint32_t> required_partition(const Param& value);
+// A whole number of 0 to 2^63 - 1 given as query parameter `name`.
+mq::Result<std::uint64_t> parse_unsigned(std::string_view name, std::string_view value);
 // /consume's optional visibility_timeout_ms, max_inflight, from and ordering.
 mq::Result<mq::SubscribeOptions> subscribe_options(const Param& visibility_timeout_ms,
                                                    const Param& max_inflight, const Param& from,

@@ -21,11 +21,14 @@
 #include "mq/subscription.h"
 
 namespace mq {
+namespace detail {
+class Leadership;
+}
 
 struct TopicInfo {
   std::string name;
   std::uint32_t partitions = 0;
-  std::vector<std::uint32_t> owned;
+  std::vector<std::uint32_t> owned;  // replicated: those it leads now
 };
 
 struct PartitionStats {
@@ -74,6 +77,11 @@ class MQ_EXPORT Broker {
   // consumer groups found on disk. `clock` nullptr means the steady clock with a timer thread; with
   // any other clock no timer thread runs and the caller drives timeouts with fire_due_timers().
   static Result<std::unique_ptr<Broker>> open(Config config, std::shared_ptr<Clock> clock = nullptr);
+  // The same with replicated partitions (libmq/docs/replication.md; mqd's ETCD_ENDPOINTS):
+  // `leadership` (libmq's replication layer) says which of the kept copies this broker leads; it
+  // serves those and writes through `leadership`. Started by open, stopped by the destructor.
+  static Result<std::unique_ptr<Broker>> open(Config config, std::shared_ptr<Clock> clock,
+                                              std::shared_ptr<detail::Leadership> leadership);
   // Stops (see shutdown()); every Subscription must be destroyed first.
   ~Broker();
   Broker(const Broker&) = delete;

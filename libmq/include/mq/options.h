@@ -87,11 +87,15 @@ struct RetentionOptions {
   std::chrono::milliseconds check_interval{1000};  // RETENTION_CHECK_MS
 };
 
-// The partitions this process serves: partition p is ours when p % count == index.
+// The partitions this process serves: partition p is ours when p % count == index. With replicated
+// partitions (libmq/docs/replication.md), it also keeps a copy of p when it is one of p's `replicas`
+// brokers (p + i) % count, i < replicas; which copy leads is decided at run time.
 struct BrokerIdentity {
   std::uint32_t index = 0;
   std::uint32_t count = 1;
+  std::uint32_t replicas = 1;
   bool owns(std::uint32_t partition) const { return partition % count == index; }
+  bool hosts(std::uint32_t partition) const { return (index + count - partition % count) % count < replicas; }
 };
 
 // Consumer-group behaviour.

@@ -30,7 +30,7 @@ MQ_EXPORT std::optional<std::string_view> partition_key(const Message& message);
 // The same for a batch: its first message's key, else the first dedup_id in it, else nothing.
 MQ_EXPORT std::optional<std::string_view> partition_key(std::span<const Message> batch);
 
-// Thread-safe. Holds the partitions this broker owns; the others are absent.
+// Thread-safe. Holds the partitions this broker owns (replicated: keeps a copy of); the others are absent.
 class MQ_EXPORT Topic {
  public:
   // Opens the owned partitions of `spec` in `store`. kInvalidArgument for an invalid name or zero

@@ -12,6 +12,7 @@
 #include "common/names.h"
 #include "common/partition_turns.h"
 #include "groups/group_state.h"
+#include "groups/leadership.h"
 #include "groups/message_ids.h"
 #include "groups/redriver.h"
 #include "groups/timer.h"
@@ -54,6 +55,8 @@ struct Broker::State : private Timer::Target {
 
   Config config;
   std::shared_ptr<Clock> clock;
+  // Replicated partitions: who leads each (nullptr: ownership is static, BROKER_INDEX/COUNT).
+  std::shared_ptr<detail::Leadership> leadership;
   std::unique_ptr<LogStore> store;
   mutable std::shared_mutex topics_mutex;
   std::map<std::string, std::unique_ptr<TopicEntry>, std::less<>> topics;  // GUARDED_BY(topics_mutex)
@@ -132,12 +135,33 @@ struct Broker::State : private Timer::Target {
                                " partitions; there is no partition " + std::to_string(partition));
     }
     Partition* p = topic.partition(partition);
+    if (leadership) {
+      if (auto s = leadership->check_leading(topic.name(), partition); !s.ok()) return s;
+    }
     if (p == nullptr) {
       const std::uint32_t owner = partition % config.broker.count;
       return Status::not_owned("partition " + std::to_string(partition) + " of topic '" + topic.name() +
                                    "' is owned by broker " + std::to_string(owner),
                                owner);
     }
+    return p;
+  }
+
+  // The partitions of `topic` this broker serves now: those it owns, or, replicated, those it leads.
+  std::vector<std::uint32_t> served_partitions(const Topic& topic) const {
+    auto kept = topic.owned_partitions();
+    if (leadership) {
+      std::erase_if(kept, [&](std::uint32_t p) { return !leadership->check_leading(topic.name(), p).ok(); });
+    }
+    return kept;
+  }
+
+  // The copy of a partition kept here, whoever leads it (what replication copies into).
+  Result<Partition*> kept_copy(const std::string& topic, std::uint32_t partition) const {
+    auto entry = find_topic(topic);
+    if (!entry.ok()) return entry.status();
+    Partition* p = (*entry)->topic->partition(partition);
+    if (p == nullptr) return Status::not_found(topic + "/" + std::to_string(partition) + " is not kept here");
     return p;
   }
 
@@ -262,7 +286,9 @@ struct Broker::State : private Timer::Target {
   // runs every RETENTION_CHECK_MS and after every roll) — on the timer thread, not the producer's.
   Result<AppendResult> append(Partition& partition, std::span<const Message> messages) {
     const std::size_t segments = partition.segment_count();
-    auto appended = partition.append_messages(messages);
+    auto appended = leadership ? leadership->append(partition.topic(), partition.index(),
+                                                    [&] { return partition.append_messages(messages); })
+                               : partition.append_messages(messages);
     if (appended.ok() && partition.segment_count() > segments) retention_after_roll();
     return appended;
   }
@@ -279,7 +305,7 @@ struct Broker::State : private Timer::Target {
     {
       std::shared_lock lock(topics_mutex);
       for (const auto& [name, entry] : topics) {
-        for (std::uint32_t p : entry->topic->owned_partitions()) partitions.emplace_back(name, p);
+        for (std::uint32_t p : served_partitions(*entry->topic)) partitions.emplace_back(name, p);
       }
     }
     for (const auto& [topic, p] : partitions) {
@@ -309,7 +335,7 @@ struct Broker::State : private Timer::Target {
       std::shared_lock lock(topics_mutex);
       for (const auto& [name, entry] : topics) {
         if (!name.ends_with(kDeadLetterSuffix)) continue;
-        for (std::uint32_t p : entry->topic->owned_partitions()) partitions.emplace_back(name, p);
+        for (std::uint32_t p : served_partitions(*entry->topic)) partitions.emplace_back(name, p);
       }
     }
     for (const auto& [topic, p] : partitions) {
@@ -376,7 +402,7 @@ Result<std::uint64_t> Broker::State::apply_retention() {
   {
     std::shared_lock lock(topics_mutex);
     for (const auto& [name, entry] : topics) {
-      for (std::uint32_t p : entry->topic->owned_partitions())
+      for (std::uint32_t p : served_partitions(*entry->topic))
         targets.push_back({entry.get(), p, entry->topic->partition(p)});
     }
   }
@@ -430,6 +456,7 @@ Result<std::uint64_t> Broker::apply_retention() { return state_->apply_retention
 Broker::Broker(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 Broker::~Broker() {
+  if (state_->leadership) state_->leadership->stop();  // its threads use the partitions
   shutdown();
   state_->timer.reset();
   std::lock_guard lock(state_->groups_mutex);
@@ -437,6 +464,11 @@ Broker::~Broker() {
 }
 
 Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Clock> clock) {
+  return open(std::move(config), std::move(clock), nullptr);
+}
+
+Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Clock> clock,
+                                             std::shared_ptr<detail::Leadership> leadership) {
   // A dead letter that cannot be stored would be delivered again forever, silently: refuse a topic
   // whose dead-letter topic could not exist.
   if (config.groups.max_deliveries > 0) {
@@ -451,6 +483,7 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
     }
   }
   auto state = std::make_unique<State>();
+  state->leadership = std::move(leadership);
   const bool real_time = clock == nullptr;
   state->clock = real_time ? make_steady_clock() : std::move(clock);
   auto store = LogStore::open(config.store);
@@ -490,11 +523,33 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
       }
       if (auto s = state->add_topic({name, count}); !s.ok()) return s;
     }
+    // Replicated, every dead-letter partition is kept from the start, beside its source partition,
+    // so that the replicas copy it as any other (the first dead letter must not create it on one).
+    if (state->leadership) {
+      for (const TopicSpec& spec : state->config.topics) {
+        const std::string name = spec.name + std::string(kDeadLetterSuffix);
+        if (state->topics.contains(name) || !is_valid_name(name)) continue;
+        if (auto s = state->add_topic({name, spec.partitions, spec.settings}); !s.ok()) return s;
+      }
+    }
   }
   if (auto s = state->open_groups_on_disk(); !s.ok()) return s;
   state->settle_redrives();
   if (state->config.store.fsync == FsyncMode::kInterval) state->schedule_journal_sync();
   state->schedule_retention();
+  if (state->leadership) {
+    std::vector<detail::ReplicatedTopic> replicated;
+    {
+      std::shared_lock lock(state->topics_mutex);
+      for (const auto& [name, entry] : state->topics)
+        replicated.push_back({name, entry->topic->partition_count()});
+    }
+    State* raw = state.get();
+    auto lookup = [raw](const std::string& topic, std::uint32_t partition) {
+      return raw->kept_copy(topic, partition);
+    };
+    if (auto s = state->leadership->start(std::move(replicated), lookup); !s.ok()) return s;
+  }
   return std::unique_ptr<Broker>(new Broker(std::move(state)));
 }
 
@@ -516,7 +571,11 @@ Result<ProduceResult> Broker::produce(std::string_view topic, std::span<const Me
   } else if (auto key = partition_key(messages)) {
     chosen = t.partition_for(*key);
   } else {
-    const auto owned = t.owned_partitions();
+    const auto owned = state_->served_partitions(t);
+    if (owned.empty() && state_->leadership) {
+      // Leading none of them: send the producer to partition 0's leader (kNotOwned), or 503.
+      if (auto s = state_->leadership->check_leading(t.name(), 0); !s.ok()) return s;
+    }
     if (owned.empty()) {
       return Status::not_owned("this broker owns no partition of topic '" + t.name() + "'",
                                0 % state_->config.broker.count);
@@ -548,7 +607,7 @@ Result<bool> Broker::delete_group(std::string_view topic, std::string_view group
   auto entry = state_->find_topic(topic);
   if (!entry.ok()) return entry.status();
   bool deleted = false;
-  for (std::uint32_t partition : (*entry)->topic->owned_partitions()) {
+  for (std::uint32_t partition : state_->served_partitions(*(*entry)->topic)) {
     const State::GroupKey key{std::string(topic), partition, std::string(group)};
     ConsumerGroup* doomed = nullptr;
     {
@@ -706,7 +765,7 @@ std::vector<TopicInfo> Broker::topics() const {
   std::shared_lock lock(state_->topics_mutex);
   std::vector<TopicInfo> infos;
   for (const auto& [name, entry] : state_->topics) {
-    infos.push_back({name, entry->topic->partition_count(), entry->topic->owned_partitions()});
+    infos.push_back({name, entry->topic->partition_count(), state_->served_partitions(*entry->topic)});
   }
   return infos;
 }
@@ -725,7 +784,7 @@ Result<std::vector<TopicStats>> Broker::stats(std::optional<std::string_view> to
   for (const auto& [name, entry] : selected) {
     TopicStats ts{name, {}};
     const Topic* t = entry->topic.get();
-    for (std::uint32_t p : t->owned_partitions()) {
+    for (std::uint32_t p : state_->served_partitions(*t)) {
       const Partition* partition = t->partition(p);
       PartitionStats ps;
       ps.partition = p;

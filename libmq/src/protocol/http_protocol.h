@@ -33,6 +33,8 @@ inline constexpr std::string_view kMessages = "/messages";  // read without a gr
 inline constexpr std::string_view kSeek = "/seek";          // replay or skip
 inline constexpr std::string_view kRedrive = "/redrive";    // dead letters back to their source
 inline constexpr std::string_view kGroup = "/group";        // DELETE: remove a consumer group
+// Replicated partitions: a follower's long poll for its leader's log (libmq/docs/replication.md).
+inline constexpr std::string_view kReplicaFetch = "/replica/fetch";
 // The operator console and its assets, and the API's description: no bearer token needed (the
 // console asks for it and sends it with every call it makes).
 inline constexpr std::string_view kUi = "/ui";
@@ -45,7 +47,7 @@ struct Route {
   std::string_view path;
   Method method;
 };
-inline constexpr std::array<Route, 17> kRoutes{{
+inline constexpr std::array<Route, 18> kRoutes{{
     {path::kProduce, Method::kPost},
     {path::kConsume, Method::kGet},
     {path::kAck, Method::kPost},
@@ -59,6 +61,7 @@ inline constexpr std::array<Route, 17> kRoutes{{
     {path::kSeek, Method::kPost},
     {path::kRedrive, Method::kPost},
     {path::kGroup, Method::kDelete},
+    {path::kReplicaFetch, Method::kGet},
     {path::kUi, Method::kGet},
     {path::kUiScript, Method::kGet},
     {path::kUiStyle, Method::kGet},
@@ -83,6 +86,15 @@ inline constexpr std::string_view kOrdering = "ordering";    // /consume: "none"
 inline constexpr std::string_view kOffset = "offset";        // /messages
 inline constexpr std::string_view kTimestamp = "timestamp";  // /messages
 inline constexpr std::string_view kLimit = "limit";          // /messages
+// /replica/fetch (and kTopic, kPartition, kOffset): what the follower has and who it is.
+inline constexpr std::string_view kEpoch = "epoch";
+inline constexpr std::string_view kLogStart = "log_start";
+inline constexpr std::string_view kLastEpoch = "last_epoch";
+inline constexpr std::string_view kDurable = "durable";
+inline constexpr std::string_view kBroker = "broker";
+inline constexpr std::string_view kDiskId = "disk_id";
+inline constexpr std::string_view kWaitMs = "wait_ms";
+inline constexpr std::string_view kMaxBytes = "max_bytes";
 }  // namespace param
 
 // Field names of request bodies, answers and event data.
@@ -127,6 +139,13 @@ inline constexpr std::string_view kTopics = "topics";
 inline constexpr std::string_view kName = "name";
 inline constexpr std::string_view kPartitions = "partitions";
 inline constexpr std::string_view kOwned = "owned";
+// Replicated partitions: /topics placement, 421 and 409 answers.
+inline constexpr std::string_view kPlacement = "placement";
+inline constexpr std::string_view kLeader = "leader";
+inline constexpr std::string_view kLeaderEpoch = "leader_epoch";
+inline constexpr std::string_view kReplicas = "replicas";
+inline constexpr std::string_view kIsr = "isr";
+inline constexpr std::string_view kHighWatermark = "high_watermark";
 // Errors: {"error": reason} plus "owner"/"owner_url" on 421 and "outcome":"unknown" when a failed
 // fdatasync leaves it open whether the write survives.
 inline constexpr std::string_view kError = "error";

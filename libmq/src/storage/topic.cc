@@ -76,7 +76,7 @@ Result<std::unique_ptr<Topic>> Topic::open(LogStore& store, const TopicSpec& spe
   }
   std::vector<Partition*> partitions(spec.partitions, nullptr);
   for (std::uint32_t p = 0; p < spec.partitions; ++p) {
-    if (!broker.owns(p)) continue;
+    if (!broker.hosts(p)) continue;
     auto partition = store.partition(spec.name, p, spec.settings);
     if (!partition.ok()) return partition.status();
     partitions[p] = *partition;
