@@ -58,6 +58,9 @@ the environment only:
   HEARTBEAT_MS           SSE keepalive interval (15000)
   AUTH_TOKEN             require "Authorization: Bearer <token>" (unset: no auth)
   TLS_CERT_FILE, TLS_KEY_FILE                PEM files: serve HTTPS only
+  ETCD_ENDPOINTS         etcd URLs: replicated partitions (needs BROKER_ADDRS; unset: one copy)
+  REPLICATION_FACTOR, MIN_INSYNC_REPLICAS    copies of a partition, copies before a 200 (1, min(2, R))
+  LEASE_TTL_S, ETCD_PREFIX                   a broker's etcd lease (5), its keys' prefix (/mq)
 The HTTP API, every route and variable: docs/http-api.md in the source tree.
 )";
 

@@ -257,3 +257,65 @@ TEST_CASE("AnEmptyAuthTokenIsInvalidConfiguration") {
   REQUIRE_FALSE(config.ok());
   CHECK(config.status().message().find("AUTH_TOKEN") != std::string::npos);
 }
+
+TEST_CASE("ReplicationIsConfiguredByEtcdEndpointsAndItsVariablesAreChecked") {
+  std::map<std::string, std::string, std::less<>> vars = {{"BROKER_COUNT", "3"},
+                                                          {"BROKER_INDEX", "1"},
+                                                          {"BROKER_ADDRS", "http://a:1,http://b:2,http://c:3"},
+                                                          {"ETCD_ENDPOINTS", "http://e:2379/,http://f:2379"},
+                                                          {"REPLICATION_FACTOR", "3"},
+                                                          {"LEASE_TTL_S", "3"}};
+  auto lookup = [&](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    return it == vars.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  auto config = daemon_config_from_env(lookup);
+  REQUIRE_MESSAGE(config.ok(), config.status().to_string());
+  REQUIRE(config->replication);
+  CHECK(config->replication->etcd_endpoints == std::vector<std::string>{"http://e:2379", "http://f:2379"});
+  CHECK(config->replication->factor == 3u);
+  CHECK(config->replication->min_insync == 2u);  // min(2, REPLICATION_FACTOR)
+  CHECK(config->replication->lease_ttl == std::chrono::seconds(3));
+  CHECK(config->replication->prefix == "/mq");
+  CHECK(config->library.broker.replicas == 3u);
+  CHECK(config->library.broker.hosts(0));  // broker 1 keeps copies of every partition (R = 3 of 3)
+
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"REPLICATION_FACTOR", "4"},  // more than BROKER_COUNT
+           {"REPLICATION_FACTOR", "0"},
+           {"MIN_INSYNC_REPLICAS", "4"},  // more than REPLICATION_FACTOR
+           {"LEASE_TTL_S", "1"},
+           {"ETCD_ENDPOINTS", "etcd:2379"},
+           {"ETCD_PREFIX", "mq"}}) {
+    CAPTURE(name);
+    CAPTURE(value);
+    auto saved = vars;
+    vars[name] = value;
+    auto bad = daemon_config_from_env(lookup);
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.status().message().find(name) != std::string::npos);
+    vars = saved;
+  }
+  // Without BROKER_ADDRS the brokers cannot reach each other; without ETCD_ENDPOINTS there is no
+  // replication to ask for.
+  vars.erase("BROKER_ADDRS");
+  CHECK(daemon_config_from_env(lookup).status().message().find("BROKER_ADDRS") != std::string::npos);
+  vars = {{"REPLICATION_FACTOR", "2"}, {"BROKER_COUNT", "2"}};
+  CHECK(daemon_config_from_env(lookup).status().message().find("ETCD_ENDPOINTS") != std::string::npos);
+  vars = {{"BROKER_COUNT", "2"}};
+  auto single = daemon_config_from_env(lookup);
+  REQUIRE(single.ok());
+  CHECK_FALSE(single->replication);
+  CHECK(single->library.broker.replicas == 1u);
+}
+
+TEST_CASE("BrokerIdentityHostsTheReplicasOfAPartition") {
+  mq::BrokerIdentity b{2, 5, 3};  // broker 2 of 5, three copies: replicas of p are p, p+1, p+2 (mod 5)
+  std::vector<std::uint32_t> hosted;
+  for (std::uint32_t p = 0; p < 10; ++p) {
+    if (b.hosts(p)) hosted.push_back(p);
+  }
+  CHECK(hosted == std::vector<std::uint32_t>{0, 1, 2, 5, 6, 7});
+  mq::BrokerIdentity single{2, 5};
+  for (std::uint32_t p = 0; p < 10; ++p) CHECK(single.hosts(p) == single.owns(p));
+}
