@@ -656,6 +656,7 @@ class HttpServer::Impl {
     }
     auto all = broker_.stats(topic ? std::optional<std::string_view>(*topic) : std::nullopt);
     if (!all.ok()) return fail(req, res, all.status());
+    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
     json topics = json::array();
     for (const auto& t : *all) {
       json partitions = json::array();
@@ -673,12 +674,22 @@ class HttpServer::Impl {
                             {"delayed", g.delayed},
                             {"ordering", mq::to_string(g.ordering)}});
         }
-        partitions.push_back({{"partition", p.partition},
-                              {"next_offset", p.next_offset},
-                              {"log_start_offset", p.log_start_offset},
-                              {"segments", p.segments},
-                              {"log_bytes", p.log_bytes},
-                              {"groups", groups}});
+        json partition{{"partition", p.partition},
+                       {"next_offset", p.next_offset},
+                       {"log_start_offset", p.log_start_offset},
+                       {"segments", p.segments},
+                       {"log_bytes", p.log_bytes},
+                       {"groups", groups}};
+        if (manager != nullptr) {
+          // Replicated: next_offset is the high watermark (what consumers see); isr who has it.
+          if (auto role = manager->role(t.name, p.partition); role.ok()) {
+            partition[mq::http::field::kHighWatermark] = role->high_watermark;
+            json isr = json::array();
+            for (const auto& member : role->isr) isr.push_back(member.broker);
+            partition[mq::http::field::kIsr] = isr;
+          }
+        }
+        partitions.push_back(std::move(partition));
       }
       topics.push_back({{"name", t.name}, {"partitions", partitions}});
     }
@@ -688,8 +699,21 @@ class HttpServer::Impl {
   void metrics(httplib::Response& res) {
     auto all = broker_.stats();
     if (!all.ok()) return fail(res, all.status());
+    std::string text = prometheus_text(*all);
+    if (mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr) {
+      std::vector<ReplicaState> replicas;
+      const mq::BrokerIdentity identity = broker_.config().broker;
+      for (const mq::TopicInfo& topic : broker_.topics()) {
+        for (std::uint32_t p = 0; p < topic.partitions; ++p) {
+          if (!identity.hosts(p)) continue;
+          auto role = manager->role(topic.name, p);
+          if (role.ok()) replicas.push_back({topic.name, p, role->leading, role->isr.size()});
+        }
+      }
+      text += prometheus_replication_text(replicas);
+    }
     res.status = 200;
-    res.set_content(prometheus_text(*all), "text/plain; version=0.0.4");
+    res.set_content(std::move(text), "text/plain; version=0.0.4");
   }
 
   const DaemonConfig& config_;

@@ -109,4 +109,18 @@ std::string prometheus_text(const std::vector<mq::TopicStats>& stats) {
   return out;
 }
 
+std::string prometheus_replication_text(const std::vector<ReplicaState>& replicas) {
+  std::string out;
+  family(out, "mq_partition_leader", "gauge",
+         "1 when this broker leads the partition, 0 on its other copies.");
+  for (const auto& r : replicas) {
+    sample(out, "mq_partition_leader", mq::TopicStats{r.topic, {}}, r.partition, nullptr, r.leading ? 1 : 0);
+  }
+  family(out, "mq_isr_size", "gauge", "In-sync replicas of the partition (reported by its leader).");
+  for (const auto& r : replicas) {
+    if (r.leading) sample(out, "mq_isr_size", mq::TopicStats{r.topic, {}}, r.partition, nullptr, r.isr_size);
+  }
+  return out;
+}
+
 }  // namespace mqd

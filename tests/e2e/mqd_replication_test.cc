@@ -134,6 +134,15 @@ TEST_CASE(
   CHECK(refused.json()["owner_url"] == "http://127.0.0.1:" + std::to_string(cluster.port(leader)));
   // Consumers read only what is on enough replicas; here all of it.
   CHECK(read_all(cluster.port(leader)).size() == 50);
+  const json stats = json::parse(http_get(cluster.port(leader), "/stats?topic=events").body);
+  CHECK(stats["topics"][0]["partitions"][0]["high_watermark"] == 50);
+  CHECK(stats["topics"][0]["partitions"][0]["isr"].size() == 3);
+  const std::string leader_metrics = http_get(cluster.port(leader), "/metrics").body;
+  CHECK(leader_metrics.find("mq_partition_leader{topic=\"events\",partition=\"0\"} 1\n") !=
+        std::string::npos);
+  CHECK(leader_metrics.find("mq_isr_size{topic=\"events\",partition=\"0\"} 3\n") != std::string::npos);
+  CHECK(http_get(cluster.port(follower), "/metrics")
+            .body.find("mq_partition_leader{topic=\"events\",partition=\"0\"} 0\n") != std::string::npos);
 
   REQUIRE(cluster.broker(leader).stop(SIGKILL));
   const auto killed_at = Clock::now();

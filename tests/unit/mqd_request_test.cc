@@ -259,12 +259,13 @@ TEST_CASE("AnEmptyAuthTokenIsInvalidConfiguration") {
 }
 
 TEST_CASE("ReplicationIsConfiguredByEtcdEndpointsAndItsVariablesAreChecked") {
-  std::map<std::string, std::string, std::less<>> vars = {{"BROKER_COUNT", "3"},
-                                                          {"BROKER_INDEX", "1"},
-                                                          {"BROKER_ADDRS", "http://a:1,http://b:2,http://c:3"},
-                                                          {"ETCD_ENDPOINTS", "http://e:2379/,http://f:2379"},
-                                                          {"REPLICATION_FACTOR", "3"},
-                                                          {"LEASE_TTL_S", "3"}};
+  std::map<std::string, std::string, std::less<>> vars = {
+      {"BROKER_COUNT", "3"},
+      {"BROKER_INDEX", "1"},
+      {"BROKER_ADDRS", "http://a:1,http://b:2,http://c:3"},
+      {"ETCD_ENDPOINTS", "http://e:2379/,http://f:2379"},
+      {"REPLICATION_FACTOR", "3"},
+      {"LEASE_TTL_S", "3"}};
   auto lookup = [&](std::string_view name) -> std::optional<std::string> {
     auto it = vars.find(name);
     return it == vars.end() ? std::nullopt : std::optional<std::string>(it->second);
@@ -318,4 +319,14 @@ TEST_CASE("BrokerIdentityHostsTheReplicasOfAPartition") {
   CHECK(hosted == std::vector<std::uint32_t>{0, 1, 2, 5, 6, 7});
   mq::BrokerIdentity single{2, 5};
   for (std::uint32_t p = 0; p < 10; ++p) CHECK(single.hosts(p) == single.owns(p));
+}
+
+TEST_CASE("ReplicatedPartitionsAddLeaderAndIsrGauges") {
+  const std::string text = prometheus_replication_text({{"events", 0, true, 3}, {"events", 1, false, 0}});
+  CHECK(text.find("# TYPE mq_partition_leader gauge\n") != std::string::npos);
+  CHECK(text.find("mq_partition_leader{topic=\"events\",partition=\"0\"} 1\n") != std::string::npos);
+  CHECK(text.find("mq_partition_leader{topic=\"events\",partition=\"1\"} 0\n") != std::string::npos);
+  CHECK(text.find("mq_isr_size{topic=\"events\",partition=\"0\"} 3\n") != std::string::npos);
+  CHECK(text.find("mq_isr_size{topic=\"events\",partition=\"1\"}") ==
+        std::string::npos);  // only the leader knows
 }
