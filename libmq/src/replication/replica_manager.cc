@@ -80,21 +80,21 @@ Result<std::unique_ptr<ReplicaManager>> ReplicaManager::start(ReplicaManagerOpti
       auto replicas = replicas_of(p, o.broker_count, o.replication_factor);
       if (std::find(replicas.begin(), replicas.end(), o.self) == replicas.end()) continue;
       auto r = std::make_unique<Replica>();
-      r->topic = t.topic;
+      r->topic = t.name;
       r->partition = p;
       r->replicas = std::move(replicas);
-      auto log = lookup(t.topic, p);
+      auto log = lookup(t.name, p);
       if (!log.ok()) return log.status();
       r->log = *log;
-      auto epochs = EpochCache::open(*manager->fs_, o.data_dir + "/" + t.topic,
+      auto epochs = EpochCache::open(*manager->fs_, o.data_dir + "/" + t.name,
                                      "partition-" + std::to_string(p) + ".epochs");
       if (!epochs.ok()) return epochs.status();
       r->epochs = std::make_unique<EpochCache>(std::move(*epochs));
-      r->coordinator = std::make_unique<PartitionCoordinator>(*manager->etcd_, manager->keys_, t.topic, p);
+      r->coordinator = std::make_unique<PartitionCoordinator>(*manager->etcd_, manager->keys_, t.name, p);
       // Nothing is visible until this replica leads and its followers confirm (section 5).
       r->log->set_read_limit(0);
       r->published_limit = 0;
-      manager->replicas_[{t.topic, p}] = std::move(r);
+      manager->replicas_[{t.name, p}] = std::move(r);
     }
   }
   LeaseKeeper::Options lease_options{o.lease_ttl, [m = manager.get()] {

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "groups/leadership.h"
 #include "mq/clock.h"
 #include "mq/partition.h"
 #include "mq/status.h"
@@ -64,10 +65,8 @@ class FetchTransport {
                                     std::chrono::milliseconds wait) = 0;
 };
 
-struct TopicPartitions {
-  std::string topic;
-  std::uint32_t partitions = 0;
-};
+// A topic and its partition count (the Broker's kept copies are found among them).
+using TopicPartitions = mq::detail::ReplicatedTopic;
 
 // Thread-safe.
 class ReplicaManager {

@@ -16,9 +16,7 @@ ReplicatedLeadership::~ReplicatedLeadership() { stop(false); }
 
 Status ReplicatedLeadership::start(std::vector<mq::detail::ReplicatedTopic> topics,
                                    mq::detail::Leadership::PartitionLookup lookup) {
-  std::vector<TopicPartitions> replicated;
-  for (auto& t : topics) replicated.push_back({std::move(t.name), t.partitions});
-  auto manager = ReplicaManager::start(options_, std::move(replicated), std::move(lookup), etcd_, transport_);
+  auto manager = ReplicaManager::start(options_, std::move(topics), std::move(lookup), etcd_, transport_);
   if (!manager.ok()) return manager.status();
   std::lock_guard lock(mutex_);
   manager_ = std::move(manager.value());
