@@ -225,6 +225,41 @@ def check_compose_prometheus(repo, service, brokers):
     check(set(service.get("depends_on", [])) >= set(brokers), "compose: prometheus does not depend on the brokers")
 
 
+def check_replicated_compose(repo):
+    """examples/replicated/docker-compose.yml: three brokers, R=3, min ISR 2, every broker pointed at the
+    etcd service's advertised client URL, BROKER_ADDRS in index order, a volume each."""
+    path = os.path.join(repo, "examples/replicated/docker-compose.yml")
+    compose = yaml.safe_load(read(path))
+    services = compose.get("services", {})
+    etcd = services.get("etcd")
+    if not check(etcd is not None, "replicated compose: no etcd service"):
+        return
+    flags = dict(a.lstrip("-").split("=", 1) for a in etcd.get("command", []) if a.startswith("--") and "=" in a)
+    advertised = flags.get("advertise-client-urls", "")
+    check(advertised.startswith("http://etcd:"), f"replicated compose: etcd advertises {advertised!r}")
+    check(any(v.endswith(":" + flags.get("data-dir", "?")) for v in etcd.get("volumes", [])),
+          "replicated compose: etcd's data directory is not a volume")
+    brokers = {n: s for n, s in services.items() if s.get("image") == "msg_queue"}
+    check(len(brokers) == 3, f"replicated compose: expected three brokers, found {sorted(brokers)}")
+    indexes = {}
+    for name, service in brokers.items():
+        env = {k: str(v) for k, v in service.get("environment", {}).items()}
+        check(service.get("build") == "../..", f"replicated compose: {name} is not built from the repository")
+        check(env.get("BROKER_COUNT") == str(len(brokers)), f"replicated compose: {name} BROKER_COUNT")
+        check(env.get("ETCD_ENDPOINTS") == advertised, f"replicated compose: {name} ETCD_ENDPOINTS {env.get('ETCD_ENDPOINTS')} != {advertised}")
+        check(env.get("REPLICATION_FACTOR") == "3" and env.get("MIN_INSYNC_REPLICAS") == "2",
+              f"replicated compose: {name} is not R=3, min ISR 2")
+        check("etcd" in service.get("depends_on", []), f"replicated compose: {name} does not depend on etcd")
+        check(any(v.endswith(":/root/data") for v in service.get("volumes", [])), f"replicated compose: {name} has no volume at /root/data")
+        indexes[int(env.get("BROKER_INDEX", "-1"))] = (name, env)
+    check(sorted(indexes) == list(range(len(brokers))), f"replicated compose: broker indexes {sorted(indexes)}")
+    expected = ",".join(f"http://{indexes[i][0]}:{indexes[i][1].get('PORT', '8080')}" for i in sorted(indexes))
+    for name, env in indexes.values():
+        check(env.get("BROKER_ADDRS") == expected, f"replicated compose: {name} BROKER_ADDRS {env.get('BROKER_ADDRS')} != {expected}")
+    volumes = [v for s in brokers.values() for v in s.get("volumes", [])]
+    check(len(set(volumes)) == len(volumes), "replicated compose: brokers share a volume")
+
+
 # ---------------------------------------------------------------- Kubernetes
 def check_kubernetes(repo):
     documents = []
@@ -280,6 +315,7 @@ def main():
     args = parser.parse_args()
     check_dockerfile(args.repo, args.build_root)
     check_compose(args.repo)
+    check_replicated_compose(args.repo)
     check_kubernetes(args.repo)
     for failure in failures:
         print("FAILED:", failure)
