@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "http_helpers.h"
+#include "mq/queue.h"
 #include "running_etcd.h"
 #include "running_mqd.h"
 
@@ -235,4 +236,39 @@ TEST_CASE("replicated mqd: a leader paused past its lease (SIGSTOP) acknowledges
   CHECK((answer.status != 200 || found));
   CHECK(messages.front()["payload"] == "before");
   CHECK(messages.back()["payload"] == "to the successor");
+}
+
+TEST_CASE("replicated mqd: the HTTP Queue follows the leader, through a 421 and through a kill -9 of it") {
+  RunningEtcd etcd;
+  Cluster cluster(etcd);
+  const int leader = cluster.await_leader({0, 1, 2}, 3);
+  const int follower = (leader + 1) % 3;
+  // Given only a follower's address: /topics' placement names the leader.
+  mq::HttpQueueOptions options;
+  options.addrs = {"http://127.0.0.1:" + std::to_string(cluster.port(follower))};
+  auto queue = mq::Queue::http(options);
+  REQUIRE(queue.ok());
+  std::vector<std::string> ids;
+  for (int n = 0; n < 10; ++n) {
+    mq::Message message{mq::Payload::parse(std::to_string(n)).value(), std::nullopt};
+    message.dedup_id = "q-" + std::to_string(n);
+    auto produced = (*queue)->produce("events", std::span(&message, 1), 0u);
+    REQUIRE_MESSAGE(produced.ok(), produced.status().to_string());
+    ids.push_back(produced->ids.at(0));
+  }
+  REQUIRE(cluster.broker(leader).stop(SIGKILL));
+  // The next produce waits out the failover (the old leader refuses connections) and lands on the new one.
+  mq::Message after{mq::Payload::parse("\"after\"").value(), std::nullopt};
+  after.dedup_id = "q-after";
+  auto produced = (*queue)->produce("events", std::span(&after, 1), 0u);
+  REQUIRE_MESSAGE(produced.ok(), produced.status().to_string());
+  std::vector<int> survivors;
+  for (int i = 0; i < 3; ++i) {
+    if (i != leader) survivors.push_back(i);
+  }
+  const int new_leader = cluster.await_leader(survivors, 2);
+  const auto messages = read_all(cluster.port(new_leader));
+  REQUIRE(messages.size() == 11);
+  for (std::size_t n = 0; n < ids.size(); ++n) CHECK(messages[n]["id"] == ids[n]);
+  CHECK(messages[10]["payload"] == "after");
 }

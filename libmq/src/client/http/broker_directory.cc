@@ -164,6 +164,9 @@ struct TopicsAnswer {
   std::vector<std::string> brokers;  // BROKER_ADDRS, valid base URLs only ("" for others)
   std::map<std::string, std::uint32_t, std::less<>> partitions;
   std::optional<std::chrono::milliseconds> visibility_timeout;  // mqd's VISIBILITY_TIMEOUT_MS
+  bool replicated = false;                                      // placement listed
+  // Replicated: each partition's leader as this broker knows it (absent while none is elected).
+  std::map<std::pair<std::string, std::uint32_t>, std::uint32_t> leaders;
 };
 
 Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::string& url) {
@@ -178,8 +181,18 @@ Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::stri
       answer.brokers.push_back(parsed.ok() ? base_url(*parsed) : "");
     }
     for (const auto& topic : body.at(field::kTopics)) {
-      answer.partitions[topic.at(field::kName).get<std::string>()] =
-          topic.at(field::kPartitions).get<std::uint32_t>();
+      const auto name = topic.at(field::kName).get<std::string>();
+      answer.partitions[name] = topic.at(field::kPartitions).get<std::uint32_t>();
+      if (auto placement = topic.find(field::kPlacement); placement != topic.end() && placement->is_array()) {
+        answer.replicated = true;
+        for (const auto& p : *placement) {
+          auto leader = p.find(field::kLeader);
+          if (leader != p.end() && leader->is_number_unsigned()) {
+            answer.leaders[{name, p.at(field::kPartition).get<std::uint32_t>()}] =
+                leader->get<std::uint32_t>();
+          }
+        }
+      }
     }
     // Older brokers do not say; then the client assumes mqd's default.
     if (auto it = body.find(field::kVisibilityTimeoutMs); it != body.end() && it->is_number_unsigned()) {
@@ -220,6 +233,10 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   std::map<std::uint32_t, std::string> listed_urls;  // what the brokers' BROKER_ADDRS say
   std::map<std::string, std::uint32_t, std::less<>> partitions;
   std::optional<std::chrono::milliseconds> visibility_timeout;
+  bool replicated = false;
+  // Leaders as the brokers report them; a broker's word counts most for the partitions it says it
+  // leads itself (its followers may not have heard of an election yet).
+  std::map<std::pair<std::string, std::uint32_t>, std::uint32_t> leaders;
   for (std::size_t i = 0; i < to_ask.size(); ++i) {
     const std::string url = to_ask[i];
     auto reply = get_topics(url);
@@ -250,6 +267,10 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
     }
     for (const auto& [name, n] : answer->partitions) partitions[name] = std::max(partitions[name], n);
     if (!visibility_timeout) visibility_timeout = answer->visibility_timeout;
+    replicated = replicated || answer->replicated;
+    for (const auto& [key, leader] : answer->leaders) {
+      if (leader == answer->index || !leaders.contains(key)) leaders[key] = leader;
+    }
   }
   const auto now = Clock::now();
   std::lock_guard lock(mutex_);
@@ -279,7 +300,17 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   // Partition counts only grow (mqd refuses to start with fewer than a topic has on disk), and a
   // topic that only a broker that is down holds (a dead-letter topic) is still there.
   for (const auto& [name, n] : partitions) partitions_[name] = std::max(partitions_[name], n);
+  replicated_ = replicated;
+  leaders_.clear();
+  for (const auto& [key, leader] : leaders) {
+    if (leader < count) leaders_[key] = leader;
+  }
   return {};
+}
+
+bool BrokerDirectory::replicated() const {
+  std::lock_guard lock(mutex_);
+  return replicated_;
 }
 
 std::optional<std::string> BrokerDirectory::url_of_locked(std::uint32_t index) const {
@@ -307,6 +338,9 @@ Result<BrokerDirectory::Route> BrokerDirectory::lookup(std::string_view topic,
                              "\" does not exist (it has " + std::to_string(it->second) + ")");
   }
   route.owner = *partition % broker_count_;
+  if (auto leader = leaders_.find({std::string(topic), *partition}); leader != leaders_.end()) {
+    route.owner = leader->second;  // replicated: the leader, wherever it is now
+  }
   auto url = url_of_locked(route.owner);
   if (!url) {
     return Status::unavailable(
@@ -367,13 +401,17 @@ std::chrono::milliseconds BrokerDirectory::visibility_timeout() const {
   return visibility_timeout_;
 }
 
-void BrokerDirectory::learn_owner(std::uint32_t owner, std::optional<std::string> url) {
+void BrokerDirectory::learn_owner(std::uint32_t owner, std::optional<std::string> url, std::string_view topic,
+                                  std::optional<std::uint32_t> partition) {
   std::optional<HostPort> parsed;
   if (url) {
     if (auto p = parse_http_base_url(*url); p.ok()) parsed = *p;
   }
   {
     std::lock_guard lock(mutex_);
+    if (partition && replicated_ && owner < broker_count_) {
+      leaders_[{std::string(topic), *partition}] = owner;
+    }
     if (!parsed) {
       broker_count_ = 0;  // the next route() asks the brokers again
       return;

@@ -61,8 +61,13 @@ class BrokerDirectory {
   // is stale). kUnavailable when no broker answers, or some broker's address is unknown.
   Result<std::vector<std::string>> brokers();
   // A 421 named the owner of a partition: remember its URL (or ask the brokers again when none was
-  // given or it is not a valid base URL). The rest of the map is read again soon too.
-  void learn_owner(std::uint32_t owner, std::optional<std::string> url);
+  // given or it is not a valid base URL), and, replicated, that it leads `partition` of `topic`
+  // now. The rest of the map is read again soon too.
+  void learn_owner(std::uint32_t owner, std::optional<std::string> url, std::string_view topic = {},
+                   std::optional<std::uint32_t> partition = std::nullopt);
+  // Whether the brokers replicate partitions (their /topics has placement): then a partition's
+  // owner is its current leader, which changes, and a broker that cannot be reached is replaced.
+  bool replicated() const;
   // Something (a 404) suggests the map is out of date: the next route() reads it again, at most
   // once per kMinRefreshGap.
   void mark_stale();
@@ -115,7 +120,10 @@ class BrokerDirectory {
   std::uint32_t broker_count_ = 0;                           // GUARDED_BY(mutex_): 0 until known
   std::map<std::uint32_t, std::string> url_by_index_;        // GUARDED_BY(mutex_)
   std::map<std::uint32_t, std::string> asked_url_by_index_;  // GUARDED_BY(mutex_): where /topics answered
-  std::map<std::string, std::uint32_t, std::less<>> partitions_;                       // GUARDED_BY(mutex_)
+  std::map<std::string, std::uint32_t, std::less<>> partitions_;  // GUARDED_BY(mutex_)
+  // Replicated: the leader of each partition as the last /topics or 421 said (absent: not known).
+  std::map<std::pair<std::string, std::uint32_t>, std::uint32_t> leaders_;             // GUARDED_BY(mutex_)
+  bool replicated_ = false;                                                            // GUARDED_BY(mutex_)
   std::map<std::string, std::vector<std::unique_ptr<httplib::Client>>> idle_clients_;  // GUARDED_BY(mutex_)
 };
 

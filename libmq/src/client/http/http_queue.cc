@@ -59,6 +59,11 @@ bool is_permanent(const Status& status) {
 
 // How many 421s in a row a request or stream follows before the brokers count as misconfigured.
 constexpr std::size_t kMaxMisroutes = 5;
+// Replicated brokers: how long a request whose partition's leader cannot be reached waits for
+// another replica to take over (the brokers promise LEASE_TTL_S + 2 s; LEASE_TTL_S is 5 by
+// default), asking /topics again every kFailoverPoll.
+constexpr std::chrono::seconds kFailoverWait{15};
+constexpr std::chrono::milliseconds kFailoverPoll{50};
 
 // The kNotOwned error for brokers that keep sending a partition's requests elsewhere.
 Status misrouted(std::string_view topic, std::uint32_t partition, const std::vector<std::string>& hops) {
@@ -296,7 +301,8 @@ class HttpConsumer final : public Consumer {
             // The first hint is followed at once; a 421 naming its own broker, or one more 421,
             // waits first (brokers that disagree would otherwise be asked in a tight loop).
             const bool follow_now = owner_url && misroutes.size() == 1 && !points_back(owner_url, route->url);
-            directory_->learn_owner(status.owner().value_or(0), std::move(owner_url));
+            directory_->learn_owner(status.owner().value_or(0), std::move(owner_url), topic_,
+                                    stream.partition);
             if (follow_now) continue;
           }
         } else if (!result && refused.status == 0 &&
@@ -706,12 +712,20 @@ class HttpQueue final : public Queue {
                                   const std::string& path, const std::string& body) {
     std::vector<std::string> misroutes;  // the 421s followed, for the error
     bool asked_again = false;            // after a 404
+    const auto started = std::chrono::steady_clock::now();
     for (;;) {
       auto route = directory_->route(topic, partition);
       if (!route.ok()) return route.status();
       auto reply = directory_->send(method, route->url, path, body);
       if (!reply.ok() && reply.status().code() == ErrorCode::kUnavailable) {
         if (directory_->try_other_address(route->owner, route->url)) continue;
+        // Replicated: the leader may have died; another replica takes over within the brokers'
+        // LEASE_TTL_S + 2 s. The request was not sent (no connection), so sending it again is safe.
+        if (directory_->replicated() && std::chrono::steady_clock::now() < started + kFailoverWait) {
+          directory_->mark_stale();
+          std::this_thread::sleep_for(kFailoverPoll);  // an election elsewhere: nothing here to await
+          continue;
+        }
         return Status::unavailable("partition " + std::to_string(partition) + " of topic \"" +
                                    std::string(topic) + "\" is owned by broker " +
                                    std::to_string(route->owner) + " at " + route->url +
@@ -737,8 +751,8 @@ class HttpQueue final : public Queue {
       if (points_back(owner_url, route->url) || misroutes.size() >= kMaxMisroutes) {
         return misrouted(topic, partition, misroutes);
       }
-      directory_->learn_owner(status.owner().value_or(0),
-                              std::move(owner_url));  // a stale map: follow the hint
+      directory_->learn_owner(status.owner().value_or(0), std::move(owner_url), topic,
+                              partition);  // a stale map (or a new leader): follow the hint
     }
   }
 
