@@ -56,10 +56,12 @@ void send_json(httplib::Response& res, int status, std::string body) {
 
 class HttpServer::Impl {
  public:
-  Impl(const DaemonConfig& config, mq::Broker& broker, mq::replication::ReplicatedLeadership* leadership)
+  Impl(const DaemonConfig& config, mq::Broker& broker, mq::replication::ReplicatedLeadership* leadership,
+       std::string replica_secret)
       : config_(config),
         broker_(broker),
         leadership_(leadership),
+        replica_secret_(std::move(replica_secret)),
         open_connections_(std::make_shared<std::atomic<std::size_t>>(0)),
         server_(ConnectionOptions{config.request_timeout, config.max_connections + kSpareThreads,
                                   std::make_shared<std::atomic<std::size_t>>(0), config.tls,
@@ -247,7 +249,8 @@ class HttpServer::Impl {
     send_json(res, 421, body.dump());
   }
   std::optional<std::uint64_t> leader_epoch(const Param& topic, const Param& partition) const {
-    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
+    const std::shared_ptr<mq::replication::ReplicaManager> manager =
+        leadership_ ? leadership_->manager() : nullptr;
     if (manager == nullptr || !topic || !partition) return std::nullopt;
     auto p = required_partition(partition);
     if (!p.ok()) return std::nullopt;
@@ -259,10 +262,21 @@ class HttpServer::Impl {
   // GET /replica/fetch: a follower's long poll (libmq/docs/replication.md section 4).
   void replica_fetch(const httplib::Request& req, httplib::Response& res) {
     namespace param_name = mq::http::param;
-    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
+    const std::shared_ptr<mq::replication::ReplicaManager> manager =
+        leadership_ ? leadership_->manager() : nullptr;
     if (manager == nullptr) {
       return fail(res,
                   mq::Status::not_found("this broker does not replicate partitions (ETCD_ENDPOINTS unset)"));
+    }
+    // Only a broker of the cluster may count as a copy of a write: it proves it with the secret the
+    // brokers keep in etcd (anyone else could make acknowledged writes rest on one disk).
+    if (req.method != "GET" ||
+        !constant_time_equals(req.get_header_value(std::string(mq::http::path::kReplicaSecretHeader)),
+                              replica_secret_)) {
+      return send_json(
+          res, 403,
+          error_json(req.method != "GET" ? "GET only"
+                                         : "a follower's fetch needs the cluster's replication secret"));
     }
     auto topic = required_name(param_name::kTopic, param(req, param_name::kTopic));
     if (!topic.ok()) return fail(req, res, topic.status());
@@ -568,7 +582,8 @@ class HttpServer::Impl {
   void topics(httplib::Response& res) {
     namespace field = mq::http::field;
     json topics = json::array();
-    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
+    const std::shared_ptr<mq::replication::ReplicaManager> manager =
+        leadership_ ? leadership_->manager() : nullptr;
     for (const mq::TopicInfo& topic : broker_.topics()) {
       json entry{
           {field::kName, topic.name}, {field::kPartitions, topic.partitions}, {field::kOwned, topic.owned}};
@@ -656,7 +671,8 @@ class HttpServer::Impl {
     }
     auto all = broker_.stats(topic ? std::optional<std::string_view>(*topic) : std::nullopt);
     if (!all.ok()) return fail(req, res, all.status());
-    mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr;
+    const std::shared_ptr<mq::replication::ReplicaManager> manager =
+        leadership_ ? leadership_->manager() : nullptr;
     json topics = json::array();
     for (const auto& t : *all) {
       json partitions = json::array();
@@ -700,7 +716,7 @@ class HttpServer::Impl {
     auto all = broker_.stats();
     if (!all.ok()) return fail(res, all.status());
     std::string text = prometheus_text(*all);
-    if (mq::replication::ReplicaManager* manager = leadership_ ? leadership_->manager() : nullptr) {
+    if (const auto manager = leadership_ ? leadership_->manager() : nullptr) {
       std::vector<ReplicaState> replicas;
       const mq::BrokerIdentity identity = broker_.config().broker;
       for (const mq::TopicInfo& topic : broker_.topics()) {
@@ -719,6 +735,7 @@ class HttpServer::Impl {
   const DaemonConfig& config_;
   mq::Broker& broker_;
   mq::replication::ReplicatedLeadership* const leadership_;           // nullptr: not replicated
+  const std::string replica_secret_;                                  // what followers' fetches must carry
   const std::shared_ptr<std::atomic<std::size_t>> open_connections_;  // busy ones: see ConnectionOptions
   std::atomic<bool> stopping_{false};
   socket_t listen_socket_ = -1;
@@ -726,8 +743,8 @@ class HttpServer::Impl {
 };
 
 HttpServer::HttpServer(const DaemonConfig& config, mq::Broker& broker,
-                       mq::replication::ReplicatedLeadership* leadership)
-    : impl_(std::make_unique<Impl>(config, broker, leadership)) {}
+                       mq::replication::ReplicatedLeadership* leadership, std::string replica_secret)
+    : impl_(std::make_unique<Impl>(config, broker, leadership, std::move(replica_secret))) {}
 HttpServer::~HttpServer() = default;
 bool HttpServer::run() { return impl_->run(); }
 void HttpServer::stop() { impl_->stop(); }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "daemon_config.h"
 #include "mq/broker.h"
@@ -19,8 +20,9 @@ class HttpServer {
  public:
   // `leadership`: the replication layer the broker was opened with (nullptr: not replicated); it
   // must outlive the server.
+  // `replica_secret`: what a follower's /replica/fetch must carry (replication_setup.h).
   HttpServer(const DaemonConfig& config, mq::Broker& broker,
-             mq::replication::ReplicatedLeadership* leadership = nullptr);
+             mq::replication::ReplicatedLeadership* leadership = nullptr, std::string replica_secret = {});
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

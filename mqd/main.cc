@@ -122,10 +122,12 @@ int main(int argc, char** argv) {
   auto config = mqd::daemon_config_from_env(mq::process_environment);
   if (!config.ok()) return fail("invalid configuration: " + config.status().message());
   std::shared_ptr<mq::replication::ReplicatedLeadership> leadership;
+  std::string replica_secret;
   if (config->replication) {
-    auto made = mqd::make_leadership(*config);
+    auto made = mqd::make_replication(*config);
     if (!made.ok()) return fail("cannot start replication: " + made.status().message());
-    leadership = std::move(made.value());
+    leadership = std::move(made->leadership);
+    replica_secret = std::move(made->secret);
   }
   auto broker = mq::Broker::open(config->library, nullptr, leadership);
   if (!broker.ok()) {
@@ -136,7 +138,7 @@ int main(int argc, char** argv) {
                 broker.status().message());
   }
 
-  mqd::HttpServer server(*config, **broker, leadership.get());
+  mqd::HttpServer server(*config, **broker, leadership.get(), replica_secret);
   // The signal thread keeps asking the server to stop until run() has returned: a signal that
   // arrives before the server has started listening must not be lost.
   std::mutex run_mutex;

@@ -16,8 +16,9 @@ constexpr const char* kDiskIdFile = ".disk-id";
 // A follower's fetches, each one GET /replica/fetch to the leader's BROKER_ADDRS entry.
 class HttpFetchTransport final : public mq::replication::FetchTransport {
  public:
-  HttpFetchTransport(std::vector<std::string> broker_addrs, std::optional<std::string> token)
-      : broker_addrs_(std::move(broker_addrs)), token_(std::move(token)) {}
+  HttpFetchTransport(std::vector<std::string> broker_addrs, std::optional<std::string> token,
+                     std::string secret)
+      : broker_addrs_(std::move(broker_addrs)), token_(std::move(token)), secret_(std::move(secret)) {}
 
   mq::Result<mq::replication::FetchAnswer> fetch(std::uint32_t leader, const std::string& topic,
                                                  std::uint32_t partition,
@@ -46,6 +47,7 @@ class HttpFetchTransport final : public mq::replication::FetchTransport {
     client.set_read_timeout(wait + std::chrono::seconds(5));
     httplib::Headers headers;
     if (token_) headers.emplace("Authorization", "Bearer " + *token_);
+    headers.emplace(std::string(mq::http::path::kReplicaSecretHeader), secret_);
     auto answer = client.Get(std::string(mq::http::path::kReplicaFetch), query, headers);
     if (!answer) {
       return mq::Status::unavailable("fetch from broker " + std::to_string(leader) +
@@ -64,7 +66,36 @@ class HttpFetchTransport final : public mq::replication::FetchTransport {
  private:
   const std::vector<std::string> broker_addrs_;
   const std::optional<std::string> token_;
+  const std::string secret_;
 };
+
+std::string random_hex(int words) {
+  std::random_device random;
+  std::string hex;
+  for (int i = 0; i < words; ++i) {
+    char part[9];
+    std::snprintf(part, sizeof part, "%08x", static_cast<unsigned>(random()));
+    hex += part;
+  }
+  return hex;
+}
+
+// The cluster's replication secret: read from etcd, or made by the first broker to ask (a
+// transaction that writes it only where there is none, so that racing brokers agree).
+mq::Result<std::string> cluster_secret(mq::replication::EtcdClient& etcd, const std::string& prefix) {
+  const std::string key = prefix + "/replica-secret";
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto existing = etcd.get(key);
+    if (!existing.ok()) return existing.status();
+    if (existing->kv && existing->kv->value.size() >= 32) return existing->kv->value;
+    if (existing->kv)
+      return mq::Status::corruption("etcd holds a replication secret too short to trust at " + key);
+    auto made = etcd.txn({mq::replication::Compare::absent(key)},
+                         {mq::replication::TxnOp::put(key, random_hex(8))}, {});
+    if (!made.ok()) return made.status();
+  }
+  return mq::Status::unavailable("the replication secret at " + key + " could not be read back");
+}
 
 }  // namespace
 
@@ -81,23 +112,18 @@ mq::Result<std::string> disk_id(const std::string& data_dir) {
     return id;
   }
   if (auto s = fs->create_directories(data_dir); !s.ok()) return s;
-  std::random_device random;
-  std::string id;
-  for (int i = 0; i < 4; ++i) {
-    char part[9];
-    std::snprintf(part, sizeof part, "%08x", static_cast<unsigned>(random()));
-    id += part;
-  }
+  const std::string id = random_hex(4);
   if (auto s = mq::detail::replace_file(*fs, data_dir, kDiskIdFile, id + "\n", /*durable=*/true); !s.ok())
     return s;
   return id;
 }
 
-mq::Result<std::shared_ptr<mq::replication::ReplicatedLeadership>> make_leadership(
-    const DaemonConfig& config) {
+mq::Result<Replication> make_replication(const DaemonConfig& config) {
   const ReplicationConfig& r = *config.replication;
   auto etcd = mq::replication::EtcdClient::create(r.etcd_endpoints);
   if (!etcd.ok()) return etcd.status();
+  auto secret = cluster_secret(**etcd, r.prefix);
+  if (!secret.ok()) return secret.status();
   auto id = disk_id(config.library.store.data_dir);
   if (!id.ok()) return id.status();
   mq::replication::ReplicaManagerOptions options;
@@ -110,15 +136,17 @@ mq::Result<std::shared_ptr<mq::replication::ReplicatedLeadership>> make_leadersh
   options.self_url = config.broker_addrs.at(config.library.broker.index);
   options.disk_id = *id;
   options.data_dir = config.library.store.data_dir;
-  auto transport = std::make_shared<HttpFetchTransport>(config.broker_addrs, config.auth_token);
+  auto transport = std::make_shared<HttpFetchTransport>(config.broker_addrs, config.auth_token, *secret);
   // An append waits for its followers at most this long (then 503, not acknowledged): a follower
   // that stops answering leaves the ISR after its lag bound, so a produce is not held for longer.
   const auto replication_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::max<std::chrono::milliseconds>(
           options.replica_lag + std::chrono::seconds(2), config.request_timeout));
-  return std::make_shared<mq::replication::ReplicatedLeadership>(
-      std::move(options), std::shared_ptr<mq::replication::EtcdClient>(std::move(etcd.value())),
-      std::move(transport), replication_timeout);
+  return Replication{
+      std::make_shared<mq::replication::ReplicatedLeadership>(
+          std::move(options), std::shared_ptr<mq::replication::EtcdClient>(std::move(etcd.value())),
+          std::move(transport), replication_timeout),
+      *secret};
 }
 
 }  // namespace mqd

@@ -17,8 +17,14 @@ namespace mqd {
 // it is not taken for the replica it was (it is no longer in sync).
 mq::Result<std::string> disk_id(const std::string& data_dir);
 
+struct Replication {
+  std::shared_ptr<mq::replication::ReplicatedLeadership> leadership;
+  // The cluster's replication secret: a follower's fetches carry it, a leader answers only those
+  // (mq::http::path::kReplicaSecretHeader). Made by the first broker, kept at <ETCD_PREFIX>/replica-secret.
+  std::string secret;
+};
+
 // From ETCD_ENDPOINTS and the rest: `config.replication` must be set.
-mq::Result<std::shared_ptr<mq::replication::ReplicatedLeadership>> make_leadership(
-    const DaemonConfig& config);
+mq::Result<Replication> make_replication(const DaemonConfig& config);
 
 }  // namespace mqd

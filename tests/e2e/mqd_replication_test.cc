@@ -133,6 +133,14 @@ TEST_CASE(
   CHECK(refused.json()["owner"] == leader);
   CHECK(refused.json()["leader_epoch"] == epoch);
   CHECK(refused.json()["owner_url"] == "http://127.0.0.1:" + std::to_string(cluster.port(leader)));
+  // Only brokers of the cluster (holding the secret kept in etcd) fetch: anyone else posing as a
+  // follower would make acknowledged writes rest on the leader's disk alone.
+  const std::string forged = "/replica/fetch?topic=events&partition=0&epoch=" + std::to_string(epoch) +
+                             "&offset=50&log_start=50&durable=50&broker=" + std::to_string(follower) +
+                             "&disk_id=x&wait_ms=0";
+  CHECK(http_get(cluster.port(leader), forged).status == 403);
+  CHECK(http_get(cluster.port(leader), forged, {{"X-Mq-Replica-Secret", std::string(64, 'a')}}).status ==
+        403);
   // Consumers read only what is on enough replicas; here all of it.
   CHECK(read_all(cluster.port(leader)).size() == 50);
   const json stats = json::parse(http_get(cluster.port(leader), "/stats?topic=events").body);

@@ -171,7 +171,7 @@ function conforms(label, method, pathname, status, headers, text) {
 function checkParameters(label, method, url) {
   const operation = operationFor(method, url.pathname);
   const parameters = (operation.parameters ?? []).map(resolve);
-  for (const p of parameters.filter((p) => p.required)) {
+  for (const p of parameters.filter((p) => p.required && p.in === "query")) {
     check(url.searchParams.has(p.name), `${label}: the required parameter ${p.name} was not needed`);
   }
   for (const [name, value] of url.searchParams) {
@@ -531,6 +531,13 @@ await call("GET", "/group?topic=events&group=g2", { expect: 405 });
     } catch (e) { /* not listening yet */ }
     if (epoch === null) await new Promise((r) => setTimeout(r, 50));
   }
+  // The cluster's replication secret, which followers read from etcd (here through its JSON gateway).
+  const b64 = (text) => Buffer.from(text).toString("base64");
+  const range = await (await fetch(`http://127.0.0.1:${etcdPort}/v3/kv/range`, {
+    method: "POST", body: JSON.stringify({ key: b64("/mq/replica-secret") }) })).json();
+  const secret = range.kvs?.[0]?.value ? Buffer.from(range.kvs[0].value, "base64").toString() : "";
+  check(secret.length >= 32, "the brokers keep a replication secret in etcd");
+  const replica = { "X-Mq-Replica-Secret": secret };
   if (check(epoch !== null, `the replicated mqd led partition 0 within 30 s: ${fs.readFileSync(path.join(work, "replicated.stderr"), "utf8")}`)) {
     await call("GET", "/topics", { at, expect: 200 }).then((a) => {
       const p0 = a.body?.topics?.find((t) => t.name === "events")?.placement?.[0];
@@ -539,17 +546,20 @@ await call("GET", "/group?topic=events&group=g2", { expect: 405 });
     await call("POST", "/produce?topic=events&partition=0", { at, body: { payload: "replicated" }, expect: 200 });
     const follower = `topic=events&partition=0&offset=0&log_start=0&durable=0&broker=0&disk_id=conformance&wait_ms=0`;
     const fetched = await send(new URL(`/replica/fetch?${follower}&epoch=${epoch}`, at),
-                               { method: "GET", headers: { Authorization: `Bearer ${TOKEN}` } }, 200);
+                               { method: "GET", headers: { Authorization: `Bearer ${TOKEN}`, ...replica } }, 200);
     check(fetched.answer.status === 200 && fetched.answer.headers.get("content-type") === "application/x-ndjson",
           `GET /replica/fetch: ${fetched.answer.status} ${fetched.answer.headers.get("content-type")}`);
     const [header, line] = fetched.text.split("\n");
     check(JSON.parse(header).lines === 1 && JSON.parse(line).payload === "replicated", `the fetch answer: ${fetched.text}`);
     conforms("GET /replica/fetch", "GET", "/replica/fetch", 200, fetched.answer.headers, fetched.text);
-    await call("GET", `/replica/fetch?${follower}&epoch=${epoch + 7}`, { at, expect: 409 }).then((a) => {
+    // Without the secret, or with another, no broker counts it as a copy: 403.
+    await call("GET", `/replica/fetch?${follower}&epoch=${epoch}`, { at, expect: 403 });
+    await call("GET", `/replica/fetch?${follower}&epoch=${epoch}`, { at, expect: 403, headers: { "X-Mq-Replica-Secret": "x".repeat(64) } });
+    await call("GET", `/replica/fetch?${follower}&epoch=${epoch + 7}`, { at, expect: 409, headers: replica }).then((a) => {
       check(a.body?.leader_epoch === epoch, "a fetch for another epoch is answered 409 with the leader's epoch");
     });
-    await call("GET", `/replica/fetch?topic=events&partition=0&epoch=${epoch}`, { at, expect: 400 });
-    await call("GET", `/replica/fetch?${follower.replace("offset=0", "offset=x")}&epoch=${epoch}`, { at, expect: 400 });
+    await call("GET", `/replica/fetch?topic=events&partition=0&epoch=${epoch}`, { at, expect: 400, headers: replica });
+    await call("GET", `/replica/fetch?${follower.replace("offset=0", "offset=x")}&epoch=${epoch}`, { at, expect: 400, headers: replica });
   }
   await call("GET", `/replica/fetch?topic=events&partition=0&epoch=1&offset=0&log_start=0&durable=0&broker=0&disk_id=x`,
              { expect: 404 });  // the first mqd: not replicated

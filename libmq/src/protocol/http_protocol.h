@@ -35,6 +35,10 @@ inline constexpr std::string_view kRedrive = "/redrive";    // dead letters back
 inline constexpr std::string_view kGroup = "/group";        // DELETE: remove a consumer group
 // Replicated partitions: a follower's long poll for its leader's log (libmq/docs/replication.md).
 inline constexpr std::string_view kReplicaFetch = "/replica/fetch";
+// The header a follower proves it is a broker of the cluster with on /replica/fetch: the cluster's
+// replication secret, which the brokers keep in etcd (only who can read etcd can fetch, and so
+// count as a copy of an acknowledged write).
+inline constexpr std::string_view kReplicaSecretHeader = "X-Mq-Replica-Secret";
 // The operator console and its assets, and the API's description: no bearer token needed (the
 // console asks for it and sends it with every call it makes).
 inline constexpr std::string_view kUi = "/ui";

@@ -275,7 +275,10 @@ Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::u
     auto answer = answer_fetch(*r.log, *epochs, epoch, tracker->high_watermark(), request);
     // The follower's progress counts only once its log is known to be a prefix of this one (the
     // divergence check passed): a returning old leader claims offsets whose lines differ.
-    if (answer.ok() && !answer->truncate_to && !answer->reset_to) {
+    // A follower claiming more than this log holds (with an "empty" log past its end, which skips
+    // the divergence check) gets no credit either.
+    if (answer.ok() && !answer->truncate_to && !answer->reset_to &&
+        request.offset <= r.log->log_end_offset()) {
       tracker->follower_fetched(follower,
                                 std::min({request.durable, request.offset, r.log->log_end_offset()}));
       publish_high_watermark(r);

@@ -32,9 +32,9 @@ void ReplicatedLeadership::stop(bool hand_over) {
   if (manager) manager->stop(hand_over);
 }
 
-ReplicaManager* ReplicatedLeadership::manager() const {
+std::shared_ptr<ReplicaManager> ReplicatedLeadership::manager() const {
   std::lock_guard lock(mutex_);
-  return manager_.get();
+  return manager_;
 }
 
 Status ReplicatedLeadership::check_leading(const std::string& topic, std::uint32_t partition) const {

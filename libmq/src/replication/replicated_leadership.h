@@ -33,8 +33,8 @@ class ReplicatedLeadership final : public mq::detail::Leadership {
                               const std::function<Result<AppendResult>()>& append) override;
 
   // The manager once started (nullptr before start() and after stop()): for the fetch route and
-  // for placement. Valid while this object lives and stop() has not been called.
-  ReplicaManager* manager() const;
+  // for placement. Shared: a request holding it keeps it alive through a stop() on another thread.
+  std::shared_ptr<ReplicaManager> manager() const;
 
  private:
   const ReplicaManagerOptions options_;
