@@ -280,3 +280,53 @@ TEST_CASE("replicated mqd: the HTTP Queue follows the leader, through a 421 and 
   for (std::size_t n = 0; n < ids.size(); ++n) CHECK(messages[n]["id"] == ids[n]);
   CHECK(messages[10]["payload"] == "after");
 }
+
+TEST_CASE(
+    "replicated mqd: after a restart, RETENTION_ACKED counts the groups on disk, not only those used since") {
+  RunningEtcd etcd;
+  const int port = mq::testing::free_port();
+  RunningMqd broker(RunningMqd::Env{{"PORT", std::to_string(port)},
+                                    {"BROKER_ADDRS", "http://127.0.0.1:" + std::to_string(port)},
+                                    {"ETCD_ENDPOINTS", etcd.url()},
+                                    {"LEASE_TTL_S", "2"},
+                                    {"TOPICS", "jobs:1:retention_acked=true:segment_bytes=1024"},
+                                    {"RETENTION_CHECK_MS", "100"}});
+  auto leads = [&] {
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (Clock::now() < deadline) {
+      if (http_post(port, "/produce?topic=jobs&partition=0", R"({"payload":"probe"})").status == 200) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an election: polled from outside
+    }
+    FAIL("the broker did not lead jobs/0 in time");
+  };
+  leads();
+  json all_ids = json::array();
+  for (int n = 0; n < 40; ++n) {
+    auto answer =
+        http_post(port, "/produce?topic=jobs&partition=0", json{{"payload", std::string(100, 'x')}}.dump());
+    REQUIRE(answer.status == 200);
+    all_ids.push_back(answer.json()["id"]);
+  }
+  // Group "slow" has taken only the first message; "fast" all of them.
+  REQUIRE(http_post(port, "/ack?topic=jobs&partition=0&group=slow", R"({"id":"0-0"})").status == 200);
+  REQUIRE(http_post(port, "/ack?topic=jobs&partition=0&group=fast", json{{"ids", all_ids}}.dump()).status ==
+          200);
+  REQUIRE(http_post(port, "/ack?topic=jobs&partition=0&group=fast", R"({"id":"0-0"})").status == 200);
+
+  broker.restart();
+  leads();
+  // Once retention has run after the restart, it has opened "slow" from disk (stats show it).
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  json partition;
+  while (Clock::now() < deadline) {
+    partition = json::parse(http_get(port, "/stats?topic=jobs").body)["topics"][0]["partitions"][0];
+    bool slow_open = false;
+    for (const auto& g : partition["groups"]) slow_open = slow_open || g["group"] == "slow";
+    if (slow_open) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(partition["groups"].size() == 2);
+  CHECK(partition["log_start_offset"].get<std::uint64_t>() <= 1);  // "slow" has not read the rest
+  const json page = json::parse(http_get(port, "/messages?topic=jobs&partition=0&offset=1&limit=1").body);
+  CHECK(page["messages"][0]["offset"] == 1);
+}

@@ -393,6 +393,12 @@ struct Broker::State : private Timer::Target {
 // has read keeps its messages). Groups then move up to the new log start.
 Result<std::uint64_t> Broker::State::apply_retention() {
   std::lock_guard running(retention_mutex);
+  // Replicated, a broker opens no group at start (it leads nothing yet): the groups on disk of the
+  // partitions it leads now are opened here, so that RETENTION_ACKED counts every group, not only
+  // those used since the start (it would delete what an idle group has not read).
+  if (leadership) {
+    if (auto s = open_groups_on_disk(); !s.ok()) return s;
+  }
   struct Owned {
     TopicEntry* entry;
     std::uint32_t partition;
