@@ -180,11 +180,13 @@ Result<ReplicaManager::Replica*> ReplicaManager::find(const std::string& topic,
 Result<ReplicaManager::Role> ReplicaManager::role(const std::string& topic, std::uint32_t partition) const {
   auto r = find(topic, partition);
   if (!r.ok()) return r.status();
+  const bool lease = lease_valid();  // before the role lock: never the lease lock inside it
   std::shared_lock lock((*r)->role_mutex);
   Role role;
   role.leading = (*r)->leading;
   role.epoch = (*r)->epoch;
   role.leader = (*r)->leader;
+  role.lease_valid = lease;
   if ((*r)->tracker) {
     role.high_watermark = (*r)->tracker->high_watermark();
     role.isr = (*r)->tracker->isr();

@@ -100,6 +100,7 @@ class ReplicaManager {
     std::optional<std::uint32_t> leader;
     std::uint64_t high_watermark = 0;
     std::vector<ReplicaId> isr;
+    bool lease_valid = false;  // this broker's lease, by its own conservative clock
   };
   Result<Role> role(const std::string& topic, std::uint32_t partition) const;
 

@@ -46,6 +46,10 @@ Status ReplicatedLeadership::check_leading(const std::string& topic, std::uint32
   if (!manager) return Status::unavailable("replication is not running on this broker");
   auto role = manager->role(topic, partition);
   if (!role.ok()) return role.status();
+  // A leader whose lease lapsed serves nothing (reads and acks included) from that moment, not only
+  // once its control thread has stepped down.
+  if (role->leading && !role->lease_valid)
+    return Status::unavailable("this broker's etcd lease lapsed; it leads nothing until it has a new one");
   if (role->leading) return {};
   if (!role->leader) {
     return Status::unavailable("partition " + std::to_string(partition) + " of topic '" + topic +
