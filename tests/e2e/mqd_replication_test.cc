@@ -111,7 +111,7 @@ std::vector<json> read_all(int port) {
 }  // namespace
 
 TEST_CASE(
-    "replicated mqd: a follower answers 421 with the leader epoch; kill -9 of the leader loses no "
+    "replicated mqd: a follower answers 421 with the leader epoch, kill -9 of the leader loses no "
     "acknowledged "
     "produce, another broker takes writes within LEASE_TTL_S + 2 s, and the old leader catches up as a "
     "follower") {
