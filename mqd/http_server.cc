@@ -297,7 +297,9 @@ class HttpServer::Impl {
           Number{param_name::kLogStart, &request.log_start, true},
           Number{param_name::kDurable, &request.durable, true}, Number{param_name::kBroker, &broker, true},
           Number{param_name::kWaitMs, &wait_ms, false}, Number{param_name::kMaxBytes, &max_bytes, false},
-          Number{param_name::kLastEpoch, &last_epoch, false}}) {
+          Number{param_name::kLastEpoch, &last_epoch, false},
+          Number{param_name::kStateEpoch, &request.state_epoch, false},
+          Number{param_name::kStateVersion, &request.state_version, false}}) {
       const Param value = param(req, n.name);
       if (!value) {
         if (n.required) return fail(res, mq::Status::invalid_argument(std::string(n.name) + " is required"));

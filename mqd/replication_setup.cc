@@ -34,6 +34,8 @@ class HttpFetchTransport final : public mq::replication::FetchTransport {
         {std::string(param::kOffset), std::to_string(request.offset)},
         {std::string(param::kLogStart), std::to_string(request.log_start)},
         {std::string(param::kDurable), std::to_string(request.durable)},
+        {std::string(param::kStateEpoch), std::to_string(request.state_epoch)},
+        {std::string(param::kStateVersion), std::to_string(request.state_version)},
         {std::string(param::kBroker), std::to_string(me.broker)},
         {std::string(param::kDiskId), me.disk_id},
         {std::string(param::kWaitMs), std::to_string(wait.count())},

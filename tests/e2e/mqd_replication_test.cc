@@ -330,3 +330,103 @@ TEST_CASE(
   const json page = json::parse(http_get(port, "/messages?topic=jobs&partition=0&offset=1&limit=1").body);
   CHECK(page["messages"][0]["offset"] == 1);
 }
+
+namespace {
+
+std::string group_route(const std::string& route, const std::string& group) {
+  return route + "?topic=events&partition=0&group=" + group;
+}
+
+// Group `name` of events/0 in /stats of broker port `port` (null when it is not there).
+json group_stats(int port, const std::string& name) {
+  const json stats = json::parse(http_get(port, "/stats?topic=events").body);
+  for (const auto& g : stats["topics"][0]["partitions"][0]["groups"]) {
+    if (g["group"] == name) return g;
+  }
+  return nullptr;
+}
+
+// Reads `count` deliveries from a new stream of `group`, then closes it.
+std::vector<std::uint64_t> consume_offsets(int port, const std::string& group, std::size_t count) {
+  mq::testing::SseStream stream(port, group_route("/consume", group) + "&max_inflight=100");
+  REQUIRE(stream.status() == 200);
+  std::vector<std::uint64_t> offsets;
+  while (offsets.size() < count) {
+    auto event = stream.next();
+    if (!event) break;
+    offsets.push_back(event->data["offset"].get<std::uint64_t>());
+  }
+  return offsets;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "replicated mqd: group state follows the leader: after kill -9 of the leader no acknowledged message is "
+    "delivered again, and seeks and group deletions hold") {
+  RunningEtcd etcd;
+  Cluster cluster(etcd);
+  const int leader = cluster.await_leader({0, 1, 2}, 3);
+  std::vector<std::string> ids;
+  for (int n = 0; n < 20; ++n) {
+    auto answer = cluster.produce(leader, {{"payload", n}});
+    REQUIRE(answer.status == 200);
+    ids.push_back(answer.json()["id"]);
+  }
+  const int port = cluster.port(leader);
+  // "g" acknowledges 0..9 in one request and 15 alone (without consuming: an ack names messages).
+  json first_ten = json::array();
+  for (int n = 0; n < 10; ++n) first_ten.push_back(ids[static_cast<std::size_t>(n)]);
+  REQUIRE(http_post(port, group_route("/ack", "g"), json{{"ids", first_ten}}.dump()).status == 200);
+  REQUIRE(http_post(port, group_route("/ack", "g"), json{{"id", ids[15]}}.dump()).status == 200);
+  // "replay" is moved to 18; "keyed" orders by key and starts at the latest message; "doomed" is deleted.
+  REQUIRE(http_post(port, group_route("/seek", "replay"), R"({"offset":18})").status == 200);
+  {
+    mq::testing::SseStream keyed(port, group_route("/consume", "keyed") + "&ordering=key&from=latest");
+    REQUIRE(keyed.status() == 200);
+  }
+  REQUIRE(http_post(port, group_route("/ack", "doomed"), json{{"id", ids[0]}}.dump()).status == 200);
+  httplib::Client client("127.0.0.1", port);
+  auto deleted = client.Delete("/group?topic=events&group=doomed");
+  REQUIRE(deleted);
+  REQUIRE(deleted->status == 200);
+
+  REQUIRE(cluster.broker(leader).stop(SIGKILL));
+  std::vector<int> survivors;
+  for (int i = 0; i < 3; ++i) {
+    if (i != leader) survivors.push_back(i);
+  }
+  const int new_leader = cluster.await_leader(survivors, 2);
+  const int new_port = cluster.port(new_leader);
+
+  // The new leader knows every group as the old one answered it.
+  CHECK(group_stats(new_port, "g")["committed_offset"] == 10);
+  CHECK(group_stats(new_port, "replay")["committed_offset"] == 18);
+  CHECK(group_stats(new_port, "keyed")["committed_offset"] == 20);
+  CHECK(group_stats(new_port, "keyed")["ordering"] == "key");
+  CHECK(group_stats(new_port, "doomed").is_null());
+  // "g" is delivered exactly what it had not acknowledged, in offset order.
+  const auto delivered = consume_offsets(new_port, "g", 9);
+  CHECK(delivered == std::vector<std::uint64_t>{10, 11, 12, 13, 14, 16, 17, 18, 19});
+  CHECK(consume_offsets(new_port, "replay", 2) == std::vector<std::uint64_t>{18, 19});
+  // A mismatched ordering is refused as on the old leader: the group's ordering moved with it.
+  CHECK(http_get(new_port, group_route("/consume", "keyed") + "&ordering=none").status == 409);
+
+  // Acknowledged on the new leader, with the old one back as a follower: its journals take the
+  // new leader's state, and it would serve it in turn.
+  json rest = json::array();
+  for (std::uint64_t offset : delivered) rest.push_back(ids[offset]);
+  REQUIRE(http_post(new_port, group_route("/ack", "g"), json{{"ids", rest}}.dump()).status == 200);
+  CHECK(group_stats(new_port, "g")["committed_offset"] == 20);
+  cluster.broker(leader).start();
+  cluster.await_leader({new_leader}, 3);
+  REQUIRE(cluster.broker(new_leader).stop(SIGKILL));
+  std::vector<int> third;
+  for (int i = 0; i < 3; ++i) {
+    if (i != new_leader) third.push_back(i);
+  }
+  const int last_leader = cluster.await_leader(third, 2);
+  CHECK(group_stats(cluster.port(last_leader), "g")["committed_offset"] == 20);
+  CHECK(group_stats(cluster.port(last_leader), "replay")["committed_offset"] == 18);
+  CHECK(group_stats(cluster.port(last_leader), "doomed").is_null());
+}

@@ -15,6 +15,8 @@ namespace {
 
 constexpr std::size_t kReplayBatch = 4096;
 
+bool apply_snapshot(simdjson::dom::element snapshot, GroupProgress& progress);
+
 // Applies one record's payload (or a snapshot) to `progress`; false when it is not one we wrote.
 bool apply_record(simdjson::dom::element record, GroupProgress& progress) {
   simdjson::dom::array offsets;
@@ -41,6 +43,15 @@ bool apply_record(simdjson::dom::element record, GroupProgress& progress) {
   std::string_view ordering;
   if (!record["ordering"].get_string().get(ordering) && ordering == "key") {
     progress.ordering_key = true;
+    return true;
+  }
+  // A whole state replacing the one before (a follower taking its leader's, replication.md section
+  // 7): in one record, so that a crash cannot leave the group between two states.
+  simdjson::dom::element whole;
+  if (!record["progress"].get(whole)) {
+    GroupProgress replaced;
+    if (!apply_snapshot(whole, replaced)) return false;
+    progress = std::move(replaced);
     return true;
   }
   return false;
@@ -113,10 +124,30 @@ StoreOptions ack_journal_options(StoreOptions options, bool shared_log) {
 
 bool is_ack_journal_record(std::string_view json) {
   if (json == kRemovedRecord) return true;
+  GroupProgress scratch;
+  return apply_ack_journal_record(json, scratch);
+}
+
+bool apply_ack_journal_record(std::string_view json, GroupProgress& progress) {
   simdjson::dom::parser parser;
   simdjson::dom::element record;
-  GroupProgress scratch;
-  return !parser.parse(json).get(record) && apply_record(record, scratch);
+  return !parser.parse(json.data(), json.size()).get(record) && apply_record(record, progress);
+}
+
+std::string progress_json(const GroupProgress& progress) {
+  std::string json = "{\"committed\":" + std::to_string(progress.committed) + ",\"acked\":[";
+  bool first = true;
+  for (std::uint64_t offset : progress.acked) {
+    if (!first) json += ',';
+    first = false;
+    json += std::to_string(offset);
+  }
+  json += progress.ordering_key ? R"(],"ordering":"key"})" : "]}";
+  return json;
+}
+
+std::string progress_record(const GroupProgress& progress) {
+  return "{\"progress\":" + progress_json(progress) + "}";
 }
 
 AckJournal::AckJournal(FileSystem& fs, const StoreOptions& options, AckWal* shared_log, std::string key,
@@ -181,6 +212,15 @@ Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const Store
   return journal;
 }
 
+Status AckJournal::record_raw(std::string payload_json) { return record(std::move(payload_json)); }
+
+Status AckJournal::close() {
+  if (!log_) return {};
+  Status s = log_->sync(/*only_if_behind=*/true);
+  log_.reset();
+  return s;
+}
+
 Status AckJournal::record(std::string payload_json) {
   if (!log_)
     return Status::io_error(label_ + ": the acknowledgement log could not be reopened after compaction");
@@ -213,14 +253,7 @@ Status AckJournal::record_acks(std::span<const std::uint64_t> offsets) {
 }
 
 Status AckJournal::compact(const GroupProgress& progress) {
-  std::string snapshot = "{\"committed\":" + std::to_string(progress.committed) + ",\"acked\":[";
-  bool first = true;
-  for (std::uint64_t offset : progress.acked) {
-    if (!first) snapshot += ',';
-    first = false;
-    snapshot += std::to_string(offset);
-  }
-  snapshot += progress.ordering_key ? R"(],"ordering":"key"})" : "]}";
+  const std::string snapshot = progress_json(progress);
   // 1. The new snapshot replaces the old one atomically (write a temp file, sync, rename, sync the
   //    directory). A crash before the rename keeps the old snapshot and the whole log.
   const std::string base = dir_ + "/" + stem_;

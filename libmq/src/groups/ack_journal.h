@@ -24,6 +24,7 @@ namespace mq {
 
 class AckWal;
 class PartitionLog;
+struct GroupProgress;
 
 // The options a journal's log is opened with: with a shared log, written at once and synced only
 // when the shared log is checkpointed (FSYNC=interval's behaviour: directories synced at open,
@@ -31,6 +32,11 @@ class PartitionLog;
 StoreOptions ack_journal_options(StoreOptions options, bool shared_log);
 // True when `json` is a journal record's payload as libmq writes them (kRemovedRecord included).
 bool is_ack_journal_record(std::string_view json);
+// Applies a journal record's payload (not kRemovedRecord) to `progress`; false when it is not one.
+bool apply_ack_journal_record(std::string_view json, GroupProgress& progress);
+// The record that replaces a group's whole state with `progress`:
+// {"progress":{"committed":C,"acked":[...][,"ordering":"key"]}} (a follower taking its leader's).
+std::string progress_record(const GroupProgress& progress);
 // The record of the shared acknowledgement log that says a group was deleted on a partition
 // (DELETE /group): folding the log removes the journal's files there and applies only the records
 // after it. It is never written to a journal itself.
@@ -77,6 +83,12 @@ class AckJournal {
   Status record_seek(std::uint64_t offset);
   // Durably records that the group orders by key (written when it comes into being so).
   Status record_ordering_key();
+  // Durably records `payload_json`, which must pass is_ack_journal_record and not be kRemovedRecord
+  // (a follower copying its leader's records, libmq/docs/replication.md section 7).
+  Status record_raw(std::string payload_json);
+  // Syncs the log and closes it (the journal's group is handed to another owner); reopen_if_closed()
+  // opens it again.
+  Status close();
   // Deletes the journal (its log, index and snapshot) durably per FSYNC: with a shared log, the
   // removal is recorded there first (and synced), so that folding that log after a crash cannot
   // bring older records of this journal back. No record may be written meanwhile or afterwards.

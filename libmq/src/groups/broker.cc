@@ -40,7 +40,7 @@ std::string groups_dir(const std::string& data_dir, std::string_view topic) {
 
 }  // namespace
 
-struct Broker::State : private Timer::Target {
+struct Broker::State : private Timer::Target, public detail::GroupStateHost {
   struct TopicEntry {
     std::unique_ptr<Topic> topic;
     TopicSettings settings;
@@ -70,6 +70,15 @@ struct Broker::State : private Timer::Target {
   // Groups deleted since start and not made again (by a consume or a seek): a late ack of a
   // delivery from before the deletion must not bring one back at the earliest message.
   std::set<GroupKey> deleted_names;  // GUARDED_BY(groups_mutex)
+  // Replicated: the journals of groups on partitions this broker follows, written with its leader's
+  // records (libmq/docs/replication.md section 7); a group's entry goes when it opens here as leader.
+  struct FollowerJournal {
+    std::mutex mutex;  // one writer at a time: the fetch thread's records, a checkpoint's sync
+    std::unique_ptr<AckJournal> journal;
+    GroupProgress progress;
+  };
+  std::mutex follower_journals_mutex;
+  std::map<GroupKey, std::shared_ptr<FollowerJournal>> follower_journals;  // GUARDED_BY(follower_journals_mutex)
   // Keyless produces: the owned partitions of a topic take turns, one message or batch each.
   detail::PartitionTurns turns{1};
   // The redrive position of each dead-letter partition, opened on first use.
@@ -184,6 +193,12 @@ struct Broker::State : private Timer::Target {
     GroupKey key{std::string(topic), partition, std::string(name)};
     if (auto it = groups.find(key); it != groups.end()) return it->second.get();
     if (!create) return static_cast<ConsumerGroup*>(nullptr);
+    if (leadership) {
+      // Again under the lock that apply_state takes to close a former leader's groups: no group
+      // opens here once this broker follows the partition.
+      if (auto s = leadership->check_leading(std::string(topic), partition); !s.ok()) return s;
+      if (auto s = close_follower_journal(key); !s.ok()) return s;
+    }
     if (deleted_names.contains(key)) {
       if (!revive_deleted) {
         return Status::not_found("consumer group '" + std::string(name) + "' of " + std::string(topic) + "/" +
@@ -205,9 +220,26 @@ struct Broker::State : private Timer::Target {
     context.ack_log = ack_log.get();
     context.checkpoint_acks = [this] { checkpoint_ack_log(); };
     context.ordering_if_new = ordering;
+    if (leadership) {
+      context.publish_state = [this, topic = std::string(topic), partition,
+                               group = std::string(name)](std::string record) {
+        return leadership->publish_state(topic, partition, {group, std::move(record)});
+      };
+      context.confirm_state = [this, topic = std::string(topic), partition](detail::StateTicket ticket) {
+        return leadership->confirm_state(topic, partition, ticket);
+      };
+    }
     auto opened = detail::GroupState::open(std::move(context), file_system(), store->options(),
                                            groups_dir(store->options().data_dir, topic), from);
     if (!opened.ok()) return opened.status();
+    if (leadership) {
+      // The group as it opens (created now, or as this leader found it on disk) goes to the
+      // followers whole; the first call that needs it durable there confirms it.
+      auto ticket = leadership->publish_state(std::string(topic), partition,
+                                              {std::string(name), progress_record((*opened)->progress())});
+      if (!ticket.ok()) return ticket.status();
+      (*opened)->set_creation_ticket(*ticket);
+    }
     // A group opened while the broker stops (an ack may still come in) refuses subscriptions too.
     if (stopping) (*opened)->shutdown();
     auto* raw = new ConsumerGroup(std::move(opened.value()));
@@ -234,17 +266,53 @@ struct Broker::State : private Timer::Target {
       std::lock_guard lock(groups_mutex);
       for (auto& [key, g] : groups) all.emplace_back(key, g.get());
     }
+    std::vector<std::pair<GroupKey, std::shared_ptr<FollowerJournal>>> copies;
+    {
+      std::lock_guard lock(follower_journals_mutex);
+      for (auto& [key, j] : follower_journals) copies.emplace_back(key, j);
+    }
     std::vector<std::string> failed;
+    const auto report = [&](const GroupKey& key, const Status& s) {
+      const auto& [topic, partition, name] = key;
+      failed.push_back(ack_journal_key(topic, name, partition));
+      std::fprintf(stderr, "libmq: syncing the acknowledgements of %s failed: %s\n", failed.back().c_str(),
+                   s.to_string().c_str());
+    };
     for (const auto& [key, g] : all) {
-      if (auto s = g->state_->sync_journal(); !s.ok()) {
-        const auto& [topic, partition, name] = key;
-        failed.push_back(ack_journal_key(topic, name, partition));
-        std::fprintf(stderr, "libmq: syncing the acknowledgements of %s failed: %s\n", failed.back().c_str(),
-                     s.to_string().c_str());
-      }
+      if (auto s = g->state_->sync_journal(); !s.ok()) report(key, s);
+    }
+    for (const auto& [key, j] : copies) {
+      std::lock_guard lock(j->mutex);
+      if (!j->journal) continue;
+      if (auto s = j->journal->sync_if_behind(); !s.ok()) report(key, s);
     }
     return failed;
   }
+
+  // GroupStateHost (libmq/docs/replication.md section 7).
+  Result<std::vector<detail::GroupStateRecord>> state_snapshot(const std::string& topic,
+                                                               std::uint32_t partition) override;
+  Status apply_state(const std::string& topic, std::uint32_t partition, bool replace,
+                     const std::vector<detail::GroupStateRecord>& records) override;
+  // The follower's journal of a group, opened (or created) on first use.
+  Result<std::shared_ptr<FollowerJournal>> follower_journal(const GroupKey& key);
+  // Closes the follower's journal of `key`, if open (the group opens here as leader).
+  Status close_follower_journal(const GroupKey& key) {
+    std::shared_ptr<FollowerJournal> j;
+    {
+      std::lock_guard lock(follower_journals_mutex);
+      auto it = follower_journals.find(key);
+      if (it == follower_journals.end()) return {};
+      j = std::move(it->second);
+      follower_journals.erase(it);
+    }
+    std::lock_guard lock(j->mutex);
+    Status s = j->journal ? j->journal->close() : Status();
+    j->journal.reset();
+    return s;
+  }
+  // The names of the groups with a journal on disk for a partition (finishing interrupted removals).
+  Result<std::vector<std::string>> groups_on_disk(const std::string& topic, std::uint32_t partition);
 
   // The groups' journals share a bounded number of open descriptors, so that the number of open
   // files does not grow with the number of groups.
@@ -309,22 +377,25 @@ struct Broker::State : private Timer::Target {
       }
     }
     for (const auto& [topic, p] : partitions) {
-      const std::string dir = groups_dir(store->options().data_dir, topic);
-      auto names = file_system().list_directory(dir);
-      if (!names.ok()) return names.status();
-      for (const auto& name : *names) {
-        if (!is_valid_name(name)) continue;
-        const std::string stem = dir + "/" + name + "/partition-" + std::to_string(p);
-        auto interrupted =
-            AckJournal::remove_if_marked(file_system(), dir + "/" + name, "partition-" + std::to_string(p),
-                                         store->options().fsync != FsyncMode::kNever);
-        if (!interrupted.ok()) return interrupted.status();
-        if (*interrupted) continue;  // a deletion a crash cut short, finished now
-        if (!file_system().exists(stem + ".log") && !file_system().exists(stem + ".snapshot")) continue;
-        if (auto g = group(topic, p, name, StartPosition::kEarliest); !g.ok()) return g.status();
-      }
+      if (auto s = open_groups_on_disk(topic, p); !s.ok()) return s;
     }
     return {};
+  }
+  // Every group is tried; the first failure is returned (each one reported on stderr).
+  Status open_groups_on_disk(const std::string& topic, std::uint32_t p) {
+    auto names = groups_on_disk(topic, p);
+    if (!names.ok()) return names.status();
+    Status first;
+    for (const auto& name : *names) {
+      // A group deleted since start stays deleted (only a consume or a seek makes it again).
+      auto g = group(topic, p, name, StartPosition::kEarliest, /*create=*/true, Ordering::kNone,
+                     /*revive_deleted=*/false);
+      if (g.ok() || g.status().code() == ErrorCode::kNotFound) continue;
+      std::fprintf(stderr, "libmq: the consumer group %s of %s/%u could not be opened: %s\n", name.c_str(),
+                   topic.c_str(), p, g.status().to_string().c_str());
+      if (first.ok()) first = g.status();
+    }
+    return first;
   }
 
   // A redrive run left pending by a crash is settled before retention runs: retention could delete
@@ -388,6 +459,168 @@ struct Broker::State : private Timer::Target {
   }
 };
 
+Result<std::vector<std::string>> Broker::State::groups_on_disk(const std::string& topic,
+                                                              std::uint32_t p) {
+  const std::string dir = groups_dir(store->options().data_dir, topic);
+  std::vector<std::string> found;
+  if (!file_system().exists(dir)) return found;
+  auto names = file_system().list_directory(dir);
+  if (!names.ok()) return names.status();
+  for (const auto& name : *names) {
+    if (!is_valid_name(name)) continue;
+    const std::string stem = dir + "/" + name + "/partition-" + std::to_string(p);
+    auto interrupted =
+        AckJournal::remove_if_marked(file_system(), dir + "/" + name, "partition-" + std::to_string(p),
+                                     store->options().fsync != FsyncMode::kNever);
+    if (!interrupted.ok()) return interrupted.status();
+    if (*interrupted) continue;  // a deletion a crash cut short, finished now
+    if (!file_system().exists(stem + ".log") && !file_system().exists(stem + ".snapshot")) continue;
+    found.push_back(name);
+  }
+  return found;
+}
+
+Result<std::vector<detail::GroupStateRecord>> Broker::State::state_snapshot(const std::string& topic,
+                                                                          std::uint32_t partition) {
+  // Every group on disk too: this leader may not have opened them yet.
+  if (auto s = open_groups_on_disk(topic, partition); !s.ok()) return s;
+  std::vector<detail::GroupStateRecord> records;
+  std::lock_guard lock(groups_mutex);
+  for (auto it = groups.lower_bound({topic, partition, ""});
+       it != groups.end() && std::get<0>(it->first) == topic && std::get<1>(it->first) == partition; ++it) {
+    records.push_back({std::get<2>(it->first), progress_record(it->second->state_->progress())});
+  }
+  return records;
+}
+
+Result<std::shared_ptr<Broker::State::FollowerJournal>> Broker::State::follower_journal(const GroupKey& key) {
+  {
+    std::lock_guard lock(follower_journals_mutex);
+    if (auto it = follower_journals.find(key); it != follower_journals.end()) return it->second;
+  }
+  const auto& [topic, partition, name] = key;
+  const std::string dir = groups_dir(store->options().data_dir, topic) + "/" + name;
+  const std::string stem = "partition-" + std::to_string(partition);
+  auto interrupted =
+      AckJournal::remove_if_marked(file_system(), dir, stem, store->options().fsync != FsyncMode::kNever);
+  if (!interrupted.ok()) return interrupted.status();
+  auto j = std::make_shared<FollowerJournal>();
+  bool created = false;
+  auto journal = AckJournal::open(file_system(), store->options(), ack_log.get(),
+                                  ack_journal_key(topic, name, partition), dir, stem,
+                                  topic + "/" + std::to_string(partition) + " group " + name + " (replica)",
+                                  j->progress, created);
+  if (!journal.ok()) return journal.status();
+  j->journal = std::move(journal.value());
+  std::lock_guard lock(follower_journals_mutex);
+  follower_journals[key] = j;  // only the partition's fetch thread opens them
+  return j;
+}
+
+Status Broker::State::apply_state(const std::string& topic, std::uint32_t partition, bool replace,
+                                  const std::vector<detail::GroupStateRecord>& records) {
+  // Checked whole before anything is written: a record that is not one libmq writes would make the
+  // journal unreadable at the next start.
+  for (const auto& r : records) {
+    if (!is_valid_name(r.group)) return invalid_name("group (from the leader)", r.group);
+    if (!is_ack_journal_record(r.record) || (replace && !r.record.starts_with(R"({"progress":)")))
+      return Status::invalid_argument("the leader sent a group-state record libmq does not write: " +
+                                      r.record.substr(0, 200));
+  }
+  // Groups this broker had open as the partition's leader are closed first: from now on their
+  // journals hold the leader's state. (Under groups_mutex, which group() takes to open one: none
+  // opens once this broker no longer leads.)
+  std::vector<ConsumerGroup*> former;
+  {
+    std::lock_guard lock(groups_mutex);
+    if (leadership->check_leading(topic, partition).ok())
+      return Status::conflict("this broker leads " + topic + "/" + std::to_string(partition));
+    for (auto it = groups.lower_bound({topic, partition, ""});
+         it != groups.end() && std::get<0>(it->first) == topic && std::get<1>(it->first) == partition;) {
+      former.push_back(it->second.get());
+      deleted_groups.push_back(std::move(it->second));
+      it = groups.erase(it);
+    }
+  }
+  for (ConsumerGroup* g : former) {
+    if (auto s = g->state_->retire(); !s.ok()) return s;
+  }
+  const auto remove_journal = [&](const GroupKey& key) -> Status {
+    auto j = follower_journal(key);
+    if (!j.ok()) return j.status();
+    {
+      std::lock_guard lock((*j)->mutex);
+      if (auto s = (*j)->journal->remove(); !s.ok()) return s;
+      (*j)->journal.reset();
+    }
+    std::lock_guard lock(follower_journals_mutex);
+    follower_journals.erase(key);
+    return {};
+  };
+  const auto write = [&](const std::string& group, std::string record) -> Status {
+    const GroupKey key{topic, partition, group};
+    if (record == kRemovedRecord) return remove_journal(key);
+    auto j = follower_journal(key);
+    if (!j.ok()) return j.status();
+    std::lock_guard lock((*j)->mutex);
+    FollowerJournal& fj = **j;
+    GroupProgress after = fj.progress;
+    if (!apply_ack_journal_record(record, after)) return Status::invalid_argument("bad group-state record");
+    // Nothing to write when it changes nothing (a snapshot of groups that did not move).
+    if (after.committed == fj.progress.committed && after.acked == fj.progress.acked &&
+        after.ordering_key == fj.progress.ordering_key)
+      return {};
+    if (auto s = fj.journal->reopen_if_closed(); !s.ok()) return s;
+    if (auto s = fj.journal->record_raw(std::move(record)); !s.ok()) return s;
+    fj.progress = std::move(after);
+    if (fj.journal->log_bytes() >= (1 << 20)) (void)fj.journal->compact(fj.progress);  // retried next time
+    return {};
+  };
+  Status status;
+  if (replace) {
+    std::set<std::string> named;
+    for (const auto& r : records) named.insert(r.group);
+    auto on_disk = groups_on_disk(topic, partition);
+    if (!on_disk.ok()) return on_disk.status();
+    for (const auto& name : *on_disk) {
+      if (!named.contains(name)) {
+        if (auto s = remove_journal({topic, partition, name}); !s.ok()) return s;
+      }
+    }
+    for (const auto& r : records) {
+      if (status = write(r.group, r.record); !status.ok()) break;
+    }
+  } else {
+    // Acknowledgements of one group that follow each other are written as one record (one sync).
+    std::map<std::string, std::string> pending;  // group -> offsets, comma-separated
+    const auto flush = [&](const std::string& group) -> Status {
+      auto it = pending.find(group);
+      if (it == pending.end()) return {};
+      std::string record = "[" + it->second + "]";
+      pending.erase(it);
+      return write(group, std::move(record));
+    };
+    for (const auto& r : records) {
+      if (r.record.starts_with('[')) {
+        const std::string_view inner = std::string_view(r.record).substr(1, r.record.size() - 2);
+        if (inner.empty()) {
+          if (!pending.contains(r.group)) pending[r.group];  // the group exists
+          continue;
+        }
+        std::string& list = pending[r.group];
+        if (!list.empty()) list += ',';
+        list += inner;
+        continue;
+      }
+      if (status = flush(r.group); !status.ok()) break;
+      if (status = write(r.group, r.record); !status.ok()) break;
+    }
+    while (status.ok() && !pending.empty()) status = flush(pending.begin()->first);
+  }
+  checkpoint_ack_log();
+  return status;
+}
+
 // Retention (libmq/docs/log_format.md "Segments"): each owned partition by its topic's rules; with
 // retention_acked, below the lowest committed offset of the partition's groups (a partition no group
 // has read keeps its messages). Groups then move up to the new log start.
@@ -396,8 +629,20 @@ Result<std::uint64_t> Broker::State::apply_retention() {
   // Replicated, a broker opens no group at start (it leads nothing yet): the groups on disk of the
   // partitions it leads now are opened here, so that RETENTION_ACKED counts every group, not only
   // those used since the start (it would delete what an idle group has not read).
+  // A group that cannot be opened (reported) must not stop retention of the rest; a partition
+  // whose groups did not all open keeps its messages when retention counts acknowledgements.
+  std::set<std::pair<std::string, std::uint32_t>> groups_unknown;
   if (leadership) {
-    if (auto s = open_groups_on_disk(); !s.ok()) return s;
+    std::vector<std::pair<std::string, std::uint32_t>> led;
+    {
+      std::shared_lock lock(topics_mutex);
+      for (const auto& [name, entry] : topics) {
+        for (std::uint32_t p : served_partitions(*entry->topic)) led.emplace_back(name, p);
+      }
+    }
+    for (const auto& [topic, p] : led) {
+      if (!open_groups_on_disk(topic, p).ok()) groups_unknown.emplace(topic, p);
+    }
   }
   struct Owned {
     TopicEntry* entry;
@@ -433,7 +678,9 @@ Result<std::uint64_t> Broker::State::apply_retention() {
         partition_groups.push_back(it->second.get());
       }
     }
-    if (settings.retention_acked.value_or(config.retention.acked) && !partition_groups.empty()) {
+    const bool acked_rule = settings.retention_acked.value_or(config.retention.acked);
+    if (acked_rule && groups_unknown.contains({t.entry->topic->name(), t.partition})) continue;
+    if (acked_rule && !partition_groups.empty()) {
       std::uint64_t lowest = UINT64_MAX;
       for (ConsumerGroup* g : partition_groups)
         lowest = std::min(lowest, g->state_->stats().committed_offset);
@@ -554,7 +801,7 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
     auto lookup = [raw](const std::string& topic, std::uint32_t partition) {
       return raw->kept_copy(topic, partition);
     };
-    if (auto s = state->leadership->start(std::move(replicated), lookup); !s.ok()) return s;
+    if (auto s = state->leadership->start(std::move(replicated), lookup, raw); !s.ok()) return s;
   }
   return std::unique_ptr<Broker>(new Broker(std::move(state)));
 }
@@ -687,6 +934,8 @@ Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, 
   auto g =
       state_->group(topic, partition, group, options.from, true, options.ordering.value_or(Ordering::kNone));
   if (!g.ok()) return g.status();
+  // Replicated: where a new group starts (from=latest) must be on the followers before it delivers.
+  if (auto s = (*g)->state_->confirm_creation(); !s.ok()) return s;
   return (*g)->subscribe(options);
 }
 
@@ -785,6 +1034,14 @@ Result<std::vector<TopicStats>> Broker::stats(std::optional<std::string_view> to
     }
   }
   if (topic && selected.empty()) return Status::not_found("unknown topic '" + std::string(*topic) + "'");
+  if (state_->leadership) {
+    // Replicated, a broker opens a partition's groups when it first needs them after it became its
+    // leader: stats show them all, as the former leader did (a failure is reported on stderr, and
+    // the stats show the groups that did open).
+    for (const auto& [name, entry] : selected) {
+      for (std::uint32_t p : state_->served_partitions(*entry->topic)) (void)state_->open_groups_on_disk(name, p);
+    }
+  }
   std::vector<TopicStats> result;
   std::lock_guard lock(state_->groups_mutex);
   for (const auto& [name, entry] : selected) {

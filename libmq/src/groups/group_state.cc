@@ -231,14 +231,47 @@ void GroupState::wake_locked(std::uint64_t subscriber) {
 }
 
 Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
-  auto result = [&] {
+  std::optional<StateTicket> ticket;
+  auto result = [&]() -> Result<std::uint64_t> {
     // Exclusive: no acknowledgement may be recorded between the seek's record and its effect, or
-    // a replay would apply them in another order than memory did.
+    // a replay would apply them in another order than memory did (nor be published in another).
     std::unique_lock journal_lock(journal_mutex_);
-    return seek_locked(target);
+    auto moved = seek_locked(target);
+    if (!moved.ok()) return moved;
+    auto published = publish("{\"seek\":" + std::to_string(*moved) + "}");
+    if (!published.ok()) return published.status();
+    ticket = *published;
+    return moved;
   }();
   after_record();
+  if (result.ok()) {
+    if (auto s = confirm(ticket); !s.ok()) return s;
+  }
   return result;
+}
+
+Result<std::optional<StateTicket>> GroupState::publish(std::string record) const {
+  if (!context_.publish_state) return std::optional<StateTicket>();
+  auto ticket = context_.publish_state(std::move(record));
+  if (!ticket.ok()) return ticket.status();
+  return std::optional<StateTicket>(*ticket);
+}
+
+Status GroupState::confirm(const std::optional<StateTicket>& ticket) const {
+  return ticket ? context_.confirm_state(*ticket) : Status();
+}
+
+Status GroupState::confirm_creation() {
+  std::optional<StateTicket> ticket;
+  {
+    std::lock_guard lock(mutex_);
+    ticket = creation_ticket_;
+  }
+  if (!ticket) return {};
+  if (auto s = confirm(ticket); !s.ok()) return s;
+  std::lock_guard lock(mutex_);
+  creation_ticket_.reset();
+  return {};
 }
 
 Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
@@ -533,17 +566,31 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
     if (is_removed()) return deleted_status();  // (its journal is gone on purpose)
     if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
   }
+  std::optional<StateTicket> ticket;
   {
     std::shared_lock journal_lock(journal_mutex_);
     if (is_removed()) return deleted_status();
     // Durable first: an acknowledgement that is answered must survive a crash.
     if (auto s = journal_->record_acks(fresh); !s.ok()) return s;
-    std::lock_guard lock(mutex_);
-    newly = apply_acks_locked(fresh, dead_lettered);
+    {
+      std::lock_guard lock(mutex_);
+      newly = apply_acks_locked(fresh, dead_lettered);
+    }
+    // Acknowledgements commute with each other, so those published under the shared lock may go
+    // in any order among themselves; a seek (exclusive) is published between them as applied.
+    std::string record = "[";
+    for (std::size_t i = 0; i < fresh.size(); ++i) {
+      if (i > 0) record += ',';
+      record += std::to_string(fresh[i]);
+    }
+    record += ']';
+    auto published = publish(std::move(record));
+    if (!published.ok()) return published.status();
+    ticket = *published;
   }
   compact_if_large();
   after_record();
-  return {};
+  return confirm(ticket);
 }
 
 std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets, bool dead_lettered) {
@@ -684,32 +731,57 @@ void GroupState::shutdown() {
 }
 
 Status GroupState::deleted_status() const {
+  if (retired_) {
+    return Status::unavailable("this broker no longer leads " + context_.topic + "/" +
+                               std::to_string(context_.partition_index) +
+                               " (the leader is named in /topics): consume and acknowledge there");
+  }
   return Status::not_found("consumer group '" + context_.group + "' of " + context_.topic + "/" +
                            std::to_string(context_.partition_index) + " was deleted");
 }
 
 Status GroupState::remove() {
-  // Exclusive: no record is being written while the journal goes, and none after (each writer
-  // checks removed_ under the journal lock).
+  std::optional<StateTicket> ticket;
+  {
+    // Exclusive: no record is being written while the journal goes, and none after (each writer
+    // checks removed_ under the journal lock).
+    std::unique_lock journal_lock(journal_mutex_);
+    if (is_removed()) return {};
+    if (auto s = journal_->remove(); !s.ok()) return s;
+    end_locked(/*retired=*/false);
+    auto published = publish(std::string(kRemovedRecord));
+    if (!published.ok()) return published.status();
+    ticket = *published;
+  }
+  return confirm(ticket);
+}
+
+Status GroupState::retire() {
   std::unique_lock journal_lock(journal_mutex_);
   if (is_removed()) return {};
-  if (auto s = journal_->remove(); !s.ok()) return s;
+  Status closed = journal_->close();
+  end_locked(/*retired=*/true);
+  return closed;
+}
+
+void GroupState::end_locked(bool retired) {
   {
     std::lock_guard lock(mutex_);
     removed_ = true;
+    retired_ = retired;
     for (auto& [offset, tracked] : tracked_) cancel_timer_locked(tracked);
     tracked_.clear();
     ready_.clear();
     read_ahead_.clear();
     key_queues_.clear();
-    for (auto& [id, sub] : subscribers_) sub.wake.notify_all();  // their take() ends with kNotFound
+    // Their take() ends with kNotFound (deleted) or kUnavailable (retired).
+    for (auto& [id, sub] : subscribers_) sub.wake.notify_all();
   }
   // The broker keeps the object (pointers to it were handed out) but it need hear of no append:
   // without this, every produce would wake every group ever deleted on the partition. (Not under
   // mutex_, which the listener takes: removal waits for a call under way.)
   PartitionInternal::remove_append_listener(*context_.partition, listener_id_);
   listener_id_ = 0;
-  return {};
 }
 
 Status GroupState::sync_journal() {

@@ -3,6 +3,7 @@
 // AckJournal), and the counters behind /stats and /metrics.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -21,6 +22,7 @@
 
 #include "groups/ack_journal.h"
 #include "groups/ack_wal.h"
+#include "groups/leadership.h"
 #include "groups/timer.h"
 #include "mq/consumer_group.h"
 #include "mq/message.h"
@@ -45,6 +47,11 @@ struct GroupContext {
   std::function<void()> checkpoint_acks;
   // The ordering the group gets if it does not exist yet (fixed then, durably).
   Ordering ordering_if_new = Ordering::kNone;
+  // Replicated partitions (unset otherwise; libmq/docs/replication.md section 7): every journal
+  // record, once durable here and applied, is published to the followers (under the journal lock,
+  // so in the order applied) and confirmed (with no lock held) before it is answered.
+  std::function<Result<StateTicket>(std::string record)> publish_state;
+  std::function<Status(StateTicket)> confirm_state;
 };
 
 // kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.
@@ -94,9 +101,29 @@ class GroupState : private Timer::Target {
   // subscriptions and cancels its timers. Every later call fails with kNotFound (the broker makes
   // a new GroupState for a group of the same name); idempotent.
   Status remove();
+  // The broker stopped leading the partition (replicated): closes the journal (synced) without
+  // deleting it and ends every subscription; every later call fails with kUnavailable. The
+  // journal's files are then the replica's, which writes its leader's records to them.
+  Status retire();
+  // What the group has acknowledged (for a snapshot of the partition's groups).
+  GroupProgress progress() const {
+    std::lock_guard lock(mutex_);
+    return progress_;
+  }
+  // Replicated: waits until the followers hold the group's creation (published by the broker), once.
+  Status confirm_creation();
+  void set_creation_ticket(StateTicket ticket) {
+    std::lock_guard lock(mutex_);
+    creation_ticket_ = ticket;
+  }
 
  private:
+  // Publishes `record` to the followers when replicated (nullopt: not replicated).
+  Result<std::optional<StateTicket>> publish(std::string record) const;
+  Status confirm(const std::optional<StateTicket>& ticket) const;
   Status deleted_status() const;
+  // Ends the group in memory (remove() or retire(), with the journal lock held exclusively).
+  void end_locked(bool retired);
   bool is_removed() const {
     std::lock_guard lock(mutex_);
     return removed_;
@@ -226,7 +253,10 @@ class GroupState : private Timer::Target {
   std::uint64_t next_token_ = 0;       // GUARDED_BY(mutex_)
   std::uint64_t inflight_ = 0;         // GUARDED_BY(mutex_)
   bool stopping_ = false;              // GUARDED_BY(mutex_)
-  bool removed_ = false;               // GUARDED_BY(mutex_): remove() deleted the group
+  bool removed_ = false;               // GUARDED_BY(mutex_): remove() deleted the group, or retire()
+  // retire() ran (removed_ is set too); atomic: deleted_status() reads it with or without mutex_.
+  std::atomic<bool> retired_{false};
+  std::optional<StateTicket> creation_ticket_;  // GUARDED_BY(mutex_)
   GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
 };
 

@@ -20,6 +20,36 @@ struct ReplicatedTopic {
   std::uint32_t partitions = 0;
 };
 
+// One change of a group's state on a partition (libmq/docs/replication.md section 7): `record` is an
+// acknowledgement journal record's payload (log_format.md "Consumer groups on disk"), kRemovedRecord
+// included, as the leader wrote it to the group's journal.
+struct GroupStateRecord {
+  std::string group;
+  std::string record;
+  bool operator==(const GroupStateRecord&) const = default;
+};
+
+// A record handed to the replicas: confirmed once the in-sync replicas hold it (the leader epoch
+// it was published in, and its place in that epoch's sequence).
+struct StateTicket {
+  std::uint64_t epoch = 0;
+  std::uint64_t version = 0;
+};
+
+// The groups layer's side of replicating group state, implemented by the Broker. Thread-safe.
+class GroupStateHost {
+ public:
+  virtual ~GroupStateHost() = default;
+  // The leader: every group of the partition as one progress record each (progress_record).
+  virtual Result<std::vector<GroupStateRecord>> state_snapshot(const std::string& topic,
+                                                               std::uint32_t partition) = 0;
+  // A follower: applies its leader's records to the groups' journals here, durably (per FSYNC),
+  // in order; with `replace`, `records` are a snapshot, and groups it does not name are removed.
+  // Groups this broker had open from when it led the partition are closed first (their streams end).
+  virtual Status apply_state(const std::string& topic, std::uint32_t partition, bool replace,
+                             const std::vector<GroupStateRecord>& records) = 0;
+};
+
 // Thread-safe.
 class Leadership {
  public:
@@ -28,8 +58,9 @@ class Leadership {
   virtual ~Leadership() = default;
 
   // Called once by Broker::open when every copy is open: `lookup` finds the copies of `topics`
-  // this broker keeps (valid until stop()).
-  virtual Status start(std::vector<ReplicatedTopic> topics, PartitionLookup lookup) = 0;
+  // this broker keeps, `groups` their groups' state (both valid until stop()).
+  virtual Status start(std::vector<ReplicatedTopic> topics, PartitionLookup lookup,
+                       GroupStateHost* groups) = 0;
   // Ends every use of the copies; Broker's destructor calls it before they close. Idempotent.
   virtual void stop() = 0;
 
@@ -41,6 +72,15 @@ class Leadership {
   // before storing anything when this broker does not lead or too few replicas are in sync.
   virtual Result<AppendResult> append(const std::string& topic, std::uint32_t partition,
                                       const std::function<Result<AppendResult>()>& append) = 0;
+
+  // Group state (replication.md section 7). `publish` hands a record, already durable here and
+  // applied, to the followers; the caller publishes a group's records in the order it applied them
+  // (under the group's journal lock). kNotOwned / kUnavailable when this broker does not lead now.
+  virtual Result<StateTicket> publish_state(const std::string& topic, std::uint32_t partition,
+                                            GroupStateRecord record) = 0;
+  // Waits until the in-sync replicas hold the record (and every one published before it); fails
+  // when this broker stopped leading since, too few replicas are in sync, or it timed out.
+  virtual Status confirm_state(const std::string& topic, std::uint32_t partition, StateTicket ticket) = 0;
 };
 
 }  // namespace mq::detail

@@ -156,10 +156,22 @@ std::string encode_fetch_answer(const FetchAnswer& answer) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& e : answer.epochs) list.push_back({e.epoch, e.start});
     header["epochs"] = std::move(list);
+    if (answer.state_version) {
+      header["state_version"] = *answer.state_version;
+      header["state_lines"] = answer.state.size();
+      header["state_snapshot"] = answer.state_snapshot;
+    }
   }
   std::string body = header.dump();
   body += '\n';
   body += answer.lines;
+  for (const auto& r : answer.state) {
+    body += R"({"group":)";
+    body += nlohmann::json(r.group).dump();
+    body += R"(,"record":)";
+    body += r.record;  // minified JSON, as the journal holds it
+    body += "}\n";
+  }
   return body;
 }
 
@@ -212,12 +224,38 @@ Result<FetchAnswer> decode_fetch_answer(std::string body) {
       return bad("an epoch entry is not [epoch, start]");
     answer.epochs.push_back({pair[0].get<std::uint64_t>(), pair[1].get<std::uint64_t>()});
   }
-  answer.lines = body.substr(newline + 1);
-  if (static_cast<std::uint64_t>(std::count(answer.lines.begin(), answer.lines.end(), '\n')) !=
-          answer.line_count ||
-      (!answer.lines.empty() && answer.lines.back() != '\n')) {
-    return bad("the header announces " + std::to_string(answer.line_count) + " lines");
+  std::uint64_t state_lines = 0;
+  if (header.contains("state_version")) {
+    answer.state_version = number("state_version");
+    const auto count_of_state = number("state_lines");
+    const auto snapshot = header.find("state_snapshot");
+    if (!answer.state_version || !count_of_state || snapshot == header.end() || !snapshot->is_boolean())
+      return bad("state_version and state_lines must be numbers, state_snapshot a boolean");
+    state_lines = *count_of_state;
+    answer.state_snapshot = snapshot->get<bool>();
   }
+  // The log lines end after line_count newlines; the state lines follow.
+  std::size_t end = newline + 1;
+  for (std::uint64_t i = 0; i < answer.line_count; ++i) {
+    const std::size_t next = body.find('\n', end);
+    if (next == std::string::npos)
+      return bad("the header announces " + std::to_string(answer.line_count) + " lines");
+    end = next + 1;
+  }
+  std::string_view rest = std::string_view(body).substr(end);
+  for (std::uint64_t i = 0; i < state_lines; ++i) {
+    const std::size_t next = rest.find('\n');
+    if (next == std::string_view::npos)
+      return bad("the header announces " + std::to_string(state_lines) + " state lines");
+    const auto line = nlohmann::json::parse(rest.substr(0, next), nullptr, false);
+    rest.remove_prefix(next + 1);
+    if (!line.is_object() || !line.contains("group") || !line["group"].is_string() || !line.contains("record"))
+      return bad("a state line is not {\"group\":G,\"record\":R}");
+    answer.state.push_back({line["group"].get<std::string>(), line["record"].dump()});
+  }
+  if (!rest.empty()) return bad("more lines than the header announces");
+  body.resize(end);
+  answer.lines = body.substr(newline + 1);
   return answer;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "groups/leadership.h"
 #include "mq/partition.h"
 #include "mq/status.h"
 #include "replication/epoch_cache.h"
@@ -23,6 +24,10 @@ struct FetchRequest {
   std::optional<std::uint64_t> last_epoch;  // the newest epoch in its cache (none: 0)
   std::uint64_t durable = 0;                // its durable offset (per FSYNC)
   std::size_t max_bytes = 1 << 20;          // lines to send at most, unless one batch is larger
+  // Group state (section 7): the leader epoch whose records the follower applied (0: none), and
+  // the newest of them it holds durably.
+  std::uint64_t state_epoch = 0;
+  std::uint64_t state_version = 0;
 };
 
 // What a leader answers. Exactly one of the three shapes: truncate_to set (the follower's log
@@ -40,6 +45,11 @@ struct FetchAnswer {
   std::string lines;  // whole batches, each line ending in '\n', as the leader stores them
   // The leader's entries covering the lines (EpochCache::entries_from(first_offset)).
   std::vector<EpochCache::Entry> epochs;
+  // Group state, with lines (none from a leader that replicates no group state): `state` takes the
+  // follower to `state_version` of this epoch; with `state_snapshot` it replaces every group's.
+  std::optional<std::uint64_t> state_version;
+  bool state_snapshot = false;
+  std::vector<mq::detail::GroupStateRecord> state;
 };
 
 // The leader's side: answers `request` from `log` (its partition) and `epochs` (its cache), as the
@@ -55,8 +65,10 @@ Result<FetchAnswer> answer_fetch(const Partition& log, const EpochCache& epochs,
 // not starting at its end, epochs going backwards): the follower fetches again.
 Result<std::uint64_t> apply_fetch_answer(Partition& log, EpochCache& epochs, FetchAnswer answer);
 
-// The answer on the wire (application/x-ndjson): one JSON header line, then the lines.
-//   {"leader_epoch":E,"high_watermark":H,"log_start":S,"first_offset":O,"lines":N,"epochs":[[e,s],...]}
+// The answer on the wire (application/x-ndjson): one JSON header line, then the lines, then the
+// group-state lines ({"group":G,"record":R}, when the header has state_version).
+//   {"leader_epoch":E,"high_watermark":H,"log_start":S,"first_offset":O,"lines":N,"epochs":[[e,s],...]
+//    [,"state_version":V,"state_lines":M,"state_snapshot":B]}
 //   {"leader_epoch":E,"high_watermark":H,"log_start":S,"truncate_to":T,"truncate_epoch":e}
 //   {"leader_epoch":E,"high_watermark":H,"log_start":S,"reset_to":R}
 std::string encode_fetch_answer(const FetchAnswer& answer);

@@ -29,7 +29,8 @@ void InSyncTracker::leader_appended(std::uint64_t end, std::uint64_t durable) {
   advance_locked();
 }
 
-void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t durable) {
+void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t durable,
+                                     std::uint64_t state_version) {
   if (follower == leader_) return;
   std::lock_guard lock(mutex_);
   Follower& f = followers_[follower];
@@ -37,15 +38,40 @@ void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t du
   // Its latest report, never beyond this log's end: a follower whose own recovery cut lines has
   // less than it said before, and one claiming more than the leader has is not believed.
   f.durable = std::min(durable, leader_end_);
+  f.state_version = std::min(state_version, state_head_);
   // Caught up: durable to where the leader ended at this follower's previous fetch (Kafka's
-  // lastCaughtUpTime), or to the leader's end now.
-  if (f.durable >= f.leader_end_at_last_fetch || f.durable >= leader_end_) f.caught_up_at = clock_->now();
+  // lastCaughtUpTime), or to the leader's end now; the same for the group state.
+  const bool log_caught_up = f.durable >= f.leader_end_at_last_fetch || f.durable >= leader_end_;
+  const bool state_caught_up = f.state_version >= f.state_head_at_last_fetch || f.state_version >= state_head_;
+  if (log_caught_up && state_caught_up) f.caught_up_at = clock_->now();
   f.leader_end_at_last_fetch = leader_end_;
+  f.state_head_at_last_fetch = state_head_;
   // Joining: from now on writes wait for it too, so nothing acknowledged can miss on it once it is
   // in the ISR (docs: "ISR changes", grow).
-  if (!in_isr_locked(follower) && !f.joining && f.durable >= high_watermark_ && f.durable >= leader_end_)
+  if (!in_isr_locked(follower) && !f.joining && f.durable >= high_watermark_ && f.durable >= leader_end_ &&
+      f.state_version >= state_head_)
     f.joining = true;
   advance_locked();
+}
+
+void InSyncTracker::state_published(std::uint64_t version) {
+  std::lock_guard lock(mutex_);
+  state_head_ = std::max(state_head_, version);
+  advance_locked();
+}
+
+Status InSyncTracker::wait_state_acknowledged(std::uint64_t version, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  const bool done = changed_.wait_for(lock, timeout, [&] {
+    return stopped_ || isr_.size() < options_.min_insync || state_confirmed_ >= version;
+  });
+  if (stopped_) return Status::shutting_down("this broker no longer leads the partition");
+  if (isr_.size() < options_.min_insync) return not_enough_locked();
+  if (!done) {
+    return Status::unavailable("the in-sync replicas did not confirm the group state within " +
+                               std::to_string(timeout.count()) + " ms");
+  }
+  return {};
 }
 
 void InSyncTracker::advance_locked() {
@@ -59,10 +85,27 @@ void InSyncTracker::advance_locked() {
   for (const auto& [id, f] : followers_) {
     if (f.joining) hw = std::min(hw, f.durable);
   }
+  std::uint64_t state = state_head_;
+  for (const auto& member : isr_) {
+    if (member == leader_) continue;
+    const auto it = followers_.find(member);
+    state = std::min(state, it == followers_.end() ? 0 : it->second.state_version);
+  }
+  for (const auto& [id, f] : followers_) {
+    if (f.joining) state = std::min(state, f.state_version);
+  }
+  bool changed = false;
   if (hw > high_watermark_) {
     high_watermark_ = hw;
-    changed_.notify_all();
+    changed = true;
   }
+  // Unlike the high watermark this may fall (a member joins that holds less): waits compare with
+  // it, and a record once confirmed was on every member of its time, which is what counts (R2).
+  if (state != state_confirmed_) {
+    changed |= state > state_confirmed_;
+    state_confirmed_ = state;
+  }
+  if (changed) changed_.notify_all();
 }
 
 std::uint64_t InSyncTracker::high_watermark() const {

@@ -6,7 +6,8 @@
 // - A write ending at offset `end` is acknowledged once every in-sync member (the leader included)
 //   and every joining one has it durable, and the ISR has at least min_insync members (R2).
 // - A follower is caught up at a fetch that shows it durable up to where the leader's log ended
-//   at its previous fetch (Kafka's rule: under steady load nobody ever equals the leader's end).
+//   at its previous fetch (Kafka's rule: under steady load nobody ever equals the leader's end),
+//   and holds the group-state records published by then likewise.
 // - An ISR member not caught up for replica_lag is proposed for removal; until the removal is
 //   committed in etcd (isr_committed), writes still wait for it.
 // - A follower outside the ISR that is caught up and durable up to the high watermark joins: from
@@ -52,8 +53,15 @@ class InSyncTracker {
 
   // The leader's own log: where it ends and how much of it is durable.
   void leader_appended(std::uint64_t end, std::uint64_t durable);
-  // A follower's fetch: its durable offset.
-  void follower_fetched(const ReplicaId& follower, std::uint64_t durable);
+  // A follower's fetch: its durable offset, and the newest group-state record of this epoch it
+  // holds durably (0: none, or it holds another epoch's).
+  void follower_fetched(const ReplicaId& follower, std::uint64_t durable, std::uint64_t state_version = 0);
+  // The newest group-state record the leader published (replication.md section 7). A follower is
+  // caught up (and may join) only with the group state too.
+  void state_published(std::uint64_t version);
+  // Waits until every in-sync (and joining) replica holds the group-state record `version`, with
+  // wait_acknowledged's answers.
+  Status wait_state_acknowledged(std::uint64_t version, std::chrono::milliseconds timeout);
 
   std::uint64_t high_watermark() const;
   // The committed ISR (members in the order given).
@@ -83,6 +91,8 @@ class InSyncTracker {
   struct Follower {
     std::uint64_t durable = 0;
     std::uint64_t leader_end_at_last_fetch = 0;
+    std::uint64_t state_version = 0;
+    std::uint64_t state_head_at_last_fetch = 0;
     Clock::TimePoint caught_up_at{};
     bool joining = false;
     bool gone = false;  // mark_gone(), until it fetches again
@@ -103,6 +113,8 @@ class InSyncTracker {
   std::uint64_t leader_end_ = 0;      // GUARDED_BY(mutex_)
   std::uint64_t leader_durable_ = 0;  // GUARDED_BY(mutex_)
   std::uint64_t high_watermark_ = 0;  // GUARDED_BY(mutex_)
+  std::uint64_t state_head_ = 0;      // GUARDED_BY(mutex_): the newest group-state record published
+  std::uint64_t state_confirmed_ = 0;  // GUARDED_BY(mutex_): held by every in-sync and joining replica
   bool stopped_ = false;              // GUARDED_BY(mutex_)
 };
 

@@ -1,7 +1,10 @@
 #include "replication/replica_manager.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
+
+#include "storage/internal_access.h"
 
 namespace mq::replication {
 namespace {
@@ -23,6 +26,21 @@ struct ReplicaManager::Replica {
   std::int64_t leader_create_revision = 0;  // GUARDED_BY(role_mutex): of our leader key, leading
   PartitionCoordinator::View view;          // GUARDED_BY(role_mutex): the latest read, leading
   std::shared_ptr<InSyncTracker> tracker;   // GUARDED_BY(role_mutex): leading
+  std::shared_ptr<StateFeed> feed;          // GUARDED_BY(role_mutex): leading, with group state
+
+  // Wakes a leader's long polls: an append to the log, a group-state record published.
+  std::mutex activity_mutex;
+  std::condition_variable activity;
+  std::uint64_t append_listener = 0;
+  void wake_fetches() {
+    std::lock_guard lock(activity_mutex);
+    activity.notify_all();
+  }
+
+  // The fetch thread's: the group state it applied (the leader epoch it came from; 0: none yet).
+  std::uint64_t state_epoch = 0;
+  std::uint64_t state_version = 0;
+  Clock::TimePoint failure_reported{};  // when a failed fetch was last reported on stderr
 
   std::mutex epochs_mutex;
   std::unique_ptr<EpochCache> epochs;                  // GUARDED_BY(epochs_mutex)
@@ -94,6 +112,8 @@ Result<std::unique_ptr<ReplicaManager>> ReplicaManager::start(ReplicaManagerOpti
       // Nothing is visible until this replica leads and its followers confirm (section 5).
       r->log->set_read_limit(0);
       r->published_limit = 0;
+      r->append_listener =
+          mq::detail::PartitionInternal::add_append_listener(*r->log, [raw = r.get()] { raw->wake_fetches(); });
       manager->replicas_[{t.name, p}] = std::move(r);
     }
   }
@@ -160,6 +180,11 @@ void ReplicaManager::stop(bool hand_over) {
     }
     stop_leading(*r);
     stop_fetching(*r);
+    r->wake_fetches();  // long polls under way answer now (stopped_)
+    if (r->append_listener != 0) {
+      mq::detail::PartitionInternal::remove_append_listener(*r->log, r->append_listener);
+      r->append_listener = 0;
+    }
   }
   std::lock_guard lock(lease_mutex_);
   if (lease_) lease_->stop(/*revoke=*/hand_over);
@@ -253,6 +278,47 @@ void ReplicaManager::publish_high_watermark(Replica& r) {
   }
 }
 
+Result<mq::detail::StateTicket> ReplicaManager::publish_state(const std::string& topic,
+                                                              std::uint32_t partition,
+                                                              mq::detail::GroupStateRecord record) {
+  auto found = find(topic, partition);
+  if (!found.ok()) return found.status();
+  Replica& r = **found;
+  if (!lease_valid())
+    return Status::unavailable("this broker's etcd lease lapsed; it leads nothing until it has a new one");
+  mq::detail::StateTicket ticket;
+  {
+    std::shared_lock lock(r.role_mutex);
+    if (!r.leading) return r.not_leading();
+    if (!r.feed) return Status::unavailable("group state is not replicated here");
+    ticket.epoch = r.epoch;
+    ticket.version = r.feed->publish(std::move(record));
+    r.tracker->state_published(ticket.version);
+  }
+  r.wake_fetches();
+  return ticket;
+}
+
+Status ReplicaManager::confirm_state(const std::string& topic, std::uint32_t partition,
+                                     mq::detail::StateTicket ticket) {
+  auto found = find(topic, partition);
+  if (!found.ok()) return found.status();
+  Replica& r = **found;
+  std::shared_ptr<InSyncTracker> tracker;
+  {
+    std::shared_lock lock(r.role_mutex);
+    if (!r.leading || r.epoch != ticket.epoch)
+      return Status::unavailable("this broker stopped leading the partition before its followers confirmed");
+    tracker = r.tracker;
+  }
+  Status s = tracker->wait_state_acknowledged(ticket.version, options_.state_timeout);
+  if (s.code() == ErrorCode::kShuttingDown)
+    return Status::unavailable("this broker stopped leading the partition before its followers confirmed");
+  if (!s.ok()) return s;
+  if (!lease_valid()) return Status::unavailable("this broker's etcd lease lapsed before its followers confirmed");
+  return {};
+}
+
 Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::uint32_t partition,
                                                 const FetchRequest& request, const ReplicaId& follower,
                                                 std::chrono::milliseconds wait) {
@@ -260,13 +326,38 @@ Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::u
   if (!found.ok()) return found.status();
   Replica& r = **found;
   std::shared_ptr<InSyncTracker> tracker;
+  std::shared_ptr<StateFeed> feed;
   std::uint64_t epoch = 0;
   {
     std::shared_lock lock(r.role_mutex);
     if (!r.leading) return r.not_leading();
     tracker = r.tracker;
+    feed = r.feed;
     epoch = r.epoch;
   }
+  // The group state the follower holds counts only if it is this epoch's (versions restart with
+  // each epoch); otherwise it gets a snapshot of every group.
+  const bool state_current = request.state_epoch == epoch;
+  const std::uint64_t follower_state = state_current ? request.state_version : 0;
+  const auto add_state = [&](FetchAnswer& answer) -> Status {
+    if (!feed || answer.truncate_to || answer.reset_to) return {};
+    if (state_current) {
+      if (auto records = feed->read_after(request.state_version, request.max_bytes)) {
+        answer.state_version = request.state_version + records->size();
+        answer.state = std::move(*records);
+        return {};
+      }
+    }
+    // The head first, then the groups: every record up to it was applied before it was published,
+    // so the snapshot holds them (and maybe later ones, which replay harmlessly over it).
+    const std::uint64_t head = feed->head();
+    auto snapshot = options_.groups->state_snapshot(topic, partition);
+    if (!snapshot.ok()) return snapshot.status();
+    answer.state_version = head;
+    answer.state_snapshot = true;
+    answer.state = std::move(*snapshot);
+    return {};
+  };
   auto answer_now = [&]() -> Result<FetchAnswer> {
     if (stopped_) return Status::unavailable("this broker is stopping");
     std::unique_ptr<EpochCache> epochs;
@@ -281,18 +372,28 @@ Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::u
     // the divergence check) gets no credit either.
     if (answer.ok() && !answer->truncate_to && !answer->reset_to &&
         request.offset <= r.log->log_end_offset()) {
-      tracker->follower_fetched(follower,
-                                std::min({request.durable, request.offset, r.log->log_end_offset()}));
+      tracker->follower_fetched(
+          follower, std::min({request.durable, request.offset, r.log->log_end_offset()}), follower_state);
       publish_high_watermark(r);
       answer->high_watermark = tracker->high_watermark();
+    }
+    if (answer.ok()) {
+      if (auto s = add_state(*answer); !s.ok()) return s;
     }
     return answer;
   };
   auto answer = answer_now();
-  if (!answer.ok() || answer->truncate_to || answer->reset_to || answer->line_count > 0 || wait.count() == 0)
+  if (!answer.ok() || answer->truncate_to || answer->reset_to || answer->line_count > 0 ||
+      !answer->state.empty() || answer->state_snapshot || wait.count() == 0)
     return answer;
-  // Nothing new: a long poll, woken by the next append.
-  r.log->wait_beyond_end(request.offset, wait);
+  // Nothing new: a long poll, woken by the next append or group-state record.
+  {
+    std::unique_lock lock(r.activity_mutex);
+    r.activity.wait_for(lock, wait, [&] {
+      return stopped_.load() || r.log->log_end_offset() > request.offset ||
+             (feed && feed->head() > follower_state);
+    });
+  }
   return answer_now();
 }
 
@@ -423,6 +524,7 @@ void ReplicaManager::become_leader(Replica& r, const PartitionCoordinator::View&
   tracker->leader_appended(end, end);
   {
     std::unique_lock lock(r.role_mutex);
+    r.feed = options_.groups ? std::make_shared<StateFeed>() : nullptr;
     r.leading = true;
     r.epoch = view.state->epoch;
     r.leader = options_.self;
@@ -443,6 +545,7 @@ void ReplicaManager::stop_leading(Replica& r) {
     r.leading = false;
     r.leader_create_revision = 0;
     tracker = std::move(r.tracker);
+    r.feed.reset();
   }
   if (tracker) {
     r.known_high_watermark = tracker->high_watermark();
@@ -490,11 +593,14 @@ void ReplicaManager::fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t 
     request.log_start = r.log->log_start_offset();
     request.durable = request.offset;  // append_copied returns once durable per FSYNC
     request.max_bytes = options_.fetch_max_bytes;
+    request.state_epoch = r.state_epoch;
+    request.state_version = r.state_version;
     {
       std::lock_guard lock(r.epochs_mutex);
       if (auto newest = r.epochs->newest()) request.last_epoch = newest->epoch;
     }
     auto answer = transport_->fetch(leader, r.topic, r.partition, request, me_, options_.fetch_wait);
+    if (!answer.ok()) report_fetch_failure(r, leader, answer.status());
     if (!answer.ok() || answer->leader_epoch != epoch) {
       // Another leader, or none reachable: the control thread looks at etcd again.
       if (answer.ok() || answer.status().code() == ErrorCode::kConflict ||
@@ -506,20 +612,47 @@ void ReplicaManager::fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t 
     }
     backoff = std::chrono::milliseconds(50);
     const std::uint64_t hw = answer->high_watermark;
+    const std::optional<std::uint64_t> state_version = answer->state_version;
+    const bool state_snapshot = answer->state_snapshot;
+    std::vector<mq::detail::GroupStateRecord> state = std::move(answer->state);
     Result<std::uint64_t> applied = Status{};
     {
       std::lock_guard lock(r.epochs_mutex);
       applied = apply_fetch_answer(*r.log, *r.epochs, std::move(*answer));
     }
     if (!applied.ok()) {
+      report_fetch_failure(r, leader, applied.status());
       if (!pause(std::chrono::milliseconds(200))) return;
       continue;
+    }
+    // The group state after the lines: its records may name offsets just copied. A delta applies
+    // only over this epoch's state; a snapshot replaces whatever is here.
+    if (options_.groups && state_version && (state_snapshot || r.state_epoch == epoch)) {
+      if (auto s = options_.groups->apply_state(r.topic, r.partition, state_snapshot, state); s.ok()) {
+        r.state_epoch = epoch;
+        r.state_version = *state_version;
+      } else {
+        report_fetch_failure(r, leader, s);
+        r.state_epoch = 0;  // ask for a snapshot next
+        if (!pause(std::chrono::milliseconds(200))) return;
+        continue;
+      }
     }
     r.known_high_watermark = std::min(hw, *applied);
     notify_changed();
     // Retention keeps what lies above the read limit: a follower's is its leader's high watermark.
     r.log->set_read_limit(r.known_high_watermark.load());
   }
+}
+
+void ReplicaManager::report_fetch_failure(Replica& r, std::uint32_t leader, const Status& why) {
+  // Once per 10 s per partition: a follower that cannot copy (a wrong secret, a full disk) shrinks
+  // the ISR, and the operator must be able to see why; a failover's few failed fetches are normal.
+  const auto now = clock_->now();
+  if (r.failure_reported != Clock::TimePoint{} && now - r.failure_reported < std::chrono::seconds(10)) return;
+  r.failure_reported = now;
+  std::fprintf(stderr, "mq replication: %s/%u: fetching from broker %u failed: %s\n", r.topic.c_str(),
+               r.partition, leader, why.to_string().c_str());
 }
 
 void ReplicaManager::keep_isr(Replica& r, const std::optional<std::vector<ReplicaId>>& alive) {

@@ -33,6 +33,7 @@
 #include "replication/fetch.h"
 #include "replication/in_sync_tracker.h"
 #include "replication/lease_keeper.h"
+#include "replication/state_feed.h"
 
 namespace mq::replication {
 
@@ -54,6 +55,10 @@ struct ReplicaManagerOptions {
   // log changed here: something to await instead of polling role(). Must not call back into it
   // but for role().
   std::function<void()> on_change;
+  // The groups' state of the partitions (section 7), kept by the Broker; nullptr: no group state is
+  // replicated (the replication layer's own tests). Must outlive the manager's threads.
+  mq::detail::GroupStateHost* groups = nullptr;
+  std::chrono::milliseconds state_timeout{10000};  // how long confirm_state waits at most
 };
 
 // How a follower reaches its leader: one fetch (mqd's: GET /replica/fetch).
@@ -114,6 +119,12 @@ class ReplicaManager {
   Status await_replicated(const std::string& topic, std::uint32_t partition, std::uint64_t end,
                           std::chrono::milliseconds timeout);
 
+  // Group state (section 7): publishes a record as the partition's leader, and waits until the
+  // in-sync replicas hold it (mq::detail::Leadership's publish_state / confirm_state).
+  Result<mq::detail::StateTicket> publish_state(const std::string& topic, std::uint32_t partition,
+                                                mq::detail::GroupStateRecord record);
+  Status confirm_state(const std::string& topic, std::uint32_t partition, mq::detail::StateTicket ticket);
+
   // The leader's side of a fetch: waits up to `wait` for lines beyond request.offset, records the
   // follower's progress, answers from the log. kNotOwned when this broker does not lead it.
   Result<FetchAnswer> serve_fetch(const std::string& topic, std::uint32_t partition,
@@ -137,6 +148,7 @@ class ReplicaManager {
   // `alive`: the brokers with a key in etcd now, when it could be read.
   void keep_isr(Replica& r, const std::optional<std::vector<ReplicaId>>& alive);
   void fetch_loop(Replica& r, std::uint32_t leader, std::uint64_t epoch);
+  void report_fetch_failure(Replica& r, std::uint32_t leader, const Status& why);
   void publish_high_watermark(Replica& r);
   void notify_changed() const {
     if (options_.on_change) options_.on_change();

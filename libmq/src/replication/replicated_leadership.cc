@@ -15,8 +15,12 @@ ReplicatedLeadership::ReplicatedLeadership(ReplicaManagerOptions options, std::s
 ReplicatedLeadership::~ReplicatedLeadership() { stop(false); }
 
 Status ReplicatedLeadership::start(std::vector<mq::detail::ReplicatedTopic> topics,
-                                   mq::detail::Leadership::PartitionLookup lookup) {
-  auto manager = ReplicaManager::start(options_, std::move(topics), std::move(lookup), etcd_, transport_);
+                                   mq::detail::Leadership::PartitionLookup lookup,
+                                   mq::detail::GroupStateHost* groups) {
+  ReplicaManagerOptions options = options_;
+  options.groups = groups;
+  options.state_timeout = replication_timeout_;
+  auto manager = ReplicaManager::start(std::move(options), std::move(topics), std::move(lookup), etcd_, transport_);
   if (!manager.ok()) return manager.status();
   std::lock_guard lock(mutex_);
   manager_ = std::move(manager.value());
@@ -86,6 +90,30 @@ Result<AppendResult> ReplicatedLeadership::append(const std::string& topic, std:
                                 "); it is not acknowledged: retry with the same dedup_id");
   }
   return result;
+}
+
+}  // namespace mq::replication
+
+namespace mq::replication {
+
+Result<mq::detail::StateTicket> ReplicatedLeadership::publish_state(const std::string& topic,
+                                                                    std::uint32_t partition,
+                                                                    mq::detail::GroupStateRecord record) {
+  auto m = manager();
+  if (!m) return Status::unavailable("replication is not running on this broker");
+  return m->publish_state(topic, partition, std::move(record));
+}
+
+Status ReplicatedLeadership::confirm_state(const std::string& topic, std::uint32_t partition,
+                                           mq::detail::StateTicket ticket) {
+  auto m = manager();
+  if (!m) return Status::unavailable("replication is not running on this broker");
+  if (auto s = m->confirm_state(topic, partition, ticket); !s.ok()) {
+    return Status(s.code(), "not enough in-sync replicas confirmed the change of group state on " + topic +
+                                "/" + std::to_string(partition) + " (" + s.message() +
+                                "); it is applied here but not acknowledged");
+  }
+  return {};
 }
 
 }  // namespace mq::replication

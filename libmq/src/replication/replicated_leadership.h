@@ -22,7 +22,8 @@ class ReplicatedLeadership final : public mq::detail::Leadership {
                        std::chrono::milliseconds replication_timeout);
   ~ReplicatedLeadership() override;
 
-  Status start(std::vector<mq::detail::ReplicatedTopic> topics, PartitionLookup lookup) override;
+  Status start(std::vector<mq::detail::ReplicatedTopic> topics, PartitionLookup lookup,
+               mq::detail::GroupStateHost* groups) override;
   void stop() override { stop(false); }
   // With `hand_over`: gives up every leadership in etcd first (a clean shutdown; see
   // ReplicaManager::stop).
@@ -31,6 +32,10 @@ class ReplicatedLeadership final : public mq::detail::Leadership {
   Status check_leading(const std::string& topic, std::uint32_t partition) const override;
   Result<AppendResult> append(const std::string& topic, std::uint32_t partition,
                               const std::function<Result<AppendResult>()>& append) override;
+  Result<mq::detail::StateTicket> publish_state(const std::string& topic, std::uint32_t partition,
+                                                mq::detail::GroupStateRecord record) override;
+  Status confirm_state(const std::string& topic, std::uint32_t partition,
+                       mq::detail::StateTicket ticket) override;
 
   // The manager once started (nullptr before start() and after stop()): for the fetch route and
   // for placement. Shared: a request holding it keeps it alive through a stop() on another thread.
