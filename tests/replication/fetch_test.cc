@@ -4,6 +4,7 @@
 #include "replication/fetch.h"
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <memory>
 #include <string>
@@ -276,4 +277,43 @@ TEST_CASE("fetch: a batch larger than the answer budget goes whole, read at once
   // Quadratic before (one line a read from the batch's start): seconds; one read now.
   CHECK(took < std::chrono::seconds(2));
   CHECK(follower.lines() == leader.lines());
+}
+
+TEST_CASE("fetch: group-state lines travel after the log lines, and damaged ones are refused") {
+  Replica leader("a");
+  leader.lead(1);
+  leader.produce(2);
+  FetchRequest request;
+  request.leader_epoch = 1;
+  auto answer = answer_fetch(*leader.log, *leader.epochs, 1, 0, request);
+  REQUIRE(answer.ok());
+  answer->state_version = 7;
+  answer->state_snapshot = true;
+  answer->state = {{"billing", R"({"progress":{"committed":2,"acked":[4]}})"}, {"audit \"x\"", "[1,2]"}};
+  const std::string body = encode_fetch_answer(*answer);
+  auto decoded = decode_fetch_answer(body);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->line_count == answer->line_count);
+  CHECK(decoded->lines == answer->lines);
+  CHECK(decoded->state_version == 7);
+  CHECK(decoded->state_snapshot);
+  REQUIRE(decoded->state.size() == 2);
+  CHECK(decoded->state[0].group == "billing");
+  CHECK(nlohmann::json::parse(decoded->state[0].record) ==
+        nlohmann::json::parse(R"({"progress":{"committed":2,"acked":[4]}})"));
+  CHECK(decoded->state[1] == mq::detail::GroupStateRecord{"audit \"x\"", "[1,2]"});
+  // Without state: no state_version (a leader that replicates no group state).
+  answer->state_version.reset();
+  answer->state.clear();
+  auto plain = decode_fetch_answer(encode_fetch_answer(*answer));
+  REQUIRE(plain.ok());
+  CHECK_FALSE(plain->state_version);
+  for (const std::string& damaged : {
+           body.substr(0, body.size() - 1),                 // the last state line torn
+           body + "{\"group\":\"g\",\"record\":[3]}\n",    // more state lines than announced
+           body.substr(0, body.rfind("{\"group\"")) + "{\"record\":[1]}\n",  // no group
+       }) {
+    CAPTURE(damaged);
+    CHECK(decode_fetch_answer(damaged).status().code() == mq::ErrorCode::kInvalidArgument);
+  }
 }

@@ -185,3 +185,51 @@ TEST_CASE("in sync: waiters wake on progress from other threads, and on stop") {
   tracker.stop();
   waiting.join();
 }
+
+TEST_CASE("in sync: a group-state record is acknowledged once every in-sync replica holds it") {
+  auto clock = std::make_shared<mq::testing::ManualClock>();
+  auto tracker = make_tracker(clock, {kLeader, kF1, kF2});
+  tracker.state_published(3);
+  tracker.follower_fetched(kF1, 0, 3);
+  CHECK(tracker.wait_state_acknowledged(3, 20ms).code() == mq::ErrorCode::kUnavailable);
+  tracker.follower_fetched(kF2, 0, 2);
+  CHECK(tracker.wait_state_acknowledged(2, 0ms).ok());
+  CHECK(tracker.wait_state_acknowledged(3, 0ms).code() == mq::ErrorCode::kUnavailable);
+  // A follower claiming more than was published is not believed.
+  tracker.follower_fetched(kF2, 0, 99);
+  CHECK(tracker.wait_state_acknowledged(3, 0ms).ok());
+  CHECK(tracker.wait_state_acknowledged(4, 0ms).code() == mq::ErrorCode::kUnavailable);
+  // Waiters wake on a follower's fetch from another thread.
+  tracker.state_published(4);
+  tracker.follower_fetched(kF1, 0, 4);
+  std::thread later([&] { tracker.follower_fetched(kF2, 0, 4); });
+  CHECK(tracker.wait_state_acknowledged(4, 10s).ok());
+  later.join();
+}
+
+TEST_CASE("in sync: a follower behind on group state neither joins nor stays caught up") {
+  auto clock = std::make_shared<mq::testing::ManualClock>();
+  auto tracker = make_tracker(clock, {kLeader, kF1});
+  tracker.leader_appended(10, 10);
+  tracker.state_published(5);
+  tracker.follower_fetched(kF1, 10, 5);
+  // F2 has the whole log but not the group state: it does not join.
+  tracker.follower_fetched(kF2, 10, 2);
+  tracker.follower_fetched(kF2, 10, 2);
+  CHECK_FALSE(tracker.proposed_isr());
+  tracker.follower_fetched(kF2, 10, 5);
+  auto grown = tracker.proposed_isr();
+  REQUIRE(grown);
+  CHECK(grown->size() == 3);
+  tracker.isr_committed(*grown);
+  // F1 keeps the log but stops taking group state: after replica_lag it is proposed for removal.
+  for (std::uint64_t v = 6; v <= 12; ++v) {
+    tracker.state_published(v);
+    tracker.follower_fetched(kF1, 10, 5);
+    tracker.follower_fetched(kF2, 10, v);
+    clock->advance(1000ms);
+  }
+  auto shrunk = tracker.proposed_isr();
+  REQUIRE(shrunk);
+  CHECK(*shrunk == std::vector<ReplicaId>{kLeader, kF2});
+}
