@@ -222,6 +222,11 @@ TEST_CASE("replicated mqd: a leader paused past its lease (SIGSTOP) acknowledges
   Cluster cluster(etcd);
   const int leader = cluster.await_leader({0, 1, 2}, 3);
   REQUIRE(cluster.produce(leader, {{"payload", "before"}}).status == 200);
+  // A consumer's stream open on the leader when it is paused: it must end once that broker follows
+  // (it would otherwise go on delivering from a replica whose group state is no longer the one used).
+  mq::testing::SseStream stream(cluster.port(leader), "/consume?topic=events&partition=0&group=g");
+  REQUIRE(stream.status() == 200);
+  REQUIRE(stream.next());
   REQUIRE(::kill(cluster.broker(leader).pid(), SIGSTOP) == 0);
   // A produce sent to the paused leader waits in its socket.
   auto stalled = std::async(std::launch::async, [&] {
@@ -244,6 +249,7 @@ TEST_CASE("replicated mqd: a leader paused past its lease (SIGSTOP) acknowledges
   CHECK((answer.status != 200 || found));
   CHECK(messages.front()["payload"] == "before");
   CHECK(messages.back()["payload"] == "to the successor");
+  CHECK(stream.wait_ended(std::chrono::seconds(10)));
 }
 
 TEST_CASE("replicated mqd: the HTTP Queue follows the leader, through a 421 and through a kill -9 of it") {
