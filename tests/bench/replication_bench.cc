@@ -74,7 +74,8 @@ constexpr std::string_view kTopic = "bench";
 constexpr std::string_view kGroup = "bench";
 
 constexpr std::string_view kUsage =
-    "usage: replication_bench [--seconds S] [--repeat R] [--events N] [--mqd PATH] [--etcd PATH] [--dir PATH]\n"
+    "usage: replication_bench [--seconds S] [--repeat R] [--events N] [--mqd PATH] [--etcd PATH] [--dir "
+    "PATH]\n"
     "  --seconds S   measured seconds of each produce case, after a 0.5 s warm-up (default 3)\n"
     "  --repeat R    runs of every case; the median of each column is reported (default 3)\n"
     "  --events N    messages pre-produced, then consumed, in the end-to-end case (default 100000)\n"
@@ -156,10 +157,10 @@ struct CheckTally {
 
 // A JSON object of exactly kPayloadBytes bytes.
 std::string payload_json() {
-  std::string json = "{\"pad\":\"";
-  json.append(kPayloadBytes - json.size() - 2, 'x');
-  json += "\"}";
-  return json;
+  std::string text = "{\"pad\":\"";
+  text.append(kPayloadBytes - text.size() - 2, 'x');
+  text += "\"}";
+  return text;
 }
 
 std::string single_body() { return "{\"payload\":" + payload_json() + "}"; }
@@ -177,14 +178,14 @@ std::string partition_query() { return "topic=" + std::string(kTopic) + "&partit
 std::string group_query() { return partition_query() + "&group=" + std::string(kGroup); }
 std::string produce_target() { return "/produce?" + partition_query(); }
 
-// The number after `"field":` in `json`, or nullopt.
-std::optional<std::uint64_t> number_field(std::string_view json, std::string_view field) {
+// The number after `"field":` in `text`, or nullopt.
+std::optional<std::uint64_t> number_field(std::string_view text, std::string_view field) {
   const std::string key = "\"" + std::string(field) + "\":";
-  const std::size_t at = json.find(key);
+  const std::size_t at = text.find(key);
   if (at == std::string_view::npos) return std::nullopt;
   std::uint64_t value = 0;
-  const char* begin = json.data() + at + key.size();
-  const auto [end, ec] = std::from_chars(begin, json.data() + json.size(), value);
+  const char* begin = text.data() + at + key.size();
+  const auto [end, ec] = std::from_chars(begin, text.data() + text.size(), value);
   if (ec != std::errc() || end == begin) return std::nullopt;
   return value;
 }
@@ -375,8 +376,8 @@ class Deployment {
     broker.process = std::make_unique<ServerProcess>(program, std::vector<std::string>{}, std::move(env),
                                                      broker.stderr_path);
     if (!broker.process->wait_until_listening(port, kStartLimit)) {
-      throw std::runtime_error(broker.label + " did not start listening on 127.0.0.1:" + std::to_string(port) +
-                               "; its stderr:\n" + file_tail(broker.stderr_path));
+      throw std::runtime_error(broker.label + " did not start listening on 127.0.0.1:" +
+                               std::to_string(port) + "; its stderr:\n" + file_tail(broker.stderr_path));
     }
   }
 
@@ -393,12 +394,12 @@ class Deployment {
     const std::string peer_url = url(peer_port);
     std::vector<std::string> args = {
         "--name", "e0", "--data-dir", scratch.fresh_path("etcd-data"), "--listen-client-urls", client_url,
-        "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls",
-        peer_url, "--initial-cluster", "e0=" + peer_url,
+        "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url, "--initial-cluster", "e0=" + peer_url,
         // Its info log is a line per lease renewal: CPU and disk taken from what is measured.
         "--logger", "zap", "--log-level", "warn"};
-    etcd_.process = std::make_unique<ServerProcess>(program, std::move(args), std::map<std::string, std::string>{},
-                                                    etcd_.stderr_path);
+    etcd_.process = std::make_unique<ServerProcess>(program, std::move(args),
+                                                    std::map<std::string, std::string>{}, etcd_.stderr_path);
     const auto deadline = Clock::now() + kStartLimit;
     while (!etcd_healthy(client_port)) {
       if (etcd_.process->wait_exit(std::chrono::milliseconds(0)) || Clock::now() > deadline) {
@@ -473,7 +474,8 @@ bool check_stored(const Deployment& system, std::uint64_t expected, const std::s
                 std::to_string(expected);
     } else if (system.kind() == Kind::kReplicated &&
                (!partition.contains("high_watermark") || partition["high_watermark"] != expected)) {
-      problem = "/stats high_watermark is not next_offset " + std::to_string(expected) + ": " + partition.dump();
+      problem =
+          "/stats high_watermark is not next_offset " + std::to_string(expected) + ": " + partition.dump();
     }
   } catch (const std::exception& e) {
     problem = e.what();
@@ -492,10 +494,10 @@ bool check_stored(const Deployment& system, std::uint64_t expected, const std::s
 
 struct LoadRun {
   double messages_per_second = 0;
-  double p50_us = 0;            // request latency
+  double p50_us = 0;  // request latency
   double p99_us = 0;
-  double server_cpu_us = 0;     // CPU of every server process per message answered in the window
-  std::uint64_t messages = 0;   // answered 200, warm-up included: what /stats must count
+  double server_cpu_us = 0;    // CPU of every server process per message answered in the window
+  std::uint64_t messages = 0;  // answered 200, warm-up included: what /stats must count
 };
 
 struct ConnectionResult {
@@ -591,7 +593,8 @@ void preproduce(int port, std::uint64_t events, const std::string& where, Failur
       for (std::size_t i; (i = next++) < work.size();) {
         const std::string body = work[i] == kPreproduceBatch ? full_batch : batch_body(work[i]);
         auto result = client->Post(produce_target(), body, "application/json");
-        if (auto problem = answer_problem(result, "\"offsets\"")) failures.add(where + " pre-produce", *problem);
+        if (auto problem = answer_problem(result, "\"offsets\""))
+          failures.add(where + " pre-produce", *problem);
       }
     });
   }
@@ -689,7 +692,8 @@ class Consumer {
       const std::string_view block(buffer.data() + position, end - position);
       if (!block.starts_with("id: ")) continue;  // a ": keepalive" comment
       const std::size_t line_end = block.find('\n');
-      ids.emplace_back(block.substr(4, line_end == std::string_view::npos ? std::string_view::npos : line_end - 4));
+      ids.emplace_back(
+          block.substr(4, line_end == std::string_view::npos ? std::string_view::npos : line_end - 4));
       if (number_field(block, "delivery").value_or(0) != 1) ++redelivered;
     }
     buffer.erase(0, position);
@@ -724,7 +728,8 @@ class Consumer {
         });
     if (!closing()) {
       failures_.add(where_, "event stream ended before the run did: " +
-                                (result ? "HTTP " + std::to_string(result->status) : httplib::to_string(result.error())));
+                                (result ? "HTTP " + std::to_string(result->status)
+                                        : httplib::to_string(result.error())));
     }
   }
 
@@ -765,8 +770,8 @@ class Consumer {
   std::unique_ptr<httplib::Client> ack_client_;
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::vector<std::string> pending_;  // GUARDED_BY(mutex_)
-  bool closing_ = false;              // GUARDED_BY(mutex_)
+  std::vector<std::string> pending_;            // GUARDED_BY(mutex_)
+  bool closing_ = false;                        // GUARDED_BY(mutex_)
   std::vector<std::int64_t> ack_latencies_ns_;  // written by the acker thread only, read after close()
   std::thread reader_;
   std::thread acker_;
@@ -798,11 +803,11 @@ void check_group_done(int port, std::uint64_t next_offset, const std::string& wh
 }
 
 struct EndToEndRun {
-  double messages_per_second = 0;     // events / (stream opened -> last ack answered)
-  double p50_us = 0;                  // POST /ack round trip
+  double messages_per_second = 0;  // events / (stream opened -> last ack answered)
+  double p50_us = 0;               // POST /ack round trip
   double p99_us = 0;
-  double server_cpu_us = 0;           // every server process, per message, over the stream phase
-  double preproduce_per_second = 0;   // the batch pre-produce, for context
+  double server_cpu_us = 0;          // every server process, per message, over the stream phase
+  double preproduce_per_second = 0;  // the batch pre-produce, for context
 };
 
 // The end-to-end case on `system`, whose partition already holds `stored` messages.
@@ -812,8 +817,8 @@ EndToEndRun run_end_to_end(const Deployment& system, std::uint64_t stored, std::
   const int port = system.port();
   const std::uint64_t start_offset = create_group_at_end(port);
   if (start_offset != stored) {
-    failures.add(where, "the group was created at offset " + std::to_string(start_offset) + ", not at the end " +
-                            std::to_string(stored));
+    failures.add(where, "the group was created at offset " + std::to_string(start_offset) +
+                            ", not at the end " + std::to_string(stored));
   }
   const auto produce_begin = Clock::now();
   preproduce(port, events, where, failures);
@@ -831,13 +836,13 @@ EndToEndRun run_end_to_end(const Deployment& system, std::uint64_t stored, std::
   consumer.close();
   if (!completed) {
     failures.add(where, "stuck: " + std::to_string(state.delivered()) + " delivered, " +
-                            std::to_string(state.acked()) + " acked of " + std::to_string(events) + ", nothing for " +
-                            std::to_string(kStallLimit.count()) + " s");
+                            std::to_string(state.acked()) + " acked of " + std::to_string(events) +
+                            ", nothing for " + std::to_string(kStallLimit.count()) + " s");
     return run;
   }
   if (state.delivered() != events) {
-    failures.add(where, std::to_string(state.delivered()) + " events delivered for " + std::to_string(events) +
-                            " messages");
+    failures.add(where, std::to_string(state.delivered()) + " events delivered for " +
+                            std::to_string(events) + " messages");
   }
   check_group_done(port, stored + events, where, failures, checks);
   run.messages_per_second = static_cast<double>(events) / seconds_between(start, state.acked_at());
@@ -883,7 +888,8 @@ SystemRun measure(Kind kind, const BenchOptions& options, ScratchDirectory& scra
 
 void print_run(Kind kind, int r, int repeat, const SystemRun& run) {
   std::printf(
-      "run %d/%d %-10s start %5.1f s | single %8.0f msg/s p50 %7.0f p99 %7.0f us | batch %9.0f msg/s p50 %7.0f "
+      "run %d/%d %-10s start %5.1f s | single %8.0f msg/s p50 %7.0f p99 %7.0f us | batch %9.0f msg/s p50 "
+      "%7.0f "
       "p99 %7.0f us | e2e %8.0f msg/s ack p50 %6.0f p99 %6.0f us (pre-produce %8.0f msg/s)\n",
       r + 1, repeat, std::string(kind_name(kind)).c_str(), run.start_seconds, run.single.messages_per_second,
       run.single.p50_us, run.single.p99_us, run.batch.messages_per_second, run.batch.p50_us, run.batch.p99_us,
@@ -903,8 +909,8 @@ double median_over(const std::vector<SystemRun>& runs, Part SystemRun::*part, do
 double ratio(double replicated, double single) { return single > 0 ? replicated / single : 0; }
 
 template <typename Part>
-void print_row(const char* label, const std::vector<SystemRun>& single, const std::vector<SystemRun>& replicated,
-               Part SystemRun::*part) {
+void print_row(const char* label, const std::vector<SystemRun>& single,
+               const std::vector<SystemRun>& replicated, Part SystemRun::*part) {
   double values[2][4];
   for (int s = 0; s < 2; ++s) {
     const auto& runs = s == 0 ? single : replicated;
@@ -914,38 +920,46 @@ void print_row(const char* label, const std::vector<SystemRun>& single, const st
     values[s][3] = median_over(runs, part, &Part::server_cpu_us);
   }
   std::printf("%-34s %10.0f %8.0f %8.0f %7.1f | %10.0f %8.0f %8.0f %7.1f | %7.2f %7.2f %7.2f %7.2f\n", label,
-              values[0][0], values[0][1], values[0][2], values[0][3], values[1][0], values[1][1], values[1][2],
-              values[1][3], ratio(values[1][0], values[0][0]), ratio(values[1][1], values[0][1]),
-              ratio(values[1][2], values[0][2]), ratio(values[1][3], values[0][3]));
+              values[0][0], values[0][1], values[0][2], values[0][3], values[1][0], values[1][1],
+              values[1][2], values[1][3], ratio(values[1][0], values[0][0]),
+              ratio(values[1][1], values[0][1]), ratio(values[1][2], values[0][2]),
+              ratio(values[1][3], values[0][3]));
 }
 
 void print_table(const BenchOptions& options, const std::vector<SystemRun>& single,
                  const std::vector<SystemRun>& replicated) {
   std::printf(
-      "\nsingle: one mqd, FSYNC=always. replicated: etcd + %d mqd, REPLICATION_FACTOR=%d, MIN_INSYNC_REPLICAS=2, "
-      "LEASE_TTL_S=%d, FSYNC=always;\nrequests to the leader of %s/0. %zu-byte payloads; produce cases %.1f s "
-      "warm-up + %g s measured; end to end %llu messages;\nmedian of %d runs; ratio = replicated / single.\n\n",
+      "\nsingle: one mqd, FSYNC=always. replicated: etcd + %d mqd, REPLICATION_FACTOR=%d, "
+      "MIN_INSYNC_REPLICAS=2, "
+      "LEASE_TTL_S=%d, FSYNC=always;\nrequests to the leader of %s/0. %zu-byte payloads; produce cases %.1f "
+      "s "
+      "warm-up + %g s measured; end to end %llu messages;\nmedian of %d runs; ratio = replicated / "
+      "single.\n\n",
       kBrokers, kBrokers, kLeaseTtlSeconds, std::string(kTopic).c_str(), kPayloadBytes,
       std::chrono::duration<double>(kWarmup).count(), options.seconds,
       static_cast<unsigned long long>(options.events), options.repeat);
   std::printf("%-34s %-37s | %-37s | %s\n", "", "single", "replicated", "ratio replicated / single");
-  std::printf("%-34s %10s %8s %8s %7s | %10s %8s %8s %7s | %7s %7s %7s %7s\n", "case", "msgs/s", "p50_us", "p99_us",
-              "cpu_us", "msgs/s", "p50_us", "p99_us", "cpu_us", "msgs/s", "p50", "p99", "cpu");
+  std::printf("%-34s %10s %8s %8s %7s | %10s %8s %8s %7s | %7s %7s %7s %7s\n", "case", "msgs/s", "p50_us",
+              "p99_us", "cpu_us", "msgs/s", "p50_us", "p99_us", "cpu_us", "msgs/s", "p50", "p99", "cpu");
   print_row("single produce, 16 connections", single, replicated, &SystemRun::single);
   print_row("batch produce (100), 4 connections", single, replicated, &SystemRun::batch);
   print_row("end to end, 1 consumer, batch acks", single, replicated, &SystemRun::end_to_end);
   std::printf(
-      "p50/p99: request round trip (produce cases: POST /produce; end to end: POST /ack); cpu_us: CPU of every\n"
+      "p50/p99: request round trip (produce cases: POST /produce; end to end: POST /ack); cpu_us: CPU of "
+      "every\n"
       "server process (mqd, and for replicated all three mqd and etcd) per message; end-to-end msgs/s = N /\n"
-      "(stream opened -> last ack answered). Pre-produce (batches of %zu, %d connections), median msgs/s: single "
-      "%.0f, replicated %.0f (ratio %.2f).\nStart to serving, median: single %.1f s, replicated %.1f s (a leader "
+      "(stream opened -> last ack answered). Pre-produce (batches of %zu, %d connections), median msgs/s: "
+      "single "
+      "%.0f, replicated %.0f (ratio %.2f).\nStart to serving, median: single %.1f s, replicated %.1f s (a "
+      "leader "
       "with %d in sync).\n",
       kPreproduceBatch, kPreproduceThreads,
       median_over(single, &SystemRun::end_to_end, &EndToEndRun::preproduce_per_second),
       median_over(replicated, &SystemRun::end_to_end, &EndToEndRun::preproduce_per_second),
       ratio(median_over(replicated, &SystemRun::end_to_end, &EndToEndRun::preproduce_per_second),
             median_over(single, &SystemRun::end_to_end, &EndToEndRun::preproduce_per_second)),
-      median_of(single, &SystemRun::start_seconds), median_of(replicated, &SystemRun::start_seconds), kBrokers);
+      median_of(single, &SystemRun::start_seconds), median_of(replicated, &SystemRun::start_seconds),
+      kBrokers);
 }
 
 void run_replication_benchmark(const BenchOptions& options, ScratchDirectory& scratch) {
@@ -977,8 +991,7 @@ void run_replication_benchmark(const BenchOptions& options, ScratchDirectory& sc
   if (!single.empty() && !replicated.empty()) {
     print_table(options, single, replicated);
   } else {
-    std::printf("
-no table: a system completed no run\n");
+    std::printf("\nno table: a system completed no run\n");
   }
   std::printf(
       "\nchecks: %d passed, %d failed (the leader's /stats next_offset == messages answered 200, and for "
@@ -997,5 +1010,6 @@ no table: a system completed no run\n");
 int main(int argc, char** argv) {
   // A write to a connection the peer closed must be an error return, not the end of the program.
   ::signal(SIGPIPE, SIG_IGN);
-  return mq::bench::run_main("replication_bench", kUsage, argc, argv, parse_options, run_replication_benchmark);
+  return mq::bench::run_main("replication_bench", kUsage, argc, argv, parse_options,
+                             run_replication_benchmark);
 }

@@ -65,6 +65,15 @@ class [[nodiscard]] MQ_EXPORT Status {
     return s;
   }
 
+  // Replicated partitions: the write was made on the leader but not confirmed by enough in-sync
+  // replicas in time (kUnavailable, outcome unknown: it may or may not survive a failover; a produce
+  // should be sent again only with its dedup_id).
+  static Status unconfirmed(std::string m) {
+    Status s(ErrorCode::kUnavailable, std::move(m));
+    s.outcome_unknown_ = true;
+    return s;
+  }
+
   bool ok() const { return code_ == ErrorCode::kOk; }
   ErrorCode code() const { return code_; }
   // A human-readable reason, empty when ok.
@@ -73,7 +82,7 @@ class [[nodiscard]] MQ_EXPORT Status {
   std::string to_string() const;
   // With kNotOwned: the index of the broker that owns the partition.
   std::optional<std::uint32_t> owner() const { return owner_; }
-  // True when the operation may have taken effect although it failed (see storage_failed).
+  // True when the operation may have taken effect although it failed (storage_failed, unconfirmed).
   bool outcome_unknown() const { return outcome_unknown_; }
 
  private:

@@ -85,9 +85,9 @@ Result<AppendResult> ReplicatedLeadership::append(const std::string& topic, std:
   });
   if (!end.ok()) return end.status();
   if (auto s = manager->await_replicated(topic, partition, *end, replication_timeout_); !s.ok()) {
-    return Status(s.code(), "not enough in-sync replicas confirmed the write to " + topic + "/" +
-                                std::to_string(partition) + " (" + s.message() +
-                                "); it is not acknowledged: retry with the same dedup_id");
+    return Status::unconfirmed("not enough in-sync replicas confirmed the write to " + topic + "/" +
+                               std::to_string(partition) + " (" + s.message() +
+                               "); it is not acknowledged: retry with the same dedup_id");
   }
   return result;
 }
@@ -109,9 +109,9 @@ Status ReplicatedLeadership::confirm_state(const std::string& topic, std::uint32
   auto m = manager();
   if (!m) return Status::unavailable("replication is not running on this broker");
   if (auto s = m->confirm_state(topic, partition, ticket); !s.ok()) {
-    return Status(s.code(), "not enough in-sync replicas confirmed the change of group state on " + topic +
-                                "/" + std::to_string(partition) + " (" + s.message() +
-                                "); it is applied here but not acknowledged");
+    return Status::unconfirmed("not enough in-sync replicas confirmed the change of group state on " + topic +
+                               "/" + std::to_string(partition) + " (" + s.message() +
+                               "); it is applied here but not acknowledged");
   }
   return {};
 }

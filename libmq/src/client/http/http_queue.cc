@@ -734,6 +734,16 @@ class HttpQueue final : public Queue {
       if (!reply.ok()) return reply.status();  // sent, answer lost: the caller decides about a retry
       if (reply->status == 200) return reply;
       Status status = status_of_reply(*reply, route->url);
+      // Replicated: a plain 503 did nothing (no leader yet, too few replicas in sync, a lease that
+      // lapsed): another replica may lead in a moment, so ask again within the failover window. (A
+      // write made but not confirmed says "outcome unknown", which status_of_reply turns into
+      // kIOError: not retried, the caller decides.)
+      if (status.code() == ErrorCode::kUnavailable && directory_->replicated() &&
+          std::chrono::steady_clock::now() < started + kFailoverWait) {
+        directory_->mark_stale();
+        std::this_thread::sleep_for(kFailoverPoll);  // an election elsewhere: nothing here to await
+        continue;
+      }
       if (status.code() == ErrorCode::kNotFound && !asked_again) {
         // The map may be out of date (the topic was made or moved since): ask again, once, and
         // send again only if that changed where this partition lives. (A 404 changed nothing.)
