@@ -136,21 +136,21 @@ Result<std::unique_ptr<ReplicaManager>> ReplicaManager::start(ReplicaManagerOpti
 ReplicaManager::~ReplicaManager() { stop(/*hand_over=*/false); }
 
 Status ReplicaManager::register_broker() {
-  std::lock_guard lock(lease_mutex_);
-  if (!lease_) return Status::unavailable("no lease");
+  const auto lease = current_lease();
+  if (!lease) return Status::unavailable("no lease");
   auto put = etcd_->put(keys_.broker(options_.self), encode(BrokerValue{options_.self_url, options_.disk_id}),
-                        lease_->id());
+                        lease->id());
   return put.ok() ? Status{} : put.status();
 }
 
 std::int64_t ReplicaManager::lease_id() const {
-  std::lock_guard lock(lease_mutex_);
-  return lease_ ? lease_->id() : 0;
+  const auto lease = current_lease();
+  return lease ? lease->id() : 0;
 }
 
 bool ReplicaManager::lease_valid() const {
-  std::lock_guard lock(lease_mutex_);
-  return lease_ && !lease_lost_ && lease_->valid();
+  const auto lease = current_lease();
+  return lease && !lease_lost_ && lease->valid();
 }
 
 void ReplicaManager::wake_control() {
@@ -186,8 +186,7 @@ void ReplicaManager::stop(bool hand_over) {
       r->append_listener = 0;
     }
   }
-  std::lock_guard lock(lease_mutex_);
-  if (lease_) lease_->stop(/*revoke=*/hand_over);
+  if (const auto lease = current_lease()) lease->stop(/*revoke=*/hand_over);
 }
 
 Result<ReplicaManager::Replica*> ReplicaManager::find(const std::string& topic,
@@ -414,12 +413,13 @@ void ReplicaManager::control_loop() {
                                          }};
       auto lease = LeaseKeeper::start(*etcd_, lease_options, clock_);
       if (!lease.ok()) continue;  // etcd unreachable: the next tick tries again
+      std::shared_ptr<LeaseKeeper> old_lease;
       {
         std::lock_guard lock(lease_mutex_);
-        if (lease_) lease_->stop(/*revoke=*/false);
-        lease_ = std::move(*lease);
+        old_lease = std::exchange(lease_, std::move(*lease));
         lease_lost_ = false;
       }
+      if (old_lease) old_lease->stop(/*revoke=*/false);
       if (!register_broker().ok()) continue;
     }
     // Which brokers are alive, on which disk: their keys live as long as their leases.

@@ -166,7 +166,13 @@ class ReplicaManager {
   std::map<std::pair<std::string, std::uint32_t>, std::unique_ptr<Replica>> replicas_;  // fixed after start
 
   mutable std::mutex lease_mutex_;
-  std::unique_ptr<LeaseKeeper> lease_;  // GUARDED_BY(lease_mutex_) (replaced by the control thread)
+  // GUARDED_BY(lease_mutex_) (replaced by the control thread). Shared, so that nobody holds the lock
+  // during an etcd call (every partition lookup reads the lease): copy it, then use it.
+  std::shared_ptr<LeaseKeeper> lease_;
+  std::shared_ptr<LeaseKeeper> current_lease() const {
+    std::lock_guard lock(lease_mutex_);
+    return lease_;
+  }
   std::atomic<bool> lease_lost_{false};
 
   std::mutex control_mutex_;
