@@ -415,7 +415,8 @@ class Deployment {
     try {
       const json topics = control_request(brokers_[i].port, "/topics", "\"topics\"");
       for (const auto& topic : topics.at("topics")) {
-        if (topic.at("name") == kTopic && topic.contains("placement")) return topic["placement"][0];
+        if (topic.at("name").get<std::string>() == kTopic && topic.contains("placement"))
+          return topic["placement"][0];
       }
     } catch (const std::exception&) {
       // Not answering yet (or answering without placement): asked again until the deadline.
@@ -782,8 +783,9 @@ void check_group_done(int port, std::uint64_t next_offset, const std::string& wh
                       CheckTally& checks) {
   std::string problem = "no group " + std::string(kGroup) + " in /stats";
   try {
-    for (const auto& group : partition_stats(port).at("groups")) {
-      if (group.at("group") != kGroup) continue;
+    const json partition = partition_stats(port);  // not a temporary in the loop's head: it would end first
+    for (const auto& group : partition.at("groups")) {
+      if (group.at("group").get<std::string>() != kGroup) continue;
       const auto committed = group.at("committed_offset").get<std::uint64_t>();
       const auto inflight = group.at("inflight").get<std::uint64_t>();
       problem = committed == next_offset && inflight == 0

@@ -261,51 +261,92 @@ def check_replicated_compose(repo):
 
 
 # ---------------------------------------------------------------- Kubernetes
-def check_kubernetes(repo):
+def kubernetes_documents(directory):
     documents = []
-    directory = os.path.join(repo, "examples/kubernetes")
     for file in sorted(os.listdir(directory)):
         if file.endswith((".yaml", ".yml")):
             documents += [d for d in yaml.safe_load_all(read(os.path.join(directory, file))) if d]
+    return documents
+
+
+def check_kubernetes(repo):
+    documents = kubernetes_documents(os.path.join(repo, "examples/kubernetes"))
     sets = [d for d in documents if d.get("kind") == "StatefulSet"]
     if not check(len(sets) == 1, "kubernetes: expected one StatefulSet"):
         return
-    sts = sets[0]
+    check_broker_set(sets[0], documents, "kubernetes")
+
+
+def check_kubernetes_replicated(repo):
+    """examples/kubernetes/replicated: an etcd StatefulSet and the brokers', R=3, min ISR 2, every broker
+    pointed at the URL etcd advertises (through its headless Service)."""
+    label = "replicated kubernetes"
+    documents = kubernetes_documents(os.path.join(repo, "examples/kubernetes/replicated"))
+    sets = {d["metadata"]["name"]: d for d in documents if d.get("kind") == "StatefulSet"}
+    brokers = [s for s in sets.values() if s["spec"]["template"]["spec"]["containers"][0]["name"] == "mqd"]
+    etcds = [s for s in sets.values() if s["spec"]["template"]["spec"]["containers"][0]["name"] == "etcd"]
+    if not check(len(brokers) == 1 and len(etcds) == 1, f"{label}: expected one mqd and one etcd StatefulSet"):
+        return
+    etcd = etcds[0]["spec"]
+    # The brokers' part, without etcd's own Service.
+    env = check_broker_set(brokers[0], [d for d in documents if not (d.get("kind") == "Service" and
+                                                                    d["metadata"]["name"] == etcd.get("serviceName"))],
+                           label)
+    command = etcd["template"]["spec"]["containers"][0].get("command", [])
+    flags = dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+    advertised = flags.get("advertise-client-urls", "")
+    name, service = etcds[0]["metadata"]["name"], etcd.get("serviceName")
+    check(advertised.startswith(f"http://{name}-0.{service}:"),
+          f"{label}: etcd advertises {advertised!r}, not its pod's stable name {name}-0.{service}")
+    services = {d["metadata"]["name"]: d for d in documents if d.get("kind") == "Service"}
+    check(service in services and services[service]["spec"].get("clusterIP") == "None",
+          f"{label}: etcd's serviceName {service!r} must be a headless Service")
+    check(env.get("ETCD_ENDPOINTS") == advertised, f"{label}: ETCD_ENDPOINTS {env.get('ETCD_ENDPOINTS')} != {advertised}")
+    check(env.get("REPLICATION_FACTOR") == "3" and env.get("MIN_INSYNC_REPLICAS") == "2", f"{label}: not R=3, min ISR 2")
+    claims = {c["metadata"]["name"] for c in etcd.get("volumeClaimTemplates", [])}
+    mounts = {m["name"]: m["mountPath"] for m in etcd["template"]["spec"]["containers"][0].get("volumeMounts", [])}
+    check(any(mounts.get(c) == flags.get("data-dir") for c in claims), f"{label}: etcd's data directory is not a volume")
+
+
+def check_broker_set(sts, documents, label):
+    """The brokers' StatefulSet: stable names, BROKER_* matching the replicas, a volume at /root/data,
+    probes on /healthz. Returns the mqd container's environment."""
     name, spec = sts["metadata"]["name"], sts["spec"]
     replicas = spec.get("replicas", 1)
     services = {d["metadata"]["name"]: d for d in documents if d.get("kind") == "Service"}
     headless = services.get(spec.get("serviceName"))
     check(headless is not None and headless["spec"].get("clusterIP") == "None",
-          f"kubernetes: serviceName {spec.get('serviceName')!r} must be a headless Service (clusterIP: None)")
+          f"{label}: serviceName {spec.get('serviceName')!r} must be a headless Service (clusterIP: None)")
     pod_labels = spec["template"]["metadata"]["labels"]
-    check(spec["selector"]["matchLabels"].items() <= pod_labels.items(), "kubernetes: the selector misses the pods")
+    check(spec["selector"]["matchLabels"].items() <= pod_labels.items(), f"{label}: the selector misses the pods")
     for service in services.values():
         check(service["spec"].get("selector", {}).items() <= pod_labels.items(),
-              f"kubernetes: Service {service['metadata']['name']} selects no broker pod")
+              f"{label}: Service {service['metadata']['name']} selects no broker pod")
     containers = spec["template"]["spec"]["containers"]
     mqd = containers[0]
     env = {e["name"]: str(e.get("value")) for e in mqd.get("env", [])}
     port = int(env.get("PORT", "8080"))
     ports = {p.get("name"): p["containerPort"] for p in mqd.get("ports", [])}
-    check(port in ports.values(), f"kubernetes: PORT {port} is not a containerPort")
-    check(env.get("BROKER_INDEX") == "auto", "kubernetes: BROKER_INDEX must be auto (pod mq-2 is broker 2)")
-    check(env.get("BROKER_COUNT") == str(replicas), f"kubernetes: BROKER_COUNT {env.get('BROKER_COUNT')} != replicas {replicas}")
+    check(port in ports.values(), f"{label}: PORT {port} is not a containerPort")
+    check(env.get("BROKER_INDEX") == "auto", f"{label}: BROKER_INDEX must be auto (pod mq-2 is broker 2)")
+    check(env.get("BROKER_COUNT") == str(replicas), f"{label}: BROKER_COUNT {env.get('BROKER_COUNT')} != replicas {replicas}")
     expected = [f"http://{name}-{i}.{spec.get('serviceName')}:{port}" for i in range(replicas)]
     check(env.get("BROKER_ADDRS", "").split(",") == expected,
-          f"kubernetes: BROKER_ADDRS {env.get('BROKER_ADDRS')} != {','.join(expected)}")
-    check(env.get("DATA_DIR", "/root/data") == "/root/data", "kubernetes: DATA_DIR must be /root/data")
+          f"{label}: BROKER_ADDRS {env.get('BROKER_ADDRS')} != {','.join(expected)}")
+    check(env.get("DATA_DIR", "/root/data") == "/root/data", f"{label}: DATA_DIR must be /root/data")
     claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
     mounts = {m["name"]: m["mountPath"] for m in mqd.get("volumeMounts", [])}
     check(any(mounts.get(c) == "/root/data" for c in claims),
-          f"kubernetes: no volume claim template mounted at /root/data (claims {claims}, mounts {mounts})")
+          f"{label}: no volume claim template mounted at /root/data (claims {claims}, mounts {mounts})")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         http = mqd.get(probe, {}).get("httpGet", {})
         probe_port = ports.get(http.get("port"), http.get("port"))
-        check(http.get("path") == "/healthz" and probe_port == port, f"kubernetes: {probe} must GET /healthz on {port}")
+        check(http.get("path") == "/healthz" and probe_port == port, f"{label}: {probe} must GET /healthz on {port}")
     for service in services.values():
         for p in service["spec"].get("ports", []):
             target = p.get("targetPort", p["port"])
-            check(ports.get(target, target) == port, f"kubernetes: Service {service['metadata']['name']} targets {target}")
+            check(ports.get(target, target) == port, f"{label}: Service {service['metadata']['name']} targets {target}")
+    return env
 
 
 def main():
@@ -317,6 +358,7 @@ def main():
     check_compose(args.repo)
     check_replicated_compose(args.repo)
     check_kubernetes(args.repo)
+    check_kubernetes_replicated(args.repo)
     for failure in failures:
         print("FAILED:", failure)
     print(f"deploy_test: {len(failures)} failure(s)")
