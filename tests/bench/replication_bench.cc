@@ -940,7 +940,7 @@ void print_table(const BenchOptions& options, const std::vector<SystemRun>& sing
       kBrokers, kBrokers, kLeaseTtlSeconds, std::string(kTopic).c_str(), kPayloadBytes,
       std::chrono::duration<double>(kWarmup).count(), options.seconds,
       static_cast<unsigned long long>(options.events), options.repeat);
-  std::printf("%-34s %-37s | %-37s | %s\n", "", "single", "replicated", "ratio replicated / single");
+  std::printf("%-34s %-36s | %-36s | %s\n", "", "single", "replicated", "ratio replicated / single");
   std::printf("%-34s %10s %8s %8s %7s | %10s %8s %8s %7s | %7s %7s %7s %7s\n", "case", "msgs/s", "p50_us",
               "p99_us", "cpu_us", "msgs/s", "p50_us", "p99_us", "cpu_us", "msgs/s", "p50", "p99", "cpu");
   print_row("single produce, 16 connections", single, replicated, &SystemRun::single);

@@ -47,6 +47,11 @@ class HandLeadership final : public detail::Leadership {
     std::lock_guard lock(mutex);
     return confirm;
   }
+  Status state_writable(const std::string& topic, std::uint32_t partition) const override {
+    if (auto s = check_leading(topic, partition); !s.ok()) return s;
+    std::lock_guard lock(mutex);
+    return writable;
+  }
   std::vector<GroupStateRecord> take_published() {
     std::lock_guard lock(mutex);
     return std::exchange(published, {});
@@ -54,18 +59,22 @@ class HandLeadership final : public detail::Leadership {
 
   std::atomic<bool> leading{true};
   detail::GroupStateHost* host = nullptr;
-  std::mutex mutex;
+  mutable std::mutex mutex;
   std::vector<GroupStateRecord> published;  // GUARDED_BY(mutex)
+  Status writable;                          // GUARDED_BY(mutex)
   Status confirm;                           // GUARDED_BY(mutex)
 };
 
 struct Replica {
-  explicit Replica(FsyncMode fsync = FsyncMode::kAlways) { open(fsync); }
-  void open(FsyncMode fsync = FsyncMode::kAlways) {
+  explicit Replica(FsyncMode fsync = FsyncMode::kAlways, std::size_t max_payload = 1 << 20) {
+    open(fsync, max_payload);
+  }
+  void open(FsyncMode fsync = FsyncMode::kAlways, std::size_t max_payload = 1 << 20) {
     broker.reset();
     leadership = std::make_shared<HandLeadership>();
     Config config = broker_config(dir.path(), "events:1");
     config.store.fsync = fsync;
+    config.store.max_payload_bytes = max_payload;
     auto opened = Broker::open(config, std::make_shared<ManualClock>(), leadership);
     REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
     broker = std::move(opened.value());
@@ -222,4 +231,85 @@ TEST_CASE("group state: an ack the followers did not confirm is answered with th
   CHECK(leader.broker->seek("events", 0, "g", seek_to(1)).status().code() ==
         ErrorCode::kUnavailable);
   CHECK(leader.broker->subscribe("events", 0, "new", {}).status().code() == ErrorCode::kUnavailable);
+}
+
+TEST_CASE("group state: an ack of an acknowledged offset waits for the confirmation of the first") {
+  Replica leader;
+  produce_numbers(*leader.broker, 2);
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
+  {
+    std::lock_guard lock(leader.leadership->mutex);
+    leader.leadership->confirm = Status::unavailable("not enough in-sync replicas confirmed it");
+  }
+  // Nothing new to record, but the record that acknowledged it is not confirmed (any more): no 200.
+  CHECK(leader.broker->ack("events", 0, "g", ids({0})).status().code() == ErrorCode::kUnavailable);
+  REQUIRE(leader.broker->delete_group("events", "g").status().code() == ErrorCode::kUnavailable);
+}
+
+TEST_CASE("group state: with too few replicas in sync a change is refused before it is made") {
+  Replica leader;
+  produce_numbers(*leader.broker, 3);
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
+  {
+    std::lock_guard lock(leader.leadership->mutex);
+    leader.leadership->writable = Status::unavailable("not enough in-sync replicas (1 of 2)");
+  }
+  const auto published = leader.leadership->take_published().size();
+  auto refused = leader.broker->ack("events", 0, "g", ids({1}));
+  CHECK(refused.status().code() == ErrorCode::kUnavailable);
+  CHECK_FALSE(refused.status().outcome_unknown());
+  CHECK(leader.broker->seek("events", 0, "g", seek_to(2)).status().code() == ErrorCode::kUnavailable);
+  CHECK(leader.leadership->take_published().empty());
+  (void)published;
+  {
+    std::lock_guard lock(leader.leadership->mutex);
+    leader.leadership->writable = Status();
+  }
+  CHECK(leader.group("g")->committed_offset == 1);  // the refused ack and seek did nothing
+}
+
+TEST_CASE("group state: a group this broker deleted as leader comes back when its new leader has it") {
+  Replica replica;
+  produce_numbers(*replica.broker, 3);
+  REQUIRE(replica.broker->ack("events", 0, "x", ids({0})).ok());
+  REQUIRE(replica.broker->delete_group("events", "x").ok());
+  replica.leadership->leading = false;
+  // Another leader made x again and acknowledged 0 and 1 in it.
+  REQUIRE(replica.apply(true, {{"x", R"({"progress":{"committed":2,"acked":[]}})"}}).ok());
+  replica.leadership->leading = true;
+  CHECK(replica.group("x")->committed_offset == 2);
+  auto snapshot = replica.leadership->host->state_snapshot("events", 0);
+  REQUIRE(snapshot.ok());
+  REQUIRE(snapshot->size() == 1);
+  CHECK(snapshot->front().group == "x");
+}
+
+TEST_CASE("group state: a state larger than a journal record is written in parts and reads back whole") {
+  Replica leader(FsyncMode::kAlways, 8192), follower(FsyncMode::kAlways, 8192);
+  produce_numbers(*leader.broker, 3000);
+  follower.leadership->leading = true;
+  produce_numbers(*follower.broker, 3000);
+  follower.leadership->leading = false;
+  std::vector<std::string> every_other;
+  for (std::uint64_t o = 1; o < 3000; o += 2) every_other.push_back(detail::message_id(0, o));
+  for (std::size_t i = 0; i < every_other.size(); i += 200) {
+    std::vector<std::string> part(every_other.begin() + static_cast<std::ptrdiff_t>(i),
+                                  every_other.begin() + static_cast<std::ptrdiff_t>(std::min(every_other.size(), i + 200)));
+    REQUIRE(leader.broker->ack("events", 0, "g", part).ok());
+  }
+  // As deltas, merged into one list longer than a record may be, and as a snapshot.
+  REQUIRE(follower.apply(false, leader.leadership->take_published()).ok());
+  auto snapshot = leader.leadership->host->state_snapshot("events", 0);
+  REQUIRE(snapshot.ok());
+  CHECK(snapshot->front().record.size() > 8192 / 2);  // more than a record copied from the leader may hold
+  REQUIRE(follower.apply(true, *snapshot).ok());
+  follower.open(FsyncMode::kAlways, 8192);
+  follower.leadership->leading = true;
+  SubscribeOptions all;
+  all.max_inflight = 5000;
+  auto g = subscribe(*follower.broker, "g", all, 0);
+  const auto offered = offsets_of(take_now(*g, 5000));
+  REQUIRE(offered.size() == 1500);
+  CHECK(offered.front() == 0);
+  CHECK(offered.back() == 2998);
 }

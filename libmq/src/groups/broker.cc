@@ -228,6 +228,9 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
       context.confirm_state = [this, topic = std::string(topic), partition](detail::StateTicket ticket) {
         return leadership->confirm_state(topic, partition, ticket);
       };
+      context.state_writable = [this, topic = std::string(topic), partition] {
+        return leadership->state_writable(topic, partition);
+      };
     }
     auto opened = detail::GroupState::open(std::move(context), file_system(), store->options(),
                                            groups_dir(store->options().data_dir, topic), from);
@@ -238,7 +241,7 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
       auto ticket = leadership->publish_state(std::string(topic), partition,
                                               {std::string(name), progress_record((*opened)->progress())});
       if (!ticket.ok()) return ticket.status();
-      (*opened)->set_creation_ticket(*ticket);
+      (*opened)->set_opening_ticket(*ticket);
     }
     // A group opened while the broker stops (an ack may still come in) refuses subscriptions too.
     if (stopping) (*opened)->shutdown();
@@ -310,6 +313,11 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     Status s = j->journal ? j->journal->close() : Status();
     j->journal.reset();
     return s;
+  }
+  // A record copied from the leader larger than this is written in parts (journal records are
+  // bounded by MAX_PAYLOAD_BYTES, the shared acknowledgement log's by a little more).
+  std::size_t max_state_record_bytes() const {
+    return std::max<std::size_t>(4096, store->options().max_payload_bytes / 2);
   }
   // The names of the groups with a journal on disk for a partition (finishing interrupted removals).
   Result<std::vector<std::string>> groups_on_disk(const std::string& topic, std::uint32_t partition);
@@ -488,6 +496,9 @@ Result<std::vector<detail::GroupStateRecord>> Broker::State::state_snapshot(cons
   std::lock_guard lock(groups_mutex);
   for (auto it = groups.lower_bound({topic, partition, ""});
        it != groups.end() && std::get<0>(it->first) == topic && std::get<1>(it->first) == partition; ++it) {
+    // A group being deleted (its removal published, awaiting confirmation) is not in the snapshot:
+    // its version may already be past the removal record, which the follower would never see.
+    if (it->second->state_->removed()) continue;
     records.push_back({std::get<2>(it->first), progress_record(it->second->state_->progress())});
   }
   return records;
@@ -541,6 +552,11 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
       deleted_groups.push_back(std::move(it->second));
       it = groups.erase(it);
     }
+    // What this broker deleted as a leader no longer counts: the leader's records say which groups
+    // exist (a stale name would make this broker, leading again, leave a live group out).
+    for (auto it = deleted_names.lower_bound({topic, partition, ""});
+         it != deleted_names.end() && std::get<0>(*it) == topic && std::get<1>(*it) == partition;)
+      it = deleted_names.erase(it);
   }
   for (ConsumerGroup* g : former) {
     if (auto s = g->state_->retire(); !s.ok()) return s;
@@ -571,7 +587,24 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
         after.ordering_key == fj.progress.ordering_key)
       return {};
     if (auto s = fj.journal->reopen_if_closed(); !s.ok()) return s;
-    if (auto s = fj.journal->record_raw(std::move(record)); !s.ok()) return s;
+    if (record.size() <= max_state_record_bytes()) {
+      if (auto s = fj.journal->record_raw(std::move(record)); !s.ok()) return s;
+    } else {
+      // Too large for one journal record (a big snapshot, many acknowledgements merged): the state
+      // after it, as a whole-state record with the first offsets and acknowledgements of the rest.
+      // A crash in between leaves fewer acknowledgements (messages offered again), never more.
+      const std::size_t per_record = max_state_record_bytes() / 24;  // an offset takes at most 21 bytes
+      std::vector<std::uint64_t> acked(after.acked.begin(), after.acked.end());
+      GroupProgress first = after;
+      first.acked = std::set<std::uint64_t>(acked.begin(), acked.begin() + std::min(acked.size(), per_record));
+      if (auto s = fj.journal->record_raw(progress_record(first)); !s.ok()) return s;
+      for (std::size_t i = per_record; i < acked.size(); i += per_record) {
+        std::string list = "[";
+        for (std::size_t k = i; k < std::min(acked.size(), i + per_record); ++k)
+          list += (k == i ? "" : ",") + std::to_string(acked[k]);
+        if (auto s = fj.journal->record_raw(list + "]"); !s.ok()) return s;
+      }
+    }
     fj.progress = std::move(after);
     if (fj.journal->log_bytes() >= (1 << 20)) (void)fj.journal->compact(fj.progress);  // retried next time
     return {};

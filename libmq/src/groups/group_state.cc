@@ -56,6 +56,7 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
   }
   std::unique_ptr<GroupState> group(
       new GroupState(std::move(context), std::move(journal.value()), std::move(progress)));
+  group->created_ = created;
   GroupState* self = group.get();
   group->listener_id_ = PartitionInternal::add_append_listener(*group->context_.partition, [self] {
     std::lock_guard lock(self->mutex_);  // so that a waiter between its check and its wait is not missed
@@ -235,6 +236,7 @@ Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
   auto result = [&]() -> Result<std::uint64_t> {
     // Exclusive: no acknowledgement may be recorded between the seek's record and its effect, or
     // a replay would apply them in another order than memory did (nor be published in another).
+    if (auto s = writable(); !s.ok()) return s;
     std::unique_lock journal_lock(journal_mutex_);
     auto moved = seek_locked(target);
     if (!moved.ok()) return moved;
@@ -250,10 +252,12 @@ Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
   return result;
 }
 
-Result<std::optional<StateTicket>> GroupState::publish(std::string record) const {
+Result<std::optional<StateTicket>> GroupState::publish(std::string record) {
   if (!context_.publish_state) return std::optional<StateTicket>();
   auto ticket = context_.publish_state(std::move(record));
   if (!ticket.ok()) return ticket.status();
+  std::lock_guard lock(mutex_);
+  last_ticket_ = *ticket;
   return std::optional<StateTicket>(*ticket);
 }
 
@@ -553,7 +557,10 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
   std::sort(fresh.begin(), fresh.end());
   fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
   newly = 0;
-  if (fresh.empty()) return {};  // acknowledging twice is not an error, and needs no record
+  // Acknowledging twice is not an error and needs no record; replicated, it is answered once the
+  // record that acknowledged it first (or a later one) is on the in-sync replicas.
+  if (fresh.empty()) return confirm(last_ticket());
+  if (auto s = writable(); !s.ok()) return s;  // nothing done: a plain refusal
   bool closed = false;
   {
     std::shared_lock journal_lock(journal_mutex_);
@@ -745,8 +752,14 @@ Status GroupState::remove() {
   {
     // Exclusive: no record is being written while the journal goes, and none after (each writer
     // checks removed_ under the journal lock).
+    if (auto s = writable(); !s.ok()) return s;
     std::unique_lock journal_lock(journal_mutex_);
-    if (is_removed()) return {};
+    // Removed already (a second deletion): answered once the first one is confirmed.
+    if (is_removed()) {
+      if (retired_) return deleted_status();
+      journal_lock.unlock();
+      return confirm(last_ticket());
+    }
     if (auto s = journal_->remove(); !s.ok()) return s;
     end_locked(/*retired=*/false);
     auto published = publish(std::string(kRemovedRecord));

@@ -52,6 +52,9 @@ struct GroupContext {
   // so in the order applied) and confirmed (with no lock held) before it is answered.
   std::function<Result<StateTicket>(std::string record)> publish_state;
   std::function<Status(StateTicket)> confirm_state;
+  // Checked before a change is made: refuses (kUnavailable, nothing done) when it could not be
+  // confirmed now (this broker does not lead, too few replicas in sync).
+  std::function<Status()> state_writable;
 };
 
 // kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.
@@ -112,14 +115,24 @@ class GroupState : private Timer::Target {
   }
   // Replicated: waits until the followers hold the group's creation (published by the broker), once.
   Status confirm_creation();
-  void set_creation_ticket(StateTicket ticket) {
+  // The broker published the group as it opened: `created` when it did not exist before (its start
+  // position and ordering must reach the followers before it delivers).
+  void set_opening_ticket(StateTicket ticket) {
     std::lock_guard lock(mutex_);
-    creation_ticket_ = ticket;
+    last_ticket_ = ticket;
+    if (created_) creation_ticket_ = ticket;
   }
+  bool removed() const { return is_removed(); }
 
  private:
   // Publishes `record` to the followers when replicated (nullopt: not replicated).
-  Result<std::optional<StateTicket>> publish(std::string record) const;
+  Result<std::optional<StateTicket>> publish(std::string record);
+  // The newest ticket published, for a request that changes nothing.
+  std::optional<StateTicket> last_ticket() const {
+    std::lock_guard lock(mutex_);
+    return last_ticket_;
+  }
+  Status writable() const { return context_.state_writable ? context_.state_writable() : Status(); }
   Status confirm(const std::optional<StateTicket>& ticket) const;
   Status deleted_status() const;
   // Ends the group in memory (remove() or retire(), with the journal lock held exclusively).
@@ -257,6 +270,11 @@ class GroupState : private Timer::Target {
   // retire() ran (removed_ is set too); atomic: deleted_status() reads it with or without mutex_.
   std::atomic<bool> retired_{false};
   std::optional<StateTicket> creation_ticket_;  // GUARDED_BY(mutex_)
+  // GUARDED_BY(mutex_): the newest record published; a request that changes nothing (an ack of an
+  // acknowledged offset, a second deletion) waits for it, so that its 200 never comes before the
+  // change it repeats is on the in-sync replicas.
+  std::optional<StateTicket> last_ticket_;
+  bool created_ = false;  // the group did not exist before it was opened (set once by open())
   GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
 };
 

@@ -81,6 +81,9 @@ class Leadership {
   // Waits until the in-sync replicas hold the record (and every one published before it); fails
   // when this broker stopped leading since, too few replicas are in sync, or it timed out.
   virtual Status confirm_state(const std::string& topic, std::uint32_t partition, StateTicket ticket) = 0;
+  // OK when a change of group state made now could be confirmed: this broker leads the partition
+  // with a valid lease and enough replicas in sync. Else the refusal (nothing is done then).
+  virtual Status state_writable(const std::string& topic, std::uint32_t partition) const = 0;
 };
 
 }  // namespace mq::detail

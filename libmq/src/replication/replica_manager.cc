@@ -298,6 +298,17 @@ Result<mq::detail::StateTicket> ReplicaManager::publish_state(const std::string&
   return ticket;
 }
 
+Status ReplicaManager::state_writable(const std::string& topic, std::uint32_t partition) const {
+  auto found = find(topic, partition);
+  if (!found.ok()) return found.status();
+  const Replica& r = **found;
+  if (!lease_valid())
+    return Status::unavailable("this broker's etcd lease lapsed; it leads nothing until it has a new one");
+  std::shared_lock lock(r.role_mutex);
+  if (!r.leading) return r.not_leading();
+  return r.tracker->writable();
+}
+
 Status ReplicaManager::confirm_state(const std::string& topic, std::uint32_t partition,
                                      mq::detail::StateTicket ticket) {
   auto found = find(topic, partition);

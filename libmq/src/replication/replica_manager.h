@@ -124,6 +124,8 @@ class ReplicaManager {
   Result<mq::detail::StateTicket> publish_state(const std::string& topic, std::uint32_t partition,
                                                 mq::detail::GroupStateRecord record);
   Status confirm_state(const std::string& topic, std::uint32_t partition, mq::detail::StateTicket ticket);
+  // Whether a change of group state could be confirmed now (leading, lease valid, enough in sync).
+  Status state_writable(const std::string& topic, std::uint32_t partition) const;
 
   // The leader's side of a fetch: waits up to `wait` for lines beyond request.offset, records the
   // follower's progress, answers from the log. kNotOwned when this broker does not lead it.

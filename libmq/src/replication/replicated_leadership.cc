@@ -116,4 +116,10 @@ Status ReplicatedLeadership::confirm_state(const std::string& topic, std::uint32
   return {};
 }
 
+Status ReplicatedLeadership::state_writable(const std::string& topic, std::uint32_t partition) const {
+  auto m = manager();
+  if (!m) return Status::unavailable("replication is not running on this broker");
+  return m->state_writable(topic, partition);
+}
+
 }  // namespace mq::replication

@@ -36,6 +36,7 @@ class ReplicatedLeadership final : public mq::detail::Leadership {
                                                 mq::detail::GroupStateRecord record) override;
   Status confirm_state(const std::string& topic, std::uint32_t partition,
                        mq::detail::StateTicket ticket) override;
+  Status state_writable(const std::string& topic, std::uint32_t partition) const override;
 
   // The manager once started (nullptr before start() and after stop()): for the fetch route and
   // for placement. Shared: a request holding it keeps it alive through a stop() on another thread.
