@@ -3,10 +3,14 @@
 // Each program keeps what it measures and how it prints it.
 #pragma once
 
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -161,5 +165,39 @@ int run_main(std::string_view program, std::string_view usage, int argc, char** 
       program, usage, [&]() -> const CommonOptions& { return options = parse(argc, argv); },
       [&](ScratchDirectory& scratch) { run(options, scratch); });
 }
+
+// Failures: every one is counted and printed, never dropped.
+class FailureLog {
+ public:
+  void add(const std::string& where, const std::string& what, std::uint64_t count = 1) {
+    if (count == 0) return;
+    std::lock_guard lock(mutex_);
+    std::fprintf(stderr, "  FAIL %s: %s (x%llu)\n", where.c_str(), what.c_str(),
+                 static_cast<unsigned long long>(count));
+    counts_[where + ": " + what] += count;
+  }
+  std::uint64_t total() const {
+    std::lock_guard lock(mutex_);
+    std::uint64_t sum = 0;
+    for (const auto& [line, count] : counts_) sum += count;
+    return sum;
+  }
+  void print() const {
+    std::lock_guard lock(mutex_);
+    for (const auto& [line, count] : counts_) {
+      std::printf("FAIL %s  (x%llu over all runs)\n", line.c_str(), static_cast<unsigned long long>(count));
+    }
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::uint64_t> counts_;  // GUARDED_BY(mutex_)
+};
+
+// Checks that passed, so that the output says what was verified.
+struct CheckTally {
+  std::atomic<int> passed{0};
+  std::atomic<int> failed{0};
+};
 
 }  // namespace mq::bench

@@ -119,41 +119,6 @@ BenchOptions parse_options(int argc, char** argv) {
   return options;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Failures: every one is counted and printed, never dropped.
-
-class FailureLog {
- public:
-  void add(const std::string& where, const std::string& what, std::uint64_t count = 1) {
-    if (count == 0) return;
-    std::lock_guard lock(mutex_);
-    std::fprintf(stderr, "  FAIL %s: %s (x%llu)\n", where.c_str(), what.c_str(),
-                 static_cast<unsigned long long>(count));
-    counts_[where + ": " + what] += count;
-  }
-  std::uint64_t total() const {
-    std::lock_guard lock(mutex_);
-    std::uint64_t sum = 0;
-    for (const auto& [line, count] : counts_) sum += count;
-    return sum;
-  }
-  void print() const {
-    std::lock_guard lock(mutex_);
-    for (const auto& [line, count] : counts_) {
-      std::printf("FAIL %s  (x%llu over all runs)\n", line.c_str(), static_cast<unsigned long long>(count));
-    }
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::map<std::string, std::uint64_t> counts_;  // GUARDED_BY(mutex_)
-};
-
-// Checks that passed, so that the output says what was verified.
-struct CheckTally {
-  std::atomic<int> passed{0};
-  std::atomic<int> failed{0};
-};
 
 // ---------------------------------------------------------------------------------------------
 // Bodies
