@@ -626,7 +626,8 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
   } else {
     // Acknowledgements of one group that follow each other are written as one record (one sync).
     std::map<std::string, std::string> pending;  // group -> offsets, comma-separated
-    const auto flush = [&](const std::string& group) -> Status {
+    // `group` by value: it may be the key of the entry erased here.
+    const auto flush = [&](std::string group) -> Status {
       auto it = pending.find(group);
       if (it == pending.end()) return {};
       std::string record = "[" + it->second + "]";
