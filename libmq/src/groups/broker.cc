@@ -198,6 +198,11 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
       // opens here once this broker follows the partition.
       if (auto s = leadership->check_leading(std::string(topic), partition); !s.ok()) return s;
       if (auto s = close_follower_journal(key); !s.ok()) return s;
+      // A group that does not exist yet is a change of group state: refused, as any is, when it
+      // could not be confirmed now (nothing is written then).
+      if (!journal_on_disk(key)) {
+        if (auto s = leadership->state_writable(std::string(topic), partition); !s.ok()) return s;
+      }
     }
     if (deleted_names.contains(key)) {
       if (!revive_deleted) {
@@ -235,18 +240,21 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     auto opened = detail::GroupState::open(std::move(context), file_system(), store->options(),
                                            groups_dir(store->options().data_dir, topic), from);
     if (!opened.ok()) return opened.status();
+    Status published;
     if (leadership) {
       // The group as it opens (created now, or as this leader found it on disk) goes to the
-      // followers whole; the first call that needs it durable there confirms it.
+      // followers whole; the first call that needs it durable there confirms it. Kept when that
+      // fails (its journal is on disk now): confirm_creation() publishes it again.
       auto ticket = leadership->publish_state(std::string(topic), partition,
                                               {std::string(name), progress_record((*opened)->progress())});
-      if (!ticket.ok()) return ticket.status();
-      (*opened)->set_opening_ticket(*ticket);
+      published = ticket.status();
+      (*opened)->opened(ticket.ok() ? std::optional(*ticket) : std::nullopt);
     }
     // A group opened while the broker stops (an ack may still come in) refuses subscriptions too.
     if (stopping) (*opened)->shutdown();
     auto* raw = new ConsumerGroup(std::move(opened.value()));
     groups.emplace(std::move(key), std::unique_ptr<ConsumerGroup>(raw));
+    if (!published.ok()) return published;
     return raw;
   }
 
@@ -316,8 +324,13 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
   }
   // A record copied from the leader larger than this is written in parts (journal records are
   // bounded by MAX_PAYLOAD_BYTES, the shared acknowledgement log's by a little more).
-  std::size_t max_state_record_bytes() const {
-    return std::max<std::size_t>(4096, store->options().max_payload_bytes / 2);
+  std::size_t max_state_record_bytes() const { return store->options().max_payload_bytes / 2; }
+  Status write_in_parts(AckJournal& journal, const GroupProgress& before, const GroupProgress& after);
+  bool journal_on_disk(const GroupKey& key) {
+    const auto& [topic, partition, name] = key;
+    const std::string stem = groups_dir(store->options().data_dir, topic) + "/" + name + "/partition-" +
+                             std::to_string(partition);
+    return file_system().exists(stem + ".log") || file_system().exists(stem + ".snapshot");
   }
   // The names of the groups with a journal on disk for a partition (finishing interrupted removals).
   Result<std::vector<std::string>> groups_on_disk(const std::string& topic, std::uint32_t partition);
@@ -528,6 +541,49 @@ Result<std::shared_ptr<Broker::State::FollowerJournal>> Broker::State::follower_
   return j;
 }
 
+// A state too large for one journal record (a big snapshot, many acknowledgements merged), in
+// parts of at most max_state_record_bytes() each, ordered so that a crash between two parts never
+// leaves fewer acknowledgements than both the state before and the state after hold (those the
+// leader may have answered 200 for): first the acknowledgements `after` adds (additive lists),
+// then `{"start":C}` for its committed offset. That reaches `after` exactly when it acknowledges
+// everything `before` did (the usual case: the leader only moved on). When it does not (the leader
+// seeked back, or ordering changed), the acknowledgements `before` has beyond it must go too: a
+// whole-state record without acknowledgements beyond its committed offset, then `after`'s again,
+// and a crash in between forgets some of them (replication.md section 12).
+Status Broker::State::write_in_parts(AckJournal& journal, const GroupProgress& before,
+                                     const GroupProgress& after) {
+  const std::size_t per_record = std::max<std::size_t>(1, max_state_record_bytes() / 24);  // <= 21 B each
+  const auto write_lists = [&](const std::vector<std::uint64_t>& offsets) -> Status {
+    for (std::size_t i = 0; i < offsets.size(); i += per_record) {
+      std::string list = "[";
+      for (std::size_t k = i; k < std::min(offsets.size(), i + per_record); ++k)
+        list += (k == i ? "" : ",") + std::to_string(offsets[k]);
+      if (auto s = journal.record_raw(list + "]"); !s.ok()) return s;
+    }
+    return {};
+  };
+  bool monotone = after.committed >= before.committed && (after.ordering_key || !before.ordering_key);
+  for (auto it = before.acked.lower_bound(after.committed); monotone && it != before.acked.end(); ++it)
+    monotone = after.acked.contains(*it);
+  std::vector<std::uint64_t> added;
+  for (std::uint64_t offset : after.acked) {
+    if (!monotone || !before.is_acknowledged(offset)) added.push_back(offset);
+  }
+  if (!monotone) {
+    GroupProgress bare;  // `after` without its acknowledgements beyond the committed offset
+    bare.committed = after.committed;
+    bare.ordering_key = after.ordering_key;
+    if (auto s = journal.record_raw(progress_record(bare)); !s.ok()) return s;
+    return write_lists(added);
+  }
+  if (auto s = write_lists(added); !s.ok()) return s;
+  if (after.committed > before.committed) {
+    if (auto s = journal.record_raw("{\"start\":" + std::to_string(after.committed) + "}"); !s.ok()) return s;
+  }
+  if (after.ordering_key && !before.ordering_key) return journal.record_raw(R"({"ordering":"key"})");
+  return {};
+}
+
 Status Broker::State::apply_state(const std::string& topic, std::uint32_t partition, bool replace,
                                   const std::vector<detail::GroupStateRecord>& records) {
   // Checked whole before anything is written: a record that is not one libmq writes would make the
@@ -589,21 +645,8 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
     if (auto s = fj.journal->reopen_if_closed(); !s.ok()) return s;
     if (record.size() <= max_state_record_bytes()) {
       if (auto s = fj.journal->record_raw(std::move(record)); !s.ok()) return s;
-    } else {
-      // Too large for one journal record (a big snapshot, many acknowledgements merged): the state
-      // after it, as a whole-state record with the first offsets and acknowledgements of the rest.
-      // A crash in between leaves fewer acknowledgements (messages offered again), never more.
-      const std::size_t per_record = max_state_record_bytes() / 24;  // an offset takes at most 21 bytes
-      std::vector<std::uint64_t> acked(after.acked.begin(), after.acked.end());
-      GroupProgress first = after;
-      first.acked = std::set<std::uint64_t>(acked.begin(), acked.begin() + std::min(acked.size(), per_record));
-      if (auto s = fj.journal->record_raw(progress_record(first)); !s.ok()) return s;
-      for (std::size_t i = per_record; i < acked.size(); i += per_record) {
-        std::string list = "[";
-        for (std::size_t k = i; k < std::min(acked.size(), i + per_record); ++k)
-          list += (k == i ? "" : ",") + std::to_string(acked[k]);
-        if (auto s = fj.journal->record_raw(list + "]"); !s.ok()) return s;
-      }
+    } else if (auto s = write_in_parts(*fj.journal, fj.progress, after); !s.ok()) {
+      return s;
     }
     fj.progress = std::move(after);
     if (fj.journal->log_bytes() >= (1 << 20)) (void)fj.journal->compact(fj.progress);  // retried next time

@@ -240,7 +240,7 @@ Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
     std::unique_lock journal_lock(journal_mutex_);
     auto moved = seek_locked(target);
     if (!moved.ok()) return moved;
-    auto published = publish("{\"seek\":" + std::to_string(*moved) + "}");
+    auto published = publish("{\"seek\":" + std::to_string(*moved) + "}", /*changed_here=*/true);
     if (!published.ok()) return published.status();
     ticket = *published;
     return moved;
@@ -252,30 +252,56 @@ Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
   return result;
 }
 
-Result<std::optional<StateTicket>> GroupState::publish(std::string record) {
+Result<std::optional<StateTicket>> GroupState::publish(std::string record, bool changed_here) {
   if (!context_.publish_state) return std::optional<StateTicket>();
   auto ticket = context_.publish_state(std::move(record));
-  if (!ticket.ok()) return ticket.status();
-  std::lock_guard lock(mutex_);
-  last_ticket_ = *ticket;
-  return std::optional<StateTicket>(*ticket);
+  if (ticket.ok()) return std::optional<StateTicket>(*ticket);
+  if (!changed_here) return ticket.status();
+  // Made here and durable, but no follower will hear of it from this record: whether it lasts
+  // depends on who leads next (a new leader's state replaces this broker's). A retry publishes it
+  // again (the request then changes nothing here and republishes what it repeats).
+  return Status::unconfirmed("the change was made on this broker but not handed to its followers (" +
+                             ticket.status().message() + "); retry it");
 }
 
 Status GroupState::confirm(const std::optional<StateTicket>& ticket) const {
   return ticket ? context_.confirm_state(*ticket) : Status();
 }
 
+void GroupState::opened(std::optional<StateTicket> published) {
+  std::lock_guard lock(mutex_);
+  creation_pending_ = created_;
+  creation_ticket_ = created_ ? published : std::nullopt;
+}
+
 Status GroupState::confirm_creation() {
   std::optional<StateTicket> ticket;
   {
     std::lock_guard lock(mutex_);
+    if (!creation_pending_) return {};
     ticket = creation_ticket_;
   }
-  if (!ticket) return {};
-  if (auto s = confirm(ticket); !s.ok()) return s;
+  if (!ticket) {
+    // Its publication failed, or its confirmation did (maybe in a past leader epoch, which can
+    // never be confirmed now): the whole group again, under the exclusive journal lock so that no
+    // acknowledgement is applied but not yet published while its state is read.
+    if (auto s = writable(); !s.ok()) return s;
+    std::unique_lock journal_lock(journal_mutex_);
+    if (is_removed()) return deleted_status();
+    auto published = publish(progress_record(progress()), /*changed_here=*/false);
+    if (!published.ok()) return published.status();
+    ticket = *published;
+  }
+  const Status confirmed = confirm(ticket);
   std::lock_guard lock(mutex_);
-  creation_ticket_.reset();
-  return {};
+  if (confirmed.ok()) {
+    creation_pending_ = false;
+    creation_ticket_.reset();
+  } else if (creation_ticket_ && creation_ticket_->epoch == ticket->epoch &&
+             creation_ticket_->version == ticket->version) {
+    creation_ticket_.reset();  // the next call publishes it again
+  }
+  return confirmed;
 }
 
 Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
@@ -546,20 +572,19 @@ Result<std::size_t> GroupState::ack(std::span<const std::uint64_t> offsets) {
 
 Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, bool dead_lettered,
                                        std::size_t& newly) {
-  std::vector<std::uint64_t> fresh;
+  newly = 0;
+  const bool replicated = static_cast<bool>(context_.publish_state);
+  bool any_fresh = false;
   {
     std::lock_guard lock(mutex_);
     if (removed_) return deleted_status();
-    for (std::uint64_t offset : offsets) {
-      if (!progress_.is_acknowledged(offset)) fresh.push_back(offset);
-    }
+    for (std::uint64_t offset : offsets) any_fresh = any_fresh || !progress_.is_acknowledged(offset);
   }
-  std::sort(fresh.begin(), fresh.end());
-  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
-  newly = 0;
-  // Acknowledging twice is not an error and needs no record; replicated, it is answered once the
-  // record that acknowledged it first (or a later one) is on the in-sync replicas.
-  if (fresh.empty()) return confirm(last_ticket());
+  // Acknowledging twice is not an error and needs no record. Replicated, a repeat (a client
+  // retrying after a failover or a lost answer) is published again and answered once the in-sync
+  // replicas hold it: the first one's record may never have reached them (its publication failed,
+  // or this broker led in another epoch then). Not for a dead letter: the timer thread would wait.
+  if (!any_fresh && (!replicated || dead_lettered)) return {};
   if (auto s = writable(); !s.ok()) return s;  // nothing done: a plain refusal
   bool closed = false;
   {
@@ -567,36 +592,52 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
     if (is_removed()) return deleted_status();
     closed = !journal_->is_open();
   }
-  if (closed) {
+  if (closed && any_fresh) {
     // A failed compaction left no log: open a new one rather than fail every ack until a restart.
     std::unique_lock journal_lock(journal_mutex_);
     if (is_removed()) return deleted_status();  // (its journal is gone on purpose)
     if (auto s = journal_->reopen_if_closed(); !s.ok()) return s;
   }
+  std::vector<std::uint64_t> fresh;
   std::optional<StateTicket> ticket;
   {
     std::shared_lock journal_lock(journal_mutex_);
     if (is_removed()) return deleted_status();
-    // Durable first: an acknowledgement that is answered must survive a crash.
-    if (auto s = journal_->record_acks(fresh); !s.ok()) return s;
+    std::vector<std::uint64_t> held;  // acknowledged already (looked up again: a seek may have come)
     {
+      std::lock_guard lock(mutex_);
+      for (std::uint64_t offset : offsets) (progress_.is_acknowledged(offset) ? held : fresh).push_back(offset);
+    }
+    std::sort(fresh.begin(), fresh.end());
+    fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
+    if (!fresh.empty()) {
+      // Durable first: an acknowledgement that is answered must survive a crash.
+      if (auto s = journal_->record_acks(fresh); !s.ok()) return s;
       std::lock_guard lock(mutex_);
       newly = apply_acks_locked(fresh, dead_lettered);
     }
-    // Acknowledgements commute with each other, so those published under the shared lock may go
-    // in any order among themselves; a seek (exclusive) is published between them as applied.
-    std::string record = "[";
-    for (std::size_t i = 0; i < fresh.size(); ++i) {
-      if (i > 0) record += ',';
-      record += std::to_string(fresh[i]);
+    if (replicated) {
+      // Acknowledgements commute with each other, so those published under the shared lock may go
+      // in any order among themselves; a seek (exclusive) is published between them as applied.
+      std::vector<std::uint64_t> all = fresh;
+      if (!dead_lettered) all.insert(all.end(), held.begin(), held.end());
+      std::sort(all.begin(), all.end());
+      all.erase(std::unique(all.begin(), all.end()), all.end());
+      std::string record = "[";
+      for (std::size_t i = 0; i < all.size(); ++i) {
+        if (i > 0) record += ',';
+        record += std::to_string(all[i]);
+      }
+      record += ']';
+      auto published = publish(std::move(record), /*changed_here=*/!fresh.empty());
+      if (!published.ok()) return published.status();
+      ticket = *published;
     }
-    record += ']';
-    auto published = publish(std::move(record));
-    if (!published.ok()) return published.status();
-    ticket = *published;
   }
-  compact_if_large();
-  after_record();
+  if (!fresh.empty()) {
+    compact_if_large();
+    after_record();
+  }
   return confirm(ticket);
 }
 
@@ -754,17 +795,21 @@ Status GroupState::remove() {
     // checks removed_ under the journal lock).
     if (auto s = writable(); !s.ok()) return s;
     std::unique_lock journal_lock(journal_mutex_);
-    // Removed already (a second deletion): answered once the first one is confirmed.
     if (is_removed()) {
-      if (retired_) return deleted_status();
-      journal_lock.unlock();
-      return confirm(last_ticket());
+      if (retired_ || !context_.publish_state) return deleted_status();
+      // Removed already (a second deletion, the first one unconfirmed): published again, as a
+      // repeated acknowledgement is. The broker keeps this object under the group's name until a
+      // deletion is confirmed, so no new group of that name can be removed by it.
+      auto published = publish(std::string(kRemovedRecord), /*changed_here=*/false);
+      if (!published.ok()) return published.status();
+      ticket = *published;
+    } else {
+      if (auto s = journal_->remove(); !s.ok()) return s;
+      end_locked(/*retired=*/false);
+      auto published = publish(std::string(kRemovedRecord), /*changed_here=*/true);
+      if (!published.ok()) return published.status();
+      ticket = *published;
     }
-    if (auto s = journal_->remove(); !s.ok()) return s;
-    end_locked(/*retired=*/false);
-    auto published = publish(std::string(kRemovedRecord));
-    if (!published.ok()) return published.status();
-    ticket = *published;
   }
   return confirm(ticket);
 }

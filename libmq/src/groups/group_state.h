@@ -113,25 +113,18 @@ class GroupState : private Timer::Target {
     std::lock_guard lock(mutex_);
     return progress_;
   }
-  // Replicated: waits until the followers hold the group's creation (published by the broker), once.
+  // Replicated: waits until the followers hold the group's creation (published by the broker),
+  // publishing it again if that failed before; once it succeeded, returns at once.
   Status confirm_creation();
-  // The broker published the group as it opened: `created` when it did not exist before (its start
-  // position and ordering must reach the followers before it delivers).
-  void set_opening_ticket(StateTicket ticket) {
-    std::lock_guard lock(mutex_);
-    last_ticket_ = ticket;
-    if (created_) creation_ticket_ = ticket;
-  }
+  // The broker published the group as it opened (nullopt: that failed). A group that did not exist
+  // before must reach the followers (its start position and ordering) before it delivers.
+  void opened(std::optional<StateTicket> published);
   bool removed() const { return is_removed(); }
 
  private:
-  // Publishes `record` to the followers when replicated (nullopt: not replicated).
-  Result<std::optional<StateTicket>> publish(std::string record);
-  // The newest ticket published, for a request that changes nothing.
-  std::optional<StateTicket> last_ticket() const {
-    std::lock_guard lock(mutex_);
-    return last_ticket_;
-  }
+  // Publishes `record` to the followers when replicated (nullopt: not replicated). A failure is
+  // kUnconfirmed when `changed_here` (the change was made on this broker), else the refusal.
+  Result<std::optional<StateTicket>> publish(std::string record, bool changed_here);
   Status writable() const { return context_.state_writable ? context_.state_writable() : Status(); }
   Status confirm(const std::optional<StateTicket>& ticket) const;
   Status deleted_status() const;
@@ -269,11 +262,10 @@ class GroupState : private Timer::Target {
   bool removed_ = false;               // GUARDED_BY(mutex_): remove() deleted the group, or retire()
   // retire() ran (removed_ is set too); atomic: deleted_status() reads it with or without mutex_.
   std::atomic<bool> retired_{false};
-  std::optional<StateTicket> creation_ticket_;  // GUARDED_BY(mutex_)
-  // GUARDED_BY(mutex_): the newest record published; a request that changes nothing (an ack of an
-  // acknowledged offset, a second deletion) waits for it, so that its 200 never comes before the
-  // change it repeats is on the in-sync replicas.
-  std::optional<StateTicket> last_ticket_;
+  // GUARDED_BY(mutex_): the group's creation is not yet confirmed on the followers; the ticket of
+  // its publication (none: to be published again).
+  bool creation_pending_ = false;
+  std::optional<StateTicket> creation_ticket_;
   bool created_ = false;  // the group did not exist before it was opened (set once by open())
   GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
 };

@@ -28,13 +28,22 @@ struct ReplicaManager::Replica {
   std::shared_ptr<InSyncTracker> tracker;   // GUARDED_BY(role_mutex): leading
   std::shared_ptr<StateFeed> feed;          // GUARDED_BY(role_mutex): leading, with group state
 
-  // Wakes a leader's long polls: an append to the log, a group-state record published.
+  // Wakes a leader's long polls: an append to the log, a group-state record published. A long
+  // poll waits for the count to move and takes no other lock while it holds activity_mutex: the
+  // append path calls wake_fetches() under the log's listener locks, so reading the log here
+  // (which takes its segment locks) would close a lock cycle with a segment roll.
   std::mutex activity_mutex;
   std::condition_variable activity;
+  std::uint64_t activity_count = 0;  // GUARDED_BY(activity_mutex)
   std::uint64_t append_listener = 0;
   void wake_fetches() {
     std::lock_guard lock(activity_mutex);
+    ++activity_count;
     activity.notify_all();
+  }
+  std::uint64_t activity_seen() {
+    std::lock_guard lock(activity_mutex);
+    return activity_count;
   }
 
   // The fetch thread's: the group state it applied (the leader epoch it came from; 0: none yet).
@@ -392,6 +401,7 @@ Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::u
     }
     return answer;
   };
+  const std::uint64_t activity_before = r.activity_seen();  // before looking: no wake-up is missed
   auto answer = answer_now();
   if (!answer.ok() || answer->truncate_to || answer->reset_to || answer->line_count > 0 ||
       !answer->state.empty() || answer->state_snapshot || wait.count() == 0)
@@ -399,10 +409,8 @@ Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::u
   // Nothing new: a long poll, woken by the next append or group-state record.
   {
     std::unique_lock lock(r.activity_mutex);
-    r.activity.wait_for(lock, wait, [&] {
-      return stopped_.load() || r.log->log_end_offset() > request.offset ||
-             (feed && feed->head() > follower_state);
-    });
+    r.activity.wait_for(lock, wait,
+                        [&] { return stopped_.load() || r.activity_count != activity_before; });
   }
   return answer_now();
 }
