@@ -62,6 +62,10 @@ class HandLeadership final : public detail::Leadership {
     std::lock_guard lock(mutex);
     return writable;
   }
+  void set(Status HandLeadership::*outcome, Status status) {
+    std::lock_guard lock(mutex);
+    this->*outcome = std::move(status);
+  }
   std::vector<GroupStateRecord> take_published() {
     std::lock_guard lock(mutex);
     return std::exchange(published, {});
@@ -282,10 +286,7 @@ TEST_CASE("group state: a broker that stops leading closes its groups, and their
 TEST_CASE("group state: an ack the followers did not confirm is answered with their error") {
   Replica leader;
   produce_numbers(*leader.broker, 2);
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->confirm = Status::unavailable("not enough in-sync replicas (1 of 2)");
-  }
+  leader.leadership->set(&HandLeadership::confirm, Status::unavailable("not enough in-sync replicas (1 of 2)"));
   auto acked = leader.broker->ack("events", 0, "g", ids({0}));
   CHECK(acked.status().code() == ErrorCode::kUnavailable);
   CHECK(leader.broker->seek("events", 0, "g", seek_to(1)).status().code() ==
@@ -297,10 +298,7 @@ TEST_CASE("group state: an ack of an acknowledged offset waits for the confirmat
   Replica leader;
   produce_numbers(*leader.broker, 2);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->confirm = Status::unavailable("not enough in-sync replicas confirmed it");
-  }
+  leader.leadership->set(&HandLeadership::confirm, Status::unavailable("not enough in-sync replicas confirmed it"));
   // Nothing new to record, but the record that acknowledged it is not confirmed (any more): no 200.
   CHECK(leader.broker->ack("events", 0, "g", ids({0})).status().code() == ErrorCode::kUnavailable);
   REQUIRE(leader.broker->delete_group("events", "g").status().code() == ErrorCode::kUnavailable);
@@ -310,10 +308,7 @@ TEST_CASE("group state: with too few replicas in sync a change is refused before
   Replica leader;
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->writable = Status::unavailable("not enough in-sync replicas (1 of 2)");
-  }
+  leader.leadership->set(&HandLeadership::writable, Status::unavailable("not enough in-sync replicas (1 of 2)"));
   const auto published = leader.leadership->take_published().size();
   auto refused = leader.broker->ack("events", 0, "g", ids({1}));
   CHECK(refused.status().code() == ErrorCode::kUnavailable);
@@ -321,10 +316,7 @@ TEST_CASE("group state: with too few replicas in sync a change is refused before
   CHECK(leader.broker->seek("events", 0, "g", seek_to(2)).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.leadership->take_published().empty());
   (void)published;
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->writable = Status();
-  }
+  leader.leadership->set(&HandLeadership::writable, Status());
   CHECK(leader.group("g")->committed_offset == 1);  // the refused ack and seek did nothing
 }
 
@@ -381,17 +373,11 @@ TEST_CASE("group state: after a new leader epoch a retried ack, deletion and con
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
   REQUIRE(leader.broker->ack("events", 0, "doomed", ids({1})).ok());
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->confirm = Status::unconfirmed("not enough in-sync replicas confirmed it");
-  }
+  leader.leadership->set(&HandLeadership::confirm, Status::unconfirmed("not enough in-sync replicas confirmed it"));
   CHECK(leader.broker->subscribe("events", 0, "fresh", {}).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.broker->delete_group("events", "doomed").status().code() == ErrorCode::kUnavailable);
   leader.leadership->new_epoch();
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->confirm = Status();
-  }
+  leader.leadership->set(&HandLeadership::confirm, Status());
   leader.leadership->take_published();
 
   CHECK(leader.broker->ack("events", 0, "g", ids({0})).ok());
@@ -417,19 +403,13 @@ TEST_CASE("group state: a change made here but not handed to the followers is an
   Replica leader;
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({2})).ok());
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->publish_error = Status::unavailable("this broker's etcd lease lapsed");
-  }
+  leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("this broker's etcd lease lapsed"));
   auto acked = leader.broker->ack("events", 0, "g", ids({0}));
   CHECK(acked.status().code() == ErrorCode::kUnavailable);
   CHECK(acked.status().outcome_unknown());
   auto sought = leader.broker->seek("events", 0, "other", seek_to(1));
   CHECK(sought.status().code() == ErrorCode::kUnavailable);
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->publish_error = Status();
-  }
+  leader.leadership->set(&HandLeadership::publish_error, Status());
   leader.leadership->take_published();
   // The retry changes nothing here, and publishes what it repeats.
   CHECK(leader.broker->ack("events", 0, "g", ids({0})).ok());
@@ -445,17 +425,11 @@ TEST_CASE("group state: a change made here but not handed to the followers is an
 TEST_CASE("group state: with too few replicas in sync no group is created") {
   Replica leader;
   produce_numbers(*leader.broker, 3);
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->writable = Status::unavailable("not enough in-sync replicas (1 of 2)");
-  }
+  leader.leadership->set(&HandLeadership::writable, Status::unavailable("not enough in-sync replicas (1 of 2)"));
   CHECK(leader.broker->subscribe("events", 0, "new", {}).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.broker->seek("events", 0, "new", seek_to(1)).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.leadership->take_published().empty());
-  {
-    std::lock_guard lock(leader.leadership->mutex);
-    leader.leadership->writable = Status();
-  }
+  leader.leadership->set(&HandLeadership::writable, Status());
   leader.open();  // nothing of it on disk either
   CHECK_FALSE(leader.group("new"));
 }

@@ -797,6 +797,9 @@ Status GroupState::remove() {
     std::unique_lock journal_lock(journal_mutex_);
     if (is_removed()) {
       if (retired_ || !context_.publish_state) return deleted_status();
+      // Confirmed already: the broker may have freed the name, and a newer group of that name
+      // exists; publishing the removal again would remove that one on the followers.
+      if (removal_confirmed()) return {};
       // Removed already (a second deletion, the first one unconfirmed): published again, as a
       // repeated acknowledgement is. The broker keeps this object under the group's name until a
       // deletion is confirmed, so no new group of that name can be removed by it.
@@ -811,7 +814,10 @@ Status GroupState::remove() {
       ticket = *published;
     }
   }
-  return confirm(ticket);
+  if (auto s = confirm(ticket); !s.ok()) return s;
+  std::lock_guard lock(mutex_);
+  removal_confirmed_ = true;  // before the broker frees the name
+  return {};
 }
 
 Status GroupState::retire() {

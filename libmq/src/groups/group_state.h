@@ -125,6 +125,10 @@ class GroupState : private Timer::Target {
   // Publishes `record` to the followers when replicated (nullopt: not replicated). A failure is
   // kUnconfirmed when `changed_here` (the change was made on this broker), else the refusal.
   Result<std::optional<StateTicket>> publish(std::string record, bool changed_here);
+  bool removal_confirmed() const {
+    std::lock_guard lock(mutex_);
+    return removal_confirmed_;
+  }
   Status writable() const { return context_.state_writable ? context_.state_writable() : Status(); }
   Status confirm(const std::optional<StateTicket>& ticket) const;
   Status deleted_status() const;
@@ -265,6 +269,7 @@ class GroupState : private Timer::Target {
   // GUARDED_BY(mutex_): the group's creation is not yet confirmed on the followers; the ticket of
   // its publication (none: to be published again).
   bool creation_pending_ = false;
+  bool removal_confirmed_ = false;  // GUARDED_BY(mutex_): remove() was confirmed on the followers
   std::optional<StateTicket> creation_ticket_;
   bool created_ = false;  // the group did not exist before it was opened (set once by open())
   GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
