@@ -549,7 +549,7 @@ Result<std::shared_ptr<Broker::State::FollowerJournal>> Broker::State::follower_
 // everything `before` did (the usual case: the leader only moved on). When it does not (the leader
 // seeked back, or ordering changed), the acknowledgements `before` has beyond it must go too: a
 // whole-state record without acknowledgements beyond its committed offset, then `after`'s again,
-// and a crash in between forgets some of them (replication.md section 12).
+// and a crash in between forgets some of them (replication.md section 7).
 Status Broker::State::write_in_parts(AckJournal& journal, const GroupProgress& before,
                                      const GroupProgress& after) {
   const std::size_t per_record = std::max<std::size_t>(1, max_state_record_bytes() / 24);  // <= 21 B each
