@@ -7,6 +7,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <mutex>
 
 #include "broker_helpers.h"
@@ -59,9 +61,29 @@ class HandLeadership final : public detail::Leadership {
   }
   Status state_writable(const std::string& topic, std::uint32_t partition) const override {
     if (auto s = check_leading(topic, partition); !s.ok()) return s;
+    if (stall_next_writable.exchange(false)) {  // a thread descheduled here, until release()
+      std::unique_lock lock(gate_mutex);
+      stalled = true;
+      gate.notify_all();
+      gate.wait(lock, [&] { return released; });
+    }
     std::lock_guard lock(mutex);
     return writable;
   }
+  void wait_stalled() {
+    std::unique_lock lock(gate_mutex);
+    gate.wait(lock, [&] { return stalled; });
+  }
+  void release() {
+    std::lock_guard lock(gate_mutex);
+    released = true;
+    gate.notify_all();
+  }
+  mutable std::atomic<bool> stall_next_writable{false};
+  mutable std::mutex gate_mutex;
+  mutable std::condition_variable gate;
+  mutable bool stalled = false;   // GUARDED_BY(gate_mutex)
+  mutable bool released = false;  // GUARDED_BY(gate_mutex)
   void set(Status HandLeadership::*outcome, Status status) {
     std::lock_guard lock(mutex);
     this->*outcome = std::move(status);
@@ -510,4 +532,36 @@ TEST_CASE("group state: a follower copies a state with a tiny MAX_PAYLOAD_BYTES,
   follower.leadership->leading = true;
   auto g = subscribe(*follower.broker, "g");
   CHECK(offsets_of(take_now(*g)) == even);
+}
+
+TEST_CASE("group state: a DELETE that lost the race to its retry removes no newer group of the name") {
+  // Found by review: T1 found the group, then stalled before removing it; its retry T2 removed it
+  // (confirmed, the name freed); T3 made the group anew and acknowledged in it. T1 must not publish
+  // the removal again after T3's records.
+  Replica leader, follower;
+  same_log(leader, follower);
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
+  leader.leadership->stall_next_writable = true;
+  Result<bool> first = false;
+  std::thread t1([&] { first = leader.broker->delete_group("events", "g"); });
+  leader.leadership->wait_stalled();
+  REQUIRE(leader.broker->delete_group("events", "g").ok());
+  SubscribeOptions latest;
+  latest.from = StartPosition::kLatest;
+  REQUIRE(leader.broker->subscribe("events", 0, "g", latest).ok());
+  produce_numbers(*leader.broker, 2, 10);  // offsets 10, 11
+  follower.leadership->leading = true;
+  produce_numbers(*follower.broker, 2, 10);
+  follower.leadership->leading = false;
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({11})).ok());
+  leader.leadership->release();
+  t1.join();
+  CHECK(first.ok());
+  const auto records = leader.leadership->take_published();
+  CHECK(records.back().record != std::string(kRemovedRecord));
+  REQUIRE(follower.apply(false, records).ok());
+  follower.leadership->leading = true;
+  CHECK(leader.group("g")->committed_offset == 10);
+  REQUIRE(follower.group("g"));
+  CHECK(follower.group("g")->committed_offset == 10);
 }
