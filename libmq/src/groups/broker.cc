@@ -634,23 +634,29 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
     if (record == kRemovedRecord) return remove_journal(key);
     auto j = follower_journal(key);
     if (!j.ok()) return j.status();
-    std::lock_guard lock((*j)->mutex);
-    FollowerJournal& fj = **j;
-    GroupProgress after = fj.progress;
-    if (!apply_ack_journal_record(record, after)) return Status::invalid_argument("bad group-state record");
-    // Nothing to write when it changes nothing (a snapshot of groups that did not move).
-    if (after.committed == fj.progress.committed && after.acked == fj.progress.acked &&
-        after.ordering_key == fj.progress.ordering_key)
+    const Status written = [&]() -> Status {
+      std::lock_guard lock((*j)->mutex);
+      FollowerJournal& fj = **j;
+      GroupProgress after = fj.progress;
+      if (!apply_ack_journal_record(record, after)) return Status::invalid_argument("bad group-state record");
+      // Nothing to write when it changes nothing (a snapshot of groups that did not move).
+      if (after.committed == fj.progress.committed && after.acked == fj.progress.acked &&
+          after.ordering_key == fj.progress.ordering_key)
+        return {};
+      if (auto s = fj.journal->reopen_if_closed(); !s.ok()) return s;
+      if (record.size() <= max_state_record_bytes()) {
+        if (auto s = fj.journal->record_raw(std::move(record)); !s.ok()) return s;
+      } else if (auto s = write_in_parts(*fj.journal, fj.progress, after); !s.ok()) {
+        return s;
+      }
+      fj.progress = std::move(after);
+      if (fj.journal->log_bytes() >= (1 << 20)) (void)fj.journal->compact(fj.progress);  // retried next time
       return {};
-    if (auto s = fj.journal->reopen_if_closed(); !s.ok()) return s;
-    if (record.size() <= max_state_record_bytes()) {
-      if (auto s = fj.journal->record_raw(std::move(record)); !s.ok()) return s;
-    } else if (auto s = write_in_parts(*fj.journal, fj.progress, after); !s.ok()) {
-      return s;
-    }
-    fj.progress = std::move(after);
-    if (fj.journal->log_bytes() >= (1 << 20)) (void)fj.journal->compact(fj.progress);  // retried next time
-    return {};
+    }();
+    // A failed write may have left some parts on disk: the journal is read again on its next use,
+    // so that what this broker compares the next records with is what its disk holds.
+    if (!written.ok()) (void)close_follower_journal(key);
+    return written;
   };
   Status status;
   if (replace) {
@@ -938,6 +944,9 @@ Result<bool> Broker::delete_group(std::string_view topic, std::string_view group
   if (!entry.ok()) return entry.status();
   bool deleted = false;
   for (std::uint32_t partition : state_->served_partitions(*(*entry)->topic)) {
+    // Replicated, a leader opens groups on first use: one on disk but not used yet is deleted too.
+    // (A group that cannot be opened is reported on stderr; it does not stop this deletion.)
+    if (state_->leadership) (void)state_->open_groups_on_disk(std::string(topic), partition);
     const State::GroupKey key{std::string(topic), partition, std::string(group)};
     ConsumerGroup* doomed = nullptr;
     {
