@@ -576,11 +576,13 @@ Status Broker::State::write_in_parts(AckJournal& journal, const GroupProgress& b
     if (auto s = journal.record_raw(progress_record(bare)); !s.ok()) return s;
     return write_lists(added);
   }
-  if (auto s = write_lists(added); !s.ok()) return s;
-  if (after.committed > before.committed) {
-    if (auto s = journal.record_raw("{\"start\":" + std::to_string(after.committed) + "}"); !s.ok()) return s;
+  // Ordering first: it is never undone, and a crash after the acknowledgements must not lose it.
+  if (after.ordering_key && !before.ordering_key) {
+    if (auto s = journal.record_raw(R"({"ordering":"key"})"); !s.ok()) return s;
   }
-  if (after.ordering_key && !before.ordering_key) return journal.record_raw(R"({"ordering":"key"})");
+  if (auto s = write_lists(added); !s.ok()) return s;
+  if (after.committed > before.committed)
+    return journal.record_raw("{\"start\":" + std::to_string(after.committed) + "}");
   return {};
 }
 
