@@ -616,7 +616,7 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
       std::lock_guard lock(mutex_);
       newly = apply_acks_locked(fresh, dead_lettered);
     }
-    if (replicated) {
+    if (replicated && (!fresh.empty() || !dead_lettered)) {  // a dead letter acknowledged meanwhile: nothing
       // Acknowledgements commute with each other, so those published under the shared lock may go
       // in any order among themselves; a seek (exclusive) is published between them as applied.
       std::vector<std::uint64_t> all = fresh;
