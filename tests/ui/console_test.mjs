@@ -481,9 +481,11 @@ async function round(puppeteer, args, { name, brokers: brokerCount, token }) {
     await waitText(page, '#messages [role=alert]', /404 · .*partition/, 'a 404 is shown with its reason');
     step(`${name}: an API error is shown with its status and reason`);
 
-    // A phone.
-    await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    // A phone. The overview is opened first: emulating a phone makes puppeteer reload the page, and a hash
+    // changed while that reload is under way can be lost (the reloaded page showed Messages again).
     await page.evaluate(() => (location.hash = '#/'));
+    await page.waitForSelector('tr[data-key="group:events/billing"]');
+    await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
     await waitText(page, 'tr[data-key="group:events/billing"] .lag', /^10$/, 'the overview on a phone (the redriven message counts)');
     // (clientWidth: the layout viewport; a mobile browser zooms out to fit a page that is too wide.)
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
