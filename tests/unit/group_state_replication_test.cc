@@ -8,8 +8,8 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <thread>
 #include <mutex>
+#include <thread>
 
 #include "broker_helpers.h"
 #include "groups/ack_journal.h"
@@ -26,7 +26,8 @@ namespace {
 // Leads while `leading`; keeps what the Broker publishes.
 class HandLeadership final : public detail::Leadership {
  public:
-  Status start(std::vector<detail::ReplicatedTopic>, PartitionLookup, detail::GroupStateHost* groups) override {
+  Status start(std::vector<detail::ReplicatedTopic>, PartitionLookup,
+               detail::GroupStateHost* groups) override {
     host = groups;
     return {};
   }
@@ -49,8 +50,10 @@ class HandLeadership final : public detail::Leadership {
   }
   // Like the replication layer: a ticket of another leader epoch can never be confirmed.
   Status confirm_state(const std::string&, std::uint32_t, detail::StateTicket ticket) override {
+    pause_if(stall_next_confirm);
     std::lock_guard lock(mutex);
-    if (ticket.epoch != epoch) return Status::unconfirmed("published in leader epoch " + std::to_string(ticket.epoch));
+    if (ticket.epoch != epoch)
+      return Status::unconfirmed("published in leader epoch " + std::to_string(ticket.epoch));
     return confirm;
   }
   // This broker lost its lease and led again at once (a new leader epoch, no apply_state between).
@@ -61,14 +64,17 @@ class HandLeadership final : public detail::Leadership {
   }
   Status state_writable(const std::string& topic, std::uint32_t partition) const override {
     if (auto s = check_leading(topic, partition); !s.ok()) return s;
-    if (stall_next_writable.exchange(false)) {  // a thread descheduled here, until release()
-      std::unique_lock lock(gate_mutex);
-      stalled = true;
-      gate.notify_all();
-      gate.wait(lock, [&] { return released; });
-    }
+    pause_if(stall_next_writable);
     std::lock_guard lock(mutex);
     return writable;
+  }
+  // The first thread to pass an armed `flag` is descheduled there until release().
+  void pause_if(std::atomic<bool>& flag) const {
+    if (!flag.exchange(false)) return;
+    std::unique_lock lock(gate_mutex);
+    stalled = true;
+    gate.notify_all();
+    gate.wait(lock, [&] { return released; });
   }
   void wait_stalled() {
     std::unique_lock lock(gate_mutex);
@@ -80,6 +86,7 @@ class HandLeadership final : public detail::Leadership {
     gate.notify_all();
   }
   mutable std::atomic<bool> stall_next_writable{false};
+  mutable std::atomic<bool> stall_next_confirm{false};
   mutable std::mutex gate_mutex;
   mutable std::condition_variable gate;
   mutable bool stalled = false;   // GUARDED_BY(gate_mutex)
@@ -308,11 +315,11 @@ TEST_CASE("group state: a broker that stops leading closes its groups, and their
 TEST_CASE("group state: an ack the followers did not confirm is answered with their error") {
   Replica leader;
   produce_numbers(*leader.broker, 2);
-  leader.leadership->set(&HandLeadership::confirm, Status::unavailable("not enough in-sync replicas (1 of 2)"));
+  leader.leadership->set(&HandLeadership::confirm,
+                         Status::unavailable("not enough in-sync replicas (1 of 2)"));
   auto acked = leader.broker->ack("events", 0, "g", ids({0}));
   CHECK(acked.status().code() == ErrorCode::kUnavailable);
-  CHECK(leader.broker->seek("events", 0, "g", seek_to(1)).status().code() ==
-        ErrorCode::kUnavailable);
+  CHECK(leader.broker->seek("events", 0, "g", seek_to(1)).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.broker->subscribe("events", 0, "new", {}).status().code() == ErrorCode::kUnavailable);
 }
 
@@ -320,7 +327,8 @@ TEST_CASE("group state: an ack of an acknowledged offset waits for the confirmat
   Replica leader;
   produce_numbers(*leader.broker, 2);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
-  leader.leadership->set(&HandLeadership::confirm, Status::unavailable("not enough in-sync replicas confirmed it"));
+  leader.leadership->set(&HandLeadership::confirm,
+                         Status::unavailable("not enough in-sync replicas confirmed it"));
   // Nothing new to record, but the record that acknowledged it is not confirmed (any more): no 200.
   CHECK(leader.broker->ack("events", 0, "g", ids({0})).status().code() == ErrorCode::kUnavailable);
   REQUIRE(leader.broker->delete_group("events", "g").status().code() == ErrorCode::kUnavailable);
@@ -330,7 +338,8 @@ TEST_CASE("group state: with too few replicas in sync a change is refused before
   Replica leader;
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
-  leader.leadership->set(&HandLeadership::writable, Status::unavailable("not enough in-sync replicas (1 of 2)"));
+  leader.leadership->set(&HandLeadership::writable,
+                         Status::unavailable("not enough in-sync replicas (1 of 2)"));
   const auto published = leader.leadership->take_published().size();
   auto refused = leader.broker->ack("events", 0, "g", ids({1}));
   CHECK(refused.status().code() == ErrorCode::kUnavailable);
@@ -367,8 +376,9 @@ TEST_CASE("group state: a state larger than a journal record is written in parts
   std::vector<std::string> every_other;
   for (std::uint64_t o = 1; o < 3000; o += 2) every_other.push_back(detail::message_id(0, o));
   for (std::size_t i = 0; i < every_other.size(); i += 200) {
-    std::vector<std::string> part(every_other.begin() + static_cast<std::ptrdiff_t>(i),
-                                  every_other.begin() + static_cast<std::ptrdiff_t>(std::min(every_other.size(), i + 200)));
+    std::vector<std::string> part(
+        every_other.begin() + static_cast<std::ptrdiff_t>(i),
+        every_other.begin() + static_cast<std::ptrdiff_t>(std::min(every_other.size(), i + 200)));
     REQUIRE(leader.broker->ack("events", 0, "g", part).ok());
   }
   // As deltas, merged into one list longer than a record may be, and as a snapshot.
@@ -395,7 +405,8 @@ TEST_CASE("group state: after a new leader epoch a retried ack, deletion and con
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({0})).ok());
   REQUIRE(leader.broker->ack("events", 0, "doomed", ids({1})).ok());
-  leader.leadership->set(&HandLeadership::confirm, Status::unconfirmed("not enough in-sync replicas confirmed it"));
+  leader.leadership->set(&HandLeadership::confirm,
+                         Status::unconfirmed("not enough in-sync replicas confirmed it"));
   CHECK(leader.broker->subscribe("events", 0, "fresh", {}).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.broker->delete_group("events", "doomed").status().code() == ErrorCode::kUnavailable);
   leader.leadership->new_epoch();
@@ -425,7 +436,8 @@ TEST_CASE("group state: a change made here but not handed to the followers is an
   Replica leader;
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({2})).ok());
-  leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("this broker's etcd lease lapsed"));
+  leader.leadership->set(&HandLeadership::publish_error,
+                         Status::unavailable("this broker's etcd lease lapsed"));
   auto acked = leader.broker->ack("events", 0, "g", ids({0}));
   CHECK(acked.status().code() == ErrorCode::kUnavailable);
   CHECK(acked.status().outcome_unknown());
@@ -444,10 +456,51 @@ TEST_CASE("group state: a change made here but not handed to the followers is an
   CHECK(published[0].record.starts_with(R"({"progress":)"));
 }
 
+TEST_CASE("group state: a group reopened from disk is published whole before its first acknowledgement") {
+  Replica leader;
+  produce_numbers(*leader.broker, 5);
+  REQUIRE(leader.broker->seek("events", 0, "g", seek_to(3)).ok());
+  // It followed for a while (its groups closed), then leads again: the group opens from its
+  // journal on first use, and publishing it fails.
+  leader.leadership->leading = false;
+  REQUIRE(leader.apply(false, {}).ok());
+  leader.leadership->leading = true;
+  leader.leadership->take_published();
+  leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("not leading any more"));
+  CHECK(leader.broker->ack("events", 0, "g", ids({3})).status().code() == ErrorCode::kUnavailable);
+  leader.leadership->set(&HandLeadership::publish_error, Status());
+  // The ack publishes the whole group first: a follower applying [4] to a group it never heard of
+  // would start it at offset 0.
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({4})).ok());
+  auto published = leader.leadership->take_published();
+  REQUIRE(published.size() == 2);
+  CHECK(published[0].record == R"({"progress":{"committed":3,"acked":[]}})");
+  CHECK(published[1].record == "[4]");
+  // Confirmed once: the next ack publishes only its offsets.
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({3})).ok());
+  CHECK(leader.leadership->take_published() == std::vector<GroupStateRecord>{{"g", "[3]"}});
+}
+
+TEST_CASE("group state: consumes racing to confirm a group publish it once") {
+  Replica leader;
+  produce_numbers(*leader.broker, 3);
+  leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("not leading any more"));
+  CHECK_FALSE(leader.broker->subscribe("events", 0, "g", {}).ok());
+  leader.leadership->set(&HandLeadership::publish_error, Status());
+  leader.leadership->stall_next_confirm = true;
+  std::thread first([&] { CHECK(leader.broker->subscribe("events", 0, "g", {}).ok()); });
+  leader.leadership->wait_stalled();  // published, waiting for the followers
+  CHECK(leader.broker->subscribe("events", 0, "g", {}).ok());
+  leader.leadership->release();
+  first.join();
+  CHECK(leader.leadership->take_published().size() == 1);
+}
+
 TEST_CASE("group state: with too few replicas in sync no group is created") {
   Replica leader;
   produce_numbers(*leader.broker, 3);
-  leader.leadership->set(&HandLeadership::writable, Status::unavailable("not enough in-sync replicas (1 of 2)"));
+  leader.leadership->set(&HandLeadership::writable,
+                         Status::unavailable("not enough in-sync replicas (1 of 2)"));
   CHECK(leader.broker->subscribe("events", 0, "new", {}).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.broker->seek("events", 0, "new", seek_to(1)).status().code() == ErrorCode::kUnavailable);
   CHECK(leader.leadership->take_published().empty());
@@ -458,8 +511,8 @@ TEST_CASE("group state: with too few replicas in sync no group is created") {
 
 TEST_CASE("group state: a crash between the parts of a large state never loses an acknowledgement") {
   // The follower held every odd offset acknowledged; its leader's next snapshot adds the even ones
-  // below 100 and from 150 on. Written in parts (256-byte payloads: 128-byte records), a crash after any part must
-  // keep every odd offset acknowledged.
+  // below 100 and from 150 on. Written in parts (256-byte payloads: 128-byte records), a crash after any part
+  // must keep every odd offset acknowledged.
   constexpr std::size_t kPayload = 256;
   Replica leader(FsyncMode::kInterval, kPayload);
   produce_numbers(*leader.broker, 200);
@@ -520,7 +573,8 @@ TEST_CASE("group state: a follower copies a state with a tiny MAX_PAYLOAD_BYTES,
   std::vector<std::uint64_t> even;
   for (std::uint64_t o = 1; o < 30; o += 8) {
     std::vector<std::string> part;
-    for (std::uint64_t k = o; k < std::min<std::uint64_t>(30, o + 8); k += 2) part.push_back(detail::message_id(0, k));
+    for (std::uint64_t k = o; k < std::min<std::uint64_t>(30, o + 8); k += 2)
+      part.push_back(detail::message_id(0, k));
     REQUIRE(leader.broker->ack("events", 0, "g", part).ok());
   }
   for (std::uint64_t o = 0; o < 30; o += 2) even.push_back(o);

@@ -78,7 +78,8 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     GroupProgress progress;
   };
   std::mutex follower_journals_mutex;
-  std::map<GroupKey, std::shared_ptr<FollowerJournal>> follower_journals;  // GUARDED_BY(follower_journals_mutex)
+  std::map<GroupKey, std::shared_ptr<FollowerJournal>>
+      follower_journals;  // GUARDED_BY(follower_journals_mutex)
   // Keyless produces: the owned partitions of a topic take turns, one message or batch each.
   detail::PartitionTurns turns{1};
   // The redrive position of each dead-letter partition, opened on first use.
@@ -244,7 +245,7 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     if (leadership) {
       // The group as it opens (created now, or as this leader found it on disk) goes to the
       // followers whole; the first call that needs it durable there confirms it. Kept when that
-      // fails (its journal is on disk now): confirm_creation() publishes it again.
+      // fails (its journal is on disk now): confirm_opening() publishes it again.
       auto ticket = leadership->publish_state(std::string(topic), partition,
                                               {std::string(name), progress_record((*opened)->progress())});
       published = ticket.status();
@@ -328,8 +329,8 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
   Status write_in_parts(AckJournal& journal, const GroupProgress& before, const GroupProgress& after);
   bool journal_on_disk(const GroupKey& key) {
     const auto& [topic, partition, name] = key;
-    const std::string stem = groups_dir(store->options().data_dir, topic) + "/" + name + "/partition-" +
-                             std::to_string(partition);
+    const std::string stem =
+        groups_dir(store->options().data_dir, topic) + "/" + name + "/partition-" + std::to_string(partition);
     return file_system().exists(stem + ".log") || file_system().exists(stem + ".snapshot");
   }
   // The names of the groups with a journal on disk for a partition (finishing interrupted removals).
@@ -480,8 +481,7 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
   }
 };
 
-Result<std::vector<std::string>> Broker::State::groups_on_disk(const std::string& topic,
-                                                              std::uint32_t p) {
+Result<std::vector<std::string>> Broker::State::groups_on_disk(const std::string& topic, std::uint32_t p) {
   const std::string dir = groups_dir(store->options().data_dir, topic);
   std::vector<std::string> found;
   if (!file_system().exists(dir)) return found;
@@ -502,7 +502,7 @@ Result<std::vector<std::string>> Broker::State::groups_on_disk(const std::string
 }
 
 Result<std::vector<detail::GroupStateRecord>> Broker::State::state_snapshot(const std::string& topic,
-                                                                          std::uint32_t partition) {
+                                                                            std::uint32_t partition) {
   // Every group on disk too: this leader may not have opened them yet.
   if (auto s = open_groups_on_disk(topic, partition); !s.ok()) return s;
   std::vector<detail::GroupStateRecord> records;
@@ -530,10 +530,9 @@ Result<std::shared_ptr<Broker::State::FollowerJournal>> Broker::State::follower_
   if (!interrupted.ok()) return interrupted.status();
   auto j = std::make_shared<FollowerJournal>();
   bool created = false;
-  auto journal = AckJournal::open(file_system(), store->options(), ack_log.get(),
-                                  ack_journal_key(topic, name, partition), dir, stem,
-                                  topic + "/" + std::to_string(partition) + " group " + name + " (replica)",
-                                  j->progress, created);
+  auto journal = AckJournal::open(
+      file_system(), store->options(), ack_log.get(), ack_journal_key(topic, name, partition), dir, stem,
+      topic + "/" + std::to_string(partition) + " group " + name + " (replica)", j->progress, created);
   if (!journal.ok()) return journal.status();
   j->journal = std::move(journal.value());
   std::lock_guard lock(follower_journals_mutex);
@@ -1023,7 +1022,7 @@ Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, 
       state_->group(topic, partition, group, options.from, true, options.ordering.value_or(Ordering::kNone));
   if (!g.ok()) return g.status();
   // Replicated: where a new group starts (from=latest) must be on the followers before it delivers.
-  if (auto s = (*g)->state_->confirm_creation(); !s.ok()) return s;
+  if (auto s = (*g)->state_->confirm_opening(); !s.ok()) return s;
   return (*g)->subscribe(options);
 }
 
@@ -1052,6 +1051,9 @@ Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition,
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest, /*create=*/true, Ordering::kNone,
                          /*revive_deleted=*/false);
   if (!g.ok()) return g.status();
+  // Replicated: the group as it opened goes first (a follower applying these acknowledgements to
+  // no group would start it at offset 0, without its ordering).
+  if (auto s = (*g)->state_->confirm_opening(); !s.ok()) return s;
   return (*g)->state_->ack(offsets);
 }
 
@@ -1101,6 +1103,7 @@ Result<std::uint64_t> Broker::seek(std::string_view topic, std::uint32_t partiti
   if (given != 1) return Status::invalid_argument("give exactly one of offset, timestamp and position");
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
   if (!g.ok()) return g.status();
+  if (auto s = (*g)->state_->confirm_opening(); !s.ok()) return s;  // as for ack()
   return (*g)->seek(target);
 }
 
@@ -1127,7 +1130,8 @@ Result<std::vector<TopicStats>> Broker::stats(std::optional<std::string_view> to
     // leader: stats show them all, as the former leader did (a failure is reported on stderr, and
     // the stats show the groups that did open).
     for (const auto& [name, entry] : selected) {
-      for (std::uint32_t p : state_->served_partitions(*entry->topic)) (void)state_->open_groups_on_disk(name, p);
+      for (std::uint32_t p : state_->served_partitions(*entry->topic))
+        (void)state_->open_groups_on_disk(name, p);
     }
   }
   std::vector<TopicStats> result;

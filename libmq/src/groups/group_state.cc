@@ -56,7 +56,6 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
   }
   std::unique_ptr<GroupState> group(
       new GroupState(std::move(context), std::move(journal.value()), std::move(progress)));
-  group->created_ = created;
   GroupState* self = group.get();
   group->listener_id_ = PartitionInternal::add_append_listener(*group->context_.partition, [self] {
     std::lock_guard lock(self->mutex_);  // so that a waiter between its check and its wait is not missed
@@ -270,36 +269,47 @@ Status GroupState::confirm(const std::optional<StateTicket>& ticket) const {
 
 void GroupState::opened(std::optional<StateTicket> published) {
   std::lock_guard lock(mutex_);
-  creation_pending_ = created_;
-  creation_ticket_ = created_ ? published : std::nullopt;
+  opening_pending_ = true;
+  opening_ticket_ = published;
 }
 
-Status GroupState::confirm_creation() {
+Status GroupState::confirm_opening() {
   std::optional<StateTicket> ticket;
   {
     std::lock_guard lock(mutex_);
-    if (!creation_pending_) return {};
-    ticket = creation_ticket_;
+    if (!opening_pending_) return {};
+    ticket = opening_ticket_;
   }
   if (!ticket) {
     // Its publication failed, or its confirmation did (maybe in a past leader epoch, which can
     // never be confirmed now): the whole group again, under the exclusive journal lock so that no
-    // acknowledgement is applied but not yet published while its state is read.
+    // acknowledgement is applied but not yet published while its state is read. Concurrent callers
+    // wait for the one publication the first of them made.
     if (auto s = writable(); !s.ok()) return s;
     std::unique_lock journal_lock(journal_mutex_);
     if (is_removed()) return deleted_status();
-    auto published = publish(progress_record(progress()), /*changed_here=*/false);
-    if (!published.ok()) return published.status();
-    ticket = *published;
+    {
+      std::lock_guard lock(mutex_);
+      if (!opening_pending_) return {};
+      ticket = opening_ticket_;
+    }
+    if (!ticket) {
+      auto published = publish(progress_record(progress()), /*changed_here=*/false);
+      if (!published.ok()) return published.status();
+      if (!*published) return {};  // not replicated
+      ticket = *published;
+      std::lock_guard lock(mutex_);
+      opening_ticket_ = ticket;
+    }
   }
   const Status confirmed = confirm(ticket);
   std::lock_guard lock(mutex_);
   if (confirmed.ok()) {
-    creation_pending_ = false;
-    creation_ticket_.reset();
-  } else if (creation_ticket_ && creation_ticket_->epoch == ticket->epoch &&
-             creation_ticket_->version == ticket->version) {
-    creation_ticket_.reset();  // the next call publishes it again
+    opening_pending_ = false;
+    opening_ticket_.reset();
+  } else if (opening_ticket_ && opening_ticket_->epoch == ticket->epoch &&
+             opening_ticket_->version == ticket->version) {
+    opening_ticket_.reset();  // the next call publishes it again
   }
   return confirmed;
 }
@@ -606,7 +616,8 @@ Status GroupState::acknowledge_durably(std::span<const std::uint64_t> offsets, b
     std::vector<std::uint64_t> held;  // acknowledged already (looked up again: a seek may have come)
     {
       std::lock_guard lock(mutex_);
-      for (std::uint64_t offset : offsets) (progress_.is_acknowledged(offset) ? held : fresh).push_back(offset);
+      for (std::uint64_t offset : offsets)
+        (progress_.is_acknowledged(offset) ? held : fresh).push_back(offset);
     }
     std::sort(fresh.begin(), fresh.end());
     fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());

@@ -113,11 +113,14 @@ class GroupState : private Timer::Target {
     std::lock_guard lock(mutex_);
     return progress_;
   }
-  // Replicated: waits until the followers hold the group's creation (published by the broker),
-  // publishing it again if that failed before; once it succeeded, returns at once.
-  Status confirm_creation();
-  // The broker published the group as it opened (nullopt: that failed). A group that did not exist
-  // before must reach the followers (its start position and ordering) before it delivers.
+  // Replicated: waits until the followers hold the group as it opened (published by the broker),
+  // publishing it again if that failed before; once it succeeded, returns at once. Called before
+  // the group delivers, acknowledges or seeks: its start position and ordering must be on the
+  // followers before anything that builds on them (a follower would otherwise start the group at
+  // offset 0, without its ordering).
+  Status confirm_opening();
+  // The broker published the group as it opened (nullopt: that failed). Kept in memory only: a
+  // broker that opens the group again (after a restart, or leading again) publishes it again.
   void opened(std::optional<StateTicket> published);
   bool removed() const { return is_removed(); }
 
@@ -266,13 +269,12 @@ class GroupState : private Timer::Target {
   bool removed_ = false;               // GUARDED_BY(mutex_): remove() deleted the group, or retire()
   // retire() ran (removed_ is set too); atomic: deleted_status() reads it with or without mutex_.
   std::atomic<bool> retired_{false};
-  // GUARDED_BY(mutex_): the group's creation is not yet confirmed on the followers; the ticket of
-  // its publication (none: to be published again).
-  bool creation_pending_ = false;
+  // GUARDED_BY(mutex_): the group as it opened is not yet confirmed on the followers; the ticket
+  // of its publication (none: to be published again by the next confirm_opening()).
+  bool opening_pending_ = false;
   bool removal_confirmed_ = false;  // GUARDED_BY(mutex_): remove() was confirmed on the followers
-  std::optional<StateTicket> creation_ticket_;
-  bool created_ = false;  // the group did not exist before it was opened (set once by open())
-  GroupStats counters_;                // GUARDED_BY(mutex_): delivered, acked, ...
+  std::optional<StateTicket> opening_ticket_;
+  GroupStats counters_;  // GUARDED_BY(mutex_): delivered, acked, ...
 };
 
 }  // namespace mq::detail
