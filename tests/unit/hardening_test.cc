@@ -434,3 +434,24 @@ TEST_CASE("Large batches formatted outside the lock keep offsets dense and batch
     i += static_cast<std::size_t>(last - first["offset"].get<std::uint64_t>() + 1);
   }
 }
+
+TEST_CASE("An acknowledgement of more ids than one payload holds is stored whole, across a restart") {
+  // Journal records are the broker's own: MAX_PAYLOAD_BYTES bounds what producers send, not how
+  // many messages one request may acknowledge (up to 100,000 ids over HTTP).
+  TempDir dir;
+  Config config = broker_config(dir.path(), "events:1");
+  config.store.max_payload_bytes = 64;
+  std::vector<std::string> ids;
+  {
+    auto broker = open_broker(config);
+    produce_numbers(*broker, 3000);
+    for (std::uint64_t offset = 1; offset < 3000; ++offset) ids.push_back("0-" + std::to_string(offset));
+    auto acked = broker->ack("events", 0, "g", ids);
+    REQUIRE_MESSAGE(acked.ok(), acked.status().to_string());
+    CHECK(*acked == ids.size());
+    REQUIRE(broker->ack("events", 0, "g", std::vector<std::string>{"0-0"}).ok());
+    CHECK(committed_of(*broker, "g") == 3000);
+  }
+  auto broker = open_broker(config);
+  CHECK(committed_of(*broker, "g") == 3000);
+}

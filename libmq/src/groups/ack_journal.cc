@@ -116,7 +116,12 @@ namespace {
 constexpr std::uint64_t kJournalPreallocateBytes = 64 << 10;
 }  // namespace
 
+std::size_t ack_journal_record_limit(const StoreOptions& options) {
+  return std::max<std::size_t>(options.max_payload_bytes, 256);
+}
+
 StoreOptions ack_journal_options(StoreOptions options, bool shared_log) {
+  options.max_payload_bytes = ack_journal_record_limit(options);
   options.preallocate_bytes = std::min(options.preallocate_bytes, kJournalPreallocateBytes);
   if (shared_log) options.fsync = FsyncMode::kInterval;  // nothing syncs on a timer: checkpoints do
   return options;
@@ -244,12 +249,16 @@ Status AckJournal::record_seek(std::uint64_t offset) {
 
 Status AckJournal::record_acks(std::span<const std::uint64_t> offsets) {
   std::string json = "[";
-  for (std::size_t i = 0; i < offsets.size(); ++i) {
-    if (i > 0) json += ',';
-    json += std::to_string(offsets[i]);
+  for (std::uint64_t offset : offsets) {
+    const std::string number = std::to_string(offset);
+    if (json.size() > 1 && json.size() + 1 + number.size() + 1 > options_.max_payload_bytes) {
+      if (auto s = record(json + "]"); !s.ok()) return s;
+      json = "[";
+    }
+    if (json.size() > 1) json += ',';
+    json += number;
   }
-  json += ']';
-  return record(std::move(json));
+  return record(json + "]");
 }
 
 Status AckJournal::compact(const GroupProgress& progress) {

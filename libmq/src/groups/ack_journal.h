@@ -29,7 +29,12 @@ struct GroupProgress;
 // The options a journal's log is opened with: with a shared log, written at once and synced only
 // when the shared log is checkpointed (FSYNC=interval's behaviour: directories synced at open,
 // space preallocated), since the shared log makes each record durable.
+// Its max_payload_bytes is ack_journal_record_limit(options).
 StoreOptions ack_journal_options(StoreOptions options, bool shared_log);
+// The largest journal record: MAX_PAYLOAD_BYTES bounds what producers send, not the broker's own
+// records, so it is at least 256 bytes (a whole-state record without acknowledgements, any start
+// or seek record and a few offsets fit). Longer lists of offsets are written in several records.
+std::size_t ack_journal_record_limit(const StoreOptions& options);
 // True when `json` is a journal record's payload as libmq writes them (kRemovedRecord included).
 bool is_ack_journal_record(std::string_view json);
 // Applies a journal record's payload (not kRemovedRecord) to `progress`; false when it is not one.
@@ -76,7 +81,9 @@ class AckJournal {
   AckJournal(const AckJournal&) = delete;
   AckJournal& operator=(const AckJournal&) = delete;
 
-  // Durably (per FSYNC) records that the group starts at `offset` / acknowledged `offsets`.
+  // Durably (per FSYNC) records that the group starts at `offset` / acknowledged `offsets` (in as
+  // many records as ack_journal_record_limit() needs: a crash between them keeps some, which a
+  // retry of the unanswered acknowledgement adds to).
   Status record_start(std::uint64_t offset);
   Status record_acks(std::span<const std::uint64_t> offsets);
   // Durably records a seek of the group to `offset` (GroupProgress::seek_to).

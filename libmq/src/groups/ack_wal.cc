@@ -76,7 +76,8 @@ AckWal::AckWal(std::shared_ptr<FileSystem> fs, const StoreOptions& options, std:
       fs_(*owned_fs_),
       options_([&] {
         StoreOptions own = options;
-        own.max_payload_bytes += kEnvelopeBytes;  // whatever a journal accepts fits in its envelope
+        // Whatever a journal accepts fits in its envelope.
+        own.max_payload_bytes = ack_journal_record_limit(options) + kEnvelopeBytes;
         return own;
       }()),
       dir_(options.data_dir + "/" + std::string(kDirectory)),
@@ -102,7 +103,7 @@ Status AckWal::fold_earlier_logs(FileSystem& fs, const StoreOptions& options) {
   StoreOptions journal_options = ack_journal_options(options, /*shared_log=*/true);
   journal_options.recovery = RecoveryMode::kTolerateTornTail;
   StoreOptions log_options = options;
-  log_options.max_payload_bytes += kEnvelopeBytes;
+  log_options.max_payload_bytes = ack_journal_record_limit(options) + kEnvelopeBytes;
   simdjson::dom::parser parser;
   // One log at a time, oldest first, so that memory holds one log's records and every journal gets
   // its records in the order they were written.

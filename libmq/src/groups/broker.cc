@@ -325,7 +325,7 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
   }
   // A record copied from the leader larger than this is written in parts (journal records are
   // bounded by MAX_PAYLOAD_BYTES, the shared acknowledgement log's by a little more).
-  std::size_t max_state_record_bytes() const { return store->options().max_payload_bytes / 2; }
+  std::size_t max_state_record_bytes() const { return ack_journal_record_limit(store->options()) / 2; }
   Status write_in_parts(AckJournal& journal, const GroupProgress& before, const GroupProgress& after);
   bool journal_on_disk(const GroupKey& key) {
     const auto& [topic, partition, name] = key;
