@@ -157,7 +157,9 @@ class JournalWriteBudget final : public FileSystem {
 };
 
 struct Replica {
-  explicit Replica(FsyncMode fsync = FsyncMode::kAlways, std::size_t max_payload = 1 << 20) {
+  explicit Replica(FsyncMode fsync = FsyncMode::kAlways, std::size_t max_payload = 1 << 20,
+                   std::uint32_t deliveries = 0)
+      : max_deliveries(deliveries) {
     open(fsync, max_payload);
   }
   void open(FsyncMode fsync = FsyncMode::kAlways, std::size_t max_payload = 1 << 20,
@@ -168,6 +170,7 @@ struct Replica {
     config.store.fsync = fsync;
     config.store.max_payload_bytes = max_payload;
     config.store.file_system = std::move(fs);
+    config.groups.max_deliveries = max_deliveries;
     auto opened = Broker::open(config, std::make_shared<ManualClock>(), leadership);
     REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
     broker = std::move(opened.value());
@@ -184,6 +187,7 @@ struct Replica {
     return leadership->host->apply_state("events", 0, replace, records);
   }
 
+  std::uint32_t max_deliveries;  // 1: every nack dead-letters
   TempDir dir;
   std::shared_ptr<HandLeadership> leadership;
   std::unique_ptr<Broker> broker;
@@ -207,6 +211,22 @@ void same_log(Replica& leader, Replica& follower) {
   follower.leadership->leading = true;
   produce_numbers(*follower.broker, 10);
   follower.leadership->leading = false;
+}
+
+// Produces `count` messages and dead-letters each (the replica's max_deliveries is 1).
+void dead_letter(Replica& replica, int count) {
+  produce_numbers(*replica.broker, count);
+  auto sub = subscribe(*replica.broker, "workers");
+  auto got = take_now(*sub);
+  REQUIRE(got.size() == static_cast<std::size_t>(count));
+  auto group = replica.broker->group("events", 0, "workers");
+  REQUIRE(group.ok());
+  for (const auto& d : got) REQUIRE((*group)->nack(d.id).ok());
+}
+
+std::vector<GroupStateRecord> redrive_records(std::vector<GroupStateRecord> published) {
+  std::erase_if(published, [](const GroupStateRecord& r) { return r.group != detail::kRedrivePositionName; });
+  return published;
 }
 
 }  // namespace
@@ -619,4 +639,79 @@ TEST_CASE("group state: a DELETE that lost the race to its retry removes no newe
   CHECK(leader.group("g")->committed_offset == 10);
   REQUIRE(follower.group("g"));
   CHECK(follower.group("g")->committed_offset == 10);
+}
+
+TEST_CASE("group state: a redrive position reaches the followers, so a new leader redrives no letter again") {
+  Replica leader(FsyncMode::kAlways, 1 << 20, 1), follower(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(leader, 3);
+  follower.leadership->leading = true;
+  dead_letter(follower, 3);  // (as replication would have copied the letters)
+  follower.leadership->leading = false;
+  leader.leadership->take_published();
+
+  auto redriven = leader.broker->redrive("events-dlq", 0, 2);
+  REQUIRE_MESSAGE(redriven.ok(), redriven.status().to_string());
+  CHECK(*redriven == 2);
+  const auto published = redrive_records(leader.leadership->take_published());
+  CHECK(published == std::vector<GroupStateRecord>{{"~redrive", R"({"position":2})"}});
+  {
+    const Status applied = follower.leadership->host->apply_state("events-dlq", 0, false, published);
+    REQUIRE_MESSAGE(applied.ok(), applied.to_string());
+  }
+
+  // A snapshot carries it too (a follower that was away).
+  Replica away(FsyncMode::kAlways, 1 << 20, 1);
+  auto snapshot = leader.leadership->host->state_snapshot("events-dlq", 0);
+  REQUIRE(snapshot.ok());
+  CHECK(redrive_records(*snapshot) == published);
+  away.leadership->leading = false;
+  const Status copied = away.leadership->host->apply_state("events-dlq", 0, true, *snapshot);
+  REQUIRE_MESSAGE(copied.ok(), copied.to_string());
+  away.leadership->leading = true;
+  dead_letter(away, 3);
+  CHECK(*away.broker->redrive("events-dlq", 0, std::nullopt) == 1);
+
+  // The follower leads: only the third letter goes back.
+  follower.open(FsyncMode::kAlways, 1 << 20);  // and a restart keeps the position
+  follower.leadership->leading = true;
+  auto again = follower.broker->redrive("events-dlq", 0, std::nullopt);
+  REQUIRE_MESSAGE(again.ok(), again.status().to_string());
+  CHECK(*again == 1);
+}
+
+TEST_CASE(
+    "group state: a redrive whose position was not handed over is answered outcome unknown, a retry "
+    "publishes it") {
+  Replica leader(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(leader, 2);
+  leader.leadership->take_published();
+  leader.leadership->set(&HandLeadership::publish_error,
+                         Status::unavailable("this broker's etcd lease lapsed"));
+  auto redriven = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  CHECK(redriven.status().code() == ErrorCode::kUnavailable);
+  CHECK(redriven.status().outcome_unknown());
+  leader.leadership->set(&HandLeadership::publish_error, Status());
+  auto retried = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  REQUIRE(retried.ok());
+  CHECK(*retried == 0);  // went back the first time
+  CHECK(redrive_records(leader.leadership->take_published()) ==
+        std::vector<GroupStateRecord>{{"~redrive", R"({"position":2})"}});
+}
+
+TEST_CASE(
+    "group state: a follower refuses a redrive position that is not one, or not of a dead-letter topic") {
+  Replica follower(FsyncMode::kAlways, 1 << 20, 1);
+  follower.leadership->leading = true;
+  dead_letter(follower, 1);
+  follower.leadership->leading = false;
+  for (const char* bad :
+       {R"({"position":-1})", R"({"position":"1"})", R"({"position":1,"pending":{}})", "[1]"}) {
+    CAPTURE(bad);
+    CHECK(follower.leadership->host->apply_state("events-dlq", 0, false, {{"~redrive", bad}}).code() ==
+          ErrorCode::kInvalidArgument);
+  }
+  CHECK(follower.leadership->host->apply_state("events", 0, false, {{"~redrive", R"({"position":1})"}})
+            .code() == ErrorCode::kInvalidArgument);
+  CHECK(follower.leadership->host->apply_state("events-dlq", 0, false, {{"~redrive", R"({"position":1})"}})
+            .ok());
 }

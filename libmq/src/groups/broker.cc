@@ -103,16 +103,35 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     }
     auto p = resolve(**entry, partition);
     if (!p.ok()) return p.status();
+    return redriver_of(std::string(topic), partition, **p);
+  }
+  // The redriver of a dead-letter partition whose log is `letters`, made on first use.
+  detail::Redriver* redriver_of(const std::string& topic, std::uint32_t partition, Partition& letters) {
     std::lock_guard lock(redrivers_mutex);
-    auto& slot = redrivers[{std::string(topic), partition}];
-    if (!slot) {
-      slot = std::make_unique<detail::Redriver>(
-          file_system(), store->options().data_dir + "/" + std::string(topic) + "/redrive", partition, **p,
-          store->options().fsync != FsyncMode::kNever,
-          [this](std::string_view t, std::uint32_t q) { return resolve(t, q); },
-          [this](Partition& log, std::span<const Message> messages) { return append(log, messages); });
+    auto& slot = redrivers[{topic, partition}];
+    if (slot) return slot.get();
+    detail::Redriver::PublishPosition publish;
+    if (leadership) {
+      publish = [this, topic, partition](std::uint64_t position) -> Status {
+        auto ticket = leadership->publish_state(
+            topic, partition,
+            {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(position)});
+        if (!ticket.ok()) {
+          return Status::unconfirmed("the redrive position was not handed to the followers (" +
+                                     ticket.status().message() + "); retry the redrive");
+        }
+        return leadership->confirm_state(topic, partition, *ticket);
+      };
     }
+    slot = std::make_unique<detail::Redriver>(
+        file_system(), redrive_dir(topic), partition, letters, store->options().fsync != FsyncMode::kNever,
+        [this](std::string_view t, std::uint32_t q) { return resolve(t, q); },
+        [this](Partition& log, std::span<const Message> messages) { return append(log, messages); },
+        std::move(publish));
     return slot.get();
+  }
+  std::string redrive_dir(std::string_view topic) const {
+    return store->options().data_dir + "/" + std::string(topic) + "/redrive";
   }
 
   // Declared last so that it is destroyed first: its callbacks use the groups and topics.
@@ -432,8 +451,7 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
       }
     }
     for (const auto& [topic, p] : partitions) {
-      const std::string file =
-          store->options().data_dir + "/" + topic + "/redrive/partition-" + std::to_string(p) + ".json";
+      const std::string file = redrive_dir(topic) + "/partition-" + std::to_string(p) + ".json";
       if (!file_system().exists(file)) continue;
       auto r = redriver(topic, p);
       Status s = r.ok() ? (*r == nullptr ? Status() : (*r)->settle()) : r.status();
@@ -514,6 +532,15 @@ Result<std::vector<detail::GroupStateRecord>> Broker::State::state_snapshot(cons
     if (it->second->state_->removed()) continue;
     records.push_back({std::get<2>(it->first), progress_record(it->second->state_->progress())});
   }
+  if (topic.ends_with(kDeadLetterSuffix)) {
+    // Its redrive position as the file says (before a run left pending: settling it may need a
+    // source partition led elsewhere; a follower that leads later settles nothing, and a letter
+    // redriven again is stopped by its dedup id while the source's window holds it).
+    auto position = detail::Redriver::stored_position(file_system(), redrive_dir(topic), partition);
+    if (!position.ok()) return position.status();
+    records.push_back(
+        {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(*position)});
+  }
   return records;
 }
 
@@ -590,6 +617,12 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
   // Checked whole before anything is written: a record that is not one libmq writes would make the
   // journal unreadable at the next start.
   for (const auto& r : records) {
+    if (r.group == detail::kRedrivePositionName) {
+      if (!topic.ends_with(kDeadLetterSuffix) || !detail::Redriver::position_of(r.record))
+        return Status::invalid_argument("the leader sent a redrive position libmq does not write: " +
+                                        r.record.substr(0, 200));
+      continue;
+    }
     if (!is_valid_name(r.group)) return invalid_name("group (from the leader)", r.group);
     if (!is_ack_journal_record(r.record) || (replace && !r.record.starts_with(R"({"progress":)")))
       return Status::invalid_argument("the leader sent a group-state record libmq does not write: " +
@@ -631,6 +664,12 @@ Status Broker::State::apply_state(const std::string& topic, std::uint32_t partit
     return {};
   };
   const auto write = [&](const std::string& group, std::string record) -> Status {
+    if (group == detail::kRedrivePositionName) {
+      auto letters = kept_copy(topic, partition);
+      if (!letters.ok()) return letters.status();
+      return redriver_of(topic, partition, **letters)
+          ->replace_position(*detail::Redriver::position_of(record));
+    }
     const GroupKey key{topic, partition, group};
     if (record == kRemovedRecord) return remove_journal(key);
     auto j = follower_journal(key);

@@ -29,6 +29,10 @@ struct GroupStateRecord {
   bool operator==(const GroupStateRecord&) const = default;
 };
 
+// The `group` of a dead-letter partition's redrive position, whose `record` is {"position":N}
+// (log_format.md "Redrive positions"): not a valid group name, so no group can have it.
+inline constexpr std::string_view kRedrivePositionName = "~redrive";
+
 // A record handed to the replicas: confirmed once the in-sync replicas hold it (the leader epoch
 // it was published in, and its place in that epoch's sequence).
 struct StateTicket {

@@ -20,6 +20,16 @@ constexpr std::size_t kReadBytes = 8 << 20;
 
 std::string file_name(std::uint32_t partition) { return "partition-" + std::to_string(partition) + ".json"; }
 
+Result<std::string> read_whole(FileSystem& fs, const std::string& path) {
+  auto file = fs.open(path);
+  if (!file.ok()) return file.status();
+  auto size = (*file)->size();
+  if (!size.ok()) return size.status();
+  std::string text;
+  if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
+  return text;
+}
+
 // A dead letter as it goes back: the message as it was stored before it was dead-lettered, and
 // where to.
 struct Letter {
@@ -64,14 +74,29 @@ class LetterReader {
 }  // namespace
 
 Redriver::Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Partition& letters, bool durable,
-                   ResolveSource resolve, Append append)
+                   ResolveSource resolve, Append append, PublishPosition publish)
     : fs_(fs),
       dir_(std::move(dir)),
       partition_(partition),
       letters_(letters),
       durable_(durable),
       resolve_(std::move(resolve)),
-      append_(std::move(append)) {}
+      append_(std::move(append)),
+      publish_(std::move(publish)) {}
+
+std::string Redriver::position_record(std::uint64_t position) {
+  return "{\"position\":" + std::to_string(position) + "}";
+}
+
+std::optional<std::uint64_t> Redriver::position_of(std::string_view record) {
+  simdjson::dom::parser parser;
+  simdjson::dom::object object;
+  std::uint64_t position = 0;
+  if (parser.parse(record.data(), record.size()).get(object) || object.size() != 1 ||
+      object["position"].get_uint64().get(position))
+    return std::nullopt;
+  return position;
+}
 
 std::string Redriver::marker(std::uint32_t partition, std::uint64_t letter_offset) {
   return std::string(kRedriveDedupIdPrefix) + std::to_string(partition) + ":" + std::to_string(letter_offset);
@@ -79,6 +104,40 @@ std::string Redriver::marker(std::uint32_t partition, std::uint64_t letter_offse
 
 Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
   std::lock_guard lock(mutex_);
+  auto redriven = redrive_locked(limit);
+  // Not loaded (a run's outcome is unknown, or the file could not be read): nothing is published,
+  // the next call settles the run first. Published even when this call moved nothing: an earlier
+  // call may have moved the position and failed to publish it.
+  if (!publish_ || !loaded_) return redriven;
+  const Status published = publish_(position_);
+  if (!redriven.ok() || published.ok()) return redriven;
+  return published;
+}
+
+Status Redriver::replace_position(std::uint64_t position) {
+  std::lock_guard lock(mutex_);
+  loaded_ = false;  // read again should the write fail part-way
+  if (auto s = save_locked(position, std::nullopt); !s.ok()) return s;
+  position_ = position;
+  loaded_ = true;
+  return {};
+}
+
+Result<std::uint64_t> Redriver::stored_position(FileSystem& fs, const std::string& dir,
+                                                std::uint32_t partition) {
+  const std::string path = dir + "/" + file_name(partition);
+  if (!fs.exists(path)) return std::uint64_t{0};
+  auto text = read_whole(fs, path);
+  if (!text.ok()) return text.status();
+  simdjson::dom::parser parser;
+  simdjson::dom::element state;
+  std::uint64_t position = 0;
+  if (parser.parse(*text).get(state) || state["position"].get_uint64().get(position))
+    return Status::corruption(path + " is not a valid redrive position");
+  return position;
+}
+
+Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limit) {
   if (!loaded_) {
     if (auto s = load_locked(); !s.ok()) return s;
     loaded_ = true;
@@ -162,12 +221,8 @@ Status Redriver::load_locked() {
   const std::string path = dir_ + "/" + file_name(partition_);
   position_ = 0;
   if (!fs_.exists(path)) return {};
-  auto file = fs_.open(path);
-  if (!file.ok()) return file.status();
-  auto size = (*file)->size();
-  if (!size.ok()) return size.status();
-  std::string text;
-  if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
+  auto text = read_whole(fs_, path);
+  if (!text.ok()) return text.status();
   simdjson::dom::parser parser;
   simdjson::dom::element state;
   simdjson::dom::element pending_json;
@@ -176,7 +231,7 @@ Status Redriver::load_locked() {
   std::uint64_t partition = 0;
   // Replaced whole (by rename): anything but what save_locked writes is damage, not a torn write.
   const Status corrupt = Status::corruption(path + " is not a valid redrive position");
-  if (parser.parse(text).get(state) || state["position"].get_uint64().get(position_)) return corrupt;
+  if (parser.parse(*text).get(state) || state["position"].get_uint64().get(position_)) return corrupt;
   if (state["pending"].get(pending_json)) return {};
   if (pending_json["to"].get_uint64().get(pending.to) || pending_json["topic"].get_string().get(topic) ||
       pending_json["partition"].get_uint64().get(partition) ||

@@ -35,21 +35,40 @@ class Redriver {
   using ResolveSource = std::function<Result<Partition*>(std::string_view topic, std::uint32_t partition)>;
   // Appends to a partition as the broker does (retention after a roll).
   using Append = std::function<Result<AppendResult>(Partition&, std::span<const Message>)>;
+  // Replicated: hands the position to the followers and waits until they hold it
+  // (libmq/docs/replication.md section 7); empty when not replicated.
+  using PublishPosition = std::function<Status(std::uint64_t position)>;
 
   // For partition `partition` (whose log is `letters`) of a dead-letter topic whose redrive files
   // are in `dir`. `durable`: sync the file (false with FSYNC=never).
   Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Partition& letters, bool durable,
-           ResolveSource resolve, Append append);
+           ResolveSource resolve, Append append, PublishPosition publish = {});
 
   // Appends up to `limit` letters (nullopt: all there are now) from the position on to their
   // sources and moves the position past them; returns how many went. Letters without a readable
   // source (produced to the dead-letter topic by hand) are stepped over, not counted. Thread-safe:
   // concurrent calls take turns. On an error, the letters redriven before it stay redriven.
+  // Replicated, the position it reached (moved or not: a retry repeats what an earlier call could
+  // not confirm) is published, and the call succeeds only once the followers hold it.
   Result<std::uint64_t> redrive(std::optional<std::uint64_t> limit);
+
+  // A follower: the position its leader published replaces this one (the file, and what a later
+  // call reads).
+  Status replace_position(std::uint64_t position);
+
+  // The position in `dir`'s file of `partition` (0 when there is none), without settling a run
+  // left pending (its position before the run): what a leader's snapshot hands its followers.
+  static Result<std::uint64_t> stored_position(FileSystem& fs, const std::string& dir,
+                                               std::uint32_t partition);
 
   // Reads the position and settles a run left pending (a crash): done by the broker at start,
   // before retention can delete what settling reads; redrive() does it too when it was not done.
   Status settle();
+
+  // The record that carries a position to the followers, {"position":N}, and the position in one
+  // (nullopt: not such a record).
+  static std::string position_record(std::uint64_t position);
+  static std::optional<std::uint64_t> position_of(std::string_view record);
 
   // The dedup_id a redriven message carries.
   static std::string marker(std::uint32_t partition, std::uint64_t letter_offset);
@@ -63,6 +82,7 @@ class Redriver {
     std::uint64_t first = 0;  // the offset of the run's first letter that goes back
   };
 
+  Result<std::uint64_t> redrive_locked(std::optional<std::uint64_t> limit);
   Status load_locked();
   Status settle_locked(const Pending& pending);
   Status save_locked(std::uint64_t position, const std::optional<Pending>& pending);
@@ -74,6 +94,7 @@ class Redriver {
   const bool durable_;
   const ResolveSource resolve_;
   const Append append_;
+  const PublishPosition publish_;
 
   std::mutex mutex_;
   bool loaded_ = false;         // GUARDED_BY(mutex_)
