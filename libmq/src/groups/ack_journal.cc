@@ -186,15 +186,11 @@ Result<std::unique_ptr<AckJournal>> AckJournal::open(FileSystem& fs, const Store
   progress = {};
   simdjson::dom::parser parser;
   if (fs.exists(snapshot_path)) {
-    auto file = fs.open(snapshot_path);
-    if (!file.ok()) return file.status();
-    auto size = (*file)->size();
-    if (!size.ok()) return size.status();
-    std::string text;
-    if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
+    auto text = detail::read_whole_file(fs, snapshot_path);
+    if (!text.ok()) return text.status();
     simdjson::dom::element snapshot;
     // The snapshot is replaced by rename, so it is whole or absent; damage here is real corruption.
-    if (parser.parse(text).get(snapshot) || !apply_snapshot(snapshot, progress)) {
+    if (parser.parse(*text).get(snapshot) || !apply_snapshot(snapshot, progress)) {
       return Status::corruption(snapshot_path + " is not a valid acknowledgement snapshot");
     }
   }

@@ -20,16 +20,6 @@ constexpr std::size_t kReadBytes = 8 << 20;
 
 std::string file_name(std::uint32_t partition) { return "partition-" + std::to_string(partition) + ".json"; }
 
-Result<std::string> read_whole(FileSystem& fs, const std::string& path) {
-  auto file = fs.open(path);
-  if (!file.ok()) return file.status();
-  auto size = (*file)->size();
-  if (!size.ok()) return size.status();
-  std::string text;
-  if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
-  return text;
-}
-
 // A dead letter as it goes back: the message as it was stored before it was dead-lettered, and
 // where to.
 struct Letter {
@@ -127,7 +117,7 @@ Result<std::uint64_t> Redriver::stored_position(FileSystem& fs, const std::strin
                                                 std::uint32_t partition) {
   const std::string path = dir + "/" + file_name(partition);
   if (!fs.exists(path)) return std::uint64_t{0};
-  auto text = read_whole(fs, path);
+  auto text = read_whole_file(fs, path);
   if (!text.ok()) return text.status();
   simdjson::dom::parser parser;
   simdjson::dom::element state;
@@ -221,7 +211,7 @@ Status Redriver::load_locked() {
   const std::string path = dir_ + "/" + file_name(partition_);
   position_ = 0;
   if (!fs_.exists(path)) return {};
-  auto text = read_whole(fs_, path);
+  auto text = read_whole_file(fs_, path);
   if (!text.ok()) return text.status();
   simdjson::dom::parser parser;
   simdjson::dom::element state;

@@ -20,4 +20,14 @@ Status replace_file(FileSystem& fs, const std::string& dir, const std::string& n
   return {};
 }
 
+Result<std::string> read_whole_file(FileSystem& fs, const std::string& path) {
+  auto file = fs.open(path);
+  if (!file.ok()) return file.status();
+  auto size = (*file)->size();
+  if (!size.ok()) return size.status();
+  std::string text;
+  if (auto s = (*file)->read(0, static_cast<std::size_t>(*size), text); !s.ok()) return s;
+  return text;
+}
+
 }  // namespace mq::detail

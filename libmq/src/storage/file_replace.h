@@ -1,4 +1,5 @@
-// Small state files (a segmented log's meta, a group's snapshot, a redrive position) replaced whole.
+// Small state files (a segmented log's meta, a group's snapshot, a redrive position) replaced whole
+// and read whole.
 #pragma once
 
 #include <string>
@@ -14,5 +15,8 @@ namespace mq::detail {
 // crash at any step the file holds the old content or the new, never a mix.
 Status replace_file(FileSystem& fs, const std::string& dir, const std::string& name, std::string_view content,
                     bool durable);
+
+// The whole content of the file at `path`.
+Result<std::string> read_whole_file(FileSystem& fs, const std::string& path);
 
 }  // namespace mq::detail
