@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -714,4 +715,85 @@ TEST_CASE(
             .code() == ErrorCode::kInvalidArgument);
   CHECK(follower.leadership->host->apply_state("events-dlq", 0, false, {{"~redrive", R"({"position":1})"}})
             .ok());
+}
+
+TEST_CASE("group state: a broker that stopped leading applies its leader's redrive position at once") {
+  // A redrive waits for its position's confirmation without holding what a follower's apply takes.
+  Replica a(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(a, 2);
+  a.leadership->stall_next_confirm = true;
+  Result<std::uint64_t> redriven = std::uint64_t{0};
+  std::thread redrive([&] { redriven = a.broker->redrive("events-dlq", 0, std::nullopt); });
+  a.leadership->wait_stalled();  // the letters went back; the position waits for its followers
+  a.leadership->leading = false;
+  CHECK(a.leadership->host->apply_state("events-dlq", 0, false, {{"~redrive", R"({"position":1})"}}).ok());
+  a.leadership->release();
+  redrive.join();
+  CHECK(redriven.ok());
+}
+
+TEST_CASE("group state: a damaged redrive file leaves the position out of a snapshot, which still serves") {
+  Replica leader(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(leader, 1);
+  REQUIRE(leader.broker->redrive("events-dlq", 0, std::nullopt).ok());
+  {
+    std::ofstream damaged(leader.dir.path() + "/events-dlq/redrive/partition-0.json", std::ios::trunc);
+    damaged << R"({"position":)";
+  }
+  auto snapshot = leader.leadership->host->state_snapshot("events-dlq", 0);
+  REQUIRE_MESSAGE(snapshot.ok(), snapshot.status().to_string());
+  CHECK(redrive_records(*snapshot).empty());
+}
+
+TEST_CASE("group state: with too few replicas in sync a redrive is refused before a letter goes back") {
+  Replica leader(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(leader, 2);
+  const std::uint64_t before = (*leader.broker->stats("events"))[0].partitions.at(0).next_offset;
+  leader.leadership->set(&HandLeadership::writable,
+                         Status::unavailable("not enough in-sync replicas (1 of 2)"));
+  auto refused = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  CHECK(refused.status().code() == ErrorCode::kUnavailable);
+  CHECK_FALSE(refused.status().outcome_unknown());
+  CHECK((*leader.broker->stats("events"))[0].partitions.at(0).next_offset == before);
+  leader.leadership->set(&HandLeadership::writable, Status());
+  CHECK(*leader.broker->redrive("events-dlq", 0, std::nullopt) == 2);
+}
+
+TEST_CASE(
+    "group state: a group reached through Broker::group() is published whole before its first ack too") {
+  Replica leader;
+  produce_numbers(*leader.broker, 3);
+  REQUIRE(leader.broker->seek("events", 0, "g", seek_to(2)).ok());
+  leader.leadership->leading = false;
+  REQUIRE(leader.apply(false, {}).ok());
+  leader.leadership->leading = true;
+  leader.leadership->take_published();
+  leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("lease lapsed"));
+  CHECK_FALSE(leader.broker->group("events", 0, "g").ok());
+  leader.leadership->set(&HandLeadership::publish_error, Status());
+  auto g = leader.broker->group("events", 0, "g");
+  REQUIRE(g.ok());
+  REQUIRE((*g)->ack(ids({2})).ok());
+  const auto published = leader.leadership->take_published();
+  REQUIRE(published.size() == 2);
+  CHECK(published[0].record == R"({"progress":{"committed":2,"acked":[]}})");
+  CHECK(published[1].record == "[2]");
+}
+
+TEST_CASE(
+    "group state: an ack whose group's opening was published in a past epoch is a plain 503, then works") {
+  Replica leader;
+  produce_numbers(*leader.broker, 3);
+  REQUIRE(leader.broker->seek("events", 0, "g", seek_to(1)).ok());
+  leader.leadership->leading = false;
+  REQUIRE(leader.apply(false, {}).ok());
+  leader.leadership->leading = true;
+  REQUIRE(leader.broker->group("events", 0, "g").ok());  // opened: published in epoch 1
+  leader.leadership->new_epoch();                        // the lease flapped before its first ack
+  auto acked = leader.broker->ack("events", 0, "g", ids({1}));
+  CHECK(acked.status().code() == ErrorCode::kUnavailable);
+  CHECK_FALSE(acked.status().outcome_unknown());  // nothing was applied
+  CHECK(leader.group("g")->committed_offset == 1);
+  REQUIRE(leader.broker->ack("events", 0, "g", ids({1})).ok());  // the retry publishes the group again
+  CHECK(leader.group("g")->committed_offset == 2);
 }

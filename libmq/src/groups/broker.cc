@@ -110,24 +110,24 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     std::lock_guard lock(redrivers_mutex);
     auto& slot = redrivers[{topic, partition}];
     if (slot) return slot.get();
-    detail::Redriver::PublishPosition publish;
+    std::optional<detail::Redriver::Replication> replication;
     if (leadership) {
-      publish = [this, topic, partition](std::uint64_t position) -> Status {
-        auto ticket = leadership->publish_state(
-            topic, partition,
-            {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(position)});
-        if (!ticket.ok()) {
-          return Status::unconfirmed("the redrive position was not handed to the followers (" +
-                                     ticket.status().message() + "); retry the redrive");
-        }
-        return leadership->confirm_state(topic, partition, *ticket);
-      };
+      replication = detail::Redriver::Replication{
+          [this, topic, partition] { return leadership->state_writable(topic, partition); },
+          [this, topic, partition](std::uint64_t position) {
+            return leadership->publish_state(
+                topic, partition,
+                {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(position)});
+          },
+          [this, topic, partition](detail::StateTicket ticket) {
+            return leadership->confirm_state(topic, partition, ticket);
+          }};
     }
     slot = std::make_unique<detail::Redriver>(
         file_system(), redrive_dir(topic), partition, letters, store->options().fsync != FsyncMode::kNever,
         [this](std::string_view t, std::uint32_t q) { return resolve(t, q); },
         [this](Partition& log, std::span<const Message> messages) { return append(log, messages); },
-        std::move(publish));
+        std::move(replication));
     return slot.get();
   }
   std::string redrive_dir(std::string_view topic) const {
@@ -342,8 +342,9 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
     j->journal.reset();
     return s;
   }
-  // A record copied from the leader larger than this is written in parts (journal records are
-  // bounded by MAX_PAYLOAD_BYTES, the shared acknowledgement log's by a little more).
+  // A record copied from the leader larger than this is written in parts (write_in_parts). Half a
+  // journal record (ack_journal_record_limit): each part's list of offsets is cut at this size, so
+  // a part never reaches the limit, whatever the widths of its numbers.
   std::size_t max_state_record_bytes() const { return ack_journal_record_limit(store->options()) / 2; }
   Status write_in_parts(AckJournal& journal, const GroupProgress& before, const GroupProgress& after);
   bool journal_on_disk(const GroupKey& key) {
@@ -533,13 +534,19 @@ Result<std::vector<detail::GroupStateRecord>> Broker::State::state_snapshot(cons
     records.push_back({std::get<2>(it->first), progress_record(it->second->state_->progress())});
   }
   if (topic.ends_with(kDeadLetterSuffix)) {
-    // Its redrive position as the file says (before a run left pending: settling it may need a
-    // source partition led elsewhere; a follower that leads later settles nothing, and a letter
-    // redriven again is stopped by its dedup id while the source's window holds it).
+    // Its redrive position as the file says. A run left pending counts as not gone (settling it
+    // may need a source partition led elsewhere): should a follower lead later, those letters go
+    // back once more, and the source drops each copy whose dedup id its window still holds.
     auto position = detail::Redriver::stored_position(file_system(), redrive_dir(topic), partition);
-    if (!position.ok()) return position.status();
-    records.push_back(
-        {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(*position)});
+    if (position.ok()) {
+      records.push_back(
+          {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(*position)});
+    } else {
+      // Left out rather than failing the snapshot (which would stop replicating the partition's
+      // letters too): the followers keep the position they have.
+      std::fprintf(stderr, "libmq: the redrive position of %s/%u is not handed to followers: %s\n",
+                   topic.c_str(), partition, position.status().to_string().c_str());
+    }
   }
   return records;
 }
@@ -1060,8 +1067,6 @@ Result<std::unique_ptr<Subscription>> Broker::subscribe(std::string_view topic, 
   auto g =
       state_->group(topic, partition, group, options.from, true, options.ordering.value_or(Ordering::kNone));
   if (!g.ok()) return g.status();
-  // Replicated: where a new group starts (from=latest) must be on the followers before it delivers.
-  if (auto s = (*g)->state_->confirm_opening(); !s.ok()) return s;
   return (*g)->subscribe(options);
 }
 
@@ -1090,9 +1095,6 @@ Result<std::size_t> Broker::ack(std::string_view topic, std::uint32_t partition,
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest, /*create=*/true, Ordering::kNone,
                          /*revive_deleted=*/false);
   if (!g.ok()) return g.status();
-  // Replicated: the group as it opened goes first (a follower applying these acknowledgements to
-  // no group would start it at offset 0, without its ordering).
-  if (auto s = (*g)->state_->confirm_opening(); !s.ok()) return s;
   return (*g)->state_->ack(offsets);
 }
 
@@ -1142,7 +1144,6 @@ Result<std::uint64_t> Broker::seek(std::string_view topic, std::uint32_t partiti
   if (given != 1) return Status::invalid_argument("give exactly one of offset, timestamp and position");
   auto g = state_->group(topic, partition, group, StartPosition::kEarliest);
   if (!g.ok()) return g.status();
-  if (auto s = (*g)->state_->confirm_opening(); !s.ok()) return s;  // as for ack()
   return (*g)->seek(target);
 }
 

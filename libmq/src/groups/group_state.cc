@@ -78,6 +78,8 @@ GroupState::~GroupState() {
 
 Result<std::uint64_t> GroupState::subscribe(std::chrono::milliseconds visibility_timeout,
                                             std::size_t max_inflight) {
+  // Replicated: where a new group starts (from=latest) must be on the followers before it delivers.
+  if (auto s = confirm_opening(); !s.ok()) return s;
   std::lock_guard lock(mutex_);
   if (stopping_) return Status::shutting_down("the broker is stopping");
   if (removed_) return deleted_status();
@@ -231,6 +233,7 @@ void GroupState::wake_locked(std::uint64_t subscriber) {
 }
 
 Result<std::uint64_t> GroupState::seek(std::uint64_t target) {
+  if (auto s = confirm_opening(); !s.ok()) return s;  // as for ack()
   std::optional<StateTicket> ticket;
   auto result = [&]() -> Result<std::uint64_t> {
     // Exclusive: no acknowledgement may be recorded between the seek's record and its effect, or
@@ -307,11 +310,15 @@ Status GroupState::confirm_opening() {
   if (confirmed.ok()) {
     opening_pending_ = false;
     opening_ticket_.reset();
-  } else if (opening_ticket_ && opening_ticket_->epoch == ticket->epoch &&
-             opening_ticket_->version == ticket->version) {
-    opening_ticket_.reset();  // the next call publishes it again
+    return {};
   }
-  return confirmed;
+  if (opening_ticket_ && opening_ticket_->epoch == ticket->epoch &&
+      opening_ticket_->version == ticket->version)
+    opening_ticket_.reset();  // the next call publishes it again
+  // A plain 503: the request that needed it has changed nothing yet (whatever the confirmation's
+  // own status says of the opening record, republished by the retry).
+  return Status::unavailable("the group's state is not confirmed on the followers yet (" +
+                             confirmed.message() + "); nothing was done, retry");
 }
 
 Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
@@ -575,6 +582,9 @@ Result<std::size_t> GroupState::ack(std::span<const std::uint64_t> offsets) {
                                std::to_string(context_.partition_index));
     }
   }
+  // Replicated: the group as it opened goes first (a follower applying these acknowledgements to
+  // no group would start it at offset 0, without its ordering).
+  if (auto s = confirm_opening(); !s.ok()) return s;
   std::size_t newly = 0;
   if (auto s = acknowledge_durably(offsets, /*dead_lettered=*/false, newly); !s.ok()) return s;
   return newly;

@@ -113,18 +113,18 @@ class GroupState : private Timer::Target {
     std::lock_guard lock(mutex_);
     return progress_;
   }
-  // Replicated: waits until the followers hold the group as it opened (published by the broker),
-  // publishing it again if that failed before; once it succeeded, returns at once. Called before
-  // the group delivers, acknowledges or seeks: its start position and ordering must be on the
-  // followers before anything that builds on them (a follower would otherwise start the group at
-  // offset 0, without its ordering).
-  Status confirm_opening();
   // The broker published the group as it opened (nullopt: that failed). Kept in memory only: a
   // broker that opens the group again (after a restart, or leading again) publishes it again.
   void opened(std::optional<StateTicket> published);
   bool removed() const { return is_removed(); }
 
  private:
+  // Replicated: waits until the followers hold the group as it opened (published by the broker),
+  // publishing it again if that failed before; once it succeeded, returns at once. Called first by
+  // subscribe(), ack() and seek(): the start position and ordering must be on the followers before
+  // anything that builds on them (a follower would otherwise start the group at offset 0, without
+  // its ordering). Its failure is a plain kUnavailable: nothing of the request was done.
+  Status confirm_opening();
   // Publishes `record` to the followers when replicated (nullopt: not replicated). A failure is
   // kUnconfirmed when `changed_here` (the change was made on this broker), else the refusal.
   Result<std::optional<StateTicket>> publish(std::string record, bool changed_here);

@@ -64,7 +64,7 @@ class LetterReader {
 }  // namespace
 
 Redriver::Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Partition& letters, bool durable,
-                   ResolveSource resolve, Append append, PublishPosition publish)
+                   ResolveSource resolve, Append append, std::optional<Replication> replication)
     : fs_(fs),
       dir_(std::move(dir)),
       partition_(partition),
@@ -72,7 +72,7 @@ Redriver::Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Par
       durable_(durable),
       resolve_(std::move(resolve)),
       append_(std::move(append)),
-      publish_(std::move(publish)) {}
+      replication_(std::move(replication)) {}
 
 std::string Redriver::position_record(std::uint64_t position) {
   return "{\"position\":" + std::to_string(position) + "}";
@@ -93,15 +93,37 @@ std::string Redriver::marker(std::uint32_t partition, std::uint64_t letter_offse
 }
 
 Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
-  std::lock_guard lock(mutex_);
-  auto redriven = redrive_locked(limit);
-  // Not loaded (a run's outcome is unknown, or the file could not be read): nothing is published,
-  // the next call settles the run first. Published even when this call moved nothing: an earlier
-  // call may have moved the position and failed to publish it.
-  if (!publish_ || !loaded_) return redriven;
-  const Status published = publish_(position_);
-  if (!redriven.ok() || published.ok()) return redriven;
-  return published;
+  std::optional<StateTicket> ticket;
+  Result<std::uint64_t> redriven = std::uint64_t{0};
+  {
+    std::lock_guard lock(mutex_);
+    // Refused before anything is done when the position could not be confirmed now.
+    if (replication_) {
+      if (auto s = replication_->writable(); !s.ok()) return s;
+    }
+    redriven = redrive_locked(limit, ticket);
+    // No run went: the position as it is, which an earlier call may have moved and failed to
+    // confirm. (Not loaded: a run's outcome is unknown, the next call settles it first.)
+    if (replication_ && !ticket && redriven.ok() && loaded_) {
+      auto published = publish_locked();
+      if (!published.ok()) return published.status();
+      ticket = *published;
+    }
+  }
+  // Waited for outside the lock: a follower's apply takes it (replace_position).
+  if (!ticket) return redriven;
+  const Status confirmed = replication_->confirm(*ticket);
+  if (!redriven.ok()) return redriven;
+  if (!confirmed.ok()) return confirmed;
+  return redriven;
+}
+
+Result<StateTicket> Redriver::publish_locked() {
+  auto ticket = replication_->publish(position_);
+  if (ticket.ok()) return ticket;
+  return Status::unconfirmed(
+      "the redrive position moved on this broker but was not handed to its followers (" +
+      ticket.status().message() + "); retry the redrive");
 }
 
 Status Redriver::replace_position(std::uint64_t position) {
@@ -127,7 +149,8 @@ Result<std::uint64_t> Redriver::stored_position(FileSystem& fs, const std::strin
   return position;
 }
 
-Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limit) {
+Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limit,
+                                               std::optional<StateTicket>& ticket) {
   if (!loaded_) {
     if (auto s = load_locked(); !s.ok()) return s;
     loaded_ = true;
@@ -135,7 +158,10 @@ Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limi
   std::uint64_t remaining = limit.value_or(std::numeric_limits<std::uint64_t>::max());
   std::uint64_t redriven = 0;
   LetterReader reader(partition_);
-  while (remaining > 0) {
+  for (bool first_run = true; remaining > 0; first_run = false) {
+    if (replication_ && !first_run) {
+      if (auto s = replication_->writable(); !s.ok()) return s;  // (stopped leading meanwhile)
+    }
     const std::uint64_t from = std::max(position_, letters_.log_start_offset());
     if (from >= letters_.next_offset()) break;
     auto batch = letters_.read(
@@ -169,6 +195,11 @@ Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limi
     if (run.empty()) {  // only letters without a source
       if (auto s = save_locked(end, std::nullopt); !s.ok()) return s;
       position_ = end;
+      if (replication_) {
+        auto published = publish_locked();
+        if (!published.ok()) return published.status();
+        ticket = *published;
+      }
       continue;
     }
     auto source = resolve_(topic, partition);
@@ -192,6 +223,11 @@ Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limi
       return s;
     }
     position_ = end;
+    if (replication_) {
+      auto published = publish_locked();
+      if (!published.ok()) return published.status();
+      ticket = *published;
+    }
     // A duplicate is a message whose marker the source holds already: this letter went back before.
     redriven += run.size() - appended->duplicates.size();
     remaining -= std::min<std::uint64_t>(remaining, run.size());

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include "groups/leadership.h"
 #include "mq/file_system.h"
 #include "mq/message.h"
 #include "mq/partition.h"
@@ -35,21 +36,28 @@ class Redriver {
   using ResolveSource = std::function<Result<Partition*>(std::string_view topic, std::uint32_t partition)>;
   // Appends to a partition as the broker does (retention after a roll).
   using Append = std::function<Result<AppendResult>(Partition&, std::span<const Message>)>;
-  // Replicated: hands the position to the followers and waits until they hold it
-  // (libmq/docs/replication.md section 7); empty when not replicated.
-  using PublishPosition = std::function<Status(std::uint64_t position)>;
+  // Replicated (libmq/docs/replication.md section 7), the dead-letter partition's state path:
+  // whether a change could be confirmed now, hand a position to the followers, wait until they
+  // hold it.
+  struct Replication {
+    std::function<Status()> writable;
+    std::function<Result<StateTicket>(std::uint64_t position)> publish;
+    std::function<Status(StateTicket)> confirm;
+  };
 
   // For partition `partition` (whose log is `letters`) of a dead-letter topic whose redrive files
   // are in `dir`. `durable`: sync the file (false with FSYNC=never).
   Redriver(FileSystem& fs, std::string dir, std::uint32_t partition, Partition& letters, bool durable,
-           ResolveSource resolve, Append append, PublishPosition publish = {});
+           ResolveSource resolve, Append append, std::optional<Replication> replication = std::nullopt);
 
   // Appends up to `limit` letters (nullopt: all there are now) from the position on to their
   // sources and moves the position past them; returns how many went. Letters without a readable
   // source (produced to the dead-letter topic by hand) are stepped over, not counted. Thread-safe:
   // concurrent calls take turns. On an error, the letters redriven before it stay redriven.
-  // Replicated, the position it reached (moved or not: a retry repeats what an earlier call could
-  // not confirm) is published, and the call succeeds only once the followers hold it.
+  // Replicated: refused (nothing done) unless a change could be confirmed now, checked again before
+  // each run (a broker that stopped leading stops after the run under way); the position is
+  // published after each run (or once, moved or not, when no run went: a retry repeats what an
+  // earlier call could not confirm), and the call succeeds only once the followers hold the last.
   Result<std::uint64_t> redrive(std::optional<std::uint64_t> limit);
 
   // A follower: the position its leader published replaces this one (the file, and what a later
@@ -82,7 +90,10 @@ class Redriver {
     std::uint64_t first = 0;  // the offset of the run's first letter that goes back
   };
 
-  Result<std::uint64_t> redrive_locked(std::optional<std::uint64_t> limit);
+  // `ticket`: that of the last position published.
+  Result<std::uint64_t> redrive_locked(std::optional<std::uint64_t> limit,
+                                       std::optional<StateTicket>& ticket);
+  Result<StateTicket> publish_locked();
   Status load_locked();
   Status settle_locked(const Pending& pending);
   Status save_locked(std::uint64_t position, const std::optional<Pending>& pending);
@@ -94,7 +105,7 @@ class Redriver {
   const bool durable_;
   const ResolveSource resolve_;
   const Append append_;
-  const PublishPosition publish_;
+  const std::optional<Replication> replication_;
 
   std::mutex mutex_;
   bool loaded_ = false;         // GUARDED_BY(mutex_)
