@@ -28,7 +28,9 @@ configure "$root/tsan" -DMQ_SANITIZE=thread -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BEN
 # The fuzz tree is the only clang build: its warnings are shown, the gcc trees enforce them.
 configure "$root/fuzz" -DCMAKE_CXX_COMPILER=clang++ -DMQ_FUZZ=ON -DMQ_WERROR=OFF -DMQ_BUILD_TESTS=OFF \
   -DMQ_BUILD_BENCH=OFF -DMQ_BUILD_EXAMPLES=OFF
-configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan" -DMQ_FUZZ_TREE="$root/fuzz"
+# -g1 (functions and line tables, enough for stack traces) instead of -g: a third less compile time.
+configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan" -DMQ_FUZZ_TREE="$root/fuzz" \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
 
 # The sanitizer trees build only what the main tree's ctest runs from them (tests/CMakeLists.txt,
 # MQ_ASAN_TREE / MQ_TSAN_TREE), with what those programs start: on 2 cores every target saved counts.
