@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "broker_helpers.h"
+#include "forwarding_file_system.h"
 #include "groups/ack_journal.h"
 #include "groups/leadership.h"
 #include "groups/message_ids.h"
@@ -114,7 +115,7 @@ class HandLeadership final : public detail::Leadership {
 
 // Once armed, writes to groups' journal logs fail after `budget` more of them: the process died
 // there (a kill -9 keeps everything written before).
-class JournalWriteBudget final : public FileSystem {
+class JournalWriteBudget final : public mq::testing::ForwardingFileSystem {
  public:
   void arm(std::int64_t budget) { budget_ = budget; }
   Result<std::unique_ptr<File>> open(const std::string& path) override {
@@ -122,38 +123,21 @@ class JournalWriteBudget final : public FileSystem {
     if (!file.ok() || path.find("/groups/") == std::string::npos || !path.ends_with(".log")) return file;
     return std::unique_ptr<File>(std::make_unique<Counted>(this, std::move(file.value())));
   }
-  Status create_directories(const std::string& path) override { return real_->create_directories(path); }
-  Status sync_directory(const std::string& path) override { return real_->sync_directory(path); }
-  Result<std::vector<std::string>> list_directory(const std::string& path) override {
-    return real_->list_directory(path);
-  }
-  bool exists(const std::string& path) override { return real_->exists(path); }
-  Status remove(const std::string& path) override { return real_->remove(path); }
-  Status rename(const std::string& from, const std::string& to) override { return real_->rename(from, to); }
 
  private:
-  class Counted final : public File {
+  class Counted final : public mq::testing::ForwardingFile {
    public:
-    Counted(JournalWriteBudget* fs, std::unique_ptr<File> real) : fs_(fs), real_(std::move(real)) {}
+    Counted(JournalWriteBudget* fs, std::unique_ptr<File> real) : ForwardingFile(std::move(real)), fs_(fs) {}
     Status append(std::string_view data) override { return fs_->take() ? real_->append(data) : died(); }
     Status write_at(std::uint64_t position, std::string_view data) override {
       return fs_->take() ? real_->write_at(position, data) : died();
     }
-    Status sync() override { return real_->sync(); }
-    Status read(std::uint64_t position, std::size_t length, std::string& out) const override {
-      return real_->read(position, length, out);
-    }
-    Result<std::uint64_t> size() const override { return real_->size(); }
-    Status truncate(std::uint64_t length) override { return real_->truncate(length); }
-    bool preallocate(std::uint64_t length) override { return real_->preallocate(length); }
 
    private:
     static Status died() { return Status::io_error("the process died here (injected)"); }
     JournalWriteBudget* fs_;
-    std::unique_ptr<File> real_;
   };
   bool take() { return budget_.fetch_sub(1) > 0; }
-  std::shared_ptr<FileSystem> real_ = make_posix_file_system();
   std::atomic<std::int64_t> budget_{INT64_MAX};
 };
 

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "forwarding_file_system.h"
 #include "storage/offset_index.h"  // to write an index that lies
 #include "store_helpers.h"
 #include "temp_dir.h"
@@ -114,9 +115,8 @@ std::vector<fs::path> files_ending(const std::string& dir, const std::string& su
 }
 
 // Counts the bytes read from partition logs (*.log), to see what a lookup reads.
-class CountingFileSystem : public FileSystem {
+class CountingFileSystem : public ForwardingFileSystem {
  public:
-  CountingFileSystem() : real_(make_posix_file_system()) {}
   std::uint64_t log_bytes_read() const { return log_bytes_read_; }
 
   Result<std::unique_ptr<File>> open(const std::string& path) override {
@@ -125,36 +125,22 @@ class CountingFileSystem : public FileSystem {
     return std::unique_ptr<File>(
         std::make_unique<CountedFile>(path.ends_with(".log") ? &log_bytes_read_ : nullptr, std::move(*file)));
   }
-  Status create_directories(const std::string& path) override { return real_->create_directories(path); }
-  Status sync_directory(const std::string& path) override { return real_->sync_directory(path); }
-  Result<std::vector<std::string>> list_directory(const std::string& path) override {
-    return real_->list_directory(path);
-  }
-  bool exists(const std::string& path) override { return real_->exists(path); }
-  Status remove(const std::string& path) override { return real_->remove(path); }
-  Status rename(const std::string& from, const std::string& to) override { return real_->rename(from, to); }
 
  private:
-  class CountedFile : public File {
+  class CountedFile : public ForwardingFile {
    public:
     CountedFile(std::atomic<std::uint64_t>* counter, std::unique_ptr<File> real)
-        : counter_(counter), real_(std::move(real)) {}
-    Status append(std::string_view data) override { return real_->append(data); }
-    Status sync() override { return real_->sync(); }
+        : ForwardingFile(std::move(real)), counter_(counter) {}
     Status read(std::uint64_t position, std::size_t length, std::string& out) const override {
       auto s = real_->read(position, length, out);
       if (counter_ != nullptr) *counter_ += out.size();
       return s;
     }
-    Result<std::uint64_t> size() const override { return real_->size(); }
-    Status truncate(std::uint64_t length) override { return real_->truncate(length); }
 
    private:
     std::atomic<std::uint64_t>* counter_;
-    std::unique_ptr<File> real_;
   };
 
-  std::shared_ptr<FileSystem> real_;
   std::atomic<std::uint64_t> log_bytes_read_{0};
 };
 
