@@ -209,6 +209,15 @@ void dead_letter(Replica& replica, int count) {
   for (const auto& d : got) REQUIRE((*group)->nack(d.id).ok());
 }
 
+// The replica followed another leader for a while (its groups closed, as at a first apply),
+// then leads again; what it published before is forgotten.
+void follow_then_lead(Replica& replica) {
+  replica.leadership->leading = false;
+  REQUIRE(replica.apply(false, {}).ok());
+  replica.leadership->leading = true;
+  replica.leadership->take_published();
+}
+
 std::vector<GroupStateRecord> redrive_records(std::vector<GroupStateRecord> published) {
   std::erase_if(published, [](const GroupStateRecord& r) { return r.group != detail::kRedrivePositionName; });
   return published;
@@ -465,12 +474,9 @@ TEST_CASE("group state: a group reopened from disk is published whole before its
   Replica leader;
   produce_numbers(*leader.broker, 5);
   REQUIRE(leader.broker->seek("events", 0, "g", seek_to(3)).ok());
-  // It followed for a while (its groups closed), then leads again: the group opens from its
-  // journal on first use, and publishing it fails.
-  leader.leadership->leading = false;
-  REQUIRE(leader.apply(false, {}).ok());
-  leader.leadership->leading = true;
-  leader.leadership->take_published();
+  // It followed for a while, then leads again: the group opens from its journal on first use,
+  // and publishing it fails.
+  follow_then_lead(leader);
   leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("not leading any more"));
   CHECK(leader.broker->ack("events", 0, "g", ids({3})).status().code() == ErrorCode::kUnavailable);
   leader.leadership->set(&HandLeadership::publish_error, Status());
@@ -748,10 +754,7 @@ TEST_CASE(
   Replica leader;
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->seek("events", 0, "g", seek_to(2)).ok());
-  leader.leadership->leading = false;
-  REQUIRE(leader.apply(false, {}).ok());
-  leader.leadership->leading = true;
-  leader.leadership->take_published();
+  follow_then_lead(leader);
   leader.leadership->set(&HandLeadership::publish_error, Status::unavailable("lease lapsed"));
   CHECK_FALSE(leader.broker->group("events", 0, "g").ok());
   leader.leadership->set(&HandLeadership::publish_error, Status());
@@ -769,9 +772,7 @@ TEST_CASE(
   Replica leader;
   produce_numbers(*leader.broker, 3);
   REQUIRE(leader.broker->seek("events", 0, "g", seek_to(1)).ok());
-  leader.leadership->leading = false;
-  REQUIRE(leader.apply(false, {}).ok());
-  leader.leadership->leading = true;
+  follow_then_lead(leader);
   REQUIRE(leader.broker->group("events", 0, "g").ok());  // opened: published in epoch 1
   leader.leadership->new_epoch();                        // the lease flapped before its first ack
   auto acked = leader.broker->ack("events", 0, "g", ids({1}));
