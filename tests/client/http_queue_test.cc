@@ -42,12 +42,18 @@ bool has_log(const RunningMqd& broker, std::uint32_t partition) {
 class FakeMqd {
  public:
   using Reply = std::function<void(const httplib::Request&, httplib::Response&)>;
-  explicit FakeMqd(Reply reply, std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>())
+  static constexpr const char* kOneBroker = R"({"broker":{"index":0,"count":1},"brokers":[],)"
+                                            R"("topics":[{"name":"events","partitions":1,"owned":[0]}]})";
+  // Replicated (a placement): this broker leads partition 0.
+  static constexpr const char* kReplicatedLeader =
+      R"({"broker":{"index":0,"count":1},"brokers":[],"topics":[{"name":"events","partitions":1,"owned":[0],)"
+      R"("placement":[{"partition":0,"leader":0,"leader_epoch":1,"replicas":[0],"isr":[0]}]}]})";
+
+  explicit FakeMqd(Reply reply, std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>(),
+                   std::string topics = kOneBroker)
       : server_(std::move(server)), port_(free_port()) {
-    server_->Get("/topics", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(R"({"broker":{"index":0,"count":1},"brokers":[],)"
-                      R"("topics":[{"name":"events","partitions":1,"owned":[0]}]})",
-                      "application/json");
+    server_->Get("/topics", [topics](const httplib::Request&, httplib::Response& res) {
+      res.set_content(topics, "application/json");
     });
     server_->Post(".*", [reply = std::move(reply)](const httplib::Request& req, httplib::Response& res) {
       reply(req, res);
@@ -299,6 +305,37 @@ TEST_CASE("A503WhoseOutcomeIsUnknownIsAnIOErrorWhileOther503sAnd507TellNothingWa
   auto full = queue->produce_json("events", "1");
   CHECK(full.status().code() == ErrorCode::kNoSpace);
   CHECK(full.status().message().find("no space left on device") != std::string::npos);
+}
+
+TEST_CASE("ReplicatedAProduceWhoseMessagesAllHaveADedupIdIsSentAgainAfterOutcomeUnknownOthersAreNot") {
+  // The leader lost its lease while replicating: "outcome unknown". With a dedup_id on every
+  // message, sending it again cannot store one twice; the next answer (here a duplicate) counts.
+  std::atomic<int> produces{0};
+  FakeMqd fake(
+      [&](const httplib::Request& req, httplib::Response& res) {
+        if (++produces % 2 == 1) {
+          res.status = 503;
+          res.set_content(R"({"error":"this broker's etcd lease lapsed","outcome":"unknown"})",
+                          "application/json");
+          return;
+        }
+        res.set_content(R"({"partition":0,"offset":7,"id":"0-7","duplicate":true})", "application/json");
+        CHECK(req.body.find("\"dedup_id\":\"order-1\"") != std::string::npos);
+      },
+      std::make_unique<httplib::Server>(), FakeMqd::kReplicatedLeader);
+  auto queue = http_queue({url_of(fake.port())});
+  Message message{Payload::parse("1").value(), std::nullopt};
+  message.dedup_id = "order-1";
+  auto sent = queue->produce("events", std::span(&message, 1), 0);
+  REQUIRE_MESSAGE(sent.ok(), sent.status().to_string());
+  CHECK(sent->first_offset == 7);
+  CHECK(sent->duplicates == std::vector<std::size_t>{0});
+  CHECK(produces == 2);
+  // Without a dedup_id a second copy could be stored: the caller is told, nothing is sent again.
+  produces = 0;
+  auto unknown = queue->produce_json("events", "1");
+  CHECK(unknown.status().code() == ErrorCode::kIOError);
+  CHECK(produces == 1);
 }
 
 TEST_CASE("AQueueUsesPartitionsThatARestartOfMqdAddedForKeysAndConsumers") {

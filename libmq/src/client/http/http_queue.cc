@@ -3,6 +3,7 @@
 // thread and reconnected with backoff when it drops.
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -395,16 +396,20 @@ class HttpQueue final : public Queue {
     if (!layout.ok()) return layout.status();
     const std::uint32_t partitions = layout->partitions;
     const std::string body = produce_body(messages);
+    // Every message carries a dedup_id: sending the request again cannot store one twice (within the
+    // brokers' DEDUP_WINDOW_MS), so an answer lost or "outcome unknown" may be retried.
+    const bool idempotent = std::all_of(messages.begin(), messages.end(),
+                                        [](const Message& m) { return m.dedup_id.has_value(); });
     if (auto key = partition_key(messages); partition || key) {
       const std::uint32_t p = partition ? *partition : partition_for_key(*key, partitions);
-      return produce_to(topic, p, body, messages.size());
+      return produce_to(topic, p, body, messages.size(), idempotent);
     }
     // The sticky partitioner's choice; a partition whose broker cannot be reached is skipped for the
     // next one, so that one broker down does not stop producers that do not care where messages go.
     Status last;
     const std::uint32_t first = sticky_.next(topic, partitions);
     for (std::uint32_t i = 0; i < partitions; ++i) {
-      auto result = produce_to(topic, (first + i) % partitions, body, messages.size());
+      auto result = produce_to(topic, (first + i) % partitions, body, messages.size(), idempotent);
       if (result.ok() || result.status().code() != ErrorCode::kUnavailable) return result;
       last = result.status();
     }
@@ -658,8 +663,10 @@ class HttpQueue final : public Queue {
   }
 
   Result<ProduceResult> produce_to(std::string_view topic, std::uint32_t partition, const std::string& body,
-                                   std::size_t count) {
-    auto reply = send_to_owner(topic, partition, http::path::kProduce, "", body);
+                                   std::size_t count, bool idempotent) {
+    auto path = owner_target(http::path::kProduce, topic, partition, "");
+    if (!path.ok()) return path.status();
+    auto reply = request_owner(http::Method::kPost, topic, partition, *path, body, idempotent);
     if (!reply.ok()) return reply.status();
     const auto answer = nlohmann::json::parse(reply->body, nullptr, false);
     ProduceResult result;
@@ -707,9 +714,12 @@ class HttpQueue final : public Queue {
   }
 
   // Sends `method` `path` (a target of the partition, see owner_target) with `body` to the owner of
-  // the partition, following 421s and asking the brokers again once after a 404.
+  // the partition, following 421s and asking the brokers again once after a 404. `idempotent`
+  // (replicated brokers): a request whose answer was lost or said "outcome unknown" (a leader that
+  // died or lost its lease meanwhile) is sent again, to the partition's leader, within the failover
+  // window; sending it twice must change nothing more than sending it once.
   Result<HttpReply> request_owner(http::Method method, std::string_view topic, std::uint32_t partition,
-                                  const std::string& path, const std::string& body) {
+                                  const std::string& path, const std::string& body, bool idempotent = false) {
     std::vector<std::string> misroutes;  // the 421s followed, for the error
     bool asked_again = false;            // after a 404
     const auto started = std::chrono::steady_clock::now();
@@ -731,9 +741,21 @@ class HttpQueue final : public Queue {
                                    std::to_string(route->owner) + " at " + route->url +
                                    ", which cannot be reached (" + reply.status().message() + ")");
       }
-      if (!reply.ok()) return reply.status();  // sent, answer lost: the caller decides about a retry
+      const bool may_retry = idempotent && directory_->replicated() &&
+                             std::chrono::steady_clock::now() < started + kFailoverWait;
+      if (!reply.ok()) {  // sent, answer lost: the caller decides about a retry, unless it is safe
+        if (!may_retry) return reply.status();
+        directory_->mark_stale();
+        std::this_thread::sleep_for(kFailoverPoll);  // an election elsewhere: nothing here to await
+        continue;
+      }
       if (reply->status == 200) return reply;
       Status status = status_of_reply(*reply, route->url);
+      if (reply->status == 503 && status.code() == ErrorCode::kIOError && may_retry) {  // outcome unknown
+        directory_->mark_stale();
+        std::this_thread::sleep_for(kFailoverPoll);
+        continue;
+      }
       // Replicated: a plain 503 did nothing (no leader yet, too few replicas in sync, a lease that
       // lapsed): another replica may lead in a moment, so ask again within the failover window. (A
       // write made but not confirmed says "outcome unknown", which status_of_reply turns into
