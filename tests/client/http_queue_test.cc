@@ -10,6 +10,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -336,6 +338,40 @@ TEST_CASE("ReplicatedAProduceWhoseMessagesAllHaveADedupIdIsSentAgainAfterOutcome
   auto unknown = queue->produce_json("events", "1");
   CHECK(unknown.status().code() == ErrorCode::kIOError);
   CHECK(produces == 1);
+}
+
+TEST_CASE("ReplicatedWithIdempotentProduceTheQueueGivesDedupIdsAndSendsTheSameOnesAgain") {
+  std::vector<std::string> bodies;
+  std::mutex bodies_mutex;
+  FakeMqd fake(
+      [&](const httplib::Request& req, httplib::Response& res) {
+        std::lock_guard lock(bodies_mutex);
+        bodies.push_back(req.body);
+        if (bodies.size() == 1) {
+          res.status = 503;
+          res.set_content(R"({"error":"this broker's etcd lease lapsed","outcome":"unknown"})",
+                          "application/json");
+          return;
+        }
+        res.set_content(R"({"partition":0,"offsets":[3,4],"ids":["0-3","0-4"]})", "application/json");
+      },
+      std::make_unique<httplib::Server>(), FakeMqd::kReplicatedLeader);
+  HttpQueueOptions options;
+  options.addrs = {url_of(fake.port())};
+  options.idempotent_produce = true;
+  auto queue = Queue::http(options);
+  REQUIRE(queue.ok());
+  std::vector<Message> batch{{Payload::parse("1").value(), std::nullopt},
+                             {Payload::parse("2").value(), std::nullopt}};
+  batch[1].dedup_id = "mine";
+  auto sent = (*queue)->produce("events", batch, 0);
+  REQUIRE_MESSAGE(sent.ok(), sent.status().to_string());
+  std::lock_guard lock(bodies_mutex);
+  REQUIRE(bodies.size() == 2);
+  CHECK(bodies[0] == bodies[1]);  // the same ids again
+  const auto first = nlohmann::json::parse(bodies[0]);
+  CHECK(first["messages"][0]["dedup_id"].get<std::string>().starts_with("mq-q"));
+  CHECK(first["messages"][1]["dedup_id"] == "mine");
 }
 
 TEST_CASE("AQueueUsesPartitionsThatARestartOfMqdAddedForKeysAndConsumers") {

@@ -144,6 +144,12 @@ struct HttpQueueOptions {
   // Reconnecting a dropped event stream waits this long, doubling up to reconnect_backoff_max.
   std::chrono::milliseconds reconnect_backoff_min{50};
   std::chrono::milliseconds reconnect_backoff_max{5000};
+  // With replicated brokers: every produced message without a dedup_id gets one of this queue's
+  // own ("mq-q<16 hex digits>-<n>": a random prefix per queue, then a count), so that a produce
+  // whose answer was lost or said "outcome unknown" is sent again without storing anything twice
+  // (see kIOError below). Off by default: each id takes room in its partition's dedup window for
+  // DEDUP_WINDOW_MS (a million 36-byte ids take about 77 MiB). A message keeps a dedup_id it has.
+  bool idempotent_produce = false;
   ProducerOptions producer;
 };
 

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <thread>
 
 #include <simdjson.h>
@@ -386,7 +388,9 @@ Result<std::vector<TopicStats>> parse_stats(const std::string& body) {
 class HttpQueue final : public Queue {
  public:
   explicit HttpQueue(HttpQueueOptions options)
-      : directory_(std::make_shared<BrokerDirectory>(options)), batcher_(options.producer, *this) {}
+      : directory_(std::make_shared<BrokerDirectory>(options)),
+        idempotent_produce_(options.idempotent_produce),
+        batcher_(options.producer, *this) {}
 
   Result<ProduceResult> produce(std::string_view topic, std::span<const Message> messages,
                                 std::optional<std::uint32_t> partition) override {
@@ -395,6 +399,15 @@ class HttpQueue final : public Queue {
     auto layout = directory_->route(topic, std::nullopt);
     if (!layout.ok()) return layout.status();
     const std::uint32_t partitions = layout->partitions;
+    std::vector<Message> with_ids;  // HttpQueueOptions::idempotent_produce
+    if (idempotent_produce_ && directory_->replicated() &&
+        std::any_of(messages.begin(), messages.end(), [](const Message& m) { return !m.dedup_id; })) {
+      with_ids.assign(messages.begin(), messages.end());
+      for (Message& m : with_ids) {
+        if (!m.dedup_id) m.dedup_id = dedup_ids_.next();
+      }
+      messages = with_ids;
+    }
     const std::string body = produce_body(messages);
     // Every message carries a dedup_id: sending the request again cannot store one twice (within the
     // brokers' DEDUP_WINDOW_MS), so an answer lost or "outcome unknown" may be retried.
@@ -797,7 +810,27 @@ class HttpQueue final : public Queue {
     return partition_for_key(key, layout->partitions);
   }
 
+  // The dedup_ids this queue gives messages (HttpQueueOptions::idempotent_produce): a random
+  // prefix, so that two queues (or two runs of one program) never give the same id.
+  class DedupIds {
+   public:
+    DedupIds() {
+      std::random_device random;
+      const std::uint64_t bits = (std::uint64_t{random()} << 32) ^ random();
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(bits));
+      prefix_ = std::string("mq-q") + hex + "-";
+    }
+    std::string next() { return prefix_ + std::to_string(count_.fetch_add(1)); }
+
+   private:
+    std::string prefix_;
+    std::atomic<std::uint64_t> count_{0};
+  };
+
   std::shared_ptr<BrokerDirectory> directory_;
+  const bool idempotent_produce_;
+  DedupIds dedup_ids_;
   PartitionTurns sticky_{kStickyRun};
   ProduceBatcher batcher_;  // last: destroyed first, while what it sends through still stands
 };
