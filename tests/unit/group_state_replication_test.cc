@@ -28,9 +28,10 @@ namespace {
 // Leads while `leading`; keeps what the Broker publishes.
 class HandLeadership final : public detail::Leadership {
  public:
-  Status start(std::vector<detail::ReplicatedTopic>, PartitionLookup,
+  Status start(std::vector<detail::ReplicatedTopic>, PartitionLookup lookup,
                detail::GroupStateHost* groups) override {
     host = groups;
+    partitions = std::move(lookup);
     return {};
   }
   void stop() override {}
@@ -40,7 +41,15 @@ class HandLeadership final : public detail::Leadership {
   Result<AppendResult> append(const std::string& topic, std::uint32_t partition,
                               const std::function<Result<AppendResult>()>& append) override {
     if (auto s = check_leading(topic, partition); !s.ok()) return s;
-    return append();
+    auto appended = append();
+    if (appended.ok() && unconfirm_next_append.exchange(false)) {
+      // Stored here, its followers did not confirm it: the high watermark stays below it.
+      auto copy = partitions(topic, partition);
+      REQUIRE(copy.ok());
+      (*copy)->set_read_limit(appended->offsets.front());
+      return Status::unconfirmed("the followers did not confirm the write (injected)");
+    }
+    return appended;
   }
   Result<detail::StateTicket> publish_state(const std::string& topic, std::uint32_t partition,
                                             GroupStateRecord record) override {
@@ -53,6 +62,7 @@ class HandLeadership final : public detail::Leadership {
   // Like the replication layer: a ticket of another leader epoch can never be confirmed.
   Status confirm_state(const std::string&, std::uint32_t, detail::StateTicket ticket) override {
     pause_if(stall_next_confirm);
+    if (!leading) return Status::unconfirmed("this broker stopped leading before its followers confirmed");
     std::lock_guard lock(mutex);
     if (ticket.epoch != epoch)
       return Status::unconfirmed("published in leader epoch " + std::to_string(ticket.epoch));
@@ -67,6 +77,7 @@ class HandLeadership final : public detail::Leadership {
   Status state_writable(const std::string& topic, std::uint32_t partition) const override {
     if (auto s = check_leading(topic, partition); !s.ok()) return s;
     pause_if(stall_next_writable);
+    if (writable_calls_left.fetch_sub(1) == 0) return Status::unavailable("too few in sync (injected)");
     std::lock_guard lock(mutex);
     return writable;
   }
@@ -89,6 +100,9 @@ class HandLeadership final : public detail::Leadership {
   }
   mutable std::atomic<bool> stall_next_writable{false};
   mutable std::atomic<bool> stall_next_confirm{false};
+  std::atomic<bool> unconfirm_next_append{false};
+  mutable std::atomic<std::int64_t> writable_calls_left{-1};  // 0: the next state_writable fails
+  PartitionLookup partitions;
   mutable std::mutex gate_mutex;
   mutable std::condition_variable gate;
   mutable bool stalled = false;   // GUARDED_BY(gate_mutex)
@@ -719,7 +733,7 @@ TEST_CASE("group state: a broker that stopped leading applies its leader's redri
   CHECK(a.leadership->host->apply_state("events-dlq", 0, false, {{"~redrive", R"({"position":1})"}}).ok());
   a.leadership->release();
   redrive.join();
-  CHECK(redriven.ok());
+  CHECK(redriven.status().outcome_unknown());  // it stopped leading before the followers confirmed
 }
 
 TEST_CASE("group state: a damaged redrive file leaves the position out of a snapshot, which still serves") {
@@ -781,4 +795,46 @@ TEST_CASE(
   CHECK(leader.group("g")->committed_offset == 1);
   REQUIRE(leader.broker->ack("events", 0, "g", ids({1})).ok());  // the retry publishes the group again
   CHECK(leader.group("g")->committed_offset == 2);
+}
+
+TEST_CASE("group state: a redrive stopped before its second run answers for the first") {
+  Replica leader(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(leader, 1);                                    // letter 0 of events/0
+  produce_numbers(*leader.broker, 1, 100, 0, "events-dlq");  // letter 1 without a source: a run of its own
+  const std::uint64_t before = (*leader.broker->stats("events"))[0].partitions.at(0).next_offset;
+  leader.leadership->writable_calls_left = 1;  // the check before the call passes, the one before run 2 fails
+  auto redriven = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  REQUIRE_MESSAGE(redriven.ok(), redriven.status().to_string());
+  CHECK(*redriven == 1);  // the letter that went, its position confirmed
+  CHECK((*leader.broker->stats("events"))[0].partitions.at(0).next_offset == before + 1);
+  // And with that position unconfirmed: outcome unknown, not "nothing done".
+  Replica other(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(other, 1);
+  produce_numbers(*other.broker, 1, 100, 0, "events-dlq");
+  other.leadership->writable_calls_left = 1;
+  other.leadership->set(&HandLeadership::confirm, Status::unconfirmed("followers did not confirm"));
+  auto unknown = other.broker->redrive("events-dlq", 0, std::nullopt);
+  CHECK(unknown.status().outcome_unknown());
+}
+
+TEST_CASE(
+    "group state: a redrive run its source's replicas did not confirm is not counted as gone on a retry") {
+  Replica leader(FsyncMode::kAlways, 1 << 20, 1);
+  dead_letter(leader, 1);
+  leader.leadership->take_published();
+  leader.leadership->unconfirm_next_append = true;
+  auto first = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  CHECK(first.status().outcome_unknown());
+  auto retry = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  CHECK(retry.status().code() == ErrorCode::kUnavailable);  // stored above the source's high watermark
+  CHECK(redrive_records(leader.leadership->take_published()).empty());
+  // Its replicas hold it now: the retry counts it as gone (the letter went once).
+  auto events = leader.leadership->partitions("events", 0);
+  REQUIRE(events.ok());
+  (*events)->set_read_limit(std::nullopt);
+  auto settled = leader.broker->redrive("events-dlq", 0, std::nullopt);
+  REQUIRE_MESSAGE(settled.ok(), settled.status().to_string());
+  CHECK(*settled == 0);
+  CHECK(redrive_records(leader.leadership->take_published()) ==
+        std::vector<GroupStateRecord>{{"~redrive", R"({"position":1})"}});
 }

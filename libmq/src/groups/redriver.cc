@@ -113,7 +113,8 @@ Result<std::uint64_t> Redriver::redrive(std::optional<std::uint64_t> limit) {
   // Waited for outside the lock: a follower's apply takes it (replace_position).
   if (!ticket) return redriven;
   const Status confirmed = replication_->confirm(*ticket);
-  if (!redriven.ok()) return redriven;
+  // Letters went back whose position is not confirmed: that is the answer, whatever stopped the
+  // call (a plain error would say nothing was done).
   if (!confirmed.ok()) return confirmed;
   return redriven;
 }
@@ -159,9 +160,8 @@ Result<std::uint64_t> Redriver::redrive_locked(std::optional<std::uint64_t> limi
   std::uint64_t redriven = 0;
   LetterReader reader(partition_);
   for (bool first_run = true; remaining > 0; first_run = false) {
-    if (replication_ && !first_run) {
-      if (auto s = replication_->writable(); !s.ok()) return s;  // (stopped leading meanwhile)
-    }
+    // Stopped leading meanwhile, or too few in sync: what went so far is the answer.
+    if (replication_ && !first_run && !replication_->writable().ok()) break;
     const std::uint64_t from = std::max(position_, letters_.log_start_offset());
     if (from >= letters_.next_offset()) break;
     auto batch = letters_.read(
@@ -278,6 +278,7 @@ Status Redriver::settle_locked(const Pending& pending) {
   // Appended at or after `from`, if at all. Retention may have deleted some of what came after
   // `from` meanwhile: then the run may be among what went, and counts as appended (at most once).
   bool appended = log.log_start_offset() > pending.from;
+  std::optional<std::uint64_t> found;  // where the run's first message is
   // The whole stored log, past any read limit: a run stored above a replica's high watermark is stored.
   for (std::uint64_t offset = pending.from; !appended && offset < log.log_end_offset();) {
     offset = std::max(offset, log.log_start_offset());
@@ -294,10 +295,19 @@ Status Redriver::settle_locked(const Pending& pending) {
       auto options = parse_record_options(stored.line);
       if (options && options->dedup_id == wanted) {
         appended = true;
+        found = stored.offset;
         break;
       }
       offset = stored.offset + 1;
     }
+  }
+  if (found && *found >= log.next_offset()) {
+    // Replicated: stored here, above the source's high watermark (its in-sync replicas do not all
+    // hold it yet): a failover of the source may still lose it. Pending until they do, or until a
+    // new leader's log (without it) says it was not stored.
+    return Status::unavailable("the redrive run at " + pending.topic + "/" +
+                               std::to_string(pending.partition) + " offset " + std::to_string(*found) +
+                               " is not confirmed by its partition's replicas yet; retry");
   }
   if (appended) {
     // Found in the page cache is not found on disk: after a failed fdatasync the run stays pending
