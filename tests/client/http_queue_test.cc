@@ -11,7 +11,6 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -338,6 +337,31 @@ TEST_CASE("ReplicatedAProduceWhoseMessagesAllHaveADedupIdIsSentAgainAfterOutcome
   auto unknown = queue->produce_json("events", "1");
   CHECK(unknown.status().code() == ErrorCode::kIOError);
   CHECK(produces == 1);
+}
+
+TEST_CASE("ReplicatedARetryThatEndsInAnotherErrorStillSaysTheOutcomeIsUnknown") {
+  // The first attempt may have been stored: whatever its retry is answered, the caller must not be
+  // told that nothing was done.
+  std::atomic<int> produces{0};
+  FakeMqd fake(
+      [&](const httplib::Request&, httplib::Response& res) {
+        if (++produces == 1) {
+          res.status = 503;
+          res.set_content(R"({"error":"this broker's etcd lease lapsed","outcome":"unknown"})",
+                          "application/json");
+          return;
+        }
+        res.status = 404;
+        res.set_content(R"({"error":"no topic events"})", "application/json");
+      },
+      std::make_unique<httplib::Server>(), FakeMqd::kReplicatedLeader);
+  auto queue = http_queue({url_of(fake.port())});
+  Message message{Payload::parse("1").value(), std::nullopt};
+  message.dedup_id = "order-1";
+  auto sent = queue->produce("events", std::span(&message, 1), 0);
+  CHECK(sent.status().code() == ErrorCode::kIOError);
+  CHECK(sent.status().message().find("etcd lease lapsed") != std::string::npos);
+  CHECK(produces == 2);
 }
 
 TEST_CASE("ReplicatedWithIdempotentProduceTheQueueGivesDedupIdsAndSendsTheSameOnesAgain") {

@@ -226,8 +226,8 @@ struct QueueFromEnv {
 //                  have been carried out. Retrying a produce may store it twice (at-least-once)
 //                  unless every message has a dedup_id (then a retry within the brokers'
 //                  DEDUP_WINDOW_MS stores none twice; with replicated mqd brokers the HTTP queue
-//                  does that retry itself, for up to 15 s); ack, nack, touch, read and seek may be
-//                  retried.
+//                  does that retry itself, for up to 15 s, and still answers kIOError when it
+//                  gives up); ack, nack, touch, read and seek may be retried.
 //   kNotOwned      (HTTP) brokers that send requests for a partition back and forth or to
 //                  themselves (BROKER_ADDRS not in BROKER_INDEX order): a configuration error,
 //                  the message names the URLs. (A single 421 is followed inside the call.)

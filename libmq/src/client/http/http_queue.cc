@@ -399,6 +399,9 @@ class HttpQueue final : public Queue {
     auto layout = directory_->route(topic, std::nullopt);
     if (!layout.ok()) return layout.status();
     const std::uint32_t partitions = layout->partitions;
+    // Where the messages go is chosen from what the caller gave (a key, or a dedup_id of its own),
+    // before this queue gives ids: a caller's retry of the same batch goes where the first went.
+    const auto key = partition_key(messages);
     std::vector<Message> with_ids;  // HttpQueueOptions::idempotent_produce
     if (idempotent_produce_ && directory_->replicated() &&
         std::any_of(messages.begin(), messages.end(), [](const Message& m) { return !m.dedup_id; })) {
@@ -413,7 +416,7 @@ class HttpQueue final : public Queue {
     // brokers' DEDUP_WINDOW_MS), so an answer lost or "outcome unknown" may be retried.
     const bool idempotent = std::all_of(messages.begin(), messages.end(),
                                         [](const Message& m) { return m.dedup_id.has_value(); });
-    if (auto key = partition_key(messages); partition || key) {
+    if (partition || key) {
       const std::uint32_t p = partition ? *partition : partition_for_key(*key, partitions);
       return produce_to(topic, p, body, messages.size(), idempotent);
     }
@@ -733,6 +736,19 @@ class HttpQueue final : public Queue {
   // window; sending it twice must change nothing more than sending it once.
   Result<HttpReply> request_owner(http::Method method, std::string_view topic, std::uint32_t partition,
                                   const std::string& path, const std::string& body, bool idempotent = false) {
+    Status unknown;  // an attempt whose outcome is unknown (idempotent retries)
+    auto reply = request_owner(method, topic, partition, path, body, idempotent, unknown);
+    // Given up after an attempt that may have been carried out: whatever the last one said, the
+    // outcome is unknown (kUnavailable would tell the caller nothing was done).
+    if (!reply.ok() && !unknown.ok() && reply.status().code() != ErrorCode::kIOError) {
+      return Status::io_error(unknown.message() +
+                              "; sending it again then failed: " + reply.status().message());
+    }
+    return reply;
+  }
+  Result<HttpReply> request_owner(http::Method method, std::string_view topic, std::uint32_t partition,
+                                  const std::string& path, const std::string& body, bool idempotent,
+                                  Status& unknown) {
     std::vector<std::string> misroutes;  // the 421s followed, for the error
     bool asked_again = false;            // after a 404
     const auto started = std::chrono::steady_clock::now();
@@ -758,6 +774,7 @@ class HttpQueue final : public Queue {
                              std::chrono::steady_clock::now() < started + kFailoverWait;
       if (!reply.ok()) {  // sent, answer lost: the caller decides about a retry, unless it is safe
         if (!may_retry) return reply.status();
+        unknown = reply.status();
         directory_->mark_stale();
         std::this_thread::sleep_for(kFailoverPoll);  // an election elsewhere: nothing here to await
         continue;
@@ -765,6 +782,7 @@ class HttpQueue final : public Queue {
       if (reply->status == 200) return reply;
       Status status = status_of_reply(*reply, route->url);
       if (reply->status == 503 && status.code() == ErrorCode::kIOError && may_retry) {  // outcome unknown
+        unknown = status;
         directory_->mark_stale();
         std::this_thread::sleep_for(kFailoverPoll);
         continue;
