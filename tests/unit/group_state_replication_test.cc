@@ -736,15 +736,24 @@ TEST_CASE("group state: a broker that stopped leading applies its leader's redri
   CHECK(redriven.status().outcome_unknown());  // it stopped leading before the followers confirmed
 }
 
-TEST_CASE("group state: a damaged redrive file leaves the position out of a snapshot, which still serves") {
+TEST_CASE(
+    "group state: a snapshot with an unreadable redrive file serves the position the broker holds, or none") {
   Replica leader(FsyncMode::kAlways, 1 << 20, 1);
   dead_letter(leader, 1);
   REQUIRE(leader.broker->redrive("events-dlq", 0, std::nullopt).ok());
-  {
+  const auto damage = [&] {
     std::ofstream damaged(leader.dir.path() + "/events-dlq/redrive/partition-0.json", std::ios::trunc);
     damaged << R"({"position":)";
-  }
+  };
+  damage();
+  // The redriver has the position in memory: the snapshot carries it.
   auto snapshot = leader.leadership->host->state_snapshot("events-dlq", 0);
+  REQUIRE_MESSAGE(snapshot.ok(), snapshot.status().to_string());
+  CHECK(redrive_records(*snapshot) == std::vector<GroupStateRecord>{{"~redrive", R"({"position":1})"}});
+  // Restarted, nothing has read it: left out, and the snapshot still serves the partition.
+  leader.open(FsyncMode::kAlways, 1 << 20);
+  damage();
+  snapshot = leader.leadership->host->state_snapshot("events-dlq", 0);
   REQUIRE_MESSAGE(snapshot.ok(), snapshot.status().to_string());
   CHECK(redrive_records(*snapshot).empty());
 }

@@ -538,6 +538,14 @@ Result<std::vector<detail::GroupStateRecord>> Broker::State::state_snapshot(cons
     // may need a source partition led elsewhere): should a follower lead later, those letters go
     // back once more, and the source drops each copy whose dedup id its window still holds.
     auto position = detail::Redriver::stored_position(file_system(), redrive_dir(topic), partition);
+    if (!position.ok()) {
+      // Unreadable (damaged since, or a transient error): what this broker's redriver holds, if it
+      // has read or written the position (a follower without the record would keep 0).
+      std::lock_guard redrivers_lock(redrivers_mutex);
+      if (auto it = redrivers.find({topic, partition}); it != redrivers.end()) {
+        if (auto known = it->second->loaded_position()) position = *known;
+      }
+    }
     if (position.ok()) {
       records.push_back(
           {std::string(detail::kRedrivePositionName), detail::Redriver::position_record(*position)});

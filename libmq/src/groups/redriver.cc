@@ -136,6 +136,12 @@ Status Redriver::replace_position(std::uint64_t position) {
   return {};
 }
 
+std::optional<std::uint64_t> Redriver::loaded_position() {
+  std::unique_lock lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock() || !loaded_) return std::nullopt;
+  return position_;
+}
+
 Result<std::uint64_t> Redriver::stored_position(FileSystem& fs, const std::string& dir,
                                                 std::uint32_t partition) {
   const std::string path = dir + "/" + file_name(partition);

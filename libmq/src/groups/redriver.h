@@ -64,6 +64,10 @@ class Redriver {
   // call reads).
   Status replace_position(std::uint64_t position);
 
+  // The position this redriver read or wrote last; nullopt when it has none, or a call holds it now
+  // (a run under way: its file says where the run started).
+  std::optional<std::uint64_t> loaded_position();
+
   // The position in `dir`'s file of `partition` (0 when there is none), without settling a run
   // left pending (its position before the run): what a leader's snapshot hands its followers.
   static Result<std::uint64_t> stored_position(FileSystem& fs, const std::string& dir,
