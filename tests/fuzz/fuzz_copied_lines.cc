@@ -42,7 +42,8 @@ void check_state_record(const mq::detail::GroupStateRecord& r) {
              "the record read back is the record written");
   twice = once;
   FUZZ_CHECK(mq::apply_ack_journal_record(r.record, twice), "an accepted record applies again");
-  FUZZ_CHECK(twice.committed == once.committed && twice.acked == once.acked && twice.ordering_key == once.ordering_key,
+  FUZZ_CHECK(twice.committed == once.committed && twice.acked == once.acked &&
+                 twice.ordering_key == once.ordering_key,
              "a record applied twice is applied once");
 }
 
