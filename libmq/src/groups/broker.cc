@@ -358,17 +358,14 @@ struct Broker::State : private Timer::Target, public detail::GroupStateHost {
 
   // The groups' journals share a bounded number of open descriptors, so that the number of open
   // files does not grow with the number of groups.
-  FileSystem& file_system() {
-    if (!fs) fs = detail::BoundedFileSystem::make(base_fs(), kMaxOpenJournalFiles);
-    return *fs;
-  }
-  std::shared_ptr<FileSystem> fs;
+  FileSystem& file_system() { return *fs; }
   // The store's file system itself (the shared acknowledgement log keeps its descriptors).
-  std::shared_ptr<FileSystem> base_fs() {
-    if (!base) base = store->options().file_system ? store->options().file_system : make_posix_file_system();
-    return base;
-  }
+  std::shared_ptr<FileSystem> base_fs() { return base; }
+  // Both made by Broker::open before any other thread runs, never replaced: their first users may
+  // be threads racing (a replicated broker leads nothing at open, so the first group or redrive
+  // position written may come from two fetch threads at once), and what they hand out is kept.
   std::shared_ptr<FileSystem> base;
+  std::shared_ptr<FileSystem> fs;
 
   // Appends to <topic>-dlq, creating it with the topic's partition count on first use.
   Status dead_letter(const std::string& topic, std::uint32_t partition, const Message& message) {
@@ -880,6 +877,9 @@ Result<std::unique_ptr<Broker>> Broker::open(Config config, std::shared_ptr<Cloc
   auto store = LogStore::open(config.store);
   if (!store.ok()) return store.status();
   state->store = std::move(store.value());
+  state->base =
+      state->store->options().file_system ? state->store->options().file_system : make_posix_file_system();
+  state->fs = detail::BoundedFileSystem::make(state->base, kMaxOpenJournalFiles);
   // Before any group opens, whatever the FSYNC mode: what an earlier run left in the shared
   // acknowledgement log is folded into the journals.
   if (state->store->options().fsync != FsyncMode::kNever) {
