@@ -18,7 +18,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -26,17 +28,26 @@
 
 namespace mq::testing {
 
-// A port that was free a moment ago (bound to 0, read back, closed).
+// A port that was free a moment ago (bound to 0, read back, closed) and not handed out before by
+// this process: the kernel can give the same port to two binds in a row, and a test starting
+// several servers would then start two on one port (the second fails to bind, the first answers
+// for both, and the test talks to the wrong one).
 inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  static std::mutex mutex;
+  static std::set<int> handed_out;  // GUARDED_BY(mutex)
+  std::lock_guard lock(mutex);
+  for (;;) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    const int port = ntohs(addr.sin_port);
+    if (handed_out.insert(port).second) return port;
+  }
 }
 
 inline bool port_accepts(int port) {

@@ -53,7 +53,6 @@ inline bool etcd_healthy(int port) {
 class RunningEtcd {
  public:
   RunningEtcd() : client_port_(free_port()), peer_port_(free_port()) {
-    while (peer_port_ == client_port_) peer_port_ = free_port();
     REQUIRE_MESSAGE(std::filesystem::exists(program()),
                     "etcd is not installed at "
                         << program()
