@@ -30,13 +30,13 @@ constexpr int kLeaseTtlSeconds = 2;
 
 class Cluster {
  public:
-  explicit Cluster(const RunningEtcd& etcd) {
+  explicit Cluster(const RunningEtcd& etcd, const RunningMqd::Env& extra = {}) {
     for (int i = 0; i < 3; ++i) ports_.push_back(mq::testing::free_port());
     std::string addrs;
     for (int port : ports_)
       addrs += (addrs.empty() ? "" : ",") + std::string("http://127.0.0.1:") + std::to_string(port);
     for (int i = 0; i < 3; ++i) {
-      brokers_.push_back(std::make_unique<RunningMqd>(RunningMqd::Env{
+      RunningMqd::Env env{
           {"PORT", std::to_string(ports_[i])},
           {"BROKER_INDEX", std::to_string(i)},
           {"BROKER_COUNT", "3"},
@@ -47,31 +47,34 @@ class Cluster {
           {"LEASE_TTL_S", std::to_string(kLeaseTtlSeconds)},
           {"TOPICS", "events:1"},
           {"FSYNC", "always"},
-      }));
+      };
+      for (const auto& [name, value] : extra) env[name] = value;
+      brokers_.push_back(std::make_unique<RunningMqd>(env));
     }
   }
   RunningMqd& broker(int i) { return *brokers_[static_cast<std::size_t>(i)]; }
   int port(int i) const { return ports_[static_cast<std::size_t>(i)]; }
 
-  // Partition 0 of events as broker `asked` sees it (json null when it does not answer).
-  json placement(int asked) {
+  // Partition 0 of `topic` as broker `asked` sees it (json null when it does not answer).
+  json placement(int asked, const std::string& topic_name = "events") {
     auto answer = http_get(port(asked), "/topics");
     if (answer.status != 200) return nullptr;
     const json topics = answer.json();  // not a temporary in the loop's head: it would end first
     for (const auto& topic : topics["topics"]) {
-      if (topic["name"] == "events") return topic["placement"][0];
+      if (topic["name"] == topic_name) return topic["placement"][0];
     }
     return nullptr;
   }
 
   // Waits (polling /topics: there is no event to await from outside) until one of `alive` leads
-  // partition 0 with `isr_size` in-sync replicas; returns the leader.
+  // partition 0 of `topic` with `isr_size` in-sync replicas; returns the leader.
   int await_leader(const std::vector<int>& alive, std::size_t isr_size,
-                   std::chrono::seconds timeout = std::chrono::seconds(20)) {
+                   std::chrono::seconds timeout = std::chrono::seconds(20),
+                   const std::string& topic = "events") {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
       for (int i : alive) {
-        json p = placement(i);
+        json p = placement(i, topic);
         if (p.is_object() && p.contains("isr") && p["leader"] == i && p["isr"].size() == isr_size) return i;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -80,8 +83,8 @@ class Cluster {
     for (int i : alive)
       seen +=
           " " + std::to_string(i) + ": " + http_get(port(i), "/topics").body + " " + broker(i).stderr_text();
-    FAIL("no broker of the alive ones led partition 0 with " << isr_size << " in-sync replicas in time;"
-                                                             << seen);
+    FAIL("no broker of the alive ones led partition 0 of " << topic << " with " << isr_size
+                                                           << " in-sync replicas in time;" << seen);
     return -1;
   }
 
@@ -94,12 +97,12 @@ class Cluster {
   std::vector<std::unique_ptr<RunningMqd>> brokers_;
 };
 
-std::vector<json> read_all(int port) {
+std::vector<json> read_all(int port, const std::string& topic = "events") {
   std::vector<json> messages;
   std::uint64_t offset = 0;
   while (true) {
-    auto answer =
-        http_get(port, "/messages?topic=events&partition=0&limit=1000&offset=" + std::to_string(offset));
+    auto answer = http_get(
+        port, "/messages?topic=" + topic + "&partition=0&limit=1000&offset=" + std::to_string(offset));
     REQUIRE(answer.status == 200);
     const json page = answer.json();
     if (page["messages"].empty()) return messages;
@@ -285,6 +288,78 @@ TEST_CASE("replicated mqd: the HTTP Queue follows the leader, through a 421 and 
   REQUIRE(messages.size() == 11);
   for (std::size_t n = 0; n < ids.size(); ++n) CHECK(messages[n]["id"] == ids[n]);
   CHECK(messages[10]["payload"] == "after");
+}
+
+TEST_CASE(
+    "replicated mqd: a redrive answered 200 survives kill -9 of its leader, and of the next: no letter goes "
+    "back twice") {
+  RunningEtcd etcd;
+  // Every nack dead-letters; no dedup window, so that a letter sent back twice would be stored twice.
+  Cluster cluster(etcd, {{"MAX_DELIVERIES", "1"}, {"DEDUP_WINDOW_MS", "0"}});
+  const int leader = cluster.await_leader({0, 1, 2}, 3);
+  // Dead lettering and redrive need one broker leading a partition and its dead-letter partition
+  // (libmq/docs/replication.md section 12): both have the same preferred leader, and the same order
+  // of successors.
+  REQUIRE(cluster.await_leader({leader}, 3, std::chrono::seconds(20), "events-dlq") == leader);
+  constexpr int kLetters = 5;
+  for (int n = 0; n < kLetters; ++n) REQUIRE(cluster.produce(leader, {{"payload", n}}).status == 200);
+  {
+    mq::testing::SseStream stream(cluster.port(leader), "/consume?topic=events&partition=0&group=g");
+    REQUIRE(stream.status() == 200);
+    for (int n = 0; n < kLetters; ++n) {
+      auto event = stream.next();
+      REQUIRE(event);
+      REQUIRE(http_post(cluster.port(leader), "/nack?topic=events&partition=0&group=g",
+                        json{{"id", event->id}}.dump())
+                  .status == 200);
+    }
+  }
+  const auto letters_deadline = Clock::now() + std::chrono::seconds(10);
+  while (read_all(cluster.port(leader), "events-dlq").size() < kLetters && Clock::now() < letters_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // dead lettering: polled from outside
+  }
+  REQUIRE(read_all(cluster.port(leader), "events-dlq").size() == kLetters);
+
+  const auto redrive = [&](int broker, const json& body) {
+    return http_post(cluster.port(broker), "/redrive?topic=events-dlq&partition=0", body.dump());
+  };
+  auto first = redrive(leader, {{"limit", 3}});
+  REQUIRE_MESSAGE(first.status == 200, first.body);
+  CHECK(first.json()["redriven"] == 3);
+  // At the worst moment: the 200 has just gone out.
+  REQUIRE(cluster.broker(leader).stop(SIGKILL));
+
+  // The next leader of both partitions (the same successor) sends the other two back, not five.
+  std::vector<int> survivors;
+  for (int i = 0; i < 3; ++i) {
+    if (i != leader) survivors.push_back(i);
+  }
+  const int successor = cluster.await_leader(survivors, 2, std::chrono::seconds(20), "events-dlq");
+  REQUIRE(cluster.await_leader({successor}, 2) == successor);
+  auto second = redrive(successor, json::object());
+  REQUIRE_MESSAGE(second.status == 200, second.body);
+  CHECK(second.json()["redriven"] == 2);
+
+  // The old leader comes back as a follower; then the successor is killed too: whoever leads next
+  // (the old leader or the third broker) knows that every letter went.
+  cluster.broker(leader).start();
+  cluster.await_leader({successor}, 3, std::chrono::seconds(20), "events-dlq");
+  cluster.await_leader({successor}, 3);
+  REQUIRE(cluster.broker(successor).stop(SIGKILL));
+  std::vector<int> last_two;
+  for (int i = 0; i < 3; ++i) {
+    if (i != successor) last_two.push_back(i);
+  }
+  const int third = cluster.await_leader(last_two, 2, std::chrono::seconds(20), "events-dlq");
+  REQUIRE(cluster.await_leader({third}, 2) == third);
+  auto last = redrive(third, json::object());
+  REQUIRE_MESSAGE(last.status == 200, last.body);
+  CHECK(last.json()["redriven"] == 0);
+
+  // The source holds the five messages and each letter once, in the order they went back.
+  std::vector<json> payloads;
+  for (const auto& m : read_all(cluster.port(third))) payloads.push_back(m["payload"]);
+  CHECK(payloads == std::vector<json>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4});
 }
 
 TEST_CASE(
