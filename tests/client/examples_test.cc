@@ -49,7 +49,6 @@ ProgramRun run_program(const std::string& program, std::vector<std::string> args
 
 // The environment of the services for one backend.
 struct HttpDeployment {
-  static constexpr const char* kName = "http";
   HttpDeployment()
       : port0(free_port()),
         port1(free_port()),
@@ -71,7 +70,6 @@ struct HttpDeployment {
 };
 
 struct RedisDeployment {
-  static constexpr const char* kName = "redis";
   std::map<std::string, std::string> env() const {
     return {{"REDIS_ADDR", redis.addr()}, {"MSG_QUEUE_PARTITIONS", "4"}};  // USE_HTTP_QUEUE unset: Redis
   }
@@ -115,7 +113,9 @@ TEST_CASE_TEMPLATE("TheServiceTemplatesTalkThroughTheQueue", D, HttpDeployment, 
       seqs[json["producer"].get<std::string>()].push_back(json["seq"].get<int>());
       CHECK(line.find(" delivery 1 ") != std::string::npos);
     }
-    for (const auto& [producer, list] : seqs) {
+    for (const auto& entry : seqs) {
+      const auto& producer = entry.first;  // not a structured binding: CAPTURE captures it
+      const auto& list = entry.second;
       CAPTURE(producer);
       std::vector<int> expected(15);
       for (int i = 0; i < 15; ++i) expected[i] = i;

@@ -591,7 +591,9 @@ TEST_CASE_TEMPLATE("ProduceAsyncAnswersEveryMessageWithItsPlaceAndKeepsEachThrea
     std::unique_lock lock(mutex);
     REQUIRE(answered.wait_for(lock, 10s, [&] { return keyed.size() == 8; }));
   }
-  for (const auto& [key, result] : keyed) {
+  for (const auto& entry : keyed) {
+    const auto& key = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& result = entry.second;
     REQUIRE_MESSAGE(result.ok(), result.status().to_string());
     CHECK(result->partition == partition_for_key(key, kTestPartitions));
     CHECK(result->ids.size() == 1);

@@ -137,7 +137,9 @@ TEST_CASE("BadValuesAreErrorsNamingTheVariable") {
       {"REDIS_URL", "redis://:p%4@cache"},
       {"MSG_QUEUE_CA_FILE", "/nonexistent/ca.pem"},
   };
-  for (const auto& [name, value] : bad) {
+  for (const auto& entry : bad) {
+    const auto& name = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& value = entry.second;
     CAPTURE(name);
     CAPTURE(value);
     const Status s = error_of({{name, value}});
@@ -157,8 +159,9 @@ TEST_CASE("FromEnvOpensTheChosenBackendWithoutContactingIt") {
 }
 
 TEST_CASE("IPv6RedisAddressesParse") {
-  for (const auto& [addr, port] :
-       std::vector<std::pair<std::string, int>>{{"::1", 6379}, {"[::1]:6380", 6380}}) {
+  for (const auto& entry : std::vector<std::pair<std::string, int>>{{"::1", 6379}, {"[::1]:6380", 6380}}) {
+    const auto& addr = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& port = entry.second;
     CAPTURE(addr);
     auto s = queue_settings_from_env(env({{"REDIS_ADDR", addr}}));
     REQUIRE_MESSAGE(s.ok(), s.status().to_string());

@@ -49,8 +49,9 @@ TEST_CASE("TheLogsLifeIsConfiguredGloballyAndPerTopic") {
            {"RETENTION_MS", "86400000"},
            {"RETENTION_ACKED", "true"},
            {"RETENTION_CHECK_MS", "250"},
-           {"TOPICS", "events:8,audit:4:retention_ms=604800000,jobs:8:retention_acked=false:segment_bytes=16777216:"
-                      "retention_bytes=0"}}));
+           {"TOPICS",
+            "events:8,audit:4:retention_ms=604800000,jobs:8:retention_acked=false:segment_bytes=16777216:"
+            "retention_bytes=0"}}));
   REQUIRE_MESSAGE(config.ok(), config.status().to_string());
   CHECK(config->store.segment_bytes == 1048576u);
   CHECK(config->retention.bytes == 1073741824u);
@@ -132,7 +133,9 @@ TEST_CASE("BadValuesNameTheVariableAndTheValue") {
       {"TOPICS", "a:1:retention_bytes=1:retention_bytes=2"},
       {"TOPICS", "a:x:retention_ms=5"},
   };
-  for (const auto& [name, value] : bad) {
+  for (const auto& entry : bad) {
+    const auto& name = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& value = entry.second;
     CAPTURE(name);
     CAPTURE(value);
     auto config = config_from_env(env({{name, value}}));

@@ -237,7 +237,9 @@ TEST_CASE("PayloadNumbersKeepTheDigitsTheyWereProducedWith") {
       {"{ \"n\" : [ 1.50 , 2E-3 ] }", "{\"n\":[1.50,2E-3]}"},
       {"\" keep  spaces \"", "\" keep  spaces \""},
   };
-  for (const auto& [produced, stored] : cases) {
+  for (const auto& entry : cases) {
+    const auto& produced = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& stored = entry.second;
     CAPTURE(produced);
     auto payload = Payload::parse(produced);
     REQUIRE_MESSAGE(payload.ok(), payload.status().to_string());

@@ -197,7 +197,7 @@ TEST_CASE("DaemonConfigurationReadsEveryVariableAndNamesBadOnes") {
   CHECK(config->auth_token == "t");
   CHECK(config->heartbeat == std::chrono::milliseconds(500));
   CHECK(config->broker_addrs == std::vector<std::string>{"http://a:1", "http://b:2"});
-  for (const auto& [name, value] :
+  for (const auto& entry :
        std::vector<std::pair<std::string, std::string>>{{"PORT", "0"},
                                                         {"PORT", "http"},
                                                         {"MAX_CONNECTIONS", "0"},
@@ -205,6 +205,8 @@ TEST_CASE("DaemonConfigurationReadsEveryVariableAndNamesBadOnes") {
                                                         {"BROKER_ADDRS", "http://only-one:1"},
                                                         {"BROKER_ADDRS", "a:1,b:2"},
                                                         {"MAX_BODY_BYTES", "-5"}}) {
+    const auto& name = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& value = entry.second;
     CAPTURE(name);
     auto saved = vars;
     vars[name] = value;
@@ -281,13 +283,15 @@ TEST_CASE("ReplicationIsConfiguredByEtcdEndpointsAndItsVariablesAreChecked") {
   CHECK(config->library.broker.replicas == 3u);
   CHECK(config->library.broker.hosts(0));  // broker 1 keeps copies of every partition (R = 3 of 3)
 
-  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& entry : std::vector<std::pair<std::string, std::string>>{
            {"REPLICATION_FACTOR", "4"},  // more than BROKER_COUNT
            {"REPLICATION_FACTOR", "0"},
            {"MIN_INSYNC_REPLICAS", "4"},  // more than REPLICATION_FACTOR
            {"LEASE_TTL_S", "1"},
            {"ETCD_ENDPOINTS", "etcd:2379"},
            {"ETCD_PREFIX", "mq"}}) {
+    const auto& name = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& value = entry.second;
     CAPTURE(name);
     CAPTURE(value);
     auto saved = vars;

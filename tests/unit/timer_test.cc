@@ -3,8 +3,8 @@
 
 #include <vector>
 
-#include "manual_clock.h"
 #include "groups/timer.h"
+#include "manual_clock.h"
 
 using namespace mq;
 using mq::testing::ManualClock;

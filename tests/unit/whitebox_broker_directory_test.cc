@@ -162,7 +162,9 @@ TEST_CASE("Each status mqd answers stands for its error code") {
       {429, ErrorCode::kIOError},
       {301, ErrorCode::kIOError},
   };
-  for (const auto& [status, code] : table) {
+  for (const auto& entry : table) {
+    const auto& status = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& code = entry.second;
     CAPTURE(status);
     const mq::Status s = status_of_reply({status, R"({"error":"the reason"})"}, kUrl);
     CHECK(s.code() == code);
@@ -511,7 +513,9 @@ TEST_CASE("Refused credentials end the refresh at once, other refusals and bad a
       {200, topics_answer(1, 1, {}, {{"events", 1}})},  // index beyond count
       {200, topics_answer(0, 0, {}, {{"events", 1}})},  // no brokers at all
   };
-  for (const auto& [status, body] : bad) {
+  for (const auto& entry : bad) {
+    const auto& status = entry.first;
+    const auto& body = entry.second;
     CAPTURE(body);
     refusing.answer_topics(body, status);
     BrokerDirectory alone(options_for({refusing.url()}));
@@ -536,7 +540,9 @@ TEST_CASE("The visibility timeout is mqd's when /topics gives one, else the defa
       {R"({"broker":{"index":0,"count":1},"brokers":[],"topics":[],"visibility_timeout_ms":-5})",
        mq::http::kDefaultVisibilityTimeout},
   };
-  for (const auto& [body, expected] : cases) {
+  for (const auto& entry : cases) {
+    const auto& body = entry.first;
+    const auto& expected = entry.second;
     CAPTURE(body);
     broker.answer_topics(body);
     BrokerDirectory directory(options_for({broker.url()}));
