@@ -24,6 +24,11 @@ configure() {
     { cat "$dir.configure.log"; exit 1; }
 }
 mkdir -p "$root"
+# build/asan was a gcc tree before: a tree configured by another compiler is made afresh, since CMake
+# would keep only the compiler of its cache and lose the options below.
+if [[ -f "$root/asan/CMakeCache.txt" ]] && ! grep -q '^CMAKE_CXX_COMPILER:.*clang++' "$root/asan/CMakeCache.txt"; then
+  rm -rf "$root/asan"
+fi
 # The ASan tree is clang's (libFuzzer is clang's only): the fuzz targets link the very objects the
 # sanitizer tests run, which saves a third compilation of libmq and mqd, and two compilers' warnings
 # are enforced.

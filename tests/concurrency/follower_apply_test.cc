@@ -76,7 +76,8 @@ TEST_CASE(
     REQUIRE_MESSAGE(group_applied.ok(), group_applied.to_string());
     REQUIRE_MESSAGE(position_applied.ok(), position_applied.to_string());
 
-    // Both survive a restart, so both reached the disk through the files the broker keeps.
+    // Both survive a restart. (The old defect, one thread's file system replaced and freed while the
+    // other used it, showed only under ASan or TSan: a freed one kept working while its files lived.)
     follower.open(/*leads=*/true);
     auto snapshot = follower.leadership->host->state_snapshot("events-dlq", 0);
     REQUIRE_MESSAGE(snapshot.ok(), snapshot.status().to_string());

@@ -294,7 +294,9 @@ TEST_CASE("MoreThanAHundredHeaderLinesGet431") {
     for (int i = 1; i < fields; ++i) request += "X-Field-" + std::to_string(i) + ": y\r\n";
     return request + "\r\n";
   };
-  for (const auto& [fields, status] : std::vector<std::pair<int, int>>{{100, 200}, {101, 431}, {1000, 431}}) {
+  for (const auto& entry : std::vector<std::pair<int, int>>{{100, 200}, {101, 431}, {1000, 431}}) {
+    const auto& fields = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& status = entry.second;
     CAPTURE(fields);
     const int fd = connect_to(mqd.port());
     REQUIRE(send_all(fd, request_with(fields)));
@@ -522,7 +524,9 @@ TEST_CASE("MissingOrInvalidTlsFilesStopMqdAtStartNamingTheVariable") {
       {{{"TLS_CERT_FILE", certificate.key}, {"TLS_KEY_FILE", certificate.key}}, "TLS_CERT_FILE"},
       {{{"REQUEST_TIMEOUT_MS", "0"}}, "REQUEST_TIMEOUT_MS"},
   };
-  for (const auto& [vars, named] : cases) {
+  for (const auto& entry : cases) {
+    const auto& vars = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& named = entry.second;
     CAPTURE(named);
     const std::string log = dir / "stderr.txt";
     std::map<std::string, std::string> env = {{"PORT", std::to_string(free_port())},

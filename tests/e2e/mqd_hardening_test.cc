@@ -126,7 +126,9 @@ TEST_CASE("No byte sequence in a path or query ends mqd, and every error body is
       {"POST /produce?topic=%80 HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n\r\n{\"payload\":1}\n", 400},
       {"GET /stats?topic=%FF%FF HTTP/1.1\r\nHost: x\r\n\r\n", 400},
   };
-  for (const auto& [request, expected] : requests) {
+  for (const auto& entry : requests) {
+    const auto& request = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& expected = entry.second;
     CAPTURE(request);
     const std::string answer = raw_exchange(mqd.port(), request);
     CHECK(status_of(answer) == expected);

@@ -183,7 +183,9 @@ TEST_CASE("GarbageTruncatedAndMalformedRequestsLeaveTheServerServing") {
       {std::string(100000, 'A'), true},
       {"GET /consume?topic=events&partition=0&group=g HTTP/1.1\r\nHost: x\r\n\r\n", true},
   };
-  for (const auto& [bytes, half_close] : attacks) {
+  for (const auto& entry : attacks) {
+    const auto& bytes = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& half_close = entry.second;
     CAPTURE(bytes.substr(0, 40));
     const std::string answer = raw_exchange(port, bytes, half_close, milliseconds(3000));
     if (!answer.empty()) CHECK(answer.starts_with("HTTP/1.1 "));

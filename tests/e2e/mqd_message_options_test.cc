@@ -64,7 +64,9 @@ TEST_CASE("EveryBadMessageOptionIsA400NamingTheFieldAndStoresNothing") {
       {R"({"messages": [{"payload": 1}, {"payload": 2, "delay_ms": -1}]})", "delay_ms"},
       {R"({"messages": [{"payload": 1, "dedup_id": "a"}, {"payload": 2, "headers": []}]})", "headers"},
   };
-  for (const auto& [body, field] : bad) {
+  for (const auto& entry : bad) {
+    const auto& body = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& field = entry.second;
     CAPTURE(body);
     auto answer = http_post(mqd.port(), kProduce0, body);
     CHECK(answer.status == 400);

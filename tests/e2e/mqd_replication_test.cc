@@ -301,6 +301,11 @@ TEST_CASE(
   // (libmq/docs/replication.md section 12): both have the same preferred leader, and the same order
   // of successors.
   REQUIRE(cluster.await_leader({leader}, 3, std::chrono::seconds(20), "events-dlq") == leader);
+  // Both have the same successors, so they are elected together unless the preferred one is out of
+  // sync for one of them only; then this test cannot go on (not a lost letter: the redrive refuses).
+  static constexpr const char* kSplitLeaders =
+      "events/0 and events-dlq/0 are led by different brokers after the failover: redrive needs both on "
+      "one (a known limitation, libmq/docs/replication.md section 12)";
   constexpr int kLetters = 5;
   for (int n = 0; n < kLetters; ++n) REQUIRE(cluster.produce(leader, {{"payload", n}}).status == 200);
   {
@@ -335,7 +340,7 @@ TEST_CASE(
     if (i != leader) survivors.push_back(i);
   }
   const int successor = cluster.await_leader(survivors, 2, std::chrono::seconds(20), "events-dlq");
-  REQUIRE(cluster.await_leader({successor}, 2) == successor);
+  REQUIRE_MESSAGE(cluster.await_leader(survivors, 2) == successor, kSplitLeaders);
   auto second = redrive(successor, json::object());
   REQUIRE_MESSAGE(second.status == 200, second.body);
   CHECK(second.json()["redriven"] == 2);
@@ -351,7 +356,7 @@ TEST_CASE(
     if (i != successor) last_two.push_back(i);
   }
   const int third = cluster.await_leader(last_two, 2, std::chrono::seconds(20), "events-dlq");
-  REQUIRE(cluster.await_leader({third}, 2) == third);
+  REQUIRE_MESSAGE(cluster.await_leader(last_two, 2) == third, kSplitLeaders);
   auto last = redrive(third, json::object());
   REQUIRE_MESSAGE(last.status == 200, last.body);
   CHECK(last.json()["redriven"] == 0);

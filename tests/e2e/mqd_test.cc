@@ -64,7 +64,9 @@ TEST_CASE("MqdRefusesInvalidConfigurationWithOneLineNamingTheVariable") {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"TOPICS", "events:zero"}, {"BROKER_COUNT", "0"}, {"FSYNC", "sometimes"},
       {"PORT", "http"},          {"PORT", "70000"},     {"DATA_DIR", "/proc/forbidden"}};
-  for (const auto& [name, value] : bad) {
+  for (const auto& entry : bad) {
+    const auto& name = entry.first;  // not a structured binding: CAPTURE captures it
+    const auto& value = entry.second;
     CAPTURE(name);
     const std::string log = dir / "stderr.txt";
     std::map<std::string, std::string> env = {{"PORT", std::to_string(free_port())},

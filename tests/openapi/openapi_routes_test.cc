@@ -97,7 +97,9 @@ TEST_CASE("EveryRouteIsDescribedWithItsMethodAndEveryDescribedPathIsARoute") {
     CHECK(operation["responses"].contains("200"));
   }
   std::size_t described = 0;
-  for (const auto& [path, item] : doc["paths"].items()) {
+  for (const auto& entry : doc["paths"].items()) {
+    const auto& path = entry.key();  // not a structured binding: CAPTURE captures it
+    const auto& item = entry.value();
     CAPTURE(path);
     const auto method = mq::http::method_of(path);
     REQUIRE_MESSAGE(method.has_value(), "openapi.json describes " << path << ", which is no route of mqd");

@@ -17,10 +17,13 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -36,18 +39,21 @@ inline int free_port() {
   static std::mutex mutex;
   static std::set<int> handed_out;  // GUARDED_BY(mutex)
   std::lock_guard lock(mutex);
-  for (;;) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) throw std::runtime_error("free_port: no socket");
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
     ::close(fd);
+    if (!bound) throw std::runtime_error("free_port: cannot bind a port of 127.0.0.1");
     const int port = ntohs(addr.sin_port);
     if (handed_out.insert(port).second) return port;
   }
+  throw std::runtime_error("free_port: the kernel keeps handing out ports given before");
 }
 
 inline bool port_accepts(int port) {
@@ -60,6 +66,49 @@ inline bool port_accepts(int port) {
   ::close(fd);
   return ok;
 }
+
+namespace detail {
+
+// The inodes of the sockets listening on `port` in the network namespace of process `pid`
+// (/proc/<pid>/net/tcp and tcp6: "sl local rem st tx:rx tr:when retrnsmt uid timeout inode").
+inline std::set<std::string> listening_socket_inodes(pid_t pid, int port) {
+  std::set<std::string> inodes;
+  for (const char* table : {"tcp", "tcp6"}) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/net/" + table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      const auto colon = local.rfind(':');
+      if (state != "0A" || colon == std::string::npos) continue;  // 0A: LISTEN
+      if (std::stoi(local.substr(colon + 1), nullptr, 16) == port) inodes.insert(inode);
+    }
+  }
+  return inodes;
+}
+
+// Whether `pid` or a process it started holds one of the sockets `inodes`.
+inline bool holds_socket(pid_t pid, const std::set<std::string>& inodes, int depth = 0) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code error;
+  for (const auto& fd : std::filesystem::directory_iterator(proc + "/fd", error)) {
+    const auto target = std::filesystem::read_symlink(fd.path(), error).string();
+    if (!error && target.starts_with("socket:[") &&
+        inodes.contains(target.substr(8, target.size() - 9))) {
+      return true;
+    }
+  }
+  if (depth > 4) return false;
+  std::ifstream children(proc + "/task/" + std::to_string(pid) + "/children");
+  for (pid_t child = 0; children >> child;) {
+    if (holds_socket(child, inodes, depth + 1)) return true;
+  }
+  return false;
+}
+
+}  // namespace detail
 
 class ServerProcess {
  public:
@@ -106,11 +155,16 @@ class ServerProcess {
 
   pid_t pid() const { return pid_; }
 
-  // Waits until `port` accepts connections, or the process exits, or `timeout` passes.
+  // Waits until this process (or one it started) listens on `port` and the port accepts
+  // connections, or the process exits, or `timeout` passes. A port that accepts for another
+  // process (ctest runs several test programs at once, each handing out ports of its own) does not
+  // count: ours then fails to bind it and exits, and the test must not talk to the other server.
   bool wait_until_listening(int port, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
-      if (port_accepts(port)) return true;
+      if (port_accepts(port) && detail::holds_socket(pid_, detail::listening_socket_inodes(pid_, port))) {
+        return true;
+      }
       if (exited()) return false;
       std::this_thread::sleep_for(
           std::chrono::milliseconds(10));  // polling a port: there is no event to await

@@ -161,49 +161,68 @@ std::string parent_of(const std::string& path) {
 void BoundedFileSystem::entries_changed(const std::string& path) {
   std::lock_guard lock(mutex_);
   synced_directories_.erase(parent_of(path));
+  ++entry_changes_;
+}
+
+void BoundedFileSystem::entries_changed_on_the_way_to(const std::string& path) {
+  // Every directory on the way may get a new entry.
+  std::lock_guard lock(mutex_);
+  for (std::string p = path; p.size() > 1 && p != "."; p = parent_of(p)) {
+    synced_directories_.erase(p);
+    synced_directories_.erase(parent_of(p));
+  }
+  ++entry_changes_;
 }
 
 Status BoundedFileSystem::create_directories(const std::string& path) {
   if (base_->exists(path)) return base_->create_directories(path);  // creates nothing: no new entry
-  {
-    // Every directory on the way may get a new entry.
-    std::lock_guard lock(mutex_);
-    for (std::string p = path; p.size() > 1 && p != "."; p = parent_of(p)) {
-      synced_directories_.erase(p);
-      synced_directories_.erase(parent_of(p));
-    }
-  }
-  return base_->create_directories(path);
+  entries_changed_on_the_way_to(path);
+  Status s = base_->create_directories(path);
+  entries_changed_on_the_way_to(path);
+  return s;
 }
 
 Status BoundedFileSystem::sync_directory(const std::string& path) {
+  std::uint64_t changes_before = 0;
   {
     std::lock_guard lock(mutex_);
     if (synced_directories_.contains(path)) return {};
+    changes_before = entry_changes_;
   }
   Status s = base_->sync_directory(path);
   if (s.ok()) {
+    // Only if no change was made meanwhile (anywhere: a counter per directory is not worth it):
+    // a file another thread created while this sync ran may have missed it, and that thread's
+    // own sync_directory must not be skipped. Its change ends with entries_changed, after the
+    // entry exists, so a change that ended before `changes_before` was read is covered.
     std::lock_guard lock(mutex_);
-    synced_directories_.insert(path);
+    if (entry_changes_ == changes_before) synced_directories_.insert(path);
   }
   return s;
 }
 
 Status BoundedFileSystem::remove(const std::string& path) {
   entries_changed(path);
-  return base_->remove(path);
+  Status s = base_->remove(path);
+  entries_changed(path);
+  return s;
 }
 
 Status BoundedFileSystem::rename(const std::string& from, const std::string& to) {
   entries_changed(from);
   entries_changed(to);
-  return base_->rename(from, to);
+  Status s = base_->rename(from, to);
+  entries_changed(from);
+  entries_changed(to);
+  return s;
 }
 
 Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {
-  if (!base_->exists(path)) entries_changed(path);  // it will be created
+  const bool creates = !base_->exists(path);
+  if (creates) entries_changed(path);
   // Open now, so that an unopenable path fails here as with any FileSystem.
   auto file = base_->open(path);
+  if (creates) entries_changed(path);
   if (!file.ok()) return file.status();
   auto pooled = std::make_unique<PooledFile>(shared_from_this(), path, std::move(file.value()));
   touched(pooled.get(), /*newly_open=*/true);

@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -51,7 +52,10 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   void touched(PooledFile* file, bool newly_open);
   void forget(PooledFile* file);
   // The directory holding `path` may have new entries: its next sync_directory is not skipped.
+  // Called before and after each change: a sync that runs while a change is made (another thread's)
+  // may or may not cover it, so it must not mark the directory synced (see sync_directory).
   void entries_changed(const std::string& path);
+  void entries_changed_on_the_way_to(const std::string& path);
 
   const std::shared_ptr<FileSystem> base_;
   const std::size_t max_open_;
@@ -59,6 +63,7 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   std::condition_variable sync_done_;  // a file being synced to be closed is no longer (forget waits)
   std::list<PooledFile*> open_;        // GUARDED_BY(mutex_): files holding a descriptor, most recent first
   std::set<std::string> synced_directories_;  // GUARDED_BY(mutex_): with no change since their sync
+  std::uint64_t entry_changes_ = 0;           // GUARDED_BY(mutex_): entries_changed calls so far
 };
 
 }  // namespace mq::detail
