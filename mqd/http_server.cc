@@ -598,6 +598,9 @@ class HttpServer::Impl {
                    {field::kBrokers, config_.broker_addrs},
                    // Clients that do not set a visibility timeout get this one (VISIBILITY_TIMEOUT_MS).
                    {field::kVisibilityTimeoutMs, broker_.config().groups.visibility_timeout.count()},
+                   // How long a dedup_id is remembered (DEDUP_WINDOW_MS): the HTTP client retries a
+                   // produce whose outcome it does not know only when this covers the retry.
+                   {field::kDedupWindowMs, broker_.config().store.dedup_window.count()},
                    {field::kTopics, topics}}
                   .dump());
   }

@@ -119,7 +119,6 @@ BenchOptions parse_options(int argc, char** argv) {
   return options;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
@@ -893,7 +892,10 @@ void run_messages_by_time(const BenchOptions& options, const std::string& mqd_pr
   const std::string data_dir = scratch.fresh_path("browse");
   const auto bytes = static_cast<std::uint64_t>(options.messages_gb * kBytesPerGB);
   std::fprintf(stderr, "writing a partition of %.2f GB for GET /messages?timestamp=\n", options.messages_gb);
-  const auto [first, last] = write_partition(data_dir, bytes);
+  // Not a structured binding: lambdas capture these (clang 14 cannot capture bindings).
+  const auto written = write_partition(data_dir, bytes);
+  const auto first = written.first;
+  const auto last = written.second;
   MqdProcess mqd(mqd_program, data_dir, scratch.fresh_path("mqd-stderr"), "never", failures);
   auto client = make_client(mqd.port());
   std::uint64_t seed = 20261203;

@@ -45,9 +45,10 @@ class FakeMqd {
   using Reply = std::function<void(const httplib::Request&, httplib::Response&)>;
   static constexpr const char* kOneBroker = R"({"broker":{"index":0,"count":1},"brokers":[],)"
                                             R"("topics":[{"name":"events","partitions":1,"owned":[0]}]})";
-  // Replicated (a placement): this broker leads partition 0.
+  // Replicated (a placement): this broker leads partition 0 and remembers dedup_ids for 120 s.
   static constexpr const char* kReplicatedLeader =
-      R"({"broker":{"index":0,"count":1},"brokers":[],"topics":[{"name":"events","partitions":1,"owned":[0],)"
+      R"({"broker":{"index":0,"count":1},"brokers":[],"dedup_window_ms":120000,)"
+      R"("topics":[{"name":"events","partitions":1,"owned":[0],)"
       R"("placement":[{"partition":0,"leader":0,"leader_epoch":1,"replicas":[0],"isr":[0]}]}]})";
 
   explicit FakeMqd(Reply reply, std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>(),
@@ -337,6 +338,45 @@ TEST_CASE("ReplicatedAProduceWhoseMessagesAllHaveADedupIdIsSentAgainAfterOutcome
   auto unknown = queue->produce_json("events", "1");
   CHECK(unknown.status().code() == ErrorCode::kIOError);
   CHECK(produces == 1);
+}
+
+TEST_CASE("ReplicatedAProduceIsNotSentAgainWhenTheBrokersDedupWindowIsTooShortOrUnknown") {
+  // DEDUP_WINDOW_MS=0 (or a window shorter than a failover's retries take, or a broker that does not
+  // say): a second attempt could be stored beside the first, so the caller is told the outcome is
+  // unknown, and with idempotent_produce no ids are given.
+  const std::string placement =
+      R"("topics":[{"name":"events","partitions":1,"owned":[0],)"
+      R"("placement":[{"partition":0,"leader":0,"leader_epoch":1,"replicas":[0],"isr":[0]}]}]})";
+  for (const std::string window : {R"("dedup_window_ms":0,)", R"("dedup_window_ms":29999,)", ""}) {
+    CAPTURE(window);
+    std::atomic<int> produces{0};
+    std::string last_body;
+    FakeMqd fake(
+        [&](const httplib::Request& req, httplib::Response& res) {
+          ++produces;
+          last_body = req.body;
+          res.status = 503;
+          res.set_content(R"({"error":"this broker's etcd lease lapsed","outcome":"unknown"})",
+                          "application/json");
+        },
+        std::make_unique<httplib::Server>(),
+        R"({"broker":{"index":0,"count":1},"brokers":[],)" + window + placement);
+    HttpQueueOptions options;
+    options.addrs = {url_of(fake.port())};
+    options.idempotent_produce = true;
+    auto made = Queue::http(options);
+    REQUIRE(made.ok());
+    auto& queue = *made;
+    Message message{Payload::parse("1").value(), std::nullopt};
+    message.dedup_id = "order-1";
+    auto sent = queue->produce("events", std::span(&message, 1), 0);
+    CHECK(sent.status().code() == ErrorCode::kIOError);
+    CHECK(produces == 1);
+    produces = 0;
+    CHECK(queue->produce_json("events", "1").status().code() == ErrorCode::kIOError);
+    CHECK(produces == 1);
+    CHECK(last_body.find("dedup_id") == std::string::npos);
+  }
 }
 
 TEST_CASE("ReplicatedARetryThatEndsInAnotherErrorStillSaysTheOutcomeIsUnknown") {

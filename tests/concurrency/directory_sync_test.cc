@@ -70,11 +70,13 @@ TEST_CASE("A directory sync that ran while another thread renamed or removed a f
     auto made = make_posix_file_system()->open(dir / "a.log");
     REQUIRE(made.ok());
   }
-  change_during_a_sync(dir, [&](FileSystem& files) { REQUIRE(files.rename(dir / "a.log", dir / "b.log").ok()); });
+  change_during_a_sync(dir,
+                       [&](FileSystem& files) { REQUIRE(files.rename(dir / "a.log", dir / "b.log").ok()); });
   change_during_a_sync(dir, [&](FileSystem& files) { REQUIRE(files.remove(dir / "b.log").ok()); });
 }
 
 TEST_CASE("A directory sync that ran while another thread made a subdirectory does not cover it") {
   TempDir dir;
-  change_during_a_sync(dir, [&](FileSystem& files) { REQUIRE(files.create_directories(dir / "groups/g").ok()); });
+  change_during_a_sync(dir,
+                       [&](FileSystem& files) { REQUIRE(files.create_directories(dir / "groups/g").ok()); });
 }

@@ -169,7 +169,7 @@ TEST_CASE("TopicsStatsHealthAndMetrics") {
   auto topics = http_get(mqd.port(), "/topics");
   REQUIRE(topics.status == 200);
   CHECK(topics.json() == json::parse(R"({"broker":{"index":1,"count":2},"brokers":["http://a:1","http://b:2"],
-                                        "visibility_timeout_ms":30000,
+                                        "visibility_timeout_ms":30000,"dedup_window_ms":120000,
                                         "topics":[{"name":"events","partitions":4,"owned":[1,3]}]})"));
   CHECK(http_get(mqd.port(), "/healthz").json() == json{{"status", "ok"}});
   REQUIRE(http_post(mqd.port(), "/produce?topic=events&partition=1", R"({"payload": 1})").status == 200);

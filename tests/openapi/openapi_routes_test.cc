@@ -146,7 +146,7 @@ TEST_CASE("MqdServesTheDocumentByteForByteWithoutTheToken") {
     auto type = answer.headers.find("Content-Type");
     REQUIRE(type != answer.headers.end());
     CHECK(type->second == "application/json");
-    CHECK_NOTHROW(json::parse(answer.body));
+    CHECK(json::accept(answer.body));
     // With the token too.
     auto with_token = http_get(mqd.port(), "/openapi.json", {{"Authorization", "Bearer s3cret"}});
     CHECK(with_token.status == 200);

@@ -551,6 +551,36 @@ TEST_CASE("The visibility timeout is mqd's when /topics gives one, else the defa
   }
 }
 
+TEST_CASE("The dedup window is the smallest of the brokers', and unknown when one does not say") {
+  FakeBroker first;
+  FakeBroker second;
+  REQUIRE(first.port() > 0);
+  REQUIRE(second.port() > 0);
+  const auto with_window = [](std::uint32_t index, std::optional<json> window) {
+    json answer = json::parse(topics_answer(index, 2, {}, {{"events", 2}}));
+    if (window) answer["dedup_window_ms"] = *window;
+    return answer.dump();
+  };
+  struct Case {
+    std::optional<json> first, second;
+    std::optional<milliseconds> expected;
+  };
+  const std::vector<Case> cases = {
+      {json(120000), json(60000), milliseconds(60000)}, {json(0), json(120000), milliseconds(0)},
+      {json(120000), std::nullopt, std::nullopt},  // an older broker: its window is not known
+      {json(120000), json("120000"), std::nullopt},     {json(120000), json(-1), std::nullopt},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.first.value_or("absent").dump());
+    CAPTURE(c.second.value_or("absent").dump());
+    first.answer_topics(with_window(0, c.first));
+    second.answer_topics(with_window(1, c.second));
+    BrokerDirectory directory(options_for({first.url(), second.url()}));
+    REQUIRE(directory.route("events", std::nullopt).ok());
+    CHECK(directory.dedup_window() == c.expected);
+  }
+}
+
 TEST_CASE("The map is read again once metadata_max_age has passed, and a failed read keeps the old map") {
   FakeBroker broker;
   REQUIRE(broker.port() > 0);

@@ -135,12 +135,13 @@ inline constexpr std::string_view kLimit = "limit";        // /redrive request: 
 inline constexpr std::string_view kRedriven = "redriven";  // /redrive answer: how many went back
 inline constexpr std::string_view kDeleted = "deleted";    // DELETE /group answer
 // GET /topics: {"broker":{"index":i,"count":n},"brokers":[url...],"visibility_timeout_ms":ms,
-//               "topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
+//               "dedup_window_ms":ms,"topics":[{"name":t,"partitions":n,"owned":[p...]}...]}
 inline constexpr std::string_view kBroker = "broker";
 inline constexpr std::string_view kIndex = "index";
 inline constexpr std::string_view kCount = "count";
 inline constexpr std::string_view kBrokers = "brokers";
 inline constexpr std::string_view kVisibilityTimeoutMs = "visibility_timeout_ms";
+inline constexpr std::string_view kDedupWindowMs = "dedup_window_ms";
 inline constexpr std::string_view kTopics = "topics";
 inline constexpr std::string_view kName = "name";
 inline constexpr std::string_view kPartitions = "partitions";

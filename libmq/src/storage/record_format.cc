@@ -80,9 +80,11 @@ void append_json_headers(std::string& out, const std::vector<std::pair<std::stri
 }
 
 std::int64_t due_time(const Message& message, std::int64_t timestamp_ms) {
-  if (message.delay) {
-    // Saturating: a clock at the end of time must not wrap around to a time long past.
-    const std::int64_t delay = message.delay->count();
+  if (message.delay && message.delay->count() > 0) {
+    // The message was stored up to a millisecond after `timestamp_ms` (a whole millisecond, cut
+    // down): one more, so that a delay is never cut short. Saturating: a clock at the end of time
+    // must not wrap around to a time long past.
+    const std::int64_t delay = message.delay->count() + 1;
     return timestamp_ms > std::numeric_limits<std::int64_t>::max() - delay
                ? std::numeric_limits<std::int64_t>::max()
                : timestamp_ms + delay;

@@ -31,7 +31,7 @@ void append_json_string(std::string& out, std::string_view s);
 void append_json_headers(std::string& out, const std::vector<std::pair<std::string, std::string>>& headers);
 
 // When `message`, stored at `timestamp_ms`, is due: its deliver_at, or the timestamp plus its
-// delay, or the timestamp itself.
+// delay plus 1 ms (the store time's fraction of a millisecond, rounded up), or the timestamp itself.
 std::int64_t due_time(const Message& message, std::int64_t timestamp_ms);
 
 // Appends one record line, newline included:

@@ -164,6 +164,7 @@ struct TopicsAnswer {
   std::vector<std::string> brokers;  // BROKER_ADDRS, valid base URLs only ("" for others)
   std::map<std::string, std::uint32_t, std::less<>> partitions;
   std::optional<std::chrono::milliseconds> visibility_timeout;  // mqd's VISIBILITY_TIMEOUT_MS
+  std::optional<std::chrono::milliseconds> dedup_window;        // mqd's DEDUP_WINDOW_MS
   bool replicated = false;                                      // placement listed
   // Replicated: each partition's leader as this broker knows it (absent while none is elected).
   std::map<std::pair<std::string, std::uint32_t>, std::uint32_t> leaders;
@@ -199,6 +200,11 @@ Result<TopicsAnswer> parse_topics_answer(const HttpReply& reply, const std::stri
       if (const auto ms = it->get<std::uint64_t>(); ms > 0)
         answer.visibility_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(ms));
     }
+    // Older brokers do not say: then their window is unknown (and no produce is retried).
+    if (auto it = body.find(field::kDedupWindowMs); it != body.end() && it->is_number_unsigned()) {
+      answer.dedup_window = std::chrono::milliseconds(
+          static_cast<std::int64_t>(std::min<std::uint64_t>(it->get<std::uint64_t>(), 86'400'000ull * 365)));
+    }
   } catch (const nlohmann::json::exception& e) {
     return Status::io_error("mqd at " + url + ": unexpected /topics answer: " + e.what());
   }
@@ -233,6 +239,9 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   std::map<std::uint32_t, std::string> listed_urls;  // what the brokers' BROKER_ADDRS say
   std::map<std::string, std::uint32_t, std::less<>> partitions;
   std::optional<std::chrono::milliseconds> visibility_timeout;
+  // The smallest DEDUP_WINDOW_MS of the brokers that answered; none if one did not say.
+  std::optional<std::chrono::milliseconds> dedup_window;
+  bool window_unknown = false;
   bool replicated = false;
   // Leaders as the brokers report them; a broker's word counts most for the partitions it says it
   // leads itself (its followers may not have heard of an election yet).
@@ -267,6 +276,10 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
     }
     for (const auto& [name, n] : answer->partitions) partitions[name] = std::max(partitions[name], n);
     if (!visibility_timeout) visibility_timeout = answer->visibility_timeout;
+    if (!answer->dedup_window) window_unknown = true;
+    if (answer->dedup_window && (!dedup_window || *answer->dedup_window < *dedup_window)) {
+      dedup_window = answer->dedup_window;
+    }
     replicated = replicated || answer->replicated;
     for (const auto& [key, leader] : answer->leaders) {
       if (leader == answer->index || !leaders.contains(key)) leaders[key] = leader;
@@ -284,6 +297,7 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   next_refresh_ = now + options_.metadata_max_age;
   refreshed_at_ = now;
   visibility_timeout_ = visibility_timeout.value_or(http::kDefaultVisibilityTimeout);
+  dedup_window_ = window_unknown ? std::nullopt : dedup_window;
   broker_count_ = count;
   // BROKER_ADDRS first: an address the client was given may be a load balancer in front of every
   // broker (a Kubernetes Service). Where it lists none, or a broker cannot be reached at it,
@@ -306,6 +320,11 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
     if (leader < count) leaders_[key] = leader;
   }
   return {};
+}
+
+std::optional<std::chrono::milliseconds> BrokerDirectory::dedup_window() const {
+  std::lock_guard lock(mutex_);
+  return dedup_window_;
 }
 
 bool BrokerDirectory::replicated() const {

@@ -67,6 +67,11 @@ constexpr std::size_t kMaxMisroutes = 5;
 // default), asking /topics again every kFailoverPoll.
 constexpr std::chrono::seconds kFailoverWait{15};
 constexpr std::chrono::milliseconds kFailoverPoll{50};
+// A produce is sent again (its outcome unknown) only to brokers whose DEDUP_WINDOW_MS is at least
+// this: a retry leaves within kFailoverWait of the first attempt, and the new leader compares the
+// stored message's time (the old leader's clock) with its own, so twice that leaves room for request
+// timeouts and the brokers' clocks differing. With a smaller window a retry could store twice.
+constexpr std::chrono::milliseconds kMinDedupWindowForRetries = 2 * kFailoverWait;
 
 // The kNotOwned error for brokers that keep sending a partition's requests elsewhere.
 Status misrouted(std::string_view topic, std::uint32_t partition, const std::vector<std::string>& hops) {
@@ -402,8 +407,11 @@ class HttpQueue final : public Queue {
     // Where the messages go is chosen from what the caller gave (a key, or a dedup_id of its own),
     // before this queue gives ids: a caller's retry of the same batch goes where the first went.
     const auto key = partition_key(messages);
+    // Sending a produce again is safe only where the brokers remember its dedup_ids long enough.
+    const auto window = directory_->dedup_window();
+    const bool retries_safe = directory_->replicated() && window && *window >= kMinDedupWindowForRetries;
     std::vector<Message> with_ids;  // HttpQueueOptions::idempotent_produce
-    if (idempotent_produce_ && directory_->replicated() &&
+    if (idempotent_produce_ && retries_safe &&
         std::any_of(messages.begin(), messages.end(), [](const Message& m) { return !m.dedup_id; })) {
       with_ids.assign(messages.begin(), messages.end());
       for (Message& m : with_ids) {
@@ -414,8 +422,9 @@ class HttpQueue final : public Queue {
     const std::string body = produce_body(messages);
     // Every message carries a dedup_id: sending the request again cannot store one twice (within the
     // brokers' DEDUP_WINDOW_MS), so an answer lost or "outcome unknown" may be retried.
-    const bool idempotent = std::all_of(messages.begin(), messages.end(),
-                                        [](const Message& m) { return m.dedup_id.has_value(); });
+    const bool idempotent =
+        retries_safe && std::all_of(messages.begin(), messages.end(),
+                                    [](const Message& m) { return m.dedup_id.has_value(); });
     if (partition || key) {
       const std::uint32_t p = partition ? *partition : partition_for_key(*key, partitions);
       return produce_to(topic, p, body, messages.size(), idempotent);
