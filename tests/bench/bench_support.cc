@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <stdexcept>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +13,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <thread>
 
 namespace mq::bench {

@@ -69,20 +69,21 @@ struct Options : CommonOptions {
 
 Options parse_options(int argc, char** argv) {
   Options options;
-  parse_flags(
-      argc, argv, options,
-      {number_flag("--messages", options.messages), number_flag("--delayed", options.delayed),
-       number_flag("--dedup-ids", options.dedup_ids), number_flag("--payload-bytes", options.payload_bytes),
-       number_flag("--repeat", options.repeat),
-       Flag{"--only", [&options](std::string_view value) {
-              if (value != "plain" && value != "headers" && value != "dedup" && value != "both")
-                throw UsageError("--only takes plain, headers, dedup or both");
-              options.only = value;
-            }},
-       Flag{"--fsync", [&options](std::string_view value) {
-              if (value != "always" && value != "never") throw UsageError("--fsync takes always or never");
-              options.only_fsync = value == "always" ? mq::FsyncMode::kAlways : mq::FsyncMode::kNever;
-            }}});
+  parse_flags(argc, argv, options,
+              {number_flag("--messages", options.messages), number_flag("--delayed", options.delayed),
+               number_flag("--dedup-ids", options.dedup_ids),
+               number_flag("--payload-bytes", options.payload_bytes), number_flag("--repeat", options.repeat),
+               Flag{"--only",
+                    [&options](std::string_view value) {
+                      if (value != "plain" && value != "headers" && value != "dedup" && value != "both")
+                        throw UsageError("--only takes plain, headers, dedup or both");
+                      options.only = value;
+                    }},
+               Flag{"--fsync", [&options](std::string_view value) {
+                      if (value != "always" && value != "never")
+                        throw UsageError("--fsync takes always or never");
+                      options.only_fsync = value == "always" ? mq::FsyncMode::kAlways : mq::FsyncMode::kNever;
+                    }}});
   if (options.messages < kBatch * kProducers) throw UsageError("--messages must be at least 400");
   if (options.repeat < 1) throw UsageError("--repeat must be at least 1");
   return options;

@@ -2,7 +2,8 @@
 // durability, with a small report (Markdown tables, SVG charts drawn by gnuplot).
 //
 //   peer_bench [--seconds S] [--repeat R] [--messages N] [--rate R] [--levels always,never]
-//              [--systems mqd,redis,nats] [--shapes single,batch,e2e,latency] [--mqd PATH] [--redis-server PATH] [--nats-server PATH]
+//              [--systems mqd,redis,nats] [--shapes single,batch,e2e,latency] [--mqd PATH] [--redis-server
+//              PATH] [--nats-server PATH]
 //              [--dir PATH] [--report DIR]
 //
 // Every server is spawned here on 127.0.0.1, fresh for each repetition of a level:

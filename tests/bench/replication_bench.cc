@@ -116,7 +116,6 @@ BenchOptions parse_options(int argc, char** argv) {
   return options;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Requests and answers
 

@@ -15,26 +15,37 @@ namespace mq::chaos {
 
 const char* outcome_name(Outcome outcome) {
   switch (outcome) {
-    case Outcome::kOk: return "200";
-    case Outcome::kRefused: return "refused";
-    case Outcome::kIndeterminate: return "indeterminate";
-    case Outcome::kRejected: return "rejected";
+    case Outcome::kOk:
+      return "200";
+    case Outcome::kRefused:
+      return "refused";
+    case Outcome::kIndeterminate:
+      return "indeterminate";
+    case Outcome::kRejected:
+      return "rejected";
   }
   return "?";
 }
 
 const char* style_name(ProduceOp::Style style) {
   switch (style) {
-    case ProduceOp::Style::kSingle: return "single";
-    case ProduceOp::Style::kSingleKeyed: return "single-keyed";
-    case ProduceOp::Style::kSingleUnrouted: return "single-unrouted";
-    case ProduceOp::Style::kBatch: return "batch";
-    case ProduceOp::Style::kBatchKeyed: return "batch-keyed";
+    case ProduceOp::Style::kSingle:
+      return "single";
+    case ProduceOp::Style::kSingleKeyed:
+      return "single-keyed";
+    case ProduceOp::Style::kSingleUnrouted:
+      return "single-unrouted";
+    case ProduceOp::Style::kBatch:
+      return "batch";
+    case ProduceOp::Style::kBatchKeyed:
+      return "batch-keyed";
   }
   return "?";
 }
 
-std::size_t payload_hash(const std::string& canonical_json) { return std::hash<std::string>{}(canonical_json); }
+std::size_t payload_hash(const std::string& canonical_json) {
+  return std::hash<std::string>{}(canonical_json);
+}
 
 namespace {
 
@@ -103,7 +114,8 @@ std::map<std::uint32_t, PartitionLog> read_logs(const std::string& data_dir, con
         } else {
           parsed.payload = canonical.substr(0, 200);
         }
-        if (record.contains("key") && record["key"].is_string()) parsed.key = record["key"].get<std::string>();
+        if (record.contains("key") && record["key"].is_string())
+          parsed.key = record["key"].get<std::string>();
         if (record.contains("batch_last") && record["batch_last"].is_number_unsigned()) {
           parsed.batch_last = record["batch_last"].get<std::uint64_t>();
         }
@@ -125,7 +137,9 @@ std::size_t Verdict::total() const {
 }
 
 void check(const History& history, const std::map<std::uint32_t, PartitionLog>& logs, Verdict& verdict) {
-  auto report = [&](std::string kind, std::string detail) { verdict.add(std::move(kind), std::move(detail)); };
+  auto report = [&](std::string kind, std::string detail) {
+    verdict.add(std::move(kind), std::move(detail));
+  };
   auto at = [&](Clock::time_point t) { return seconds_since(history.start, t); };
 
   // --- The logs on their own: well-formed, offsets contiguous from 0, every payload unique and ours.
@@ -133,10 +147,11 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
     std::uint32_t partition;
     std::uint64_t offset;
   };
-  std::unordered_map<std::string, std::vector<Place>> placed;  // uid -> where the log holds it
+  std::unordered_map<std::string, std::vector<Place>> placed;                 // uid -> where the log holds it
   std::unordered_map<std::string, std::pair<std::size_t, std::size_t>> sent;  // uid -> (op, message)
   for (std::size_t i = 0; i < history.produces.size(); ++i) {
-    for (std::size_t m = 0; m < history.produces[i].uids.size(); ++m) sent[history.produces[i].uids[m]] = {i, m};
+    for (std::size_t m = 0; m < history.produces[i].uids.size(); ++m)
+      sent[history.produces[i].uids[m]] = {i, m};
   }
   auto line_at = [&](std::uint32_t partition, std::uint64_t offset) -> const LogLine* {
     auto log = logs.find(partition);
@@ -156,7 +171,8 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
                                              std::to_string(line.offset) + ", expected " + std::to_string(i));
       }
       if (line.uid.empty() || !sent.contains(line.uid)) {
-        report("unknown-message", where(partition, line.offset) + " holds a message the checker never sent: " +
+        report("unknown-message", where(partition, line.offset) +
+                                      " holds a message the checker never sent: " +
                                       (line.uid.empty() ? line.payload : "uid " + line.uid));
       }
       if (!line.uid.empty()) placed[line.uid].push_back({partition, line.offset});
@@ -165,7 +181,8 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
   for (const auto& [uid, places] : placed) {
     if (places.size() < 2) continue;
     std::string list;
-    for (const auto& place : places) list += " " + std::to_string(place.partition) + "/" + std::to_string(place.offset);
+    for (const auto& place : places)
+      list += " " + std::to_string(place.partition) + "/" + std::to_string(place.offset);
     report("duplicate", "uid " + uid + " (never retried) is stored " + std::to_string(places.size()) +
                             " times, at partition/offset" + list);
   }
@@ -174,9 +191,9 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
   // 4xx-rejected produce is not; a batch is all or nothing; a key stays on one partition.
   std::map<std::string, std::pair<std::uint32_t, std::string>> key_home;  // key -> (partition, uid)
   for (const ProduceOp& op : history.produces) {
-    const std::string answered = "(sent " + at(op.sent) + ", answered " + at(op.answered) + ", mqd incarnation " +
-                                 std::to_string(op.epochs.lo) + ".." + std::to_string(op.epochs.hi) + ", " +
-                                 style_name(op.style) + ")";
+    const std::string answered = "(sent " + at(op.sent) + ", answered " + at(op.answered) +
+                                 ", mqd incarnation " + std::to_string(op.epochs.lo) + ".." +
+                                 std::to_string(op.epochs.hi) + ", " + style_name(op.style) + ")";
     if (op.outcome == Outcome::kOk) {
       if (op.offsets.size() != op.uids.size()) {
         report("bad-answer", "produce of " + op.uids.front() + " answered 200 with " +
@@ -191,15 +208,15 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
         }
         const LogLine* line = line_at(op.partition, op.offsets[m]);
         if (line == nullptr || line->uid != uid) {
-          std::string found = line == nullptr ? "the partition's log ends at offset " +
-                                                    std::to_string(logs.contains(op.partition)
-                                                                       ? logs.at(op.partition).lines.size()
-                                                                       : 0)
-                                              : "that offset holds " + (line->uid.empty() ? line->payload : line->uid);
+          std::string found =
+              line == nullptr
+                  ? "the partition's log ends at offset " +
+                        std::to_string(logs.contains(op.partition) ? logs.at(op.partition).lines.size() : 0)
+                  : "that offset holds " + (line->uid.empty() ? line->payload : line->uid);
           auto elsewhere = placed.find(uid);
           if (elsewhere != placed.end()) {
-            found += "; the message is at " + where(elsewhere->second.front().partition,
-                                                    elsewhere->second.front().offset);
+            found += "; the message is at " +
+                     where(elsewhere->second.front().partition, elsewhere->second.front().offset);
           }
           report(elsewhere == placed.end() ? "lost-produce" : "wrong-offset",
                  "uid " + uid + " answered 200 at " + where(op.partition, op.offsets[m]) + " " + answered +
@@ -207,12 +224,13 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
           continue;
         }
         if (line->payload_hash != payload_hash(op.payloads[m])) {
-          report("payload-mismatch", where(op.partition, op.offsets[m]) + " of uid " + uid +
-                                         " holds another payload than the one sent: " + op.payloads[m].substr(0, 200));
+          report("payload-mismatch",
+                 where(op.partition, op.offsets[m]) + " of uid " + uid +
+                     " holds another payload than the one sent: " + op.payloads[m].substr(0, 200));
         }
         if (line->key != op.keys[m]) {
-          report("key-mismatch", where(op.partition, op.offsets[m]) + " of uid " + uid + " has key '" + line->key +
-                                     "', sent '" + op.keys[m] + "'");
+          report("key-mismatch", where(op.partition, op.offsets[m]) + " of uid " + uid + " has key '" +
+                                     line->key + "', sent '" + op.keys[m] + "'");
         }
         if (op.partition_asked && *op.partition_asked != op.partition) {
           report("bad-answer", "uid " + uid + " asked for partition " + std::to_string(*op.partition_asked) +
@@ -223,9 +241,10 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
         if (routed_by_key) {
           auto [home, fresh] = key_home.try_emplace(op.keys[m], op.partition, uid);
           if (!fresh && home->second.first != op.partition) {
-            report("key-moved", "key '" + op.keys[m] + "' went to partition " + std::to_string(home->second.first) +
-                                    " (uid " + home->second.second + ") and to partition " +
-                                    std::to_string(op.partition) + " (uid " + uid + ")");
+            report("key-moved", "key '" + op.keys[m] + "' went to partition " +
+                                    std::to_string(home->second.first) + " (uid " + home->second.second +
+                                    ") and to partition " + std::to_string(op.partition) + " (uid " + uid +
+                                    ")");
           }
         }
       }
@@ -233,14 +252,15 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
       const bool never_happened =
           op.outcome == Outcome::kRefused || (op.outcome == Outcome::kRejected && op.status < 500);
       if (op.outcome == Outcome::kRejected && op.status < 500) {
-        report("unexpected-status", "produce of " + op.uids.front() + " answered " + std::to_string(op.status) +
-                                        " " + op.error.substr(0, 200) + " " + answered);
+        report("unexpected-status", "produce of " + op.uids.front() + " answered " +
+                                        std::to_string(op.status) + " " + op.error.substr(0, 200) + " " +
+                                        answered);
       }
       for (const auto& uid : op.uids) {
         if (never_happened && placed.contains(uid)) {
-          report("refused-produce-stored", "uid " + uid + " (" + outcome_name(op.outcome) + ") is at " +
-                                               where(placed[uid].front().partition, placed[uid].front().offset) +
-                                               " " + answered);
+          report("refused-produce-stored",
+                 "uid " + uid + " (" + outcome_name(op.outcome) + ") is at " +
+                     where(placed[uid].front().partition, placed[uid].front().offset) + " " + answered);
         }
       }
     }
@@ -248,16 +268,17 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
       std::size_t present = 0;
       for (const auto& uid : op.uids) present += placed.contains(uid) ? 1 : 0;
       if (present != 0 && present != op.uids.size()) {
-        report("torn-batch", "batch " + op.uids.front() + ".." + op.uids.back() + " (" + outcome_name(op.outcome) +
-                                 ") has " + std::to_string(present) + " of its " + std::to_string(op.uids.size()) +
-                                 " messages in the log " + answered);
+        report("torn-batch", "batch " + op.uids.front() + ".." + op.uids.back() + " (" +
+                                 outcome_name(op.outcome) + ") has " + std::to_string(present) + " of its " +
+                                 std::to_string(op.uids.size()) + " messages in the log " + answered);
       } else if (present == op.uids.size()) {
         const Place first = placed[op.uids.front()].front();
         for (std::size_t m = 1; m < op.uids.size(); ++m) {
           const Place place = placed[op.uids[m]].front();
           if (place.partition != first.partition || place.offset != first.offset + m) {
-            report("torn-batch", "batch " + op.uids.front() + ".." + op.uids.back() + " is not stored consecutively: " +
-                                     op.uids[m] + " at " + where(place.partition, place.offset));
+            report("torn-batch", "batch " + op.uids.front() + ".." + op.uids.back() +
+                                     " is not stored consecutively: " + op.uids[m] + " at " +
+                                     where(place.partition, place.offset));
             break;
           }
         }
@@ -286,8 +307,8 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
         maybe_acked.insert(uid);
       } else if (ack.outcome == Outcome::kRejected) {
         report("unexpected-status", "ack of " + uid + " on partition " + std::to_string(ack.partition) +
-                                        " answered " + std::to_string(ack.status) + " " + ack.error.substr(0, 200) +
-                                        " (sent " + at(ack.sent) + ")");
+                                        " answered " + std::to_string(ack.status) + " " +
+                                        ack.error.substr(0, 200) + " (sent " + at(ack.sent) + ")");
       }
     }
   }
@@ -312,23 +333,25 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
     }
     const std::string seen = "delivery " + std::to_string(d.delivery) + " received " + at(d.received) +
                              " by consumer " + std::to_string(stream.consumer) + " on a stream opened " +
-                             at(stream.opened) + " (mqd incarnation >= " + std::to_string(stream.epoch_lo) + ")";
+                             at(stream.opened) + " (mqd incarnation >= " + std::to_string(stream.epoch_lo) +
+                             ")";
     const LogLine* line = line_at(d.partition, d.offset);
     if (line == nullptr || line->uid != d.uid || line->payload_hash != d.payload_hash) {
-      report("delivered-not-in-log", "event " + d.id + " (" + where(d.partition, d.offset) + ", uid " + d.uid +
-                                         ", " + seen + ") does not match the final log, which holds " +
-                                         (line == nullptr ? std::string("nothing there")
+      report("delivered-not-in-log", "event " + d.id + " (" + where(d.partition, d.offset) + ", uid " +
+                                         d.uid + ", " + seen +
+                                         ") does not match the final log, which holds " +
+                                         (line == nullptr      ? std::string("nothing there")
                                           : line->uid == d.uid ? "another payload of that uid"
                                                                : line->uid));
     }
     if (auto ack = first_ack.find(d.uid); ack != first_ack.end()) {
       const bool later_incarnation = stream.epoch_lo > ack->second.epoch_hi;
       if (later_incarnation || sent_after > ack->second.answered) {
-        report("redelivered-after-ack", "uid " + d.uid + " (" + where(d.partition, d.offset) + ") acked 200 at " +
-                                            at(ack->second.answered) + " (mqd incarnation <= " +
-                                            std::to_string(ack->second.epoch_hi) + "), then " + seen +
-                                            (later_incarnation ? ", after a restart"
-                                                               : ", sent by mqd after " + at(sent_after)));
+        report("redelivered-after-ack",
+               "uid " + d.uid + " (" + where(d.partition, d.offset) + ") acked 200 at " +
+                   at(ack->second.answered) + " (mqd incarnation <= " + std::to_string(ack->second.epoch_hi) +
+                   "), then " + seen +
+                   (later_incarnation ? ", after a restart" : ", sent by mqd after " + at(sent_after)));
       }
     }
     if (auto produced = produce_sent.find(d.uid); produced != produce_sent.end()) {
@@ -347,8 +370,8 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
     auto position = history.final_positions.find(partition);
     for (const LogLine& line : log.lines) {
       if (first_ack.contains(line.uid)) continue;
-      const bool committed = position != history.final_positions.end() &&
-                             position->second.committed_offset > line.offset;
+      const bool committed =
+          position != history.final_positions.end() && position->second.committed_offset > line.offset;
       if (maybe_acked.contains(line.uid) && committed) continue;  // the lost answer was a success
       auto last = last_delivery.find(line.uid);
       std::string produced = "never produced by the checker";
@@ -356,17 +379,18 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
         const ProduceOp& op = history.produces[s->second.first];
         produced = std::string("produced ") + outcome_name(op.outcome) + " at " + at(op.answered);
       }
-      report("not-redelivered",
-             "uid " + line.uid + " (" + where(partition, line.offset) + ", " + produced +
-                 ") was never acknowledged, and " +
-                 (last == last_delivery.end() ? std::string("never delivered")
-                                              : "last delivered " + at(last->second->received) + " (delivery " +
-                                                    std::to_string(last->second->delivery) + ")") +
-                 (history.drained ? "" : "; the drain timed out") +
-                 (committed ? "; the group's committed offset is past it" : ""));
+      report("not-redelivered", "uid " + line.uid + " (" + where(partition, line.offset) + ", " + produced +
+                                    ") was never acknowledged, and " +
+                                    (last == last_delivery.end()
+                                         ? std::string("never delivered")
+                                         : "last delivered " + at(last->second->received) + " (delivery " +
+                                               std::to_string(last->second->delivery) + ")") +
+                                    (history.drained ? "" : "; the drain timed out") +
+                                    (committed ? "; the group's committed offset is past it" : ""));
     }
     if (position == history.final_positions.end()) {
-      report("no-final-position", "GET /stats gave no position of the group on partition " + std::to_string(partition));
+      report("no-final-position",
+             "GET /stats gave no position of the group on partition " + std::to_string(partition));
       continue;
     }
     const GroupPosition& p = position->second;
@@ -376,9 +400,10 @@ void check(const History& history, const std::map<std::uint32_t, PartitionLog>& 
                                          std::to_string(log.lines.size()) + " messages");
     }
     if (p.committed_offset != p.next_offset || p.inflight != 0) {
-      report("group-behind", "partition " + std::to_string(partition) + ": after the drain the group's committed_offset is " +
-                                 std::to_string(p.committed_offset) + " of next_offset " +
-                                 std::to_string(p.next_offset) + ", " + std::to_string(p.inflight) + " in flight");
+      report("group-behind",
+             "partition " + std::to_string(partition) + ": after the drain the group's committed_offset is " +
+                 std::to_string(p.committed_offset) + " of next_offset " + std::to_string(p.next_offset) +
+                 ", " + std::to_string(p.inflight) + " in flight");
     }
   }
 }
@@ -395,9 +420,15 @@ Figures figures(const History& history, const std::map<std::uint32_t, PartitionL
     ++f.requests_by_style[style_name(op.style)];
     f.messages_sent += op.uids.size();
     switch (op.outcome) {
-      case Outcome::kOk: f.messages_ok += op.uids.size(); break;
-      case Outcome::kRefused: f.messages_refused += op.uids.size(); break;
-      case Outcome::kRejected: f.messages_rejected += op.uids.size(); break;
+      case Outcome::kOk:
+        f.messages_ok += op.uids.size();
+        break;
+      case Outcome::kRefused:
+        f.messages_refused += op.uids.size();
+        break;
+      case Outcome::kRejected:
+        f.messages_rejected += op.uids.size();
+        break;
       case Outcome::kIndeterminate:
         f.messages_indeterminate += op.uids.size();
         for (const auto& uid : op.uids) f.indeterminate_in_log += in_log.contains(uid) ? 1 : 0;
@@ -417,9 +448,15 @@ Figures figures(const History& history, const std::map<std::uint32_t, PartitionL
         ++f.ack_requests_ok;
         f.ids_acked_ok += ack.ids.size();
         break;
-      case Outcome::kIndeterminate: ++f.ack_requests_indeterminate; break;
-      case Outcome::kRefused: ++f.ack_requests_refused; break;
-      case Outcome::kRejected: ++f.ack_requests_rejected; break;
+      case Outcome::kIndeterminate:
+        ++f.ack_requests_indeterminate;
+        break;
+      case Outcome::kRefused:
+        ++f.ack_requests_refused;
+        break;
+      case Outcome::kRejected:
+        ++f.ack_requests_rejected;
+        break;
     }
   }
   return f;

@@ -80,7 +80,8 @@ Options parse_options(int argc, char** argv) {
   options.seed = std::random_device{}();
   if (const char* path = std::getenv("MQD_PATH")) options.mqd_path = path;
   if (options.mqd_path.empty()) options.mqd_path = MQ_DEFAULT_MQD_PATH;
-  if (const char* path = std::getenv("ETCD_SERVER"); path != nullptr && *path != '\0') options.etcd_path = path;
+  if (const char* path = std::getenv("ETCD_SERVER"); path != nullptr && *path != '\0')
+    options.etcd_path = path;
   auto number = [&](int& i, double low, double high) {
     if (i + 1 >= argc) throw std::invalid_argument(std::string(argv[i]) + " needs a value");
     const double value = std::stod(argv[++i]);
@@ -293,9 +294,10 @@ bool Run::start_etcd() {
   const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer);
   etcd_ = std::make_unique<testing::ServerProcess>(
       options_.etcd_path,
-      std::vector<std::string>{"--name", "e0", "--data-dir", dir_ + "/etcd", "--listen-client-urls", client_url,
-                               "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url,
-                               "--initial-advertise-peer-urls", peer_url, "--initial-cluster", "e0=" + peer_url},
+      std::vector<std::string>{"--name", "e0", "--data-dir", dir_ + "/etcd", "--listen-client-urls",
+                               client_url, "--advertise-client-urls", client_url, "--listen-peer-urls",
+                               peer_url, "--initial-advertise-peer-urls", peer_url, "--initial-cluster",
+                               "e0=" + peer_url},
       std::map<std::string, std::string>{}, dir_ + "/etcd.stderr");
   httplib::Client c("127.0.0.1", etcd_port_);
   c.set_connection_timeout(1s);
@@ -368,7 +370,8 @@ ProduceOp Run::produce(int producer, std::uint64_t& n, std::mt19937_64& rng,
   if (keyed) {
     partition = mq::partition_for_key(key, options_.partitions);
   } else {
-    partition = probe ? *probe : static_cast<std::uint32_t>(pick(0, static_cast<int>(options_.partitions) - 1));
+    partition =
+        probe ? *probe : static_cast<std::uint32_t>(pick(0, static_cast<int>(options_.partitions) - 1));
     op.partition_asked = partition;
     target += "&partition=" + std::to_string(partition);
   }
@@ -388,7 +391,8 @@ ProduceOp Run::produce(int producer, std::uint64_t& n, std::mt19937_64& rng,
     op.status = 421;
     leaders_.learn(partition, owner_of(result->body));
   } else if (result->status != 200) {
-    op.outcome = Outcome::kRejected;  // 503: no leader yet, or too few in sync (maybe stored: not acknowledged)
+    op.outcome =
+        Outcome::kRejected;  // 503: no leader yet, or too few in sync (maybe stored: not acknowledged)
     op.status = result->status;
     op.error = result->body;
   } else {
@@ -416,7 +420,8 @@ void Run::producer(int index) {
   std::uint64_t n = 0;
   while (!stop_producing_) {
     // Flow control, so that the drain stays short: wait (bounded) while the group is far behind.
-    if (const std::size_t ok = messages_ok_.load(); ok > kMaxBacklog) acked_.await_total(ok - kMaxBacklog, 1s);
+    if (const std::size_t ok = messages_ok_.load(); ok > kMaxBacklog)
+      acked_.await_total(ok - kMaxBacklog, 1s);
     ProduceOp op = produce(index, n, rng, std::nullopt);
     const bool retry_soon = op.outcome != Outcome::kOk;
     record(std::move(op));
@@ -442,9 +447,10 @@ void Run::consumer(int index, std::uint32_t partition) {
   std::mt19937_64 rng(options_.seed * 104729 + static_cast<std::uint64_t>(index) + 1);
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
   auto pick = [&](int low, int high) { return std::uniform_int_distribution<int>(low, high)(rng); };
-  const std::string query = std::string("?topic=") + kTopic + "&partition=" + std::to_string(partition) +
-                            "&group=" + kGroup;
-  const std::string target = "/consume" + query + "&visibility_timeout_ms=" + std::to_string(pick(500, 1500)) +
+  const std::string query =
+      std::string("?topic=") + kTopic + "&partition=" + std::to_string(partition) + "&group=" + kGroup;
+  const std::string target = "/consume" + query +
+                             "&visibility_timeout_ms=" + std::to_string(pick(500, 1500)) +
                              "&max_inflight=" + std::to_string(pick(8, 32));
   std::vector<Delivery> deliveries;
   std::vector<AckOp> acks;
@@ -478,14 +484,16 @@ void Run::consumer(int index, std::uint32_t partition) {
           ack.uids.push_back(d.uid);
         }
         ack.as_list = ack.ids.size() > 1 || chance(0.3);
-        const std::string body = ack.as_list ? json{{"ids", ack.ids}}.dump() : json{{"id", ack.ids[0]}}.dump();
+        const std::string body =
+            ack.as_list ? json{{"ids", ack.ids}}.dump() : json{{"id", ack.ids[0]}}.dump();
         ack.epochs.lo = cluster_events.load();
         ack.sent = Clock::now();
         auto result = ack_client.Post("/ack" + query, body, "application/json");
         ack.answered = Clock::now();
         ack.epochs.hi = cluster_events.load();
         if (!result) {
-          ack.outcome = result.error() == httplib::Error::Connection ? Outcome::kRefused : Outcome::kIndeterminate;
+          ack.outcome =
+              result.error() == httplib::Error::Connection ? Outcome::kRefused : Outcome::kIndeterminate;
           ack.error = httplib::to_string(result.error());
         } else if (result->status == 200) {
           ack.outcome = Outcome::kOk;
@@ -503,7 +511,8 @@ void Run::consumer(int index, std::uint32_t partition) {
           ack.status = result->status;
           ack.error = result->body;
         }
-        if (ack.outcome == Outcome::kOk || ack.outcome == Outcome::kIndeterminate) acked_.add(partition, ack.offsets);
+        if (ack.outcome == Outcome::kOk || ack.outcome == Outcome::kIndeterminate)
+          acked_.add(partition, ack.offsets);
         acks.push_back(std::move(ack));
       }
       pending.clear();
@@ -512,7 +521,8 @@ void Run::consumer(int index, std::uint32_t partition) {
       std::string data;
       for (std::size_t start = 0; start < block.size();) {
         const auto nl = block.find('\n', start);
-        const std::string line = block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+        const std::string line =
+            block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
         if (line.starts_with("data: ")) data = line.substr(6);
         if (nl == std::string::npos) break;
         start = nl + 1;
@@ -534,31 +544,34 @@ void Run::consumer(int index, std::uint32_t partition) {
         d.uid = "(malformed event: " + data.substr(0, 200) + ")";
       }
       deliveries.push_back(std::move(d));
-      if (!deliveries.back().id.empty() && (draining_ || chance(0.75))) pending.push_back(deliveries.size() - 1);
+      if (!deliveries.back().id.empty() && (draining_ || chance(0.75)))
+        pending.push_back(deliveries.size() - 1);
     };
     int status = 0;
     std::string refused_body;
-    auto result = client(broker, 10s).Get(
-        target,
-        [&](const httplib::Response& response) {
-          status = response.status;
-          return true;  // read a refusal's body too: a 421 names the leader
-        },
-        [&](const char* data, std::size_t length) {
-          if (status != 200) {
-            refused_body.append(data, length);
-            return refused_body.size() < 65536;
-          }
-          buffer.append(data, length);
-          std::size_t begin = 0;
-          for (std::size_t end; (end = buffer.find("\n\n", begin)) != std::string::npos; begin = end + 2) {
-            const std::string block = buffer.substr(begin, end - begin);
-            if (!block.starts_with(":")) on_event(block);
-          }
-          buffer.erase(0, begin);
-          flush();
-          return !stop_consuming_.load();
-        });
+    auto result = client(broker, 10s)
+                      .Get(
+                          target,
+                          [&](const httplib::Response& response) {
+                            status = response.status;
+                            return true;  // read a refusal's body too: a 421 names the leader
+                          },
+                          [&](const char* data, std::size_t length) {
+                            if (status != 200) {
+                              refused_body.append(data, length);
+                              return refused_body.size() < 65536;
+                            }
+                            buffer.append(data, length);
+                            std::size_t begin = 0;
+                            for (std::size_t end; (end = buffer.find("\n\n", begin)) != std::string::npos;
+                                 begin = end + 2) {
+                              const std::string block = buffer.substr(begin, end - begin);
+                              if (!block.starts_with(":")) on_event(block);
+                            }
+                            buffer.erase(0, begin);
+                            flush();
+                            return !stop_consuming_.load();
+                          });
     flush();
     if (status == 421) {
       leaders_.learn(partition, owner_of(refused_body));
@@ -605,7 +618,8 @@ std::optional<std::map<std::uint32_t, GroupPosition>> Run::group_positions() con
 bool Run::drain() {
   draining_ = true;
   const auto began = Clock::now();
-  const auto idle = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
+  const auto idle =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.drain_timeout_s));
   auto last_progress = Clock::now();
   std::size_t seen = acked_.total();
   while (Clock::now() - last_progress < idle && Clock::now() - began < 15min) {
@@ -642,7 +656,8 @@ int Run::execute() {
     return 2;
   }
   if (::access(options_.etcd_path.c_str(), X_OK) != 0) {
-    std::cerr << "no etcd at " << options_.etcd_path << ": apt-get install etcd-server, or give --etcd PATH\n";
+    std::cerr << "no etcd at " << options_.etcd_path
+              << ": apt-get install etcd-server, or give --etcd PATH\n";
     return 2;
   }
   if (!start_etcd()) {
@@ -671,12 +686,13 @@ int Run::execute() {
         {"FSYNC", "always"},
         {"TOPICS", std::string(kTopic) + ":" + std::to_string(options_.partitions)},
         {"HEARTBEAT_MS", "200"}};
-    brokers_.push_back(std::make_unique<Broker>(options_.mqd_path, env, ports[static_cast<std::size_t>(b)], dir));
+    brokers_.push_back(
+        std::make_unique<Broker>(options_.mqd_path, env, ports[static_cast<std::size_t>(b)], dir));
   }
   const double limit_s = options_.lease_ttl_s + 2.0;
-  std::cout << "cluster_checker: seed " << options_.seed << "; replay: cluster_checker --seed " << options_.seed
-            << " --kills " << options_.kills << " --partitions " << options_.partitions << " --lease-ttl "
-            << options_.lease_ttl_s << "\n  3 mqd (" << options_.mqd_path
+  std::cout << "cluster_checker: seed " << options_.seed << "; replay: cluster_checker --seed "
+            << options_.seed << " --kills " << options_.kills << " --partitions " << options_.partitions
+            << " --lease-ttl " << options_.lease_ttl_s << "\n  3 mqd (" << options_.mqd_path
             << ", R=3, min ISR 2, FSYNC=always), etcd " << options_.etcd_path << ", " << options_.producers
             << " producers, " << options_.consumers_per_partition * static_cast<int>(options_.partitions)
             << " consumers" << std::endl;
@@ -733,7 +749,8 @@ int Run::execute() {
     for (std::size_t i = 0; i < led.size(); ++i) {
       if (!took[i]) {
         verdict.add("no-failover", "kill " + std::to_string(k) + " of broker " + std::to_string(victim) +
-                                       ": partition " + std::to_string(led[i]) + " took no write within 30 s");
+                                       ": partition " + std::to_string(led[i]) +
+                                       " took no write within 30 s");
         continue;
       }
       worst = std::max(worst, *took[i]);
@@ -743,7 +760,8 @@ int Run::execute() {
       std::cout << ", writable again after " << fixed(worst) << " s";
       if (worst > limit_s) {
         verdict.add("slow-failover", "kill " + std::to_string(k) + " of broker " + std::to_string(victim) +
-                                         ": " + fixed(worst) + " s > LEASE_TTL_S + 2 s = " + fixed(limit_s) + " s");
+                                         ": " + fixed(worst) + " s > LEASE_TTL_S + 2 s = " + fixed(limit_s) +
+                                         " s");
       }
     }
     std::cout << std::endl;
@@ -784,7 +802,8 @@ int Run::execute() {
       verdict.add("no-leader-at-end", "partition " + std::to_string(p) + " had no leader at the end");
       continue;
     }
-    auto all = read_logs(brokers_[static_cast<std::size_t>(final_leader[p])]->data_dir(), kTopic, options_.partitions);
+    auto all = read_logs(brokers_[static_cast<std::size_t>(final_leader[p])]->data_dir(), kTopic,
+                         options_.partitions);
     logs[p] = std::move(all[p]);
   }
   check(history_, logs, verdict);
@@ -794,21 +813,25 @@ int Run::execute() {
   std::vector<double> sorted = failover_s_;
   std::sort(sorted.begin(), sorted.end());
   auto quantile = [&](double q) {
-    return sorted.empty() ? 0.0 : sorted[std::min(sorted.size() - 1, static_cast<std::size_t>(q * static_cast<double>(sorted.size())))];
+    return sorted.empty()
+               ? 0.0
+               : sorted[std::min(sorted.size() - 1,
+                                 static_cast<std::size_t>(q * static_cast<double>(sorted.size())))];
   };
   std::cout << "failovers measured: " << sorted.size() << " (LEASE_TTL_S=" << options_.lease_ttl_s
-            << "): min " << fixed(sorted.empty() ? 0 : sorted.front()) << " s, median " << fixed(quantile(0.5))
-            << " s, p90 " << fixed(quantile(0.9)) << " s, max " << fixed(sorted.empty() ? 0 : sorted.back())
-            << " s\n";
-  std::cout << "messages sent: " << f.messages_sent << ": answered 200 " << f.messages_ok << ", indeterminate "
-            << f.messages_indeterminate << ", refused " << f.messages_refused << ", rejected " << f.messages_rejected
-            << "\nlog: " << f.log_messages << " messages in " << options_.partitions << " partitions\n"
-            << "deliveries: " << f.deliveries << " on " << f.streams << " streams; redeliveries " << f.redeliveries
-            << "\nacks: " << f.ack_requests << " requests (200 " << f.ack_requests_ok << ", indeterminate "
-            << f.ack_requests_indeterminate << ", refused " << f.ack_requests_refused << ", rejected "
-            << f.ack_requests_rejected << ")\ndrain: " << (history_.drained ? "complete" : "NOT complete")
-            << " after " << fixed(drain_s_) << " s\nwall time: " << fixed(seconds(Clock::now() - wall_start), 1)
-            << " s\n";
+            << "): min " << fixed(sorted.empty() ? 0 : sorted.front()) << " s, median "
+            << fixed(quantile(0.5)) << " s, p90 " << fixed(quantile(0.9)) << " s, max "
+            << fixed(sorted.empty() ? 0 : sorted.back()) << " s\n";
+  std::cout << "messages sent: " << f.messages_sent << ": answered 200 " << f.messages_ok
+            << ", indeterminate " << f.messages_indeterminate << ", refused " << f.messages_refused
+            << ", rejected " << f.messages_rejected << "\nlog: " << f.log_messages << " messages in "
+            << options_.partitions << " partitions\n"
+            << "deliveries: " << f.deliveries << " on " << f.streams << " streams; redeliveries "
+            << f.redeliveries << "\nacks: " << f.ack_requests << " requests (200 " << f.ack_requests_ok
+            << ", indeterminate " << f.ack_requests_indeterminate << ", refused " << f.ack_requests_refused
+            << ", rejected " << f.ack_requests_rejected
+            << ")\ndrain: " << (history_.drained ? "complete" : "NOT complete") << " after "
+            << fixed(drain_s_) << " s\nwall time: " << fixed(seconds(Clock::now() - wall_start), 1) << " s\n";
   if (options_.keep_data) std::cout << "data kept in " << dir_ << "\n";
   std::cout << "violations: " << verdict.total();
   for (const auto& [kind, count] : verdict.counts()) std::cout << " " << kind << "=" << count;

@@ -43,10 +43,10 @@ struct ProduceOp {
   Clock::time_point sent, answered;
   EpochRange epochs;
   Outcome outcome = Outcome::kIndeterminate;
-  int status = 0;                       // HTTP status, 0 without an answer
-  std::string error;                    // transport error or the body of a rejection
-  std::uint32_t partition = 0;          // kOk only
-  std::vector<std::uint64_t> offsets;   // kOk only, one per message
+  int status = 0;                      // HTTP status, 0 without an answer
+  std::string error;                   // transport error or the body of a rejection
+  std::uint32_t partition = 0;         // kOk only
+  std::vector<std::uint64_t> offsets;  // kOk only, one per message
 };
 const char* style_name(ProduceOp::Style style);
 
@@ -69,9 +69,9 @@ struct Delivery {
   std::uint32_t partition = 0;
   std::uint64_t offset = 0;
   std::string id;
-  std::string uid;         // payload.uid, "" if the payload had none
+  std::string uid;               // payload.uid, "" if the payload had none
   std::size_t payload_hash = 0;  // of the canonical JSON (payload_hash())
-  int delivery = 0;        // the event's delivery count
+  int delivery = 0;              // the event's delivery count
   Clock::time_point received;
 };
 
@@ -109,7 +109,7 @@ struct History {
 // One line of a partition's log as read back after the final clean stop.
 struct LogLine {
   std::uint64_t offset = 0;
-  std::string uid;      // payload.uid, "" if none
+  std::string uid;  // payload.uid, "" if none
   std::size_t payload_hash = 0;
   std::string payload;  // canonical JSON, kept only when there is no uid (to show it)
   std::string key;      // "" = no key
@@ -117,8 +117,8 @@ struct LogLine {
 };
 
 struct PartitionLog {
-  std::vector<LogLine> lines;        // in file order, across every segment
-  std::vector<std::string> damage;   // lines that did not parse as records
+  std::vector<LogLine> lines;       // in file order, across every segment
+  std::vector<std::string> damage;  // lines that did not parse as records
 };
 
 // Reads every segment of `<data_dir>/<topic>/partition-<N>*.log` for N < partitions.

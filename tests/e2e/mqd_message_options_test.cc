@@ -19,7 +19,8 @@ std::string consume(const std::string& group, const std::string& extra = "") {
   return "/consume?topic=events&partition=0&group=" + group + extra;
 }
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 }  // namespace
 
@@ -85,7 +86,8 @@ TEST_CASE("ADelayedMessageArrivesNoEarlierThanItsTimeAndAfterARestart") {
   const std::int64_t sent = now_ms();
   auto delayed = http_post(mqd.port(), kProduce0, R"({"payload": "late", "delay_ms": 1500})");
   REQUIRE(delayed.status == 200);
-  const std::int64_t due = http_get(mqd.port(), "/messages?topic=events&partition=0").json()["messages"][0]["deliver_at"];
+  const std::int64_t due =
+      http_get(mqd.port(), "/messages?topic=events&partition=0").json()["messages"][0]["deliver_at"];
   CHECK(due >= sent + 1500);
   REQUIRE(http_post(mqd.port(), kProduce0, R"({"payload": "now"})").status == 200);
   {
@@ -93,7 +95,8 @@ TEST_CASE("ADelayedMessageArrivesNoEarlierThanItsTimeAndAfterARestart") {
     auto first = stream.next();
     REQUIRE(first);
     CHECK(first->data["payload"] == "now");  // the group went on past the delayed one
-    auto stats = http_get(mqd.port(), "/stats?topic=events").json()["topics"][0]["partitions"][0]["groups"][0];
+    auto stats =
+        http_get(mqd.port(), "/stats?topic=events").json()["topics"][0]["partitions"][0]["groups"][0];
     CHECK(stats["delayed"] == 1);
     CHECK(stats["inflight"] == 1);
   }
@@ -123,10 +126,14 @@ TEST_CASE("ADuplicateIsAnsweredWithTheStoredMessageAlsoAfterKill9") {
   auto first = http_post(mqd.port(), kProduce0, R"({"payload": 1, "dedup_id": "order-7"})");
   REQUIRE(first.status == 200);
   auto again = http_post(mqd.port(), kProduce0, R"({"payload": 2, "dedup_id": "order-7"})");
-  CHECK(again.json() == json{{"id", first.json()["id"]}, {"topic", "events"}, {"partition", 0},
-                             {"offset", 0}, {"duplicate", true}});
-  auto batch = http_post(mqd.port(), kProduce0,
-                         R"({"messages": [{"payload": 3, "dedup_id": "order-8"}, {"payload": 4, "dedup_id": "order-7"},
+  CHECK(again.json() == json{{"id", first.json()["id"]},
+                             {"topic", "events"},
+                             {"partition", 0},
+                             {"offset", 0},
+                             {"duplicate", true}});
+  auto batch =
+      http_post(mqd.port(), kProduce0,
+                R"({"messages": [{"payload": 3, "dedup_id": "order-8"}, {"payload": 4, "dedup_id": "order-7"},
                                           {"payload": 5, "dedup_id": "order-8"}, {"payload": 6}]})");
   REQUIRE(batch.status == 200);
   CHECK(batch.json()["offsets"] == json{1, 0, 1, 2});
@@ -158,9 +165,11 @@ TEST_CASE("ADedupIdIsForgottenOnceItsWindowPassed") {
 
 TEST_CASE("OrderingByKeyOverHttpIsDurableAndAnotherOrderingIsA409") {
   RunningMqd mqd(RunningMqd::Env{{"FSYNC", "always"}});
-  REQUIRE(http_post(mqd.port(), kProduce0,
-                    R"({"messages": [{"payload": 0, "key": "a"}, {"payload": 1, "key": "a"}, {"payload": 2, "key": "b"}]})")
-              .status == 200);
+  REQUIRE(
+      http_post(
+          mqd.port(), kProduce0,
+          R"({"messages": [{"payload": 0, "key": "a"}, {"payload": 1, "key": "a"}, {"payload": 2, "key": "b"}]})")
+          .status == 200);
   {
     SseStream keyed(mqd.port(), consume("g", "&ordering=key"));
     auto a0 = keyed.next();
@@ -170,8 +179,9 @@ TEST_CASE("OrderingByKeyOverHttpIsDurableAndAnotherOrderingIsA409") {
     CHECK(a0->data["offset"] == 0);
     CHECK(b2->data["offset"] == 2);
     CHECK_FALSE(keyed.next(milliseconds(300)));  // 1 waits for 0
-    REQUIRE(http_post(mqd.port(), "/ack?topic=events&partition=0&group=g", json{{"id", a0->id}}.dump()).status ==
-            200);
+    REQUIRE(
+        http_post(mqd.port(), "/ack?topic=events&partition=0&group=g", json{{"id", a0->id}}.dump()).status ==
+        200);
     auto a1 = keyed.next();
     REQUIRE(a1);
     CHECK(a1->data["offset"] == 1);

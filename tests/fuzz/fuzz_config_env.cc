@@ -13,9 +13,26 @@
 namespace {
 
 constexpr std::string_view kVariables[] = {
-    "TOPICS", "DATA_DIR", "BROKER_INDEX", "BROKER_COUNT", "FSYNC", "FSYNC_INTERVAL_MS", "MAX_PAYLOAD_BYTES",
-    "VISIBILITY_TIMEOUT_MS", "MAX_DELIVERIES", "RECOVERY", "PORT", "HOST", "BROKER_ADDRS", "MAX_BODY_BYTES",
-    "MAX_CONNECTIONS", "AUTH_TOKEN", "HEARTBEAT_MS", "REQUEST_TIMEOUT_MS", "TLS_CERT_FILE", "TLS_KEY_FILE",
+    "TOPICS",
+    "DATA_DIR",
+    "BROKER_INDEX",
+    "BROKER_COUNT",
+    "FSYNC",
+    "FSYNC_INTERVAL_MS",
+    "MAX_PAYLOAD_BYTES",
+    "VISIBILITY_TIMEOUT_MS",
+    "MAX_DELIVERIES",
+    "RECOVERY",
+    "PORT",
+    "HOST",
+    "BROKER_ADDRS",
+    "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
+    "AUTH_TOKEN",
+    "HEARTBEAT_MS",
+    "REQUEST_TIMEOUT_MS",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
 };
 
 void check_topics(std::string_view value) {
@@ -37,8 +54,9 @@ void check_topics(std::string_view value) {
   auto reparsed = mq::parse_topics(again);
   FUZZ_CHECK(reparsed.ok() && reparsed->size() == topics->size(), "accepted topics written out parse again");
   for (std::size_t i = 0; i < topics->size(); ++i) {
-    FUZZ_CHECK((*reparsed)[i].name == (*topics)[i].name && (*reparsed)[i].partitions == (*topics)[i].partitions,
-               "accepted topics written out parse to the same topics");
+    FUZZ_CHECK(
+        (*reparsed)[i].name == (*topics)[i].name && (*reparsed)[i].partitions == (*topics)[i].partitions,
+        "accepted topics written out parse to the same topics");
   }
 }
 
@@ -48,7 +66,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_topics(mq::fuzzing::as_text(data, size));
 
   FuzzedDataProvider input(data, size);
-  const std::string_view variable = kVariables[input.ConsumeIntegralInRange<std::size_t>(0, std::size(kVariables) - 1)];
+  const std::string_view variable =
+      kVariables[input.ConsumeIntegralInRange<std::size_t>(0, std::size(kVariables) - 1)];
   const std::string host = input.ConsumeRandomLengthString(300);
   const std::string value = input.ConsumeRemainingBytesAsString();
   const mq::EnvLookup lookup = [&](std::string_view name) -> std::optional<std::string> {
@@ -62,16 +81,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       auto topics = mq::parse_topics(value);
       FUZZ_CHECK(topics.ok() && topics->size() == config->topics.size(), "TOPICS is read by parse_topics");
     }
-    FUZZ_CHECK(config->broker.count >= 1 && config->broker.index < config->broker.count, "a broker index is below the count");
+    FUZZ_CHECK(config->broker.count >= 1 && config->broker.index < config->broker.count,
+               "a broker index is below the count");
     FUZZ_CHECK(!config->store.data_dir.empty(), "DATA_DIR is never empty");
   } else {
-    FUZZ_CHECK(config.status().code() == mq::ErrorCode::kInvalidArgument, "a bad variable is invalid_argument");
+    FUZZ_CHECK(config.status().code() == mq::ErrorCode::kInvalidArgument,
+               "a bad variable is invalid_argument");
     FUZZ_CHECK(config.status().message().find(variable) != std::string::npos, "the error names the variable");
   }
 
   auto daemon = mqd::daemon_config_from_env(lookup);
   if (!daemon.ok()) {
-    FUZZ_CHECK(daemon.status().code() == mq::ErrorCode::kInvalidArgument, "a bad variable is invalid_argument");
+    FUZZ_CHECK(daemon.status().code() == mq::ErrorCode::kInvalidArgument,
+               "a bad variable is invalid_argument");
     FUZZ_CHECK(daemon.status().message().find(variable) != std::string::npos, "the error names the variable");
   }
   return 0;

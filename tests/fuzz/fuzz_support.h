@@ -11,12 +11,12 @@
 #include "mq/file_system.h"
 
 // FUZZ_CHECK(condition, what): a broken invariant is a crash, with the invariant named on stderr.
-#define FUZZ_CHECK(condition, what)                                                                   \
-  do {                                                                                                \
-    if (!(condition)) {                                                                               \
+#define FUZZ_CHECK(condition, what)                                                                     \
+  do {                                                                                                  \
+    if (!(condition)) {                                                                                 \
       std::fprintf(stderr, "%s:%d: invariant broken: %s (%s)\n", __FILE__, __LINE__, #condition, what); \
-      std::abort();                                                                                   \
-    }                                                                                                 \
+      std::abort();                                                                                     \
+    }                                                                                                   \
   } while (0)
 
 namespace mq::fuzzing {

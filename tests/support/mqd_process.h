@@ -95,8 +95,7 @@ inline bool holds_socket(pid_t pid, const std::set<std::string>& inodes, int dep
   std::error_code error;
   for (const auto& fd : std::filesystem::directory_iterator(proc + "/fd", error)) {
     const auto target = std::filesystem::read_symlink(fd.path(), error).string();
-    if (!error && target.starts_with("socket:[") &&
-        inodes.contains(target.substr(8, target.size() - 9))) {
+    if (!error && target.starts_with("socket:[") && inodes.contains(target.substr(8, target.size() - 9))) {
       return true;
     }
   }

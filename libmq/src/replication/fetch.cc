@@ -249,7 +249,8 @@ Result<FetchAnswer> decode_fetch_answer(std::string body) {
       return bad("the header announces " + std::to_string(state_lines) + " state lines");
     const auto line = nlohmann::json::parse(rest.substr(0, next), nullptr, false);
     rest.remove_prefix(next + 1);
-    if (!line.is_object() || !line.contains("group") || !line["group"].is_string() || !line.contains("record"))
+    if (!line.is_object() || !line.contains("group") || !line["group"].is_string() ||
+        !line.contains("record"))
       return bad("a state line is not {\"group\":G,\"record\":R}");
     answer.state.push_back({line["group"].get<std::string>(), line["record"].dump()});
   }

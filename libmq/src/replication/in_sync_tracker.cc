@@ -42,7 +42,8 @@ void InSyncTracker::follower_fetched(const ReplicaId& follower, std::uint64_t du
   // Caught up: durable to where the leader ended at this follower's previous fetch (Kafka's
   // lastCaughtUpTime), or to the leader's end now; the same for the group state.
   const bool log_caught_up = f.durable >= f.leader_end_at_last_fetch || f.durable >= leader_end_;
-  const bool state_caught_up = f.state_version >= f.state_head_at_last_fetch || f.state_version >= state_head_;
+  const bool state_caught_up =
+      f.state_version >= f.state_head_at_last_fetch || f.state_version >= state_head_;
   if (log_caught_up && state_caught_up) f.caught_up_at = clock_->now();
   f.leader_end_at_last_fetch = leader_end_;
   f.state_head_at_last_fetch = state_head_;

@@ -109,13 +109,13 @@ class InSyncTracker {
   std::condition_variable changed_;
   std::vector<ReplicaId> isr_;  // GUARDED_BY(mutex_)
   std::map<ReplicaId, Follower>
-      followers_;                     // GUARDED_BY(mutex_): every follower that fetched, or is in the ISR
-  std::uint64_t leader_end_ = 0;      // GUARDED_BY(mutex_)
-  std::uint64_t leader_durable_ = 0;  // GUARDED_BY(mutex_)
-  std::uint64_t high_watermark_ = 0;  // GUARDED_BY(mutex_)
-  std::uint64_t state_head_ = 0;      // GUARDED_BY(mutex_): the newest group-state record published
+      followers_;                      // GUARDED_BY(mutex_): every follower that fetched, or is in the ISR
+  std::uint64_t leader_end_ = 0;       // GUARDED_BY(mutex_)
+  std::uint64_t leader_durable_ = 0;   // GUARDED_BY(mutex_)
+  std::uint64_t high_watermark_ = 0;   // GUARDED_BY(mutex_)
+  std::uint64_t state_head_ = 0;       // GUARDED_BY(mutex_): the newest group-state record published
   std::uint64_t state_confirmed_ = 0;  // GUARDED_BY(mutex_): held by every in-sync and joining replica
-  bool stopped_ = false;              // GUARDED_BY(mutex_)
+  bool stopped_ = false;               // GUARDED_BY(mutex_)
 };
 
 }  // namespace mq::replication

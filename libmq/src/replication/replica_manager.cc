@@ -121,8 +121,8 @@ Result<std::unique_ptr<ReplicaManager>> ReplicaManager::start(ReplicaManagerOpti
       // Nothing is visible until this replica leads and its followers confirm (section 5).
       r->log->set_read_limit(0);
       r->published_limit = 0;
-      r->append_listener =
-          mq::detail::PartitionInternal::add_append_listener(*r->log, [raw = r.get()] { raw->wake_fetches(); });
+      r->append_listener = mq::detail::PartitionInternal::add_append_listener(
+          *r->log, [raw = r.get()] { raw->wake_fetches(); });
       manager->replicas_[{t.name, p}] = std::move(r);
     }
   }
@@ -334,7 +334,8 @@ Status ReplicaManager::confirm_state(const std::string& topic, std::uint32_t par
   if (s.code() == ErrorCode::kShuttingDown)
     return Status::unavailable("this broker stopped leading the partition before its followers confirmed");
   if (!s.ok()) return s;
-  if (!lease_valid()) return Status::unavailable("this broker's etcd lease lapsed before its followers confirmed");
+  if (!lease_valid())
+    return Status::unavailable("this broker's etcd lease lapsed before its followers confirmed");
   return {};
 }
 
@@ -409,8 +410,7 @@ Result<FetchAnswer> ReplicaManager::serve_fetch(const std::string& topic, std::u
   // Nothing new: a long poll, woken by the next append or group-state record.
   {
     std::unique_lock lock(r.activity_mutex);
-    r.activity.wait_for(lock, wait,
-                        [&] { return stopped_.load() || r.activity_count != activity_before; });
+    r.activity.wait_for(lock, wait, [&] { return stopped_.load() || r.activity_count != activity_before; });
   }
   return answer_now();
 }

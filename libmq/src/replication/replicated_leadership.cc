@@ -20,7 +20,8 @@ Status ReplicatedLeadership::start(std::vector<mq::detail::ReplicatedTopic> topi
   ReplicaManagerOptions options = options_;
   options.groups = groups;
   options.state_timeout = replication_timeout_;
-  auto manager = ReplicaManager::start(std::move(options), std::move(topics), std::move(lookup), etcd_, transport_);
+  auto manager =
+      ReplicaManager::start(std::move(options), std::move(topics), std::move(lookup), etcd_, transport_);
   if (!manager.ok()) return manager.status();
   std::lock_guard lock(mutex_);
   manager_ = std::move(manager.value());
