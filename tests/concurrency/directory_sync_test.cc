@@ -80,3 +80,57 @@ TEST_CASE("A directory sync that ran while another thread made a subdirectory do
   change_during_a_sync(dir,
                        [&](FileSystem& files) { REQUIRE(files.create_directories(dir / "groups/g").ok()); });
 }
+
+namespace {
+
+// Counts directory syncs; the first create_directories waits before making the directories and
+// again after.
+class HeldDirectoryCreation : public ForwardingFileSystem {
+ public:
+  Status create_directories(const std::string& path) override {
+    if (held_.exchange(true)) return ForwardingFileSystem::create_directories(path);
+    began_.set_value();
+    make_.get_future().wait();
+    Status made = ForwardingFileSystem::create_directories(path);
+    made_.set_value();
+    finish_.get_future().wait();
+    return made;
+  }
+  Status sync_directory(const std::string& path) override {
+    ++syncs_;
+    return ForwardingFileSystem::sync_directory(path);
+  }
+  int syncs() const { return syncs_.load(); }
+
+  std::promise<void> began_, make_, made_, finish_;
+
+ private:
+  std::atomic<bool> held_{false};
+  std::atomic<int> syncs_{0};
+};
+
+}  // namespace
+
+TEST_CASE("A directory sync that began while another thread was making an entry does not cover it") {
+  // Thread A makes groups/g; a sync of groups runs after A began but before the directory exists;
+  // then a thread that finds groups/g (made by A, whose change has not ended) syncs groups: that
+  // sync must reach the disk, since the earlier one may have missed the entry.
+  TempDir dir;
+  REQUIRE(make_posix_file_system()->create_directories(dir / "groups").ok());
+  auto base = std::make_shared<HeldDirectoryCreation>();
+  auto files = detail::BoundedFileSystem::make(base, 4);
+  auto began = base->began_.get_future();
+  auto made = base->made_.get_future();
+  std::thread maker([&] { CHECK(files->create_directories(dir / "groups/g").ok()); });
+  began.wait();
+  REQUIRE(files->sync_directory(dir / "groups").ok());
+  CHECK(base->syncs() == 1);
+  base->make_.set_value();
+  made.wait();
+  // The other thread: groups/g exists already, so it changes nothing, and syncs its parent.
+  REQUIRE(files->create_directories(dir / "groups/g").ok());
+  REQUIRE(files->sync_directory(dir / "groups").ok());
+  CHECK(base->syncs() == 2);
+  base->finish_.set_value();
+  maker.join();
+}

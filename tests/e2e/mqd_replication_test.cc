@@ -331,16 +331,19 @@ TEST_CASE(
   auto first = redrive(leader, {{"limit", 3}});
   REQUIRE_MESSAGE(first.status == 200, first.body);
   CHECK(first.json()["redriven"] == 3);
-  // At the worst moment: the 200 has just gone out.
-  REQUIRE(cluster.broker(leader).stop(SIGKILL));
-
-  // The next leader of both partitions (the same successor) sends the other two back, not five.
-  std::vector<int> survivors;
-  for (int i = 0; i < 3; ++i) {
-    if (i != leader) survivors.push_back(i);
-  }
-  const int successor = cluster.await_leader(survivors, 2, std::chrono::seconds(20), "events-dlq");
-  REQUIRE_MESSAGE(cluster.await_leader(survivors, 2) == successor, kSplitLeaders);
+  // Kills `victim` (kill -9) and returns the broker that leads both partitions next.
+  const auto kill_and_find_successor = [&](int victim) {
+    REQUIRE(cluster.broker(victim).stop(SIGKILL));
+    std::vector<int> alive;
+    for (int i = 0; i < 3; ++i) {
+      if (i != victim) alive.push_back(i);
+    }
+    const int next = cluster.await_leader(alive, 2, std::chrono::seconds(20), "events-dlq");
+    REQUIRE_MESSAGE(cluster.await_leader(alive, 2) == next, kSplitLeaders);
+    return next;
+  };
+  // At the worst moment: the 200 has just gone out. The next leader sends the other two back, not five.
+  const int successor = kill_and_find_successor(leader);
   auto second = redrive(successor, json::object());
   REQUIRE_MESSAGE(second.status == 200, second.body);
   CHECK(second.json()["redriven"] == 2);
@@ -350,13 +353,7 @@ TEST_CASE(
   cluster.broker(leader).start();
   cluster.await_leader({successor}, 3, std::chrono::seconds(20), "events-dlq");
   cluster.await_leader({successor}, 3);
-  REQUIRE(cluster.broker(successor).stop(SIGKILL));
-  std::vector<int> last_two;
-  for (int i = 0; i < 3; ++i) {
-    if (i != successor) last_two.push_back(i);
-  }
-  const int third = cluster.await_leader(last_two, 2, std::chrono::seconds(20), "events-dlq");
-  REQUIRE_MESSAGE(cluster.await_leader(last_two, 2) == third, kSplitLeaders);
+  const int third = kill_and_find_successor(successor);
   auto last = redrive(third, json::object());
   REQUIRE_MESSAGE(last.status == 200, last.body);
   CHECK(last.json()["redriven"] == 0);

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +27,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -83,7 +85,10 @@ inline std::set<std::string> listening_socket_inodes(pid_t pid, int port) {
       fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
       const auto colon = local.rfind(':');
       if (state != "0A" || colon == std::string::npos) continue;  // 0A: LISTEN
-      if (std::stoi(local.substr(colon + 1), nullptr, 16) == port) inodes.insert(inode);
+      const std::string_view hex = std::string_view(local).substr(colon + 1);
+      int listening = 0;
+      const auto parsed = std::from_chars(hex.data(), hex.data() + hex.size(), listening, 16);
+      if (parsed.ec == std::errc() && listening == port) inodes.insert(inode);
     }
   }
   return inodes;
@@ -92,10 +97,14 @@ inline std::set<std::string> listening_socket_inodes(pid_t pid, int port) {
 // Whether `pid` or a process it started holds one of the sockets `inodes`.
 inline bool holds_socket(pid_t pid, const std::set<std::string>& inodes, int depth = 0) {
   const std::string proc = "/proc/" + std::to_string(pid);
+  // Without exceptions: the process may exit while its descriptors are listed (it lost the port).
   std::error_code error;
-  for (const auto& fd : std::filesystem::directory_iterator(proc + "/fd", error)) {
-    const auto target = std::filesystem::read_symlink(fd.path(), error).string();
-    if (!error && target.starts_with("socket:[") && inodes.contains(target.substr(8, target.size() - 9))) {
+  for (std::filesystem::directory_iterator fd(proc + "/fd", error), end; !error && fd != end;
+       fd.increment(error)) {
+    std::error_code unreadable;
+    const auto target = std::filesystem::read_symlink(fd->path(), unreadable).string();
+    if (!unreadable && target.starts_with("socket:[") &&
+        inodes.contains(target.substr(8, target.size() - 9))) {
       return true;
     }
   }

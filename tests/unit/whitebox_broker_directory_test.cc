@@ -581,6 +581,35 @@ TEST_CASE("The dedup window is the smallest of the brokers', and unknown when on
   }
 }
 
+TEST_CASE("A broker that does not answer keeps the dedup window it reported, and one never heard is unknown") {
+  FakeBroker first;
+  FakeBroker second;
+  REQUIRE(first.port() > 0);
+  REQUIRE(second.port() > 0);
+  const auto with_window = [](std::uint32_t index, std::uint64_t window) {
+    json answer = json::parse(topics_answer(index, 2, {}, {{"events", 2}}));
+    answer["dedup_window_ms"] = window;
+    return answer.dump();
+  };
+  first.answer_topics(with_window(0, 120000));
+  second.answer_topics(with_window(1, 40000));
+  auto options = options_for({first.url(), second.url()});
+  options.metadata_max_age = milliseconds(0);  // always out of date
+  {
+    BrokerDirectory directory(options);
+    REQUIRE(directory.route("events", std::nullopt).ok());
+    CHECK(directory.dedup_window() == milliseconds(40000));
+    second.answer_topics(R"({"error":"shutting down"})", 503);
+    REQUIRE(directory.route("events", std::nullopt).ok());
+    CHECK(second.topics_requests() == 2);
+    CHECK(directory.dedup_window() == milliseconds(40000));  // not the 120 s of the one that answered
+  }
+  // Broker 1 has not answered since this directory began: its window is not known.
+  BrokerDirectory directory(options);
+  REQUIRE(directory.route("events", std::nullopt).ok());
+  CHECK_FALSE(directory.dedup_window().has_value());
+}
+
 TEST_CASE("The map is read again once metadata_max_age has passed, and a failed read keeps the old map") {
   FakeBroker broker;
   REQUIRE(broker.port() > 0);

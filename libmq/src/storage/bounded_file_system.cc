@@ -158,71 +158,96 @@ std::string parent_of(const std::string& path) {
 }
 }  // namespace
 
-void BoundedFileSystem::entries_changed(const std::string& path) {
-  std::lock_guard lock(mutex_);
-  synced_directories_.erase(parent_of(path));
-  ++entry_changes_;
+std::vector<std::string> BoundedFileSystem::parent_of_each(std::initializer_list<std::string> paths) {
+  std::vector<std::string> directories;
+  for (const auto& path : paths) directories.push_back(parent_of(path));
+  return directories;
 }
 
-void BoundedFileSystem::entries_changed_on_the_way_to(const std::string& path) {
-  // Every directory on the way may get a new entry.
-  std::lock_guard lock(mutex_);
+std::vector<std::string> BoundedFileSystem::directories_on_the_way_to(const std::string& path) {
+  std::vector<std::string> directories;
   for (std::string p = path; p.size() > 1 && p != "."; p = parent_of(p)) {
-    synced_directories_.erase(p);
-    synced_directories_.erase(parent_of(p));
+    directories.push_back(p);
+    directories.push_back(parent_of(p));
   }
-  ++entry_changes_;
+  return directories;
+}
+
+void BoundedFileSystem::change_begins(const std::vector<std::string>& directories) {
+  std::lock_guard lock(mutex_);
+  for (const auto& directory : directories) {
+    DirectoryState& state = directories_[directory];
+    state.synced = false;
+    ++state.changes;
+    ++state.changing;
+  }
+}
+
+void BoundedFileSystem::change_ends(const std::vector<std::string>& directories) {
+  std::lock_guard lock(mutex_);
+  for (const auto& directory : directories) {
+    DirectoryState& state = directories_[directory];
+    state.synced = false;
+    ++state.changes;
+    --state.changing;
+  }
 }
 
 Status BoundedFileSystem::create_directories(const std::string& path) {
   if (base_->exists(path)) return base_->create_directories(path);  // creates nothing: no new entry
-  entries_changed_on_the_way_to(path);
+  const auto directories = directories_on_the_way_to(path);
+  change_begins(directories);
   Status s = base_->create_directories(path);
-  entries_changed_on_the_way_to(path);
+  change_ends(directories);
   return s;
 }
 
 Status BoundedFileSystem::sync_directory(const std::string& path) {
   std::uint64_t changes_before = 0;
+  bool changing = false;
   {
     std::lock_guard lock(mutex_);
-    if (synced_directories_.contains(path)) return {};
-    changes_before = entry_changes_;
+    const DirectoryState& state = directories_[path];
+    if (state.synced) return {};
+    changes_before = state.changes;
+    changing = state.changing > 0;
   }
   Status s = base_->sync_directory(path);
-  if (s.ok()) {
-    // Only if no change was made meanwhile (anywhere: a counter per directory is not worth it):
-    // a file another thread created while this sync ran may have missed it, and that thread's
-    // own sync_directory must not be skipped. Its change ends with entries_changed, after the
-    // entry exists, so a change that ended before `changes_before` was read is covered.
+  if (s.ok() && !changing) {
+    // Marked synced only if no change of its entries was under way when this sync began, nor
+    // began since: a file another thread created while this sync ran may have missed it, and
+    // that thread's own sync_directory must not be skipped (nor that of a thread that saw the
+    // new entry and took it for an old one). A change that had ended before is covered.
     std::lock_guard lock(mutex_);
-    if (entry_changes_ == changes_before) synced_directories_.insert(path);
+    DirectoryState& state = directories_[path];
+    if (state.changes == changes_before) state.synced = true;
   }
   return s;
 }
 
 Status BoundedFileSystem::remove(const std::string& path) {
-  entries_changed(path);
+  const auto directories = parent_of_each({path});
+  change_begins(directories);
   Status s = base_->remove(path);
-  entries_changed(path);
+  change_ends(directories);
   return s;
 }
 
 Status BoundedFileSystem::rename(const std::string& from, const std::string& to) {
-  entries_changed(from);
-  entries_changed(to);
+  const auto directories = parent_of_each({from, to});
+  change_begins(directories);
   Status s = base_->rename(from, to);
-  entries_changed(from);
-  entries_changed(to);
+  change_ends(directories);
   return s;
 }
 
 Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {
-  const bool creates = !base_->exists(path);
-  if (creates) entries_changed(path);
+  // Only a file that does not exist yet makes a new entry.
+  const auto directories = base_->exists(path) ? std::vector<std::string>{} : parent_of_each({path});
+  change_begins(directories);
   // Open now, so that an unopenable path fails here as with any FileSystem.
   auto file = base_->open(path);
-  if (creates) entries_changed(path);
+  change_ends(directories);
   if (!file.ok()) return file.status();
   auto pooled = std::make_unique<PooledFile>(shared_from_this(), path, std::move(file.value()));
   touched(pooled.get(), /*newly_open=*/true);

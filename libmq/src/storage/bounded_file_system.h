@@ -8,11 +8,13 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
+#include <vector>
 
 #include "mq/file_system.h"
 
@@ -51,19 +53,26 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   // released, at most one per call, so that callers reopening many files sync them in parallel.
   void touched(PooledFile* file, bool newly_open);
   void forget(PooledFile* file);
-  // The directory holding `path` may have new entries: its next sync_directory is not skipped.
-  // Called before and after each change: a sync that runs while a change is made (another thread's)
-  // may or may not cover it, so it must not mark the directory synced (see sync_directory).
-  void entries_changed(const std::string& path);
-  void entries_changed_on_the_way_to(const std::string& path);
+  // A change of the entries of `directories` (a file created, renamed or removed; a directory
+  // made) begins or has ended: their next sync_directory is not skipped, and a sync that runs
+  // meanwhile may or may not cover the change, so it does not mark them synced (sync_directory).
+  void change_begins(const std::vector<std::string>& directories);
+  void change_ends(const std::vector<std::string>& directories);
+  static std::vector<std::string> parent_of_each(std::initializer_list<std::string> paths);
+  // Every directory creating `path` may add an entry to: each on the way and its parent.
+  static std::vector<std::string> directories_on_the_way_to(const std::string& path);
 
   const std::shared_ptr<FileSystem> base_;
   const std::size_t max_open_;
   mutable std::mutex mutex_;
   std::condition_variable sync_done_;  // a file being synced to be closed is no longer (forget waits)
   std::list<PooledFile*> open_;        // GUARDED_BY(mutex_): files holding a descriptor, most recent first
-  std::set<std::string> synced_directories_;  // GUARDED_BY(mutex_): with no change since their sync
-  std::uint64_t entry_changes_ = 0;           // GUARDED_BY(mutex_): entries_changed calls so far
+  struct DirectoryState {
+    bool synced = false;        // synced with no change of its entries since
+    std::uint64_t changes = 0;  // change_begins and change_ends so far
+    int changing = 0;           // changes begun and not ended
+  };
+  std::map<std::string, DirectoryState> directories_;  // GUARDED_BY(mutex_): those used so far
 };
 
 }  // namespace mq::detail

@@ -239,9 +239,8 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   std::map<std::uint32_t, std::string> listed_urls;  // what the brokers' BROKER_ADDRS say
   std::map<std::string, std::uint32_t, std::less<>> partitions;
   std::optional<std::chrono::milliseconds> visibility_timeout;
-  // The smallest DEDUP_WINDOW_MS of the brokers that answered; none if one did not say.
-  std::optional<std::chrono::milliseconds> dedup_window;
-  bool window_unknown = false;
+  // Each answering broker's DEDUP_WINDOW_MS (none: it did not say).
+  std::map<std::uint32_t, std::optional<std::chrono::milliseconds>> dedup_windows;
   bool replicated = false;
   // Leaders as the brokers report them; a broker's word counts most for the partitions it says it
   // leads itself (its followers may not have heard of an election yet).
@@ -276,10 +275,7 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
     }
     for (const auto& [name, n] : answer->partitions) partitions[name] = std::max(partitions[name], n);
     if (!visibility_timeout) visibility_timeout = answer->visibility_timeout;
-    if (!answer->dedup_window) window_unknown = true;
-    if (answer->dedup_window && (!dedup_window || *answer->dedup_window < *dedup_window)) {
-      dedup_window = answer->dedup_window;
-    }
+    dedup_windows[answer->index] = answer->dedup_window;
     replicated = replicated || answer->replicated;
     for (const auto& [key, leader] : answer->leaders) {
       if (leader == answer->index || !leaders.contains(key)) leaders[key] = leader;
@@ -297,7 +293,9 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   next_refresh_ = now + options_.metadata_max_age;
   refreshed_at_ = now;
   visibility_timeout_ = visibility_timeout.value_or(http::kDefaultVisibilityTimeout);
-  dedup_window_ = window_unknown ? std::nullopt : dedup_window;
+  // A broker that did not answer this time keeps the window it reported last.
+  for (const auto& [index, window] : dedup_windows) dedup_window_by_index_[index] = window;
+  std::erase_if(dedup_window_by_index_, [count](const auto& entry) { return entry.first >= count; });
   broker_count_ = count;
   // BROKER_ADDRS first: an address the client was given may be a load balancer in front of every
   // broker (a Kubernetes Service). Where it lists none, or a broker cannot be reached at it,
@@ -324,7 +322,14 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
 
 std::optional<std::chrono::milliseconds> BrokerDirectory::dedup_window() const {
   std::lock_guard lock(mutex_);
-  return dedup_window_;
+  if (broker_count_ == 0) return std::nullopt;
+  std::optional<std::chrono::milliseconds> smallest;
+  for (std::uint32_t index = 0; index < broker_count_; ++index) {
+    auto it = dedup_window_by_index_.find(index);
+    if (it == dedup_window_by_index_.end() || !it->second) return std::nullopt;  // never said
+    if (!smallest || *it->second < *smallest) smallest = it->second;
+  }
+  return smallest;
 }
 
 bool BrokerDirectory::replicated() const {

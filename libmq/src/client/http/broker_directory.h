@@ -73,8 +73,8 @@ class BrokerDirectory {
   void mark_stale();
   // mqd's VISIBILITY_TIMEOUT_MS, from /topics (30 s when the brokers do not say).
   std::chrono::milliseconds visibility_timeout() const;
-  // The smallest DEDUP_WINDOW_MS of the brokers (from /topics): how long a produce may be sent again
-  // without storing a message twice. None when a broker did not say.
+  // The smallest DEDUP_WINDOW_MS of the brokers (from /topics, each broker's last answer): how long
+  // a produce may be sent again without storing a message twice. None while a broker has not said.
   std::optional<std::chrono::milliseconds> dedup_window() const;
   // Broker `owner` could not be reached at `failed_url`, the address BROKER_ADDRS gave for it: when
   // it answered /topics at another address (one the client was given), use that one instead and
@@ -120,7 +120,7 @@ class BrokerDirectory {
   Clock::time_point refreshed_at_{};  // GUARDED_BY(mutex_): the last successful refresh
   Clock::time_point next_refresh_{};  // GUARDED_BY(mutex_)
   std::chrono::milliseconds visibility_timeout_ = http::kDefaultVisibilityTimeout;  // GUARDED_BY(mutex_)
-  std::optional<std::chrono::milliseconds> dedup_window_;                           // GUARDED_BY(mutex_)
+  std::map<std::uint32_t, std::optional<std::chrono::milliseconds>> dedup_window_by_index_;                           // GUARDED_BY(mutex_)
   std::uint32_t broker_count_ = 0;                           // GUARDED_BY(mutex_): 0 until known
   std::map<std::uint32_t, std::string> url_by_index_;        // GUARDED_BY(mutex_)
   std::map<std::uint32_t, std::string> asked_url_by_index_;  // GUARDED_BY(mutex_): where /topics answered

@@ -407,9 +407,7 @@ class HttpQueue final : public Queue {
     // Where the messages go is chosen from what the caller gave (a key, or a dedup_id of its own),
     // before this queue gives ids: a caller's retry of the same batch goes where the first went.
     const auto key = partition_key(messages);
-    // Sending a produce again is safe only where the brokers remember its dedup_ids long enough.
-    const auto window = directory_->dedup_window();
-    const bool retries_safe = directory_->replicated() && window && *window >= kMinDedupWindowForRetries;
+    const bool retries_safe = produce_retries_safe();
     std::vector<Message> with_ids;  // HttpQueueOptions::idempotent_produce
     if (idempotent_produce_ && retries_safe &&
         std::any_of(messages.begin(), messages.end(), [](const Message& m) { return !m.dedup_id; })) {
@@ -779,7 +777,8 @@ class HttpQueue final : public Queue {
                                    std::to_string(route->owner) + " at " + route->url +
                                    ", which cannot be reached (" + reply.status().message() + ")");
       }
-      const bool may_retry = idempotent && directory_->replicated() &&
+      // Asked again each time: the map read meanwhile may name a broker with a shorter window.
+      const bool may_retry = idempotent && produce_retries_safe() &&
                              std::chrono::steady_clock::now() < started + kFailoverWait;
       if (!reply.ok()) {  // sent, answer lost: the caller decides about a retry, unless it is safe
         if (!may_retry) return reply.status();
@@ -826,6 +825,13 @@ class HttpQueue final : public Queue {
       directory_->learn_owner(status.owner().value_or(0), std::move(owner_url), topic,
                               partition);  // a stale map (or a new leader): follow the hint
     }
+  }
+
+  // Sending a produce again is safe only where every broker remembers its dedup_ids long enough.
+  bool produce_retries_safe() const {
+    if (!directory_->replicated()) return false;
+    const auto window = directory_->dedup_window();
+    return window && *window >= kMinDedupWindowForRetries;
   }
 
   ProduceBatcher& batcher() override { return batcher_; }
