@@ -53,9 +53,10 @@ class FakeMqd {
 
   explicit FakeMqd(Reply reply, std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>(),
                    std::string topics = kOneBroker)
-      : server_(std::move(server)), port_(free_port()) {
-    server_->Get("/topics", [topics](const httplib::Request&, httplib::Response& res) {
-      res.set_content(topics, "application/json");
+      : server_(std::move(server)), port_(free_port()), topics_(std::move(topics)) {
+    server_->Get("/topics", [this](const httplib::Request&, httplib::Response& res) {
+      std::lock_guard lock(topics_mutex_);
+      res.set_content(topics_, "application/json");
     });
     server_->Post(".*", [reply = std::move(reply)](const httplib::Request& req, httplib::Response& res) {
       reply(req, res);
@@ -64,16 +65,26 @@ class FakeMqd {
     // Listening once bound: a client that connects before the thread runs waits in the backlog.
     REQUIRE(server_->bind_to_port("127.0.0.1", port_));
     thread_ = std::thread([this] { server_->listen_after_bind(); });
+    // stop() is lost on a server whose thread has not begun listening yet: a test that ends at once
+    // would wait for that thread for ever.
+    while (!server_->is_running()) std::this_thread::yield();
   }
   ~FakeMqd() {
     server_->stop();
     thread_.join();
   }
   int port() const { return port_; }
+  // From now on /topics answers `topics`.
+  void answer_topics(std::string topics) {
+    std::lock_guard lock(topics_mutex_);
+    topics_ = std::move(topics);
+  }
 
  private:
   std::unique_ptr<httplib::Server> server_;
   int port_;
+  std::mutex topics_mutex_;
+  std::string topics_;  // GUARDED_BY(topics_mutex_)
   std::thread thread_;
 };
 
@@ -377,6 +388,36 @@ TEST_CASE("ReplicatedAProduceIsNotSentAgainWhenTheBrokersDedupWindowIsTooShortOr
     CHECK(produces == 1);
     CHECK(last_body.find("dedup_id") == std::string::npos);
   }
+}
+
+TEST_CASE("ReplicatedAProduceIsNotSentAgainWhenTheMapReadBeforeTheRetryShowsAShorterDedupWindow") {
+  // The window is asked again before every retry: a broker restarted meanwhile with DEDUP_WINDOW_MS=0
+  // would store the retry beside the first attempt.
+  std::atomic<int> produces{0};
+  FakeMqd* broker = nullptr;
+  FakeMqd fake(
+      [&](const httplib::Request&, httplib::Response& res) {
+        ++produces;
+        std::string topics = FakeMqd::kReplicatedLeader;
+        topics.replace(topics.find("120000"), 6, "0");
+        broker->answer_topics(topics);
+        res.status = 503;
+        res.set_content(R"({"error":"this broker's etcd lease lapsed","outcome":"unknown"})",
+                        "application/json");
+      },
+      std::make_unique<httplib::Server>(), FakeMqd::kReplicatedLeader);
+  broker = &fake;
+  HttpQueueOptions options;
+  options.addrs = {url_of(fake.port())};
+  options.metadata_max_age = std::chrono::milliseconds(1);  // the retry, 50 ms later, reads the map
+  auto queue = Queue::http(options);
+  REQUIRE(queue.ok());
+  Message message{Payload::parse("1").value(), std::nullopt};
+  message.dedup_id = "order-1";
+  auto sent = (*queue)->produce("events", std::span(&message, 1), 0);
+  CHECK(sent.status().code() == ErrorCode::kIOError);
+  CHECK(sent.status().message().find("not sent again") != std::string::npos);
+  CHECK(produces == 1);
 }
 
 TEST_CASE("ReplicatedARetryThatEndsInAnotherErrorStillSaysTheOutcomeIsUnknown") {

@@ -220,6 +220,48 @@ TEST_CASE(
   CHECK(messages[0]["payload"] == "kept");
 }
 
+TEST_CASE(
+    "replicated mqd: a retry answered as a duplicate waits, as its original does, until the followers have "
+    "it") {
+  RunningEtcd etcd;
+  Cluster cluster(etcd);
+  const int leader = cluster.await_leader({0, 1, 2}, 3);
+  std::vector<int> followers;
+  for (int i = 0; i < 3; ++i) {
+    if (i != leader) followers.push_back(i);
+  }
+  for (int f : followers) REQUIRE(::kill(cluster.broker(f).pid(), SIGSTOP) == 0);
+  const json message = {{"payload", "once"}, {"dedup_id", "order-1"}};
+  // The original is stored on the leader and waits for followers that do not fetch.
+  auto original = std::async(std::launch::async, [&] { return cluster.produce(leader, message); });
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  auto next_offset = [&] {
+    const json stats = json::parse(http_get(cluster.port(leader), "/stats?topic=events").body);
+    return stats["topics"][0]["partitions"][0]["next_offset"].get<std::uint64_t>();
+  };
+  while (next_offset() == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the append: seen from outside only
+  }
+  REQUIRE(next_offset() == 1);
+  // Its retry must not be acknowledged while the original is on one disk only: it fails as the original
+  // does (the followers' leases lapse meanwhile). (Here the retry waits behind the original's append;
+  // the wait of a duplicate for its original, replication.md section 12, is not isolated by this.)
+  const auto retry = cluster.produce(leader, message);
+  CHECK_MESSAGE(retry.status == 503, retry.body);
+  const auto first = original.get();
+  CHECK_MESSAGE(first.status == 503, first.body);
+  for (int f : followers) REQUIRE(::kill(cluster.broker(f).pid(), SIGCONT) == 0);
+  // Once the followers are back and have the original, a retry is its duplicate, and it is stored once.
+  cluster.await_leader({leader}, 3, std::chrono::seconds(kLeaseTtlSeconds + 20));
+  const auto later = cluster.produce(leader, message);
+  REQUIRE_MESSAGE(later.status == 200, later.body);
+  CHECK(later.json()["duplicate"] == true);
+  CHECK(later.json()["offset"] == 0);
+  const auto messages = read_all(cluster.port(leader));
+  REQUIRE(messages.size() == 1);
+  CHECK(messages[0]["payload"] == "once");
+}
+
 TEST_CASE("replicated mqd: a leader paused past its lease (SIGSTOP) acknowledges nothing once it lapsed") {
   RunningEtcd etcd;
   Cluster cluster(etcd);

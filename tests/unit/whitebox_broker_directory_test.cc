@@ -581,7 +581,8 @@ TEST_CASE("The dedup window is the smallest of the brokers', and unknown when on
   }
 }
 
-TEST_CASE("A broker that does not answer keeps the dedup window it reported, and one never heard is unknown") {
+TEST_CASE(
+    "A broker that does not answer keeps the dedup window it reported, and one never heard is unknown") {
   FakeBroker first;
   FakeBroker second;
   REQUIRE(first.port() > 0);

@@ -166,7 +166,7 @@ std::vector<std::string> BoundedFileSystem::parent_of_each(std::initializer_list
 
 std::vector<std::string> BoundedFileSystem::directories_on_the_way_to(const std::string& path) {
   std::vector<std::string> directories;
-  for (std::string p = path; p.size() > 1 && p != "."; p = parent_of(p)) {
+  for (std::string p = path; !p.empty() && p != "/" && p != "."; p = parent_of(p)) {
     directories.push_back(p);
     directories.push_back(parent_of(p));
   }
@@ -195,11 +195,8 @@ void BoundedFileSystem::change_ends(const std::vector<std::string>& directories)
 
 Status BoundedFileSystem::create_directories(const std::string& path) {
   if (base_->exists(path)) return base_->create_directories(path);  // creates nothing: no new entry
-  const auto directories = directories_on_the_way_to(path);
-  change_begins(directories);
-  Status s = base_->create_directories(path);
-  change_ends(directories);
-  return s;
+  const ChangeOfEntries change(*this, directories_on_the_way_to(path));
+  return base_->create_directories(path);
 }
 
 Status BoundedFileSystem::sync_directory(const std::string& path) {
@@ -226,28 +223,23 @@ Status BoundedFileSystem::sync_directory(const std::string& path) {
 }
 
 Status BoundedFileSystem::remove(const std::string& path) {
-  const auto directories = parent_of_each({path});
-  change_begins(directories);
-  Status s = base_->remove(path);
-  change_ends(directories);
-  return s;
+  const ChangeOfEntries change(*this, parent_of_each({path}));
+  return base_->remove(path);
 }
 
 Status BoundedFileSystem::rename(const std::string& from, const std::string& to) {
-  const auto directories = parent_of_each({from, to});
-  change_begins(directories);
-  Status s = base_->rename(from, to);
-  change_ends(directories);
-  return s;
+  const ChangeOfEntries change(*this, parent_of_each({from, to}));
+  return base_->rename(from, to);
 }
 
 Result<std::unique_ptr<File>> BoundedFileSystem::open(const std::string& path) {
-  // Only a file that does not exist yet makes a new entry.
-  const auto directories = base_->exists(path) ? std::vector<std::string>{} : parent_of_each({path});
-  change_begins(directories);
-  // Open now, so that an unopenable path fails here as with any FileSystem.
-  auto file = base_->open(path);
-  change_ends(directories);
+  // Open now, so that an unopenable path fails here as with any FileSystem. Only a file that does
+  // not exist yet makes a new entry.
+  auto file = [&] {
+    const ChangeOfEntries change(*this,
+                                 base_->exists(path) ? std::vector<std::string>{} : parent_of_each({path}));
+    return base_->open(path);
+  }();
   if (!file.ok()) return file.status();
   auto pooled = std::make_unique<PooledFile>(shared_from_this(), path, std::move(file.value()));
   touched(pooled.get(), /*newly_open=*/true);

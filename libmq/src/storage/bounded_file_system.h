@@ -58,6 +58,21 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   // meanwhile may or may not cover the change, so it does not mark them synced (sync_directory).
   void change_begins(const std::vector<std::string>& directories);
   void change_ends(const std::vector<std::string>& directories);
+  // Begins a change of the entries of `directories`, and ends it however the change ends.
+  class ChangeOfEntries {
+   public:
+    ChangeOfEntries(BoundedFileSystem& files, std::vector<std::string> directories)
+        : files_(files), directories_(std::move(directories)) {
+      files_.change_begins(directories_);
+    }
+    ~ChangeOfEntries() { files_.change_ends(directories_); }
+    ChangeOfEntries(const ChangeOfEntries&) = delete;
+    ChangeOfEntries& operator=(const ChangeOfEntries&) = delete;
+
+   private:
+    BoundedFileSystem& files_;
+    const std::vector<std::string> directories_;
+  };
   static std::vector<std::string> parent_of_each(std::initializer_list<std::string> paths);
   // Every directory creating `path` may add an entry to: each on the way and its parent.
   static std::vector<std::string> directories_on_the_way_to(const std::string& path);

@@ -293,7 +293,10 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
   next_refresh_ = now + options_.metadata_max_age;
   refreshed_at_ = now;
   visibility_timeout_ = visibility_timeout.value_or(http::kDefaultVisibilityTimeout);
-  // A broker that did not answer this time keeps the window it reported last.
+  // A broker that did not answer this time keeps the window it reported last (of this deployment:
+  // another broker count is another set of brokers).
+  if (count != windows_broker_count_) dedup_window_by_index_.clear();
+  windows_broker_count_ = count;
   for (const auto& [index, window] : dedup_windows) dedup_window_by_index_[index] = window;
   std::erase_if(dedup_window_by_index_, [count](const auto& entry) { return entry.first >= count; });
   broker_count_ = count;

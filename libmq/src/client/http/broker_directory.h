@@ -120,7 +120,9 @@ class BrokerDirectory {
   Clock::time_point refreshed_at_{};  // GUARDED_BY(mutex_): the last successful refresh
   Clock::time_point next_refresh_{};  // GUARDED_BY(mutex_)
   std::chrono::milliseconds visibility_timeout_ = http::kDefaultVisibilityTimeout;  // GUARDED_BY(mutex_)
-  std::map<std::uint32_t, std::optional<std::chrono::milliseconds>> dedup_window_by_index_;                           // GUARDED_BY(mutex_)
+  std::map<std::uint32_t, std::optional<std::chrono::milliseconds>>
+      dedup_window_by_index_;                                // GUARDED_BY(mutex_)
+  std::uint32_t windows_broker_count_ = 0;                   // GUARDED_BY(mutex_): the broker count of those
   std::uint32_t broker_count_ = 0;                           // GUARDED_BY(mutex_): 0 until known
   std::map<std::uint32_t, std::string> url_by_index_;        // GUARDED_BY(mutex_)
   std::map<std::uint32_t, std::string> asked_url_by_index_;  // GUARDED_BY(mutex_): where /topics answered

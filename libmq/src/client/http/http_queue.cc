@@ -762,6 +762,12 @@ class HttpQueue final : public Queue {
     for (;;) {
       auto route = directory_->route(topic, partition);
       if (!route.ok()) return route.status();
+      // A retry after an unknown outcome: the map just read may name a broker whose dedup window
+      // is shorter (or unknown), and then it is not sent.
+      if (!unknown.ok() && !produce_retries_safe()) {
+        return Status::io_error(unknown.message() +
+                                "; not sent again: the brokers' dedup window is now too short or unknown");
+      }
       auto reply = directory_->send(method, route->url, path, body);
       if (!reply.ok() && reply.status().code() == ErrorCode::kUnavailable) {
         if (directory_->try_other_address(route->owner, route->url)) continue;
@@ -777,9 +783,8 @@ class HttpQueue final : public Queue {
                                    std::to_string(route->owner) + " at " + route->url +
                                    ", which cannot be reached (" + reply.status().message() + ")");
       }
-      // Asked again each time: the map read meanwhile may name a broker with a shorter window.
-      const bool may_retry = idempotent && produce_retries_safe() &&
-                             std::chrono::steady_clock::now() < started + kFailoverWait;
+      const bool may_retry =
+          idempotent && produce_retries_safe() && std::chrono::steady_clock::now() < started + kFailoverWait;
       if (!reply.ok()) {  // sent, answer lost: the caller decides about a retry, unless it is safe
         if (!may_retry) return reply.status();
         unknown = reply.status();
