@@ -173,23 +173,13 @@ std::vector<std::string> BoundedFileSystem::directories_on_the_way_to(const std:
   return directories;
 }
 
-void BoundedFileSystem::change_begins(const std::vector<std::string>& directories) {
+void BoundedFileSystem::count_change(const std::vector<std::string>& directories, int under_way) {
   std::lock_guard lock(mutex_);
   for (const auto& directory : directories) {
     DirectoryState& state = directories_[directory];
     state.synced = false;
     ++state.changes;
-    ++state.changing;
-  }
-}
-
-void BoundedFileSystem::change_ends(const std::vector<std::string>& directories) {
-  std::lock_guard lock(mutex_);
-  for (const auto& directory : directories) {
-    DirectoryState& state = directories_[directory];
-    state.synced = false;
-    ++state.changes;
-    --state.changing;
+    state.changing += under_way;
   }
 }
 

@@ -56,16 +56,16 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   // A change of the entries of `directories` (a file created, renamed or removed; a directory
   // made) begins or has ended: their next sync_directory is not skipped, and a sync that runs
   // meanwhile may or may not cover the change, so it does not mark them synced (sync_directory).
-  void change_begins(const std::vector<std::string>& directories);
-  void change_ends(const std::vector<std::string>& directories);
+  // `under_way` is +1 when the change begins, -1 when it has ended.
+  void count_change(const std::vector<std::string>& directories, int under_way);
   // Begins a change of the entries of `directories`, and ends it however the change ends.
   class ChangeOfEntries {
    public:
     ChangeOfEntries(BoundedFileSystem& files, std::vector<std::string> directories)
         : files_(files), directories_(std::move(directories)) {
-      files_.change_begins(directories_);
+      files_.count_change(directories_, +1);
     }
-    ~ChangeOfEntries() { files_.change_ends(directories_); }
+    ~ChangeOfEntries() { files_.count_change(directories_, -1); }
     ChangeOfEntries(const ChangeOfEntries&) = delete;
     ChangeOfEntries& operator=(const ChangeOfEntries&) = delete;
 
@@ -84,7 +84,7 @@ class BoundedFileSystem final : public FileSystem, public std::enable_shared_fro
   std::list<PooledFile*> open_;        // GUARDED_BY(mutex_): files holding a descriptor, most recent first
   struct DirectoryState {
     bool synced = false;        // synced with no change of its entries since
-    std::uint64_t changes = 0;  // change_begins and change_ends so far
+    std::uint64_t changes = 0;  // count_change calls so far
     int changing = 0;           // changes begun and not ended
   };
   std::map<std::string, DirectoryState> directories_;  // GUARDED_BY(mutex_): those used so far
