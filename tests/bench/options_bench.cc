@@ -14,9 +14,11 @@
 //                64 at a time and acknowledging each batch: plain, then with headers and dedup ids.
 //   ordering     the same end to end with a key on every message (1,000 keys): ordering=none, then
 //                ordering=key.
-//   delayed      --delayed messages produced one per call with delay_ms of one hour (then a group
-//                passes over them all: it holds each on the timer), beside as many plain ones:
-//                produce latency p50/p99 and the heap memory the pending ones add.
+//   delayed      --delayed messages produced with delay_ms of one hour, which a group passes over
+//                (it holds each on the timer); then as many plain messages produced one per call,
+//                timed, while a consumer of that group takes and acknowledges them; beside the
+//                same without the pending ones: produce latency p50/p99, and the heap memory the
+//                pending ones add.
 //   dedup window --dedup-ids ids of 36 bytes remembered by a DedupWindow: its estimate and the
 //                heap memory they add.
 // Every number is the median over --repeat runs (cases interleaved). Results go to stdout.
@@ -53,8 +55,8 @@ constexpr std::string_view kUsage =
     "  --dedup-ids N   ids in the dedup window case (default 1000000)\n"
     "  --payload-bytes N  payload size of the produce and end-to-end cases (default 100)\n"
     "  --repeat R      runs per case; medians reported (default 3)\n"
-    "  --only CASE     only the produce case CASE (plain, headers, dedup or both), R times, printing\n"
-    "                  msgs/s of each run: for a profiler\n"
+    "  --only CASE     only the produce case CASE (plain, headers, dedup or both) or the end-to-end\n"
+    "                  case e2e-plain or e2e-both, R times, printing msgs/s of each run: for a profiler\n"
     "  --fsync MODE    FSYNC mode of --only: always (default) or never\n";
 
 struct Options : CommonOptions {
@@ -75,8 +77,9 @@ Options parse_options(int argc, char** argv) {
                number_flag("--payload-bytes", options.payload_bytes), number_flag("--repeat", options.repeat),
                Flag{"--only",
                     [&options](std::string_view value) {
-                      if (value != "plain" && value != "headers" && value != "dedup" && value != "both")
-                        throw UsageError("--only takes plain, headers, dedup or both");
+                      if (value != "plain" && value != "headers" && value != "dedup" && value != "both" &&
+                          value != "e2e-plain" && value != "e2e-both")
+                        throw UsageError("--only takes plain, headers, dedup, both, e2e-plain or e2e-both");
                       options.only = value;
                     }},
                Flag{"--fsync", [&options](std::string_view value) {
@@ -196,37 +199,49 @@ struct DelayedRun {
   double added_mib;  // heap memory the pending messages added once a group passed over them
 };
 
-DelayedRun delayed_case(const std::string& dir, std::uint64_t messages, bool delayed) {
+// Single plain produces, each timed, while a consumer in group "g" takes and acknowledges them; with
+// `pending` > 0, first that many messages delayed by an hour, which the group has passed over (each
+// waits on the timer) before the timing starts. What is compared: whether messages pending on the
+// timer slow producers down (they must not: nothing on the produce path walks them).
+DelayedRun delayed_case(const std::string& dir, std::uint64_t timed, std::uint64_t pending) {
   auto broker = open_broker(dir);
-  std::vector<std::int64_t> latencies;
-  latencies.reserve(messages);
-  for (std::uint64_t n = 0; n < messages; ++n) {
+  for (std::uint64_t n = 0; n < pending; ++n) {
     mq::Message m = make_message(n, kPlain);
-    if (delayed) m.delay = std::chrono::hours(1);
+    m.delay = std::chrono::hours(1);
+    check(broker->produce("bench", std::span(&m, 1), 0u), "produce");
+  }
+  // The group reads past every one: each is then held for the timer. What that adds to the heap is
+  // what they cost while pending (in this group; each group holds its own).
+  const std::size_t heap_before = heap_bytes();
+  auto sub = check(broker->subscribe("bench", 0, "g", mq::SubscribeOptions{}), "subscribe");
+  while (check(broker->stats("bench"), "stats")[0].partitions[0].groups[0].delayed < pending) {
+    if (!check(sub->next(1000, std::chrono::milliseconds(10)), "next").empty())
+      throw std::runtime_error("a message delayed by an hour was delivered");
+  }
+  const double added = static_cast<double>(heap_bytes()) - static_cast<double>(heap_before);
+
+  std::thread consumer([&] {
+    std::uint64_t acked = 0;
+    std::vector<std::string> ids;
+    while (acked < timed) {
+      auto got = check(sub->next(1000, std::chrono::milliseconds(50)), "next");
+      ids.clear();
+      for (const auto& d : got) ids.push_back(d.id);
+      if (!ids.empty()) acked += check(broker->ack("bench", 0, "g", ids), "ack");
+    }
+  });
+  std::vector<mq::Message> prepared;
+  for (std::uint64_t n = 0; n < timed; ++n) prepared.push_back(make_message(pending + n, kPlain));
+  std::vector<std::int64_t> latencies;
+  latencies.reserve(timed);
+  for (auto& m : prepared) {
     const auto before = Clock::now();
     check(broker->produce("bench", std::span(&m, 1), 0u), "produce");
     latencies.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - before).count());
   }
-  const std::size_t resident_before = heap_bytes();
-  auto sub = check(broker->subscribe("bench", 0, "g", mq::SubscribeOptions{}), "subscribe");
-  // The group reads past every message: delayed ones wait on the timer, plain ones are delivered.
-  std::uint64_t seen = 0;
-  while (true) {
-    auto got = check(sub->next(1000, std::chrono::milliseconds(0)), "next");
-    if (got.empty() && (delayed || seen >= messages)) break;
-    seen += got.size();
-    if (!got.empty()) {
-      std::vector<std::string> ids;
-      for (const auto& d : got) ids.push_back(d.id);
-      check(broker->ack("bench", 0, "g", ids), "ack");
-    }
-  }
-  if (delayed) {
-    const auto stats = check(broker->stats("bench"), "stats");
-    if (stats[0].partitions[0].groups[0].delayed != messages)
-      throw std::runtime_error("not every message is pending");
-  }
-  const double added = static_cast<double>(heap_bytes()) - static_cast<double>(resident_before);
+  consumer.join();
+  if (check(broker->stats("bench"), "stats")[0].partitions[0].groups[0].delayed != pending)
+    throw std::runtime_error("not every delayed message is still pending");
   return {percentile_us(latencies, 0.50), percentile_us(latencies, 0.99), added / (1 << 20)};
 }
 
@@ -268,9 +283,18 @@ void print_throughputs(const char* mode, const Throughputs& t) {
 
 // --only: one produce case, each run printed, so that a profiler sees nothing else.
 void run_only(const Options& options, ScratchDirectory& scratch) {
-  const Extras extras{options.only == "headers" || options.only == "both",
-                      options.only == "dedup" || options.only == "both", options.payload_bytes};
+  const bool end_to_end = options.only.starts_with("e2e-");
+  const bool both = options.only == "both" || options.only == "e2e-both";
+  const Extras extras{options.only == "headers" || both, options.only == "dedup" || both,
+                      options.payload_bytes};
   for (int r = 0; r < options.repeat; ++r) {
+    if (end_to_end) {
+      std::printf("end to end msgs/s, FSYNC=%s, %s: %.0f\n",
+                  options.only_fsync == mq::FsyncMode::kAlways ? "always" : "never", options.only.c_str(),
+                  end_to_end_case(scratch.fresh_path("e"), options.messages, extras, false,
+                                  mq::Ordering::kNone, options.only_fsync));
+      continue;
+    }
     std::printf("produce msgs/s, FSYNC=%s, %s: %.0f\n",
                 options.only_fsync == mq::FsyncMode::kAlways ? "always" : "never", options.only.c_str(),
                 produce_case(scratch.fresh_path("p"), options.messages, extras, options.only_fsync));
@@ -291,8 +315,8 @@ void run(const Options& options, ScratchDirectory& scratch) {
         end_to_end_case(scratch.fresh_path("o"), options.messages, kPlain, true, mq::Ordering::kNone));
     key.push_back(
         end_to_end_case(scratch.fresh_path("o"), options.messages, kPlain, true, mq::Ordering::kKey));
-    plain_single.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, false));
-    delayed.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, true));
+    plain_single.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, 0));
+    delayed.push_back(delayed_case(scratch.fresh_path("d"), options.delayed, options.delayed));
   }
   std::printf(
       "\nmessage options, in-process Broker, %llu-byte payloads, produce: 4 threads to 4 partitions in\n"
@@ -307,9 +331,10 @@ void run(const Options& options, ScratchDirectory& scratch) {
     for (const auto& r : runs) values.push_back(r.*field);
     return median(values);
   };
-  std::printf("%-52s %12.1f %12.1f\n", "single produce p50 us, plain vs delay 1 h",
+  const std::string pending = std::to_string(options.delayed) + " delayed pending";
+  std::printf("%-52s %12.1f %12.1f\n", ("single produce p50 us, none vs " + pending).c_str(),
               med(plain_single, &DelayedRun::p50_us), med(delayed, &DelayedRun::p50_us));
-  std::printf("%-52s %12.1f %12.1f\n", "single produce p99 us, plain vs delay 1 h",
+  std::printf("%-52s %12.1f %12.1f\n", ("single produce p99 us, none vs " + pending).c_str(),
               med(plain_single, &DelayedRun::p99_us), med(delayed, &DelayedRun::p99_us));
   std::printf("%-52s %12s %12.1f\n",
               ("heap MiB added by " + std::to_string(options.delayed) + " pending delayed").c_str(), "",

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -10,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/byte_scan.h"
 #include "common/json_validation.h"
 #include "mq/message.h"
 #include "storage/record_format.h"
@@ -122,6 +124,79 @@ TEST_CASE("A key is escaped as JSON requires and nothing else is") {
   CHECK(json_string("a\"b\\c\nd") == R"("a\"b\\c\nd")");
   // UTF-8 passes through unchanged, not as \u escapes.
   CHECK(json_string("é € 😀 中文") == "\"é € 😀 中文\"");
+}
+
+TEST_CASE("Escapes are found a word at a time wherever they stand in a long string") {
+  // append_json_string scans eight bytes a step (common/byte_scan.h): an escape in any of a word's
+  // eight places, in the tail after the last whole word, or beside UTF-8 bytes must still be found.
+  auto escaped_byte_by_byte = [](std::string_view s) {
+    std::string out = "\"";
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (u < 0x20) {
+        static constexpr std::string_view kShort = "btn?fr";  // \b \t \n, (\v has none), \f \r
+        if (u >= 8 && u <= 13 && u != 11) {
+          out += '\\';
+          out += kShort[u - 8];
+        } else {
+          char hex[8];
+          std::snprintf(hex, sizeof hex, "\\u%04x", u);
+          out += hex;
+        }
+      } else {
+        out += c;
+      }
+    }
+    return out + "\"";
+  };
+  const std::string special = std::string("\"\\\n\x01\x1f", 5) + std::string(1, '\0');
+  for (std::size_t length = 1; length <= 40; ++length) {
+    for (std::size_t at = 0; at < length; ++at) {
+      for (char c : special) {
+        for (char filler : {'a', '\xc3', '\x7f', ' '}) {
+          std::string s(length, filler);
+          s[at] = c;
+          CAPTURE(length);
+          CAPTURE(at);
+          CAPTURE(static_cast<int>(c));
+          REQUIRE(json_string(s) == escaped_byte_by_byte(s));
+          // Two of them, the second in a later word.
+          if (at + 9 < length) {
+            s[at + 9] = '"';
+            REQUIRE(json_string(s) == escaped_byte_by_byte(s));
+          }
+        }
+      }
+    }
+    const std::string plain(length, 'x');
+    REQUIRE(json_string(plain) == "\"" + plain + "\"");
+  }
+  // Bytes just beside the ones that need an escape need none.
+  for (int c = 0; c < 256; ++c) {
+    const std::string s = std::string(11, 'a') + static_cast<char>(c) + std::string(4, 'b');
+    CAPTURE(c);
+    REQUIRE(json_string(s) == escaped_byte_by_byte(s));
+  }
+}
+
+TEST_CASE("all_ascii finds a byte from 0x80 up in any place of a word and in the tail") {
+  CHECK(mq::detail::all_ascii(""));
+  for (std::size_t length = 1; length <= 40; ++length) {
+    std::string s(length, '\x7f');
+    CHECK(mq::detail::all_ascii(s));
+    for (std::size_t at = 0; at < length; ++at) {
+      for (char high : {'\x80', '\xc3', '\xff'}) {
+        std::string t = s;
+        t[at] = high;
+        CAPTURE(length);
+        CAPTURE(at);
+        REQUIRE_FALSE(mq::detail::all_ascii(t));
+      }
+    }
+  }
 }
 
 TEST_CASE(

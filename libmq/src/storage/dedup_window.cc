@@ -86,8 +86,16 @@ void DedupWindow::erase_slot(std::size_t hole) {
 void DedupWindow::resize_index(std::size_t slots) {
   std::vector<Slot> old(slots, Slot{});
   old.swap(slots_);
+  const std::size_t old_mask = old.size() - 1;
   const std::size_t mask = slots_.size() - 1;
-  for (const Slot& slot : old) {
+  // Moved in slot order from an empty slot on, so that no run of slots wraps around: their home
+  // slots then come in nearly ascending order, and so do the slots they move to (in two streams,
+  // when the index doubles). Writes go where the previous ones went instead of to a random cache
+  // line each, which for an index larger than the cache made growing cost as much as the lookups.
+  std::size_t start = 0;
+  while (old[start].tag != 0) ++start;  // at most half full: there is one
+  for (std::size_t n = 1; n <= old.size(); ++n) {
+    const Slot& slot = old[(start + n) & old_mask];
     if (slot.tag == 0) continue;
     std::size_t i = slot.tag & mask;
     while (slots_[i].tag != 0) i = (i + 1) & mask;
@@ -95,8 +103,15 @@ void DedupWindow::resize_index(std::size_t slots) {
   }
 }
 
-void DedupWindow::grow_index_for_one_more() {
-  if ((indexed_ + 1) * 2 > slots_.size()) resize_index(slots_.size() * 2);
+void DedupWindow::grow_index_for(std::size_t more_ids) {
+  if ((indexed_ + more_ids) * 2 <= slots_.size()) return;
+  resize_index(std::bit_ceil((indexed_ + more_ids) * 2));
+}
+
+void DedupWindow::reserve(std::size_t more_ids) { grow_index_for(more_ids); }
+
+void DedupWindow::prefetch(std::uint32_t hash) const {
+  __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]);
 }
 
 std::uint64_t DedupWindow::push_entry(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms) {
@@ -113,7 +128,7 @@ std::optional<std::uint64_t> DedupWindow::find(std::string_view id, std::int64_t
 }
 
 void DedupWindow::remember(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms) {
-  grow_index_for_one_more();
+  grow_index_for(1);
   const std::uint32_t tag = tag_of(id);
   Slot& slot = slots_[probe(id, tag)];
   // A later store of the same id (after its window passed, or recovery reading both) wins; the
@@ -124,9 +139,13 @@ void DedupWindow::remember(std::string_view id, std::uint64_t offset, std::int64
 
 std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, std::uint64_t offset,
                                                            std::int64_t now_ms) {
+  return find_or_remember(id, tag_of(id), offset, now_ms);
+}
+
+std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, std::uint32_t tag,
+                                                           std::uint64_t offset, std::int64_t now_ms) {
   expire(now_ms);
-  grow_index_for_one_more();
-  const std::uint32_t tag = tag_of(id);
+  grow_index_for(1);
   Slot& slot = slots_[probe(id, tag)];
   if (slot.tag != 0) return entry(entry_number(slot)).offset;  // what expire() left is within the window
   ++indexed_;

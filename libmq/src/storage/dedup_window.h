@@ -34,6 +34,15 @@ class DedupWindow {
   // find(id, now_ms), and when it finds nothing remember(id, offset, now_ms): one hash lookup.
   std::optional<std::uint64_t> find_or_remember(std::string_view id, std::uint64_t offset,
                                                 std::int64_t now_ms);
+
+  // For a batch: the ids' hashes (hash_of), handed to prefetch() for all of them first and then to
+  // find_or_remember() one by one, so that the batch's cache misses on the index overlap instead of
+  // coming one after the other. reserve() first, so that the index does not move in between.
+  static std::uint32_t hash_of(std::string_view id) { return tag_of(id); }
+  void reserve(std::size_t more_ids);
+  void prefetch(std::uint32_t hash) const;
+  std::optional<std::uint64_t> find_or_remember(std::string_view id, std::uint32_t hash, std::uint64_t offset,
+                                                std::int64_t now_ms);
   // Appends from `offset` on were dropped (a full disk): their ids are not stored.
   void forget_from(std::uint64_t offset);
 
@@ -89,7 +98,7 @@ class DedupWindow {
   std::optional<std::size_t> slot_of(std::uint64_t number) const;
   void erase_slot(std::size_t slot);
   void resize_index(std::size_t slots);
-  void grow_index_for_one_more();
+  void grow_index_for(std::size_t more_ids);
   std::uint64_t push_entry(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms);
 
   const std::int64_t window_ms_;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <limits>
 
+#include "common/byte_scan.h"
 #include "common/json_validation.h"
 
 namespace mq::detail {
@@ -15,11 +16,10 @@ void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   // Most strings (header names and values, keys, ids) need no escape: copy the runs between
-  // escapes whole rather than byte by byte.
+  // escapes whole, found a word at a time.
   std::size_t run = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
+  for (std::size_t i = find_json_escape(s); i < s.size(); i = find_json_escape(s, run)) {
     const auto u = static_cast<unsigned char>(s[i]);
-    if (u >= 0x20 && u != '"' && u != '\\') continue;  // UTF-8 passes through unchanged
     out.append(s.data() + run, i - run);
     run = i + 1;
     switch (u) {
@@ -204,16 +204,19 @@ class PrefixScanner {
     rest_.remove_prefix(static_cast<std::size_t>(end - rest_.data()));
     return true;
   }
-  // A JSON string with its quotes, as written.
+  // A JSON string with its quotes, as written. Its end is found a word at a time: header values and
+  // dedup ids are most of a record's bytes before the payload, and every group reads every record.
   std::optional<std::string_view> string() {
     if (rest_.empty() || rest_[0] != '"') return std::nullopt;
-    for (std::size_t i = 1; i < rest_.size(); ++i) {
+    for (std::size_t i = find_json_escape(rest_, 1); i < rest_.size(); i = find_json_escape(rest_, i)) {
       if (rest_[i] == '\\') {
-        ++i;
+        i += 2;
       } else if (rest_[i] == '"') {
         const std::string_view text = rest_.substr(0, i + 1);
         rest_.remove_prefix(i + 1);
         return text;
+      } else {
+        ++i;  // a raw control character: not JSON, which the parser after this scanner will say
       }
     }
     return std::nullopt;
