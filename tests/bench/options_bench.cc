@@ -55,8 +55,9 @@ constexpr std::string_view kUsage =
     "  --dedup-ids N   ids in the dedup window case (default 1000000)\n"
     "  --payload-bytes N  payload size of the produce and end-to-end cases (default 100)\n"
     "  --repeat R      runs per case; medians reported (default 3)\n"
-    "  --only CASE     only the produce case CASE (plain, headers, dedup or both) or the end-to-end\n"
-    "                  case e2e-plain or e2e-both, R times, printing msgs/s of each run: for a profiler\n"
+    "  --only CASE     only the produce case CASE (plain, headers, dedup or both), the end-to-end\n"
+    "                  case e2e-plain or e2e-both, or the ordering case ordering-none or ordering-key\n"
+    "                  (FSYNC=never), R times, printing msgs/s of each run: for a profiler\n"
     "  --fsync MODE    FSYNC mode of --only: always (default) or never\n";
 
 struct Options : CommonOptions {
@@ -78,8 +79,11 @@ Options parse_options(int argc, char** argv) {
                Flag{"--only",
                     [&options](std::string_view value) {
                       if (value != "plain" && value != "headers" && value != "dedup" && value != "both" &&
-                          value != "e2e-plain" && value != "e2e-both")
-                        throw UsageError("--only takes plain, headers, dedup, both, e2e-plain or e2e-both");
+                          value != "e2e-plain" && value != "e2e-both" && value != "ordering-none" &&
+                          value != "ordering-key")
+                        throw UsageError(
+                            "--only takes plain, headers, dedup, both, e2e-plain, e2e-both, ordering-none or "
+                            "ordering-key");
                       options.only = value;
                     }},
                Flag{"--fsync", [&options](std::string_view value) {
@@ -288,6 +292,12 @@ void run_only(const Options& options, ScratchDirectory& scratch) {
   const Extras extras{options.only == "headers" || both, options.only == "dedup" || both,
                       options.payload_bytes};
   for (int r = 0; r < options.repeat; ++r) {
+    if (options.only.starts_with("ordering-")) {
+      const auto ordering = options.only == "ordering-key" ? mq::Ordering::kKey : mq::Ordering::kNone;
+      std::printf("end to end msgs/s, FSYNC=never, 1000 keys, %s: %.0f\n", options.only.c_str(),
+                  end_to_end_case(scratch.fresh_path("o"), options.messages, kPlain, true, ordering));
+      continue;
+    }
     if (end_to_end) {
       std::printf("end to end msgs/s, FSYNC=%s, %s: %.0f\n",
                   options.only_fsync == mq::FsyncMode::kAlways ? "always" : "never", options.only.c_str(),

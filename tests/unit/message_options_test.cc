@@ -3,12 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <deque>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "broker_helpers.h"
+#include "groups/key_queues.h"
 #include "storage/dedup_window.h"
 #include "storage/record_format.h"
 #include "temp_dir.h"
@@ -473,6 +475,85 @@ std::vector<Message> keyed(std::initializer_list<const char*> keys) {
   return batch;
 }
 }  // namespace
+
+TEST_CASE("KeyQueuesLetTheFirstOfEachKeyGoAndNameTheNextWhenItIsDone") {
+  detail::KeyQueues queues;
+  CHECK(queues.push("a", 1));
+  CHECK(queues.push("b", 2));
+  CHECK_FALSE(queues.push("a", 3));
+  CHECK_FALSE(queues.push("a", 4));
+  CHECK(queues.keys() == 2);
+  // Not the first (dead-lettered while it waited): nothing new may go.
+  CHECK(queues.remove("a", 3) == std::nullopt);
+  CHECK(queues.queued("a") == 2);
+  CHECK(queues.remove("a", 1) == 4u);
+  CHECK(queues.remove("a", 4) == std::nullopt);
+  CHECK(queues.keys() == 1);
+  CHECK(queues.remove("a", 4) == std::nullopt);  // gone already: no harm
+  CHECK(queues.remove("nobody", 9) == std::nullopt);
+  // The emptied queue is kept and serves the next new key, which starts empty.
+  CHECK(queues.spare_nodes() == 1);
+  CHECK(queues.push("c", 10));
+  CHECK(queues.spare_nodes() == 0);
+  CHECK(queues.queued("c") == 1);
+  CHECK(queues.remove("c", 10) == std::nullopt);
+  queues.clear();
+  CHECK(queues.keys() == 0);
+  CHECK(queues.spare_nodes() == 0);
+}
+
+TEST_CASE("KeyQueuesKeepFewSpareNodesAndNoneWithALongKeyOrALargeQueue") {
+  detail::KeyQueues queues;
+  const std::size_t keys = detail::KeyQueues::kSpareNodes + 10;
+  for (std::uint64_t k = 0; k < keys; ++k) CHECK(queues.push("key-" + std::to_string(k), k));
+  for (std::uint64_t k = 0; k < keys; ++k)
+    CHECK(queues.remove("key-" + std::to_string(k), k) == std::nullopt);
+  CHECK(queues.spare_nodes() == detail::KeyQueues::kSpareNodes);
+  queues.clear();
+
+  const std::string long_key(detail::KeyQueues::kLongestSpareKey + 1, 'k');
+  CHECK(queues.push(long_key, 1));
+  CHECK(queues.remove(long_key, 1) == std::nullopt);
+  CHECK(queues.spare_nodes() == 0);
+
+  // One hot key with many waiting: taken from the front in order, each names the next; its
+  // vector is not kept once it empties.
+  const std::uint64_t waiting = detail::KeyQueues::kLargestSpareQueue * 4;
+  for (std::uint64_t offset = 0; offset < waiting; ++offset)
+    CHECK(queues.push("hot", offset) == (offset == 0));
+  for (std::uint64_t offset = 0; offset + 1 < waiting; ++offset) {
+    REQUIRE(queues.remove("hot", offset) == offset + 1);
+    REQUIRE(queues.queued("hot") == waiting - offset - 1);
+  }
+  CHECK(queues.remove("hot", waiting - 1) == std::nullopt);
+  CHECK(queues.spare_nodes() == 0);
+}
+
+TEST_CASE("KeyQueuesAgreeWithAPlainListThroughRandomPushesAndRemovals") {
+  std::mt19937 random(14);
+  detail::KeyQueues queues;
+  std::map<std::string, std::deque<std::uint64_t>> model;
+  std::uint64_t next_offset = 0;
+  for (int step = 0; step < 50'000; ++step) {
+    const std::string key = "k" + std::to_string(random() % 20);
+    auto& expected = model[key];
+    if (random() % 2 == 0 || expected.empty()) {
+      REQUIRE(queues.push(key, next_offset) == expected.empty());
+      expected.push_back(next_offset++);
+    } else {
+      // Mostly the first (acknowledged in turn), sometimes one behind it.
+      const std::size_t at = random() % 4 == 0 ? random() % expected.size() : 0;
+      const std::uint64_t offset = expected[at];
+      expected.erase(expected.begin() + static_cast<std::ptrdiff_t>(at));
+      const std::optional<std::uint64_t> next =
+          at == 0 && !expected.empty() ? std::optional(expected.front()) : std::nullopt;
+      REQUIRE(queues.remove(key, offset) == next);
+    }
+    REQUIRE(queues.queued(key) == expected.size());
+    if (expected.empty()) model.erase(key);
+    REQUIRE(queues.keys() == model.size());
+  }
+}
 
 TEST_CASE("OrderingByKeyHandsOutOneMessageOfAKeyAtATimeAndOtherKeysInParallel") {
   TempDir dir;

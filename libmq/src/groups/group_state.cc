@@ -405,10 +405,9 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
     tracked.due_ms = next.deliver_at_ms.value_or(0);
     if (next.key) {
       // ordering=key: behind an earlier message of its key, it waits until that one is done.
-      auto& queue = key_queues_[*next.key];
-      queue.push_back(next.offset);
+      const bool first_of_key = key_queues_.push(*next.key, next.offset);
       tracked.key = std::move(next.key);
-      if (queue.front() != next.offset) {
+      if (!first_of_key) {
         tracked.state = State::kBlocked;
         ++blocked_;
         continue;
@@ -439,19 +438,10 @@ void GroupState::release_locked(std::uint64_t offset, Tracked& tracked, std::int
 
 void GroupState::release_key_locked(std::uint64_t offset, const Tracked& tracked) {
   if (!tracked.key) return;
-  auto queue = key_queues_.find(*tracked.key);
-  if (queue == key_queues_.end()) return;
-  auto& offsets = queue->second;
-  const bool was_first = !offsets.empty() && offsets.front() == offset;
-  if (auto at = std::find(offsets.begin(), offsets.end(), offset); at != offsets.end()) offsets.erase(at);
-  if (offsets.empty()) {
-    key_queues_.erase(queue);
-    return;
-  }
-  if (!was_first) return;
-  const std::uint64_t next = offsets.front();
-  if (auto it = tracked_.find(next); it != tracked_.end() && it->second.state == State::kBlocked) {
-    release_locked(next, it->second, context_.timer->clock().system_ms());
+  const std::optional<std::uint64_t> next = key_queues_.remove(*tracked.key, offset);
+  if (!next) return;
+  if (auto it = tracked_.find(*next); it != tracked_.end() && it->second.state == State::kBlocked) {
+    release_locked(*next, it->second, context_.timer->clock().system_ms());
   }
 }
 

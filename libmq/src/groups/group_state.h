@@ -22,6 +22,7 @@
 
 #include "groups/ack_journal.h"
 #include "groups/ack_wal.h"
+#include "groups/key_queues.h"
 #include "groups/leadership.h"
 #include "groups/timer.h"
 #include "mq/consumer_group.h"
@@ -259,7 +260,7 @@ class GroupState : private Timer::Target {
   std::uint64_t blocked_ = 0;           // GUARDED_BY(mutex_): messages in State::kBlocked
   // GUARDED_BY(mutex_), ordering=key: per key, the tracked messages with it in offset order; only
   // the first may be delivered.
-  std::unordered_map<std::string, std::deque<std::uint64_t>> key_queues_;
+  KeyQueues key_queues_;
   std::unordered_map<std::uint64_t, Subscriber> subscribers_;  // GUARDED_BY(mutex_): nodes never move
   std::deque<std::uint64_t> waiters_;  // GUARDED_BY(mutex_): waiting subscribers, oldest first
   std::uint64_t next_subscriber_ = 0;  // GUARDED_BY(mutex_)
