@@ -57,7 +57,7 @@ constexpr std::string_view kUsage =
     "  --repeat R      runs per case; medians reported (default 3)\n"
     "  --only CASE     only the produce case CASE (plain, headers, dedup or both), the end-to-end\n"
     "                  case e2e-plain or e2e-both, or the ordering case ordering-none or ordering-key\n"
-    "                  (FSYNC=never), R times, printing msgs/s of each run: for a profiler\n"
+    "                  (FSYNC=never), or the delayed case, R times, printing each run: for a profiler\n"
     "  --fsync MODE    FSYNC mode of --only: always (default) or never\n";
 
 struct Options : CommonOptions {
@@ -80,10 +80,10 @@ Options parse_options(int argc, char** argv) {
                     [&options](std::string_view value) {
                       if (value != "plain" && value != "headers" && value != "dedup" && value != "both" &&
                           value != "e2e-plain" && value != "e2e-both" && value != "ordering-none" &&
-                          value != "ordering-key")
+                          value != "ordering-key" && value != "delayed")
                         throw UsageError(
                             "--only takes plain, headers, dedup, both, e2e-plain, e2e-both, ordering-none or "
-                            "ordering-key");
+                            "ordering-key or delayed");
                       options.only = value;
                     }},
                Flag{"--fsync", [&options](std::string_view value) {
@@ -292,6 +292,14 @@ void run_only(const Options& options, ScratchDirectory& scratch) {
   const Extras extras{options.only == "headers" || both, options.only == "dedup" || both,
                       options.payload_bytes};
   for (int r = 0; r < options.repeat; ++r) {
+    if (options.only == "delayed") {
+      const DelayedRun none = delayed_case(scratch.fresh_path("d"), options.delayed, 0);
+      const DelayedRun pending = delayed_case(scratch.fresh_path("d"), options.delayed, options.delayed);
+      std::printf("single produce us, none vs %llu delayed pending: p50 %.1f / %.1f, p99 %.1f / %.1f\n",
+                  static_cast<unsigned long long>(options.delayed), none.p50_us, pending.p50_us, none.p99_us,
+                  pending.p99_us);
+      continue;
+    }
     if (options.only.starts_with("ordering-")) {
       const auto ordering = options.only == "ordering-key" ? mq::Ordering::kKey : mq::Ordering::kNone;
       std::printf("end to end msgs/s, FSYNC=never, 1000 keys, %s: %.0f\n", options.only.c_str(),

@@ -163,6 +163,55 @@ TEST_CASE("AProducedMessageWakesAWaitingConsumer") {
   CHECK(number_of((*got)[0]) == 42);
 }
 
+TEST_CASE("EveryAppendWakesTheConsumerWaitingForItEvenWhenItLandsAsTheConsumerDecidesToWait") {
+  // An append takes the group's lock to wake a consumer only when one counts itself as waiting; a
+  // consumer counts itself and then looks at the partition's end once more (GroupState::take). Here
+  // one message at a time goes to a lone consumer: the producer appends as soon as the previous
+  // one arrived, the consumer spins a varying while before it asks for the next, so that the
+  // append lands before, during and after the consumer's decision to wait. A lost wake-up would
+  // hold one round for the whole 30 s wait.
+  TempDir dir;
+  auto broker = open_broker(broker_config(dir.path()));
+  auto sub = subscribe(*broker, "g");
+  constexpr int kRounds = 5000;
+  std::atomic<int> received{0};
+  std::atomic<std::int64_t> slowest_ms{0};
+  std::atomic<bool> consumer_ended{false};
+  // A few microseconds of work, varying from call to call (a cheap generator: no sleeps, no clock).
+  auto spin = [](std::uint64_t& state, std::uint64_t spread) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    volatile std::uint64_t sink = 0;
+    for (std::uint64_t n = (state >> 33) % spread; n > 0; --n) sink = sink + n;
+  };
+  std::thread consumer([&] {
+    struct EndMark {
+      std::atomic<bool>& ended;
+      ~EndMark() { ended = true; }
+    } end_mark{consumer_ended};
+    std::uint64_t state = 7;
+    for (int i = 0; i < kRounds; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      auto got = sub->next(1, seconds(30));
+      const auto waited = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
+      if (!got.ok() || got->size() != 1 || number_of((*got)[0]) != i) return;
+      slowest_ms = std::max<std::int64_t>(slowest_ms.load(), waited.count());
+      ack_all(*broker, *got, "g");
+      received = i + 1;
+      spin(state, 6000);
+    }
+  });
+  std::uint64_t state = 1;
+  for (int i = 0; i < kRounds; ++i) {
+    while (received.load() < i && !consumer_ended) std::this_thread::yield();  // the previous one arrived
+    if (consumer_ended) break;  // it got something else: the checks below say what
+    spin(state, 500);
+    produce_numbers(*broker, 1, i);
+  }
+  consumer.join();
+  CHECK(received.load() == kRounds);
+  CHECK(slowest_ms.load() < 5'000);
+}
+
 TEST_CASE("ShutdownEndsWaitsWithShuttingDown") {
   TempDir dir;
   auto broker = open_broker(broker_config(dir.path()));

@@ -241,6 +241,10 @@ class GroupState : private Timer::Target {
 
   const GroupContext context_;
   std::uint64_t listener_id_ = 0;
+  // Subscribers in take() from the moment they decide to wait until they stop waiting. Changed
+  // under mutex_, read without it: an append takes mutex_ to wake one only when this is not zero
+  // (the listener in create()).
+  std::atomic<std::size_t> waiting_subscribers_{0};
 
   // Shared by writers of journal records (with the in-memory update that follows each), exclusive
   // for compaction, which needs memory to hold every record written.
