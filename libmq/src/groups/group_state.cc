@@ -61,10 +61,11 @@ Result<std::unique_ptr<GroupState>> GroupState::open(GroupContext context, FileS
     // No subscriber waits: nobody to wake, and the producer does not queue for the group's lock
     // behind a consumer's take or ack (with 100,000 delayed messages pending, that queueing was
     // most of a producer's p99). A subscriber about to wait counts itself first and then looks at
-    // the partition's end once more (take()). With a seq_cst fence on both sides, either that look
-    // sees this append, or this load sees the count and the wake-up goes by the lock as before.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (self->waiting_subscribers_.load(std::memory_order_relaxed) == 0) return;
+    // the partition's end once more (take()). Both are read-modify-writes of one atomic, so one
+    // comes first: if this one, the subscriber's acquires what was appended before it and its look
+    // sees the append; if the subscriber's, this one reads its count and wakes by the lock as
+    // before. (Not a relaxed load after a fence: GCC's ThreadSanitizer does not support fences.)
+    if (self->waiting_subscribers_.fetch_add(0, std::memory_order_acq_rel) == 0) return;
     std::lock_guard lock(self->mutex_);
     self->wake_one_locked();
   });
@@ -156,9 +157,8 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
       }
       if (timed_out || sub.cancelled) return std::vector<Delivery>{};
       // Counted as waiting first, then the end looked at again (the other half of the listener's
-      // fast path in create()): an append this look misses sees the count and wakes by the lock.
-      waiting_subscribers_.fetch_add(1, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      // fast path in open()): an append this look misses sees the count and wakes by the lock.
+      waiting_subscribers_.fetch_add(1, std::memory_order_acq_rel);
       if (context_.partition->next_offset() != end_seen) {
         waiting_subscribers_.fetch_sub(1, std::memory_order_relaxed);
         continue;

@@ -243,7 +243,7 @@ class GroupState : private Timer::Target {
   std::uint64_t listener_id_ = 0;
   // Subscribers in take() from the moment they decide to wait until they stop waiting. Changed
   // under mutex_, read without it: an append takes mutex_ to wake one only when this is not zero
-  // (the listener in create()).
+  // (the listener in open()).
   std::atomic<std::size_t> waiting_subscribers_{0};
 
   // Shared by writers of journal records (with the in-memory update that follows each), exclusive
