@@ -454,6 +454,22 @@ TEST_CASE("TheRecordOptionsReaderReadsTheWritersPrefixAndAnyOtherOrder") {
   CHECK_FALSE(old->deliver_at_ms);
   CHECK_FALSE(old->dedup_id);
   CHECK_FALSE(detail::parse_record_options("not json"));
+  // A raw control byte inside a string (which the validator keeps out of every log): the scanner
+  // looking for the string's end steps over it, neither stopping nor reading past the line.
+  for (const std::string& odd :
+       {std::string(R"({"offset":1,"timestamp":2,"headers":{"a":"x)") + '\x01' + R"(y"},"payload":1})",
+        std::string(R"({"offset":1,"timestamp":2,"dedup_id":"d)") + '\x1f' + R"(","payload":1})",
+        std::string(R"({"offset":1,"timestamp":2,"key":"k)") + '\n' + R"(","payload":1})"}) {
+    CAPTURE(odd);
+    const auto read = detail::parse_record_options(odd);
+    REQUIRE(read);
+    CHECK(read->offset == 1);
+  }
+  CHECK(detail::parse_record_options(std::string(R"({"offset":1,"timestamp":2,"dedup_id":"d)") + '\x1f' +
+                                     R"(","payload":1})")
+            ->dedup_id == std::string("d\x1f"));
+  // A string that never ends, a backslash last: no read past the line.
+  CHECK_FALSE(detail::parse_record_options(R"({"offset":1,"timestamp":2,"headers":{"a":"xxxxxxxxxxxx\)"));
 }
 
 namespace {
@@ -517,7 +533,7 @@ TEST_CASE("KeyQueuesKeepFewSpareNodesAndNoneWithALongKeyOrALargeQueue") {
   CHECK(queues.spare_nodes() == 0);
 
   // One hot key with many waiting: taken from the front in order, each names the next; its
-  // vector is not kept once it empties.
+  // vector gives its room back as it drains, so it is kept once it empties.
   const std::uint64_t waiting = detail::KeyQueues::kLargestSpareQueue * 4;
   for (std::uint64_t offset = 0; offset < waiting; ++offset)
     CHECK(queues.push("hot", offset) == (offset == 0));
@@ -526,7 +542,13 @@ TEST_CASE("KeyQueuesKeepFewSpareNodesAndNoneWithALongKeyOrALargeQueue") {
     REQUIRE(queues.queued("hot") == waiting - offset - 1);
   }
   CHECK(queues.remove("hot", waiting - 1) == std::nullopt);
-  CHECK(queues.spare_nodes() == 0);
+  CHECK(queues.spare_nodes() == 1);
+  // Emptied from the back (each removal behind the first), nothing gives room back: not kept.
+  for (std::uint64_t offset = 0; offset < waiting; ++offset)
+    CHECK(queues.push("wide", offset) == (offset == 0));
+  for (std::uint64_t offset = waiting; offset-- > 1;) CHECK(queues.remove("wide", offset) == std::nullopt);
+  CHECK(queues.remove("wide", 0) == std::nullopt);
+  CHECK(queues.spare_nodes() == 0);  // the one kept before served "wide", which was too large to keep
 }
 
 TEST_CASE("KeyQueuesAgreeWithAPlainListThroughRandomPushesAndRemovals") {

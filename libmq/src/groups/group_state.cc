@@ -156,18 +156,24 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
         break;
       }
       if (timed_out || sub.cancelled) return std::vector<Delivery>{};
+      if (context_.before_counting_as_waiting) context_.before_counting_as_waiting();
       // Counted as waiting first, then the end looked at again (the other half of the listener's
       // fast path in open()): an append this look misses sees the count and wakes by the lock.
-      waiting_subscribers_.fetch_add(1, std::memory_order_acq_rel);
-      if (context_.partition->next_offset() != end_seen) {
-        waiting_subscribers_.fetch_sub(1, std::memory_order_relaxed);
-        continue;
-      }
+      // Uncounted however this ends (a throw included), or every later append would take the lock.
+      struct CountedAsWaiting {
+        explicit CountedAsWaiting(std::atomic<std::size_t>& count) : count_(count) {
+          count_.fetch_add(1, std::memory_order_acq_rel);
+        }
+        ~CountedAsWaiting() { count_.fetch_sub(1, std::memory_order_relaxed); }
+        CountedAsWaiting(const CountedAsWaiting&) = delete;
+        CountedAsWaiting& operator=(const CountedAsWaiting&) = delete;
+        std::atomic<std::size_t>& count_;
+      } counted(waiting_subscribers_);
+      if (context_.partition->next_offset() != end_seen) continue;
       sub.waiting = true;
       waiters_.push_back(subscriber);
       timed_out = !sub.wake.wait_until(lock, give_up_at,
                                        [&] { return sub.woken || sub.cancelled || stopping_ || removed_; });
-      waiting_subscribers_.fetch_sub(1, std::memory_order_relaxed);
       sub.waiting = false;
       sub.woken = false;
       std::erase(waiters_, subscriber);

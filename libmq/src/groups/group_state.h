@@ -56,6 +56,9 @@ struct GroupContext {
   // Checked before a change is made: refuses (kUnavailable, nothing done) when it could not be
   // confirmed now (this broker does not lead, too few replicas in sync).
   std::function<Status()> state_writable;
+  // Tests only: runs in take() with the group's lock held, after a look found nothing and before
+  // the subscriber counts itself as waiting (where an append needs the second look to be seen).
+  std::function<void()> before_counting_as_waiting;
 };
 
 // kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.

@@ -50,6 +50,9 @@ std::optional<std::uint64_t> KeyQueues::remove(const std::string& key, std::uint
     queue.offsets.erase(queue.offsets.begin(),
                         queue.offsets.begin() + static_cast<std::ptrdiff_t>(queue.head));
     queue.head = 0;
+    // A backlog that drained gives its room back, as the deque this replaced did.
+    if (queue.offsets.capacity() > kLargestSpareQueue && queue.offsets.capacity() > 4 * queue.offsets.size())
+      queue.offsets.shrink_to_fit();
   }
   if (!was_first) return std::nullopt;
   return queue.front();

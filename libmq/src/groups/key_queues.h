@@ -37,7 +37,7 @@ class KeyQueues {
   // Emptied queues kept for reuse (never more than kSpareNodes).
   std::size_t spare_nodes() const { return spare_.size(); }
 
-  static constexpr std::size_t kSpareNodes = 256;
+  static constexpr std::size_t kSpareNodes = 64;
   // A spare node keeps its key's and its vector's room only up to these sizes (keys may have
   // 64 KiB; one hot key may have had thousands of messages waiting).
   static constexpr std::size_t kLongestSpareKey = 256;

@@ -175,9 +175,13 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
   std::vector<std::size_t> stored;
   // Every id's hash first, its index slot fetched at once: the lookups below then find their slots
   // in the cache rather than waiting on a miss each.
-  std::vector<std::uint32_t> hashes(batch.size());
-  if (dedup_ != nullptr) {
-    dedup_->reserve(batch.size());
+  // (A lone id has nothing to overlap with: looked up directly.)
+  const auto ids = static_cast<std::size_t>(
+      std::count_if(batch.begin(), batch.end(), [](const Message& m) { return m.dedup_id.has_value(); }));
+  std::vector<std::uint32_t> hashes;
+  if (dedup_ != nullptr && ids > 1) {
+    hashes.resize(batch.size());
+    dedup_->reserve(ids);
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!batch[i].dedup_id) continue;
       hashes[i] = detail::DedupWindow::hash_of(*batch[i].dedup_id);
@@ -191,7 +195,10 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
     // the same id must find it. A write that a full disk drops forgets them again
     // (roll_back_locked); a failed one fails the partition.
     std::optional<std::uint64_t> earlier;
-    if (id && dedup_ != nullptr) earlier = dedup_->find_or_remember(*id, hashes[i], next, now_ms);
+    if (id && dedup_ != nullptr) {
+      earlier = hashes.empty() ? dedup_->find_or_remember(*id, next, now_ms)
+                               : dedup_->find_or_remember(*id, hashes[i], next, now_ms);
+    }
     if (earlier) {
       result.offsets[i] = *earlier;
       result.duplicates.push_back(i);
