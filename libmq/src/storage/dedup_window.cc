@@ -103,12 +103,10 @@ void DedupWindow::resize_index(std::size_t slots) {
   }
 }
 
-void DedupWindow::grow_index_for(std::size_t more_ids) {
+void DedupWindow::reserve(std::size_t more_ids) {
   if ((indexed_ + more_ids) * 2 <= slots_.size()) return;
   resize_index(std::bit_ceil((indexed_ + more_ids) * 2));
 }
-
-void DedupWindow::reserve(std::size_t more_ids) { grow_index_for(more_ids); }
 
 void DedupWindow::prefetch(std::uint32_t hash) const {
   __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]);
@@ -128,7 +126,7 @@ std::optional<std::uint64_t> DedupWindow::find(std::string_view id, std::int64_t
 }
 
 void DedupWindow::remember(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms) {
-  grow_index_for(1);
+  reserve(1);
   const std::uint32_t tag = tag_of(id);
   Slot& slot = slots_[probe(id, tag)];
   // A later store of the same id (after its window passed, or recovery reading both) wins; the
@@ -145,7 +143,7 @@ std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, 
 std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, std::uint32_t tag,
                                                            std::uint64_t offset, std::int64_t now_ms) {
   expire(now_ms);
-  grow_index_for(1);
+  reserve(1);
   Slot& slot = slots_[probe(id, tag)];
   if (slot.tag != 0) return entry(entry_number(slot)).offset;  // what expire() left is within the window
   ++indexed_;

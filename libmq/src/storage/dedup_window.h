@@ -98,7 +98,6 @@ class DedupWindow {
   std::optional<std::size_t> slot_of(std::uint64_t number) const;
   void erase_slot(std::size_t slot);
   void resize_index(std::size_t slots);
-  void grow_index_for(std::size_t more_ids);
   std::uint64_t push_entry(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms);
 
   const std::int64_t window_ms_;

@@ -174,8 +174,7 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
   result.offsets.resize(batch.size());
   std::vector<std::size_t> stored;
   // Every id's hash first, its index slot fetched at once: the lookups below then find their slots
-  // in the cache rather than waiting on a miss each.
-  // (A lone id has nothing to overlap with: looked up directly.)
+  // in the cache rather than waiting on a miss each (a lone id has nothing to overlap with).
   const auto ids = static_cast<std::size_t>(
       std::count_if(batch.begin(), batch.end(), [](const Message& m) { return m.dedup_id.has_value(); }));
   std::vector<std::uint32_t> hashes;
