@@ -2,7 +2,8 @@
 #   docker build -t msg_queue .                                    # the broker (the last stage)
 #   docker build --target services -t msg_queue_services .         # the integration templates
 # The build stage runs the same scripts as the README's commands and CI (cmake/install-deps.sh,
-# cmake/build-release.sh); tests/deploy checks that and runs those steps on every CI run.
+# cmake/build-release.sh); tests/deploy checks that and runs those steps on every CI run (compiling
+# as a Ninja dry run: the test tree compiles the same sources).
 FROM debian:bookworm AS build
 WORKDIR /src
 COPY . .
