@@ -256,6 +256,60 @@ TEST_CASE("AnAppendLandingJustBeforeTheConsumerCountsItselfAsWaitingIsSeenByItsS
   (*group)->unsubscribe(*subscriber);
 }
 
+TEST_CASE("MessagesChosenFromRecordsReadAheadKeepTheirBytesWhenASeekDropsTheReadAheadBeforeTheyAreDelivered") {
+  // A take delivers new messages from the records its group read ahead, not from a second read. Here
+  // a seek drops that read ahead, and another take reads the same offsets again, between the first
+  // take's choice and its deliveries: the first take's messages must still have their own bytes
+  // (under AddressSanitizer, a batch freed too early is a use after free).
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.fsync = FsyncMode::kNever;
+  auto store = LogStore::open(options);
+  REQUIRE(store.ok());
+  auto partition = (*store)->partition("events", 0);
+  REQUIRE(partition.ok());
+  for (int n = 0; n < 3; ++n) REQUIRE((*partition)->append(message(R"({"n":)" + std::to_string(n) + "}")).ok());
+  Timer timer(make_steady_clock(), /*run_thread=*/false);
+  auto file_system = make_posix_file_system();
+  detail::GroupState* group_seen = nullptr;
+  std::uint64_t second_subscriber = 0;
+  std::vector<int> second_take;
+  int interruptions = 0;
+  detail::GroupContext context;
+  context.partition = *partition;
+  context.topic = "events";
+  context.group = "g";
+  context.timer = &timer;
+  context.dead_letter = [](const Message&) { return Status{}; };
+  context.after_choosing = [&] {
+    if (interruptions++ > 0) return;  // the second take below runs this too
+    REQUIRE(group_seen->seek(0).ok());
+    auto again = group_seen->take(second_subscriber, 3, seconds(5));
+    REQUIRE(again.ok());
+    for (const Delivery& d : *again) second_take.push_back(number_of(d));
+  };
+  auto group = detail::GroupState::open(std::move(context), *file_system, options, dir.path() + "/groups",
+                                        StartPosition::kEarliest);
+  REQUIRE(group.ok());
+  group_seen = group->get();
+  auto first = (*group)->subscribe(seconds(30), 10);
+  auto second = (*group)->subscribe(seconds(30), 10);
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  second_subscriber = *second;
+  auto got = (*group)->take(*first, 2, seconds(5));
+  REQUIRE(got.ok());
+  CHECK(interruptions == 2);
+  REQUIRE(got->size() == 2);
+  CHECK(number_of((*got)[0]) == 0);
+  CHECK(number_of((*got)[1]) == 1);
+  CHECK((*got)[1].offset == 1);
+  CHECK(second_take == std::vector<int>{0, 1, 2});
+  (*group)->unsubscribe(*first);
+  (*group)->unsubscribe(*second);
+}
+
 TEST_CASE("ShutdownEndsWaitsWithShuttingDown") {
   TempDir dir;
   auto broker = open_broker(broker_config(dir.path()));

@@ -128,7 +128,8 @@ void GroupState::cancel_waits(std::uint64_t subscriber) {
 Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::size_t max_messages,
                                                std::chrono::milliseconds timeout) {
   const auto give_up_at = std::chrono::steady_clock::now() + timeout;
-  std::vector<Chosen> chosen;
+  Choice choice;
+  std::vector<Chosen>& chosen = choice.messages;
   {
     std::unique_lock lock(mutex_);
     Subscriber& sub = subscribers_.at(subscriber);
@@ -139,7 +140,7 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
       if (removed_) return deleted_status();
       // What this round of looking can see: an append after it is looked for before waiting.
       const std::uint64_t end_seen = context_.partition->next_offset();
-      choose_locked(subscriber, sub, std::min(max_messages - chosen.size(), sub.room()), chosen);
+      choose_locked(subscriber, sub, std::min(max_messages - chosen.size(), sub.room()), choice);
       // New messages are chosen from records read ahead; read more while this take wants more.
       if (chosen.size() < max_messages && sub.room() > 0 && !reading_ahead_ && read_ahead_.empty() &&
           may_read_on_locked() && next_new_ < context_.partition->next_offset()) {
@@ -179,6 +180,7 @@ Result<std::vector<Delivery>> GroupState::take(std::uint64_t subscriber, std::si
       std::erase(waiters_, subscriber);
     }
   }
+  if (context_.after_choosing) context_.after_choosing();
   return read_deliveries(chosen);
 }
 
@@ -187,28 +189,32 @@ bool GroupState::deliverable_locked() const {
 }
 
 Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
-  // A few hundred records at a time: enough to fill any take, little memory per group.
+  // A few hundred records at a time: enough to fill any take, little memory per group (the batch is
+  // kept until its messages are handed out: at most this much per group and partition).
   constexpr std::size_t kReadAheadMessages = 256;
-  constexpr std::size_t kReadAheadBytes = 1 << 20;
+  constexpr std::size_t kReadAheadBytes = 256 << 10;
   const std::uint64_t from = next_new_;
   const std::uint64_t epoch = read_ahead_epoch_;
   const bool ordering_key = progress_.ordering_key;
   reading_ahead_ = true;
   lock.unlock();
   std::vector<ReadAhead> records;
+  std::shared_ptr<const ReadBatch> kept;
   Status status;
   auto batch = context_.partition->read(from, kReadAheadMessages, kReadAheadBytes);
   if (batch.ok()) {
-    records.reserve(batch->size());
-    for (const StoredMessage& m : *batch) {
+    // (Moving a batch keeps its messages' views valid: they point into its heap buffer.)
+    kept = std::make_shared<const ReadBatch>(std::move(*batch));
+    records.reserve(kept->size());
+    for (const StoredMessage& m : *kept) {
       auto options = parse_record_options(m.line, DedupIdField::kSkip);
       if (!options) {
         status = Status::corruption("a stored record of " + context_.topic + "/" +
                                     std::to_string(context_.partition_index) + " cannot be read");
         break;
       }
-      records.push_back(
-          {m.offset, options->deliver_at_ms, ordering_key ? std::move(options->raw_key) : std::nullopt});
+      records.push_back({m.offset, options->deliver_at_ms,
+                         ordering_key ? std::move(options->raw_key) : std::nullopt, m.line});
     }
   } else if (!(batch.status().code() == ErrorCode::kNotFound &&
                from < context_.partition->log_start_offset())) {
@@ -218,10 +224,17 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
   reading_ahead_ = false;
   if (!status.ok()) return status;
   // Kept only if nothing moved the group meanwhile (a seek, retention, another reader).
-  if (epoch == read_ahead_epoch_ && next_new_ == from && read_ahead_.empty()) {
-    read_ahead_.assign(records.begin(), records.end());
+  if (epoch == read_ahead_epoch_ && next_new_ == from && read_ahead_.empty() && !records.empty()) {
+    read_ahead_.assign(std::make_move_iterator(records.begin()), std::make_move_iterator(records.end()));
+    read_ahead_batch_ = std::move(kept);
   }
   return {};
+}
+
+void GroupState::drop_read_ahead_locked() {
+  read_ahead_.clear();
+  read_ahead_batch_.reset();
+  ++read_ahead_epoch_;
 }
 
 void GroupState::wake_if_read_resumes_locked(bool could_read_on) {
@@ -361,8 +374,7 @@ Result<std::uint64_t> GroupState::seek_locked(std::uint64_t target) {
   blocked_ = 0;
   key_queues_.clear();
   next_new_ = target;
-  read_ahead_.clear();
-  ++read_ahead_epoch_;
+  drop_read_ahead_locked();
   // Every waiting subscriber has room now: wake them all (each wake takes one off waiters_).
   for (std::size_t before = waiters_.size(); before > 0; before = waiters_.size()) {
     wake_one_locked();
@@ -381,8 +393,7 @@ void GroupState::forget_below_locked(std::uint64_t log_start) {
   if (progress_.committed < log_start) progress_.start_at(log_start);
   if (next_new_ < log_start) {
     next_new_ = log_start;
-    read_ahead_.clear();
-    ++read_ahead_epoch_;
+    drop_read_ahead_locked();
   }
   for (auto it = tracked_.begin(); it != tracked_.end() && it->first < log_start;) {
     Tracked& tracked = it->second;
@@ -405,8 +416,8 @@ void GroupState::forget_below_locked(std::uint64_t log_start) {
   wake_if_read_resumes_locked(could_read_on);
 }
 
-void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
-                               std::vector<Chosen>& chosen) {
+void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count, Choice& choice) {
+  std::vector<Chosen>& chosen = choice.messages;
   // Nothing below the log start can be read any more (retention deleted it).
   if (const std::uint64_t start = context_.partition->log_start_offset();
       start > next_new_ || (!tracked_.empty() && tracked_.begin()->first < start))
@@ -420,8 +431,9 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
   }
   if (count == 0) return;
   const std::int64_t now_ms = context_.timer->clock().system_ms();
+  bool delivered_read_ahead = false;
   while (count > 0 && !read_ahead_.empty() && may_read_on_locked()) {
-    const ReadAhead next = read_ahead_.front();
+    ReadAhead next = std::move(read_ahead_.front());
     read_ahead_.pop_front();
     next_new_ = next.offset + 1;
     if (progress_.is_acknowledged(next.offset)) continue;  // acknowledged before it was ever delivered
@@ -442,9 +454,14 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
       release_locked(next.offset, tracked, now_ms);
       continue;
     }
-    start_delivery_locked(next.offset, tracked, subscriber, sub, chosen);
+    start_delivery_locked(next.offset, tracked, subscriber, sub, chosen, next.line);
+    delivered_read_ahead = true;
     --count;
   }
+  if (delivered_read_ahead && (choice.pinned.empty() || choice.pinned.back() != read_ahead_batch_)) {
+    choice.pinned.push_back(read_ahead_batch_);
+  }
+  if (read_ahead_.empty()) read_ahead_batch_.reset();
 }
 
 void GroupState::release_locked(std::uint64_t offset, Tracked& tracked, std::int64_t now_ms) {
@@ -470,7 +487,7 @@ void GroupState::release_key_locked(std::uint64_t offset, const Tracked& tracked
 }
 
 void GroupState::start_delivery_locked(std::uint64_t offset, Tracked& tracked, std::uint64_t subscriber,
-                                       Subscriber& sub, std::vector<Chosen>& chosen) {
+                                       Subscriber& sub, std::vector<Chosen>& chosen, std::string_view line) {
   ++tracked.deliveries;
   tracked.state = State::kInFlight;
   tracked.holder = subscriber;
@@ -479,7 +496,7 @@ void GroupState::start_delivery_locked(std::uint64_t offset, Tracked& tracked, s
   ++counters_.delivered;
   if (tracked.deliveries > 1) ++counters_.redelivered;
   schedule_locked(offset, tracked, sub.visibility_timeout);
-  chosen.push_back({offset, tracked.deliveries});
+  chosen.push_back({offset, tracked.deliveries, line});
 }
 
 void GroupState::schedule_locked(std::uint64_t offset, Tracked& tracked, std::chrono::milliseconds after) {
@@ -762,27 +779,36 @@ Status GroupState::touch(std::uint64_t offset) {
 Result<std::vector<Delivery>> GroupState::read_deliveries(const std::vector<Chosen>& chosen) const {
   std::vector<Delivery> deliveries;
   deliveries.reserve(chosen.size());
+  // What retention deleted after it was chosen is gone for the group too (the next choice forgets
+  // it), whether its record was read ahead or not.
+  const std::uint64_t log_start = context_.partition->log_start_offset();
+  auto deliver = [&](const Chosen& c, std::string_view line) {
+    deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index, c.offset,
+                          c.delivery, std::string(line)});
+  };
   for (std::size_t i = 0; i < chosen.size();) {
-    // One read per run of consecutive offsets.
+    if (!chosen[i].line.empty()) {
+      if (chosen[i].offset >= log_start) deliver(chosen[i], chosen[i].line);
+      ++i;
+      continue;
+    }
+    // One read per run of consecutive offsets not read ahead.
     std::size_t run = 1;
-    while (i + run < chosen.size() && chosen[i + run].offset == chosen[i].offset + run) ++run;
+    while (i + run < chosen.size() && chosen[i + run].line.empty() &&
+           chosen[i + run].offset == chosen[i].offset + run)
+      ++run;
     // A read stops at the end of a segment: read on until the run is complete.
     while (run > 0) {
       auto batch = context_.partition->read(chosen[i].offset, run, std::numeric_limits<std::size_t>::max());
       if (!batch.ok() && batch.status().code() == ErrorCode::kNotFound &&
           chosen[i].offset < context_.partition->log_start_offset()) {
-        // Retention deleted it after it was chosen: gone for the group too (the next choice forgets it).
-        ++i;
+        ++i;  // deleted by retention meanwhile (above)
         --run;
         continue;
       }
       if (!batch.ok()) return batch.status();
       if (batch->empty()) return Status::corruption("a delivered message could not be read back");
-      for (std::size_t j = 0; j < batch->size(); ++j) {
-        const Chosen& c = chosen[i + j];
-        deliveries.push_back({message_id(context_.partition_index, c.offset), context_.partition_index,
-                              c.offset, c.delivery, std::string((*batch)[j].line)});
-      }
+      for (std::size_t j = 0; j < batch->size(); ++j) deliver(chosen[i + j], (*batch)[j].line);
       i += batch->size();
       run -= batch->size();
     }
@@ -872,6 +898,7 @@ void GroupState::end_locked(bool retired) {
     tracked_.clear();
     ready_.clear();
     read_ahead_.clear();
+    read_ahead_batch_.reset();
     key_queues_.clear();
     // Their take() ends with kNotFound (deleted) or kUnavailable (retired).
     for (auto& [id, sub] : subscribers_) sub.wake.notify_all();

@@ -17,6 +17,7 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -59,6 +60,9 @@ struct GroupContext {
   // Tests only: runs in take() with the group's lock held, after a look found nothing and before
   // the subscriber counts itself as waiting (where an append needs the second look to be seen).
   std::function<void()> before_counting_as_waiting;
+  // Tests only: runs in take() with no lock held, after the messages were chosen and before their
+  // deliveries are made (where a seek or another take may drop the records read ahead).
+  std::function<void()> after_choosing;
 };
 
 // kInvalidArgument for a max_inflight of 0 or a visibility timeout below 1 ms.
@@ -178,6 +182,16 @@ class GroupState : private Timer::Target {
   struct Chosen {
     std::uint64_t offset;
     std::uint32_t delivery;
+    // The record as read ahead (its bytes in a batch of Choice::pinned), or empty: read back at
+    // delivery (a redelivery, or a message that waited).
+    std::string_view line;
+  };
+  // What one take() chose. Its new messages' records were read ahead already: the batches they are
+  // in stay alive until the deliveries are made, after mutex_ is released, even if the group's read
+  // ahead is dropped or replaced meanwhile (a seek, another take).
+  struct Choice {
+    std::vector<Chosen> messages;
+    std::vector<std::shared_ptr<const ReadBatch>> pinned;
   };
   struct DeadLetter {
     std::uint64_t offset;
@@ -188,15 +202,16 @@ class GroupState : private Timer::Target {
     std::uint64_t offset;
     std::optional<std::int64_t> deliver_at_ms;
     std::optional<std::string> key;  // only with ordering=key
+    std::string_view line;           // the record, in read_ahead_batch_
   };
 
   GroupState(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
 
   // The following run with mutex_ held.
-  void choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count,
-                     std::vector<Chosen>& chosen);
+  void choose_locked(std::uint64_t subscriber, Subscriber& sub, std::size_t count, Choice& choice);
+  // `line` is the record if it was read ahead, else empty.
   void start_delivery_locked(std::uint64_t offset, Tracked& tracked, std::uint64_t subscriber,
-                             Subscriber& sub, std::vector<Chosen>& chosen);
+                             Subscriber& sub, std::vector<Chosen>& chosen, std::string_view line = {});
   // Ends the delivery of an in-flight message: back to ready, delayed, or to be dead-lettered.
   void end_delivery_locked(std::map<std::uint64_t, Tracked>::iterator it, std::chrono::milliseconds delay,
                            std::vector<DeadLetter>& dead);
@@ -218,6 +233,8 @@ class GroupState : private Timer::Target {
   // Reads the records from next_new_ on into read_ahead_, with mutex_ released meanwhile (`lock`
   // holds it on entry and on return). Only one thread reads ahead at a time.
   Status read_ahead(std::unique_lock<std::mutex>& lock);
+  // next_new_ jumped (a seek, retention): what was read ahead is not next any more.
+  void drop_read_ahead_locked();
   // Puts a message that is not due before `due_ms` (wall clock) on the timer.
   void schedule_due_locked(std::uint64_t offset, Tracked& tracked, std::int64_t due_ms);
   // A never-delivered message may go: it waits for its time if it is not due yet, else it is ready.
@@ -240,6 +257,7 @@ class GroupState : private Timer::Target {
   void after_record() const {
     if (context_.checkpoint_acks) context_.checkpoint_acks();
   }
+  // The deliveries of what take() chose: the records read ahead as they are, the others read back.
   Result<std::vector<Delivery>> read_deliveries(const std::vector<Chosen>& chosen) const;
 
   const GroupContext context_;
@@ -259,8 +277,12 @@ class GroupState : private Timer::Target {
   std::uint64_t next_new_ = 0;                // GUARDED_BY(mutex_): first never-delivered offset
   std::map<std::uint64_t, Tracked> tracked_;  // GUARDED_BY(mutex_)
   std::set<std::uint64_t> ready_;             // GUARDED_BY(mutex_): redeliverable, by offset
-  // GUARDED_BY(mutex_): the records from next_new_ on, consecutive, read ahead of their delivery.
+  // GUARDED_BY(mutex_): the records from next_new_ on, consecutive, read ahead of their delivery,
+  // all from the one batch read_ahead_batch_ (a read ahead fills read_ahead_ only when it is empty).
+  // The batch is kept so that a new message is delivered from it rather than read a second time; it
+  // holds at most read_ahead()'s byte limit, and goes when read_ahead_ is empty.
   std::deque<ReadAhead> read_ahead_;
+  std::shared_ptr<const ReadBatch> read_ahead_batch_;
   bool reading_ahead_ = false;          // GUARDED_BY(mutex_)
   std::uint64_t read_ahead_epoch_ = 0;  // GUARDED_BY(mutex_): bumped when next_new_ jumps
   std::uint64_t delayed_ = 0;           // GUARDED_BY(mutex_): delayed messages not yet due
