@@ -256,7 +256,8 @@ TEST_CASE("AnAppendLandingJustBeforeTheConsumerCountsItselfAsWaitingIsSeenByItsS
   (*group)->unsubscribe(*subscriber);
 }
 
-TEST_CASE("MessagesChosenFromRecordsReadAheadKeepTheirBytesWhenASeekDropsTheReadAheadBeforeTheyAreDelivered") {
+TEST_CASE(
+    "MessagesChosenFromRecordsReadAheadKeepTheirBytesWhenASeekDropsTheReadAheadBeforeTheyAreDelivered") {
   // A take delivers new messages from the records its group read ahead, not from a second read. Here
   // a seek drops that read ahead, and another take reads the same offsets again, between the first
   // take's choice and its deliveries: the first take's messages must still have their own bytes
@@ -269,7 +270,8 @@ TEST_CASE("MessagesChosenFromRecordsReadAheadKeepTheirBytesWhenASeekDropsTheRead
   REQUIRE(store.ok());
   auto partition = (*store)->partition("events", 0);
   REQUIRE(partition.ok());
-  for (int n = 0; n < 3; ++n) REQUIRE((*partition)->append(message(R"({"n":)" + std::to_string(n) + "}")).ok());
+  for (int n = 0; n < 3; ++n)
+    REQUIRE((*partition)->append(message(R"({"n":)" + std::to_string(n) + "}")).ok());
   Timer timer(make_steady_clock(), /*run_thread=*/false);
   auto file_system = make_posix_file_system();
   detail::GroupState* group_seen = nullptr;
