@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -214,46 +216,75 @@ TEST_CASE("EveryAppendWakesTheConsumerWaitingForItEvenWhenItLandsAsTheConsumerDe
   CHECK(slowest_ms.load() < 5'000);
 }
 
+// One GroupState on partition 0 of "events", opened directly (no Broker) so that a test can set the
+// test-only seams of its GroupContext: `seams` fills them in before the group opens.
+class GroupWithSeams {
+ public:
+  explicit GroupWithSeams(const std::function<void(detail::GroupContext&)>& seams,
+                          std::uint64_t segment_bytes = StoreOptions{}.segment_bytes) {
+    options_.data_dir = dir_.path();
+    options_.fsync = FsyncMode::kNever;
+    options_.segment_bytes = segment_bytes;
+    auto store = LogStore::open(options_);
+    REQUIRE(store.ok());
+    store_ = std::move(*store);
+    auto partition = store_->partition("events", 0);
+    REQUIRE(partition.ok());
+    partition_ = *partition;
+    detail::GroupContext context;
+    context.partition = partition_;
+    context.topic = "events";
+    context.group = "g";
+    context.timer = &timer_;
+    context.dead_letter = [](const Message&) { return Status{}; };
+    seams(context);
+    auto group = detail::GroupState::open(std::move(context), *file_system_, options_,
+                                          dir_.path() + "/groups", StartPosition::kEarliest);
+    REQUIRE(group.ok());
+    group_ = std::move(*group);
+  }
+  detail::GroupState& group() { return *group_; }
+  Partition& partition() { return *partition_; }
+  std::uint64_t subscribe() {
+    auto subscriber = group_->subscribe(seconds(30), 10);
+    REQUIRE(subscriber.ok());
+    return *subscriber;
+  }
+
+ private:
+  TempDir dir_;
+  StoreOptions options_;
+  std::unique_ptr<LogStore> store_;
+  Partition* partition_ = nullptr;
+  Timer timer_{make_steady_clock(), /*run_thread=*/false};
+  std::shared_ptr<FileSystem> file_system_ = make_posix_file_system();
+  std::unique_ptr<detail::GroupState> group_;
+};
+
 TEST_CASE("AnAppendLandingJustBeforeTheConsumerCountsItselfAsWaitingIsSeenByItsSecondLook") {
   // The one moment the fast path of the append listener depends on, made to happen every time: the
   // append lands after the consumer's look found nothing and before it counts itself as waiting,
   // so its listener sees no waiter and wakes nobody. The consumer's second look must find it (it
   // would otherwise wait out the whole 20 s).
-  TempDir dir;
-  StoreOptions options;
-  options.data_dir = dir.path();
-  options.fsync = FsyncMode::kNever;
-  auto store = LogStore::open(options);
-  REQUIRE(store.ok());
-  auto partition = (*store)->partition("events", 0);
-  REQUIRE(partition.ok());
-  Timer timer(make_steady_clock(), /*run_thread=*/false);
-  auto file_system = make_posix_file_system();
   int appended_in_between = 0;
-  detail::GroupContext context;
-  context.partition = *partition;
-  context.topic = "events";
-  context.group = "g";
-  context.timer = &timer;
-  context.dead_letter = [](const Message&) { return Status{}; };
-  context.before_counting_as_waiting = [&] {
-    if (appended_in_between++ > 0) return;
-    REQUIRE((*partition)->append(message(R"({"n":7})")).ok());
-  };
-  auto group = detail::GroupState::open(std::move(context), *file_system, options, dir.path() + "/groups",
-                                        StartPosition::kEarliest);
-  REQUIRE(group.ok());
-  auto subscriber = (*group)->subscribe(seconds(30), 10);
-  REQUIRE(subscriber.ok());
+  Partition* partition = nullptr;
+  GroupWithSeams fixture([&](detail::GroupContext& context) {
+    partition = context.partition;
+    context.before_counting_as_waiting = [&] {
+      if (appended_in_between++ > 0) return;
+      REQUIRE(partition->append(message(R"({"n":7})")).ok());
+    };
+  });
+  const std::uint64_t subscriber = fixture.subscribe();
   const auto start = std::chrono::steady_clock::now();
-  auto got = (*group)->take(*subscriber, 1, seconds(20));
+  auto got = fixture.group().take(subscriber, 1, seconds(20));
   const auto took = std::chrono::steady_clock::now() - start;
   REQUIRE(got.ok());
   CHECK(appended_in_between >= 1);
   REQUIRE(got->size() == 1);
   CHECK(number_of((*got)[0]) == 7);
   CHECK(took < seconds(10));
-  (*group)->unsubscribe(*subscriber);
+  fixture.group().unsubscribe(subscriber);
 }
 
 TEST_CASE(
@@ -262,45 +293,25 @@ TEST_CASE(
   // a seek drops that read ahead, and another take reads the same offsets again, between the first
   // take's choice and its deliveries: the first take's messages must still have their own bytes
   // (under AddressSanitizer, a batch freed too early is a use after free).
-  TempDir dir;
-  StoreOptions options;
-  options.data_dir = dir.path();
-  options.fsync = FsyncMode::kNever;
-  auto store = LogStore::open(options);
-  REQUIRE(store.ok());
-  auto partition = (*store)->partition("events", 0);
-  REQUIRE(partition.ok());
-  for (int n = 0; n < 3; ++n)
-    REQUIRE((*partition)->append(message(R"({"n":)" + std::to_string(n) + "}")).ok());
-  Timer timer(make_steady_clock(), /*run_thread=*/false);
-  auto file_system = make_posix_file_system();
-  detail::GroupState* group_seen = nullptr;
+  detail::GroupState* group = nullptr;
   std::uint64_t second_subscriber = 0;
   std::vector<int> second_take;
   int interruptions = 0;
-  detail::GroupContext context;
-  context.partition = *partition;
-  context.topic = "events";
-  context.group = "g";
-  context.timer = &timer;
-  context.dead_letter = [](const Message&) { return Status{}; };
-  context.after_choosing = [&] {
-    if (interruptions++ > 0) return;  // the second take below runs this too
-    REQUIRE(group_seen->seek(0).ok());
-    auto again = group_seen->take(second_subscriber, 3, seconds(5));
-    REQUIRE(again.ok());
-    for (const Delivery& d : *again) second_take.push_back(number_of(d));
-  };
-  auto group = detail::GroupState::open(std::move(context), *file_system, options, dir.path() + "/groups",
-                                        StartPosition::kEarliest);
-  REQUIRE(group.ok());
-  group_seen = group->get();
-  auto first = (*group)->subscribe(seconds(30), 10);
-  auto second = (*group)->subscribe(seconds(30), 10);
-  REQUIRE(first.ok());
-  REQUIRE(second.ok());
-  second_subscriber = *second;
-  auto got = (*group)->take(*first, 2, seconds(5));
+  GroupWithSeams fixture([&](detail::GroupContext& context) {
+    context.after_choosing = [&] {
+      if (interruptions++ > 0) return;  // the second take below runs this too
+      REQUIRE(group->seek(0).ok());
+      auto again = group->take(second_subscriber, 3, seconds(5));
+      REQUIRE(again.ok());
+      for (const Delivery& d : *again) second_take.push_back(number_of(d));
+    };
+  });
+  group = &fixture.group();
+  for (int n = 0; n < 3; ++n)
+    REQUIRE(fixture.partition().append(message(R"({"n":)" + std::to_string(n) + "}")).ok());
+  const std::uint64_t first = fixture.subscribe();
+  second_subscriber = fixture.subscribe();
+  auto got = group->take(first, 2, seconds(5));
   REQUIRE(got.ok());
   CHECK(interruptions == 2);
   REQUIRE(got->size() == 2);
@@ -308,8 +319,45 @@ TEST_CASE(
   CHECK(number_of((*got)[1]) == 1);
   CHECK((*got)[1].offset == 1);
   CHECK(second_take == std::vector<int>{0, 1, 2});
-  (*group)->unsubscribe(*first);
-  (*group)->unsubscribe(*second);
+  group->unsubscribe(first);
+  group->unsubscribe(second_subscriber);
+}
+
+TEST_CASE("MessagesChosenFromRecordsReadAheadAreNotDeliveredWhenRetentionDeletesThemBeforeTheyAreDelivered") {
+  // As for records read back: what retention deleted between the choice and the delivery is gone
+  // for the group too, even though its bytes are still at hand in the batch read ahead.
+  Partition* partition = nullptr;
+  int interruptions = 0;
+  GroupWithSeams fixture(
+      [&](detail::GroupContext& context) {
+        partition = context.partition;
+        context.after_choosing = [&] {
+          if (interruptions++ > 0) return;
+          RetentionRule rule;
+          rule.delete_below = 20;
+          REQUIRE(partition->apply_retention(rule).ok());
+        };
+      },
+      /*segment_bytes=*/1024);  // about 7 records of 100-byte payloads per segment
+  for (int n = 0; n < 40; ++n) {
+    REQUIRE(
+        partition
+            ->append(message(R"({"n":)" + std::to_string(n) + R"(,"pad":")" + std::string(80, 'x') + "\"}"))
+            .ok());
+  }
+  REQUIRE(partition->log_start_offset() == 0);
+  const std::uint64_t subscriber = fixture.subscribe();
+  auto got = fixture.group().take(subscriber, 3, seconds(5));
+  REQUIRE(got.ok());
+  const std::uint64_t log_start = partition->log_start_offset();
+  REQUIRE(log_start > 2);  // offsets 0-2, the ones chosen, were deleted
+  CHECK(got->empty());
+  auto next = fixture.group().take(subscriber, 3, seconds(5));
+  REQUIRE(next.ok());
+  REQUIRE_FALSE(next->empty());
+  CHECK(next->front().offset == log_start);
+  CHECK(number_of(next->front()) == static_cast<int>(log_start));
+  fixture.group().unsubscribe(subscriber);
 }
 
 TEST_CASE("ShutdownEndsWaitsWithShuttingDown") {

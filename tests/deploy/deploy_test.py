@@ -17,6 +17,8 @@ import argparse
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -83,30 +85,98 @@ def dry_run_environment(build_root):
 
     The tests' own tree compiles every source of mqd and the services already (gcc, -Werror); a
     second, Release compilation of all of them took four of the CI run's minutes. What the build
-    steps still do for real: install the packages and configure the Release tree; Ninja then lists
-    what it would build, which is_built_by_the_build_steps asks.
+    steps still do for real: install the packages and configure the Release tree. Each
+    `cmake --build` call is written down (built_by_the_build_steps reads which targets it asked for)
+    and runs as Ninja's dry run; a call that passes Ninja options of its own fails (`-n` would then be
+    taken for a target), which is the safe direction.
     """
     shim = os.path.join(build_root, "dry-run-bin")
     os.makedirs(shim, exist_ok=True)
-    real_cmake = subprocess.run(["bash", "-c", "command -v cmake"], capture_output=True, text=True, check=True).stdout.strip()
+    calls = os.path.abspath(os.path.join(shim, "build-calls"))
+    if os.path.exists(calls):
+        os.remove(calls)
+    # Looked up now, outside the shim; on a machine without cmake the steps' install-deps.sh installs
+    # it, and the shim then finds it on the PATH.
+    real_cmake = shutil.which("cmake") or "cmake"
     with open(os.path.join(shim, "cmake"), "w") as f:
         f.write("#!/bin/sh\n"
-                "# deploy_test's cmake: `cmake --build` runs Ninja's dry run (-n); everything else is cmake.\n"
-                f'if [ "$1" = --build ]; then exec "{real_cmake}" "$@" -- -n; fi\n'
-                f'exec "{real_cmake}" "$@"\n')
+                "# deploy_test's cmake: `cmake --build` runs Ninja's dry run (-n) and is written down;\n"
+                "# everything else is cmake.\n"
+                f'PATH={shlex.quote(os.environ["PATH"])}\n'
+                'if [ "$1" = --build ]; then\n'
+                f'  printf "%s\\0" "$@" >> {shlex.quote(calls)}; printf "\\n" >> {shlex.quote(calls)}\n'
+                f'  exec {shlex.quote(real_cmake)} "$@" -- -n\n'
+                'fi\n'
+                f'exec {shlex.quote(real_cmake)} "$@"\n')
     os.chmod(os.path.join(shim, "cmake"), 0o755)
     return dict(os.environ, PATH=shim + os.pathsep + os.environ["PATH"])
 
 
-def is_built_by_the_build_steps(path, build_root):
-    """Whether the configured Release tree's build (by its Ninja files) makes the file at path."""
-    tree = os.path.join(build_root, "release")
-    target = os.path.relpath(path, tree)
-    if target.startswith(".."):
-        return False
+def built_by_the_build_steps(build_root):
+    """The files the build steps' `cmake --build` calls make: {build tree: set of paths in it, or
+    None for a call without --target (everything)}."""
+    built = {}
+    calls = os.path.join(build_root, "dry-run-bin", "build-calls")
+    if not os.path.exists(calls):
+        return built
+    with open(calls) as f:
+        for line in f.read().splitlines():
+            args = [a for a in line.split("\0") if a]
+            tree = os.path.realpath(args[1]) if len(args) > 1 else ""
+            targets = []
+            if "--target" in args:
+                for a in args[args.index("--target") + 1:]:
+                    if a.startswith("-"):
+                        break
+                    targets.append(a)
+            if not targets:
+                built[tree] = None
+                continue
+            files = built.setdefault(tree, set())
+            if files is None:
+                continue
+            for target in targets:
+                files |= outputs_of(tree, target)
+    return built
+
+
+def outputs_of(tree, target):
+    """The files Ninja's `target` stands for: itself, or a phony target's inputs (CMake's `mqd` is
+    phony for mqd/mqd)."""
     query = subprocess.run(["ninja", "-C", tree, "-t", "query", target], capture_output=True, text=True)
-    # A file Ninja knows only as an input (a source) has no "input:" section of its own.
-    return query.returncode == 0 and re.search(r"^  input: ", query.stdout, re.MULTILINE) is not None
+    if query.returncode != 0:
+        return set()
+    lines = query.stdout.splitlines()
+    if not any(l.strip() == "input: phony" for l in lines):
+        return {target}
+    inputs, in_inputs = set(), False
+    for l in lines:
+        if l.startswith("  input:"):
+            in_inputs = True
+        elif l.startswith("  ") and not l.startswith("    "):
+            in_inputs = False
+        elif in_inputs and l.startswith("    "):
+            inputs.add(l.strip().lstrip("| "))
+    return inputs
+
+
+def is_built_by_the_build_steps(path, built):
+    """Whether a `cmake --build` call of the build steps makes the file at path."""
+    for tree, files in built.items():
+        target = os.path.relpath(os.path.realpath(path), tree)
+        if target.startswith(".."):
+            continue
+        if files is None:  # everything: any file the tree's Ninja graph makes
+            query = subprocess.run(["ninja", "-C", tree, "-t", "query", target], capture_output=True, text=True)
+            if query.returncode == 0 and re.search(r"^  input: ", query.stdout, re.MULTILINE):
+                return True
+        elif target in files:
+            return True
+    return False
+
+
+# Sanitizer runtimes: a developer's tree built with MQ_SANITIZE links them; a Release image never.
+SANITIZER_RUNTIMES = re.compile(r"^lib(asan|ubsan|tsan|lsan)\.so")
 
 
 # Packages every debian:bookworm-slim image has.
@@ -165,13 +235,15 @@ def check_dockerfile(repo, build_root, built_tree):
     if not check(subprocess.run(["bash", "-c", command], cwd=repo, env=dry_run_environment(build_root)).returncode == 0,
                  f"Dockerfile: the build stage's steps failed: {command}"):
         return
+    built = built_by_the_build_steps(build_root)
+    check(built, "Dockerfile: the build stage's steps never ran `cmake --build`")
     for base_image, name, instructions in stages:
         packages = apt_packages(instructions)
         for instruction, argument in instructions:
             if instruction != "COPY" or "--from=build" not in argument:
                 continue
             source = argument.split()[1]
-            if not check(is_built_by_the_build_steps(in_build_root(source), build_root),
+            if not check(is_built_by_the_build_steps(in_build_root(source), built),
                          f"Dockerfile: stage {name} copies {source}, which the build steps do not make"):
                 continue
             # The same target of the tree the tests run (same project, same link line; other flags).
@@ -179,6 +251,8 @@ def check_dockerfile(repo, build_root, built_tree):
             if not check(os.path.exists(binary), f"deploy_test: {binary} (the built tree's {source}) is missing"):
                 continue
             for library in needed_libraries(binary):
+                if SANITIZER_RUNTIMES.match(library):
+                    continue
                 package = package_of(library)
                 if check(package, f"Dockerfile: no Debian package has {library}, needed by {source}"):
                     check(package in packages | BASE_PACKAGES,

@@ -107,6 +107,8 @@ void GroupState::unsubscribe(std::uint64_t subscriber) {
     }
     std::erase(waiters_, subscriber);
     subscribers_.erase(subscriber);
+    // Nobody is left to take what was read ahead: its bytes go, its offsets stay (read back later).
+    if (subscribers_.empty()) forget_read_ahead_lines_locked();
   }
   dead_letter(dead);
 }
@@ -223,8 +225,10 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
   lock.lock();
   reading_ahead_ = false;
   if (!status.ok()) return status;
-  // Kept only if nothing moved the group meanwhile (a seek, retention, another reader).
-  if (epoch == read_ahead_epoch_ && next_new_ == from && read_ahead_.empty() && !records.empty()) {
+  // Kept only if nothing moved the group meanwhile (a seek, retention, another reader) and it is
+  // still there (a deleted or retired group would hold the batch for the broker's whole life).
+  if (epoch == read_ahead_epoch_ && next_new_ == from && read_ahead_.empty() && !records.empty() &&
+      !removed_ && !stopping_) {
     read_ahead_.assign(std::make_move_iterator(records.begin()), std::make_move_iterator(records.end()));
     read_ahead_batch_ = std::move(kept);
   }
@@ -235,6 +239,11 @@ void GroupState::drop_read_ahead_locked() {
   read_ahead_.clear();
   read_ahead_batch_.reset();
   ++read_ahead_epoch_;
+}
+
+void GroupState::forget_read_ahead_lines_locked() {
+  for (ReadAhead& record : read_ahead_) record.line = {};
+  read_ahead_batch_.reset();
 }
 
 void GroupState::wake_if_read_resumes_locked(bool could_read_on) {
@@ -897,8 +906,7 @@ void GroupState::end_locked(bool retired) {
     for (auto& [offset, tracked] : tracked_) cancel_timer_locked(tracked);
     tracked_.clear();
     ready_.clear();
-    read_ahead_.clear();
-    read_ahead_batch_.reset();
+    drop_read_ahead_locked();  // (a read ahead under way then keeps nothing either)
     key_queues_.clear();
     // Their take() ends with kNotFound (deleted) or kUnavailable (retired).
     for (auto& [id, sub] : subscribers_) sub.wake.notify_all();

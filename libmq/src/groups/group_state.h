@@ -202,7 +202,7 @@ class GroupState : private Timer::Target {
     std::uint64_t offset;
     std::optional<std::int64_t> deliver_at_ms;
     std::optional<std::string> key;  // only with ordering=key
-    std::string_view line;           // the record, in read_ahead_batch_
+    std::string_view line;           // the record, in read_ahead_batch_; empty if it was forgotten
   };
 
   GroupState(GroupContext context, std::unique_ptr<AckJournal> journal, GroupProgress progress);
@@ -233,8 +233,10 @@ class GroupState : private Timer::Target {
   // Reads the records from next_new_ on into read_ahead_, with mutex_ released meanwhile (`lock`
   // holds it on entry and on return). Only one thread reads ahead at a time.
   Status read_ahead(std::unique_lock<std::mutex>& lock);
-  // next_new_ jumped (a seek, retention): what was read ahead is not next any more.
+  // next_new_ jumped (a seek, retention) or the group ended: what was read ahead is not next any more.
   void drop_read_ahead_locked();
+  // The records read ahead stay, their lines go (they are read back at delivery): frees the batch.
+  void forget_read_ahead_lines_locked();
   // Puts a message that is not due before `due_ms` (wall clock) on the timer.
   void schedule_due_locked(std::uint64_t offset, Tracked& tracked, std::int64_t due_ms);
   // A never-delivered message may go: it waits for its time if it is not due yet, else it is ready.
@@ -279,8 +281,9 @@ class GroupState : private Timer::Target {
   std::set<std::uint64_t> ready_;             // GUARDED_BY(mutex_): redeliverable, by offset
   // GUARDED_BY(mutex_): the records from next_new_ on, consecutive, read ahead of their delivery,
   // all from the one batch read_ahead_batch_ (a read ahead fills read_ahead_ only when it is empty).
-  // The batch is kept so that a new message is delivered from it rather than read a second time; it
-  // holds at most read_ahead()'s byte limit, and goes when read_ahead_ is empty.
+  // The batch is kept so that a new message is delivered from it rather than read a second time: 256
+  // KiB of records at most (or one record if a record is larger; Partition::read trims the batch's
+  // buffer to about that). It goes when read_ahead_ is empty or the last subscriber leaves.
   std::deque<ReadAhead> read_ahead_;
   std::shared_ptr<const ReadBatch> read_ahead_batch_;
   bool reading_ahead_ = false;          // GUARDED_BY(mutex_)

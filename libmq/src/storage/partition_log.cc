@@ -691,6 +691,8 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
   while (current < visible.offset && spans.size() < max_messages) {
     const auto newline = buffer.find('\n', cursor);
     if (newline == std::string::npos) {
+      // A next line already too large for the batch is not loaded whole only to be left out.
+      if (!spans.empty() && bytes + (buffer.size() - cursor) > max_bytes) break;
       if (auto s = load_more(); !s.ok()) return s;
       continue;
     }
@@ -708,6 +710,10 @@ Result<ReadBatch> PartitionLog::read(std::uint64_t offset, std::size_t max_messa
     ++current;
   }
   buffer.resize(cursor);
+  // Loading doubles the buffer: a batch that is kept (a group's read ahead) should hold about what
+  // it returns, not twice that.
+  if (buffer.capacity() - buffer.size() > std::max(kReadChunkBytes, buffer.size() / 4))
+    buffer.shrink_to_fit();
   // The buffer holds at least one record line, so it lives on the heap and moving the ReadBatch
   // keeps these views valid.
   auto& messages = detail::ReadBatchInternal::messages(batch);
