@@ -231,6 +231,8 @@ Status GroupState::read_ahead(std::unique_lock<std::mutex>& lock) {
       !removed_ && !stopping_) {
     read_ahead_.assign(std::make_move_iterator(records.begin()), std::make_move_iterator(records.end()));
     read_ahead_batch_ = std::move(kept);
+    // (The last subscriber left while this read: as in unsubscribe(), keep the offsets only.)
+    if (subscribers_.empty()) forget_read_ahead_lines_locked();
   }
   return {};
 }
@@ -464,7 +466,7 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
       continue;
     }
     start_delivery_locked(next.offset, tracked, subscriber, sub, chosen, next.line);
-    delivered_read_ahead = true;
+    delivered_read_ahead = delivered_read_ahead || !next.line.empty();
     --count;
   }
   if (delivered_read_ahead && (choice.pinned.empty() || choice.pinned.back() != read_ahead_batch_)) {
