@@ -27,12 +27,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "bench_support.h"
 #include "mq/mq.h"
@@ -57,7 +62,8 @@ constexpr std::string_view kUsage =
     "  --repeat R      runs per case; medians reported (default 3)\n"
     "  --only CASE     only the produce case CASE (plain, headers, dedup or both), the end-to-end\n"
     "                  case e2e-plain or e2e-both, or the ordering case ordering-none or ordering-key\n"
-    "                  (FSYNC=never), or the delayed case, R times, printing each run: for a profiler\n"
+    "                  (FSYNC=never), the delayed case, or disk (the disk alone: see below), R times,\n"
+    "                  printing each run: for a profiler\n"
     "  --fsync MODE    FSYNC mode of --only: always (default) or never\n";
 
 struct Options : CommonOptions {
@@ -80,10 +86,10 @@ Options parse_options(int argc, char** argv) {
                     [&options](std::string_view value) {
                       if (value != "plain" && value != "headers" && value != "dedup" && value != "both" &&
                           value != "e2e-plain" && value != "e2e-both" && value != "ordering-none" &&
-                          value != "ordering-key" && value != "delayed")
+                          value != "ordering-key" && value != "delayed" && value != "disk")
                         throw UsageError(
-                            "--only takes plain, headers, dedup, both, e2e-plain, e2e-both, ordering-none or "
-                            "ordering-key or delayed");
+                            "--only takes plain, headers, dedup, both, e2e-plain, e2e-both, ordering-none, "
+                            "ordering-key, delayed or disk");
                       options.only = value;
                     }},
                Flag{"--fsync", [&options](std::string_view value) {
@@ -135,7 +141,17 @@ mq::Message make_message(std::uint64_t n, Extras extras, std::optional<std::stri
   return m;
 }
 
-double produce_case(const std::string& dir, std::uint64_t messages, Extras extras, mq::FsyncMode fsync) {
+// CPU seconds (user + system) the whole process used so far.
+double process_cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Messages/s; with `cpu_us_per_message`, also the process's CPU time per message while measured.
+double produce_case(const std::string& dir, std::uint64_t messages, Extras extras, mq::FsyncMode fsync,
+                    double* cpu_us_per_message = nullptr) {
   auto broker = open_broker(dir, fsync);
   const std::uint64_t per_thread = messages / kProducers / kBatch * kBatch;
   // Built before the clock starts: what is measured is the library's work, not the benchmark's.
@@ -145,9 +161,11 @@ double produce_case(const std::string& dir, std::uint64_t messages, Extras extra
       prepared[t].push_back(make_message(t * per_thread + i, extras));
   }
   const auto start = Clock::now();
+  const double cpu_before = process_cpu_seconds();
   std::vector<std::thread> threads;
   for (int t = 0; t < kProducers; ++t) {
     threads.emplace_back([&, t] {
+      ::pthread_setname_np(::pthread_self(), "producer");  // for a profiler: perf report --comms producer
       for (std::uint64_t i = 0; i < per_thread; i += kBatch) {
         check(broker->produce("bench", std::span(prepared[t]).subspan(i, kBatch),
                               static_cast<std::uint32_t>(t)),
@@ -156,7 +174,54 @@ double produce_case(const std::string& dir, std::uint64_t messages, Extras extra
     });
   }
   for (auto& t : threads) t.join();
-  return static_cast<double>(per_thread * kProducers) / seconds_between(start, Clock::now());
+  const double elapsed = seconds_between(start, Clock::now());
+  const auto produced = static_cast<double>(per_thread * kProducers);
+  if (cpu_us_per_message != nullptr)
+    *cpu_us_per_message = (process_cpu_seconds() - cpu_before) * 1e6 / produced;
+  return produced / elapsed;
+}
+
+// The bytes one batch of kBatch messages takes in the log.
+std::size_t batch_log_bytes(const std::string& dir, Extras extras) {
+  auto broker = open_broker(dir);
+  std::vector<mq::Message> batch;
+  for (std::uint64_t n = 0; n < kBatch; ++n) batch.push_back(make_message(n, extras));
+  check(broker->produce("bench", std::span(batch), 0u), "produce");
+  const auto read = check(broker->read("bench", 0, mq::ReadFrom{}, kBatch), "read");
+  std::size_t bytes = 0;
+  for (const auto& m : read.messages) bytes += m.line.size() + 1;
+  return bytes;
+}
+
+// The disk alone, as the produce case uses it with FSYNC=always: kProducers threads, each writing
+// `bytes` at a time into a file of its own (preallocated, as the log is) and syncing after each
+// write, messages/(kProducers * kBatch) times. In messages/s, as if each write held kBatch messages:
+// what the produce case would reach if formatting, validating and deduplicating took no time. The
+// ratio of two sizes is the most the options' ratio can be on this disk.
+double disk_case(const std::string& dir, std::uint64_t messages, std::size_t bytes) {
+  std::filesystem::create_directories(dir);
+  const std::uint64_t writes = messages / kProducers / kBatch;
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kProducers; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string path = dir + "/probe-" + std::to_string(t);
+      const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+      if (fd < 0) throw std::runtime_error("open " + path);
+      if (::posix_fallocate(fd, 0, static_cast<off_t>(bytes * writes)) != 0)
+        throw std::runtime_error("fallocate");
+      const std::string data(bytes, 'x');
+      for (std::uint64_t w = 0; w < writes; ++w) {
+        if (::pwrite(fd, data.data(), data.size(), static_cast<off_t>(w * bytes)) !=
+                static_cast<ssize_t>(bytes) ||
+            ::fdatasync(fd) != 0)
+          throw std::runtime_error("pwrite or fdatasync of " + path);
+      }
+      ::close(fd);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return static_cast<double>(writes * kProducers * kBatch) / seconds_between(start, Clock::now());
 }
 
 // One producer to partition 0, kConsumers consumers acknowledging what they take.
@@ -175,10 +240,13 @@ double end_to_end_case(const std::string& dir, std::uint64_t messages, Extras ex
         make_message(n, extras, keyed ? std::optional("key-" + std::to_string(n % kKeys)) : std::nullopt));
   }
   std::atomic<std::uint64_t> acked{0};
+  // Named for a profiler, which then tells the measured work from the preparation above.
+  ::pthread_setname_np(::pthread_self(), "producer");
   const auto start = Clock::now();
   std::vector<std::thread> consumers;
   for (auto& sub : subs) {
     consumers.emplace_back([&, s = sub.get()] {
+      ::pthread_setname_np(::pthread_self(), "consumer");
       std::vector<std::string> ids;
       while (acked.load() < messages) {
         auto got = check(s->next(64, std::chrono::milliseconds(50)), "next");
@@ -195,7 +263,9 @@ double end_to_end_case(const std::string& dir, std::uint64_t messages, Extras ex
           "produce");
   }
   for (auto& t : consumers) t.join();
-  return static_cast<double>(messages) / seconds_between(start, Clock::now());
+  const double elapsed = seconds_between(start, Clock::now());
+  ::pthread_setname_np(::pthread_self(), "options_bench");
+  return static_cast<double>(messages) / elapsed;
 }
 
 struct DelayedRun {
@@ -252,6 +322,8 @@ DelayedRun delayed_case(const std::string& dir, std::uint64_t timed, std::uint64
 // The produce and end-to-end series of one FSYNC mode.
 struct Throughputs {
   std::vector<double> plain, both, headers_only, dedup_only, e2e_plain, e2e_both;
+  std::vector<double> disk_plain, disk_both;  // FSYNC=always only
+  std::size_t plain_batch_bytes = 0, both_batch_bytes = 0;
 };
 
 void measure_throughputs(const Options& options, ScratchDirectory& scratch, mq::FsyncMode fsync,
@@ -268,6 +340,12 @@ void measure_throughputs(const Options& options, ScratchDirectory& scratch, mq::
       end_to_end_case(scratch.fresh_path("e"), options.messages, plain, false, mq::Ordering::kNone, fsync));
   out.e2e_both.push_back(
       end_to_end_case(scratch.fresh_path("e"), options.messages, both, false, mq::Ordering::kNone, fsync));
+  if (fsync == mq::FsyncMode::kAlways) {
+    out.plain_batch_bytes = batch_log_bytes(scratch.fresh_path("b"), plain);
+    out.both_batch_bytes = batch_log_bytes(scratch.fresh_path("b"), both);
+    out.disk_plain.push_back(disk_case(scratch.fresh_path("s"), options.messages, out.plain_batch_bytes));
+    out.disk_both.push_back(disk_case(scratch.fresh_path("s"), options.messages, out.both_batch_bytes));
+  }
 }
 
 double ratio(double with, double without) { return 100.0 * with / without; }
@@ -281,6 +359,11 @@ void print_throughputs(const char* mode, const Throughputs& t) {
   print_row(std::string("produce msgs/s, ") + mode + ": +3 headers +dedup_id", p0, median(t.both));
   print_row("  +3 headers only", p0, median(t.headers_only));
   print_row("  +dedup_id only", p0, median(t.dedup_only));
+  if (!t.disk_plain.empty()) {
+    print_row("  the disk alone: pwrite+fdatasync of " + std::to_string(t.plain_batch_bytes) + " vs " +
+                  std::to_string(t.both_batch_bytes) + " B",
+              median(t.disk_plain), median(t.disk_both));
+  }
   print_row(std::string("end to end msgs/s, ") + mode + ": +3 headers +dedup_id", median(t.e2e_plain),
             median(t.e2e_both));
 }
@@ -300,6 +383,17 @@ void run_only(const Options& options, ScratchDirectory& scratch) {
                   pending.p99_us);
       continue;
     }
+    if (options.only == "disk") {
+      const std::size_t plain_bytes =
+          batch_log_bytes(scratch.fresh_path("b"), Extras{false, false, options.payload_bytes});
+      const std::size_t both_bytes =
+          batch_log_bytes(scratch.fresh_path("b"), Extras{true, true, options.payload_bytes});
+      const double plain = disk_case(scratch.fresh_path("s"), options.messages, plain_bytes);
+      const double with_options = disk_case(scratch.fresh_path("s"), options.messages, both_bytes);
+      std::printf("the disk alone, msgs/s as batches of %zu: %zu B %.0f, %zu B %.0f (%.1f%%)\n", kBatch,
+                  plain_bytes, plain, both_bytes, with_options, ratio(with_options, plain));
+      continue;
+    }
     if (options.only.starts_with("ordering-")) {
       const auto ordering = options.only == "ordering-key" ? mq::Ordering::kKey : mq::Ordering::kNone;
       std::printf("end to end msgs/s, FSYNC=never, 1000 keys, %s: %.0f\n", options.only.c_str(),
@@ -313,9 +407,12 @@ void run_only(const Options& options, ScratchDirectory& scratch) {
                                   mq::Ordering::kNone, options.only_fsync));
       continue;
     }
-    std::printf("produce msgs/s, FSYNC=%s, %s: %.0f\n",
-                options.only_fsync == mq::FsyncMode::kAlways ? "always" : "never", options.only.c_str(),
-                produce_case(scratch.fresh_path("p"), options.messages, extras, options.only_fsync));
+    double cpu_us = 0;
+    const double rate =
+        produce_case(scratch.fresh_path("p"), options.messages, extras, options.only_fsync, &cpu_us);
+    std::printf("produce msgs/s, FSYNC=%s, %s: %.0f (CPU %.2f us/msg)\n",
+                options.only_fsync == mq::FsyncMode::kAlways ? "always" : "never", options.only.c_str(), rate,
+                cpu_us);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "broker_helpers.h"
+#include "common/siphash.h"
 #include "groups/key_queues.h"
 #include "storage/dedup_window.h"
 #include "storage/record_format.h"
@@ -307,6 +308,59 @@ TEST_CASE("TheDedupWindowExpiresInArrivalOrderAndForgetsDroppedAppends") {
   CHECK(window.memory_bytes() > 0);
 }
 
+TEST_CASE("SipHash24With128BitResultsGivesTheReferenceVectors") {
+  // The reference implementation's vectors (github.com/veorq/SipHash, vectors.h, vectors_sip128):
+  // key 00 01 .. 0f, message 00 01 .. (n-1), the result's 16 bytes in order.
+  const detail::SipKey key{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+  std::string message;
+  for (int i = 0; i < 64; ++i) message.push_back(static_cast<char>(i));
+  auto bytes_of = [](const detail::Hash128& h) {
+    std::string out;
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((h.low >> (8 * i)) & 0xff));
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((h.high >> (8 * i)) & 0xff));
+    return out;
+  };
+  auto expect = [&](std::size_t length, std::initializer_list<unsigned char> want) {
+    CAPTURE(length);
+    CHECK(bytes_of(detail::siphash_2_4_128(std::string_view(message).substr(0, length), key)) ==
+          std::string(want.begin(), want.end()));
+  };
+  expect(0, {0xa3, 0x81, 0x7f, 0x04, 0xba, 0x25, 0xa8, 0xe6, 0x6d, 0xf6, 0x72, 0x14, 0xc7, 0x55, 0x02, 0x93});
+  expect(1, {0xda, 0x87, 0xc1, 0xd8, 0x6b, 0x99, 0xaf, 0x44, 0x34, 0x76, 0x59, 0x11, 0x9b, 0x22, 0xfc, 0x45});
+  expect(15,
+         {0x54, 0x93, 0xe9, 0x99, 0x33, 0xb0, 0xa8, 0x11, 0x7e, 0x08, 0xec, 0x0f, 0x97, 0xcf, 0xc3, 0xd9});
+  expect(16,
+         {0x6e, 0xe2, 0xa4, 0xca, 0x67, 0xb0, 0x54, 0xbb, 0xfd, 0x33, 0x15, 0xbf, 0x85, 0x23, 0x05, 0x77});
+  expect(63,
+         {0x51, 0x50, 0xd1, 0x77, 0x2f, 0x50, 0x83, 0x4a, 0x50, 0x3e, 0x06, 0x9a, 0x97, 0x3f, 0xbd, 0x7c});
+  // Two windows draw different keys: the same id hashes differently in each.
+  CHECK(detail::DedupWindow(milliseconds(1)).hash_of("id") !=
+        detail::DedupWindow(milliseconds(1)).hash_of("id"));
+}
+
+TEST_CASE("ADedupWindowOfManyIdsGrowsIntoHugePagesFindsEveryIdAndGivesTheMemoryBackWhenTheyExpire") {
+  // 300,000 ids: the ring (32 bytes an id) and the index (8-byte slots, at most half full) both
+  // pass the 2 MiB from which their memory is mapped in huge pages.
+  detail::DedupWindow window(milliseconds(1'000));
+  constexpr std::uint64_t kIds = 300'000;
+  for (std::uint64_t n = 0; n < kIds; ++n) {
+    REQUIRE(window.find_or_remember("order-" + std::to_string(n), n, 5'000) == std::nullopt);
+  }
+  CHECK(window.size() == kIds);
+  CHECK(window.memory_bytes() >= kIds * (32 + 16));
+  CHECK(window.memory_bytes() <= kIds * (64 + 32));
+  for (std::uint64_t n = 0; n < kIds; n += 997) {
+    REQUIRE(window.find("order-" + std::to_string(n), 5'500) == n);
+  }
+  CHECK(window.find_or_remember("order-7", 1'000'000, 5'900) == 7u);  // a duplicate: not stored again
+  CHECK(window.size() == kIds);
+  window.remember("later", kIds, 6'000);
+  CHECK(window.find("order-0", 6'001) == std::nullopt);  // all but the last one expired
+  CHECK(window.find("later", 6'001) == kIds);
+  CHECK(window.size() == 1);
+  CHECK(window.memory_bytes() <= 8192);  // back to one page each
+}
+
 TEST_CASE("AnIdRememberedTwiceIsFoundAtItsNewerOffsetAndOutlivesTheOlderOne") {
   // Recovery can find one id stored twice within a window (stored again after a shorter window
   // passed, or a clock that stepped back): the newer one counts, and the older one's expiry must
@@ -322,11 +376,11 @@ TEST_CASE("AnIdRememberedTwiceIsFoundAtItsNewerOffsetAndOutlivesTheOlderOne") {
 }
 
 TEST_CASE("TheDedupWindowAgreesWithAPlainListThroughRandomStoresExpiriesAndRollbacks") {
-  // The window is an open-addressing table with backward-shift deletion over a deque of entries:
+  // The window is an open-addressing table with backward-shift deletion over a ring of entries:
   // easy to get subtly wrong. A list of (id, offset, time) in arrival order says what it must
-  // answer. Ids are drawn from a small pool (repeats), some longer than the 40 bytes kept inline;
-  // time mostly moves on, sometimes a little back; enough ids come and go that the index grows,
-  // shrinks and wraps around.
+  // answer. Ids are drawn from a small pool (repeats), some of them long; time mostly moves on,
+  // sometimes a little back; enough ids come and go that the index and the ring grow, shrink and
+  // wrap around.
   struct Stored {
     std::string id;
     std::uint64_t offset;
@@ -351,7 +405,7 @@ TEST_CASE("TheDedupWindowAgreesWithAPlainListThroughRandomStoresExpiriesAndRollb
     std::vector<std::string> pool;
     for (int i = 0; i < 3000; ++i) {
       std::string id = "id-" + std::to_string(i);
-      if (i % 7 == 0) id += std::string(40, 'L');  // kept on the heap
+      if (i % 7 == 0) id += std::string(100, 'L');  // longer than a hash block or two
       pool.push_back(id);
     }
     std::uint64_t next_offset = 0;
@@ -370,9 +424,9 @@ TEST_CASE("TheDedupWindowAgreesWithAPlainListThroughRandomStoresExpiriesAndRollb
           got = window.find_or_remember(id, next_offset, now);
         } else {
           window.reserve(below(3) == 0 ? below(5'000) : 1);
-          const std::uint32_t hash = detail::DedupWindow::hash_of(id);
+          const detail::Hash128 hash = window.hash_of(id);
           window.prefetch(hash);
-          got = window.find_or_remember(id, hash, next_offset, now);
+          got = window.find_or_remember(hash, next_offset, now);
         }
         REQUIRE(got == expected);
         if (!expected) model.push_back({id, next_offset++, now});

@@ -4,11 +4,11 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <optional>
-#include <string>
 #include <string_view>
-#include <vector>
+
+#include "common/mapped_memory.h"
+#include "common/siphash.h"
 
 namespace mq::detail {
 
@@ -16,16 +16,26 @@ namespace mq::detail {
 // by the ids stored within one window: each id is kept once, in arrival order, and dropped from
 // the front once it is older than the window.
 //
-// Compact on purpose: an id of up to 40 bytes (a UUID, a ULID, a SHA-1 in hex) is kept inside its
-// 64-byte entry, the entries sit in a deque of small blocks that the heap recycles as the window
-// slides (nothing is copied as it grows), and the index is an open-addressing table of 8-byte
-// slots. Remembering a new id then costs one cache miss and, once the window reached its size, no
-// page fault. (A node-based map with a std::string per id cost 0.2 to 0.9 us per id, most of it
-// malloc, free and first touches of memory: three times a plain append.)
+// Compact on purpose, since a busy partition remembers every id of its last two minutes:
+// - An id is kept as its 128-bit SipHash under a key drawn at random for this window
+//   (common/siphash.h), not as its bytes: an entry is 32 bytes whatever the id's length (up to
+//   128), and comparing two is comparing two words. Two different ids are taken for the same one
+//   only if their hashes collide: about n^2 / 2^129 for n ids in the window (10^-27 for a million),
+//   and the key is secret, so that ids cannot be chosen to collide.
+// - Entries sit in a ring in arrival order and the index is an open-addressing table of 8-byte
+//   slots, both in memory mapped from the kernel (common/mapped_memory.h), with huge pages once
+//   they are large. A new id costs one cache miss on the index and, while the window grows, a
+//   share of a page's first touch; once the window reached its size, none.
+// (A node-based map with a std::string per id cost 0.2 to 0.9 us per id, most of it malloc, free
+// and first touches of memory: three times a plain append. Entries of 64 bytes holding the id in a
+// std::deque still spent a fifth of a growing window's cost on first touches of 4 KiB pages.)
 class DedupWindow {
  public:
   explicit DedupWindow(std::chrono::milliseconds window);
-  ~DedupWindow();
+  // With a given hash key, for tests that need the same hashes every run.
+  DedupWindow(std::chrono::milliseconds window, const SipKey& key);
+  DedupWindow(const DedupWindow&) = delete;
+  DedupWindow& operator=(const DedupWindow&) = delete;
 
   // The offset `id` was stored at, if that was at most one window before `now_ms`.
   std::optional<std::uint64_t> find(std::string_view id, std::int64_t now_ms);
@@ -38,10 +48,10 @@ class DedupWindow {
   // For a batch: the ids' hashes (hash_of), handed to prefetch() for all of them first and then to
   // find_or_remember() one by one, so that the batch's cache misses on the index overlap instead of
   // coming one after the other. reserve() first, so that the index does not move in between.
-  static std::uint32_t hash_of(std::string_view id) { return tag_of(id); }
+  Hash128 hash_of(std::string_view id) const { return siphash_2_4_128(id, key_); }
   void reserve(std::size_t more_ids);
-  void prefetch(std::uint32_t hash) const;
-  std::optional<std::uint64_t> find_or_remember(std::string_view id, std::uint32_t hash, std::uint64_t offset,
+  void prefetch(const Hash128& hash) const;
+  std::optional<std::uint64_t> find_or_remember(const Hash128& hash, std::uint64_t offset,
                                                 std::int64_t now_ms);
   // Appends from `offset` on were dropped (a full disk): their ids are not stored.
   void forget_from(std::uint64_t offset);
@@ -51,35 +61,15 @@ class DedupWindow {
 
   // How many distinct ids are in the window.
   std::size_t size() const { return indexed_; }
-  // About how many bytes of memory the ids take (for the figures README quotes).
-  std::size_t memory_bytes() const;
+  // The bytes the window's ring and index take (for the figures README quotes).
+  std::size_t memory_bytes() const { return ring_.size() + index_.size(); }
 
  private:
-  // An id's bytes: inline up to kInlineBytes, else on the heap.
-  class StoredId {
-   public:
-    static constexpr std::size_t kInlineBytes = 40;
-    explicit StoredId(std::string_view id);
-    StoredId(StoredId&& other) noexcept;
-    StoredId(const StoredId&) = delete;
-    StoredId& operator=(const StoredId&) = delete;
-    StoredId& operator=(StoredId&&) = delete;
-    ~StoredId();
-    std::string_view view() const { return {size_ <= kInlineBytes ? inline_ : heap_, size_}; }
-    std::size_t heap_bytes() const { return size_ <= kInlineBytes ? 0 : size_; }
-
-   private:
-    union {
-      char inline_[kInlineBytes];
-      char* heap_;
-    };
-    std::uint32_t size_;
-  };
-  // Entries are numbered in arrival order from 0; entries_ holds those from first_entry_ on.
+  // 32 bytes: the ring's 2 MiB huge pages hold 65,536 of them.
   struct Entry {
+    Hash128 hash;
     std::uint64_t offset;
     std::int64_t timestamp_ms;
-    StoredId id;
   };
   // 8 bytes, so that a million ids cost 16 MiB of index at most: 32 bits of the id's hash (the top
   // one set, so that 0 means empty; the low ones pick the home slot) and the entry's number modulo
@@ -88,24 +78,34 @@ class DedupWindow {
     std::uint32_t tag = 0;
     std::uint32_t entry = 0;
   };
-  static std::uint32_t tag_of(std::string_view id);
+  static std::uint32_t tag_of(const Hash128& hash) {
+    return static_cast<std::uint32_t>(hash.low) | 0x8000'0000u;
+  }
 
-  const Entry& entry(std::uint64_t number) const { return entries_[number - first_entry_]; }
+  // Entries are numbered in arrival order from 0; the ring holds those in [first_entry_, end_entry_).
+  std::size_t entry_count() const { return end_entry_ - first_entry_; }
+  Entry* ring() const { return static_cast<Entry*>(ring_.data()); }
+  Entry& entry(std::uint64_t number) const { return ring()[number & (ring_capacity_ - 1)]; }
+  Slot* slots() const { return static_cast<Slot*>(index_.data()); }
   std::uint64_t entry_number(const Slot& slot) const;
-  // The slot that holds `id`, or the empty slot where it would go.
-  std::size_t probe(std::string_view id, std::uint32_t tag) const;
+  // The slot that holds `hash`, or the empty slot where it would go.
+  std::size_t probe(const Hash128& hash, std::uint32_t tag) const;
   // The slot that holds entry `number`, if it is indexed.
   std::optional<std::size_t> slot_of(std::uint64_t number) const;
   void erase_slot(std::size_t slot);
   void resize_index(std::size_t slots);
-  std::uint64_t push_entry(std::string_view id, std::uint64_t offset, std::int64_t timestamp_ms);
+  void resize_ring(std::size_t capacity);
+  std::uint64_t push_entry(const Hash128& hash, std::uint64_t offset, std::int64_t timestamp_ms);
 
   const std::int64_t window_ms_;
-  std::deque<Entry> entries_;  // in arrival order
+  const SipKey key_;
+  MappedMemory ring_;  // ring_capacity_ entries, a power of two
+  std::size_t ring_capacity_ = 0;
   std::uint64_t first_entry_ = 0;
-  std::size_t heap_id_bytes_ = 0;  // of ids too long to be kept inline
+  std::uint64_t end_entry_ = 0;
   // Open addressing with linear probing, at most half full; a power of two.
-  std::vector<Slot> slots_;
+  MappedMemory index_;
+  std::size_t slot_count_ = 0;
   std::size_t indexed_ = 0;
 };
 

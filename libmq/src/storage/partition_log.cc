@@ -177,13 +177,13 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
   // in the cache rather than waiting on a miss each (a lone id has nothing to overlap with).
   const auto ids = static_cast<std::size_t>(
       std::count_if(batch.begin(), batch.end(), [](const Message& m) { return m.dedup_id.has_value(); }));
-  std::vector<std::uint32_t> hashes;
+  std::vector<detail::Hash128> hashes;
   if (dedup_ != nullptr && ids > 1) {
     hashes.resize(batch.size());
     dedup_->reserve(ids);
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (!batch[i].dedup_id) continue;
-      hashes[i] = detail::DedupWindow::hash_of(*batch[i].dedup_id);
+      hashes[i] = dedup_->hash_of(*batch[i].dedup_id);
       dedup_->prefetch(hashes[i]);
     }
   }
@@ -196,7 +196,7 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
     std::optional<std::uint64_t> earlier;
     if (id && dedup_ != nullptr) {
       earlier = hashes.empty() ? dedup_->find_or_remember(*id, next, now_ms)
-                               : dedup_->find_or_remember(*id, hashes[i], next, now_ms);
+                               : dedup_->find_or_remember(hashes[i], next, now_ms);
     }
     if (earlier) {
       result.offsets[i] = *earlier;
@@ -237,7 +237,10 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
   // A large batch is formatted outside the lock, for the offset it will most likely get, so that
   // it does not hold up the partition's other appenders (1.2 M tiny messages took 0.38 s to
   // format); if another append took that offset meanwhile, it is formatted again.
+  // In a buffer kept from an earlier append: a new one grows by doubling, each step a copy, and
+  // fresh heap memory is slow to touch on the machines measured here.
   std::string formatted;
+  if (batch.size() >= kFormatOutsideLockMessages) formatted.swap(format_spare_);
   // (With dedup ids it is formatted as if none were a duplicate, as is most likely.)
   for (int attempt = 0; batch.size() >= kFormatOutsideLockMessages && attempt < 3; ++attempt) {
     const std::uint64_t guess = appended_.offset;
@@ -301,6 +304,12 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
     last_indexed_position_ = batch_position;
   }
   largest_timestamp_ = std::max(largest_timestamp_, timestamp);
+  // What `formatted` holds now (the bytes appended, or the empty buffer pending_ had) is kept for
+  // the next append.
+  formatted.clear();
+  if (formatted.capacity() > format_spare_.capacity() && formatted.capacity() <= kMaxSpareBufferBytes) {
+    format_spare_.swap(formatted);
+  }
   return finish_append_locked(lock, first, epoch);
 }
 

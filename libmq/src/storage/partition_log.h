@@ -164,6 +164,7 @@ class PartitionLog {
   bool syncing_ = false;                             // GUARDED_BY(mutex_): a sync() is under way
   std::string pending_;                              // GUARDED_BY(mutex_): formatted, not yet written
   std::string spare_;                                // GUARDED_BY(mutex_): reused write buffer
+  std::string format_spare_;                         // GUARDED_BY(mutex_): reused formatting buffer
   std::vector<detail::IndexEntry> pending_entries_;  // GUARDED_BY(mutex_)
   Mark appended_;                                    // GUARDED_BY(mutex_)
   Mark written_;                                     // GUARDED_BY(mutex_)

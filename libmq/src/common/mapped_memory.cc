@@ -1,0 +1,70 @@
+#include "common/mapped_memory.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <new>
+#include <utility>
+
+namespace mq::detail {
+
+namespace {
+
+std::size_t page_bytes() { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+}  // namespace
+
+MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
+  if (bytes == 0) return;
+  const bool huge = bytes >= kHugePageBytes;
+  const std::size_t wanted = round_up(bytes, huge ? kHugePageBytes : page_bytes());
+  // A huge page needs a 2 MiB-aligned range: map one huge page more and give back what lies
+  // outside the aligned part.
+  const std::size_t mapped = huge ? wanted + kHugePageBytes : wanted;
+  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  mapping_ = raw;
+  mapping_bytes_ = mapped;
+  data_ = raw;
+  if (huge) {
+    const auto start = reinterpret_cast<std::uintptr_t>(raw);
+    const std::uintptr_t aligned = round_up(start, kHugePageBytes);
+    const std::size_t head = aligned - start;
+    const std::size_t tail = mapped - head - wanted;
+    if (head > 0) ::munmap(raw, head);
+    if (tail > 0) ::munmap(reinterpret_cast<char*>(aligned) + wanted, tail);
+    mapping_ = data_ = reinterpret_cast<void*>(aligned);
+    mapping_bytes_ = wanted;
+    (void)::madvise(data_, wanted, MADV_HUGEPAGE);  // advice: without it, 4 KiB pages as before
+  }
+}
+
+MappedMemory::MappedMemory(MappedMemory&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      mapping_(std::exchange(other.mapping_, nullptr)),
+      mapping_bytes_(std::exchange(other.mapping_bytes_, 0)) {}
+
+MappedMemory& MappedMemory::operator=(MappedMemory&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    mapping_ = std::exchange(other.mapping_, nullptr);
+    mapping_bytes_ = std::exchange(other.mapping_bytes_, 0);
+  }
+  return *this;
+}
+
+MappedMemory::~MappedMemory() { release(); }
+
+void MappedMemory::release() {
+  if (mapping_ != nullptr) ::munmap(mapping_, mapping_bytes_);
+  data_ = mapping_ = nullptr;
+  size_ = mapping_bytes_ = 0;
+}
+
+}  // namespace mq::detail
