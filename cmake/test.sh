@@ -4,7 +4,8 @@
 #      tree's end-to-end tests run against its mqd), which also builds the libFuzzer targets (tests/fuzz:
 #      libmq and mqd's parsers) from the same object code, and a ThreadSanitizer tree (libmq and the
 #      tests where threads meet);
-#   2. the main tree with -Wall -Wextra -Werror (gcc): libmq, mqd, tests, benchmarks, examples.
+#   2. the main tree with -Wall -Wextra -Werror (gcc): libmq, mqd, tests, examples; its benchmarks are
+#      compiled by a ctest entry (build.benchmarks) while the other tests run.
 # The main tree's ctest runs its own tests, the sanitizer trees' test programs and each fuzz target
 # for a few seconds (label fuzz), so the output
 # ends with one ctest summary over everything.
@@ -37,7 +38,7 @@ configure "$root/asan" -DCMAKE_CXX_COMPILER=clang++ -DMQ_SANITIZE=address -DMQ_F
 configure "$root/tsan" -DMQ_SANITIZE=thread -DMQ_BUILD_DAEMON=OFF -DMQ_BUILD_BENCH=OFF
 # -g1 (functions and line tables, enough for stack traces) instead of -g: a third less compile time.
 configure "$root/main" -DMQ_ASAN_TREE="$root/asan" -DMQ_TSAN_TREE="$root/tsan" -DMQ_FUZZ_TREE="$root/asan" \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DMQ_BENCH_BUILT_BY_CTEST=ON
 
 # The sanitizer trees build only what the main tree's ctest runs from them (tests/CMakeLists.txt,
 # MQ_ASAN_TREE / MQ_TSAN_TREE), with what those programs start: on 2 cores every target saved counts.
