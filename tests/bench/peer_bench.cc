@@ -57,6 +57,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1298,16 +1299,28 @@ Measurement run_flow(System& system, const Target& target, std::uint64_t n, bool
   auto producers = make_producers(system, target, single, producer_count, run);
   Consumers consumers = system.consumers(target, consumer_count, run);
   bool completed = false;
-  start = Clock::now() + std::chrono::milliseconds(20);  // every producer thread waiting before it comes
+  // Every producer thread is waiting before any sends; `start` is the moment they are let go.
+  std::latch spawned(static_cast<std::ptrdiff_t>(producers.size()));
+  std::latch go(1);
   {
     std::vector<std::jthread> threads;
-    for (std::size_t i = 0; i < producers.size(); ++i) {
-      threads.emplace_back([&, i] {
-        std::this_thread::sleep_until(start);
-        send(i, producers[i]);
-        producers[i].finish();
-      });
+    try {
+      for (std::size_t i = 0; i < producers.size(); ++i) {
+        threads.emplace_back([&, i] {
+          spawned.count_down();
+          go.wait();
+          send(i, producers[i]);
+          producers[i].finish();
+        });
+      }
+    } catch (...) {  // no thread left waiting for a go that never comes (the jthreads join)
+      start = Clock::now();
+      go.count_down();
+      throw;
     }
+    spawned.wait();
+    start = Clock::now();
+    go.count_down();
     completed = log.wait(run.failed);
   }
   finished = log.finished();

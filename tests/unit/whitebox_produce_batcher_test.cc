@@ -403,11 +403,18 @@ TEST_CASE("An empty callback is allowed and a throwing one does not keep the res
 TEST_CASE("A callback handing in a message while the batcher is destroyed gets it sent, not a crash") {
   FakeBackend backend;
   std::atomic<int> answered{0};
+  std::atomic<bool> destroying{false};
   std::thread opener;
   {
-    ProduceBatcher batcher({}, backend.send(), FakeBackend::key_partition());
+    // A long linger, which a message as big as a batch does not wait for: the first message goes
+    // at once, and the lone small one below only once the destructor has begun (it sends at once
+    // what lingers): its call is the sign that the destructor is waiting.
+    ProducerOptions options;
+    options.linger = std::chrono::seconds(30);
+    options.batch_max_bytes = 100;
+    ProduceBatcher batcher(options, backend.send(), FakeBackend::key_partition());
     backend.close_gate();
-    batcher.enqueue("t", message("0"), 0, [&](Result<ProduceResult> r) {
+    batcher.enqueue("t", message("\"" + std::string(100, 'x') + "\""), 0, [&](Result<ProduceResult> r) {
       CHECK(r.ok());
       ++answered;
       batcher.enqueue("t", message("1"), 0, [&](Result<ProduceResult> again) {
@@ -416,13 +423,16 @@ TEST_CASE("A callback handing in a message while the batcher is destroyed gets i
       });
     });
     REQUIRE(backend.wait_for_calls(1));
+    batcher.enqueue("t", message("\"lingers\""), 1, nullptr);
     opener = std::thread([&] {
-      std::this_thread::sleep_for(kBlocked);  // the destructor is waiting by then
+      destroying = backend.wait_for_calls(2);  // the lingering message sent: the destructor is waiting
       backend.open_gate();
     });
   }
   opener.join();
+  CHECK(destroying);
   CHECK(answered == 2);
+  CHECK(backend.calls().size() == 3);
 }
 
 TEST_CASE("Busy lanes take turns: with more busy partitions than senders none is starved") {
