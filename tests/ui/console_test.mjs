@@ -526,6 +526,14 @@ async function round(puppeteer, args, { name, brokers: brokerCount, token }) {
 // The README's screenshot: a minute of traffic (producers, consumers at their own pace, some dead
 // letters), then the overview.
 
+// Waits until the page has sent `n` more /stats requests: it sends the next one only once the
+// refresh of the one before has drawn.
+async function statsRefreshes(page, n) {
+  for (let i = 0; i < n; i++) {
+    await page.waitForRequest((r) => new URL(r.url()).pathname === '/stats', { timeout: 10000 });
+  }
+}
+
 async function readmeScreenshot(puppeteer, args) {
   const port = await freePort();
   const mqd = new Mqd(args.mqd, port, { TOPICS: 'orders:4,payments:2,emails:2', MAX_DELIVERIES: '3' });
@@ -588,7 +596,10 @@ async function readmeScreenshot(puppeteer, args) {
     await page.setViewport({ width: 1440, height: 900 });
     await shot(page, args.out, 'demo-overview');
     await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'dark' }]);
-    await delay(1500);
+    // The charts (canvas) take their colours from the CSS when they draw, which the page does at its
+    // refresh (every second): a /stats request sent after the switch starts a refresh, and the next
+    // one is sent only once that refresh has drawn.
+    await statsRefreshes(page, 2);
     await shot(page, args.out, 'demo-dark-overview');
     await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
     await page.evaluate(() => (location.hash = '#/topic/orders'));
@@ -602,10 +613,14 @@ async function readmeScreenshot(puppeteer, args) {
     await shot(page, args.out, 'demo-dead-letters');
     await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
     await page.evaluate(() => (location.hash = '#/'));
-    await delay(1500);
+    // A view's rates need two samples: the third /stats request after the change is sent once the
+    // second refresh drew them (and the charts at the new size).
+    await statsRefreshes(page, 3);
+    await page.waitForSelector('tr[data-key="group:orders/analytics"]');
     await shot(page, args.out, 'demo-phone-overview');
     await page.evaluate(() => (location.hash = '#/topic/orders'));
-    await delay(1500);
+    await statsRefreshes(page, 3);
+    await page.waitForSelector('tr[data-key="g:analytics"]');
     await shot(page, args.out, 'demo-phone-topic');
     if (page.problems.length) throw new Error(`the page reported errors:\n${page.problems.join('\n')}`);
   } finally {
