@@ -13,6 +13,7 @@
 #include "common/siphash.h"
 #include "groups/key_queues.h"
 #include "storage/dedup_window.h"
+#include "storage/partition_log.h"
 #include "storage/record_format.h"
 #include "temp_dir.h"
 
@@ -359,6 +360,76 @@ TEST_CASE("ADedupWindowOfManyIdsGrowsIntoHugePagesFindsEveryIdAndGivesTheMemoryB
   CHECK(window.find("later", 6'001) == kIds);
   CHECK(window.size() == 1);
   CHECK(window.memory_bytes() <= 8192);  // back to one page each
+}
+
+TEST_CASE("AReserveOfTheDedupWindowLeavesItsNextIdsNothingToAllocateAndARefusedOneChangesNothing") {
+  detail::DedupWindow window(milliseconds(1'000));
+  window.reserve(1'024);  // exactly a ring of 1,024 entries and an index of 2,048 slots
+  const std::size_t reserved = window.memory_bytes();
+  CHECK(reserved == 1'024 * 32 + 2'048 * 8);
+  for (std::uint64_t n = 0; n < 1'024; ++n) {
+    REQUIRE(window.find_or_remember("id-" + std::to_string(n), n, 0) == std::nullopt);
+  }
+  CHECK(window.memory_bytes() == reserved);  // neither the ring nor the index grew on the way
+  // A mapping refused (here by the test limit, as mmap's ENOMEM would): nothing changes.
+  window.limit_memory_for_tests(reserved);
+  CHECK_THROWS_AS(window.reserve(1'000'000), std::bad_alloc);
+  CHECK_THROWS_AS(window.find_or_remember("one more", 1'024, 0), std::bad_alloc);
+  CHECK(window.size() == 1'024);
+  CHECK(window.memory_bytes() == reserved);
+  CHECK(window.find("one more", 0) == std::nullopt);
+  CHECK(window.find("id-999", 0) == 999u);
+  // Expiry would shrink the window but cannot get the smaller mappings either: it keeps the larger
+  // ones and still forgets what expired (an append without ids, which expires too, must not fail).
+  window.limit_memory_for_tests(0);
+  CHECK_THROWS_AS(window.remember("late", 1'024, 900), std::bad_alloc);  // the ring is full
+  CHECK_NOTHROW(window.expire(1'500));
+  CHECK(window.size() == 0);
+  CHECK(window.memory_bytes() == reserved);
+  window.limit_memory_for_tests(SIZE_MAX);
+  window.remember("late", 1'024, 1'500);
+  CHECK(window.find("id-0", 1'500) == std::nullopt);
+  CHECK(window.find("late", 1'500) == 1'024u);
+  window.expire(2'600);  // the next expiry that forgets something shrinks it
+  CHECK(window.size() == 0);
+  CHECK(window.memory_bytes() == 128 * 32 + 512 * 8);
+}
+
+TEST_CASE("ABatchWhoseDedupIdsTheWindowHasNoRoomForIsStoredNotAtAllAndItsRetryWhole") {
+  // The partition remembers a batch's ids before it writes the batch: had a refused allocation part
+  // way left some of them remembered, the retry would be answered "duplicate" of offsets that other
+  // messages take, and those messages lost.
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.fsync = FsyncMode::kNever;
+  auto fs = make_posix_file_system();
+  auto log = PartitionLog::open(*fs, options, dir.path() + "/events", "partition-0", "events", 0);
+  REQUIRE(log.ok());
+  detail::DedupWindow window(milliseconds(60'000));
+  (*log)->deduplicate_with(&window);
+  auto batch_of = [](const std::string& prefix, int count) {
+    std::vector<Message> batch;
+    for (int i = 0; i < count; ++i) {
+      batch.push_back(message(R"({"n":)" + std::to_string(i) + "}"));
+      batch.back().dedup_id = prefix + std::to_string(i);
+    }
+    return batch;
+  };
+  REQUIRE((*log)->append(batch_of("a-", 100)).ok());  // the window has room for 128 entries now
+  window.limit_memory_for_tests(window.memory_bytes());
+  const auto refused = batch_of("b-", 100);
+  CHECK_THROWS_AS((void)(*log)->append(refused), std::bad_alloc);
+  CHECK((*log)->next_offset() == 100u);
+  CHECK(window.size() == 100);
+  window.limit_memory_for_tests(SIZE_MAX);
+  AppendResult result;
+  auto retried = (*log)->append(refused, &result);
+  REQUIRE(retried.ok());
+  CHECK(*retried == 100u);
+  CHECK(result.duplicates.empty());
+  CHECK(window.size() == 200);
+  (*log)->deduplicate_with(nullptr);
 }
 
 TEST_CASE("AnIdRememberedTwiceIsFoundAtItsNewerOffsetAndOutlivesTheOlderOne") {

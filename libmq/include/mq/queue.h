@@ -148,7 +148,7 @@ struct HttpQueueOptions {
   // own ("mq-q<16 hex digits>-<n>": a random prefix per queue, then a count), so that a produce
   // whose answer was lost or said "outcome unknown" is sent again without storing anything twice
   // (see kIOError below). Off by default: each id takes room in its partition's dedup window for
-  // DEDUP_WINDOW_MS (a million 36-byte ids take about 77 MiB). A message keeps a dedup_id it has.
+  // DEDUP_WINDOW_MS (48 to 96 bytes an id: a million take 48 MiB). A message keeps a dedup_id it has.
   // Retries (and these ids) happen only when every broker's /topics reports a dedup window of at
   // least 30 s: with a shorter one a retry could store a message twice.
   bool idempotent_produce = false;

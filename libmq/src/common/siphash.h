@@ -1,7 +1,8 @@
-// SipHash-2-4 with a 128-bit result (Aumasson and Bernstein, "SipHash: a fast short-input PRF",
-// 2012): a keyed hash for which, without the key, nobody can find two inputs with the same result
-// other than by luck. The dedup window keeps this hash of an id instead of the id: 16 bytes for
-// ids of up to 128, and a collision (a new message taken for a duplicate) has a chance of about
+// SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012) with the 128-bit
+// result of its reference implementation (github.com/veorq/SipHash): a keyed hash for which,
+// without the key, nobody can find two inputs with the same result other than by luck. The dedup
+// window keeps this hash of an id instead of the id: 16 bytes for ids of up to 128 characters (512
+// bytes), and a collision (a new message taken for a duplicate) has a chance of about
 // n^2 / 2^129 among n ids even when the ids are chosen by someone trying, as long as the key is
 // secret and random (random_sip_key).
 #pragma once

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <bit>
+#include <cassert>
+#include <new>
 #include <utility>
 
 namespace mq::detail {
@@ -62,8 +64,14 @@ void DedupWindow::erase_slot(std::size_t hole) {
   --indexed_;
 }
 
+MappedMemory DedupWindow::allocate(std::size_t bytes, std::size_t other_mapping_bytes) const {
+  if (bytes + other_mapping_bytes > memory_limit_) throw std::bad_alloc();
+  return MappedMemory(bytes);
+}
+
 void DedupWindow::resize_index(std::size_t count) {
-  MappedMemory old = std::exchange(index_, MappedMemory(count * sizeof(Slot)));  // zero: every slot empty
+  // Allocated before anything changes: a refusal leaves the window as it was.
+  MappedMemory old = std::exchange(index_, allocate(count * sizeof(Slot), ring_.size()));  // zero: all empty
   const std::size_t old_count = std::exchange(slot_count_, count);
   if (old_count == 0) return;
   const auto* old_slots = static_cast<const Slot*>(old.data());
@@ -86,15 +94,19 @@ void DedupWindow::resize_index(std::size_t count) {
 }
 
 void DedupWindow::resize_ring(std::size_t capacity) {
-  MappedMemory old = std::exchange(ring_, MappedMemory(capacity * sizeof(Entry)));
+  MappedMemory old = std::exchange(ring_, allocate(capacity * sizeof(Entry), index_.size()));
   const std::size_t old_capacity = std::exchange(ring_capacity_, capacity);
   const auto* old_entries = static_cast<const Entry*>(old.data());
   for (std::uint64_t n = first_entry_; n < end_entry_; ++n) entry(n) = old_entries[n & (old_capacity - 1)];
 }
 
 void DedupWindow::reserve(std::size_t more_ids) {
-  if ((indexed_ + more_ids) * 2 <= slot_count_) return;
-  resize_index(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)));
+  if ((indexed_ + more_ids) * 2 > slot_count_) {
+    resize_index(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)));
+  }
+  if (entry_count() + more_ids > ring_capacity_) {
+    resize_ring(std::max(kMinRing, std::bit_ceil(entry_count() + more_ids)));
+  }
 }
 
 void DedupWindow::prefetch(const Hash128& hash) const {
@@ -102,7 +114,7 @@ void DedupWindow::prefetch(const Hash128& hash) const {
 }
 
 std::uint64_t DedupWindow::push_entry(const Hash128& hash, std::uint64_t offset, std::int64_t timestamp_ms) {
-  if (entry_count() == ring_capacity_) resize_ring(std::max(kMinRing, ring_capacity_ * 2));
+  assert(entry_count() < ring_capacity_);  // reserve() made room
   entry(end_entry_) = Entry{hash, offset, timestamp_ms};
   return end_entry_++;
 }
@@ -123,8 +135,9 @@ void DedupWindow::remember(std::string_view id, std::uint64_t offset, std::int64
   Slot& slot = slots()[probe(hash, tag)];
   // A later store of the same id (after its window passed, or recovery reading both) wins; the
   // older entry stays, unindexed, until it expires.
+  const auto number = static_cast<std::uint32_t>(push_entry(hash, offset, timestamp_ms));
   if (slot.tag == 0) ++indexed_;
-  slot = Slot{tag, static_cast<std::uint32_t>(push_entry(hash, offset, timestamp_ms))};
+  slot = Slot{tag, number};
 }
 
 std::optional<std::uint64_t> DedupWindow::find_or_remember(std::string_view id, std::uint64_t offset,
@@ -139,8 +152,8 @@ std::optional<std::uint64_t> DedupWindow::find_or_remember(const Hash128& hash, 
   const std::uint32_t tag = tag_of(hash);
   Slot& slot = slots()[probe(hash, tag)];
   if (slot.tag != 0) return entry(entry_number(slot)).offset;  // what expire() left is within the window
-  ++indexed_;
   slot = Slot{tag, static_cast<std::uint32_t>(push_entry(hash, offset, now_ms))};
+  ++indexed_;
   return std::nullopt;
 }
 
@@ -154,13 +167,21 @@ void DedupWindow::expire(std::int64_t now_ms) {
     ++first_entry_;
     expired = true;
   }
-  if (!expired) return;
-  // After a burst, give back what a quieter window no longer needs (with room to grow again).
-  if (slot_count_ > kMinSlots && indexed_ * 8 < slot_count_) {
-    resize_index(std::max(kMinSlots, std::bit_ceil(indexed_ * 4)));
-  }
-  if (ring_capacity_ > kMinRing && entry_count() * 8 < ring_capacity_) {
-    resize_ring(std::max(kMinRing, std::bit_ceil(entry_count() * 4)));
+  if (expired) shrink_if_sparse();
+}
+
+void DedupWindow::shrink_if_sparse() noexcept {
+  // After a burst, give back what a quieter window no longer needs (with room to grow again). Only
+  // memory is at stake: an append (even one without ids, which expires too) must not fail for it.
+  try {
+    if (slot_count_ > kMinSlots && indexed_ * 8 < slot_count_) {
+      resize_index(std::max(kMinSlots, std::bit_ceil(indexed_ * 4)));
+    }
+    if (ring_capacity_ > kMinRing && entry_count() * 8 < ring_capacity_) {
+      resize_ring(std::max(kMinRing, std::bit_ceil(entry_count() * 4)));
+    }
+  } catch (const std::bad_alloc&) {
+    // Kept as large as it was; the next expiry tries again.
   }
 }
 

@@ -19,8 +19,8 @@ namespace mq::detail {
 // Compact on purpose, since a busy partition remembers every id of its last two minutes:
 // - An id is kept as its 128-bit SipHash under a key drawn at random for this window
 //   (common/siphash.h), not as its bytes: an entry is 32 bytes whatever the id's length (up to
-//   128), and comparing two is comparing two words. Two different ids are taken for the same one
-//   only if their hashes collide: about n^2 / 2^129 for n ids in the window (10^-27 for a million),
+//   128 characters, 512 bytes), and comparing two is comparing two words. Two different ids are taken for the
+//   same one only if their hashes collide: about n^2 / 2^129 for n ids in the window (10^-27 for a million),
 //   and the key is secret, so that ids cannot be chosen to collide.
 // - Entries sit in a ring in arrival order and the index is an open-addressing table of 8-byte
 //   slots, both in memory mapped from the kernel (common/mapped_memory.h), with huge pages once
@@ -49,6 +49,10 @@ class DedupWindow {
   // find_or_remember() one by one, so that the batch's cache misses on the index overlap instead of
   // coming one after the other. reserve() first, so that the index does not move in between.
   Hash128 hash_of(std::string_view id) const { return siphash_2_4_128(id, key_); }
+  // Room for `more_ids` new ids in both the index and the ring: the next `more_ids` calls of
+  // remember or find_or_remember allocate nothing, so a batch is remembered whole or (when this
+  // throws std::bad_alloc, as a refused mapping does) not at all. Every call that can throw leaves
+  // the window as it was.
   void reserve(std::size_t more_ids);
   void prefetch(const Hash128& hash) const;
   std::optional<std::uint64_t> find_or_remember(const Hash128& hash, std::uint64_t offset,
@@ -61,8 +65,13 @@ class DedupWindow {
 
   // How many distinct ids are in the window.
   std::size_t size() const { return indexed_; }
-  // The bytes the window's ring and index take (for the figures README quotes).
+  // The bytes the window's ring and index take (for the figures README quotes). Both are powers of
+  // two: 48 to 96 bytes an id once the window is large (a million: 48 MiB; 1.05 million: 96).
   std::size_t memory_bytes() const { return ring_.size() + index_.size(); }
+
+  // For tests: growing past `bytes` of ring and index throws std::bad_alloc, as a refused mapping
+  // does.
+  void limit_memory_for_tests(std::size_t bytes) { memory_limit_ = bytes; }
 
  private:
   // 32 bytes: the ring's 2 MiB huge pages hold 65,536 of them.
@@ -95,6 +104,10 @@ class DedupWindow {
   void erase_slot(std::size_t slot);
   void resize_index(std::size_t slots);
   void resize_ring(std::size_t capacity);
+  // After expiry: gives back what a much smaller window no longer needs; never throws (a shrink
+  // that cannot get its smaller mapping keeps the larger one).
+  void shrink_if_sparse() noexcept;
+  MappedMemory allocate(std::size_t bytes, std::size_t other_mapping_bytes) const;
   std::uint64_t push_entry(const Hash128& hash, std::uint64_t offset, std::int64_t timestamp_ms);
 
   const std::int64_t window_ms_;
@@ -107,6 +120,7 @@ class DedupWindow {
   MappedMemory index_;
   std::size_t slot_count_ = 0;
   std::size_t indexed_ = 0;
+  std::size_t memory_limit_ = SIZE_MAX;
 };
 
 }  // namespace mq::detail

@@ -17,6 +17,9 @@ namespace {
 
 constexpr std::size_t kReadChunkBytes = 64 * 1024;
 constexpr std::size_t kMaxSpareBufferBytes = 4 << 20;  // don't hoard memory after a huge batch
+// The formatting buffer kept between appends: a batch of 100 small messages takes 16–34 KiB; a
+// partition that once took a huge batch keeps no more than this of it.
+constexpr std::size_t kMaxFormatSpareBytes = 256 << 10;
 // Batches of at least this many messages are formatted outside the partition's lock.
 constexpr std::size_t kFormatOutsideLockMessages = 64;
 
@@ -188,27 +191,35 @@ void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64
     }
   }
   std::uint64_t next = appended_.offset;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const auto& id = batch[i].dedup_id;
-    // Remembered now, before the write: a later message of this batch or a concurrent append of
-    // the same id must find it. A write that a full disk drops forgets them again
-    // (roll_back_locked); a failed one fails the partition.
-    std::optional<std::uint64_t> earlier;
-    if (id && dedup_ != nullptr) {
-      earlier = hashes.empty() ? dedup_->find_or_remember(*id, next, now_ms)
-                               : dedup_->find_or_remember(hashes[i], next, now_ms);
+  try {
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const auto& id = batch[i].dedup_id;
+      // Remembered now, before the write: a later message of this batch or a concurrent append of
+      // the same id must find it. A write that a full disk drops forgets them again
+      // (roll_back_locked); a failed one fails the partition.
+      std::optional<std::uint64_t> earlier;
+      if (id && dedup_ != nullptr) {
+        earlier = hashes.empty() ? dedup_->find_or_remember(*id, next, now_ms)
+                                 : dedup_->find_or_remember(hashes[i], next, now_ms);
+      }
+      if (earlier) {
+        result.offsets[i] = *earlier;
+        result.duplicates.push_back(i);
+        continue;
+      }
+      result.offsets[i] = next++;
+      stored.push_back(i);
     }
-    if (earlier) {
-      result.offsets[i] = *earlier;
-      result.duplicates.push_back(i);
-      continue;
+    if (!result.duplicates.empty()) {
+      kept.reserve(stored.size());
+      for (std::size_t i : stored) kept.push_back(batch[i]);
     }
-    result.offsets[i] = next++;
-    stored.push_back(i);
-  }
-  if (!result.duplicates.empty()) {
-    kept.reserve(stored.size());
-    for (std::size_t i : stored) kept.push_back(batch[i]);
+  } catch (...) {
+    // Out of memory part way (reserve() above leaves the window nothing to allocate, but the
+    // vectors here do): none of this batch is stored, so none of its ids may stay remembered, or a
+    // retry would be answered "duplicate" of offsets other messages take.
+    if (dedup_ != nullptr) dedup_->forget_from(appended_.offset);
+    throw;
   }
 }
 
@@ -307,7 +318,7 @@ Result<std::uint64_t> PartitionLog::append_durably(std::span<const Message> all,
   // What `formatted` holds now (the bytes appended, or the empty buffer pending_ had) is kept for
   // the next append.
   formatted.clear();
-  if (formatted.capacity() > format_spare_.capacity() && formatted.capacity() <= kMaxSpareBufferBytes) {
+  if (formatted.capacity() > format_spare_.capacity() && formatted.capacity() <= kMaxFormatSpareBytes) {
     format_spare_.swap(formatted);
   }
   return finish_append_locked(lock, first, epoch);
