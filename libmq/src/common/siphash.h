@@ -23,8 +23,8 @@ struct Hash128 {
   friend bool operator==(const Hash128&, const Hash128&) = default;
 };
 
-// 16 bytes from the operating system's random source (getrandom); throws std::system_error if it
-// has none.
+// 16 bytes from the operating system's random source (getrandom, else /dev/urandom); throws
+// std::system_error if it has none.
 SipKey random_sip_key();
 
 namespace siphash_detail {

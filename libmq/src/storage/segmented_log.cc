@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <system_error>
 
 #include "storage/file_replace.h"
 #include "storage/internal_access.h"
@@ -91,8 +92,12 @@ Result<std::unique_ptr<SegmentedLog>> SegmentedLog::open(FileSystem& fs, const S
                                                          std::string dir, std::string stem, std::string topic,
                                                          std::uint32_t index) {
   if (auto s = fs.create_directories(dir); !s.ok()) return s;
-  std::unique_ptr<SegmentedLog> log(
-      new SegmentedLog(fs, options, std::move(dir), std::move(stem), std::move(topic), index));
+  std::unique_ptr<SegmentedLog> log;
+  try {
+    log.reset(new SegmentedLog(fs, options, std::move(dir), std::move(stem), std::move(topic), index));
+  } catch (const std::system_error& e) {  // no random source for the dedup window's hash key
+    return Status::io_error(e.what());
+  }
   const std::string& d = log->dir_;
   const std::string& st = log->stem_;
   auto names = fs.list_directory(d);
