@@ -26,9 +26,8 @@ MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
   const std::size_t mapped = huge ? wanted + kHugePageBytes : wanted;
   void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) throw std::bad_alloc();
-  mapping_ = raw;
-  mapping_bytes_ = mapped;
   data_ = raw;
+  mapped_bytes_ = wanted;
   if (huge) {
     const auto start = reinterpret_cast<std::uintptr_t>(raw);
     const std::uintptr_t aligned = round_up(start, kHugePageBytes);
@@ -36,8 +35,7 @@ MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
     const std::size_t tail = mapped - head - wanted;
     if (head > 0) ::munmap(raw, head);
     if (tail > 0) ::munmap(reinterpret_cast<char*>(aligned) + wanted, tail);
-    mapping_ = data_ = reinterpret_cast<void*>(aligned);
-    mapping_bytes_ = wanted;
+    data_ = reinterpret_cast<void*>(aligned);
     (void)::madvise(data_, wanted, MADV_HUGEPAGE);  // advice: without it, 4 KiB pages as before
   }
 }
@@ -45,16 +43,14 @@ MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
 MappedMemory::MappedMemory(MappedMemory&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
-      mapping_(std::exchange(other.mapping_, nullptr)),
-      mapping_bytes_(std::exchange(other.mapping_bytes_, 0)) {}
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)) {}
 
 MappedMemory& MappedMemory::operator=(MappedMemory&& other) noexcept {
   if (this != &other) {
     release();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
-    mapping_ = std::exchange(other.mapping_, nullptr);
-    mapping_bytes_ = std::exchange(other.mapping_bytes_, 0);
+    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
   }
   return *this;
 }
@@ -62,9 +58,9 @@ MappedMemory& MappedMemory::operator=(MappedMemory&& other) noexcept {
 MappedMemory::~MappedMemory() { release(); }
 
 void MappedMemory::release() {
-  if (mapping_ != nullptr) ::munmap(mapping_, mapping_bytes_);
-  data_ = mapping_ = nullptr;
-  size_ = mapping_bytes_ = 0;
+  if (data_ != nullptr) ::munmap(data_, mapped_bytes_);
+  data_ = nullptr;
+  size_ = mapped_bytes_ = 0;
 }
 
 }  // namespace mq::detail

@@ -35,8 +35,7 @@ class MappedMemory {
 
   void* data_ = nullptr;
   std::size_t size_ = 0;
-  void* mapping_ = nullptr;  // what munmap gets back (larger than data_ when aligned)
-  std::size_t mapping_bytes_ = 0;
+  std::size_t mapped_bytes_ = 0;  // size_ rounded up to whole pages: what munmap gets back
 };
 
 }  // namespace mq::detail

@@ -29,7 +29,7 @@ std::uint64_t DedupWindow::entry_number(const Slot& slot) const {
 }
 
 std::size_t DedupWindow::probe(const Hash128& hash, std::uint32_t tag) const {
-  const std::size_t mask = slot_count_ - 1;
+  const std::size_t mask = slot_count() - 1;
   const Slot* table = slots();
   for (std::size_t i = tag & mask;; i = (i + 1) & mask) {
     const Slot& slot = table[i];
@@ -40,7 +40,7 @@ std::size_t DedupWindow::probe(const Hash128& hash, std::uint32_t tag) const {
 
 std::optional<std::size_t> DedupWindow::slot_of(std::uint64_t number) const {
   const std::uint32_t tag = tag_of(entry(number).hash);
-  const std::size_t mask = slot_count_ - 1;
+  const std::size_t mask = slot_count() - 1;
   const Slot* table = slots();
   for (std::size_t i = tag & mask;; i = (i + 1) & mask) {
     if (table[i].tag == 0) return std::nullopt;
@@ -51,7 +51,7 @@ std::optional<std::size_t> DedupWindow::slot_of(std::uint64_t number) const {
 void DedupWindow::erase_slot(std::size_t hole) {
   // Backward-shift deletion (no tombstones): a later slot of the same run moves into the hole when
   // the hole lies on its probe path, that is between its home slot and where it is.
-  const std::size_t mask = slot_count_ - 1;
+  const std::size_t mask = slot_count() - 1;
   Slot* table = slots();
   for (std::size_t next = (hole + 1) & mask; table[next].tag != 0; next = (next + 1) & mask) {
     const std::size_t home = table[next].tag & mask;
@@ -71,12 +71,12 @@ MappedMemory DedupWindow::allocate(std::size_t bytes, std::size_t other_mapping_
 
 void DedupWindow::resize_index(std::size_t count) {
   // Allocated before anything changes: a refusal leaves the window as it was.
+  const std::size_t old_count = slot_count();
   MappedMemory old = std::exchange(index_, allocate(count * sizeof(Slot), ring_.size()));  // zero: all empty
-  const std::size_t old_count = std::exchange(slot_count_, count);
   if (old_count == 0) return;
   const auto* old_slots = static_cast<const Slot*>(old.data());
   const std::size_t old_mask = old_count - 1;
-  const std::size_t mask = slot_count_ - 1;
+  const std::size_t mask = slot_count() - 1;
   Slot* table = slots();
   // Moved in slot order from an empty slot on, so that no run of slots wraps around: their home
   // slots then come in nearly ascending order, and so do the slots they move to (in two streams,
@@ -94,27 +94,27 @@ void DedupWindow::resize_index(std::size_t count) {
 }
 
 void DedupWindow::resize_ring(std::size_t capacity) {
+  const std::size_t old_capacity = ring_capacity();
   MappedMemory old = std::exchange(ring_, allocate(capacity * sizeof(Entry), index_.size()));
-  const std::size_t old_capacity = std::exchange(ring_capacity_, capacity);
   const auto* old_entries = static_cast<const Entry*>(old.data());
   for (std::uint64_t n = first_entry_; n < end_entry_; ++n) entry(n) = old_entries[n & (old_capacity - 1)];
 }
 
 void DedupWindow::reserve(std::size_t more_ids) {
-  if ((indexed_ + more_ids) * 2 > slot_count_) {
+  if ((indexed_ + more_ids) * 2 > slot_count()) {
     resize_index(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)));
   }
-  if (entry_count() + more_ids > ring_capacity_) {
+  if (entry_count() + more_ids > ring_capacity()) {
     resize_ring(std::max(kMinRing, std::bit_ceil(entry_count() + more_ids)));
   }
 }
 
 void DedupWindow::prefetch(const Hash128& hash) const {
-  if (slot_count_ > 0) __builtin_prefetch(&slots()[tag_of(hash) & (slot_count_ - 1)]);
+  if (slot_count() > 0) __builtin_prefetch(&slots()[tag_of(hash) & (slot_count() - 1)]);
 }
 
 std::uint64_t DedupWindow::push_entry(const Hash128& hash, std::uint64_t offset, std::int64_t timestamp_ms) {
-  assert(entry_count() < ring_capacity_);  // reserve() made room
+  assert(entry_count() < ring_capacity());  // reserve() made room
   entry(end_entry_) = Entry{hash, offset, timestamp_ms};
   return end_entry_++;
 }
@@ -174,10 +174,10 @@ void DedupWindow::shrink_if_sparse() noexcept {
   // After a burst, give back what a quieter window no longer needs (with room to grow again). Only
   // memory is at stake: an append (even one without ids, which expires too) must not fail for it.
   try {
-    if (slot_count_ > kMinSlots && indexed_ * 8 < slot_count_) {
+    if (slot_count() > kMinSlots && indexed_ * 8 < slot_count()) {
       resize_index(std::max(kMinSlots, std::bit_ceil(indexed_ * 4)));
     }
-    if (ring_capacity_ > kMinRing && entry_count() * 8 < ring_capacity_) {
+    if (ring_capacity() > kMinRing && entry_count() * 8 < ring_capacity()) {
       resize_ring(std::max(kMinRing, std::bit_ceil(entry_count() * 4)));
     }
   } catch (const std::bad_alloc&) {

@@ -94,8 +94,10 @@ class DedupWindow {
   // Entries are numbered in arrival order from 0; the ring holds those in [first_entry_, end_entry_).
   std::size_t entry_count() const { return end_entry_ - first_entry_; }
   Entry* ring() const { return static_cast<Entry*>(ring_.data()); }
-  Entry& entry(std::uint64_t number) const { return ring()[number & (ring_capacity_ - 1)]; }
+  std::size_t ring_capacity() const { return ring_.size() / sizeof(Entry); }
+  Entry& entry(std::uint64_t number) const { return ring()[number & (ring_capacity() - 1)]; }
   Slot* slots() const { return static_cast<Slot*>(index_.data()); }
+  std::size_t slot_count() const { return index_.size() / sizeof(Slot); }
   std::uint64_t entry_number(const Slot& slot) const;
   // The slot that holds `hash`, or the empty slot where it would go.
   std::size_t probe(const Hash128& hash, std::uint32_t tag) const;
@@ -112,13 +114,11 @@ class DedupWindow {
 
   const std::int64_t window_ms_;
   const SipKey key_;
-  MappedMemory ring_;  // ring_capacity_ entries, a power of two
-  std::size_t ring_capacity_ = 0;
+  MappedMemory ring_;  // ring_capacity() entries, a power of two
   std::uint64_t first_entry_ = 0;
   std::uint64_t end_entry_ = 0;
   // Open addressing with linear probing, at most half full; a power of two.
-  MappedMemory index_;
-  std::size_t slot_count_ = 0;
+  MappedMemory index_;  // slot_count() slots
   std::size_t indexed_ = 0;
   std::size_t memory_limit_ = SIZE_MAX;
 };
