@@ -2,7 +2,9 @@
 // and deduplication, through the Broker, across restarts and segments; the record options reader.
 #include <doctest/doctest.h>
 
+#include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -10,6 +12,7 @@
 #include <thread>
 
 #include "broker_helpers.h"
+#include "forwarding_file_system.h"
 #include "common/siphash.h"
 #include "groups/key_queues.h"
 #include "storage/dedup_window.h"
@@ -430,6 +433,103 @@ TEST_CASE("ABatchWhoseDedupIdsTheWindowHasNoRoomForIsStoredNotAtAllAndItsRetryWh
   CHECK(result.duplicates.empty());
   CHECK(window.size() == 200);
   (*log)->deduplicate_with(nullptr);
+}
+
+namespace {
+
+// Log files whose sync, once armed, waits for the test to let it finish (with the status the test
+// chooses): an append can then be caught while its fdatasync is under way.
+class HeldSyncs final : public ForwardingFileSystem {
+ public:
+  Result<std::unique_ptr<File>> open(const std::string& path) override {
+    auto file = real_->open(path);
+    if (!file.ok() || !path.ends_with(".log")) return file;
+    return std::unique_ptr<File>(std::make_unique<HeldFile>(std::move(file.value()), *this));
+  }
+  void arm() {
+    std::lock_guard lock(mutex_);
+    armed_ = true;
+  }
+  void wait_until_a_sync_is_held() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return held_; });
+  }
+  void release(Status outcome) {
+    std::lock_guard lock(mutex_);
+    outcome_ = std::move(outcome);
+    armed_ = false;
+    changed_.notify_all();
+  }
+
+ private:
+  class HeldFile final : public ForwardingFile {
+   public:
+    HeldFile(std::unique_ptr<File> real, HeldSyncs& owner) : ForwardingFile(std::move(real)), owner_(owner) {}
+    Status sync() override {
+      Status status = real_->sync();
+      std::unique_lock lock(owner_.mutex_);
+      if (!owner_.armed_) return status;
+      owner_.held_ = true;
+      owner_.changed_.notify_all();
+      owner_.changed_.wait(lock, [&] { return !owner_.armed_; });
+      return owner_.outcome_;
+    }
+
+   private:
+    HeldSyncs& owner_;
+  };
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool armed_ = false, held_ = false;
+  Status outcome_;
+};
+
+}  // namespace
+
+TEST_CASE("ADuplicateOfAnAppendStillSyncingIsAnsweredOnlyOnceThatAppendIsDurable") {
+  // With FSYNC=always, "duplicate of offset N" promises what a stored answer does: N is durable.
+  // An all-duplicate batch writes nothing itself, so it must wait for the sync of the append it
+  // names, and fail with it.
+  for (const bool sync_fails : {false, true}) {
+    CAPTURE(sync_fails);
+    TempDir dir;
+    StoreOptions options;
+    options.data_dir = dir.path();
+    options.fsync = FsyncMode::kAlways;
+    HeldSyncs fs;
+    auto log = PartitionLog::open(fs, options, dir.path() + "/events", "partition-0", "events", 0);
+    REQUIRE(log.ok());
+    detail::DedupWindow window(milliseconds(60'000));
+    (*log)->deduplicate_with(&window);
+    fs.arm();
+    auto original = std::async(std::launch::async, [&] {
+      return (*log)->append(std::vector{with_dedup_id(R"({"n":1})", "order-1")});
+    });
+    fs.wait_until_a_sync_is_held();
+    AppendResult duplicate_result;
+    auto duplicate = std::async(std::launch::async, [&] {
+      return (*log)->append(std::vector{with_dedup_id(R"({"n":2})", "order-1")}, &duplicate_result);
+    });
+    // A bound, not an event: nothing happens when the wait is right. Answered at once, the
+    // duplicate would be back well within it.
+    CHECK(duplicate.wait_for(milliseconds(200)) == std::future_status::timeout);
+    fs.release(sync_fails ? Status::io_error("the disk is gone") : Status{});
+    auto first = original.get();
+    auto second = duplicate.get();
+    if (sync_fails) {
+      CHECK_FALSE(first.ok());
+      CHECK_FALSE(second.ok());
+    } else {
+      REQUIRE(first.ok());
+      REQUIRE(second.ok());
+      CHECK(*second == 0u);
+      CHECK(duplicate_result.duplicates == std::vector<std::size_t>{0});
+      CHECK(duplicate_result.offsets == std::vector<std::uint64_t>{0});
+      CHECK((*log)->next_offset() == 1u);
+    }
+    (*log)->deduplicate_with(nullptr);
+  }
 }
 
 TEST_CASE("AnIdRememberedTwiceIsFoundAtItsNewerOffsetAndOutlivesTheOlderOne") {
