@@ -1,8 +1,15 @@
 // API.md "Message options" in the library: headers, delayed delivery (with the hand-driven clock)
 // and deduplication, through the Broker, across restarts and segments; the record options reader.
 #include <doctest/doctest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
 #include <future>
 #include <map>
@@ -12,8 +19,8 @@
 #include <thread>
 
 #include "broker_helpers.h"
-#include "forwarding_file_system.h"
 #include "common/siphash.h"
+#include "forwarding_file_system.h"
 #include "groups/key_queues.h"
 #include "storage/dedup_window.h"
 #include "storage/partition_log.h"
@@ -340,6 +347,52 @@ TEST_CASE("SipHash24With128BitResultsGivesTheReferenceVectors") {
   // Two windows draw different keys: the same id hashes differently in each.
   CHECK(detail::DedupWindow(milliseconds(1)).hash_of("id") !=
         detail::DedupWindow(milliseconds(1)).hash_of("id"));
+}
+
+namespace {
+
+// In a child process whose seccomp filter answers getrandom with ENOSYS (as an old kernel or a
+// container's profile may), and with `refuse_opens` every open too: the child's exit status says
+// what random_sip_key did. 0: two keys, different and not zero; 1: equal or zero; 2: it threw.
+int random_key_without_getrandom(bool refuse_opens) {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto answer = [](int nr, int error) {
+      return std::array<sock_filter, 2>{
+          sock_filter BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<unsigned>(nr), 0, 1),
+          sock_filter BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | static_cast<unsigned>(error))};
+    };
+    std::vector<sock_filter> program{BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr))};
+    for (auto f : answer(SYS_getrandom, ENOSYS)) program.push_back(f);
+    if (refuse_opens) {
+      for (auto f : answer(SYS_openat, EACCES)) program.push_back(f);
+      for (auto f : answer(SYS_open, EACCES)) program.push_back(f);
+    }
+    program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+    sock_fprog filter{static_cast<unsigned short>(program.size()), program.data()};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter) != 0)
+      ::_exit(3);
+    try {
+      const auto a = detail::random_sip_key(), b = detail::random_sip_key();
+      const bool fine = (a.k0 != b.k0 || a.k1 != b.k1) && (a.k0 | a.k1) != 0;
+      ::_exit(fine ? 0 : 1);
+    } catch (const std::system_error&) {
+      ::_exit(2);
+    }
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("WithoutGetrandomTheHashKeyComesFromDevUrandomAndWithoutEitherTheWindowCannotBeMade") {
+  CHECK(random_key_without_getrandom(false) == 0);
+  CHECK(random_key_without_getrandom(true) == 2);  // a window with a guessable key would be worse
 }
 
 TEST_CASE("ADedupWindowOfManyIdsGrowsIntoHugePagesFindsEveryIdAndGivesTheMemoryBackWhenTheyExpire") {
