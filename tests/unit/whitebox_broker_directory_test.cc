@@ -600,10 +600,31 @@ TEST_CASE(
     BrokerDirectory directory(options);
     REQUIRE(directory.route("events", std::nullopt).ok());
     CHECK(directory.dedup_window() == milliseconds(40000));
+    CHECK_FALSE(directory.replicated_dedup_window().has_value());  // without placement: not replicated
     second.answer_topics(R"({"error":"shutting down"})", 503);
     REQUIRE(directory.route("events", std::nullopt).ok());
     CHECK(second.topics_requests() == 2);
     CHECK(directory.dedup_window() == milliseconds(40000));  // not the 120 s of the one that answered
+  }
+  {
+    // Replicated (placement listed): the same smallest window.
+    const auto replicated_with_window = [&](std::uint32_t index, std::uint64_t window) {
+      json answer = json::parse(with_window(index, window));
+      answer["topics"][0]["placement"] = json::array();
+      for (std::uint32_t p = 0; p < 2; ++p) {
+        answer["topics"][0]["placement"].push_back(
+            {{"partition", p}, {"leader", p}, {"leader_epoch", 1}, {"replicas", {0, 1}}, {"isr", {0, 1}}});
+      }
+      return answer.dump();
+    };
+    first.answer_topics(replicated_with_window(0, 120000));
+    second.answer_topics(replicated_with_window(1, 40000));
+    BrokerDirectory directory(options);
+    REQUIRE(directory.route("events", std::nullopt).ok());
+    REQUIRE(directory.replicated());
+    CHECK(directory.replicated_dedup_window() == milliseconds(40000));
+    first.answer_topics(with_window(0, 120000));
+    second.answer_topics(R"({"error":"shutting down"})", 503);
   }
   // Broker 1 has not answered since this directory began: its window is not known.
   BrokerDirectory directory(options);

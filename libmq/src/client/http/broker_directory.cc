@@ -325,6 +325,16 @@ Status BrokerDirectory::refresh(Clock::time_point asked_at) {
 
 std::optional<std::chrono::milliseconds> BrokerDirectory::dedup_window() const {
   std::lock_guard lock(mutex_);
+  return dedup_window_locked();
+}
+
+std::optional<std::chrono::milliseconds> BrokerDirectory::replicated_dedup_window() const {
+  std::lock_guard lock(mutex_);
+  if (!replicated_) return std::nullopt;
+  return dedup_window_locked();
+}
+
+std::optional<std::chrono::milliseconds> BrokerDirectory::dedup_window_locked() const {
   if (broker_count_ == 0) return std::nullopt;
   std::optional<std::chrono::milliseconds> smallest;
   for (std::uint32_t index = 0; index < broker_count_; ++index) {

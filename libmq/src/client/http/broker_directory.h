@@ -76,6 +76,9 @@ class BrokerDirectory {
   // The smallest DEDUP_WINDOW_MS of the brokers (from /topics, each broker's last answer): how long
   // a produce may be sent again without storing a message twice. None while a broker has not said.
   std::optional<std::chrono::milliseconds> dedup_window() const;
+  // dedup_window() when the brokers replicate (replicated()), none otherwise: the two read under
+  // one lock, so that a refresh in between cannot pair one map's answer with another's.
+  std::optional<std::chrono::milliseconds> replicated_dedup_window() const;
   // Broker `owner` could not be reached at `failed_url`, the address BROKER_ADDRS gave for it: when
   // it answered /topics at another address (one the client was given), use that one instead and
   // return true. (BROKER_ADDRS may hold names that resolve only inside the brokers' network, e.g.
@@ -110,6 +113,7 @@ class BrokerDirectory {
   Result<Route> lookup(std::string_view topic, std::optional<std::uint32_t> partition) const;
   // The owner's URL when known; the lock must be held.
   std::optional<std::string> url_of_locked(std::uint32_t index) const;
+  std::optional<std::chrono::milliseconds> dedup_window_locked() const;
 
   static constexpr std::chrono::milliseconds kMinRefreshGap{1000};
 

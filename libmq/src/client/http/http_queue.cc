@@ -834,8 +834,7 @@ class HttpQueue final : public Queue {
 
   // Sending a produce again is safe only where every broker remembers its dedup_ids long enough.
   bool produce_retries_safe() const {
-    if (!directory_->replicated()) return false;
-    const auto window = directory_->dedup_window();
+    const auto window = directory_->replicated_dedup_window();
     return window && *window >= kMinDedupWindowForRetries;
   }
 
