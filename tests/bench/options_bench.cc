@@ -359,22 +359,28 @@ void measure_throughputs(const Options& options, ScratchDirectory& scratch, mq::
 
 double ratio(double with, double without) { return 100.0 * with / without; }
 
-void print_row(const std::string& name, double without, double with) {
-  std::printf("%-58s %12.0f %12.0f %7.1f%%\n", name.c_str(), without, with, ratio(with, without));
+// The medians of both series and their ratio; then, since the two cases of one run met the same
+// moment of a noisy machine, the ratio within each run: its median and its range over the runs.
+void print_row(const std::string& name, const std::vector<double>& without, const std::vector<double>& with) {
+  std::vector<double> per_run;
+  for (std::size_t r = 0; r < std::min(without.size(), with.size()); ++r)
+    per_run.push_back(ratio(with[r], without[r]));
+  std::printf("%-58s %12.0f %12.0f %7.1f%% %7.1f%% %5.1f-%.1f%%\n", name.c_str(), median(without), median(with),
+              ratio(median(with), median(without)), median(per_run),
+              *std::min_element(per_run.begin(), per_run.end()),
+              *std::max_element(per_run.begin(), per_run.end()));
 }
 
 void print_throughputs(const char* mode, const Throughputs& t) {
-  const double p0 = median(t.plain);
-  print_row(std::string("produce msgs/s, ") + mode + ": +3 headers +dedup_id", p0, median(t.both));
-  print_row("  +3 headers only", p0, median(t.headers_only));
-  print_row("  +dedup_id only", p0, median(t.dedup_only));
+  print_row(std::string("produce msgs/s, ") + mode + ": +3 headers +dedup_id", t.plain, t.both);
+  print_row("  +3 headers only", t.plain, t.headers_only);
+  print_row("  +dedup_id only", t.plain, t.dedup_only);
   if (!t.disk_plain.empty()) {
     print_row("  the disk alone: pwrite+fdatasync of " + std::to_string(t.plain_batch_bytes) + " vs " +
                   std::to_string(t.both_batch_bytes) + " B",
-              median(t.disk_plain), median(t.disk_both));
+              t.disk_plain, t.disk_both);
   }
-  print_row(std::string("end to end msgs/s, ") + mode + ": +3 headers +dedup_id", median(t.e2e_plain),
-            median(t.e2e_both));
+  print_row(std::string("end to end msgs/s, ") + mode + ": +3 headers +dedup_id", t.e2e_plain, t.e2e_both);
 }
 
 // --only: one produce case, each run printed, so that a profiler sees nothing else.
@@ -444,12 +450,14 @@ void run(const Options& options, ScratchDirectory& scratch) {
   }
   std::printf(
       "\nmessage options, in-process Broker, %llu-byte payloads, produce: 4 threads to 4 partitions in\n"
-      "batches of 100, end to end: 1 producer and 4 consumers on one partition; median of %d runs\n",
+      "batches of 100, end to end: 1 producer and 4 consumers on one partition; median of %d runs\n"
+      "(with/without: of the medians; in a run: the median of each run's own ratio, and their range)\n",
       static_cast<unsigned long long>(options.payload_bytes), options.repeat);
-  std::printf("%-58s %12s %12s %8s\n", "case", "without", "with", "with/without");
+  std::printf("%-58s %12s %12s %8s %8s %11s\n", "case", "without", "with", "with/without", "in a run",
+              "range");
   print_throughputs("FSYNC=always (the default)", always);
   print_throughputs("FSYNC=never (CPU cost alone)", never);
-  print_row("end to end msgs/s, FSYNC=never, 1000 keys: ordering=key", median(none), median(key));
+  print_row("end to end msgs/s, FSYNC=never, 1000 keys: ordering=key", none, key);
   auto med = [](const std::vector<DelayedRun>& runs, double DelayedRun::*field) {
     std::vector<double> values;
     for (const auto& r : runs) values.push_back(r.*field);

@@ -50,6 +50,8 @@ TEST_CASE("EveryBadMessageOptionIsA400NamingTheFieldAndStoresNothing") {
       {R"({"payload": 1, "headers": {"bad name": "v"}})", "headers"},
       {R"({"payload": 1, "headers": {"": "v"}})", "headers"},
       {R"({"payload": 1, "headers": {"a": "v", "a": "w"}})", "headers"},
+      {R"({"payload": 1, "headers": {"a": "v" "b": "w"}})", "headers"},  // no comma: counting fails
+      {R"({"payload": 1, "headers": {"a": "v", "b"}})", "headers"},
       {json{{"payload", 1}, {"headers", {{"a", std::string(4097, 'x')}}}}.dump(), "headers"},
       {too_many_headers, "headers"},
       {R"({"payload": 1, "delay_ms": -1})", "delay_ms"},
