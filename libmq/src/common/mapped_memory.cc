@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstring>
 #include <new>
 #include <utility>
 
@@ -39,24 +38,6 @@ MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
     data_ = reinterpret_cast<void*>(aligned);
     (void)::madvise(data_, wanted, MADV_HUGEPAGE);  // advice: without it, 4 KiB pages as before
   }
-}
-
-void MappedMemory::grow(std::size_t bytes) {
-  MappedMemory larger(bytes);  // throws before anything changed
-  if (data_ != nullptr && bytes >= kHugePageBytes && mapped_bytes_ < kHugePageBytes) {
-    // Small pages moved into a range meant for huge ones would stay small, and so would any fresh
-    // page sharing a huge page's range with them: copied instead (less than 2 MiB).
-    std::memcpy(larger.data_, data_, size_);
-  } else if (data_ != nullptr) {
-    // Onto the start of the larger range (whose pages were never touched): the kernel moves the
-    // page tables, huge pages whole when both ranges are aligned to them, and unmaps ours.
-    void* moved = ::mremap(data_, mapped_bytes_, mapped_bytes_, MREMAP_MAYMOVE | MREMAP_FIXED, larger.data_);
-    if (moved == MAP_FAILED) throw std::bad_alloc();  // ours is untouched; the larger one is unmapped
-    // The pages moved in keep their old range's advice, none when it was small.
-    if (bytes >= kHugePageBytes) (void)::madvise(larger.data_, larger.mapped_bytes_, MADV_HUGEPAGE);
-    data_ = nullptr;  // gone with the move: nothing for release() to unmap
-  }
-  *this = std::move(larger);
 }
 
 MappedMemory::MappedMemory(MappedMemory&& other) noexcept

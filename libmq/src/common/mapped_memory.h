@@ -26,13 +26,6 @@ class MappedMemory {
   MappedMemory& operator=(const MappedMemory&) = delete;
   ~MappedMemory();
 
-  // Makes this a mapping of `bytes` (more than size()) whose first size() bytes are what they were
-  // and the rest zero. Its pages are moved, not copied (mremap: the address changes), so growing
-  // touches no new page and never holds the old and the new size at once; except when it first
-  // reaches huge pages: then its (less than 2 MiB) is copied. Throws std::bad_alloc, leaving this as
-  // it was, when the kernel refuses.
-  void grow(std::size_t bytes);
-
   void* data() const { return data_; }
   std::size_t size() const { return size_; }  // as asked for
   bool empty() const { return data_ == nullptr; }

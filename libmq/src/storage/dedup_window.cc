@@ -5,7 +5,6 @@
 #include <cassert>
 #include <new>
 #include <utility>
-#include <vector>
 
 namespace mq::detail {
 
@@ -101,55 +100,12 @@ void DedupWindow::resize_ring(std::size_t capacity) {
   for (std::uint64_t n = first_entry_; n < end_entry_; ++n) entry(n) = old_entries[n & (old_capacity - 1)];
 }
 
-void DedupWindow::grow_index(std::size_t count) {
-  // A mark for each slot whose id is where it belongs in the larger index; made before anything
-  // changes, as the limit is checked.
-  if (count * sizeof(Slot) + ring_.size() > memory_limit_) throw std::bad_alloc();
-  std::vector<bool> placed(count);
-  const std::size_t old_count = slot_count();
-  index_.grow(count * sizeof(Slot));  // the old slots at the start, moved by the kernel; zero after them
-  // Every id is placed again, in place: each probe passes over placed ids only and takes the first
-  // slot that is empty or holds an id not placed yet, which then moves on in turn. A placed slot is
-  // never emptied again, so every id's probe path stays whole. Ids mostly land at or just before
-  // their old slot, or that far past the old end: two streams of nearby writes, as before.
-  Slot* table = slots();
-  const std::size_t mask = count - 1;
-  for (std::size_t j = 0; j < old_count; ++j) {
-    if (table[j].tag == 0 || placed[j]) continue;
-    Slot moving = std::exchange(table[j], Slot{});
-    while (true) {
-      std::size_t i = moving.tag & mask;
-      while (table[i].tag != 0 && placed[i]) i = (i + 1) & mask;
-      placed[i] = true;
-      if (table[i].tag == 0) {
-        table[i] = moving;
-        break;
-      }
-      std::swap(moving, table[i]);
-    }
-  }
-}
-
-void DedupWindow::grow_ring(std::size_t capacity) {
-  if (capacity * sizeof(Entry) + index_.size() > memory_limit_) throw std::bad_alloc();
-  const std::size_t old_capacity = ring_capacity();
-  ring_.grow(capacity * sizeof(Entry));  // the old entries at the start, moved by the kernel
-  // Entry n was at n mod old_capacity and belongs at n mod capacity. Where the two differ, the new
-  // place lies past the old end, which no other entry of the window maps to (it holds fewer than
-  // old_capacity): a window that only grew moves none.
-  for (std::uint64_t n = first_entry_; n < end_entry_; ++n) {
-    const std::size_t from = n & (old_capacity - 1);
-    const std::size_t to = n & (capacity - 1);
-    if (from != to) ring()[to] = ring()[from];
-  }
-}
-
 void DedupWindow::reserve(std::size_t more_ids) {
   if ((indexed_ + more_ids) * 2 > slot_count()) {
-    grow_index(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)));
+    resize_index(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)));
   }
   if (entry_count() + more_ids > ring_capacity()) {
-    grow_ring(std::max(kMinRing, std::bit_ceil(entry_count() + more_ids)));
+    resize_ring(std::max(kMinRing, std::bit_ceil(entry_count() + more_ids)));
   }
 }
 

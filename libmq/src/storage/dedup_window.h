@@ -104,10 +104,6 @@ class DedupWindow {
   // The slot that holds entry `number`, if it is indexed.
   std::optional<std::size_t> slot_of(std::uint64_t number) const;
   void erase_slot(std::size_t slot);
-  // Larger: the mapping grows in place (MappedMemory::grow) and its contents are rearranged there.
-  void grow_index(std::size_t slots);
-  void grow_ring(std::size_t capacity);
-  // Smaller (after expiry): copied into a new mapping.
   void resize_index(std::size_t slots);
   void resize_ring(std::size_t capacity);
   // After expiry: gives back what a much smaller window no longer needs; never throws (a shrink
