@@ -472,10 +472,10 @@ LoadRun run_load(int port, int connections, const std::function<std::string(int)
         auto client = make_client(port);
         std::optional<double> cpu_begin;
         while (true) {
+          if (stamp) stamp(my_body, c, mine.sent);  // before the clock: the request is what is timed
           const auto begin = Clock::now();
           if (!cpu_begin && begin >= window_begin) cpu_begin = thread_cpu_seconds();
           if (begin >= window_end) break;
-          if (stamp) stamp(my_body, c, mine.sent);
           auto result = client->Post(target, my_body, "application/json");
           const auto end = Clock::now();
           ++mine.sent;

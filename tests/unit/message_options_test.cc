@@ -503,9 +503,10 @@ class HeldSyncs final : public ForwardingFileSystem {
     std::lock_guard lock(mutex_);
     armed_ = true;
   }
-  void wait_until_a_sync_is_held() {
+  // False when none was held within a minute (an append that never syncs, for one).
+  bool wait_until_a_sync_is_held() {
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] { return held_; });
+    return changed_.wait_for(lock, std::chrono::minutes(1), [&] { return held_; });
   }
   void release(Status outcome) {
     std::lock_guard lock(mutex_);
@@ -555,17 +556,24 @@ TEST_CASE("ADuplicateOfAnAppendStillSyncingIsAnsweredOnlyOnceThatAppendIsDurable
     REQUIRE(log.ok());
     detail::DedupWindow window(milliseconds(60'000));
     (*log)->deduplicate_with(&window);
+    AppendResult duplicate_result;
+    std::future<Result<std::uint64_t>> original, duplicate;
+    // Whatever fails below, the held sync ends before the futures wait for their appends.
+    struct ReleaseAtExit {
+      HeldSyncs& fs;
+      ~ReleaseAtExit() { fs.release(Status{}); }
+    } release_at_exit{fs};
     fs.arm();
-    auto original = std::async(std::launch::async, [&] {
+    original = std::async(std::launch::async, [&] {
       return (*log)->append(std::vector{with_dedup_id(R"({"n":1})", "order-1")});
     });
-    fs.wait_until_a_sync_is_held();
-    AppendResult duplicate_result;
-    auto duplicate = std::async(std::launch::async, [&] {
+    REQUIRE(fs.wait_until_a_sync_is_held());
+    duplicate = std::async(std::launch::async, [&] {
       return (*log)->append(std::vector{with_dedup_id(R"({"n":2})", "order-1")}, &duplicate_result);
     });
     // A bound, not an event: nothing happens when the wait is right. Answered at once, the
-    // duplicate would be back well within it.
+    // duplicate would be back well within it. (On a machine so loaded that its thread has not
+    // reached the wait by then, this passes without having tested it: never the other way.)
     CHECK(duplicate.wait_for(milliseconds(200)) == std::future_status::timeout);
     fs.release(sync_fails ? Status::io_error("the disk is gone") : Status{});
     auto first = original.get();

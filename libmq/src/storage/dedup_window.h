@@ -51,8 +51,9 @@ class DedupWindow {
   Hash128 hash_of(std::string_view id) const { return siphash_2_4_128(id, key_); }
   // Room for `more_ids` new ids in both the index and the ring: the next `more_ids` calls of
   // remember or find_or_remember allocate nothing, so a batch is remembered whole or (when this
-  // throws std::bad_alloc, as a refused mapping does) not at all. Every call that can throw leaves
-  // the window as it was.
+  // throws std::bad_alloc, as a refused mapping does) not at all. That holds while those calls
+  // expire nothing (a shrink would take the room back): an append expires first, then passes the
+  // same time to the whole batch. Every call that can throw leaves the window as it was.
   void reserve(std::size_t more_ids);
   void prefetch(const Hash128& hash) const;
   std::optional<std::uint64_t> find_or_remember(const Hash128& hash, std::uint64_t offset,
