@@ -607,6 +607,53 @@ TEST_CASE("AnIdRememberedTwiceIsFoundAtItsNewerOffsetAndOutlivesTheOlderOne") {
   CHECK(window.size() == 0);
 }
 
+TEST_CASE("IdsWhoseIndexTagsCollideAreToldApartByTheirWholeHashThroughExpiryAndRollback") {
+  // The index keeps 32 bits of each id's hash (its tag); two ids with the same tag are told apart
+  // by the whole 128-bit hash in the ring. Among a few hundred thousand ids some tags collide
+  // (about 37 pairs in 400,000): found with a fixed key, so that the test sees the same ones
+  // every run.
+  const detail::SipKey key{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
+  detail::DedupWindow probe(milliseconds(1), key);
+  auto tag_of = [&](const std::string& id) { return static_cast<std::uint32_t>(probe.hash_of(id).low); };
+  std::map<std::uint32_t, std::string> by_tag;
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int i = 0; i < 400'000 && pairs.size() < 8; ++i) {
+    std::string id = "t" + std::to_string(i);
+    auto [it, fresh] = by_tag.emplace(tag_of(id) | 0x8000'0000u, id);
+    if (!fresh) pairs.emplace_back(it->second, id);
+  }
+  REQUIRE(pairs.size() == 8);
+  for (const auto& [a, b] : pairs) REQUIRE(probe.hash_of(a) != probe.hash_of(b));
+
+  detail::DedupWindow window(milliseconds(1'000), key);
+  std::uint64_t offset = 0;
+  // Each pair's first id at time 0, its second at time 500: same slot run, different entries.
+  for (const auto& pair : pairs) REQUIRE(window.find_or_remember(pair.first, offset++, 0) == std::nullopt);
+  for (const auto& pair : pairs) {
+    CHECK(window.find(pair.second, 0) == std::nullopt);  // a tag match is not a match
+    REQUIRE(window.find_or_remember(pair.second, offset++, 500) == std::nullopt);
+  }
+  CHECK(window.size() == 16);
+  for (std::size_t i = 0; i < pairs.size(); ++i) {
+    CHECK(window.find(pairs[i].first, 600) == i);
+    CHECK(window.find(pairs[i].second, 600) == pairs.size() + i);
+  }
+  // A full disk dropped the last four appends: those second ids go, their partners stay.
+  window.forget_from(pairs.size() + 4);
+  for (std::size_t i = 0; i < pairs.size(); ++i) {
+    CHECK(window.find(pairs[i].first, 700) == i);
+    CHECK(window.find(pairs[i].second, 700) ==
+          (i < 4 ? std::optional<std::uint64_t>(pairs.size() + i) : std::nullopt));
+  }
+  // The first ids expire: the second ids that are left are still found, at their own offsets.
+  for (std::size_t i = 0; i < pairs.size(); ++i) {
+    CHECK(window.find(pairs[i].first, 1'200) == std::nullopt);
+    CHECK(window.find(pairs[i].second, 1'200) ==
+          (i < 4 ? std::optional<std::uint64_t>(pairs.size() + i) : std::nullopt));
+  }
+  CHECK(window.size() == 4);
+}
+
 TEST_CASE("TheDedupWindowAgreesWithAPlainListThroughRandomStoresExpiriesAndRollbacks") {
   // The window is an open-addressing table with backward-shift deletion over a ring of entries:
   // easy to get subtly wrong. A list of (id, offset, time) in arrival order says what it must
