@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "broker_helpers.h"
+#include "common/mapped_memory.h"
 #include "common/siphash.h"
 #include "forwarding_file_system.h"
 #include "groups/key_queues.h"
@@ -393,6 +394,14 @@ int random_key_without_getrandom(bool refuse_opens) {
 TEST_CASE("WithoutGetrandomTheHashKeyComesFromDevUrandomAndWithoutEitherTheWindowCannotBeMade") {
   CHECK(random_key_without_getrandom(false) == 0);
   CHECK(random_key_without_getrandom(true) == 2);  // a window with a guessable key would be worse
+}
+
+TEST_CASE("MappedMemoryRefusesASizeThatRoundingUpWouldWrapAround") {
+  CHECK_THROWS_AS(detail::MappedMemory(SIZE_MAX), std::bad_alloc);
+  CHECK_THROWS_AS(detail::MappedMemory(SIZE_MAX - 4096), std::bad_alloc);
+  detail::MappedMemory small(1);
+  CHECK(small.size() == 1);
+  CHECK(static_cast<const char*>(small.data())[0] == 0);
 }
 
 TEST_CASE("ADedupWindowOfManyIdsGrowsIntoHugePagesFindsEveryIdAndGivesTheMemoryBackWhenTheyExpire") {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <limits>
 #include <new>
 #include <utility>
 
@@ -19,6 +20,9 @@ std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to *
 
 MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
   if (bytes == 0) return;
+  // Rounded up below, with a huge page more: a size within that of the end of size_t would wrap
+  // around to a small mapping.
+  if (bytes > std::numeric_limits<std::size_t>::max() - 2 * kHugePageBytes) throw std::bad_alloc();
   const bool huge = bytes >= kHugePageBytes;
   const std::size_t wanted = round_up(bytes, huge ? kHugePageBytes : page_bytes());
   // A huge page needs a 2 MiB-aligned range: map one huge page more and give back what lies
