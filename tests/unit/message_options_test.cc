@@ -561,9 +561,9 @@ TEST_CASE("ADuplicateOfAnAppendStillSyncingIsAnsweredOnlyOnceThatAppendIsDurable
     options.data_dir = dir.path();
     options.fsync = FsyncMode::kAlways;
     HeldSyncs fs;
+    detail::DedupWindow window(milliseconds(60'000));  // before the log: it outlives the log's use of it
     auto log = PartitionLog::open(fs, options, dir.path() + "/events", "partition-0", "events", 0);
     REQUIRE(log.ok());
-    detail::DedupWindow window(milliseconds(60'000));
     (*log)->deduplicate_with(&window);
     AppendResult duplicate_result;
     std::future<Result<std::uint64_t>> original, duplicate;
