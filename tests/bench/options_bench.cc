@@ -365,8 +365,8 @@ void print_row(const std::string& name, const std::vector<double>& without, cons
   std::vector<double> per_run;
   for (std::size_t r = 0; r < std::min(without.size(), with.size()); ++r)
     per_run.push_back(ratio(with[r], without[r]));
-  std::printf("%-58s %12.0f %12.0f %7.1f%% %7.1f%% %5.1f-%.1f%%\n", name.c_str(), median(without), median(with),
-              ratio(median(with), median(without)), median(per_run),
+  std::printf("%-58s %12.0f %12.0f %7.1f%% %7.1f%% %5.1f-%.1f%%\n", name.c_str(), median(without),
+              median(with), ratio(median(with), median(without)), median(per_run),
               *std::min_element(per_run.begin(), per_run.end()),
               *std::max_element(per_run.begin(), per_run.end()));
 }
