@@ -89,6 +89,11 @@ ScratchDirectory::~ScratchDirectory() {
   stdfs::remove_all(path_, ignored);
 }
 
+RunDirectory::~RunDirectory() {
+  std::error_code ignored;
+  stdfs::remove_all(path_, ignored);
+}
+
 std::string ScratchDirectory::fresh_path(std::string_view label) {
   return path_ + "/" + std::string(label) + "-" + std::to_string(next_id_++);
 }

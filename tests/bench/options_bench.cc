@@ -161,6 +161,7 @@ double process_cpu_seconds() {
 // Messages/s; with `cpu_us_per_message`, also the process's CPU time per message while measured.
 double produce_case(const std::string& dir, std::uint64_t messages, Extras extras, mq::FsyncMode fsync,
                     double* cpu_us_per_message = nullptr) {
+  const RunDirectory run(dir);
   auto broker = open_broker(dir, fsync);
   const std::uint64_t per_thread = messages / kProducers / kBatch * kBatch;
   // Built before the clock starts: what is measured is the library's work, not the benchmark's.
@@ -192,6 +193,7 @@ double produce_case(const std::string& dir, std::uint64_t messages, Extras extra
 
 // The bytes one batch of kBatch messages takes in the log.
 std::size_t batch_log_bytes(const std::string& dir, Extras extras) {
+  const RunDirectory run(dir);
   auto broker = open_broker(dir);
   std::vector<mq::Message> batch;
   for (std::uint64_t n = 0; n < kBatch; ++n) batch.push_back(make_message(n, extras));
@@ -208,6 +210,7 @@ std::size_t batch_log_bytes(const std::string& dir, Extras extras) {
 // what the produce case would reach if formatting, validating and deduplicating took no time. The
 // ratio of two sizes is the most the options' ratio can be on this disk.
 double disk_case(const std::string& dir, std::uint64_t messages, std::size_t bytes) {
+  const RunDirectory run(dir);
   std::filesystem::create_directories(dir);
   const std::uint64_t writes = messages / kProducers / kBatch;
   const auto start = Clock::now();
@@ -236,6 +239,7 @@ double disk_case(const std::string& dir, std::uint64_t messages, std::size_t byt
 // One producer to partition 0, kConsumers consumers acknowledging what they take.
 double end_to_end_case(const std::string& dir, std::uint64_t messages, Extras extras, bool keyed,
                        mq::Ordering ordering, mq::FsyncMode fsync = mq::FsyncMode::kNever) {
+  const RunDirectory run(dir);
   auto broker = open_broker(dir, fsync);
   mq::SubscribeOptions subscribe;
   subscribe.max_inflight = 1000;
@@ -287,6 +291,7 @@ struct DelayedRun {
 // waits on the timer) before the timing starts. What is compared: whether messages pending on the
 // timer slow producers down (they must not: nothing on the produce path walks them).
 DelayedRun delayed_case(const std::string& dir, std::uint64_t timed, std::uint64_t pending) {
+  const RunDirectory run(dir);
   auto broker = open_broker(dir);
   for (std::uint64_t n = 0; n < pending; ++n) {
     mq::Message m = make_message(n, kPlain);

@@ -427,6 +427,29 @@ TEST_CASE("ADedupWindowOfManyIdsGrowsIntoHugePagesFindsEveryIdAndGivesTheMemoryB
   CHECK(window.memory_bytes() <= 8192);  // back to one page each
 }
 
+TEST_CASE("ADedupWindowPastAQuarterMebibyteTakesAWholeHugePageAndShrinksOnlyToSmallerMappings") {
+  // 20,000 ids would take a ring of 1 MiB and an index of 512 KiB: each takes a 2 MiB huge page
+  // instead, rather than growing through mappings of 4 KiB pages (each page's first touch is dear).
+  constexpr std::size_t kHuge = 2 << 20;
+  detail::DedupWindow window(milliseconds(1'000));
+  for (std::uint64_t n = 0; n < 20'000; ++n) {
+    REQUIRE(window.find_or_remember("order-" + std::to_string(n), n, n < 15'000 ? 1'000 : 1'500) ==
+            std::nullopt);
+  }
+  CHECK(window.memory_bytes() == 2 * kHuge);
+  // 8,192 ids and fewer fit in 256 KiB each: a window that never grows past them stays small.
+  detail::DedupWindow small(milliseconds(1'000));
+  for (std::uint64_t n = 0; n < 8'192; ++n) small.remember("order-" + std::to_string(n), n, 1'000);
+  CHECK(small.memory_bytes() == 8'192 * 32 + 16'384 * 8);
+  // 15,000 expire, 5,000 stay: the index shrinks to 32,768 slots (256 KiB); the ring would shrink
+  // to 1 MiB, which rounds up to the huge page it has: it stays.
+  CHECK(window.find("order-0", 2'001) == std::nullopt);
+  CHECK(window.size() == 5'000);
+  CHECK(window.memory_bytes() == kHuge + (256 << 10));
+  for (std::uint64_t n = 15'000; n < 20'000; n += 7)
+    REQUIRE(window.find("order-" + std::to_string(n), 2'001) == n);
+}
+
 TEST_CASE("AReserveOfTheDedupWindowLeavesItsNextIdsNothingToAllocateAndARefusedOneChangesNothing") {
   detail::DedupWindow window(milliseconds(1'000));
   window.reserve(1'024);  // exactly a ring of 1,024 entries and an index of 2,048 slots

@@ -178,6 +178,7 @@ class PartitionLog {
   Status rollback_status_;                // GUARDED_BY(mutex_): why they were dropped
   bool waits_interrupted_ = false;        // GUARDED_BY(mutex_): sticky, for shutdown
   detail::DedupWindow* dedup_ = nullptr;  // GUARDED_BY(mutex_): owned by the SegmentedLog
+  std::vector<detail::Hash128> dedup_hashes_;  // GUARDED_BY(mutex_): a batch's id hashes, reused
 
   detail::AppendListeners listeners_;  // called after appends, with no other lock of this log held
   std::atomic<bool> deleted_{false};
