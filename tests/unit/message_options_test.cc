@@ -859,87 +859,119 @@ std::vector<Message> keyed(std::initializer_list<const char*> keys) {
 
 TEST_CASE("KeyQueuesLetTheFirstOfEachKeyGoAndNameTheNextWhenItIsDone") {
   detail::KeyQueues queues;
-  CHECK(queues.push("a", 1));
-  CHECK(queues.push("b", 2));
-  CHECK_FALSE(queues.push("a", 3));
-  CHECK_FALSE(queues.push("a", 4));
+  const auto a1 = queues.push("a", 1);
+  CHECK(a1.first);
+  CHECK(queues.push("b", 2).first);
+  const auto a3 = queues.push("a", 3);
+  const auto a4 = queues.push("a", 4);
+  CHECK_FALSE(a3.first);
+  CHECK_FALSE(a4.first);
   CHECK(queues.keys() == 2);
   // Not the first (dead-lettered while it waited): nothing new may go.
-  CHECK(queues.remove("a", 3) == std::nullopt);
+  CHECK(queues.remove(a3.ref, 3) == std::nullopt);
   CHECK(queues.queued("a") == 2);
-  CHECK(queues.remove("a", 1) == 4u);
-  CHECK(queues.remove("a", 4) == std::nullopt);
+  CHECK(queues.remove(a1.ref, 1) == 4u);
+  CHECK(queues.remove(a4.ref, 4) == std::nullopt);
   CHECK(queues.keys() == 1);
-  CHECK(queues.remove("a", 4) == std::nullopt);  // gone already: no harm
-  CHECK(queues.remove("nobody", 9) == std::nullopt);
-  // The emptied queue is kept and serves the next new key, which starts empty.
-  CHECK(queues.spare_nodes() == 1);
-  CHECK(queues.push("c", 10));
-  CHECK(queues.spare_nodes() == 0);
-  CHECK(queues.queued("c") == 1);
-  CHECK(queues.remove("c", 10) == std::nullopt);
+  CHECK(queues.remove(detail::KeyQueues::Ref{}, 9) == std::nullopt);  // no key: nothing queued
+  // The emptied queue stays for the key's next message, which finds it empty.
+  CHECK(queues.empty_queues() == 1);
+  const auto a10 = queues.push("a", 10);
+  CHECK(a10.first);
+  CHECK(queues.empty_queues() == 0);
+  CHECK(queues.queued("a") == 1);
+  CHECK(queues.remove(a10.ref, 10) == std::nullopt);
   queues.clear();
   CHECK(queues.keys() == 0);
-  CHECK(queues.spare_nodes() == 0);
+  CHECK(queues.empty_queues() == 0);
 }
 
-TEST_CASE("KeyQueuesKeepFewSpareNodesAndNoneWithALongKeyOrALargeQueue") {
+TEST_CASE("KeyQueuesSweepEmptiedQueuesOncePastTheKeptNumberAndKeepNoLargeVectorInOne") {
   detail::KeyQueues queues;
-  const std::size_t keys = detail::KeyQueues::kSpareNodes + 10;
-  for (std::uint64_t k = 0; k < keys; ++k) CHECK(queues.push("key-" + std::to_string(k), k));
-  for (std::uint64_t k = 0; k < keys; ++k)
-    CHECK(queues.remove("key-" + std::to_string(k), k) == std::nullopt);
-  CHECK(queues.spare_nodes() == detail::KeyQueues::kSpareNodes);
+  // Every message a key of its own, done in turn: at most kKeptEmptyQueues empty queues are kept
+  // while nothing else is queued; one more and they all go.
+  const std::size_t kept = detail::KeyQueues::kKeptEmptyQueues;
+  for (std::uint64_t k = 0; k < kept; ++k) {
+    const auto pushed = queues.push("key-" + std::to_string(k), k);
+    REQUIRE(pushed.first);
+    REQUIRE(queues.remove(pushed.ref, k) == std::nullopt);
+  }
+  CHECK(queues.empty_queues() == kept);
+  CHECK(queues.keys() == 0);
+  const auto last = queues.push("key-last", kept);
+  CHECK(queues.remove(last.ref, kept) == std::nullopt);
+  CHECK(queues.empty_queues() == 0);
+  // While more keys than that have messages queued, their emptied queues are kept up to as many.
+  std::vector<detail::KeyQueues::Pushed> held;
+  for (std::uint64_t k = 0; k < 2 * kept; ++k) held.push_back(queues.push("held-" + std::to_string(k), k));
+  for (std::uint64_t k = 0; k < kept; ++k) REQUIRE(queues.remove(held[k].ref, k) == std::nullopt);
+  CHECK(queues.empty_queues() == kept);
+  CHECK(queues.keys() == kept);
+  CHECK(queues.remove(held[kept].ref, kept) == std::nullopt);  // kept + 1 empty, kept - 1 queued
+  CHECK(queues.empty_queues() == 0);
+  CHECK(queues.keys() == kept - 1);
+  for (std::uint64_t k = kept + 1; k < 2 * kept; ++k)
+    REQUIRE(queues.queued("held-" + std::to_string(k)) == 1);
+
+  // One hot key with many waiting: taken from the front in order, each names the next.
   queues.clear();
-
-  const std::string long_key(detail::KeyQueues::kLongestSpareKey + 1, 'k');
-  CHECK(queues.push(long_key, 1));
-  CHECK(queues.remove(long_key, 1) == std::nullopt);
-  CHECK(queues.spare_nodes() == 0);
-
-  // One hot key with many waiting: taken from the front in order, each names the next; its
-  // vector gives its room back as it drains, so it is kept once it empties.
-  const std::uint64_t waiting = detail::KeyQueues::kLargestSpareQueue * 4;
-  for (std::uint64_t offset = 0; offset < waiting; ++offset)
-    CHECK(queues.push("hot", offset) == (offset == 0));
+  const std::uint64_t waiting = detail::KeyQueues::kLargestKeptQueue * 4;
+  std::vector<detail::KeyQueues::Ref> refs;
+  for (std::uint64_t offset = 0; offset < waiting; ++offset) {
+    const auto pushed = queues.push("hot", offset);
+    CHECK(pushed.first == (offset == 0));
+    refs.push_back(pushed.ref);
+  }
   for (std::uint64_t offset = 0; offset + 1 < waiting; ++offset) {
-    REQUIRE(queues.remove("hot", offset) == offset + 1);
+    REQUIRE(queues.remove(refs[offset], offset) == offset + 1);
     REQUIRE(queues.queued("hot") == waiting - offset - 1);
   }
-  CHECK(queues.remove("hot", waiting - 1) == std::nullopt);
-  CHECK(queues.spare_nodes() == 1);
-  // Emptied from the back (each removal behind the first), nothing gives room back: not kept.
-  for (std::uint64_t offset = 0; offset < waiting; ++offset)
-    CHECK(queues.push("wide", offset) == (offset == 0));
-  for (std::uint64_t offset = waiting; offset-- > 1;) CHECK(queues.remove("wide", offset) == std::nullopt);
-  CHECK(queues.remove("wide", 0) == std::nullopt);
-  CHECK(queues.spare_nodes() == 0);  // the one kept before served "wide", which was too large to keep
+  CHECK(queues.remove(refs.back(), waiting - 1) == std::nullopt);
+  CHECK(queues.empty_queues() == 1);
 }
 
 TEST_CASE("KeyQueuesAgreeWithAPlainListThroughRandomPushesAndRemovals") {
   std::mt19937 random(14);
   detail::KeyQueues queues;
   std::map<std::string, std::deque<std::uint64_t>> model;
+  // What the group keeps with each queued message: its key's Ref (and, for the model, its key).
+  std::map<std::uint64_t, std::pair<detail::KeyQueues::Ref, std::string>> queued;
   std::uint64_t next_offset = 0;
-  for (int step = 0; step < 50'000; ++step) {
-    const std::string key = "k" + std::to_string(random() % 20);
-    auto& expected = model[key];
-    if (random() % 2 == 0 || expected.empty()) {
-      REQUIRE(queues.push(key, next_offset) == expected.empty());
+  std::size_t sweeps = 0, empty_before = 0;
+  for (int step = 0; step < 100'000; ++step) {
+    // Now and then a run of keys seen once, so that emptied queues pile up and are swept.
+    const bool fresh = step % 5'000 < 1'200;
+    const std::string key = fresh ? "once-" + std::to_string(step) : "k" + std::to_string(random() % 20);
+    if (fresh || random() % 2 == 0 || model[key].empty()) {
+      auto& expected = model[key];
+      const auto pushed = queues.push(key, next_offset);
+      REQUIRE(pushed.first == expected.empty());
+      queued[next_offset] = {pushed.ref, key};
       expected.push_back(next_offset++);
-    } else {
-      // Mostly the first (acknowledged in turn), sometimes one behind it.
-      const std::size_t at = random() % 4 == 0 ? random() % expected.size() : 0;
-      const std::uint64_t offset = expected[at];
-      expected.erase(expected.begin() + static_cast<std::ptrdiff_t>(at));
+    }
+    // Done with one of any key: the first of its key (acknowledged in turn) or one behind it.
+    if (random() % 2 == 0 && !queued.empty()) {
+      auto chosen = queued.lower_bound(random() % next_offset);
+      if (chosen == queued.end()) chosen = queued.begin();
+      const std::uint64_t offset = chosen->first;
+      const auto [ref, owner] = chosen->second;
+      auto& expected = model.at(owner);
+      const auto at = std::find(expected.begin(), expected.end(), offset) - expected.begin();
+      REQUIRE(at < static_cast<std::ptrdiff_t>(expected.size()));
+      expected.erase(expected.begin() + at);
       const std::optional<std::uint64_t> next =
           at == 0 && !expected.empty() ? std::optional(expected.front()) : std::nullopt;
-      REQUIRE(queues.remove(key, offset) == next);
+      REQUIRE(queues.remove(ref, offset) == next);
+      queued.erase(chosen);
+      REQUIRE(queues.queued(owner) == expected.size());
+      if (expected.empty()) model.erase(owner);
     }
-    REQUIRE(queues.queued(key) == expected.size());
-    if (expected.empty()) model.erase(key);
     REQUIRE(queues.keys() == model.size());
+    REQUIRE(queues.empty_queues() <= std::max(detail::KeyQueues::kKeptEmptyQueues, queues.keys()));
+    if (queues.empty_queues() + 1 < empty_before) ++sweeps;
+    empty_before = queues.empty_queues();
   }
+  CHECK(sweeps > 0);
 }
 
 TEST_CASE("OrderingByKeyHandsOutOneMessageOfAKeyAtATimeAndOtherKeysInParallel") {

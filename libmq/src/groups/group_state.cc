@@ -452,9 +452,9 @@ void GroupState::choose_locked(std::uint64_t subscriber, Subscriber& sub, std::s
     tracked.due_ms = next.deliver_at_ms.value_or(0);
     if (next.key) {
       // ordering=key: behind an earlier message of its key, it waits until that one is done.
-      const bool first_of_key = key_queues_.push(*next.key, next.offset);
-      tracked.key = std::move(next.key);
-      if (!first_of_key) {
+      const KeyQueues::Pushed pushed = key_queues_.push(*next.key, next.offset);
+      tracked.key_queue = pushed.ref;
+      if (!pushed.first) {
         tracked.state = State::kBlocked;
         ++blocked_;
         continue;
@@ -489,8 +489,8 @@ void GroupState::release_locked(std::uint64_t offset, Tracked& tracked, std::int
 }
 
 void GroupState::release_key_locked(std::uint64_t offset, const Tracked& tracked) {
-  if (!tracked.key) return;
-  const std::optional<std::uint64_t> next = key_queues_.remove(*tracked.key, offset);
+  if (!tracked.key_queue) return;
+  const std::optional<std::uint64_t> next = key_queues_.remove(tracked.key_queue, offset);
   if (!next) return;
   if (auto it = tracked_.find(*next); it != tracked_.end() && it->second.state == State::kBlocked) {
     release_locked(*next, it->second, context_.timer->clock().system_ms());

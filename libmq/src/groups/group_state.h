@@ -158,8 +158,8 @@ class GroupState : private Timer::Target {
     std::uint32_t deliveries = 0;
     State state = State::kReady;
     std::int64_t due_ms = 0;  // deliver_at (wall clock): its timer re-checks it against system_ms()
-    // ordering=key: its key as written in the record (key_queues_), when it has one.
-    std::optional<std::string> key;
+    // ordering=key: its key's queue in key_queues_, when it has a key.
+    KeyQueues::Ref key_queue;
     std::uint64_t holder = 0;  // the subscriber, while in flight
     std::uint64_t token = 0;   // identifies the timer entry that still applies
     Timer::Handle timer;       // the pending timeout or delay, cancelled when it no longer applies

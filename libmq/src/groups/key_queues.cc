@@ -5,27 +5,21 @@
 
 namespace mq::detail {
 
-bool KeyQueues::push(const std::string& key, std::uint64_t offset) {
+KeyQueues::Pushed KeyQueues::push(std::string_view key, std::uint64_t offset) {
   auto it = queues_.find(key);
   if (it == queues_.end()) {
-    if (spare_.empty()) {
-      it = queues_.try_emplace(key).first;
-    } else {
-      Map::node_type node = std::move(spare_.back());
-      spare_.pop_back();
-      node.key() = key;  // into the room the old key left
-      it = queues_.insert(std::move(node)).position;
-    }
+    it = queues_.try_emplace(std::string(key)).first;
+  } else if (it->second.empty()) {
+    --empty_queues_;
   }
   Queue& queue = it->second;
   queue.offsets.push_back(offset);
-  return queue.front() == offset;
+  return {Ref(&queue), queue.front() == offset};
 }
 
-std::optional<std::uint64_t> KeyQueues::remove(const std::string& key, std::uint64_t offset) {
-  auto it = queues_.find(key);
-  if (it == queues_.end() || it->second.empty()) return std::nullopt;
-  Queue& queue = it->second;
+std::optional<std::uint64_t> KeyQueues::remove(Ref key, std::uint64_t offset) {
+  if (!key || key.queue_->empty()) return std::nullopt;
+  Queue& queue = *key.queue_;
   const bool was_first = queue.front() == offset;
   if (was_first) {
     ++queue.head;
@@ -37,11 +31,9 @@ std::optional<std::uint64_t> KeyQueues::remove(const std::string& key, std::uint
   if (queue.empty()) {
     queue.offsets.clear();
     queue.head = 0;
-    Map::node_type node = queues_.extract(it);
-    if (spare_.size() < kSpareNodes && node.key().capacity() <= kLongestSpareKey &&
-        node.mapped().offsets.capacity() <= kLargestSpareQueue) {
-      spare_.push_back(std::move(node));
-    }
+    if (queue.offsets.capacity() > kLargestKeptQueue) std::vector<std::uint64_t>().swap(queue.offsets);
+    ++empty_queues_;
+    sweep_if_many_empty();  // (may erase this queue: `key` is void from here on)
     return std::nullopt;
   }
   // What was taken off the front is given back once it is half of the vector: each offset is
@@ -51,21 +43,27 @@ std::optional<std::uint64_t> KeyQueues::remove(const std::string& key, std::uint
                         queue.offsets.begin() + static_cast<std::ptrdiff_t>(queue.head));
     queue.head = 0;
     // A backlog that drained gives its room back, as the deque this replaced did.
-    if (queue.offsets.capacity() > kLargestSpareQueue && queue.offsets.capacity() > 4 * queue.offsets.size())
+    if (queue.offsets.capacity() > kLargestKeptQueue && queue.offsets.capacity() > 4 * queue.offsets.size())
       queue.offsets.shrink_to_fit();
   }
   if (!was_first) return std::nullopt;
   return queue.front();
 }
 
-std::size_t KeyQueues::queued(const std::string& key) const {
+void KeyQueues::sweep_if_many_empty() {
+  if (empty_queues_ <= kKeptEmptyQueues || empty_queues_ <= keys()) return;
+  std::erase_if(queues_, [](const auto& entry) { return entry.second.empty(); });
+  empty_queues_ = 0;
+}
+
+std::size_t KeyQueues::queued(std::string_view key) const {
   auto it = queues_.find(key);
   return it == queues_.end() ? 0 : it->second.offsets.size() - it->second.head;
 }
 
 void KeyQueues::clear() {
   queues_.clear();
-  spare_.clear();
+  empty_queues_ = 0;
 }
 
 }  // namespace mq::detail
