@@ -859,11 +859,11 @@ std::vector<Message> keyed(std::initializer_list<const char*> keys) {
 
 TEST_CASE("KeyQueuesLetTheFirstOfEachKeyGoAndNameTheNextWhenItIsDone") {
   detail::KeyQueues queues;
-  const auto a1 = queues.push("a", 1);
+  auto a1 = queues.push("a", 1);
   CHECK(a1.first);
   CHECK(queues.push("b", 2).first);
-  const auto a3 = queues.push("a", 3);
-  const auto a4 = queues.push("a", 4);
+  auto a3 = queues.push("a", 3);
+  auto a4 = queues.push("a", 4);
   CHECK_FALSE(a3.first);
   CHECK_FALSE(a4.first);
   CHECK(queues.keys() == 2);
@@ -871,34 +871,49 @@ TEST_CASE("KeyQueuesLetTheFirstOfEachKeyGoAndNameTheNextWhenItIsDone") {
   CHECK(queues.remove(a3.ref, 3) == std::nullopt);
   CHECK(queues.queued("a") == 2);
   CHECK(queues.remove(a1.ref, 1) == 4u);
+  // A Ref is void once its message is removed: removing it again does nothing.
+  CHECK_FALSE(a1.ref);
+  CHECK(queues.remove(a1.ref, 1) == std::nullopt);
+  CHECK(queues.queued("a") == 1);
   CHECK(queues.remove(a4.ref, 4) == std::nullopt);
   CHECK(queues.keys() == 1);
-  CHECK(queues.remove(detail::KeyQueues::Ref{}, 9) == std::nullopt);  // no key: nothing queued
+  detail::KeyQueues::Ref none;
+  CHECK(queues.remove(none, 9) == std::nullopt);  // no key: nothing queued
   // The emptied queue stays for the key's next message, which finds it empty.
   CHECK(queues.empty_queues() == 1);
-  const auto a10 = queues.push("a", 10);
+  auto a10 = queues.push("a", 10);
   CHECK(a10.first);
   CHECK(queues.empty_queues() == 0);
   CHECK(queues.queued("a") == 1);
   CHECK(queues.remove(a10.ref, 10) == std::nullopt);
+  // A key longer than kLongestKeptKey is not kept once its queue empties (keys may have 64 KiB).
+  const std::string long_key(detail::KeyQueues::kLongestKeptKey + 1, 'k');
+  auto long_one = queues.push(long_key, 11);
+  CHECK(queues.remove(long_one.ref, 11) == std::nullopt);
+  CHECK(queues.empty_queues() == 1);  // "a" only
+  CHECK(queues.queued(long_key) == 0);
+  auto again = queues.push(long_key, 12);  // made afresh
+  CHECK(again.first);
+  CHECK(queues.empty_queues() == 1);
+  CHECK(queues.remove(again.ref, 12) == std::nullopt);
   queues.clear();
   CHECK(queues.keys() == 0);
   CHECK(queues.empty_queues() == 0);
 }
 
-TEST_CASE("KeyQueuesSweepEmptiedQueuesOncePastTheKeptNumberAndKeepNoLargeVectorInOne") {
+TEST_CASE("KeyQueuesSweepEmptiedQueuesOncePastTheKeptNumberAndTakeAHotKeyInOrder") {
   detail::KeyQueues queues;
   // Every message a key of its own, done in turn: at most kKeptEmptyQueues empty queues are kept
   // while nothing else is queued; one more and they all go.
   const std::size_t kept = detail::KeyQueues::kKeptEmptyQueues;
   for (std::uint64_t k = 0; k < kept; ++k) {
-    const auto pushed = queues.push("key-" + std::to_string(k), k);
+    auto pushed = queues.push("key-" + std::to_string(k), k);
     REQUIRE(pushed.first);
     REQUIRE(queues.remove(pushed.ref, k) == std::nullopt);
   }
   CHECK(queues.empty_queues() == kept);
   CHECK(queues.keys() == 0);
-  const auto last = queues.push("key-last", kept);
+  auto last = queues.push("key-last", kept);
   CHECK(queues.remove(last.ref, kept) == std::nullopt);
   CHECK(queues.empty_queues() == 0);
   // While more keys than that have messages queued, their emptied queues are kept up to as many.
@@ -954,7 +969,7 @@ TEST_CASE("KeyQueuesAgreeWithAPlainListThroughRandomPushesAndRemovals") {
       auto chosen = queued.lower_bound(random() % next_offset);
       if (chosen == queued.end()) chosen = queued.begin();
       const std::uint64_t offset = chosen->first;
-      const auto [ref, owner] = chosen->second;
+      auto [ref, owner] = chosen->second;
       auto& expected = model.at(owner);
       const auto at = std::find(expected.begin(), expected.end(), offset) - expected.begin();
       REQUIRE(at < static_cast<std::ptrdiff_t>(expected.size()));

@@ -109,11 +109,11 @@ struct GroupOptions {
   // folded into the groups' own journals once it holds this many bytes (libmq/docs/log_format.md
   // "The shared acknowledgement log"). Larger: fewer bursts of journal syncs, a longer start.
   std::uint64_t ack_log_checkpoint_bytes = 8 << 20;
-  // Never-delivered messages a group holds back on one partition, each tracked in memory (about 250
-  // bytes): delayed ones not yet due, and with ordering=key those behind an earlier message of
-  // their key. 0 (the default): no limit, so memory grows with such a backlog. With a limit, a group
-  // that reaches it reads no further into the partition (messages after them wait too, which API.md
-  // does not allow for delayed messages) until some of them go: for bounded memory at that price.
+  // Never-delivered messages a group holds back on one partition, each tracked in memory (about 190
+  // bytes, measured with 100,000 delayed ones): delayed ones not yet due, and with ordering=key those behind
+  // an earlier message of their key. 0 (the default): no limit, so memory grows with such a backlog. With a
+  // limit, a group that reaches it reads no further into the partition (messages after them wait too, which
+  // API.md does not allow for delayed messages) until some of them go: for bounded memory at that price.
   std::size_t max_held_messages = 0;
 };
 

@@ -420,7 +420,7 @@ void GroupState::forget_below_locked(std::uint64_t log_start) {
     }
     ready_.erase(it->first);
     const std::uint64_t offset = it->first;
-    const Tracked done = std::move(it->second);
+    Tracked done = std::move(it->second);
     it = tracked_.erase(it);
     release_key_locked(offset, done);
   }
@@ -488,7 +488,7 @@ void GroupState::release_locked(std::uint64_t offset, Tracked& tracked, std::int
   }
 }
 
-void GroupState::release_key_locked(std::uint64_t offset, const Tracked& tracked) {
+void GroupState::release_key_locked(std::uint64_t offset, Tracked& tracked) {
   if (!tracked.key_queue) return;
   const std::optional<std::uint64_t> next = key_queues_.remove(tracked.key_queue, offset);
   if (!next) return;
@@ -722,7 +722,7 @@ std::size_t GroupState::apply_acks_locked(std::span<const std::uint64_t> offsets
         holders.push_back(it->second.holder);
       }
       ready_.erase(offset);
-      const Tracked done = std::move(it->second);
+      Tracked done = std::move(it->second);
       tracked_.erase(it);
       release_key_locked(offset, done);
     }

@@ -243,7 +243,7 @@ class GroupState : private Timer::Target {
   void release_locked(std::uint64_t offset, Tracked& tracked, std::int64_t now_ms);
   // `offset` leaves the tracked messages (acknowledged, dead-lettered, forgotten): the next message
   // of its key, if any, may go.
-  void release_key_locked(std::uint64_t offset, const Tracked& tracked);
+  void release_key_locked(std::uint64_t offset, Tracked& tracked);
   // Wakes the longest-waiting subscriber that has room, if any.
   void wake_one_locked();
   // Wakes `subscriber` if it is waiting (its room grew).

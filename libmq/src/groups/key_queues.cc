@@ -9,17 +9,20 @@ KeyQueues::Pushed KeyQueues::push(std::string_view key, std::uint64_t offset) {
   auto it = queues_.find(key);
   if (it == queues_.end()) {
     it = queues_.try_emplace(std::string(key)).first;
-  } else if (it->second.empty()) {
-    --empty_queues_;
+    it->second.key = &it->first;
+    ++empty_queues_;  // until the offset is in it (push_back may throw)
   }
   Queue& queue = it->second;
+  const bool was_empty = queue.empty();
   queue.offsets.push_back(offset);
+  if (was_empty) --empty_queues_;
   return {Ref(&queue), queue.front() == offset};
 }
 
-std::optional<std::uint64_t> KeyQueues::remove(Ref key, std::uint64_t offset) {
-  if (!key || key.queue_->empty()) return std::nullopt;
-  Queue& queue = *key.queue_;
+std::optional<std::uint64_t> KeyQueues::remove(Ref& ref, std::uint64_t offset) {
+  Queue* const found = std::exchange(ref.queue_, nullptr);
+  if (found == nullptr || found->empty()) return std::nullopt;
+  Queue& queue = *found;
   const bool was_first = queue.front() == offset;
   if (was_first) {
     ++queue.head;
@@ -29,11 +32,7 @@ std::optional<std::uint64_t> KeyQueues::remove(Ref key, std::uint64_t offset) {
     queue.offsets.erase(at);  // not the first: dead-lettered or acknowledged while it waited
   }
   if (queue.empty()) {
-    queue.offsets.clear();
-    queue.head = 0;
-    if (queue.offsets.capacity() > kLargestKeptQueue) std::vector<std::uint64_t>().swap(queue.offsets);
-    ++empty_queues_;
-    sweep_if_many_empty();  // (may erase this queue: `key` is void from here on)
+    emptied(queue);
     return std::nullopt;
   }
   // What was taken off the front is given back once it is half of the vector: each offset is
@@ -50,10 +49,19 @@ std::optional<std::uint64_t> KeyQueues::remove(Ref key, std::uint64_t offset) {
   return queue.front();
 }
 
-void KeyQueues::sweep_if_many_empty() {
-  if (empty_queues_ <= kKeptEmptyQueues || empty_queues_ <= keys()) return;
-  std::erase_if(queues_, [](const auto& entry) { return entry.second.empty(); });
-  empty_queues_ = 0;
+void KeyQueues::emptied(Queue& queue) {
+  if (queue.key->size() > kLongestKeptKey) {
+    queues_.erase(queues_.find(std::string_view(*queue.key)));  // (found by a view: erase() frees the key)
+    return;
+  }
+  queue.offsets.clear();
+  queue.head = 0;
+  if (queue.offsets.capacity() > kLargestKeptQueue) std::vector<std::uint64_t>().swap(queue.offsets);
+  ++empty_queues_;
+  if (empty_queues_ > kKeptEmptyQueues && empty_queues_ > keys()) {
+    std::erase_if(queues_, [](const auto& entry) { return entry.second.empty(); });
+    empty_queues_ = 0;
+  }
 }
 
 std::size_t KeyQueues::queued(std::string_view key) const {

@@ -22,13 +22,15 @@ namespace mq::detail {
 // consumers: the lookups by name in both calls, and a map node freed and made again whenever a
 // key's queue emptied, were most of what ordering=key cost over ordering=none).
 //
-// A queue that empties stays in the map for its key's next message, as long as there are at most
-// kKeptEmptyQueues of them or no more than keys with messages queued; past that, all empty ones go
-// at once (so each emptying pays for its share of the sweep, and memory stays bounded by the keys
-// in flight plus kKeptEmptyQueues nodes of about 100 bytes).
+// A queue that empties stays in the map for its key's next message, when its key is at most
+// kLongestKeptKey bytes (a longer one goes at once: keys may have 64 KiB). Once the empty ones are
+// more than kKeptEmptyQueues and more than the keys with messages queued, they all go at once, so
+// that each emptying pays for its share of the sweep. Empty queues therefore take at most
+// max(kKeptEmptyQueues, keys in flight) nodes of about 100 bytes plus a key of at most 256.
 class KeyQueues {
  private:
   struct Queue {
+    const std::string* key = nullptr;    // the map's, in the same node
     std::vector<std::uint64_t> offsets;  // those before `head` are gone
     std::size_t head = 0;
     std::uint64_t front() const { return offsets[head]; }
@@ -36,8 +38,9 @@ class KeyQueues {
   };
 
  public:
-  // A key's queue, as push() found it: valid while the message pushed with it is queued (until its
-  // remove(), or clear()). A default Ref names no queue.
+  // A key's queue, as push() found it, for the message pushed: valid until that message's remove()
+  // (which voids it) or clear(). Using it after that is using freed memory: keep one per message.
+  // A default Ref names no queue.
   class Ref {
    public:
     Ref() = default;
@@ -56,9 +59,9 @@ class KeyQueues {
   // Queues `offset` (larger than any queued for `key` before) behind the others of its key.
   Pushed push(std::string_view key, std::uint64_t offset);
 
-  // Takes `offset` out of the queue `key` names (acknowledged, dead-lettered). When it was the
-  // first and another waits behind it, that next one, which may be delivered now.
-  std::optional<std::uint64_t> remove(Ref key, std::uint64_t offset);
+  // Takes `offset` out of the queue `queue` names (acknowledged, dead-lettered), and voids `queue`.
+  // When it was the first and another waits behind it, that next one, which may be delivered now.
+  std::optional<std::uint64_t> remove(Ref& queue, std::uint64_t offset);
 
   // Forgets every queue: every Ref is void.
   void clear();
@@ -71,6 +74,7 @@ class KeyQueues {
   std::size_t empty_queues() const { return empty_queues_; }
 
   static constexpr std::size_t kKeptEmptyQueues = 1024;
+  static constexpr std::size_t kLongestKeptKey = 256;
   // An emptied queue keeps its vector's room only up to this (one hot key may have had thousands
   // of messages waiting).
   static constexpr std::size_t kLargestKeptQueue = 64;
@@ -81,7 +85,8 @@ class KeyQueues {
     using is_transparent = void;
     std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
   };
-  void sweep_if_many_empty();
+  // After `queue` emptied: keeps it for its key or erases it.
+  void emptied(Queue& queue);
 
   std::unordered_map<std::string, Queue, Hash, std::equal_to<>> queues_;
   std::size_t empty_queues_ = 0;

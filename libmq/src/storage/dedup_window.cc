@@ -15,15 +15,16 @@ constexpr std::size_t kMinSlots = 512;
 constexpr std::size_t kMinRing = 128;
 
 // Past this, the ring or the index takes a whole huge page at once rather than growing through
-// 512 KiB and 1 MiB mappings of 4 KiB pages: on the virtual machines measured, a 4 KiB page's
-// first touch costs 8-15 us (a huge page's share of 4 KiB, 0.25), so that walking a window up
-// to 2 MiB in small pages cost 7 ms of page faults for the ring alone (190 ns an id of the first
-// 65,536). The price is memory: a window of 8,192 to 65,536 ids takes 4 MiB (ring and index).
+// 512 KiB and 1 MiB mappings of 4 KiB pages: on the virtual machines measured, a 4 KiB page's first
+// touch costs 14.5 us (8 populated, as MappedMemory does; a huge page's share of 4 KiB, 0.25), and
+// the ring's small mappings up to 1 MiB are 512 pages. The price is memory: growing past 8,192
+// ids, the ring takes 2 MiB; past 16,384, the index too (2.25 to 4 MiB up to 65,536 ids).
 constexpr std::size_t kLargestSmallMapping = 256 << 10;
 
-// `count` elements of `element_bytes` (both powers of two), rounded up to fill a huge page when
-// they would take more than kLargestSmallMapping but less than a huge page.
-std::size_t rounded_to_pages(std::size_t count, std::size_t element_bytes) {
+// How many elements of `element_bytes` (a power of two) a mapping made for `count` of them (a power
+// of two) holds: `count`, or a whole huge page's worth when `count` would take more than
+// kLargestSmallMapping but less than a huge page.
+std::size_t mapped_count(std::size_t count, std::size_t element_bytes) {
   const std::size_t bytes = count * element_bytes;
   if (bytes > kLargestSmallMapping && bytes < MappedMemory::kHugePageBytes)
     return MappedMemory::kHugePageBytes / element_bytes;
@@ -118,11 +119,10 @@ void DedupWindow::resize_ring(std::size_t capacity) {
 
 void DedupWindow::reserve(std::size_t more_ids) {
   if ((indexed_ + more_ids) * 2 > slot_count()) {
-    resize_index(
-        rounded_to_pages(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)), sizeof(Slot)));
+    resize_index(mapped_count(std::max(kMinSlots, std::bit_ceil((indexed_ + more_ids) * 2)), sizeof(Slot)));
   }
   if (entry_count() + more_ids > ring_capacity()) {
-    resize_ring(rounded_to_pages(std::max(kMinRing, std::bit_ceil(entry_count() + more_ids)), sizeof(Entry)));
+    resize_ring(mapped_count(std::max(kMinRing, std::bit_ceil(entry_count() + more_ids)), sizeof(Entry)));
   }
 }
 
@@ -193,13 +193,12 @@ void DedupWindow::shrink_if_sparse() noexcept {
   try {
     // (Only to a smaller mapping: rounded up to a huge page, the smaller size may be this one.)
     if (slot_count() > kMinSlots && indexed_ * 8 < slot_count()) {
-      const std::size_t slots =
-          rounded_to_pages(std::max(kMinSlots, std::bit_ceil(indexed_ * 4)), sizeof(Slot));
+      const std::size_t slots = mapped_count(std::max(kMinSlots, std::bit_ceil(indexed_ * 4)), sizeof(Slot));
       if (slots < slot_count()) resize_index(slots);
     }
     if (ring_capacity() > kMinRing && entry_count() * 8 < ring_capacity()) {
       const std::size_t capacity =
-          rounded_to_pages(std::max(kMinRing, std::bit_ceil(entry_count() * 4)), sizeof(Entry));
+          mapped_count(std::max(kMinRing, std::bit_ceil(entry_count() * 4)), sizeof(Entry));
       if (capacity < ring_capacity()) resize_ring(capacity);
     }
   } catch (const std::bad_alloc&) {

@@ -177,6 +177,7 @@ void PartitionLog::remember_dedup_ids(const std::vector<StoredDedupId>& ids) {
 void PartitionLog::deduplicate_locked(std::span<const Message> batch, std::int64_t now_ms,
                                       AppendResult& result, std::vector<Message>& kept) {
   result.offsets.resize(batch.size());
+  result.duplicates.clear();  // (`kept` is made from it below)
   // Every id's hash first, its index slot fetched at once: the lookups below then find their slots
   // in the cache rather than waiting on a miss each (a lone id has nothing to overlap with). In a
   // vector kept from the last append (up to kMaxKeptHashes): a batch's hashes, 1.6 KiB for 100,
