@@ -928,6 +928,24 @@ TEST_CASE("KeyQueuesSweepEmptiedQueuesOncePastTheKeptNumberAndTakeAHotKeyInOrder
   for (std::uint64_t k = kept + 1; k < 2 * kept; ++k)
     REQUIRE(queues.queued("held-" + std::to_string(k)) == 1);
 
+  // A long key's queue is erased when it empties, and that too can let the kept ones go: 1,100
+  // short keys empty while 1,100 long ones are in flight (kept: not more than the keys in flight);
+  // the first long one done leaves fewer keys in flight than empty queues, and they all go.
+  queues.clear();
+  std::vector<detail::KeyQueues::Pushed> long_ones;
+  for (std::uint64_t k = 0; k < 1'100; ++k) {
+    long_ones.push_back(
+        queues.push(std::string(detail::KeyQueues::kLongestKeptKey + 1, 'k') + std::to_string(k), k));
+  }
+  for (std::uint64_t k = 0; k < 1'100; ++k) {
+    auto pushed = queues.push("short-" + std::to_string(k), 10'000 + k);
+    REQUIRE(queues.remove(pushed.ref, 10'000 + k) == std::nullopt);
+  }
+  CHECK(queues.empty_queues() == 1'100);
+  CHECK(queues.remove(long_ones[0].ref, 0) == std::nullopt);
+  CHECK(queues.empty_queues() == 0);
+  CHECK(queues.keys() == 1'099);
+
   // One hot key with many waiting: taken from the front in order, each names the next.
   queues.clear();
   const std::uint64_t waiting = detail::KeyQueues::kLargestKeptQueue * 4;
@@ -956,7 +974,11 @@ TEST_CASE("KeyQueuesAgreeWithAPlainListThroughRandomPushesAndRemovals") {
   for (int step = 0; step < 100'000; ++step) {
     // Now and then a run of keys seen once, so that emptied queues pile up and are swept.
     const bool fresh = step % 5'000 < 1'200;
-    const std::string key = fresh ? "once-" + std::to_string(step) : "k" + std::to_string(random() % 20);
+    // (One in three of those longer than kLongestKeptKey: not kept once done.)
+    const std::string key = !fresh ? "k" + std::to_string(random() % 20)
+                            : step % 3 == 0
+                                ? std::string(detail::KeyQueues::kLongestKeptKey, 'x') + std::to_string(step)
+                                : "once-" + std::to_string(step);
     if (fresh || random() % 2 == 0 || model[key].empty()) {
       auto& expected = model[key];
       const auto pushed = queues.push(key, next_offset);

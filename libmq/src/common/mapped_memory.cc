@@ -43,10 +43,11 @@ MappedMemory::MappedMemory(std::size_t bytes) : size_(bytes) {
     (void)::madvise(data_, wanted, MADV_HUGEPAGE);  // advice: without it, 4 KiB pages as before
   }
   // A mapping of 4 KiB pages gets every page at once, in one call, rather than a page fault at each
-  // first touch: on the virtual machines measured, a fault costs 14.5 us a page, populated 8. (Its
-  // user touches all of it soon: an index at random, a ring up to its end before it grows.) Huge
-  // pages fault cheaply (0.25 us a 4 KiB share) and stay lazy, so that a large ring takes memory as
-  // it fills. Advice: a kernel before 5.14 refuses it (EINVAL), and the pages then fault in as before.
+  // first touch: on the virtual machines measured, a fault costs 12 to 15 us a page, populated 8.
+  // (Its user touches all of it soon: an index at random, a ring up to its end before it grows.)
+  // Huge pages fault far more cheaply (0.25 to 0.31 us a 4 KiB share, once the process has had a
+  // few) and stay lazy, so that a large ring takes memory as it fills. Advice: a kernel before 5.14 refuses
+  // it (EINVAL), and the pages then fault in as before.
 #ifdef MADV_POPULATE_WRITE
   if (!huge) (void)::madvise(data_, wanted, MADV_POPULATE_WRITE);
 #endif

@@ -51,13 +51,16 @@ std::optional<std::uint64_t> KeyQueues::remove(Ref& ref, std::uint64_t offset) {
 
 void KeyQueues::emptied(Queue& queue) {
   if (queue.key->size() > kLongestKeptKey) {
-    queues_.erase(queues_.find(std::string_view(*queue.key)));  // (found by a view: erase() frees the key)
-    return;
+    // Found through a view of the node's own key, then erased by iterator: the key is not read
+    // after erase() frees it.
+    queues_.erase(queues_.find(std::string_view(*queue.key)));
+  } else {
+    queue.offsets.clear();
+    queue.head = 0;
+    if (queue.offsets.capacity() > kLargestKeptQueue) std::vector<std::uint64_t>().swap(queue.offsets);
+    ++empty_queues_;
   }
-  queue.offsets.clear();
-  queue.head = 0;
-  if (queue.offsets.capacity() > kLargestKeptQueue) std::vector<std::uint64_t>().swap(queue.offsets);
-  ++empty_queues_;
+  // (Also after an erase: the keys in flight went down by one, which may let the kept ones go.)
   if (empty_queues_ > kKeptEmptyQueues && empty_queues_ > keys()) {
     std::erase_if(queues_, [](const auto& entry) { return entry.second.empty(); });
     empty_queues_ = 0;

@@ -56,6 +56,11 @@ class KeyQueues {
     bool first;  // the first of its key: it may be delivered now
   };
 
+  KeyQueues() = default;
+  // Not copyable: each queue points at its key in its own map node.
+  KeyQueues(const KeyQueues&) = delete;
+  KeyQueues& operator=(const KeyQueues&) = delete;
+
   // Queues `offset` (larger than any queued for `key` before) behind the others of its key.
   Pushed push(std::string_view key, std::uint64_t offset);
 

@@ -16,9 +16,9 @@ constexpr std::size_t kMinRing = 128;
 
 // Past this, the ring or the index takes a whole huge page at once rather than growing through
 // 512 KiB and 1 MiB mappings of 4 KiB pages: on the virtual machines measured, a 4 KiB page's first
-// touch costs 14.5 us (8 populated, as MappedMemory does; a huge page's share of 4 KiB, 0.25), and
-// the ring's small mappings up to 1 MiB are 512 pages. The price is memory: growing past 8,192
-// ids, the ring takes 2 MiB; past 16,384, the index too (2.25 to 4 MiB up to 65,536 ids).
+// touch costs 12 to 15 us (8 populated, as MappedMemory does; a huge page's share of 4 KiB, about
+// 0.3), and the ring's mappings from 4 KiB up to 1 MiB add up to 512 pages. The price is memory: growing past
+// 8,192 ids, the ring takes 2 MiB; past 16,384, the index too (2.25 to 4 MiB up to 65,536 ids).
 constexpr std::size_t kLargestSmallMapping = 256 << 10;
 
 // How many elements of `element_bytes` (a power of two) a mapping made for `count` of them (a power
