@@ -30,6 +30,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402
+
 README_PORT = "8080"
 WAIT_SECONDS = 10.0  # for mqd to start, for an event to arrive, for mqd and the stream to end
 BLOCKS = ("terminal-1", "terminal-2", "terminal-3", "stop")
@@ -99,12 +102,6 @@ def normalise(text):
 
 def expected_text(lines, port):
     return normalise("\n".join(lines).replace(README_PORT, port))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def substitute(command, port):
@@ -198,7 +195,7 @@ def main():
     if len(stop_block) != 1 or stop_block[0][0] is not None:
         raise SystemExit("README: the stop block holds what mqd prints, no command")
 
-    port = free_port()
+    port = str(free_port())
     with tempfile.TemporaryDirectory(prefix="readme_quickstart_") as work_dir:
         # 1. mqd.
         mqd = start_mqd(terminal_1[0][0], mqd_path, port, work_dir)

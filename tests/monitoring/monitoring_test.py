@@ -27,6 +27,9 @@ import urllib.request
 
 import yaml
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402
+
 # docs/http-api.md "GET /metrics": every family mqd exports, and its type.
 FAMILIES = {
     "mq_produced_total": "counter",
@@ -56,12 +59,6 @@ def check(condition, what):
         failures.append(what)
         print(f"FAILED: {what}", flush=True)
     return condition
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port, process, what, timeout=30):

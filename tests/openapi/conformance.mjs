@@ -12,6 +12,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { freePort } from "../support/free_port.mjs";
 
 const { values: args } = parseArgs({
   options: { mqd: { type: "string" }, document: { type: "string" }, "node-modules": { type: "string" } },
@@ -72,16 +73,6 @@ function resolve(object) {
 }
 
 // ------------------------------------------------------------------ mqd
-function freePort() {
-  return new Promise((done, fail) => {
-    const server = net.createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => done(port));
-    });
-  });
-}
 function accepts(port) {
   return new Promise((done) => {
     const socket = net.connect(port, "127.0.0.1");

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
@@ -23,39 +24,68 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace mq::testing {
 
-// A port that was free a moment ago (bound to 0, read back, closed) and not handed out before by
-// this process: the kernel can give the same port to two binds in a row, and a test starting
-// several servers would then start two on one port (the second fails to bind, the first answers
-// for both, and the test talks to the wrong one).
+namespace detail {
+
+// The ports a server under test may take: the 20,000 below the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range), or above it when it starts too low. A port from the
+// ephemeral range, free a moment ago, can be taken by any test's outgoing connection before the
+// server binds it (CI saw "mqd: cannot listen on 0.0.0.0:34389: Address already in use").
+inline std::pair<int, int> server_port_range() {
+  int ephemeral_low = 32768, ephemeral_high = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low >> ephemeral_high;
+  if (ephemeral_low - 1 >= 10000) return {std::max(1024, ephemeral_low - 20000), ephemeral_low - 1};
+  return {std::min(ephemeral_high + 1, 65535), 65535};
+}
+
+// Whether a listener could bind `port` on every interface now (with SO_REUSEADDR, as mqd binds).
+inline bool port_bindable(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("free_port: no socket");
+  const int yes = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return bound;
+}
+
+}  // namespace detail
+
+// A port that was free a moment ago, outside the ephemeral range (see server_port_range), and not
+// handed out before by this process: a test starting several servers must not start two on one
+// port. The first candidate is random so that tests running in parallel rarely try the same ones.
 inline int free_port() {
   static std::mutex mutex;
-  static std::set<int> handed_out;  // GUARDED_BY(mutex)
+  static std::set<int> handed_out;                     // GUARDED_BY(mutex)
+  static std::mt19937 random{std::random_device{}()};  // GUARDED_BY(mutex)
   std::lock_guard lock(mutex);
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) throw std::runtime_error("free_port: no socket");
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                       ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-    ::close(fd);
-    if (!bound) throw std::runtime_error("free_port: cannot bind a port of 127.0.0.1");
-    const int port = ntohs(addr.sin_port);
-    if (handed_out.insert(port).second) return port;
+  const auto [low, high] = detail::server_port_range();
+  const int count = high - low + 1;
+  const int first = std::uniform_int_distribution<int>(0, count - 1)(random);
+  for (int i = 0; i < count; ++i) {
+    const int port = low + (first + i) % count;
+    if (!handed_out.contains(port) && detail::port_bindable(port)) {
+      handed_out.insert(port);
+      return port;
+    }
   }
-  throw std::runtime_error("free_port: the kernel keeps handing out ports given before");
+  throw std::runtime_error("free_port: no free port between " + std::to_string(low) + " and " +
+                           std::to_string(high));
 }
 
 inline bool port_accepts(int port) {

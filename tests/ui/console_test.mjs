@@ -16,11 +16,11 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../support/free_port.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -53,17 +53,6 @@ async function loadPuppeteer() {
 // ---------------------------------------------------------------------------------------------
 // mqd processes
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 class Mqd {
   constructor(binary, port, env) {
