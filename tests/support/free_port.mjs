@@ -14,6 +14,8 @@ function serverPortRange() {
   return low - 1 >= 10000 ? [Math.max(1024, low - 20000), low - 1] : [Math.min(high + 1, 65535), 65535];
 }
 
+// Node listens with SO_REUSEADDR (libuv always sets it), so a port with connections in TIME_WAIT
+// passes: the servers these tests start (mqd, etcd) set it too and bind such a port as well.
 function bindable(port) {
   return new Promise((done) => {
     const server = net.createServer();

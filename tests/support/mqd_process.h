@@ -49,12 +49,12 @@ inline std::pair<int, int> server_port_range() {
   return {std::min(ephemeral_high + 1, 65535), 65535};
 }
 
-// Whether a listener could bind `port` on every interface now (with SO_REUSEADDR, as mqd binds).
+// Whether a listener could bind `port` on every interface now, without SO_REUSEADDR: a port that
+// still has connections in TIME_WAIT from an earlier test's server is refused by a server that
+// does not set it (cpp-httplib's default sets SO_REUSEPORT only), so it is not handed out.
 inline bool port_bindable(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("free_port: no socket");
-  const int yes = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
