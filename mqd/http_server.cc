@@ -70,13 +70,16 @@ class HttpServer::Impl {
     route();
   }
 
-  bool run() {
+  bool bind() {
     if (!server_.bind_to_port(config_.host, config_.port)) return false;
     // cpp-httplib 0.11.4 listens with a backlog of 5: 64 clients connecting at once would wait ~1 s
     // for a SYN retransmit. Listening again on the bound socket raises it.
     if (listen_socket_ >= 0) ::listen(listen_socket_, 4096);
-    return server_.listen_after_bind();
+    bound_ = true;
+    return true;
   }
+
+  bool serve() { return bound_ && server_.listen_after_bind(); }
 
   void stop() {
     stopping_ = true;
@@ -744,6 +747,7 @@ class HttpServer::Impl {
   const std::shared_ptr<std::atomic<std::size_t>> open_connections_;  // busy ones: see ConnectionOptions
   std::atomic<bool> stopping_{false};
   socket_t listen_socket_ = -1;
+  bool bound_ = false;
   ConnectionServer server_;  // connections, timeouts, pipelining, TLS
 };
 
@@ -751,7 +755,8 @@ HttpServer::HttpServer(const DaemonConfig& config, mq::Broker& broker,
                        mq::replication::ReplicatedLeadership* leadership, std::string replica_secret)
     : impl_(std::make_unique<Impl>(config, broker, leadership, std::move(replica_secret))) {}
 HttpServer::~HttpServer() = default;
-bool HttpServer::run() { return impl_->run(); }
+bool HttpServer::bind() { return impl_->bind(); }
+bool HttpServer::serve() { return impl_->serve(); }
 void HttpServer::stop() { impl_->stop(); }
 
 }  // namespace mqd

@@ -14,7 +14,7 @@ class ReplicatedLeadership;
 
 namespace mqd {
 
-// Owns the listening server. run() blocks serving until stop() is called from another thread.
+// Owns the listening server. serve() blocks serving until stop() is called from another thread.
 // The broker must outlive the server.
 class HttpServer {
  public:
@@ -27,9 +27,12 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and serves; false when the address cannot be bound.
-  bool run();
-  // Ends open event streams, stops accepting, and makes run() return once connections are closed.
+  // Binds host:port and listens, so that connections wait in the backlog from now on; false when the
+  // address cannot be bound. Separate from serve() so that mqd says "listening" only once it is.
+  bool bind();
+  // Serves the bound address until stop(); false at once without a successful bind().
+  bool serve();
+  // Ends open event streams, stops accepting, and makes serve() return once connections are closed.
   void stop();
 
  private:

@@ -88,6 +88,29 @@ std::string bind_failure_reason(const std::string& host, int port) {
   return reason;
 }
 
+// The line that says mqd is up, printed once the address is bound, with the settings that matter
+// most; and a warning when anyone who can reach the port may use the queue.
+void print_listening(const mqd::DaemonConfig& config) {
+  const mq::Config& library = config.library;
+  std::string topics;
+  for (const auto& t : library.topics)
+    topics += (topics.empty() ? "" : ",") + t.name + ":" + std::to_string(t.partitions);
+  std::fprintf(stderr,
+               "mqd: listening on %s://%s:%d, broker %u of %u, DATA_DIR=%s, TOPICS=%s, FSYNC=%s, "
+               "VISIBILITY_TIMEOUT_MS=%lld, MAX_DELIVERIES=%u, MAX_CONNECTIONS=%zu, auth %s\n",
+               config.tls ? "https" : "http", config.host.c_str(), config.port, library.broker.index,
+               library.broker.count, library.store.data_dir.c_str(), topics.c_str(),
+               fsync_name(library.store.fsync),
+               static_cast<long long>(library.groups.visibility_timeout.count()),
+               library.groups.max_deliveries, config.max_connections, config.auth_token ? "on" : "off");
+  if (!config.auth_token && (config.host == "0.0.0.0" || config.host == "::")) {
+    std::fprintf(stderr,
+                 "mqd: warning: listening on all interfaces with auth off: anyone who can reach port %d can "
+                 "produce, consume and acknowledge (set AUTH_TOKEN to require a token, or HOST=127.0.0.1)\n",
+                 config.port);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,7 +162,7 @@ int main(int argc, char** argv) {
   }
 
   mqd::HttpServer server(*config, **broker, leadership.get(), replica_secret);
-  // The signal thread keeps asking the server to stop until run() has returned: a signal that
+  // The signal thread keeps asking the server to stop until serve() has returned: a signal that
   // arrives before the server has started listening must not be lost.
   std::mutex run_mutex;
   std::condition_variable run_cv;
@@ -157,29 +180,15 @@ int main(int argc, char** argv) {
       run_cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return run_returned; });
     }
   });
-  const mq::Config& library = config->library;
-  std::string topics;
-  for (const auto& t : library.topics)
-    topics += (topics.empty() ? "" : ",") + t.name + ":" + std::to_string(t.partitions);
-  std::fprintf(stderr,
-               "mqd: listening on %s://%s:%d, broker %u of %u, DATA_DIR=%s, TOPICS=%s, FSYNC=%s, "
-               "VISIBILITY_TIMEOUT_MS=%lld, MAX_DELIVERIES=%u, MAX_CONNECTIONS=%zu, auth %s\n",
-               config->tls ? "https" : "http", config->host.c_str(), config->port, library.broker.index,
-               library.broker.count, library.store.data_dir.c_str(), topics.c_str(),
-               fsync_name(library.store.fsync),
-               static_cast<long long>(library.groups.visibility_timeout.count()),
-               library.groups.max_deliveries, config->max_connections, config->auth_token ? "on" : "off");
-  if (!config->auth_token && (config->host == "0.0.0.0" || config->host == "::")) {
-    std::fprintf(stderr,
-                 "mqd: warning: listening on all interfaces with auth off: anyone who can reach port %d can "
-                 "produce, consume and acknowledge (set AUTH_TOKEN to require a token, or HOST=127.0.0.1)\n",
-                 config->port);
-  }
-  const bool served = server.run();
-  if (!served) {
+  // "listening" only once it is: tests and scripts take that line as the sign to connect.
+  const bool bound = server.bind();
+  if (bound) {
+    print_listening(*config);
+  } else {
     std::fprintf(stderr, "mqd: cannot listen on %s:%d: %s\n", config->host.c_str(), config->port,
                  bind_failure_reason(config->host, config->port).c_str());
   }
+  const bool served = bound && server.serve();
   {
     std::lock_guard lock(run_mutex);
     run_returned = true;

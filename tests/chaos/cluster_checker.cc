@@ -51,6 +51,7 @@ struct Options {
   int producers = 3;
   int consumers_per_partition = 2;
   int lease_ttl_s = 2;
+  double failover_slack_s = 2;  // a failover may take LEASE_TTL_S + this
   double drain_timeout_s = 30;
   std::string mqd_path;
   std::string etcd_path = "/usr/bin/etcd";
@@ -61,7 +62,8 @@ const char* kUsage = R"(usage: cluster_checker [options]
 Three mqd brokers (REPLICATION_FACTOR=3, MIN_INSYNC_REPLICAS=2, FSYNC=always) and one etcd on
 127.0.0.1; produce and consume/ack under load while one broker at a time is killed with SIGKILL (most
 often a partition's leader) and restarted; then the history is checked against the final leaders' logs
-(see kill9_checker --help for the invariants), and each failover must take at most LEASE_TTL_S + 2 s.
+(see kill9_checker --help for the invariants), and each failover must take at most LEASE_TTL_S + 2 s
+(--failover-slack).
 Exit status 0: no violation.
   --seed N                     seed of the schedule and the workload (default: random, printed)
   --kills N                    SIGKILLs (default 50)
@@ -69,6 +71,7 @@ Exit status 0: no violation.
   --producers N                producer threads (default 3)
   --consumers-per-partition N  competing consumers of the group per partition (default 2)
   --lease-ttl S                LEASE_TTL_S of the brokers (default 2)
+  --failover-slack S           a failover may take LEASE_TTL_S + S seconds (default 2)
   --drain-timeout S            the drain fails after S seconds without a new acknowledgement (default 30)
   --mqd PATH                   the mqd program (default: $MQD_PATH, else this build's)
   --etcd PATH                  the etcd program (default /usr/bin/etcd, or $ETCD_SERVER)
@@ -107,6 +110,8 @@ Options parse_options(int argc, char** argv) {
       options.consumers_per_partition = static_cast<int>(number(i, 1, 16));
     } else if (arg == "--lease-ttl") {
       options.lease_ttl_s = static_cast<int>(number(i, 1, 60));
+    } else if (arg == "--failover-slack") {
+      options.failover_slack_s = number(i, 0, 60);
     } else if (arg == "--drain-timeout") {
       options.drain_timeout_s = number(i, 1, 900);
     } else if (arg == "--mqd" && i + 1 < argc) {
@@ -689,13 +694,14 @@ int Run::execute() {
     brokers_.push_back(
         std::make_unique<Broker>(options_.mqd_path, env, ports[static_cast<std::size_t>(b)], dir));
   }
-  const double limit_s = options_.lease_ttl_s + 2.0;
+  const double limit_s = options_.lease_ttl_s + options_.failover_slack_s;
   std::cout << "cluster_checker: seed " << options_.seed << "; replay: cluster_checker --seed "
             << options_.seed << " --kills " << options_.kills << " --partitions " << options_.partitions
-            << " --lease-ttl " << options_.lease_ttl_s << "\n  3 mqd (" << options_.mqd_path
-            << ", R=3, min ISR 2, FSYNC=always), etcd " << options_.etcd_path << ", " << options_.producers
-            << " producers, " << options_.consumers_per_partition * static_cast<int>(options_.partitions)
-            << " consumers" << std::endl;
+            << " --lease-ttl " << options_.lease_ttl_s << " --failover-slack " << options_.failover_slack_s
+            << "\n  3 mqd (" << options_.mqd_path << ", R=3, min ISR 2, FSYNC=always), etcd "
+            << options_.etcd_path << ", " << options_.producers << " producers, "
+            << options_.consumers_per_partition * static_cast<int>(options_.partitions) << " consumers"
+            << std::endl;
   for (auto& b : brokers_) {
     if (!b->start()) {
       std::cerr << "mqd did not start: " << b->stderr_tail() << "\n";
@@ -760,8 +766,8 @@ int Run::execute() {
       std::cout << ", writable again after " << fixed(worst) << " s";
       if (worst > limit_s) {
         verdict.add("slow-failover", "kill " + std::to_string(k) + " of broker " + std::to_string(victim) +
-                                         ": " + fixed(worst) + " s > LEASE_TTL_S + 2 s = " + fixed(limit_s) +
-                                         " s");
+                                         ": " + fixed(worst) + " s > LEASE_TTL_S + " +
+                                         fixed(options_.failover_slack_s) + " s = " + fixed(limit_s) + " s");
       }
     }
     std::cout << std::endl;

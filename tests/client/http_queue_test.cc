@@ -53,7 +53,7 @@ class FakeMqd {
 
   explicit FakeMqd(Reply reply, std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>(),
                    std::string topics = kOneBroker)
-      : server_(std::move(server)), port_(free_port()), topics_(std::move(topics)) {
+      : server_(std::move(server)), topics_(std::move(topics)) {
     server_->Get("/topics", [this](const httplib::Request&, httplib::Response& res) {
       std::lock_guard lock(topics_mutex_);
       res.set_content(topics_, "application/json");
@@ -62,8 +62,11 @@ class FakeMqd {
       reply(req, res);
     });
     REQUIRE(server_->is_valid());
-    // Listening once bound: a client that connects before the thread runs waits in the backlog.
-    REQUIRE(server_->bind_to_port("127.0.0.1", port_));
+    // Listening once bound: a client that connects before the thread runs waits in the backlog. A
+    // port the kernel picks is bound at once: cpp-httplib binds with SO_REUSEPORT, so a port chosen
+    // beforehand could end up shared with another process's server, each answering some requests.
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    REQUIRE(port_ > 0);
     thread_ = std::thread([this] { server_->listen_after_bind(); });
     // stop() is lost on a server whose thread has not begun listening yet: a test that ends at once
     // would wait for that thread for ever.
@@ -82,7 +85,7 @@ class FakeMqd {
 
  private:
   std::unique_ptr<httplib::Server> server_;
-  int port_;
+  int port_ = -1;
   std::mutex topics_mutex_;
   std::string topics_;  // GUARDED_BY(topics_mutex_)
   std::thread thread_;

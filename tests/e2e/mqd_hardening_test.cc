@@ -234,6 +234,8 @@ TEST_CASE("A second mqd stops at start: on a busy port with the reason, on a bus
   for (const auto& line : lines) all += line + "\n";
   CHECK(all.find("cannot listen") != std::string::npos);
   CHECK(all.find("Address already in use") != std::string::npos);
+  // "listening" is said once the port is bound, never before: scripts take it as the sign to connect.
+  CHECK(all.find("listening on") == std::string::npos);
 
   lines = refused_start({{"DATA_DIR", first.data_dir()}});
   REQUIRE(lines.size() == 1);

@@ -86,17 +86,19 @@ TEST_CASE("EveryBadMessageOptionIsA400NamingTheFieldAndStoresNothing") {
 TEST_CASE("ADelayedMessageArrivesNoEarlierThanItsTimeAndAfterARestart") {
   RunningMqd mqd(RunningMqd::Env{{"FSYNC", "always"}, {"HEARTBEAT_MS", "100"}});
   const std::int64_t sent = now_ms();
-  auto delayed = http_post(mqd.port(), kProduce0, R"({"payload": "late", "delay_ms": 1500})");
+  auto delayed = http_post(mqd.port(), kProduce0, R"({"payload": "late", "delay_ms": 4000})");
   REQUIRE(delayed.status == 200);
   const std::int64_t due =
       http_get(mqd.port(), "/messages?topic=events&partition=0").json()["messages"][0]["deliver_at"];
-  CHECK(due >= sent + 1500);
+  CHECK(due >= sent + 4000);
   REQUIRE(http_post(mqd.port(), kProduce0, R"({"payload": "now"})").status == 200);
   {
     SseStream stream(mqd.port(), consume("g"));
     auto first = stream.next();
     REQUIRE(first);
     CHECK(first->data["payload"] == "now");  // the group went on past the delayed one
+    // Five requests before the delayed message is due (4 s: room for an ASan mqd syncing on a busy
+    // machine; with 1.5 s it was due, and in flight, once in a while).
     auto stats =
         http_get(mqd.port(), "/stats?topic=events").json()["topics"][0]["partitions"][0]["groups"][0];
     CHECK(stats["delayed"] == 1);
@@ -108,7 +110,7 @@ TEST_CASE("ADelayedMessageArrivesNoEarlierThanItsTimeAndAfterARestart") {
   SseStream stream(mqd.port(), consume("g"));
   std::optional<SseEvent> late;
   while (true) {
-    late = stream.next(milliseconds(5000));
+    late = stream.next(milliseconds(8000));
     REQUIRE(late);
     if (late->data["payload"] == "late") break;  // "now" comes again: it was never acknowledged
   }
@@ -155,11 +157,13 @@ TEST_CASE("ADuplicateIsAnsweredWithTheStoredMessageAlsoAfterKill9") {
 }
 
 TEST_CASE("ADedupIdIsForgottenOnceItsWindowPassed") {
-  RunningMqd mqd(RunningMqd::Env{{"DEDUP_WINDOW_MS", "300"}});
+  // The second produce must come within the window: 1.5 s leaves room for a slow start of its
+  // connection on a busy machine (300 ms did not, once in a while).
+  RunningMqd mqd(RunningMqd::Env{{"DEDUP_WINDOW_MS", "1500"}});
   REQUIRE(http_post(mqd.port(), kProduce0, R"({"payload": 1, "dedup_id": "x"})").status == 200);
   CHECK(http_post(mqd.port(), kProduce0, R"({"payload": 1, "dedup_id": "x"})").json()["duplicate"] == true);
   // Waiting is the point here: the window is time.
-  std::this_thread::sleep_for(milliseconds(400));
+  std::this_thread::sleep_for(milliseconds(1600));
   auto later = http_post(mqd.port(), kProduce0, R"({"payload": 1, "dedup_id": "x"})");
   CHECK(later.json().contains("duplicate") == false);
   CHECK(later.json()["offset"] == 1);

@@ -1,23 +1,42 @@
-"""A port for a server under test, as tests/support/mqd_process.h chooses it: free a moment ago and
-outside the kernel's ephemeral range, from which any test's outgoing connection could take it
-before the server binds it. Random first candidate, so tests running in parallel rarely meet."""
+"""A TCP port for a server under test, chosen as tests/support/mqd_process.h's free_port() chooses
+it (keep the three in step): outside the kernel's ephemeral range, from which any test's outgoing
+connection could take it before the server binds it; reserved against every other test process by
+holding the same UDP port for the rest of this one; bindable now. Random first candidate, so that
+tests running in parallel rarely try the same ones."""
 
 import random
 import socket
 
-_handed_out = set()
+_tried = set()
+_reservations = []  # the UDP sockets held: closed by the kernel when the process ends
 
 
 def _server_port_range():
+    wanted, enough = 20000, 2000
     low, high = 32768, 60999
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             low, high = (int(word) for word in f.read().split())
     except OSError:
         pass  # not Linux: the defaults
-    if low - 1 >= 10000:
-        return max(1024, low - 20000), low - 1
-    return min(high + 1, 65535), 65535
+    below, above = low - 1024, 65535 - high
+    if max(below, above) < enough:
+        raise RuntimeError(f"free_port: net.ipv4.ip_local_port_range ({low} {high}) leaves fewer than "
+                           "2,000 ports above 1023 for test servers; narrow it")
+    if below >= above:
+        return max(1024, low - wanted), low - 1
+    return high + 1, min(65535, high + wanted)
+
+
+def _reserve_among_test_processes(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not inherited by children (PEP 446)
+    try:
+        s.bind(("0.0.0.0", port))
+    except OSError:
+        s.close()
+        return False
+    _reservations.append(s)
+    return True
 
 
 def _bindable(port):
@@ -37,7 +56,9 @@ def free_port():
     first = random.randrange(count)
     for i in range(count):
         port = low + (first + i) % count
-        if port not in _handed_out and _bindable(port):
-            _handed_out.add(port)
+        if port in _tried:
+            continue
+        _tried.add(port)
+        if _reserve_among_test_processes(port) and _bindable(port):
             return port
     raise RuntimeError(f"free_port: no free port between {low} and {high}")

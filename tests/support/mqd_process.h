@@ -38,22 +38,48 @@ namespace mq::testing {
 
 namespace detail {
 
-// The ports a server under test may take: the 20,000 below the kernel's ephemeral range
-// (/proc/sys/net/ipv4/ip_local_port_range), or above it when it starts too low. A port from the
+// The ports a server under test may take: up to 20,000 in the wider of the two gaps around the
+// kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), above 1023. A port from the
 // ephemeral range, free a moment ago, can be taken by any test's outgoing connection before the
 // server binds it (CI saw "mqd: cannot listen on 0.0.0.0:34389: Address already in use").
 inline std::pair<int, int> server_port_range() {
+  constexpr int kWanted = 20000, kEnough = 2000;
   int ephemeral_low = 32768, ephemeral_high = 60999;
   std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low >> ephemeral_high;
-  if (ephemeral_low - 1 >= 10000) return {std::max(1024, ephemeral_low - 20000), ephemeral_low - 1};
-  return {std::min(ephemeral_high + 1, 65535), 65535};
+  const int below = ephemeral_low - 1024, above = 65535 - ephemeral_high;
+  if (std::max(below, above) < kEnough) {
+    throw std::runtime_error("free_port: net.ipv4.ip_local_port_range (" + std::to_string(ephemeral_low) +
+                             " " + std::to_string(ephemeral_high) +
+                             ") leaves fewer than 2,000 ports above 1023 for test servers; narrow it");
+  }
+  if (below >= above) return {std::max(1024, ephemeral_low - kWanted), ephemeral_low - 1};
+  return {ephemeral_high + 1, std::min(65535, ephemeral_high + kWanted)};
+}
+
+// Holds UDP `port` for the rest of this process, so that no other test process (C++, Python or
+// JavaScript: tests/support/free_port.*) hands out the same TCP port meanwhile: ctest runs tests in
+// parallel, and a port that is merely free now stays open to others until its server binds it, and
+// again while a test stops and restarts a server on it. UDP ports are apart from TCP ones, so the
+// server's own bind is not hindered. False if another process holds it.
+inline bool reserve_among_test_processes(int port) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("free_port: no socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return false;
+  }
+  return true;  // fd left open on purpose: the kernel closes it when this process ends, however
 }
 
 // Whether a listener could bind `port` on every interface now, without SO_REUSEADDR: a port that
 // still has connections in TIME_WAIT from an earlier test's server is refused by a server that
 // does not set it (cpp-httplib's default sets SO_REUSEPORT only), so it is not handed out.
 inline bool port_bindable(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("free_port: no socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -66,12 +92,13 @@ inline bool port_bindable(int port) {
 
 }  // namespace detail
 
-// A port that was free a moment ago, outside the ephemeral range (see server_port_range), and not
-// handed out before by this process: a test starting several servers must not start two on one
-// port. The first candidate is random so that tests running in parallel rarely try the same ones.
+// A TCP port for a server under test: outside the ephemeral range (server_port_range), reserved
+// against every other test process for the rest of this one (reserve_among_test_processes), never
+// handed out twice by this process, and bindable now. The first candidate is random so that tests
+// running in parallel rarely try the same ones.
 inline int free_port() {
   static std::mutex mutex;
-  static std::set<int> handed_out;                     // GUARDED_BY(mutex)
+  static std::set<int> tried;                          // GUARDED_BY(mutex)
   static std::mt19937 random{std::random_device{}()};  // GUARDED_BY(mutex)
   std::lock_guard lock(mutex);
   const auto [low, high] = detail::server_port_range();
@@ -79,10 +106,8 @@ inline int free_port() {
   const int first = std::uniform_int_distribution<int>(0, count - 1)(random);
   for (int i = 0; i < count; ++i) {
     const int port = low + (first + i) % count;
-    if (!handed_out.contains(port) && detail::port_bindable(port)) {
-      handed_out.insert(port);
-      return port;
-    }
+    if (!tried.insert(port).second || !detail::reserve_among_test_processes(port)) continue;
+    if (detail::port_bindable(port)) return port;
   }
   throw std::runtime_error("free_port: no free port between " + std::to_string(low) + " and " +
                            std::to_string(high));

@@ -18,11 +18,11 @@ class RunningMqd {
   // `env` adds to or overrides the defaults (PORT, DATA_DIR, FSYNC=never, small topics).
   using Env = std::map<std::string, std::string>;
   explicit RunningMqd(Env env = {}, std::string data_dir = "")
-      : port_(free_port()), data_dir_(data_dir.empty() ? dir_ / "data" : data_dir) {
+      : port_(env.contains("PORT") ? std::stoi(env.at("PORT")) : free_port()),
+        data_dir_(data_dir.empty() ? dir_ / "data" : data_dir) {
     env_ = {
         {"PORT", std::to_string(port_)}, {"DATA_DIR", data_dir_}, {"FSYNC", "never"}, {"TOPICS", "events:4"}};
     for (auto& [k, v] : env) env_[k] = v;
-    if (env.contains("PORT")) port_ = std::stoi(env_["PORT"]);
     start();
   }
   void start() {

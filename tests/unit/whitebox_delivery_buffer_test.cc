@@ -266,7 +266,9 @@ TEST_CASE("When only stale messages are buffered, pop keeps waiting for a fresh 
 // stale messages: a reader whose partition was full of stale messages stayed blocked for the whole
 // pop, and the redelivery it would fetch waited for the next receive().
 TEST_CASE("Dropping stale messages lets the partition's reader fetch more during the same pop") {
-  constexpr milliseconds kVisibility{50};
+  // Only the first message must go stale: the second must still be fresh when pop wakes for it, after
+  // a thread's wake-up on a busy machine (50 ms was too short for that now and then under ASan).
+  constexpr milliseconds kVisibility{300};
   DeliveryBuffer buffer(1, kVisibility);
   buffer.push({message(0, 1)});
   std::this_thread::sleep_for(kVisibility + milliseconds(10));
