@@ -71,6 +71,7 @@ class HttpServer::Impl {
   }
 
   bool bind() {
+    if (bound_) return true;
     if (!server_.bind_to_port(config_.host, config_.port)) return false;
     // cpp-httplib 0.11.4 listens with a backlog of 5: 64 clients connecting at once would wait ~1 s
     // for a SYN retransmit. Listening again on the bound socket raises it.
@@ -79,7 +80,11 @@ class HttpServer::Impl {
     return true;
   }
 
-  bool serve() { return bound_ && server_.listen_after_bind(); }
+  bool serve() {
+    if (!bound_) return false;
+    if (stopping_) return true;  // stopped already: cpp-httplib would lose a stop() before it listens
+    return server_.listen_after_bind();
+  }
 
   void stop() {
     stopping_ = true;

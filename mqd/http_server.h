@@ -29,8 +29,11 @@ class HttpServer {
 
   // Binds host:port and listens, so that connections wait in the backlog from now on; false when the
   // address cannot be bound. Separate from serve() so that mqd says "listening" only once it is.
+  // Once bound, later calls do nothing.
   bool bind();
-  // Serves the bound address until stop(); false at once without a successful bind().
+  // Serves the bound address until stop(); false at once without a successful bind(). Returns at once
+  // after an earlier stop(); a stop() racing with the start of serving can still be missed by
+  // cpp-httplib, so a caller stopping from another thread repeats it until serve() has returned.
   bool serve();
   // Ends open event streams, stops accepting, and makes serve() return once connections are closed.
   void stop();

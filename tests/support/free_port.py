@@ -6,12 +6,14 @@ tests running in parallel rarely try the same ones."""
 
 import random
 import socket
+import sys
 
 _tried = set()
 _reservations = []  # the UDP sockets held: closed by the kernel when the process ends
 
 
 def _server_port_range():
+    """None when both gaps beside the ephemeral range are under 2,000 ports (e.g. 1024-65535)."""
     wanted, enough = 20000, 2000
     low, high = 32768, 60999
     try:
@@ -21,37 +23,50 @@ def _server_port_range():
         pass  # not Linux: the defaults
     below, above = low - 1024, 65535 - high
     if max(below, above) < enough:
-        raise RuntimeError(f"free_port: net.ipv4.ip_local_port_range ({low} {high}) leaves fewer than "
-                           "2,000 ports above 1023 for test servers; narrow it")
+        return None
     if below >= above:
         return max(1024, low - wanted), low - 1
     return high + 1, min(65535, high + wanted)
 
 
 def _reserve_among_test_processes(port):
+    """Holds UDP `port` for the rest of this process (the server's TCP bind is not hindered)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not inherited by children (PEP 446)
     try:
         s.bind(("0.0.0.0", port))
     except OSError:
         s.close()
-        return False
+        return None
     _reservations.append(s)
-    return True
+    return s
 
 
-def _bindable(port):
-    # Without SO_REUSEADDR: a port with connections in TIME_WAIT is refused by servers that do not
-    # set it, so it is not handed out.
+def _bind_and_close(port):
+    """The port bound (0: one the kernel picks), or 0. Without SO_REUSEADDR: a port with connections
+    in TIME_WAIT is refused by servers that do not set it, so it is not handed out."""
     with socket.socket() as s:
         try:
             s.bind(("0.0.0.0", port))
-            return True
+            return s.getsockname()[1]
         except OSError:
-            return False
+            return 0
 
 
 def free_port():
-    low, high = _server_port_range()
+    port_range = _server_port_range()
+    if port_range is None:
+        if not _tried:
+            print("free_port: net.ipv4.ip_local_port_range leaves fewer than 2,000 ports above 1023 outside "
+                  "it: test servers take ports the kernel picks, which outgoing connections may take first",
+                  file=sys.stderr)
+        for _ in range(1000):
+            port = _bind_and_close(0)
+            if port not in _tried:
+                _tried.add(port)
+                if _reserve_among_test_processes(port):
+                    return port
+        raise RuntimeError("free_port: the kernel keeps picking ports held already")
+    low, high = port_range
     count = high - low + 1
     first = random.randrange(count)
     for i in range(count):
@@ -59,6 +74,11 @@ def free_port():
         if port in _tried:
             continue
         _tried.add(port)
-        if _reserve_among_test_processes(port) and _bindable(port):
+        reservation = _reserve_among_test_processes(port)
+        if reservation is None:
+            continue
+        if _bind_and_close(port) == port:
             return port
+        _reservations.remove(reservation)
+        reservation.close()
     raise RuntimeError(f"free_port: no free port between {low} and {high}")

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -42,26 +43,23 @@ namespace detail {
 // kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), above 1023. A port from the
 // ephemeral range, free a moment ago, can be taken by any test's outgoing connection before the
 // server binds it (CI saw "mqd: cannot listen on 0.0.0.0:34389: Address already in use").
-inline std::pair<int, int> server_port_range() {
+// Nothing when both gaps are under 2,000 ports (e.g. the range tuned to 1024-65535).
+inline std::optional<std::pair<int, int>> server_port_range() {
   constexpr int kWanted = 20000, kEnough = 2000;
   int ephemeral_low = 32768, ephemeral_high = 60999;
   std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low >> ephemeral_high;
   const int below = ephemeral_low - 1024, above = 65535 - ephemeral_high;
-  if (std::max(below, above) < kEnough) {
-    throw std::runtime_error("free_port: net.ipv4.ip_local_port_range (" + std::to_string(ephemeral_low) +
-                             " " + std::to_string(ephemeral_high) +
-                             ") leaves fewer than 2,000 ports above 1023 for test servers; narrow it");
-  }
-  if (below >= above) return {std::max(1024, ephemeral_low - kWanted), ephemeral_low - 1};
-  return {ephemeral_high + 1, std::min(65535, ephemeral_high + kWanted)};
+  if (std::max(below, above) < kEnough) return std::nullopt;
+  if (below >= above) return std::pair{std::max(1024, ephemeral_low - kWanted), ephemeral_low - 1};
+  return std::pair{ephemeral_high + 1, std::min(65535, ephemeral_high + kWanted)};
 }
 
-// Holds UDP `port` for the rest of this process, so that no other test process (C++, Python or
-// JavaScript: tests/support/free_port.*) hands out the same TCP port meanwhile: ctest runs tests in
+// Binds UDP `port` and returns the socket, so that while it is held no other test process (C++,
+// Python or JavaScript: tests/support/free_port.*) hands out the same TCP port: ctest runs tests in
 // parallel, and a port that is merely free now stays open to others until its server binds it, and
 // again while a test stops and restarts a server on it. UDP ports are apart from TCP ones, so the
-// server's own bind is not hindered. False if another process holds it.
-inline bool reserve_among_test_processes(int port) {
+// server's own bind is not hindered (but the port cannot serve UDP). -1 if it is held already.
+inline int reserve_among_test_processes(int port) {
   const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("free_port: no socket");
   sockaddr_in addr{};
@@ -70,44 +68,70 @@ inline bool reserve_among_test_processes(int port) {
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return false;
+    return -1;
   }
-  return true;  // fd left open on purpose: the kernel closes it when this process ends, however
+  return fd;
 }
 
-// Whether a listener could bind `port` on every interface now, without SO_REUSEADDR: a port that
-// still has connections in TIME_WAIT from an earlier test's server is refused by a server that
-// does not set it (cpp-httplib's default sets SO_REUSEPORT only), so it is not handed out.
-inline bool port_bindable(int port) {
+// Binds TCP `port` (0: one the kernel picks) on every interface without SO_REUSEADDR, closes it
+// again, and returns the port, or 0 if it could not be bound. Strict, because a port that still has
+// connections in TIME_WAIT is refused by a server that does not set SO_REUSEADDR (cpp-httplib's
+// default sets SO_REUSEPORT only): such a port is not handed out.
+inline int bind_and_close(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("free_port: no socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  socklen_t length = sizeof addr;
+  const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0;
   ::close(fd);
-  return bound;
+  return bound ? ntohs(addr.sin_port) : 0;
 }
 
 }  // namespace detail
 
 // A TCP port for a server under test: outside the ephemeral range (server_port_range), reserved
-// against every other test process for the rest of this one (reserve_among_test_processes), never
-// handed out twice by this process, and bindable now. The first candidate is random so that tests
-// running in parallel rarely try the same ones.
+// against every other test process for the rest of this one (reserve_among_test_processes: the
+// reservation is never closed), never handed out twice by this process, and bindable now. The
+// first candidate is random so that tests running in parallel rarely try the same ones. Where the
+// ephemeral range leaves too few ports outside it, the kernel picks one (reserved as well), with a
+// warning: an outgoing connection may then take it before its server binds it.
 inline int free_port() {
   static std::mutex mutex;
   static std::set<int> tried;                          // GUARDED_BY(mutex)
   static std::mt19937 random{std::random_device{}()};  // GUARDED_BY(mutex)
   std::lock_guard lock(mutex);
-  const auto [low, high] = detail::server_port_range();
+  const auto range = detail::server_port_range();
+  if (!range) {
+    static const bool warned = [] {
+      std::fprintf(stderr,
+                   "free_port: net.ipv4.ip_local_port_range leaves fewer than 2,000 ports above 1023 "
+                   "outside it: test servers take ports the kernel picks, which outgoing connections "
+                   "may take first\n");
+      return true;
+    }();
+    (void)warned;
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      const int port = detail::bind_and_close(0);
+      if (port == 0) throw std::runtime_error("free_port: cannot bind a TCP port");
+      if (!tried.insert(port).second) continue;
+      if (detail::reserve_among_test_processes(port) >= 0) return port;
+    }
+    throw std::runtime_error("free_port: the kernel keeps picking ports held already");
+  }
+  const auto [low, high] = *range;
   const int count = high - low + 1;
   const int first = std::uniform_int_distribution<int>(0, count - 1)(random);
   for (int i = 0; i < count; ++i) {
     const int port = low + (first + i) % count;
-    if (!tried.insert(port).second || !detail::reserve_among_test_processes(port)) continue;
-    if (detail::port_bindable(port)) return port;
+    if (!tried.insert(port).second) continue;
+    const int reservation = detail::reserve_among_test_processes(port);
+    if (reservation < 0) continue;
+    if (detail::bind_and_close(port) == port) return port;
+    ::close(reservation);
   }
   throw std::runtime_error("free_port: no free port between " + std::to_string(low) + " and " +
                            std::to_string(high));
