@@ -50,6 +50,20 @@ int unheld_port() {
 const std::string kSupport =
     (std::filesystem::path(__FILE__).parent_path().parent_path() / "support").string();
 
+// Whether free_port.py's reservation of `port` succeeds in a process of its own: "True" or "False".
+std::string python_reserves(int port) {
+  return output_of("python3 -c 'import sys; sys.path.insert(0, \"" + kSupport +
+                   "\"); import free_port; print(free_port._reserve_among_test_processes(" +
+                   std::to_string(port) + ") is not None)'");
+}
+
+// The same for free_port.mjs: "true" or "false".
+std::string node_reserves(int port) {
+  return output_of("node --input-type=module -e 'import { reserveAmongTestProcesses } from \"" + kSupport +
+                   "/free_port.mjs\"; console.log((await reserveAmongTestProcesses(" + std::to_string(port) +
+                   ")) !== null)'");
+}
+
 }  // namespace
 
 TEST_CASE("A port handed out to one test process is reserved against the C++, Python and Node choosers") {
@@ -68,20 +82,10 @@ TEST_CASE("A port handed out to one test process is reserved against the C++, Py
   CHECK(mq::testing::detail::bind_and_close(port) == port);  // the server's own bind is not hindered
   CHECK(mq::testing::detail::reserve_among_test_processes(port) == -1);
 
-  const std::string p = std::to_string(port);
-  CHECK(output_of("python3 -c 'import sys; sys.path.insert(0, \"" + kSupport +
-                  "\"); import free_port; print(free_port._reserve_among_test_processes(" + p +
-                  ") is not None)'") == "False");
-  CHECK(output_of("node --input-type=module -e 'import { reserveAmongTestProcesses } from \"" + kSupport +
-                  "/free_port.mjs\"; console.log((await reserveAmongTestProcesses(" + p + ")) !== null)'") ==
-        "false");
+  CHECK(python_reserves(port) == "False");
+  CHECK(node_reserves(port) == "false");
   // And a port nobody holds they reserve (so the checks above are not always false).
   const int unheld = unheld_port();
-  const std::string u = std::to_string(unheld);
-  CHECK(output_of("python3 -c 'import sys; sys.path.insert(0, \"" + kSupport +
-                  "\"); import free_port; print(free_port._reserve_among_test_processes(" + u +
-                  ") is not None)'") == "True");
-  CHECK(output_of("node --input-type=module -e 'import { reserveAmongTestProcesses } from \"" + kSupport +
-                  "/free_port.mjs\"; console.log((await reserveAmongTestProcesses(" + u + ")) !== null)'") ==
-        "true");
+  CHECK(python_reserves(unheld) == "True");
+  CHECK(node_reserves(unheld) == "true");
 }

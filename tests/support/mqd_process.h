@@ -54,6 +54,15 @@ inline std::optional<std::pair<int, int>> server_port_range() {
   return std::pair{ephemeral_high + 1, std::min(65535, ephemeral_high + kWanted)};
 }
 
+// `port` on every IPv4 interface.
+inline sockaddr_in any_address(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  return addr;
+}
+
 // Binds UDP `port` and returns the socket, so that while it is held no other test process (C++,
 // Python or JavaScript: tests/support/free_port.*) hands out the same TCP port: ctest runs tests in
 // parallel, and a port that is merely free now stays open to others until its server binds it, and
@@ -62,10 +71,7 @@ inline std::optional<std::pair<int, int>> server_port_range() {
 inline int reserve_among_test_processes(int port) {
   const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("free_port: no socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  sockaddr_in addr = any_address(port);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
     return -1;
@@ -80,10 +86,7 @@ inline int reserve_among_test_processes(int port) {
 inline int bind_and_close(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("free_port: no socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  sockaddr_in addr = any_address(port);
   socklen_t length = sizeof addr;
   const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
                      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0;
