@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -89,16 +88,6 @@ std::string bind_failure_reason(const std::string& host, int port) {
   return reason;
 }
 
-// Whether one of `signals` (blocked) has arrived and waits to be taken.
-bool stop_signal_pending(const sigset_t& signals) {
-  sigset_t pending;
-  if (sigpending(&pending) != 0) return false;
-  for (int signal = 1; signal < NSIG; ++signal) {
-    if (sigismember(&signals, signal) == 1 && sigismember(&pending, signal) == 1) return true;
-  }
-  return false;
-}
-
 // The line that says mqd is up, printed once the address is bound, with the settings that matter
 // most; and a warning when anyone who can reach the port may use the queue.
 void print_listening(const mqd::DaemonConfig& config) {
@@ -177,13 +166,13 @@ int main(int argc, char** argv) {
   // arrives before the server has started listening must not be lost.
   std::mutex run_mutex;
   std::condition_variable run_cv;
-  bool run_returned = false;  // GUARDED_BY(run_mutex)
-  std::atomic<bool> stop_requested{false};
+  bool run_returned = false;    // GUARDED_BY(run_mutex)
+  bool stop_requested = false;  // GUARDED_BY(run_mutex)
   std::thread signal_waiter([&] {
     int signal = 0;
     sigwait(&stop_signals, &signal);
-    stop_requested = true;
     std::unique_lock lock(run_mutex);
+    stop_requested = true;  // with "stopping" said under the same lock: main's check sees both or neither
     if (!run_returned) std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
     // Replicated: its leaderships go to other replicas at once rather than when its lease lapses.
     if (leadership) leadership->stop(/*hand_over=*/true);
@@ -193,14 +182,27 @@ int main(int argc, char** argv) {
       run_cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return run_returned; });
     }
   });
-  // "listening" only once it is: tests and scripts take that line as the sign to connect. A signal
-  // during the start (recovery can take a while) stops mqd before it binds, a clean stop: taken by
-  // the waiter already, or still pending (the waiter may not have run yet).
-  const bool stopped_before_bind = stop_requested || stop_signal_pending(stop_signals);
-  const bool bound = !stopped_before_bind && server.bind();
-  if (bound) {
-    print_listening(*config);
-  } else if (!stopped_before_bind) {
+  // "listening" only once it is: tests and scripts take that line as the sign to connect. A stop
+  // signal during the start (recovery can take a while) stops mqd before it binds, a clean stop:
+  // taken by the waiter already, or still pending, when this thread takes it (one sent to this thread
+  // alone, by tgkill, only it can). Under run_mutex, under which the waiter says "stopping": a
+  // signal taken meanwhile is reported after "listening", never before.
+  bool stopped_before_bind = false;
+  bool bound = false;
+  {
+    std::lock_guard lock(run_mutex);
+    stopped_before_bind = stop_requested;
+    if (!stopped_before_bind) {
+      const timespec now{};
+      if (const int signal = sigtimedwait(&stop_signals, nullptr, &now); signal > 0) {
+        std::fprintf(stderr, "mqd: signal %d, stopping\n", signal);
+        stopped_before_bind = true;
+      }
+    }
+    bound = !stopped_before_bind && server.bind();
+    if (bound) print_listening(*config);
+  }
+  if (!bound && !stopped_before_bind) {
     std::fprintf(stderr, "mqd: cannot listen on %s:%d: %s\n", config->host.c_str(), config->port,
                  bind_failure_reason(config->host, config->port).c_str());
   }
@@ -210,8 +212,7 @@ int main(int argc, char** argv) {
     run_returned = true;
   }
   run_cv.notify_all();
-  if (!served && !stopped_before_bind)
-    pthread_kill(signal_waiter.native_handle(), SIGTERM);  // end its sigwait
+  if (!served) pthread_kill(signal_waiter.native_handle(), SIGTERM);  // end its sigwait, if it still waits
   signal_waiter.join();
   broker->reset();  // syncs every partition and acknowledgement log
   std::fprintf(stderr, "mqd: stopped\n");

@@ -58,6 +58,7 @@ export async function freePort() {
     }
     for (let attempt = 0; attempt < 1000; attempt++) {
       const port = await listenAndClose(0);
+      if (port === 0) throw new Error("freePort: cannot bind a TCP port");
       if (tried.has(port)) continue;
       tried.add(port);
       if (await reserveAmongTestProcesses(port)) return port;

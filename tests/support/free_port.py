@@ -61,6 +61,8 @@ def free_port():
                   file=sys.stderr)
         for _ in range(1000):
             port = _bind_and_close(0)
+            if port == 0:
+                raise RuntimeError("free_port: cannot bind a TCP port")
             if port not in _tried:
                 _tried.add(port)
                 if _reserve_among_test_processes(port):
