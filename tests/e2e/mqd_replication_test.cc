@@ -177,6 +177,8 @@ TEST_CASE(
                                                    << ")");
   // 1.7-2.5 s measured on an idle machine (the lease, then an election through etcd); CI runs this
   // against three ASan-built mqd beside compilations on 2 cores, so the bound leaves 6 s past the lease.
+  if (failover_s > kLeaseTtlSeconds + 2.0)
+    MESSAGE("over LEASE_TTL_S + 2 s, the documented bound on an idle machine");
   CHECK(failover_s <= kLeaseTtlSeconds + 6.0);
   CHECK(cluster.placement(*new_leader)["leader_epoch"].get<std::uint64_t>() > epoch);
 

@@ -272,6 +272,7 @@ TEST_CASE(
   MESSAGE("failover took " << std::chrono::duration_cast<std::chrono::milliseconds>(failover).count()
                            << " ms");
   // Under 2.5 s on an idle machine; CI runs this under ASan and TSan beside compilations on 2 cores.
+  if (failover > kLeaseTtl + 2s) MESSAGE("over the lease TTL + 2 s, the documented bound on an idle machine");
   CHECK(failover < kLeaseTtl + 6s);
   CHECK(second != first);
   auto kept = cluster.lines(second);

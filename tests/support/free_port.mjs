@@ -1,8 +1,9 @@
 // A TCP port for a server under test, chosen as tests/support/mqd_process.h's free_port() chooses it
 // (keep the three in step): outside the kernel's ephemeral range, from which any test's outgoing
-// connection could take it before the server binds it; reserved against every other test process by
-// holding the same UDP port for the rest of this one; bindable now. Random first candidate, so that
-// tests running in parallel rarely try the same ones.
+// connection could take it before the server binds it (where the range leaves fewer than 2,000 ports
+// outside it, the kernel picks them, and a warning says so); reserved against every other test
+// process by holding the same UDP port (which therefore cannot serve UDP) for the rest of this one;
+// bindable now. Random first candidate, so that tests running in parallel rarely try the same ones.
 import dgram from "node:dgram";
 import fs from "node:fs";
 import net from "node:net";

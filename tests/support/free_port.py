@@ -1,15 +1,16 @@
 """A TCP port for a server under test, chosen as tests/support/mqd_process.h's free_port() chooses
 it (keep the three in step): outside the kernel's ephemeral range, from which any test's outgoing
-connection could take it before the server binds it; reserved against every other test process by
-holding the same UDP port for the rest of this one; bindable now. Random first candidate, so that
-tests running in parallel rarely try the same ones."""
+connection could take it before the server binds it (where the range leaves fewer than 2,000 ports
+outside it, the kernel picks them, and a warning says so); reserved against every other test process
+by holding the same UDP port (which therefore cannot serve UDP) for the rest of this one; bindable
+now. Random first candidate, so that tests running in parallel rarely try the same ones."""
 
 import random
 import socket
 import sys
 
 _tried = set()
-_reservations = []  # the UDP sockets held: closed by the kernel when the process ends
+_reservations = []  # the UDP sockets held: closed when the process ends, or by free_port() if the TCP check fails
 
 
 def _server_port_range():
@@ -30,7 +31,8 @@ def _server_port_range():
 
 
 def _reserve_among_test_processes(port):
-    """Holds UDP `port` for the rest of this process (the server's TCP bind is not hindered)."""
+    """Holds UDP `port` (the server's TCP bind is not hindered) until this process ends, unless
+    free_port() gives it up (its TCP check failed)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not inherited by children (PEP 446)
     try:
         s.bind(("0.0.0.0", port))
