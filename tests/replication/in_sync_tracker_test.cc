@@ -133,7 +133,7 @@ TEST_CASE("in sync: a joiner that falls behind stops holding writes back") {
 }
 
 TEST_CASE(
-    "in sync: a member that never reported holds the watermark; reports are the latest, within the log") {
+    "in sync: a member that never reported holds the watermark, reports are the latest, within the log") {
   auto clock = std::make_shared<mq::testing::ManualClock>();
   auto tracker = make_tracker(clock, {kLeader, kF1});
   tracker.leader_appended(20, 20);

@@ -75,7 +75,7 @@ TEST_CASE("lease keeper: the margin below etcd's TTL") {
   CHECK(LeaseKeeper::margin(30s) == 6000ms);
 }
 
-TEST_CASE("lease keeper: a kept lease outlives its TTL; stopped with revoke, its keys go at once") {
+TEST_CASE("lease keeper: a kept lease outlives its TTL, stopped with revoke, its keys go at once") {
   mq::testing::RunningEtcd etcd;
   auto client = client_of(etcd);
   auto keeper = LeaseKeeper::start(*client, LeaseKeeper::Options{2s, {}});

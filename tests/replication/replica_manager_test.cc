@@ -254,7 +254,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "replica manager: the leader dies; another takes over within the lease TTL + 6 s with every acknowledged "
+    "replica manager: the leader dies, another takes over within the lease TTL + 6 s with every acknowledged "
     "write") {
   Cluster cluster;
   const std::uint32_t first = cluster.await_leader(3);

@@ -252,7 +252,7 @@ TEST_CASE("replica log: truncation within and across segments, durable, then cop
   }
 }
 
-TEST_CASE("replica log: a cut inside a batch goes back to its first line; none below the log start") {
+TEST_CASE("replica log: a cut inside a batch goes back to its first line, and none below the log start") {
   mq::testing::TempDir dir;
   auto store = open_store(dir.path(), 1 << 20);
   auto& log = partition_of(*store);
