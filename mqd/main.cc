@@ -184,10 +184,10 @@ int main(int argc, char** argv) {
   });
   // "listening" only once it is: tests and scripts take that line as the sign to connect. A stop
   // signal during the start (recovery can take a while; it is not cut short) stops mqd once the
-  // broker is open, before it binds, a clean stop:
-  // taken by the waiter already, or still pending, when this thread takes it (one sent to this thread
-  // alone, by tgkill, only it can). Under run_mutex, under which the waiter says "stopping": a
-  // signal taken meanwhile is reported after "listening", never before.
+  // broker is open, before it binds, a clean stop. The waiter may have taken it already; if it is
+  // still pending, this thread takes it (one sent to this thread alone, by tgkill, only it can).
+  // Under run_mutex, under which the waiter says "stopping": a signal the waiter takes meanwhile is
+  // reported after "listening", never before.
   bool stopped_before_bind = false;
   bool bound = false;
   {

@@ -109,14 +109,12 @@ inline int free_port() {
   std::lock_guard lock(mutex);
   const auto range = detail::server_port_range();
   if (!range) {
-    static const bool warned = [] {
+    if (tried.empty()) {  // the first call: warn once, as free_port.py and free_port.mjs do
       std::fprintf(stderr,
                    "free_port: net.ipv4.ip_local_port_range leaves fewer than 2,000 ports above 1023 "
                    "outside it: test servers take ports the kernel picks, which outgoing connections "
                    "may take first\n");
-      return true;
-    }();
-    (void)warned;
+    }
     for (int attempt = 0; attempt < 1000; ++attempt) {
       const int port = detail::bind_and_close(0);
       if (port == 0) throw std::runtime_error("free_port: cannot bind a TCP port");
